@@ -1,0 +1,55 @@
+# ZBrain: `make run` sets up and starts the server; `make test` sets up and runs every check.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+NODE_INSTALLED := node_modules/.installed
+DATA_DIR ?= zbrain-data
+
+.PHONY: setup run test lint format protos check-stubs buf-lint pytest bench clean
+
+setup: $(INSTALLED) $(NODE_INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(NODE_INSTALLED): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+## run: start ZBrain on the embedded SQLite store, with a local worker pool.
+run: $(INSTALLED)
+	$(BIN)/zbrain serve --data-dir $(DATA_DIR) --workers 4
+
+## test: every check, then every test.
+test: setup lint pytest
+
+lint: setup check-stubs buf-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+pytest: $(INSTALLED)
+	$(PY) -m pytest
+
+format: $(INSTALLED)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## protos: regenerate the committed Python stubs from protos/.
+protos: $(INSTALLED)
+	$(PY) scripts/gen_protos.py
+
+check-stubs: $(INSTALLED)
+	$(PY) scripts/gen_protos.py --check
+
+buf-lint: $(NODE_INSTALLED)
+	node_modules/.bin/buf lint
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,507 @@
+"""The `zbrain` command line: run a server or a worker, and submit, inspect and cancel jobs.
+
+Human-readable output by default, `--json` for scripts. Errors are one line
+on stderr with a non-zero exit status: 1 for a failed operation, 2 for a
+usage error; never a traceback for something the user can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .client import Client, default_server
+from .errors import ZBrainError
+from .models import Job, JobState
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
+
+
+class UsageError(Exception):
+    """A flag value the parser accepted but that makes no sense."""
+
+
+# -- output ----------------------------------------------------------------------
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False))
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _short_cmd(cmd: Sequence[str], width: int = 48) -> str:
+    text = " ".join(cmd)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _stopping(job: Job) -> bool:
+    return job.cancel_requested and job.state is JobState.RUNNING
+
+
+def _print_job(job: Job) -> None:
+    rows = [
+        ("id", job.id),
+        ("org", job.org_id),
+        ("state", job.state.name + (" (cancel requested)" if _stopping(job) else "")),
+        ("attempt", f"{job.attempt} of {job.max_retries + 1}"),
+        ("cmd", json.dumps(list(job.cmd))),
+        ("input", json.dumps(job.input)),
+        ("timeout", f"{job.timeout.total_seconds():g}s"),
+        ("priority", str(job.priority)),
+        ("created", _when(job.create_time)),
+        ("started", _when(job.start_time)),
+        ("finished", _when(job.finish_time)),
+    ]
+    if job.state is JobState.RETRYING:
+        rows.append(("next run", _when(job.next_run_time)))
+    if job.worker_id:
+        rows.append(("worker", job.worker_id))
+    if job.env:
+        rows.append(("env", " ".join(f"{k}={v}" for k, v in sorted(job.env.items()))))
+    if job.labels:
+        rows.append(("labels", " ".join(f"{k}={v}" for k, v in sorted(job.labels.items()))))
+    if job.last_error:
+        rows.append(("error", job.last_error))
+    if job.output is not None:
+        rows.append(("output", json.dumps(job.output)))
+    for artifact in job.artifacts:
+        rows.append(
+            (
+                "artifact",
+                f"{artifact.name} ({artifact.size_bytes} bytes, sha256 {artifact.sha256[:12]})",
+            )
+        )
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    for row in (headers, *rows):
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+# -- argument helpers -------------------------------------------------------------
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _duration(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    for suffix in sorted(units, key=len, reverse=True):
+        if text.endswith(suffix):
+            number, scale = text[: -len(suffix)], units[suffix]
+            break
+    else:
+        number, scale = text, 1
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 30, 30s, 5m or 2h, got {text!r}"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("a duration must be positive")
+    return value
+
+
+def _state(text: str) -> JobState:
+    try:
+        return JobState[text.upper()]
+    except KeyError:
+        names = ", ".join(s.name.lower() for s in JobState)
+        raise argparse.ArgumentTypeError(f"unknown state {text!r}; choose from {names}") from None
+
+
+def _read_input(text: str | None) -> Any:
+    if text is None:
+        return None
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            text = sys.stdin.read() if text == "@-" else path.read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read --input file {path}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--input is not valid JSON: {exc}") from None
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+async def cmd_submit(args: argparse.Namespace) -> int:
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise UsageError(
+            "nothing to run: give the command after --, e.g. zbrain submit -- echo hello"
+        )
+    async with await Client.connect(args.server) as client:
+        job = await client.submit(
+            cmd,
+            org=args.org,
+            input=_read_input(args.input),
+            env=dict(args.env),
+            timeout=args.timeout,
+            max_retries=args.retries,
+            priority=args.priority,
+            labels=dict(args.label),
+            request_id=args.request_id,
+        )
+        if args.wait:
+            job = await client.wait(job.id)
+    if args.json:
+        _print_json(job.to_dict())
+    elif args.wait:
+        _print_job(job)
+    else:
+        print(job.id)
+    return 0 if not args.wait or job.state is JobState.SUCCEEDED else EXIT_FAILED
+
+
+async def cmd_get(args: argparse.Namespace) -> int:
+    async with await Client.connect(args.server) as client:
+        job = await client.get(args.id)
+    _print_json(job.to_dict()) if args.json else _print_job(job)
+    return 0
+
+
+async def cmd_wait(args: argparse.Namespace) -> int:
+    async with await Client.connect(args.server) as client:
+        try:
+            job = await client.wait(args.id, timeout=args.timeout)
+        except TimeoutError:
+            print(
+                f"zbrain: error: job {args.id} did not finish within {args.timeout:g}s",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+    _print_json(job.to_dict()) if args.json else _print_job(job)
+    return 0 if job.state is JobState.SUCCEEDED else EXIT_FAILED
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    async with await Client.connect(args.server) as client:
+        jobs = [
+            job
+            async for job in client.list(
+                org=args.org, states=args.state, oldest_first=args.oldest_first, limit=args.limit
+            )
+        ]
+    if args.json:
+        for job in jobs:
+            _print_json(job.to_dict())
+        return 0
+    rows = [
+        [job.id, job.state.name, str(job.attempt), _when(job.create_time), _short_cmd(job.cmd)]
+        for job in jobs
+    ]
+    _print_table(["ID", "STATE", "ATTEMPT", "CREATED", "COMMAND"], rows)
+    return 0
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    async with await Client.connect(args.server) as client:
+        job, outcome = await client.cancel(args.id)
+    if args.json:
+        _print_json({"outcome": outcome.name, "job": job.to_dict()})
+        return 0
+    messages = {
+        "CANCELED": f"job {job.id} canceled",
+        "CANCEL_REQUESTED": f"job {job.id} is running; its worker was told to stop it",
+        "ALREADY_TERMINAL": (
+            f"job {job.id} had already finished ({job.state.name}); nothing to cancel"
+        ),
+    }
+    print(messages[outcome.name])
+    return 0
+
+
+async def cmd_logs(args: argparse.Namespace) -> int:
+    async with await Client.connect(args.server) as client:
+        async for line in client.logs(args.id, follow=args.follow, after=args.after):
+            if args.json:
+                _print_json(
+                    {
+                        "seq": line.sequence,
+                        "stream": line.stream.name,
+                        "attempt": line.attempt,
+                        "text": line.text,
+                    }
+                )
+            else:
+                print(line.text, flush=True)
+    return 0
+
+
+async def cmd_artifacts(args: argparse.Namespace) -> int:
+    async with await Client.connect(args.server) as client:
+        artifacts = await client.artifacts(args.id)
+    if args.json:
+        for artifact in artifacts:
+            _print_json(vars(artifact))
+    else:
+        _print_table(
+            ["NAME", "SIZE", "SHA256"], [[a.name, str(a.size_bytes), a.sha256] for a in artifacts]
+        )
+    return 0
+
+
+async def cmd_download(args: argparse.Namespace) -> int:
+    destination = Path(args.output or Path(args.name).name)
+    if destination.is_dir():
+        destination = destination / Path(args.name).name
+    async with await Client.connect(args.server) as client:
+        artifact = await client.download(args.id, args.name, destination)
+    print(f"{destination} ({artifact.size_bytes} bytes, sha256 {artifact.sha256})")
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    from zbrain_server.app import serve
+    from zbrain_server.config import ServerConfig
+
+    config = ServerConfig.from_env(
+        listen=args.listen,
+        data_dir=args.data_dir,
+        artifacts_dir=args.artifacts_dir,
+        local_workers=args.workers,
+    )
+    await serve(config)
+    return 0
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import run_worker_command
+
+    return await run_worker_command(args)
+
+
+# -- the parser -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zbrain", description="ZBrain: distributed job orchestration over gRPC."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument(
+        "--server",
+        default=default_server(),
+        help="server address HOST:PORT (default: $ZBRAIN_SERVER or 127.0.0.1:50051)",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    def command(
+        name: str, handler: Command, help: str, *parents: argparse.ArgumentParser
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, parents=list(parents))
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("serve", cmd_serve, "run the ZBrain server")
+    p.add_argument(
+        "--listen", help="address to listen on (default: $ZBRAIN_LISTEN or 127.0.0.1:50051)"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the database lives (default: $ZDB_DATA or ./zbrain-data)",
+    )
+    p.add_argument(
+        "--artifacts-dir",
+        type=Path,
+        help="where artifacts live (default: $ZBRAIN_ARTIFACTS or DATA_DIR/artifacts)",
+    )
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="also run a local worker process with N slots"
+    )
+
+    p = command(
+        "submit",
+        cmd_submit,
+        "submit a job: zbrain submit [OPTIONS] -- CMD [ARGS...]",
+        remote,
+        as_json,
+    )
+    p.add_argument("--org", help="organisation (default: the server's default org)")
+    p.add_argument(
+        "--timeout", type=_duration, help="time limit per attempt, e.g. 30s, 5m (default: server's)"
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        metavar="N",
+        help="retries after a failed attempt (default: server's)",
+    )
+    p.add_argument(
+        "--env",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="environment variable (repeatable)",
+    )
+    p.add_argument(
+        "--label",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="label (repeatable)",
+    )
+    p.add_argument(
+        "--input", metavar="JSON|@FILE", help="JSON input, inline or from a file (@- for stdin)"
+    )
+    p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    p.add_argument(
+        "--request-id", help="idempotency key: resubmitting with it returns the first job"
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the job to finish; exit 1 unless it succeeded"
+    )
+    p.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command to run, after --"
+    )
+
+    p = command("get", cmd_get, "show one job", remote, as_json)
+    p.add_argument("id", help="job id")
+
+    p = command(
+        "wait", cmd_wait, "wait for a job to finish; exit 1 unless it succeeded", remote, as_json
+    )
+    p.add_argument("id", help="job id")
+    p.add_argument("--timeout", type=_duration, help="give up after this long")
+
+    p = command("list", cmd_list, "list jobs, newest first", remote, as_json)
+    p.add_argument("--org", help="organisation (default: the server's default org)")
+    p.add_argument(
+        "--state",
+        type=_state,
+        action="append",
+        default=[],
+        help="only jobs in this state (repeatable)",
+    )
+    p.add_argument("--limit", type=int, default=50, help="at most this many jobs (default 50)")
+    p.add_argument("--oldest-first", action="store_true", help="oldest first (queue order)")
+
+    p = command("cancel", cmd_cancel, "cancel a job", remote, as_json)
+    p.add_argument("id", help="job id")
+
+    p = command("logs", cmd_logs, "print a job's output", remote, as_json)
+    p.add_argument("id", help="job id")
+    p.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new lines until the job ends"
+    )
+    p.add_argument(
+        "--from", dest="after", type=int, default=0, metavar="N", help="start after line sequence N"
+    )
+
+    p = command("artifacts", cmd_artifacts, "list a job's artifacts", remote, as_json)
+    p.add_argument("id", help="job id")
+
+    p = command("download", cmd_download, "download an artifact", remote)
+    p.add_argument("id", help="job id")
+    p.add_argument("name", help="artifact name")
+    p.add_argument(
+        "-o", "--output", help="file or folder to write to (default: the artifact's file name)"
+    )
+
+    p = command("worker", cmd_worker, "run a worker that executes jobs", remote)
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        help="jobs at once (default: $ZWORKER_CONCURRENCY or the CPU count)",
+    )
+    p.add_argument(
+        "--org",
+        action="append",
+        default=[],
+        help="organisation to serve (repeatable; default: the server's default)",
+    )
+    p.add_argument("--id", dest="worker_id", help="worker id (default: HOST-PID)")
+    p.add_argument("--mode", help="how jobs run: process (default; $ZWORKER_MODE) or echo")
+    p.add_argument(
+        "--temp-dir",
+        type=Path,
+        help="where job folders are made (default: $ZWORKER_TEMP_DIR or the system temp dir)",
+    )
+    p.add_argument(
+        "--label",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="worker label (repeatable)",
+    )
+    p.add_argument(
+        "--grace",
+        type=_duration,
+        default=30.0,
+        help="on SIGTERM, how long running jobs may finish (default 30s)",
+    )
+    return parser
+
+
+def _positive(args: argparse.Namespace) -> None:
+    for name in ("limit", "workers", "concurrency"):
+        value = getattr(args, name, None)
+        if value is not None and value < (0 if name == "workers" else 1):
+            raise UsageError(
+                f"--{name} must be {'zero or more' if name == 'workers' else 'at least 1'}"
+            )
+    if getattr(args, "retries", None) is not None and args.retries < 0:
+        raise UsageError("--retries must not be negative")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("ZBRAIN_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        _positive(args)
+        handler: Command = args.handler
+        return asyncio.run(handler(args))
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"zbrain {args.command}: error: {exc}\n")
+    except ZBrainError as exc:
+        print(f"zbrain: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,552 @@
+"""The worker SDK: a connection loop that runs jobs with a pluggable `Executor`.
+
+A `Worker` keeps one WorkerService.Connect stream open to the server, takes
+the leases the server pushes while it has free slots, runs each attempt with
+its executor, and reports log lines (batched), heartbeats and the result, all
+fenced by the lease epoch. It reconnects with backoff when the server goes
+away and drains on shutdown: no new jobs, running ones finish within a grace
+period, then they are stopped.
+
+    class Hello(Executor):
+        id = "hello"
+        async def execute(self, job, events, cancel):
+            events.log("hi")
+            return Outcome.succeeded({"greeting": "hello"})
+
+    await Worker(Hello(), server="127.0.0.1:50051").run()
+"""
+
+from __future__ import annotations
+
+import abc
+import argparse
+import asyncio
+import contextlib
+import enum
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from .client import CHANNEL_OPTIONS, default_server
+from .errors import ZBrainError, from_rpc_error
+from .models import Artifact, Job, LogStream
+from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, worker_service_pb2_grpc
+from .v1 import worker_service_pb2 as wpb
+
+log = logging.getLogger("zbrain.worker")
+
+UPLOAD_CHUNK_BYTES = 256 << 10
+MAX_LINES_PER_MESSAGE = 5000
+
+
+class StopReason(enum.Enum):
+    """Why an attempt must stop before it finishes by itself."""
+
+    CANCELED = "canceled by user"
+    TIMED_OUT = "timed out"
+    SHUTDOWN = "worker shutting down"
+    LEASE_LOST = "lease lost"
+
+
+class Cancellation:
+    """Tells an executor to stop; the first reason given wins."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.reason: StopReason | None = None
+        self.detail = ""
+
+    def set(self, reason: StopReason, detail: str = "") -> None:
+        if self.reason is None:
+            self.reason, self.detail = reason, detail
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    @property
+    def reason_text(self) -> str:
+        if self.reason is None:
+            return ""
+        return f"{self.reason.value} ({self.detail})" if self.detail else self.reason.value
+
+
+class OutcomeKind(enum.IntEnum):
+    """How an attempt ended (zbrain.v1.AttemptOutcome)."""
+
+    SUCCEEDED = 1
+    FAILED = 2
+    CANCELED = 3
+    TIMED_OUT = 4
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an executor returns: success with output, or failure with an error."""
+
+    kind: OutcomeKind
+    output: Any = None
+    error: str = ""
+    exit_code: int | None = None
+
+    @classmethod
+    def succeeded(cls, output: Any = None) -> Outcome:
+        return cls(OutcomeKind.SUCCEEDED, output=output, exit_code=0)
+
+    @classmethod
+    def failed(cls, error: str, exit_code: int | None = None) -> Outcome:
+        return cls(OutcomeKind.FAILED, error=error, exit_code=exit_code)
+
+    def to_proto(self) -> job_service_pb2.AttemptResult:
+        result = job_service_pb2.AttemptResult(
+            outcome=job_service_pb2.AttemptOutcome.ValueType(self.kind.value),
+            output_json=json.dumps(self.output) if self.output is not None else "",
+            error=self.error,
+        )
+        if self.exit_code is not None:
+            result.exit_code = self.exit_code
+        return result
+
+
+class AttemptEvents:
+    """What an executor reports while it runs: log lines and artifact files."""
+
+    def __init__(self, worker: Worker, lease: wpb.LeaseRef, job: Job) -> None:
+        self._worker = worker
+        self._lease = lease
+        self._job = job
+
+    def log(self, text: str, stream: LogStream = LogStream.STDOUT) -> None:
+        """Queue one line; lines are sent in batches as soon as the stream is free."""
+        line = job_pb2.LogLine(
+            stream=job_pb2.LogStream.ValueType(stream.value), attempt=self._job.attempt, text=text
+        )
+        line.time.GetCurrentTime()
+        self._worker._queue_log(self._lease, line)
+
+    async def upload(self, name: str, path: Path) -> Artifact:
+        """Upload a file as the artifact `name`, with the checksum the server verifies."""
+        return await self._worker._upload(self._lease, name, path)
+
+
+class Executor(abc.ABC):
+    """Runs jobs. The local process executor is one; `FunctionExecutor` wraps a function.
+
+    `execute` must return promptly once `cancel` is set; the worker then
+    reports the attempt as canceled, timed out or stopped by shutdown,
+    whatever the executor returns.
+    """
+
+    id: str = "executor"
+
+    @abc.abstractmethod
+    async def execute(self, job: Job, events: AttemptEvents, cancel: Cancellation) -> Outcome:
+        """Run one attempt of `job`."""
+
+    async def health_check(self) -> None:  # noqa: B027 - healthy unless overridden
+        """Raise if this executor cannot take jobs; the worker then reconnects later."""
+
+
+class FunctionExecutor(Executor):
+    """Runs jobs with an async Python function of the job; its return value is the output."""
+
+    def __init__(
+        self, handler: Callable[[Job], Awaitable[Any]], executor_id: str = "function"
+    ) -> None:
+        self.id = executor_id
+        self._handler = handler
+
+    async def execute(self, job: Job, events: AttemptEvents, cancel: Cancellation) -> Outcome:
+        task = asyncio.ensure_future(self._handler(job))
+        stopping = asyncio.ensure_future(cancel.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            return Outcome.failed(f"stopped: {cancel.reason_text}")
+        if task.exception() is not None:
+            error = task.exception()
+            return Outcome.failed(f"{type(error).__name__}: {error}")
+        return Outcome.succeeded(task.result())
+
+
+@dataclass(eq=False)
+class _Attempt:
+    lease: wpb.LeaseRef
+    job: Job
+    cancel: Cancellation = field(default_factory=Cancellation)
+    task: asyncio.Task[None] | None = None
+
+
+class SessionEnded(Exception):
+    """The stream to the server ended; the worker reconnects."""
+
+    def __init__(self, reason: str, *, welcomed: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.welcomed = welcomed  # the server had accepted us: reconnect quickly
+
+
+class Worker:
+    """Connects to a ZBrain server and runs the jobs it is given with `executor`."""
+
+    def __init__(
+        self,
+        executor: Executor,
+        *,
+        server: str | None = None,
+        worker_id: str | None = None,
+        orgs: Sequence[str] = (),
+        concurrency: int = 1,
+        labels: dict[str, str] | None = None,
+        reconnect_max_s: float = 10.0,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.executor = executor
+        self.server = server or default_server()
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.orgs = tuple(orgs)
+        self.concurrency = concurrency
+        self.labels = dict(labels or {})
+        self.reconnect_max_s = reconnect_max_s
+        self._channel = grpc.aio.insecure_channel(
+            self.server, options=[*CHANNEL_OPTIONS, *channel_options]
+        )
+        self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
+        self._workers = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
+        self._attempts: dict[str, _Attempt] = {}
+        self._pending_logs: dict[tuple[str, int], list[job_pb2.LogLine]] = {}
+        self._control: list[wpb.ConnectRequest] = []
+        self._wake_writer = asyncio.Event()
+        self._idle = asyncio.Event()  # set when the writer has sent all it was given
+        self._stopping = asyncio.Event()
+        self._draining = False
+        self._call: Any = None
+        self.completed = 0  # attempts reported, for tests and burst mode
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve until `shutdown()`; reconnect with backoff whenever the stream breaks."""
+        delay = 0.1
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self.executor.health_check()
+                    await self._session()
+                except SessionEnded as ended:
+                    if self._stopping.is_set():
+                        break
+                    if ended.welcomed:
+                        delay = 0.1
+                    log.warning(
+                        "lost the server at %s: %s; reconnecting in %.1fs",
+                        self.server,
+                        ended.reason,
+                        delay,
+                    )
+                except ZBrainError as error:
+                    log.warning("cannot run: %s; retrying in %.1fs", error, delay)
+                except Exception as error:  # an executor's health check may raise anything
+                    log.warning(
+                        "executor %s is unhealthy: %s; retrying in %.1fs",
+                        self.executor.id,
+                        error,
+                        delay,
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stopping.wait(), delay * (0.5 + random.random() / 2)
+                    )
+                delay = min(self.reconnect_max_s, delay * 2)
+        finally:
+            await self._channel.close()
+
+    async def shutdown(self, grace_s: float = 30.0) -> None:
+        """Drain: take no new jobs, let running ones finish for grace_s, then stop them."""
+        if self._draining:
+            return
+        self._draining = True
+        log.info("draining: %d running job(s), grace %.0fs", len(self._attempts), grace_s)
+        self._send(wpb.ConnectRequest(drain=wpb.WorkerDrain(reason="shutdown")))
+        tasks = [a.task for a in self._attempts.values() if a.task is not None]
+        if tasks:
+            _, still_running = await asyncio.wait(tasks, timeout=grace_s)
+            for attempt in list(self._attempts.values()):
+                attempt.cancel.set(StopReason.SHUTDOWN)
+            if still_running:
+                await asyncio.wait(still_running)
+        await self._flush()
+        self._stopping.set()
+        if self._call is not None:
+            self._call.cancel()
+
+    async def __aenter__(self) -> Worker:
+        self._runner = asyncio.create_task(self.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+        await self._runner
+
+    # -- one connection ---------------------------------------------------------
+
+    async def _session(self) -> None:
+        call = self._workers.Connect()
+        self._call = call
+        welcomed = False
+        writer = heartbeat = None
+        try:
+            await call.write(
+                wpb.ConnectRequest(
+                    hello=wpb.WorkerHello(
+                        worker_id=self.worker_id,
+                        org_ids=list(self.orgs),
+                        concurrency=self.concurrency,
+                        labels=self.labels,
+                    )
+                )
+            )
+            first = await call.read()
+            if first is grpc.aio.EOF or not first.HasField("welcome"):
+                raise SessionEnded("the server did not welcome the worker", welcomed=False)
+            welcomed = True
+            interval = first.welcome.heartbeat_interval.ToTimedelta().total_seconds() or 10.0
+            log.info(
+                "connected to %s as %s (%d slots)", self.server, self.worker_id, self.concurrency
+            )
+            if self._draining:
+                await call.write(wpb.ConnectRequest(drain=wpb.WorkerDrain(reason="shutdown")))
+            writer = asyncio.create_task(self._write_loop(call))
+            heartbeat = asyncio.create_task(self._heartbeat_loop(interval))
+            async for message in _messages(call):
+                self._handle(message)
+            raise SessionEnded("the server closed the stream", welcomed=True)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.PERMISSION_DENIED,
+            ):
+                raise from_rpc_error(error) from None
+            reason = error.details() or error.code().name
+            raise SessionEnded(reason, welcomed=welcomed) from None
+        except asyncio.CancelledError:
+            if not self._stopping.is_set():
+                raise
+        finally:
+            self._call = None
+            for task in (writer, heartbeat):
+                if task is not None:
+                    task.cancel()
+            # The server counts our attempts as lost when the stream ends: stop them.
+            for attempt in list(self._attempts.values()):
+                attempt.cancel.set(StopReason.LEASE_LOST, "connection to the server lost")
+            running = [a.task for a in self._attempts.values() if a.task is not None]
+            if running:
+                await asyncio.wait(running)
+            self._pending_logs.clear()
+            self._control.clear()
+            call.cancel()
+
+    def _handle(self, message: wpb.ConnectResponse) -> None:
+        kind = message.WhichOneof("message")
+        if kind == "lease":
+            self._start(message.lease)
+        elif kind in ("cancel", "rejected"):
+            body = message.cancel if kind == "cancel" else message.rejected
+            attempt = self._attempts.get(body.lease.job_id)
+            if attempt is not None and attempt.lease.lease_epoch == body.lease.lease_epoch:
+                reason = StopReason.CANCELED if kind == "cancel" else StopReason.LEASE_LOST
+                attempt.cancel.set(reason, body.reason)
+
+    def _start(self, lease: job_service_pb2.Lease) -> None:
+        ref = wpb.LeaseRef(job_id=lease.job.id, lease_epoch=lease.lease_epoch)
+        attempt = _Attempt(ref, Job.from_proto(lease.job))
+        self._attempts[ref.job_id] = attempt
+        attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"job-{ref.job_id}")
+
+    async def _run_attempt(self, attempt: _Attempt) -> None:
+        job, cancel = attempt.job, attempt.cancel
+        events = AttemptEvents(self, attempt.lease, job)
+        timeout_s = job.timeout.total_seconds()
+        try:
+            run = asyncio.create_task(self.executor.execute(job, events, cancel))
+            done, _ = await asyncio.wait({run}, timeout=timeout_s)
+            if not done:
+                cancel.set(StopReason.TIMED_OUT, f"after {timeout_s:g}s")
+            outcome = await run
+        except Exception as error:
+            log.exception("executor %s crashed on job %s", self.executor.id, job.id)
+            outcome = Outcome.failed(f"executor crashed: {type(error).__name__}: {error}")
+        try:
+            if cancel.reason is StopReason.LEASE_LOST:
+                return  # a newer attempt (or nobody) owns the job now: report nothing
+            if cancel.reason is StopReason.TIMED_OUT:
+                outcome = Outcome(
+                    OutcomeKind.TIMED_OUT,
+                    error=f"timed out after {timeout_s:g}s",
+                    exit_code=outcome.exit_code,
+                )
+            elif cancel.reason is StopReason.CANCELED:
+                outcome = Outcome(OutcomeKind.CANCELED, error=cancel.reason_text)
+            elif cancel.reason is StopReason.SHUTDOWN:
+                outcome = Outcome.failed("the worker shut down before the job finished")
+            self._send(
+                wpb.ConnectRequest(
+                    result=wpb.WorkerResult(lease=attempt.lease, result=outcome.to_proto())
+                )
+            )
+            self.completed += 1
+        finally:
+            self._attempts.pop(job.id, None)
+
+    # -- sending ------------------------------------------------------------------
+
+    def _queue_log(self, lease: wpb.LeaseRef, line: job_pb2.LogLine) -> None:
+        self._pending_logs.setdefault((lease.job_id, lease.lease_epoch), []).append(line)
+        self._wake_writer.set()
+
+    def _send(self, message: wpb.ConnectRequest) -> None:
+        self._control.append(message)
+        self._wake_writer.set()
+
+    async def _write_loop(self, call: Any) -> None:
+        """The only writer of the stream: log batches first, then control messages,
+        so an attempt's lines always reach the server before its result."""
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            while self._pending_logs or self._control:
+                pending, self._pending_logs = self._pending_logs, {}
+                for (job_id, epoch), lines in pending.items():
+                    ref = wpb.LeaseRef(job_id=job_id, lease_epoch=epoch)
+                    for start in range(0, len(lines), MAX_LINES_PER_MESSAGE):
+                        batch = lines[start : start + MAX_LINES_PER_MESSAGE]
+                        await call.write(
+                            wpb.ConnectRequest(logs=wpb.WorkerLogs(lease=ref, lines=batch))
+                        )
+                control, self._control = self._control, []
+                for message in control:
+                    await call.write(message)
+            self._idle.set()
+
+    async def _flush(self) -> None:
+        """Wait until everything queued was written (or the stream is gone)."""
+        if self._call is None:
+            return
+        self._idle.clear()
+        self._wake_writer.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), 5.0)
+
+    async def _heartbeat_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            leases = [a.lease for a in self._attempts.values()]
+            if leases:
+                self._send(wpb.ConnectRequest(heartbeat=wpb.WorkerHeartbeat(leases=leases)))
+
+    async def _upload(self, lease: wpb.LeaseRef, name: str, path: Path) -> Artifact:
+        sha256, size = await asyncio.to_thread(_file_sha256, path)
+        header = job_service_pb2.ArtifactHeader(
+            job_id=lease.job_id,
+            lease_epoch=lease.lease_epoch,
+            artifact=job_pb2.Artifact(name=name, sha256=sha256, size_bytes=size),
+        )
+
+        async def parts() -> AsyncIterator[job_service_pb2.UploadArtifactRequest]:
+            yield job_service_pb2.UploadArtifactRequest(header=header)
+            with path.open("rb") as handle:
+                while chunk := await asyncio.to_thread(handle.read, UPLOAD_CHUNK_BYTES):
+                    yield job_service_pb2.UploadArtifactRequest(chunk=chunk)
+
+        try:
+            response = await self._jobs.UploadArtifact(parts())
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return Artifact.from_proto(response.artifact)
+
+
+async def _messages(call: Any) -> AsyncIterator[wpb.ConnectResponse]:
+    while True:
+        message = await call.read()
+        if message is grpc.aio.EOF:
+            return
+        yield message
+
+
+def _file_sha256(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+# -- the `zbrain worker` command --------------------------------------------------
+
+
+def _echo_executor() -> Executor:
+    async def echo(job: Job) -> Any:
+        return job.input
+
+    return FunctionExecutor(echo, executor_id="echo")
+
+
+async def run_worker_command(args: argparse.Namespace) -> int:
+    """`zbrain worker`: run a worker until SIGTERM or SIGINT, then drain."""
+    from .process import ProcessExecutor
+
+    mode = (args.mode or os.environ.get("ZWORKER_MODE") or "process").lower()
+    concurrency = args.concurrency or int(
+        os.environ.get("ZWORKER_CONCURRENCY") or os.cpu_count() or 1
+    )
+    temp_dir = args.temp_dir or (
+        Path(os.environ["ZWORKER_TEMP_DIR"]) if os.environ.get("ZWORKER_TEMP_DIR") else None
+    )
+    executors: dict[str, Callable[[], Executor]] = {
+        "process": lambda: ProcessExecutor(temp_dir),
+        "echo": _echo_executor,
+    }
+    if mode not in executors:
+        raise ZBrainError(f"unknown worker mode {mode!r}; choose from {', '.join(executors)}")
+    worker = Worker(
+        executors[mode](),
+        server=args.server,
+        worker_id=args.worker_id,
+        orgs=args.org,
+        concurrency=concurrency,
+        labels=dict(args.label),
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.shutdown(args.grace)))
+    log.info(
+        "worker %s (%s mode, %d slots) serving %s",
+        worker.worker_id,
+        mode,
+        concurrency,
+        worker.server,
+    )
+    await worker.run()
+    return 0

@@ -1,0 +1,1 @@
+"""The ZBrain server: an asyncio gRPC service over a pluggable job store."""

@@ -1,0 +1,212 @@
+"""Wiring: build the store, dispatcher and gRPC server; start them and stop them cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from zbrain.errors import ZBrainError
+from zbrain.v1 import (
+    job_service_pb2,
+    job_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
+
+from .artifacts import BlobStore
+from .config import ServerConfig
+from .dispatch import Dispatcher
+from .model import now_us
+from .notify import JobSignals
+from .service import JobServicer
+from .store import JobStore, open_store
+from .worker_service import WorkerServicer
+
+log = logging.getLogger("zbrain.server")
+
+SERVICE_NAMES = (
+    job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+)
+HEALTH_CHECK_INTERVAL_S = 5.0
+
+
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    """gRPC settings: message size limit, and keepalives so dead peers are noticed."""
+    return [
+        ("grpc.max_receive_message_length", config.limits.max_message_bytes),
+        ("grpc.max_send_message_length", config.limits.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(config.keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
+
+class ZBrainServer:
+    """One running ZBrain server: `await start()`, then `await stop()`."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._store: JobStore | None = None
+        self._server: grpc.aio.Server | None = None
+        self._dispatcher: Dispatcher | None = None
+        self._health = health.aio.HealthServicer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._local_workers: asyncio.subprocess.Process | None = None
+
+    @property
+    def address(self) -> str:
+        host = self.config.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        config = self.config
+        self._store = store = await open_store(config.data_dir)
+        blobs = BlobStore(config.artifact_root)
+        blobs.open()
+        signals = JobSignals()
+        self._dispatcher = dispatcher = Dispatcher(store, config, signals)
+        server = grpc.aio.server(options=server_options(config))
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(
+            JobServicer(config, store, dispatcher, blobs, signals), server
+        )
+        worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
+            WorkerServicer(config, dispatcher), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        try:
+            self.port = server.add_insecure_port(config.listen)
+        except RuntimeError as exc:
+            await store.close()
+            raise ZBrainError(f"cannot listen on {config.listen}: {exc}") from exc
+        await server.start()
+        self._server = server
+        await dispatcher.start()
+        await self._set_serving(True)
+        self._tasks = [
+            asyncio.create_task(self._watch_health(store), name="zbrain-health"),
+            asyncio.create_task(self._retention(store, blobs), name="zbrain-retention"),
+        ]
+        if config.local_workers:
+            await self._start_local_workers()
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop taking calls, let in-flight ones finish (up to grace_s), close the store."""
+        await self._health.enter_graceful_shutdown()
+        if self._local_workers is not None:
+            await self._stop_local_workers(grace_s)
+        if self._server is not None:
+            await self._server.stop(grace_s)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._dispatcher is not None:
+            await self._dispatcher.stop()
+        if self._store is not None:
+            await self._store.close()
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
+    async def _watch_health(self, store: JobStore) -> None:
+        """Report NOT_SERVING while the store cannot be read and written."""
+        healthy = True
+        while True:
+            await asyncio.sleep(HEALTH_CHECK_INTERVAL_S)
+            try:
+                await store.check_health()
+                ok = True
+            except ZBrainError as exc:
+                log.error("store health check failed: %s", exc)
+                ok = False
+            if ok != healthy:
+                healthy = ok
+                await self._set_serving(ok)
+
+    async def _retention(self, store: JobStore, blobs: BlobStore) -> None:
+        """Purge finished jobs past the retention age, then blobs nobody refers to."""
+        every = max(self.config.poll_interval_s, min(3600.0, self.config.retention_s / 10))
+        while True:
+            try:
+                cutoff_us = now_us() - int(self.config.retention_s * 1e6)
+                purged = await store.purge_finished(cutoff_us)
+                deleted = blobs.collect_garbage(await store.referenced_blobs())
+                if purged or deleted:
+                    log.info("retention: purged %d jobs and %d blobs", purged, deleted)
+            except ZBrainError:
+                log.exception("retention pass failed; trying again later")
+            await asyncio.sleep(every)
+
+    async def _start_local_workers(self) -> None:
+        """Run a `zbrain worker` process beside the server (`zbrain serve --workers N`)."""
+        self._local_workers = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "zbrain",
+            "worker",
+            "--server",
+            f"127.0.0.1:{self.port}",
+            "--concurrency",
+            str(self.config.local_workers),
+            "--org",
+            self.config.default_org,
+        )
+        log.info("started a local worker process with %d slots", self.config.local_workers)
+
+    async def _stop_local_workers(self, grace_s: float) -> None:
+        process = self._local_workers
+        if process is None or process.returncode is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace_s)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run a server until SIGINT or SIGTERM, then shut it down gracefully."""
+    server = ZBrainServer(config)
+    await server.start()
+    store_path = Path(config.data_dir) / "zbrain.db"
+    print(
+        f"ZBrain listening on {server.address} (store: sqlite {store_path}; "
+        f"artifacts: {config.artifact_root})",
+        flush=True,
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    print("ZBrain shutting down: finishing in-flight calls", flush=True)
+    await server.stop()
+    print("ZBrain stopped", flush=True)

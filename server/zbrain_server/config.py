@@ -1,0 +1,158 @@
+"""Server configuration: flags over environment variables over defaults.
+
+The environment variables keep the meaning they had in the original design
+(ZDB_DATA, ZBRAIN_ARTIFACTS, ZBRAIN_LEASE_TTL, ...); docs/configuration.md
+lists every one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zbrain.errors import InvalidArgumentError
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DATA_DIR = Path("zbrain-data")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str, *, name: str) -> float:
+    """Parse "30", "30s", "500ms", "5m", "2h" or "7d" into seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise InvalidArgumentError(
+            f"{name}={text!r} is not a duration; use a number of seconds or e.g. 500ms, 30s, 5m, 2h"
+        )
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what a request may carry; each violation names its limit."""
+
+    max_input_bytes: int = 1 << 20
+    max_cmd_args: int = 1024
+    max_cmd_bytes: int = 128 << 10
+    max_env_entries: int = 256
+    max_env_bytes: int = 128 << 10
+    max_labels: int = 64
+    max_label_bytes: int = 256
+    max_timeout_s: float = 7 * 86400.0
+    max_retries: int = 100
+    max_page_size: int = 1000
+    max_batch_jobs: int = 10_000
+    max_request_id_bytes: int = 128
+    max_message_bytes: int = 16 << 20
+    max_log_line_bytes: int = 16 << 10
+    max_log_lines_per_report: int = 10_000
+    max_artifact_bytes: int = 1 << 30
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `zbrain serve` can be told."""
+
+    listen: str = DEFAULT_LISTEN
+    data_dir: Path = DEFAULT_DATA_DIR
+    artifacts_dir: Path | None = None  # default: <data_dir>/artifacts
+    default_org: str = "default"
+    lease_ttl_s: float = 30.0
+    # The server fails an attempt as timed out this long after its timeout,
+    # giving the worker the first chance to stop it and report.
+    timeout_grace_s: float = 5.0
+    poll_interval_s: float = 1.0
+    default_max_retries: int = 3
+    default_timeout_s: float = 3600.0
+    retry_base_s: float = 1.0
+    retry_cap_s: float = 300.0
+    retention_s: float = 7 * 86400.0
+    local_workers: int = 0
+    # gRPC keepalive: ping an idle connection this often, drop it when a ping
+    # goes unanswered this long, so a dead worker is noticed in bounded time.
+    keepalive_s: float = 10.0
+    keepalive_timeout_s: float = 5.0
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.artifacts_dir or self.data_dir / "artifacts"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> ServerConfig:
+        """Read the ZBRAIN_* and Z* variables, then apply non-None overrides (flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for var, key, convert in _ENVIRONMENT:
+            raw = env.get(var, "")
+            if raw:
+                try:
+                    values[key] = convert(raw, var)
+                except ValueError as exc:
+                    raise InvalidArgumentError(f"{var}={raw!r}: {exc}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**values)  # type: ignore[arg-type]
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Reject settings the server cannot run with, naming the setting."""
+        problems = []
+        if self.lease_ttl_s <= 0:
+            problems.append("the lease TTL (ZBRAIN_LEASE_TTL) must be positive")
+        if self.poll_interval_s <= 0:
+            problems.append("the poll interval (ZBRAIN_POLL_INTERVAL) must be positive")
+        if not 0 < self.default_timeout_s <= self.limits.max_timeout_s:
+            problems.append(
+                "the default timeout (ZBRAIN_DEFAULT_TIMEOUT) must be positive and at most 7d"
+            )
+        if self.default_max_retries > self.limits.max_retries:
+            problems.append(f"ZBRAIN_MAX_RETRIES must be at most {self.limits.max_retries}")
+        if self.retry_base_s <= 0 or self.retry_cap_s < self.retry_base_s:
+            problems.append("the retry backoff needs 0 < ZBRAIN_RETRY_BASE <= ZBRAIN_RETRY_CAP")
+        if not self.default_org:
+            problems.append("the default organisation (ZDEFAULT_ORG_ID) must not be empty")
+        if self.local_workers < 0:
+            problems.append("--workers must not be negative")
+        if problems:
+            raise InvalidArgumentError("invalid configuration: " + "; ".join(problems))
+
+
+def _non_negative_int(raw: str, var: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _text(raw: str, var: str) -> str:
+    return raw
+
+
+def _path(raw: str, var: str) -> Path:
+    return Path(raw)
+
+
+def _seconds(raw: str, var: str) -> float:
+    return parse_duration(raw, name=var)
+
+
+# (variable, ServerConfig field, converter)
+_ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], object]], ...] = (
+    ("ZBRAIN_LISTEN", "listen", _text),
+    ("ZDB_DATA", "data_dir", _path),
+    ("ZBRAIN_ARTIFACTS", "artifacts_dir", _path),
+    ("ZDEFAULT_ORG_ID", "default_org", _text),
+    ("ZBRAIN_LEASE_TTL", "lease_ttl_s", _seconds),
+    ("ZBRAIN_POLL_INTERVAL", "poll_interval_s", _seconds),
+    ("ZBRAIN_MAX_RETRIES", "default_max_retries", _non_negative_int),
+    ("ZBRAIN_DEFAULT_TIMEOUT", "default_timeout_s", _seconds),
+    ("ZBRAIN_RETRY_BASE", "retry_base_s", _seconds),
+    ("ZBRAIN_RETRY_CAP", "retry_cap_s", _seconds),
+    ("ZBRAIN_RETENTION", "retention_s", _seconds),
+)

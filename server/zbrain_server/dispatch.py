@@ -1,0 +1,367 @@
+"""Dispatch: who gets which job, and everything that follows from a lease.
+
+Consumers are connected worker streams (`WorkerSession`) and unary
+AcquireLease calls waiting for work (`LeaseWaiter`). One pump task hands
+runnable jobs to consumers with free slots whenever something may have
+become runnable (a submit, a freed slot, a retry falling due): a kick
+coalesces any number of such events into one pass, so a burst of submits
+leases in few transactions. Both worker paths lease through
+`JobStore.lease_jobs`; a background ticker reaps expired leases and
+enforces timeouts, and is only a safety net for wake-ups, never the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from zbrain.errors import StaleLeaseError, ZBrainError
+
+from .config import ServerConfig
+from .lifecycle import RetryPolicy
+from .model import (
+    AttemptOutcome,
+    AttemptResult,
+    CancelOutcome,
+    Job,
+    JobState,
+    Lease,
+    LogLine,
+    NewJob,
+    now_us,
+)
+from .notify import JobSignals
+from .store import JobStore
+from .store.base import LogRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Consumer:
+    """Someone who takes leases for a set of orgs, up to `capacity` at once."""
+
+    worker_id: str
+    org_ids: tuple[str, ...]
+    capacity: int
+    active: dict[str, int] = field(default_factory=dict)  # job id -> lease epoch
+    _next_org: int = 0
+
+    @property
+    def free_slots(self) -> int:
+        return self.capacity - len(self.active)
+
+    def orgs_in_turn(self) -> list[str]:
+        """Its orgs, starting one further each call, so no org always goes first."""
+        start = self._next_org % len(self.org_ids)
+        self._next_org += 1
+        return [*self.org_ids[start:], *self.org_ids[:start]]
+
+    def deliver(self, leases: list[Lease]) -> None:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class LeaseWaiter(Consumer):
+    """An AcquireLease call: takes one batch of leases, then leaves."""
+
+    future: asyncio.Future[list[Lease]] | None = None
+    leasing: bool = False
+
+    def deliver(self, leases: list[Lease]) -> None:
+        self.capacity = 0
+        if self.future is not None and not self.future.done():
+            self.future.set_result(leases)
+
+
+@dataclass(eq=False)
+class WorkerSession(Consumer):
+    """A worker connected through WorkerService.Connect; messages go to `outbox`."""
+
+    outbox: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+    def deliver(self, leases: list[Lease]) -> None:
+        for lease in leases:
+            self.active[lease.job.id] = lease.lease_epoch
+            self.outbox.put_nowait(lease)
+
+
+@dataclass(frozen=True)
+class CancelNotice:
+    """Tells a session's worker to stop an attempt."""
+
+    job_id: str
+    lease_epoch: int
+    reason: str
+
+
+class Dispatcher:
+    """Leases jobs to workers and applies what workers report."""
+
+    def __init__(self, store: JobStore, config: ServerConfig, signals: JobSignals) -> None:
+        self._store = store
+        self._config = config
+        self._signals = signals
+        self._retry = RetryPolicy(
+            base_us=int(config.retry_base_s * 1e6), cap_us=int(config.retry_cap_s * 1e6)
+        )
+        self._lease_ttl_us = int(config.lease_ttl_s * 1e6)
+        self._consumers: list[Consumer] = []
+        self._sessions: dict[str, WorkerSession] = {}
+        self._holders: dict[str, WorkerSession] = {}  # job id -> session holding its lease
+        self._kick = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry
+
+    @property
+    def lease_ttl_us(self) -> int:
+        return self._lease_ttl_us
+
+    @property
+    def connected_workers(self) -> int:
+        return len(self._sessions)
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._pump_loop(), name="zbrain-dispatch"),
+            asyncio.create_task(self._tick_loop(), name="zbrain-reaper"),
+        ]
+        self.kick()
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def kick(self) -> None:
+        """Something may have become runnable: run a dispatch pass soon."""
+        self._kick.set()
+
+    # -- client operations -----------------------------------------------------
+
+    async def submit(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        created = await self._store.create_jobs(jobs, now_us())
+        self.kick()
+        return created
+
+    async def cancel(self, job_id: str) -> tuple[Job, CancelOutcome]:
+        job, outcome = await self._store.cancel_job(job_id, now_us())
+        if outcome is CancelOutcome.CANCEL_REQUESTED:
+            self._tell_holder(job, "canceled by user")
+        self._signals.changed(job_id)
+        return job, outcome
+
+    # -- worker operations -----------------------------------------------------
+
+    async def acquire(
+        self, worker_id: str, org_ids: Sequence[str], max_jobs: int, wait_s: float
+    ) -> list[Lease]:
+        """Lease up to max_jobs, waiting up to wait_s for jobs to become runnable."""
+        if wait_s <= 0:
+            return await self._store.lease_jobs(
+                worker_id, org_ids, max_jobs, now_us(), self._lease_ttl_us
+            )
+        waiter = LeaseWaiter(worker_id, tuple(org_ids), max_jobs)
+        waiter.future = asyncio.get_running_loop().create_future()
+        self._consumers.append(waiter)
+        self.kick()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter.future), wait_s)
+            if waiter.leasing:  # a dispatch pass is leasing for us right now: take its result
+                return await waiter.future
+        finally:
+            self._consumers.remove(waiter)
+        return waiter.future.result() if waiter.future.done() else []
+
+    async def renew(self, job_id: str, lease_epoch: int) -> Job:
+        try:
+            return await self._store.renew_lease(job_id, lease_epoch, now_us(), self._lease_ttl_us)
+        except StaleLeaseError:
+            self._release(job_id, lease_epoch)
+            raise
+
+    async def append_logs(
+        self, job_id: str, lease_epoch: int, records: Sequence[LogRecord]
+    ) -> list[LogLine]:
+        try:
+            lines = await self._store.append_logs(job_id, lease_epoch, records)
+        except StaleLeaseError:
+            self._release(job_id, lease_epoch)
+            raise
+        self._signals.changed(job_id)
+        return lines
+
+    async def complete(self, job_id: str, lease_epoch: int, result: AttemptResult) -> Job:
+        try:
+            job = await self._store.finish_attempt(
+                job_id, lease_epoch, result, now_us(), self._retry
+            )
+        finally:
+            self._release(job_id, lease_epoch)
+        self._finished(job)
+        return job
+
+    # -- worker sessions -------------------------------------------------------
+
+    def connect(self, session: WorkerSession) -> None:
+        """Register a worker stream; a reconnect with the same id replaces the old one."""
+        old = self._sessions.get(session.worker_id)
+        if old is not None:
+            old.closed = True
+            old.outbox.put_nowait(None)
+            asyncio.get_running_loop().create_task(self.disconnect(old))
+        self._sessions[session.worker_id] = session
+        self._consumers.append(session)
+        self.kick()
+
+    async def disconnect(self, session: WorkerSession) -> None:
+        """Forget a worker stream; its running attempts count as lost."""
+        session.closed = True
+        if self._sessions.get(session.worker_id) is session:
+            del self._sessions[session.worker_id]
+        if session in self._consumers:
+            self._consumers.remove(session)
+        lost = AttemptResult(AttemptOutcome.WORKER_LOST, error="worker lost: its connection closed")
+        for job_id, epoch in list(session.active.items()):
+            with contextlib.suppress(StaleLeaseError):
+                await self.complete(job_id, epoch, lost)
+        self.kick()
+
+    def _release(self, job_id: str, lease_epoch: int) -> None:
+        session = self._holders.get(job_id)
+        if session is not None and session.active.get(job_id) == lease_epoch:
+            del session.active[job_id]
+            del self._holders[job_id]
+            self.kick()
+
+    def _tell_holder(self, job: Job, reason: str) -> None:
+        session = self._holders.get(job.id)
+        if session is not None and not session.closed:
+            session.outbox.put_nowait(CancelNotice(job.id, job.lease_epoch, reason))
+
+    def _finished(self, job: Job) -> None:
+        self._signals.changed(job.id)
+        if job.state is JobState.RETRYING:
+            self.kick()  # the pass schedules a wake-up for its next_run_time
+
+    # -- the dispatch pass -----------------------------------------------------
+
+    async def _pump_loop(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self._pump()
+            except ZBrainError:
+                log.exception(
+                    "dispatch pass failed; retrying in %.1fs", self._config.poll_interval_s
+                )
+                await asyncio.sleep(self._config.poll_interval_s)
+                self.kick()
+
+    async def _pump(self) -> None:
+        exhausted: set[str] = set()  # orgs found with nothing runnable in this pass
+        progress = True
+        while progress:
+            progress = False
+            # Rotate so that the same consumer is not always served first.
+            if self._consumers:
+                self._consumers.append(self._consumers.pop(0))
+            for consumer in list(self._consumers):
+                orgs = [org for org in consumer.orgs_in_turn() if org not in exhausted]
+                wanted = consumer.free_slots
+                if wanted <= 0 or not orgs:
+                    continue
+                if isinstance(consumer, LeaseWaiter):
+                    consumer.leasing = True
+                try:
+                    leases = await self._store.lease_jobs(
+                        consumer.worker_id, orgs, wanted, now_us(), self._lease_ttl_us
+                    )
+                finally:
+                    if isinstance(consumer, LeaseWaiter):
+                        consumer.leasing = False
+                if len(leases) < wanted:
+                    exhausted.update(orgs)
+                if not leases:
+                    if isinstance(consumer, LeaseWaiter) and consumer not in self._consumers:
+                        consumer.deliver([])
+                    continue
+                progress = True
+                if isinstance(consumer, WorkerSession):
+                    if consumer.closed:
+                        await self._abandon(consumer, leases)
+                        continue
+                    for lease in leases:
+                        self._holders[lease.job.id] = consumer
+                consumer.deliver(leases)
+        await self._schedule_wakeup()
+
+    async def _abandon(self, session: WorkerSession, leases: list[Lease]) -> None:
+        """A worker left while jobs were being leased to it: give them back at once."""
+        lost = AttemptResult(AttemptOutcome.WORKER_LOST, error="worker lost before it started")
+        for lease in leases:
+            with contextlib.suppress(StaleLeaseError):
+                self._finished(
+                    await self._store.finish_attempt(
+                        lease.job.id, lease.lease_epoch, lost, now_us(), self._retry
+                    )
+                )
+
+    async def _schedule_wakeup(self) -> None:
+        """Wake the pump when the earliest waiting retry falls due."""
+        idle_orgs = sorted({org for c in self._consumers if c.free_slots > 0 for org in c.org_ids})
+        if not idle_orgs:
+            return
+        due_us = await self._store.next_run_time(idle_orgs)
+        if due_us is None:
+            return
+        delay = max(0.0, (due_us - now_us()) / 1e6)
+        if delay <= 0:
+            return  # runnable now but not leased (raced a submit): the next kick takes it
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, self.kick)
+
+    # -- background duties ------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.poll_interval_s)
+            try:
+                await self.reap()
+            except ZBrainError:
+                log.exception("reaping leases failed; trying again next tick")
+            self.kick()
+
+    async def reap(self) -> list[Job]:
+        """Fail attempts whose lease expired or that overran their timeout."""
+        now = now_us()
+        grace_us = int(self._config.timeout_grace_s * 1e6)
+        failed = [
+            *await self._store.expire_leases(now, self._retry),
+            *await self._store.time_out_attempts(now, grace_us, self._retry),
+        ]
+        for job in failed:
+            session = self._holders.pop(job.id, None)
+            if session is not None:
+                epoch = session.active.pop(job.id, None)
+                if epoch is not None and not session.closed:
+                    session.outbox.put_nowait(CancelNotice(job.id, epoch, job.last_error))
+            log.info("job %s: %s", job.id, job.last_error)
+            self._finished(job)
+        return failed

@@ -1,0 +1,133 @@
+"""The storage interface every backend implements.
+
+It is deliberately small and speaks only domain objects: no SQL, rows or
+driver exceptions cross it (backends raise `zbrain.errors` classes, chaining
+the driver's error). Decisions about state changes are made by
+`zbrain_server.lifecycle`; a backend reads, asks the lifecycle, and writes the
+result atomically with a compare-and-set on the old state and lease epoch.
+The conformance suite in tests/store/ is what every backend must pass.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from ..lifecycle import RetryPolicy
+from ..model import (
+    Artifact,
+    AttemptResult,
+    CancelOutcome,
+    Job,
+    JobQuery,
+    Lease,
+    LogLine,
+    LogStream,
+    NewJob,
+)
+
+LogRecord = tuple[LogStream, int, str]
+"""A log line as a worker sends it: stream, time in microseconds, text."""
+
+
+class JobStore(abc.ABC):
+    """Durable storage of jobs, leases, logs and artifact metadata."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and run pending schema migrations."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and release the database."""
+
+    @abc.abstractmethod
+    async def check_health(self) -> None:
+        """Raise StoreError unless the store can be read and written."""
+
+    @abc.abstractmethod
+    async def create_jobs(self, jobs: Sequence[NewJob], now_us: int) -> list[tuple[Job, bool]]:
+        """Store new jobs atomically (all or none).
+
+        A job whose request_id matches an earlier job of the same org is not
+        created again: that earlier job is returned with True beside it.
+        """
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> Job:
+        """Return one job with its artifacts; NotFoundError when unknown."""
+
+    @abc.abstractmethod
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        """Return up to query.limit jobs after query.after_id in the query's order."""
+
+    @abc.abstractmethod
+    async def cancel_job(self, job_id: str, now_us: int) -> tuple[Job, CancelOutcome]:
+        """Cancel a job as the lifecycle decides; return it as stored after."""
+
+    @abc.abstractmethod
+    async def lease_jobs(
+        self,
+        worker_id: str,
+        org_ids: Sequence[str],
+        max_jobs: int,
+        now_us: int,
+        lease_ttl_us: int,
+    ) -> list[Lease]:
+        """Lease up to max_jobs runnable jobs of the given orgs to a worker.
+
+        Within an org, higher priority first, then submission order; the
+        slots are shared round-robin between orgs, starting with the first
+        org given, so that callers can rotate it for fairness.
+        """
+
+    @abc.abstractmethod
+    async def renew_lease(
+        self, job_id: str, lease_epoch: int, now_us: int, lease_ttl_us: int
+    ) -> Job:
+        """Extend a live lease; StaleLeaseError when it is not live."""
+
+    @abc.abstractmethod
+    async def finish_attempt(
+        self,
+        job_id: str,
+        lease_epoch: int,
+        result: AttemptResult,
+        now_us: int,
+        retry: RetryPolicy,
+    ) -> Job:
+        """Record an attempt's outcome; StaleLeaseError when the lease is not live."""
+
+    @abc.abstractmethod
+    async def expire_leases(self, now_us: int, retry: RetryPolicy) -> list[Job]:
+        """Fail every attempt whose lease expired before now ("worker lost")."""
+
+    @abc.abstractmethod
+    async def time_out_attempts(self, now_us: int, grace_us: int, retry: RetryPolicy) -> list[Job]:
+        """Fail every attempt running longer than its timeout plus grace."""
+
+    @abc.abstractmethod
+    async def next_run_time(self, org_ids: Sequence[str]) -> int | None:
+        """The earliest time a job of these orgs becomes runnable, if any waits."""
+
+    @abc.abstractmethod
+    async def append_logs(
+        self, job_id: str, lease_epoch: int, records: Sequence[LogRecord]
+    ) -> list[LogLine]:
+        """Append lines to a leased job, numbering them; StaleLeaseError if not live."""
+
+    @abc.abstractmethod
+    async def read_logs(self, job_id: str, after_sequence: int, limit: int) -> list[LogLine]:
+        """Return up to limit lines with a sequence above after_sequence, in order."""
+
+    @abc.abstractmethod
+    async def add_artifact(self, job_id: str, lease_epoch: int, artifact: Artifact) -> None:
+        """Record an uploaded artifact of a leased job (replacing one of the same name)."""
+
+    @abc.abstractmethod
+    async def purge_finished(self, finished_before_us: int) -> int:
+        """Delete terminal jobs finished before the time, with logs and artifacts."""
+
+    @abc.abstractmethod
+    async def referenced_blobs(self) -> set[str]:
+        """The sha256 of every blob some stored artifact refers to."""

@@ -1,0 +1,597 @@
+"""The embedded default store: SQLite through aiosqlite, in WAL mode.
+
+Every query lives in this module. Writes go through one connection guarded by
+a lock (SQLite has a single writer anyway) and each is one `BEGIN IMMEDIATE`
+transaction; reads use a second connection, which WAL lets run beside the
+writer. `synchronous=FULL`: a job is on disk before its Submit is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from zbrain.errors import FailedPreconditionError, NotFoundError, StoreError
+
+from .. import lifecycle
+from ..ids import new_job_id
+from ..lifecycle import Change, RetryPolicy
+from ..model import (
+    Artifact,
+    AttemptOutcome,
+    AttemptResult,
+    CancelOutcome,
+    Job,
+    JobQuery,
+    JobState,
+    Lease,
+    LogLine,
+    LogStream,
+    NewJob,
+)
+from .base import JobStore, LogRecord
+
+T = TypeVar("T")
+
+# Each entry upgrades the schema by one version (PRAGMA user_version); never
+# edit a released entry, append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        id                TEXT PRIMARY KEY,
+        org_id            TEXT NOT NULL,
+        cmd               TEXT NOT NULL,        -- JSON array of strings
+        input_json        TEXT NOT NULL,
+        env               TEXT NOT NULL,        -- JSON object
+        timeout_us        INTEGER NOT NULL,
+        max_retries       INTEGER NOT NULL,
+        priority          INTEGER NOT NULL,
+        labels            TEXT NOT NULL,        -- JSON object
+        state             TEXT NOT NULL,
+        attempt           INTEGER NOT NULL,
+        create_time       INTEGER NOT NULL,     -- all times: microseconds since the epoch
+        update_time       INTEGER NOT NULL,
+        start_time        INTEGER,
+        finish_time       INTEGER,
+        next_run_time     INTEGER,
+        last_error        TEXT NOT NULL,
+        output_json       TEXT NOT NULL,
+        lease_epoch       INTEGER NOT NULL,
+        worker_id         TEXT NOT NULL,
+        lease_expire_time INTEGER,
+        cancel_requested  INTEGER NOT NULL,
+        request_id        TEXT NOT NULL,
+        trace_context     TEXT NOT NULL,        -- JSON object
+        log_count         INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_by_org ON jobs (org_id, id);
+    CREATE INDEX jobs_by_org_state ON jobs (org_id, state, id);
+    CREATE INDEX jobs_runnable ON jobs (org_id, priority DESC, id)
+        WHERE state IN ('PENDING', 'RETRYING');
+    CREATE INDEX jobs_running ON jobs (lease_expire_time) WHERE state = 'RUNNING';
+    CREATE INDEX jobs_finished ON jobs (finish_time) WHERE finish_time IS NOT NULL;
+    CREATE UNIQUE INDEX jobs_request_id ON jobs (org_id, request_id) WHERE request_id != '';
+
+    CREATE TABLE logs (
+        job_id   TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        stream   TEXT NOT NULL,
+        attempt  INTEGER NOT NULL,
+        time     INTEGER NOT NULL,
+        text     TEXT NOT NULL,
+        PRIMARY KEY (job_id, sequence)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE artifacts (
+        job_id     TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        sha256     TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        PRIMARY KEY (job_id, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX artifacts_by_blob ON artifacts (sha256);
+    """,
+)
+
+_JOB_COLUMNS = (
+    "id, org_id, cmd, input_json, env, timeout_us, max_retries, priority, labels, state, "
+    "attempt, create_time, update_time, start_time, finish_time, next_run_time, last_error, "
+    "output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested, request_id, "
+    "trace_context"
+)
+_INSERT_JOB = (
+    f"INSERT INTO jobs ({_JOB_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?"
+_SELECT_BY_REQUEST_ID = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE org_id = ? AND request_id = ?"
+# Compare-and-set: the row is written only if nobody changed it since it was read.
+_SAVE_JOB = """
+    UPDATE jobs SET state = ?, attempt = ?, update_time = ?, start_time = ?, finish_time = ?,
+        next_run_time = ?, last_error = ?, output_json = ?, lease_epoch = ?, worker_id = ?,
+        lease_expire_time = ?, cancel_requested = ?
+    WHERE id = ? AND state = ? AND lease_epoch = ?
+"""
+_SELECT_RUNNABLE = f"""
+    SELECT {_JOB_COLUMNS} FROM jobs
+    WHERE org_id = ? AND state IN ('PENDING', 'RETRYING') AND next_run_time <= ?
+    ORDER BY priority DESC, id LIMIT ?
+"""
+_SELECT_NEXT_RUN_TIME = """
+    SELECT min(next_run_time) FROM jobs
+    WHERE org_id IN ({orgs}) AND state IN ('PENDING', 'RETRYING')
+"""
+_SELECT_EXPIRED = f"""
+    SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < ?
+"""
+_SELECT_OVERDUE = f"""
+    SELECT {_JOB_COLUMNS} FROM jobs
+    WHERE state = 'RUNNING' AND start_time + timeout_us + ? < ?
+"""
+_SELECT_LOG_COUNT = "SELECT log_count FROM jobs WHERE id = ?"
+_UPDATE_LOG_COUNT = "UPDATE jobs SET log_count = ? WHERE id = ?"
+_INSERT_LOG = (
+    "INSERT INTO logs (job_id, sequence, stream, attempt, time, text) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SELECT_LOGS = """
+    SELECT sequence, stream, attempt, time, text FROM logs
+    WHERE job_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
+"""
+_UPSERT_ARTIFACT = """
+    INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (?, ?, ?, ?)
+    ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256,
+        size_bytes = excluded.size_bytes
+"""
+_SELECT_ARTIFACTS = (
+    "SELECT job_id, name, sha256, size_bytes FROM artifacts WHERE job_id IN ({ids}) ORDER BY name"
+)
+_SELECT_PURGEABLE = (
+    "SELECT id FROM jobs WHERE finish_time < ? AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')"
+)
+_DELETE_JOB_LOGS = "DELETE FROM logs WHERE job_id = ?"
+_DELETE_JOB_ARTIFACTS = "DELETE FROM artifacts WHERE job_id = ?"
+_DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
+_SELECT_BLOBS = "SELECT DISTINCT sha256 FROM artifacts"
+
+
+def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0],
+        org_id=row[1],
+        cmd=tuple(json.loads(row[2])),
+        input_json=row[3],
+        env=json.loads(row[4]),
+        timeout_us=row[5],
+        max_retries=row[6],
+        priority=row[7],
+        labels=json.loads(row[8]),
+        state=JobState[row[9]],
+        attempt=row[10],
+        create_time_us=row[11],
+        update_time_us=row[12],
+        start_time_us=row[13],
+        finish_time_us=row[14],
+        next_run_time_us=row[15],
+        last_error=row[16],
+        output_json=row[17],
+        lease_epoch=row[18],
+        worker_id=row[19],
+        lease_expire_time_us=row[20],
+        cancel_requested=bool(row[21]),
+        request_id=row[22],
+        trace_context=json.loads(row[23]),
+    )
+
+
+def _new_job_row(job_id: str, job: NewJob, now_us: int) -> tuple[Any, ...]:
+    return (
+        job_id,
+        job.org_id,
+        json.dumps(list(job.cmd)),
+        job.input_json,
+        json.dumps(dict(job.env)),
+        job.timeout_us,
+        job.max_retries,
+        job.priority,
+        json.dumps(dict(job.labels)),
+        JobState.PENDING.name,
+        0,
+        now_us,
+        now_us,
+        None,
+        None,
+        now_us,
+        "",
+        "",
+        0,
+        "",
+        None,
+        0,
+        job.request_id,
+        json.dumps(dict(job.trace_context)),
+    )
+
+
+def _save_params(change: Change) -> tuple[Any, ...]:
+    job, before = change.after, change.before
+    return (
+        job.state.name,
+        job.attempt,
+        job.update_time_us,
+        job.start_time_us,
+        job.finish_time_us,
+        job.next_run_time_us,
+        job.last_error,
+        job.output_json,
+        job.lease_epoch,
+        job.worker_id,
+        job.lease_expire_time_us,
+        int(job.cancel_requested),
+        job.id,
+        before.state.name,
+        before.lease_epoch,
+    )
+
+
+class SqliteJobStore(JobStore):
+    """A JobStore in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+
+    # -- connection management -------------------------------------------------
+
+    async def open(self) -> None:
+        with _translated("open the database"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            writer = await aiosqlite.connect(self.path, isolation_level=None)
+            try:
+                await writer.executescript(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
+                    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+                )
+                await self._migrate(writer)
+                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                await reader.execute("PRAGMA busy_timeout = 5000")
+            except BaseException:
+                await writer.close()
+                raise
+        self._writer, self._reader = writer, reader
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            for conn in (self._reader, self._writer):
+                if conn is not None:
+                    with _translated("close the database"):
+                        await conn.close()
+            self._writer = self._reader = None
+
+    @staticmethod
+    async def _migrate(db: aiosqlite.Connection) -> None:
+        async with db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = row[0] if row else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"the database schema is version {version}, newer than this server "
+                f"understands ({len(MIGRATIONS)}); upgrade ZBrain"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # executescript commits first, so the script carries its own transaction.
+            await db.executescript(
+                f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
+            )
+
+    @property
+    def _db(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise StoreError("the store is closed")
+        return self._writer
+
+    @property
+    def _ro(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise StoreError("the store is closed")
+        return self._reader
+
+    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """Run `work` in one write transaction; roll back if it raises."""
+        async with self._write_lock:
+            db = self._db
+            with _translated("write to the database"):
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await work(db)
+                    await db.commit()
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.rollback()
+                    raise
+                return result
+
+    async def check_health(self) -> None:
+        async def probe(db: aiosqlite.Connection) -> None:
+            await db.execute("PRAGMA user_version")
+
+        with _translated("read the database"):
+            await self._ro.execute("SELECT 1")
+        await self._transaction(probe)
+
+    # -- jobs ------------------------------------------------------------------
+
+    async def create_jobs(self, jobs: Sequence[NewJob], now_us: int) -> list[tuple[Job, bool]]:
+        async def work(db: aiosqlite.Connection) -> list[tuple[Job, bool]]:
+            results: list[tuple[Job, bool]] = []
+            rows = []
+            for new in jobs:
+                if new.request_id:
+                    existing = await _fetch_job(
+                        db, _SELECT_BY_REQUEST_ID, (new.org_id, new.request_id)
+                    )
+                    if existing is not None:
+                        results.append((existing, True))
+                        continue
+                row = _new_job_row(new_job_id(), new, now_us)
+                rows.append(row)
+                results.append((_job_from_row(row), False))
+            await db.executemany(_INSERT_JOB, rows)
+            return results
+
+        return await self._transaction(work)
+
+    async def get_job(self, job_id: str) -> Job:
+        with _translated("read the database"):
+            job = await _fetch_job(self._ro, _SELECT_JOB, (job_id,))
+            if job is None:
+                raise NotFoundError(f"job {job_id} not found")
+            return (await self._with_artifacts(self._ro, [job]))[0]
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        where = ["org_id = ?"]
+        params: list[Any] = [query.org_id]
+        if query.states:
+            where.append(f"state IN ({', '.join('?' * len(query.states))})")
+            params += [state.name for state in query.states]
+        if query.after_id is not None:
+            where.append("id < ?" if query.newest_first else "id > ?")
+            params.append(query.after_id)
+        order = "DESC" if query.newest_first else "ASC"
+        sql = (
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+            f"ORDER BY id {order} LIMIT ?"
+        )
+        params.append(query.limit)
+        with _translated("read the database"):
+            async with self._ro.execute(sql, params) as cursor:
+                jobs = [_job_from_row(row) async for row in cursor]
+            return await self._with_artifacts(self._ro, jobs)
+
+    async def cancel_job(self, job_id: str, now_us: int) -> tuple[Job, CancelOutcome]:
+        async def work(db: aiosqlite.Connection) -> tuple[Job, CancelOutcome]:
+            job = await _require_job(db, job_id)
+            change, outcome = lifecycle.cancel(job, now_us)
+            if change is None:
+                return job, outcome
+            await _save(db, [change])
+            return change.after, outcome
+
+        return await self._transaction(work)
+
+    # -- leases ----------------------------------------------------------------
+
+    async def lease_jobs(
+        self,
+        worker_id: str,
+        org_ids: Sequence[str],
+        max_jobs: int,
+        now_us: int,
+        lease_ttl_us: int,
+    ) -> list[Lease]:
+        async def work(db: aiosqlite.Connection) -> list[Lease]:
+            per_org: list[list[Job]] = []
+            for org_id in org_ids:
+                async with db.execute(_SELECT_RUNNABLE, (org_id, now_us, max_jobs)) as cursor:
+                    per_org.append([_job_from_row(row) async for row in cursor])
+            chosen = _round_robin(per_org, max_jobs)
+            changes = [
+                lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us) for job in chosen
+            ]
+            await _save(db, changes)
+            return [
+                Lease(c.after, c.after.lease_epoch, c.after.lease_expire_time_us or 0)
+                for c in changes
+            ]
+
+        return await self._transaction(work)
+
+    async def renew_lease(
+        self, job_id: str, lease_epoch: int, now_us: int, lease_ttl_us: int
+    ) -> Job:
+        async def work(db: aiosqlite.Connection) -> Job:
+            job = await _require_job(db, job_id)
+            renewed = lifecycle.renew_lease(job, lease_epoch, now_us, lease_ttl_us)
+            await _save(db, [Change(job, renewed, "lease renewed")])
+            return renewed
+
+        return await self._transaction(work)
+
+    async def finish_attempt(
+        self,
+        job_id: str,
+        lease_epoch: int,
+        result: AttemptResult,
+        now_us: int,
+        retry: RetryPolicy,
+    ) -> Job:
+        async def work(db: aiosqlite.Connection) -> Job:
+            job = await _require_job(db, job_id)
+            change = lifecycle.finish_attempt(job, lease_epoch, result, now_us, retry)
+            await _save(db, [change])
+            return change.after
+
+        return await self._transaction(work)
+
+    async def expire_leases(self, now_us: int, retry: RetryPolicy) -> list[Job]:
+        lost = AttemptResult(AttemptOutcome.WORKER_LOST, error="worker lost: lease expired")
+        return await self._fail_running(_SELECT_EXPIRED, (now_us,), lost, now_us, retry)
+
+    async def time_out_attempts(self, now_us: int, grace_us: int, retry: RetryPolicy) -> list[Job]:
+        overdue = AttemptResult(
+            AttemptOutcome.TIMED_OUT, error="timed out (enforced by the server)"
+        )
+        return await self._fail_running(_SELECT_OVERDUE, (grace_us, now_us), overdue, now_us, retry)
+
+    async def _fail_running(
+        self,
+        select: str,
+        params: tuple[Any, ...],
+        result: AttemptResult,
+        now_us: int,
+        retry: RetryPolicy,
+    ) -> list[Job]:
+        async def work(db: aiosqlite.Connection) -> list[Job]:
+            async with db.execute(select, params) as cursor:
+                jobs = [_job_from_row(row) async for row in cursor]
+            changes = [
+                lifecycle.finish_attempt(job, job.lease_epoch, result, now_us, retry)
+                for job in jobs
+            ]
+            await _save(db, changes)
+            return [change.after for change in changes]
+
+        return await self._transaction(work)
+
+    async def next_run_time(self, org_ids: Sequence[str]) -> int | None:
+        sql = _SELECT_NEXT_RUN_TIME.format(orgs=", ".join("?" * len(org_ids)))
+        with _translated("read the database"):
+            async with self._ro.execute(sql, list(org_ids)) as cursor:
+                row = await cursor.fetchone()
+        return row[0] if row else None
+
+    # -- logs ------------------------------------------------------------------
+
+    async def append_logs(
+        self, job_id: str, lease_epoch: int, records: Sequence[LogRecord]
+    ) -> list[LogLine]:
+        async def work(db: aiosqlite.Connection) -> list[LogLine]:
+            job = await _require_job(db, job_id)
+            lifecycle.check_lease(job, lease_epoch)
+            async with db.execute(_SELECT_LOG_COUNT, (job_id,)) as cursor:
+                row = await cursor.fetchone()
+            first = (row[0] if row else 0) + 1
+            lines = [
+                LogLine(first + i, stream, job.attempt, time_us, text)
+                for i, (stream, time_us, text) in enumerate(records)
+            ]
+            await db.executemany(
+                _INSERT_LOG,
+                [
+                    (job_id, ln.sequence, ln.stream.name, ln.attempt, ln.time_us, ln.text)
+                    for ln in lines
+                ],
+            )
+            await db.execute(_UPDATE_LOG_COUNT, (first - 1 + len(lines), job_id))
+            return lines
+
+        return await self._transaction(work)
+
+    async def read_logs(self, job_id: str, after_sequence: int, limit: int) -> list[LogLine]:
+        with _translated("read the database"):
+            async with self._ro.execute(_SELECT_LOGS, (job_id, after_sequence, limit)) as cursor:
+                return [
+                    LogLine(row[0], LogStream[row[1]], row[2], row[3], row[4])
+                    async for row in cursor
+                ]
+
+    # -- artifacts -------------------------------------------------------------
+
+    async def add_artifact(self, job_id: str, lease_epoch: int, artifact: Artifact) -> None:
+        async def work(db: aiosqlite.Connection) -> None:
+            lifecycle.check_lease(await _require_job(db, job_id), lease_epoch)
+            await db.execute(
+                _UPSERT_ARTIFACT, (job_id, artifact.name, artifact.sha256, artifact.size_bytes)
+            )
+
+        await self._transaction(work)
+
+    async def _with_artifacts(self, db: aiosqlite.Connection, jobs: list[Job]) -> list[Job]:
+        if not jobs:
+            return jobs
+        sql = _SELECT_ARTIFACTS.format(ids=", ".join("?" * len(jobs)))
+        by_job: dict[str, list[Artifact]] = {}
+        async with db.execute(sql, [job.id for job in jobs]) as cursor:
+            async for row in cursor:
+                by_job.setdefault(row[0], []).append(Artifact(row[1], row[2], row[3]))
+        return [
+            replace(job, artifacts=tuple(by_job[job.id])) if job.id in by_job else job
+            for job in jobs
+        ]
+
+    async def purge_finished(self, finished_before_us: int) -> int:
+        async def work(db: aiosqlite.Connection) -> int:
+            async with db.execute(_SELECT_PURGEABLE, (finished_before_us,)) as cursor:
+                ids = [(row[0],) async for row in cursor]
+            for statement in (_DELETE_JOB_LOGS, _DELETE_JOB_ARTIFACTS, _DELETE_JOB):
+                await db.executemany(statement, ids)
+            return len(ids)
+
+        return await self._transaction(work)
+
+    async def referenced_blobs(self) -> set[str]:
+        with _translated("read the database"):
+            async with self._ro.execute(_SELECT_BLOBS) as cursor:
+                return {row[0] async for row in cursor}
+
+
+def _round_robin(per_org: list[list[Job]], limit: int) -> list[Job]:
+    """Take jobs from each org's queue in turn until limit, so no org starves."""
+    chosen: list[Job] = []
+    depth = 0
+    while len(chosen) < limit and any(depth < len(jobs) for jobs in per_org):
+        for jobs in per_org:
+            if depth < len(jobs) and len(chosen) < limit:
+                chosen.append(jobs[depth])
+        depth += 1
+    return chosen
+
+
+async def _fetch_job(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Job | None:
+    async with db.execute(sql, params) as cursor:
+        row = await cursor.fetchone()
+    return _job_from_row(row) if row is not None else None
+
+
+async def _require_job(db: aiosqlite.Connection, job_id: str) -> Job:
+    job = await _fetch_job(db, _SELECT_JOB, (job_id,))
+    if job is None:
+        raise NotFoundError(f"job {job_id} not found")
+    return job
+
+
+async def _save(db: aiosqlite.Connection, changes: Sequence[Change]) -> None:
+    """Write decided changes; fail if any row changed since it was read."""
+    if not changes:
+        return
+    cursor = await db.executemany(_SAVE_JOB, [_save_params(change) for change in changes])
+    if cursor.rowcount != len(changes):
+        raise FailedPreconditionError("a job changed concurrently; try again")
+
+
+@contextlib.contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn driver errors into StoreError so nothing above the store sees sqlite3."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"could not {action}: {exc}") from exc

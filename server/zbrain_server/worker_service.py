@@ -1,0 +1,168 @@
+"""The RPC handler of zbrain.v1.WorkerService: one bidirectional stream per worker.
+
+The stream is a session: the worker's hello registers it with the
+Dispatcher, which pushes leases while it has free slots; the worker's
+heartbeats, log lines and results are applied as they arrive. When the stream
+ends, for whatever reason, the session's running attempts count as lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from zbrain.errors import (
+    FieldViolation,
+    InvalidArgumentError,
+    NotFoundError,
+    StaleLeaseError,
+    ZBrainError,
+)
+from zbrain.v1 import worker_service_pb2 as wpb
+from zbrain.v1 import worker_service_pb2_grpc
+
+from . import protocol
+from .config import ServerConfig
+from .dispatch import CancelNotice, Dispatcher, WorkerSession
+from .model import Lease
+from .service import abort_with
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENCY = 10_000
+
+
+class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
+    """zbrain.v1.WorkerService over a Dispatcher."""
+
+    def __init__(self, config: ServerConfig, dispatcher: Dispatcher) -> None:
+        self._config = config
+        self._dispatcher = dispatcher
+
+    async def Connect(
+        self,
+        request_iterator: AsyncIterator[wpb.ConnectRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[wpb.ConnectResponse]:
+        try:
+            session = await self._hello(request_iterator)
+        except ZBrainError as error:
+            await abort_with(context, error)
+            return
+        self._dispatcher.connect(session)
+        log.info(
+            "worker %s connected (orgs %s, %d slots)",
+            session.worker_id,
+            ",".join(session.org_ids),
+            session.capacity,
+        )
+        reader = asyncio.create_task(self._read(session, request_iterator))
+        try:
+            yield wpb.ConnectResponse(
+                welcome=wpb.ServerWelcome(
+                    lease_ttl=protocol.duration(self._dispatcher.lease_ttl_us),
+                    heartbeat_interval=protocol.duration(self._dispatcher.lease_ttl_us // 3),
+                )
+            )
+            while True:
+                message = await session.outbox.get()
+                if message is None:  # the reader finished, or a newer session replaced this one
+                    break
+                yield _to_response(message)
+            failure = reader.exception() if reader.done() and not reader.cancelled() else None
+            if isinstance(failure, ZBrainError):
+                await abort_with(context, failure)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ZBrainError):
+                await reader
+            await self._dispatcher.disconnect(session)
+            log.info("worker %s disconnected", session.worker_id)
+
+    async def _hello(self, requests: AsyncIterator[wpb.ConnectRequest]) -> WorkerSession:
+        first = await anext(requests, None)
+        if first is None or not first.HasField("hello"):
+            raise InvalidArgumentError(
+                "a worker stream must start with a hello",
+                violations=[FieldViolation("hello", "must be the first message")],
+            )
+        hello = first.hello
+        worker_id, org_ids = protocol.worker_identity(
+            hello.worker_id, hello.org_ids, self._config.default_org
+        )
+        if not 0 < hello.concurrency <= MAX_CONCURRENCY:
+            raise InvalidArgumentError(
+                "invalid concurrency",
+                violations=[
+                    FieldViolation("hello.concurrency", f"must be between 1 and {MAX_CONCURRENCY}")
+                ],
+            )
+        return WorkerSession(worker_id, org_ids, hello.concurrency)
+
+    async def _read(
+        self, session: WorkerSession, requests: AsyncIterator[wpb.ConnectRequest]
+    ) -> None:
+        """Apply the worker's messages until its stream ends, then close the session."""
+        try:
+            async for request in requests:
+                if session.closed:
+                    break
+                kind = request.WhichOneof("message")
+                if kind == "heartbeat":
+                    for ref in request.heartbeat.leases:
+                        await self._report(session, ref, self._dispatcher.renew)
+                elif kind == "logs":
+                    records = protocol.log_records(
+                        request.logs.lines, "logs.lines", self._config.limits
+                    )
+                    append = functools.partial(self._dispatcher.append_logs, records=records)
+                    await self._report(session, request.logs.lease, append)
+                elif kind == "result":
+                    result = protocol.attempt_result(request.result.result, "result.result")
+                    complete = functools.partial(self._dispatcher.complete, result=result)
+                    await self._report(session, request.result.lease, complete)
+                else:
+                    raise InvalidArgumentError(
+                        f"unexpected {kind or 'empty'} message after the hello"
+                    )
+        finally:
+            session.outbox.put_nowait(None)
+
+    async def _report(
+        self,
+        session: WorkerSession,
+        ref: wpb.LeaseRef,
+        apply: Callable[..., Awaitable[object]],
+    ) -> None:
+        """Apply one report about a lease; a stale lease is answered with LeaseRejected.
+
+        Rejection is not an error of the stream: the worker stops that attempt
+        and carries on with its others.
+        """
+        job_id = protocol.check_job_id(ref.job_id, "lease.job_id")
+        try:
+            await apply(job_id=job_id, lease_epoch=ref.lease_epoch)
+        except (StaleLeaseError, NotFoundError) as error:
+            session.outbox.put_nowait(
+                wpb.ConnectResponse(rejected=wpb.LeaseRejected(lease=ref, reason=str(error)))
+            )
+
+
+def _to_response(message: object) -> wpb.ConnectResponse:
+    if isinstance(message, wpb.ConnectResponse):
+        return message
+    if isinstance(message, Lease):
+        return wpb.ConnectResponse(lease=protocol.lease_to_proto(message))
+    if isinstance(message, CancelNotice):
+        return wpb.ConnectResponse(
+            cancel=wpb.CancelLease(
+                lease=wpb.LeaseRef(job_id=message.job_id, lease_epoch=message.lease_epoch),
+                reason=message.reason,
+            )
+        )
+    raise TypeError(f"cannot send {type(message).__name__} to a worker")
