@@ -23,7 +23,9 @@ INIT_TEXT = '"""Generated protobuf and gRPC stubs for zbrain.v1 (see scripts/gen
 
 def generate(out_root: Path) -> None:
     """Run protoc (from grpcio-tools) with the mypy-protobuf plugins into out_root."""
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / GENERATED).glob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / GENERATED).glob("*.proto")
+    )
     (out_root / GENERATED).mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
     cmd = [
@@ -58,7 +60,9 @@ def stale_files(committed: Path, fresh: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if the committed stubs are stale")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if the committed stubs are stale"
+    )
     args = parser.parse_args()
     if not args.check:
         generate(PACKAGE_ROOT)

@@ -83,6 +83,17 @@ class WorkerSession(Consumer):
 
     outbox: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    # Set when one of its leases expired: a worker that missed its heartbeats
+    # gets no new work until it is heard from again.
+    silent: bool = False
+
+    @property
+    def free_slots(self) -> int:
+        return 0 if self.silent else self.capacity - len(self.active)
+
+    def heard_from(self) -> None:
+        """The worker sent something: it is alive, so it may take work again."""
+        self.silent = False
 
     def deliver(self, leases: list[Lease]) -> None:
         for lease in leases:
@@ -359,6 +370,7 @@ class Dispatcher:
         for job in failed:
             session = self._holders.pop(job.id, None)
             if session is not None:
+                session.silent = True
                 epoch = session.active.pop(job.id, None)
                 if epoch is not None and not session.closed:
                     session.outbox.put_nowait(CancelNotice(job.id, epoch, job.last_error))

@@ -121,7 +121,7 @@ def finish_attempt(
 ) -> Change:
     """Apply an attempt's outcome: success, cancel, retry later, or fail for good."""
     check_lease(job, lease_epoch)
-    ended = {"worker_id": "", "lease_expire_time_us": None}
+    ended = {"lease_expire_time_us": None}  # worker_id stays: who ran the last attempt
     if result.outcome is AttemptOutcome.SUCCEEDED:
         after = _move(
             job,

@@ -112,6 +112,9 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             async for request in requests:
                 if session.closed:
                     break
+                if session.silent:
+                    session.heard_from()
+                    self._dispatcher.kick()
                 kind = request.WhichOneof("message")
                 if kind == "heartbeat":
                     for ref in request.heartbeat.leases:
@@ -126,6 +129,9 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                     result = protocol.attempt_result(request.result.result, "result.result")
                     complete = functools.partial(self._dispatcher.complete, result=result)
                     await self._report(session, request.result.lease, complete)
+                elif kind == "drain":
+                    log.info("worker %s is draining: %s", session.worker_id, request.drain.reason)
+                    session.capacity = 0  # no new leases; its running ones go on
                 else:
                     raise InvalidArgumentError(
                         f"unexpected {kind or 'empty'} message after the hello"

@@ -306,7 +306,16 @@ class SqliteJobStore(JobStore):
         return self._reader
 
     async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run `work` in one write transaction; roll back if it raises."""
+        """Run `work` in one write transaction; roll back if it raises.
+
+        The transaction runs in a task of its own, shielded from the caller's
+        cancellation: a client that hangs up mid-call must not leave the
+        connection inside an open transaction (aiosqlite finishes a statement
+        in its thread even when the awaiting coroutine is cancelled).
+        """
+        return await asyncio.shield(self._run_transaction(work))
+
+    async def _run_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         async with self._write_lock:
             db = self._db
             with _translated("write to the database"):

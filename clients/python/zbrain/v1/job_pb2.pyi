@@ -330,7 +330,7 @@ class Job(_message.Message):
     lease_epoch: _builtins.int
     """The fencing token of the current lease; it increases with every attempt."""
     worker_id: _builtins.str
-    """The worker holding the current lease, while running."""
+    """The worker that ran the current or last attempt."""
     cancel_requested: _builtins.bool
     """True once a cancel was asked for a running job; the worker holding it
     is told to stop.

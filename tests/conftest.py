@@ -1,0 +1,132 @@
+"""Shared fixtures: real servers on free loopback ports, real worker processes.
+
+Fixtures are factories, so a test asks for exactly the server or worker it
+needs; everything they start is stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zbrain import Client
+from zbrain_server.app import ZBrainServer
+from zbrain_server.config import ServerConfig
+
+# Fast background duties and short retries keep the end-to-end tests quick.
+TEST_CONFIG = dict(
+    listen="127.0.0.1:0",
+    lease_ttl_s=3.0,
+    poll_interval_s=0.2,
+    retry_base_s=0.05,
+    retry_cap_s=0.2,
+    timeout_grace_s=1.0,
+)
+LISTENING = re.compile(r"ZBrain listening on (\S+)")
+
+
+@pytest.fixture
+async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ZBrainServer]]]:
+    """Start in-process servers (real grpc.aio, real SQLite file) with config overrides."""
+    started: list[ZBrainServer] = []
+
+    async def start(**overrides: Any) -> ZBrainServer:
+        settings = {**TEST_CONFIG, "data_dir": tmp_path / f"data{len(started)}", **overrides}
+        server = ZBrainServer(ServerConfig(**settings))
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop(grace_s=0.5)
+
+
+@pytest.fixture
+async def server(start_server: Callable[..., Awaitable[ZBrainServer]]) -> ZBrainServer:
+    return await start_server()
+
+
+@pytest.fixture
+async def client(server: ZBrainServer) -> AsyncIterator[Client]:
+    async with await Client.connect(server.address, timeout=10) as connected:
+        yield connected
+
+
+class Processes:
+    """Child processes of a test, killed (whole process group) at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.children: list[subprocess.Popen[str]] = []
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "zbrain", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            start_new_session=True,
+        )
+        self.children.append(child)
+        return child
+
+    def worker(
+        self, address: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[str]:
+        """A `zbrain worker` process with its own temp dir."""
+        temp = self.tmp_path / f"worker{len(self.children)}"
+        return self.spawn("worker", "--server", address, "--temp-dir", str(temp), *args, env=env)
+
+    def server(
+        self, data_dir: Path, *args: str, env: dict[str, str] | None = None
+    ) -> tuple[subprocess.Popen[str], str]:
+        """A `zbrain serve` process on a free port; returns it and its address."""
+        child = self.spawn(
+            "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir), *args, env=env
+        )
+        assert child.stdout is not None
+        seen = []
+        for line in child.stdout:
+            seen.append(line)
+            match = LISTENING.search(line)
+            if match:
+                return child, match.group(1)
+        raise AssertionError("server did not start:\n" + "".join(seen))
+
+    def kill_all(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            if child.stdout is not None:
+                child.stdout.close()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    yield procs
+    procs.kill_all()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.05
+) -> None:
+    """Wait until an async condition holds; fail with a timeout otherwise."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

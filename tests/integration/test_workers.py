@@ -1,0 +1,403 @@
+"""Remote workers end to end: real server, real `zbrain worker` processes, real jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.conftest import Processes, eventually
+from zbrain import Client, JobState
+from zbrain.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from zbrain_server.app import ZBrainServer
+
+
+def stub_for(server: ZBrainServer) -> job_service_pb2_grpc.JobServiceStub:
+    return job_service_pb2_grpc.JobServiceStub(grpc.aio.insecure_channel(server.address))
+
+
+async def wait_state(client: Client, job_id: str, *states: JobState, timeout: float = 20.0):
+    async def reached() -> bool:
+        return (await client.get(job_id)).state in states
+
+    await eventually(reached, timeout)
+    return await client.get(job_id)
+
+
+async def test_job_succeeds_with_output_logs_and_artifacts(
+    server, client, processes: Processes
+) -> None:
+    processes.worker(server.address)
+    script = (
+        'read line; echo "got $line"; echo oops >&2;'
+        ' printf \'{"sum": 3}\' > "$ZBRAIN_OUTPUT";'
+        ' mkdir -p "$ZBRAIN_ARTIFACTS_DIR/sub"; printf report > "$ZBRAIN_ARTIFACTS_DIR/sub/report.txt"'
+    )
+    job = await client.submit(["sh", "-c", script], input={"a": 1})
+
+    done = await client.wait(job.id, timeout=30)
+
+    assert done.state is JobState.SUCCEEDED, done.last_error
+    assert done.output == {"sum": 3}
+    lines = [(line.stream.name, line.text) async for line in client.logs(job.id)]
+    assert ("STDOUT", 'got {"a": 1}') in lines
+    assert ("STDERR", "oops") in lines
+    [artifact] = done.artifacts
+    assert artifact.name == "sub/report.txt"
+    assert artifact.sha256 == hashlib.sha256(b"report").hexdigest()
+
+
+async def test_artifact_download_matches_content(
+    server, client, processes: Processes, tmp_path: Path
+) -> None:
+    processes.worker(server.address)
+    payload = os.urandom(300_000)
+    source = tmp_path / "payload.bin"
+    source.write_bytes(payload)
+    job = await client.submit(["sh", "-c", f'cp {source} "$ZBRAIN_ARTIFACTS_DIR/blob.bin"'])
+    await client.wait(job.id, timeout=30)
+    target = tmp_path / "downloaded.bin"
+    artifact = await client.download(job.id, "blob.bin", target)
+    assert target.read_bytes() == payload
+    assert artifact.size_bytes == len(payload)
+
+
+async def test_command_never_passes_through_a_shell(server, client, processes: Processes) -> None:
+    processes.worker(server.address)
+    job = await client.submit(["echo", "$HOME", "*", "a;b"])
+    await client.wait(job.id, timeout=30)
+    assert [line.text async for line in client.logs(job.id)] == ["$HOME * a;b"]
+
+
+async def test_failing_job_retries_with_backoff_then_fails(
+    server, client, processes: Processes
+) -> None:
+    processes.worker(server.address)
+    job = await client.submit(
+        ["sh", "-c", "echo attempt $ZBRAIN_ATTEMPT >&2; exit 3"], max_retries=2
+    )
+
+    done = await client.wait(job.id, timeout=30)
+
+    assert done.state is JobState.FAILED
+    assert done.attempt == 3
+    assert done.last_error == "exited with status 3: attempt 3"
+    attempts = sorted({line.attempt async for line in client.logs(job.id)})
+    assert attempts == [1, 2, 3]
+
+
+async def test_retrying_job_shows_its_next_run_time(start_server, processes: Processes) -> None:
+    server = await start_server(retry_base_s=30.0, retry_cap_s=60.0)
+    processes.worker(server.address)
+    async with await Client.connect(server.address) as client:
+        job = await client.submit(["false"], max_retries=1)
+        retrying = await wait_state(client, job.id, JobState.RETRYING)
+    assert retrying.next_run_time is not None
+    delay = (retrying.next_run_time - retrying.update_time).total_seconds()
+    assert 15.0 <= delay <= 30.0  # half to all of the base backoff
+
+
+async def test_worker_stops_a_job_that_exceeds_its_timeout(
+    server, client, processes: Processes
+) -> None:
+    processes.worker(server.address)
+    job = await client.submit(["sleep", "30"], timeout=1, max_retries=0)
+
+    done = await client.wait(job.id, timeout=20)
+
+    assert done.state is JobState.FAILED
+    assert "timed out" in done.last_error
+    assert (done.finish_time - done.start_time).total_seconds() < 10
+
+
+async def test_server_times_out_a_job_whose_worker_never_answers(start_server) -> None:
+    server = await start_server(lease_ttl_s=60.0, timeout_grace_s=0.5)
+    stub = stub_for(server)
+    async with await Client.connect(server.address) as client:
+        job = await client.submit(["sleep", "30"], timeout=1, max_retries=0)
+        leased = await stub.AcquireLease(job_service_pb2.AcquireLeaseRequest(worker_id="mute"))
+        assert [lease.job.id for lease in leased.leases] == [job.id]
+
+        done = await client.wait(job.id, timeout=20)
+    assert done.state is JobState.FAILED
+    assert "timed out (enforced by the server)" in done.last_error
+
+
+async def test_cancel_stops_a_running_process(
+    server, client, processes: Processes, tmp_path: Path
+) -> None:
+    processes.worker(server.address)
+    pid_file = tmp_path / "pid"
+    job = await client.submit(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"], max_retries=3)
+    await wait_state(client, job.id, JobState.RUNNING)
+    await eventually(lambda: _async(pid_file.exists() and pid_file.read_text().strip() != ""))
+    pid = int(pid_file.read_text())
+
+    await client.cancel(job.id)
+    done = await client.wait(job.id, timeout=15)
+
+    assert done.state is JobState.CANCELED
+    assert done.attempt == 1, "a canceled job is never retried"
+    await eventually(lambda: _async(not _alive(pid)), timeout=10)
+
+
+async def test_killed_worker_job_is_retried_on_another_worker(
+    server, client, processes: Processes
+) -> None:
+    first = processes.worker(server.address, "--id", "first")
+    job = await client.submit(
+        ["sh", "-c", 'sleep 1; printf "{\\"attempt\\": $ZBRAIN_ATTEMPT}" > "$ZBRAIN_OUTPUT"'],
+        max_retries=2,
+    )
+    running = await wait_state(client, job.id, JobState.RUNNING)
+    assert running.worker_id == "first"
+
+    os.killpg(first.pid, signal.SIGKILL)
+    processes.worker(server.address, "--id", "second")
+    done = await client.wait(job.id, timeout=30)
+
+    assert done.state is JobState.SUCCEEDED
+    assert done.output == {"attempt": 2}
+
+
+async def test_partitioned_worker_loses_its_lease_and_its_late_report_is_rejected(
+    server, client, processes: Processes
+) -> None:
+    stalled = processes.worker(server.address, "--id", "stalled")
+    script = 'sleep 1; printf "{\\"attempt\\": $ZBRAIN_ATTEMPT}" > "$ZBRAIN_OUTPUT"'
+    job = await client.submit(["sh", "-c", script], max_retries=2)
+    await wait_state(client, job.id, JobState.RUNNING)
+
+    stalled.send_signal(signal.SIGSTOP)  # no heartbeats, connection stays open: a partition
+    try:
+        retrying = await wait_state(client, job.id, JobState.RETRYING, JobState.PENDING, timeout=20)
+        assert "lease expired" in retrying.last_error
+        processes.worker(server.address, "--id", "healthy")
+        done = await client.wait(job.id, timeout=30)
+    finally:
+        stalled.send_signal(signal.SIGCONT)
+    await asyncio.sleep(2)  # let the stalled worker deliver its stale report
+
+    final = await client.get(job.id)
+    assert final.state is JobState.SUCCEEDED
+    assert final.output == {"attempt": 2} == done.output
+
+
+async def test_stale_lease_reports_are_failed_precondition(server, client) -> None:
+    stub = stub_for(server)
+    job = await client.submit(["true"], max_retries=1)
+    first = (await stub.AcquireLease(job_service_pb2.AcquireLeaseRequest(worker_id="w1"))).leases[0]
+    failed = job_service_pb2.AttemptResult(
+        outcome=job_service_pb2.ATTEMPT_OUTCOME_FAILED, error="boom"
+    )
+    await stub.CompleteLease(
+        job_service_pb2.CompleteLeaseRequest(
+            job_id=job.id, lease_epoch=first.lease_epoch, result=failed
+        )
+    )
+    await wait_state(client, job.id, JobState.PENDING, JobState.RETRYING)
+    second = (
+        await stub.AcquireLease(
+            job_service_pb2.AcquireLeaseRequest(worker_id="w2", wait_timeout={"seconds": 5})
+        )
+    ).leases[0]
+    assert second.lease_epoch > first.lease_epoch
+
+    succeeded = job_service_pb2.AttemptResult(outcome=job_service_pb2.ATTEMPT_OUTCOME_SUCCEEDED)
+    for call in (
+        stub.CompleteLease(
+            job_service_pb2.CompleteLeaseRequest(
+                job_id=job.id, lease_epoch=first.lease_epoch, result=succeeded
+            )
+        ),
+        stub.RenewLease(
+            job_service_pb2.RenewLeaseRequest(job_id=job.id, lease_epoch=first.lease_epoch)
+        ),
+        stub.ReportLogs(
+            job_service_pb2.ReportLogsRequest(
+                job_id=job.id,
+                lease_epoch=first.lease_epoch,
+                lines=[job_pb2.LogLine(stream=job_pb2.LOG_STREAM_STDOUT, text="late")],
+            )
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await call
+        assert error.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert (await client.get(job.id)).state is JobState.RUNNING
+
+
+async def test_acquire_lease_long_polls_until_a_job_arrives(server, client) -> None:
+    stub = stub_for(server)
+    request = job_service_pb2.AcquireLeaseRequest(worker_id="poller", wait_timeout={"seconds": 10})
+    waiting = asyncio.ensure_future(stub.AcquireLease(request))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+
+    job = await client.submit(["true"])
+    response = await asyncio.wait_for(waiting, 5)
+
+    assert [lease.job.id for lease in response.leases] == [job.id]
+
+
+async def test_acquire_lease_returns_nothing_when_the_wait_ends(server) -> None:
+    stub = stub_for(server)
+    request = job_service_pb2.AcquireLeaseRequest(
+        worker_id="poller", wait_timeout={"nanos": 200_000_000}
+    )
+    assert list((await stub.AcquireLease(request)).leases) == []
+
+
+async def test_log_stream_follows_live_and_resumes_without_gaps(
+    server, client, processes: Processes
+) -> None:
+    processes.worker(server.address)
+    job = await client.submit(
+        ["sh", "-c", "for i in 1 2 3 4 5 6; do echo line $i; sleep 0.3; done"]
+    )
+
+    first_two = []
+    async for line in client.logs(job.id, follow=True):
+        first_two.append(line)
+        if len(first_two) == 2:
+            break
+    assert (await client.get(job.id)).state is JobState.RUNNING, (
+        "lines must arrive while the job runs"
+    )
+
+    rest = [line async for line in client.logs(job.id, follow=True, after=first_two[-1].sequence)]
+
+    texts = [line.text for line in first_two + rest]
+    assert texts == [f"line {i}" for i in range(1, 7)]
+    assert [line.sequence for line in first_two + rest] == list(range(1, 7))
+    assert (await client.get(job.id)).state is JobState.SUCCEEDED
+
+
+async def test_long_lines_and_huge_output_are_truncated_visibly(
+    server, client, processes: Processes
+) -> None:
+    processes.worker(server.address)
+    job = await client.submit(["python3", "-c", "print('x' * 100000); print('after')"])
+    await client.wait(job.id, timeout=30)
+    lines = [line.text async for line in client.logs(job.id)]
+    assert lines[0].endswith("[line truncated]")
+    assert len(lines[0].encode()) < 20_000
+    assert lines[1] == "after"
+
+
+@pytest.mark.parametrize(
+    ("name", "sha256", "size", "content", "message"),
+    [
+        ("ok.txt", "0" * 64, 5, b"hello", "does not match its checksum"),
+        (
+            "../escape.txt",
+            hashlib.sha256(b"hello").hexdigest(),
+            5,
+            b"hello",
+            "must not contain '..'",
+        ),
+        (
+            "/etc/passwd",
+            hashlib.sha256(b"hello").hexdigest(),
+            5,
+            b"hello",
+            "must be a relative path",
+        ),
+        ("ok.txt", hashlib.sha256(b"hello").hexdigest(), 4, b"hello", "longer than its announced"),
+    ],
+)
+async def test_bad_artifact_uploads_are_rejected(
+    server, client, name: str, sha256: str, size: int, content: bytes, message: str
+) -> None:
+    stub = stub_for(server)
+    job = await client.submit(["true"])
+    lease = (await stub.AcquireLease(job_service_pb2.AcquireLeaseRequest(worker_id="w"))).leases[0]
+
+    async def parts():
+        yield job_service_pb2.UploadArtifactRequest(
+            header=job_service_pb2.ArtifactHeader(
+                job_id=job.id,
+                lease_epoch=lease.lease_epoch,
+                artifact=job_pb2.Artifact(name=name, sha256=sha256, size_bytes=size),
+            )
+        )
+        yield job_service_pb2.UploadArtifactRequest(chunk=content)
+
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await stub.UploadArtifact(parts())
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert message in error.value.details()
+    assert (await client.artifacts(job.id)) == []
+    assert not any(server.config.artifact_root.rglob("escape.txt"))
+
+
+async def test_two_hundred_jobs_across_four_workers_run_exactly_once(
+    server, client, processes: Processes, tmp_path: Path
+) -> None:
+    ledger = tmp_path / "ran.txt"
+    for n in range(4):
+        processes.worker(server.address, "--id", f"w{n}", "--concurrency", "4")
+    jobs = [
+        await client.submit(["sh", "-c", f'echo "$ZBRAIN_JOB_ID" >> {ledger}'], max_retries=0)
+        for _ in range(200)
+    ]
+    finished = [await client.wait(job.id, timeout=60) for job in jobs]
+
+    assert all(job.state is JobState.SUCCEEDED for job in finished)
+    assert all(job.attempt == 1 for job in finished)
+    ran = ledger.read_text().split()
+    assert sorted(ran) == sorted(job.id for job in jobs)
+    assert len({job.worker_id for job in finished}) > 1
+
+
+async def test_worker_drains_on_sigterm(server, client, processes: Processes) -> None:
+    worker = processes.worker(server.address)
+    job = await client.submit(["sh", "-c", "sleep 1; echo done"])
+    await wait_state(client, job.id, JobState.RUNNING)
+
+    worker.send_signal(signal.SIGTERM)
+    later = await client.submit(["true"])
+
+    done = await client.wait(job.id, timeout=20)
+    assert done.state is JobState.SUCCEEDED
+    assert await asyncio.to_thread(worker.wait, 20) == 0
+    assert (await client.get(later.id)).state is JobState.PENDING, (
+        "a draining worker takes no new job"
+    )
+
+
+async def test_worker_reconnects_after_server_restart(processes: Processes, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = tmp_path / "data"
+    server, _ = processes.server(data, "--listen", f"127.0.0.1:{port}")
+    address = f"127.0.0.1:{port}"
+    processes.worker(address)
+    server.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(server.wait, 30) == 0
+
+    processes.server(data, "--listen", address)
+    async with await Client.connect(address) as client:
+        job = await client.submit(["echo", "back"])
+        done = await client.wait(job.id, timeout=30)
+    assert done.state is JobState.SUCCEEDED
+
+
+async def _async(value: bool) -> bool:
+    return value
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,69 @@
+"""Fixtures of the store conformance suite: one opened store per backend.
+
+Every test in tests/store/ runs once for each entry of BACKENDS. A backend is
+a function that, given a test's temporary directory, returns a function
+making a fresh, unopened `JobStore` over one database (the same database each
+time it is called), so a test can close its store and open that database
+again as a restarted server would. Adding PostgreSQL means adding an entry
+here (with a throwaway database per test); the tests speak only `JobStore`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.store.support import LEASE_TTL, T0, Databases, LeaseOne, Reopen, Submit, new_job
+from zbrain_server.model import Job, Lease
+from zbrain_server.store import JobStore, SqliteJobStore
+
+BACKENDS: Mapping[str, Callable[[Path], Callable[[], JobStore]]] = {
+    "sqlite": lambda tmp_path: lambda: SqliteJobStore(tmp_path / "zbrain.db"),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
+    databases = Databases(BACKENDS[request.param](tmp_path))
+    yield databases
+    await databases.close_all()
+
+
+@pytest.fixture
+async def store(databases: Databases) -> JobStore:
+    """An opened, empty store of the backend under test."""
+    return await databases.open()
+
+
+@pytest.fixture
+def reopen(databases: Databases) -> Reopen:
+    """Close a store and return a new one opened on the same database (a restart)."""
+    return databases.reopen
+
+
+@pytest.fixture
+def submit(store: JobStore) -> Submit:
+    """Create one job (fields as `new_job` takes them) at `now_us`, T0 by default."""
+
+    async def submit(*, now_us: int = T0, **overrides: Any) -> Job:
+        [(job, deduplicated)] = await store.create_jobs([new_job(**overrides)], now_us)
+        assert not deduplicated
+        return job
+
+    return submit
+
+
+@pytest.fixture
+def lease_one(store: JobStore) -> LeaseOne:
+    """Lease exactly one job of `org` (default "acme") at `now_us`; fail if none is runnable."""
+
+    async def lease_one(
+        *, org: str = "acme", now_us: int = T0, worker_id: str = "w1", ttl_us: int = LEASE_TTL
+    ) -> Lease:
+        [lease] = await store.lease_jobs(worker_id, [org], 1, now_us, ttl_us)
+        return lease
+
+    return lease_one

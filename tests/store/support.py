@@ -1,0 +1,74 @@
+"""Values and builders shared by the store conformance tests."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from zbrain_server.lifecycle import RetryPolicy
+from zbrain_server.model import Job, Lease, NewJob
+from zbrain_server.store import JobStore
+
+T0 = 1_700_000_000_000_000
+"""A fixed "now" in microseconds; tests add offsets to it instead of sleeping."""
+
+SECOND = 1_000_000
+LEASE_TTL = 30 * SECOND
+# A fixed one-second ceiling keeps every backoff between 0.5s and 1s.
+RETRY = RetryPolicy(base_us=SECOND, cap_us=SECOND)
+
+
+def new_job(**overrides: Any) -> NewJob:
+    """A valid NewJob of org "acme"; keyword arguments replace any field."""
+    fields: dict[str, Any] = dict(
+        org_id="acme",
+        cmd=("echo", "hi"),
+        input_json='{"n": 1}',
+        env={"A": "b"},
+        timeout_us=60 * SECOND,
+        max_retries=0,
+        priority=0,
+        labels={"team": "data"},
+        request_id="",
+        trace_context={"traceparent": "00-abc-def-01"},
+    )
+    fields.update(overrides)
+    return NewJob(**fields)
+
+
+Reopen = Callable[[JobStore], Awaitable[JobStore]]
+"""Close a store and open its database again, as a restarted server would."""
+
+Submit = Callable[..., Awaitable[Job]]
+"""Create one job; keyword arguments as `new_job` takes them, plus `now_us`."""
+
+LeaseOne = Callable[..., Awaitable[Lease]]
+"""Lease one job of an org (`org`, `now_us`, `worker_id`, `ttl_us`)."""
+
+
+@dataclass
+class Databases:
+    """Opens stores over one test database and closes what is left open at teardown."""
+
+    make: Callable[[], JobStore]
+    opened: list[JobStore] = field(default_factory=list)
+
+    async def open(self) -> JobStore:
+        store = self.make()
+        await store.open()
+        self.opened.append(store)
+        return store
+
+    async def reopen(self, store: JobStore) -> JobStore:
+        """Close `store` as a stopping server would, then open its database anew."""
+        await self.close(store)
+        return await self.open()
+
+    async def close(self, store: JobStore) -> None:
+        self.opened.remove(store)
+        await store.close()
+
+    async def close_all(self) -> None:
+        while self.opened:
+            await self.close(self.opened[-1])
