@@ -117,6 +117,8 @@ class ServerConfig:
             problems.append("the retry backoff needs 0 < ZBRAIN_RETRY_BASE <= ZBRAIN_RETRY_CAP")
         if not self.default_org:
             problems.append("the default organisation (ZDEFAULT_ORG_ID) must not be empty")
+        if self.keepalive_s <= 0 or self.keepalive_timeout_s <= 0:
+            problems.append("ZBRAIN_KEEPALIVE and ZBRAIN_KEEPALIVE_TIMEOUT must be positive")
         if self.local_workers < 0:
             problems.append("--workers must not be negative")
         if problems:
@@ -155,4 +157,7 @@ _ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], object]], ...] = (
     ("ZBRAIN_RETRY_BASE", "retry_base_s", _seconds),
     ("ZBRAIN_RETRY_CAP", "retry_cap_s", _seconds),
     ("ZBRAIN_RETENTION", "retention_s", _seconds),
+    ("ZBRAIN_TIMEOUT_GRACE", "timeout_grace_s", _seconds),
+    ("ZBRAIN_KEEPALIVE", "keepalive_s", _seconds),
+    ("ZBRAIN_KEEPALIVE_TIMEOUT", "keepalive_timeout_s", _seconds),
 )
