@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 import sys
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -194,18 +193,17 @@ class ZBrainServer:
 
 async def serve(config: ServerConfig) -> None:
     """Run a server until SIGINT or SIGTERM, then shut it down gracefully."""
-    server = ZBrainServer(config)
-    await server.start()
-    store_path = Path(config.data_dir) / "zbrain.db"
-    print(
-        f"ZBrain listening on {server.address} (store: sqlite {store_path}; "
-        f"artifacts: {config.artifact_root})",
-        flush=True,
-    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    server = ZBrainServer(config)
+    await server.start()
+    print(
+        f"ZBrain listening on {server.address} (store: sqlite {config.data_dir / 'zbrain.db'}; "
+        f"artifacts: {config.artifact_root})",
+        flush=True,
+    )
     await stopping.wait()
     print("ZBrain shutting down: finishing in-flight calls", flush=True)
     await server.stop()

@@ -16,6 +16,7 @@ from pathlib import Path
 from zbrain.errors import InvalidArgumentError
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+ORG_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_DATA_DIR = Path("zbrain-data")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -115,8 +116,11 @@ class ServerConfig:
             problems.append(f"ZBRAIN_MAX_RETRIES must be at most {self.limits.max_retries}")
         if self.retry_base_s <= 0 or self.retry_cap_s < self.retry_base_s:
             problems.append("the retry backoff needs 0 < ZBRAIN_RETRY_BASE <= ZBRAIN_RETRY_CAP")
-        if not self.default_org:
-            problems.append("the default organisation (ZDEFAULT_ORG_ID) must not be empty")
+        if not ORG_ID_PATTERN.match(self.default_org):
+            problems.append(
+                f"the default organisation (ZDEFAULT_ORG_ID={self.default_org!r}) must be 1 to 64 "
+                "letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
         if self.keepalive_s <= 0 or self.keepalive_timeout_s <= 0:
             problems.append("ZBRAIN_KEEPALIVE and ZBRAIN_KEEPALIVE_TIMEOUT must be positive")
         if self.local_workers < 0:

@@ -21,7 +21,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from zbrain.errors import FieldViolation, InvalidArgumentError
 from zbrain.v1 import job_pb2, job_service_pb2
 
-from .config import Limits
+from .config import ORG_ID_PATTERN, Limits
 from .ids import is_job_id
 from .model import (
     Artifact,
@@ -38,7 +38,6 @@ from .model import (
 )
 from .store.base import LogRecord
 
-ORG_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 MAX_WORKER_ORGS = 100
 TRUNCATION_MARK = " …[line truncated]"
@@ -219,6 +218,11 @@ def new_job(
         None,
         v,
     )
+    for key, value in spec.labels.items():
+        if len(key.encode()) + len(value.encode()) > limits.max_label_bytes:
+            v.add(
+                f"{field}.labels[{key[:40]!r}]", f"must be at most {limits.max_label_bytes} bytes"
+            )
 
     if spec.HasField("timeout"):
         timeout_us = duration_us(spec.timeout)
@@ -354,6 +358,8 @@ def truncate_line(text: str, max_bytes: int) -> str:
     encoded = text.encode()
     if len(encoded) <= max_bytes:
         return text
+    if max_bytes <= len(TRUNCATION_MARK.encode()):
+        return encoded[:max_bytes].decode(errors="ignore")
     kept = encoded[: max_bytes - len(TRUNCATION_MARK.encode())].decode(errors="ignore")
     return kept + TRUNCATION_MARK
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.duration_pb2 import Duration
 
 from tests.conftest import Processes, eventually
 from zbrain import Client, JobState
@@ -36,7 +37,8 @@ async def test_job_succeeds_with_output_logs_and_artifacts(
     script = (
         'read line; echo "got $line"; echo oops >&2;'
         ' printf \'{"sum": 3}\' > "$ZBRAIN_OUTPUT";'
-        ' mkdir -p "$ZBRAIN_ARTIFACTS_DIR/sub"; printf report > "$ZBRAIN_ARTIFACTS_DIR/sub/report.txt"'
+        ' mkdir -p "$ZBRAIN_ARTIFACTS_DIR/sub";'
+        ' printf report > "$ZBRAIN_ARTIFACTS_DIR/sub/report.txt"'
     )
     job = await client.submit(["sh", "-c", script], input={"a": 1})
 
@@ -203,7 +205,7 @@ async def test_stale_lease_reports_are_failed_precondition(server, client) -> No
     await wait_state(client, job.id, JobState.PENDING, JobState.RETRYING)
     second = (
         await stub.AcquireLease(
-            job_service_pb2.AcquireLeaseRequest(worker_id="w2", wait_timeout={"seconds": 5})
+            job_service_pb2.AcquireLeaseRequest(worker_id="w2", wait_timeout=Duration(seconds=5))
         )
     ).leases[0]
     assert second.lease_epoch > first.lease_epoch
@@ -234,7 +236,9 @@ async def test_stale_lease_reports_are_failed_precondition(server, client) -> No
 
 async def test_acquire_lease_long_polls_until_a_job_arrives(server, client) -> None:
     stub = stub_for(server)
-    request = job_service_pb2.AcquireLeaseRequest(worker_id="poller", wait_timeout={"seconds": 10})
+    request = job_service_pb2.AcquireLeaseRequest(
+        worker_id="poller", wait_timeout=Duration(seconds=10)
+    )
     waiting = asyncio.ensure_future(stub.AcquireLease(request))
     await asyncio.sleep(0.3)
     assert not waiting.done()
@@ -248,7 +252,7 @@ async def test_acquire_lease_long_polls_until_a_job_arrives(server, client) -> N
 async def test_acquire_lease_returns_nothing_when_the_wait_ends(server) -> None:
     stub = stub_for(server)
     request = job_service_pb2.AcquireLeaseRequest(
-        worker_id="poller", wait_timeout={"nanos": 200_000_000}
+        worker_id="poller", wait_timeout=Duration(nanos=200_000_000)
     )
     assert list((await stub.AcquireLease(request)).leases) == []
 

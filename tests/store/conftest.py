@@ -25,37 +25,6 @@ BACKENDS: Mapping[str, Callable[[Path], Callable[[], JobStore]]] = {
 }
 
 
-_ARTIFACTS_BUG = (
-    "BUG (SqliteJobStore): only get_job and list_jobs attach artifacts (_with_artifacts); "
-    "the jobs returned by finish_attempt, cancel_job and a deduplicated create_jobs are "
-    "read with _require_job/_fetch_job and come back with artifacts=(), so e.g. Cancel "
-    "and Submit answer a finished job without the artifacts it has"
-)
-
-KNOWN_BUGS: Mapping[tuple[str, str], str] = {
-    ("sqlite", "test_the_job_a_finished_attempt_returns_carries_its_artifacts"): _ARTIFACTS_BUG,
-    ("sqlite", "test_the_job_a_cancel_returns_carries_its_artifacts"): _ARTIFACTS_BUG,
-    (
-        "sqlite",
-        "test_the_earlier_job_a_repeated_request_id_returns_carries_its_artifacts",
-    ): _ARTIFACTS_BUG,
-}
-"""Conformance tests a backend is known to fail today, keyed by backend and test.
-
-They still run, as strict expected failures: once the backend is fixed they
-pass, pytest reports XPASS as an error, and the entry must be removed.
-"""
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        backend = callspec.params.get("databases") if callspec is not None else None
-        reason = KNOWN_BUGS.get((str(backend), getattr(item, "originalname", item.name)))
-        if reason is not None:
-            item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
-
-
 @pytest.fixture(params=sorted(BACKENDS))
 async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
     databases = Databases(BACKENDS[request.param](tmp_path))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.store.support import LEASE_TTL, RETRY, SECOND, T0, LeaseOne, Submit
@@ -144,6 +146,19 @@ async def test_each_attempt_runs_under_a_higher_epoch(
 
     assert epochs == sorted(set(epochs))
     assert attempts == [1, 2, 3]
+
+
+async def test_concurrent_leases_never_hand_out_a_job_twice(
+    store: JobStore, submit: Submit
+) -> None:
+    ids = {(await submit()).id for _ in range(10)}
+
+    batches = await asyncio.gather(
+        *(store.lease_jobs(f"w{n}", ["acme"], 3, T0, LEASE_TTL) for n in range(6))
+    )
+
+    leased = [lease.job.id for batch in batches for lease in batch]
+    assert sorted(leased) == sorted(ids)
 
 
 # -- renew_lease -----------------------------------------------------------------
@@ -319,6 +334,25 @@ async def test_an_attempt_can_be_finished_only_once(
     with pytest.raises(StaleLeaseError):
         await fail(store, lease, T0 + SECOND)
     assert await store.get_job(lease.job.id) == finished
+
+
+async def test_of_concurrent_reports_on_one_attempt_exactly_one_wins(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    await submit(max_retries=3)
+    lease = await lease_one()
+
+    outcomes = await asyncio.gather(
+        store.finish_attempt(lease.job.id, lease.lease_epoch, SUCCEEDED, T0, RETRY),
+        fail(store, lease, T0),
+        store.finish_attempt(lease.job.id, lease.lease_epoch, SUCCEEDED, T0, RETRY),
+        return_exceptions=True,
+    )
+
+    winners = [o for o in outcomes if isinstance(o, Job)]
+    assert len(winners) == 1
+    assert all(isinstance(o, StaleLeaseError) for o in outcomes if not isinstance(o, Job))
+    assert await store.get_job(lease.job.id) == winners[0]
 
 
 # -- expire_leases ---------------------------------------------------------------

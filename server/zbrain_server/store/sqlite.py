@@ -343,17 +343,22 @@ class SqliteJobStore(JobStore):
         async def work(db: aiosqlite.Connection) -> list[tuple[Job, bool]]:
             results: list[tuple[Job, bool]] = []
             rows = []
+            in_batch: dict[tuple[str, str], Job] = {}  # a key repeated within the batch
             for new in jobs:
+                key = (new.org_id, new.request_id)
                 if new.request_id:
-                    existing = await _fetch_job(
-                        db, _SELECT_BY_REQUEST_ID, (new.org_id, new.request_id)
-                    )
+                    if key in in_batch:
+                        results.append((in_batch[key], True))
+                        continue
+                    existing = await _fetch_job(db, _SELECT_BY_REQUEST_ID, key)
                     if existing is not None:
-                        results.append((existing, True))
+                        results.append((await _with_artifacts(db, existing), True))
                         continue
                 row = _new_job_row(new_job_id(), new, now_us)
                 rows.append(row)
-                results.append((_job_from_row(row), False))
+                job = _job_from_row(row)
+                in_batch[key] = job
+                results.append((job, False))
             await db.executemany(_INSERT_JOB, rows)
             return results
 
@@ -364,7 +369,7 @@ class SqliteJobStore(JobStore):
             job = await _fetch_job(self._ro, _SELECT_JOB, (job_id,))
             if job is None:
                 raise NotFoundError(f"job {job_id} not found")
-            return (await self._with_artifacts(self._ro, [job]))[0]
+            return await _with_artifacts(self._ro, job)
 
     async def list_jobs(self, query: JobQuery) -> list[Job]:
         where = ["org_id = ?"]
@@ -384,16 +389,16 @@ class SqliteJobStore(JobStore):
         with _translated("read the database"):
             async with self._ro.execute(sql, params) as cursor:
                 jobs = [_job_from_row(row) async for row in cursor]
-            return await self._with_artifacts(self._ro, jobs)
+            return await _with_artifacts_of_all(self._ro, jobs)
 
     async def cancel_job(self, job_id: str, now_us: int) -> tuple[Job, CancelOutcome]:
         async def work(db: aiosqlite.Connection) -> tuple[Job, CancelOutcome]:
             job = await _require_job(db, job_id)
             change, outcome = lifecycle.cancel(job, now_us)
-            if change is None:
-                return job, outcome
-            await _save(db, [change])
-            return change.after, outcome
+            if change is not None:
+                await _save(db, [change])
+                job = change.after
+            return await _with_artifacts(db, job), outcome
 
         return await self._transaction(work)
 
@@ -447,7 +452,7 @@ class SqliteJobStore(JobStore):
             job = await _require_job(db, job_id)
             change = lifecycle.finish_attempt(job, lease_epoch, result, now_us, retry)
             await _save(db, [change])
-            return change.after
+            return await _with_artifacts(db, change.after)
 
         return await self._transaction(work)
 
@@ -534,19 +539,6 @@ class SqliteJobStore(JobStore):
 
         await self._transaction(work)
 
-    async def _with_artifacts(self, db: aiosqlite.Connection, jobs: list[Job]) -> list[Job]:
-        if not jobs:
-            return jobs
-        sql = _SELECT_ARTIFACTS.format(ids=", ".join("?" * len(jobs)))
-        by_job: dict[str, list[Artifact]] = {}
-        async with db.execute(sql, [job.id for job in jobs]) as cursor:
-            async for row in cursor:
-                by_job.setdefault(row[0], []).append(Artifact(row[1], row[2], row[3]))
-        return [
-            replace(job, artifacts=tuple(by_job[job.id])) if job.id in by_job else job
-            for job in jobs
-        ]
-
     async def purge_finished(self, finished_before_us: int) -> int:
         async def work(db: aiosqlite.Connection) -> int:
             async with db.execute(_SELECT_PURGEABLE, (finished_before_us,)) as cursor:
@@ -573,6 +565,24 @@ def _round_robin(per_org: list[list[Job]], limit: int) -> list[Job]:
                 chosen.append(jobs[depth])
         depth += 1
     return chosen
+
+
+async def _with_artifacts_of_all(db: aiosqlite.Connection, jobs: list[Job]) -> list[Job]:
+    """The jobs with their artifact lists filled in, in one query."""
+    if not jobs:
+        return jobs
+    sql = _SELECT_ARTIFACTS.format(ids=", ".join("?" * len(jobs)))
+    by_job: dict[str, list[Artifact]] = {}
+    async with db.execute(sql, [job.id for job in jobs]) as cursor:
+        async for row in cursor:
+            by_job.setdefault(row[0], []).append(Artifact(row[1], row[2], row[3]))
+    return [
+        replace(job, artifacts=tuple(by_job[job.id])) if job.id in by_job else job for job in jobs
+    ]
+
+
+async def _with_artifacts(db: aiosqlite.Connection, job: Job) -> Job:
+    return (await _with_artifacts_of_all(db, [job]))[0]
 
 
 async def _fetch_job(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Job | None:
