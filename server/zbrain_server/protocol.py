@@ -140,24 +140,31 @@ def _check_text(value: str, field: str, violations: Violations) -> None:
 def _check_string_map(
     entries: Mapping[str, str],
     field: str,
-    max_entries: int,
-    max_bytes: int,
-    key_pattern: re.Pattern[str] | None,
     violations: Violations,
+    *,
+    max_entries: int,
+    key_pattern: re.Pattern[str] | None = None,
+    max_total_bytes: int | None = None,
+    max_entry_bytes: int | None = None,
 ) -> None:
+    """Check a map<string, string>: entry count, names, NULs, and sizes."""
     if len(entries) > max_entries:
         violations.add(field, f"has {len(entries)} entries; the limit is {max_entries}")
     total = 0
     for key, value in entries.items():
-        total += len(key.encode()) + len(value.encode())
-        if key_pattern is not None and not key_pattern.match(key):
-            violations.add(f"{field}[{key[:40]!r}]", "name must match [A-Za-z_][A-Za-z0-9_]*")
-        elif not key:
+        entry = f"{field}[{key[:40]!r}]"
+        size = len(key.encode()) + len(value.encode())
+        total += size
+        if not key:
             violations.add(field, "keys must not be empty")
-        _check_text(key, f"{field}[{key[:40]!r}]", violations)
-        _check_text(value, f"{field}[{key[:40]!r}]", violations)
-    if total > max_bytes:
-        violations.add(field, f"is {total} bytes; the limit is {max_bytes}")
+        elif key_pattern is not None and not key_pattern.match(key):
+            violations.add(entry, "name must match [A-Za-z_][A-Za-z0-9_]*")
+        if max_entry_bytes is not None and size > max_entry_bytes:
+            violations.add(entry, f"must be at most {max_entry_bytes} bytes")
+        _check_text(key, entry, violations)
+        _check_text(value, entry, violations)
+    if max_total_bytes is not None and total > max_total_bytes:
+        violations.add(field, f"is {total} bytes; the limit is {max_total_bytes}")
 
 
 def new_job(
@@ -202,7 +209,12 @@ def new_job(
             v.add(f"{field}.input_json", f"is not valid JSON: {exc}")
 
     _check_string_map(
-        spec.env, f"{field}.env", limits.max_env_entries, limits.max_env_bytes, ENV_NAME_PATTERN, v
+        spec.env,
+        f"{field}.env",
+        v,
+        max_entries=limits.max_env_entries,
+        key_pattern=ENV_NAME_PATTERN,
+        max_total_bytes=limits.max_env_bytes,
     )
     for key in spec.env:
         if key.startswith(RESERVED_ENV_PREFIX):
@@ -213,16 +225,10 @@ def new_job(
     _check_string_map(
         spec.labels,
         f"{field}.labels",
-        limits.max_labels,
-        limits.max_labels * limits.max_label_bytes,
-        None,
         v,
+        max_entries=limits.max_labels,
+        max_entry_bytes=limits.max_label_bytes,
     )
-    for key, value in spec.labels.items():
-        if len(key.encode()) + len(value.encode()) > limits.max_label_bytes:
-            v.add(
-                f"{field}.labels[{key[:40]!r}]", f"must be at most {limits.max_label_bytes} bytes"
-            )
 
     if spec.HasField("timeout"):
         timeout_us = duration_us(spec.timeout)
