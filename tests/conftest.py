@@ -105,11 +105,14 @@ class Processes:
         raise AssertionError("server did not start:\n" + "".join(seen))
 
     def kill_all(self) -> None:
+        """Kill every child; print what each said (pytest shows it when a test fails)."""
         for child in self.children:
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)
             child.wait()
             if child.stdout is not None:
+                print(f"--- output of child {child.pid}: {child.args!r} ---")
+                print(child.stdout.read())
                 child.stdout.close()
 
 

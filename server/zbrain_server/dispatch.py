@@ -69,7 +69,8 @@ class LeaseWaiter(Consumer):
     """An AcquireLease call: takes one batch of leases, then leaves."""
 
     future: asyncio.Future[list[Lease]] | None = None
-    leasing: bool = False
+    leasing: bool = False  # a dispatch pass is leasing for it right now
+    gave_up: bool = False  # its wait ended: deliver whatever the pass gets, even nothing
 
     def deliver(self, leases: list[Lease]) -> None:
         self.capacity = 0
@@ -86,10 +87,13 @@ class WorkerSession(Consumer):
     # Set when one of its leases expired: a worker that missed its heartbeats
     # gets no new work until it is heard from again.
     silent: bool = False
+    draining: bool = False  # the worker is shutting down: no new work, ever
 
     @property
     def free_slots(self) -> int:
-        return 0 if self.silent else self.capacity - len(self.active)
+        if self.silent or self.draining:
+            return 0
+        return self.capacity - len(self.active)
 
     def heard_from(self) -> None:
         """The worker sent something: it is alive, so it may take work again."""
@@ -99,6 +103,11 @@ class WorkerSession(Consumer):
         for lease in leases:
             self.active[lease.job.id] = lease.lease_epoch
             self.outbox.put_nowait(lease)
+
+
+@dataclass(frozen=True)
+class DrainAcknowledgement:
+    """Tells a draining worker that no lease follows."""
 
 
 @dataclass(frozen=True)
@@ -186,17 +195,28 @@ class Dispatcher:
                 worker_id, org_ids, max_jobs, now_us(), self._lease_ttl_us
             )
         waiter = LeaseWaiter(worker_id, tuple(org_ids), max_jobs)
-        waiter.future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Lease]] = asyncio.get_running_loop().create_future()
+        waiter.future = future
         self._consumers.append(waiter)
         self.kick()
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(waiter.future), wait_s)
+                await asyncio.wait_for(asyncio.shield(future), wait_s)
+            waiter.gave_up = True
             if waiter.leasing:  # a dispatch pass is leasing for us right now: take its result
-                return await waiter.future
+                return await future
+            return future.result() if future.done() else []
+        except asyncio.CancelledError:
+            # The caller hung up: leases still on their way go back to the queue.
+            waiter.gave_up = True
+            future.add_done_callback(self._give_back_later)
+            raise
         finally:
             self._consumers.remove(waiter)
-        return waiter.future.result() if waiter.future.done() else []
+
+    def _give_back_later(self, future: asyncio.Future[list[Lease]]) -> None:
+        if not future.cancelled() and future.result():
+            asyncio.get_running_loop().create_task(self._give_back(future.result()))
 
     async def renew(self, job_id: str, lease_epoch: int) -> Job:
         try:
@@ -251,6 +271,11 @@ class Dispatcher:
             with contextlib.suppress(StaleLeaseError):
                 await self.complete(job_id, epoch, lost)
         self.kick()
+
+    def drain(self, session: WorkerSession) -> None:
+        """Send a worker no more leases; acknowledge once none can follow."""
+        session.draining = True
+        session.outbox.put_nowait(DrainAcknowledgement())
 
     def _release(self, job_id: str, lease_epoch: int) -> None:
         session = self._holders.get(job_id)
@@ -309,29 +334,25 @@ class Dispatcher:
                 if len(leases) < wanted:
                     exhausted.update(orgs)
                 if not leases:
-                    if isinstance(consumer, LeaseWaiter) and consumer not in self._consumers:
+                    if isinstance(consumer, LeaseWaiter) and consumer.gave_up:
                         consumer.deliver([])
                     continue
                 progress = True
                 if isinstance(consumer, WorkerSession):
-                    if consumer.closed:
-                        await self._abandon(consumer, leases)
+                    if consumer.closed or consumer.draining:
+                        await self._give_back(leases)
                         continue
                     for lease in leases:
                         self._holders[lease.job.id] = consumer
                 consumer.deliver(leases)
         await self._schedule_wakeup()
 
-    async def _abandon(self, session: WorkerSession, leases: list[Lease]) -> None:
-        """A worker left while jobs were being leased to it: give them back at once."""
-        lost = AttemptResult(AttemptOutcome.WORKER_LOST, error="worker lost before it started")
+    async def _give_back(self, leases: list[Lease]) -> None:
+        """A worker left or began draining while jobs were leased to it: return them."""
         for lease in leases:
             with contextlib.suppress(StaleLeaseError):
-                self._finished(
-                    await self._store.finish_attempt(
-                        lease.job.id, lease.lease_epoch, lost, now_us(), self._retry
-                    )
-                )
+                await self._store.return_lease(lease.job.id, lease.lease_epoch, now_us())
+        self.kick()
 
     async def _schedule_wakeup(self) -> None:
         """Wake the pump when the earliest waiting retry falls due."""

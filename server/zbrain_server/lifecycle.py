@@ -6,6 +6,7 @@ compare-and-set on the old state and lease epoch, so a decision made on a
 stale read can never overwrite a newer one.
 
     PENDING  --lease-->    RUNNING  --success-->          SUCCEEDED
+    RUNNING  --returned unstarted--> PENDING
     PENDING  --cancel-->   CANCELED
     RUNNING  --failure, retries left-->   RETRYING --lease--> RUNNING
     RUNNING  --failure, none left-->      FAILED
@@ -34,7 +35,13 @@ from .model import (
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.PENDING: frozenset({JobState.RUNNING, JobState.CANCELED}),
     JobState.RUNNING: frozenset(
-        {JobState.SUCCEEDED, JobState.FAILED, JobState.RETRYING, JobState.CANCELED}
+        {
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.RETRYING,
+            JobState.CANCELED,
+            JobState.PENDING,  # a lease given back before its worker ever saw it
+        }
     ),
     JobState.RETRYING: frozenset({JobState.RUNNING, JobState.CANCELED}),
     JobState.SUCCEEDED: frozenset(),
@@ -104,6 +111,23 @@ def check_lease(job: Job, lease_epoch: int) -> None:
             f"lease epoch {lease_epoch} of job {job.id} is not current "
             f"(job is {job.state.name} at epoch {job.lease_epoch})"
         )
+
+
+def return_lease(job: Job, lease_epoch: int, now_us: int) -> Change:
+    """Give back a lease its worker never received (it left or began draining as
+    the job was leased): the attempt did not happen, so it is not counted, but
+    the epoch stays spent so nothing can report on it."""
+    check_lease(job, lease_epoch)
+    after = _move(
+        job,
+        JobState.PENDING,
+        now_us,
+        attempt=job.attempt - 1,
+        lease_expire_time_us=None,
+        next_run_time_us=now_us,
+        start_time_us=None,
+    )
+    return Change(job, after, "lease returned unstarted")
 
 
 def renew_lease(job: Job, lease_epoch: int, now_us: int, lease_ttl_us: int) -> Job:

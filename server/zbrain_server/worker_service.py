@@ -28,7 +28,7 @@ from zbrain.v1 import worker_service_pb2_grpc
 
 from . import protocol
 from .config import ServerConfig
-from .dispatch import CancelNotice, Dispatcher, WorkerSession
+from .dispatch import CancelNotice, Dispatcher, DrainAcknowledgement, WorkerSession
 from .model import Lease
 from .service import abort_with
 
@@ -62,6 +62,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             session.capacity,
         )
         reader = asyncio.create_task(self._read(session, request_iterator))
+        reason = "connection lost"
         try:
             yield wpb.ConnectResponse(
                 welcome=wpb.ServerWelcome(
@@ -76,13 +77,22 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                 yield _to_response(message)
             failure = reader.exception() if reader.done() and not reader.cancelled() else None
             if isinstance(failure, ZBrainError):
+                reason = f"protocol error: {failure}"
                 await abort_with(context, failure)
+            elif failure is not None:
+                reason = f"internal error: {failure!r}"
+                log.error("worker %s stream failed", session.worker_id, exc_info=failure)
+            else:
+                reason = "replaced by a newer connection" if session.closed else "stream closed"
+        except asyncio.CancelledError:
+            reason = "connection lost"
+            raise
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ZBrainError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             await self._dispatcher.disconnect(session)
-            log.info("worker %s disconnected", session.worker_id)
+            log.info("worker %s disconnected: %s", session.worker_id, reason)
 
     async def _hello(self, requests: AsyncIterator[wpb.ConnectRequest]) -> WorkerSession:
         first = await anext(requests, None)
@@ -131,7 +141,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                     await self._report(session, request.result.lease, complete)
                 elif kind == "drain":
                     log.info("worker %s is draining: %s", session.worker_id, request.drain.reason)
-                    session.capacity = 0  # no new leases; its running ones go on
+                    self._dispatcher.drain(session)
                 else:
                     raise InvalidArgumentError(
                         f"unexpected {kind or 'empty'} message after the hello"
@@ -164,6 +174,8 @@ def _to_response(message: object) -> wpb.ConnectResponse:
         return message
     if isinstance(message, Lease):
         return wpb.ConnectResponse(lease=protocol.lease_to_proto(message))
+    if isinstance(message, DrainAcknowledgement):
+        return wpb.ConnectResponse(drain_acknowledged=wpb.DrainAcknowledged())
     if isinstance(message, CancelNotice):
         return wpb.ConnectResponse(
             cancel=wpb.CancelLease(

@@ -213,6 +213,36 @@ async def test_renewing_a_finished_attempt_is_stale(
         await store.renew_lease(lease.job.id, lease.lease_epoch, T0 + SECOND, LEASE_TTL)
 
 
+# -- return_lease ----------------------------------------------------------------
+
+
+async def test_a_returned_lease_makes_the_job_pending_without_counting_the_attempt(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    await submit()
+    lease = await lease_one()
+
+    returned = await store.return_lease(lease.job.id, lease.lease_epoch, T0 + SECOND)
+
+    assert (returned.state, returned.attempt) == (JobState.PENDING, 0)
+    assert returned.lease_epoch == lease.lease_epoch, "a spent epoch is never reused"
+    again = await lease_one(now_us=T0 + SECOND)
+    assert (again.job.attempt, again.lease_epoch) == (1, lease.lease_epoch + 1)
+
+
+async def test_returning_a_stale_lease_changes_nothing(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    await submit()
+    lease = await lease_one()
+    await store.finish_attempt(lease.job.id, lease.lease_epoch, SUCCEEDED, T0, RETRY)
+    finished = await store.get_job(lease.job.id)
+
+    with pytest.raises(StaleLeaseError):
+        await store.return_lease(lease.job.id, lease.lease_epoch, T0 + SECOND)
+    assert await store.get_job(lease.job.id) == finished
+
+
 # -- finish_attempt --------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ LEGAL = {
     (JobState.RUNNING, JobState.FAILED),
     (JobState.RUNNING, JobState.RETRYING),
     (JobState.RUNNING, JobState.CANCELED),
+    (JobState.RUNNING, JobState.PENDING),  # a lease returned before its worker saw it
     (JobState.RETRYING, JobState.RUNNING),
     (JobState.RETRYING, JobState.CANCELED),
 }

@@ -236,8 +236,11 @@ class Worker:
         self._control: list[wpb.ConnectRequest] = []
         self._wake_writer = asyncio.Event()
         self._idle = asyncio.Event()  # set when the writer has sent all it was given
+        self._session_tasks: list[asyncio.Task[None]] = []  # the writer and the heartbeat
+        self._session_ended = asyncio.Event()
         self._stopping = asyncio.Event()
         self._draining = False
+        self._drain_acknowledged = asyncio.Event()
         self._call: Any = None
         self.completed = 0  # attempts reported, for tests and burst mode
 
@@ -247,7 +250,8 @@ class Worker:
         """Serve until `shutdown()`; reconnect with backoff whenever the stream breaks."""
         delay = 0.1
         try:
-            while not self._stopping.is_set():
+            # A draining worker does not come back once its connection is gone.
+            while not self._stopping.is_set() and not self._draining:
                 try:
                     await self.executor.health_check()
                     await self._session()
@@ -284,19 +288,40 @@ class Worker:
         if self._draining:
             return
         self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        if self._call is not None:
+            self._send(wpb.ConnectRequest(drain=wpb.WorkerDrain(reason="shutdown")))
+            # Leases the server sent before it saw the drain may still be on
+            # the way; its acknowledgement comes after the last of them.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drain_acknowledged.wait(), min(grace_s, 10.0))
         log.info("draining: %d running job(s), grace %.0fs", len(self._attempts), grace_s)
-        self._send(wpb.ConnectRequest(drain=wpb.WorkerDrain(reason="shutdown")))
         tasks = [a.task for a in self._attempts.values() if a.task is not None]
         if tasks:
-            _, still_running = await asyncio.wait(tasks, timeout=grace_s)
+            _, still_running = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
             for attempt in list(self._attempts.values()):
                 attempt.cancel.set(StopReason.SHUTDOWN)
             if still_running:
                 await asyncio.wait(still_running)
-        await self._flush()
         self._stopping.set()
-        if self._call is not None:
-            self._call.cancel()
+        await self._close_stream()
+
+    async def _close_stream(self) -> None:
+        """Half-close the stream once everything queued is written, and wait for the
+        server to end it: cancelling at once could drop the last results in flight."""
+        call = self._call
+        if call is None:
+            return
+        await self._flush()
+        for task in self._session_tasks:
+            task.cancel()
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await call.done_writing()
+        try:
+            await asyncio.wait_for(self._session_ended.wait(), 5.0)
+        except TimeoutError:
+            call.cancel()
 
     async def __aenter__(self) -> Worker:
         self._runner = asyncio.create_task(self.run())
@@ -309,10 +334,12 @@ class Worker:
     # -- one connection ---------------------------------------------------------
 
     async def _session(self) -> None:
+        self._drain_acknowledged.clear()
         call = self._workers.Connect()
         self._call = call
         welcomed = False
-        writer = heartbeat = None
+        self._session_ended.clear()
+        self._session_tasks = []
         try:
             await call.write(
                 wpb.ConnectRequest(
@@ -332,13 +359,14 @@ class Worker:
             log.info(
                 "connected to %s as %s (%d slots)", self.server, self.worker_id, self.concurrency
             )
-            if self._draining:
-                await call.write(wpb.ConnectRequest(drain=wpb.WorkerDrain(reason="shutdown")))
-            writer = asyncio.create_task(self._write_loop(call))
-            heartbeat = asyncio.create_task(self._heartbeat_loop(interval))
+            self._session_tasks = [
+                asyncio.create_task(self._write_loop(call)),
+                asyncio.create_task(self._heartbeat_loop(interval)),
+            ]
             async for message in _messages(call):
                 self._handle(message)
-            raise SessionEnded("the server closed the stream", welcomed=True)
+            if not self._stopping.is_set():
+                raise SessionEnded("the server closed the stream", welcomed=True)
         except grpc.aio.AioRpcError as error:
             if error.code() in (
                 grpc.StatusCode.INVALID_ARGUMENT,
@@ -353,9 +381,9 @@ class Worker:
                 raise
         finally:
             self._call = None
-            for task in (writer, heartbeat):
-                if task is not None:
-                    task.cancel()
+            self._drain_acknowledged.set()  # nothing more can arrive on this stream
+            for task in self._session_tasks:
+                task.cancel()
             # The server counts our attempts as lost when the stream ends: stop them.
             for attempt in list(self._attempts.values()):
                 attempt.cancel.set(StopReason.LEASE_LOST, "connection to the server lost")
@@ -365,11 +393,14 @@ class Worker:
             self._pending_logs.clear()
             self._control.clear()
             call.cancel()
+            self._session_ended.set()
 
     def _handle(self, message: wpb.ConnectResponse) -> None:
         kind = message.WhichOneof("message")
         if kind == "lease":
             self._start(message.lease)
+        elif kind == "drain_acknowledged":
+            self._drain_acknowledged.set()
         elif kind in ("cancel", "rejected"):
             body = message.cancel if kind == "cancel" else message.rejected
             attempt = self._attempts.get(body.lease.job_id)

@@ -82,6 +82,11 @@ class JobStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def return_lease(self, job_id: str, lease_epoch: int, now_us: int) -> Job:
+        """Give back a lease nobody started: the job is PENDING again, its attempt
+        not counted; StaleLeaseError when the lease is not live."""
+
+    @abc.abstractmethod
     async def renew_lease(
         self, job_id: str, lease_epoch: int, now_us: int, lease_ttl_us: int
     ) -> Job:

@@ -429,6 +429,14 @@ class SqliteJobStore(JobStore):
 
         return await self._transaction(work)
 
+    async def return_lease(self, job_id: str, lease_epoch: int, now_us: int) -> Job:
+        async def work(db: aiosqlite.Connection) -> Job:
+            change = lifecycle.return_lease(await _require_job(db, job_id), lease_epoch, now_us)
+            await _save(db, [change])
+            return change.after
+
+        return await self._transaction(work)
+
     async def renew_lease(
         self, job_id: str, lease_epoch: int, now_us: int, lease_ttl_us: int
     ) -> Job:

@@ -352,6 +352,25 @@ class LeaseRejected(_message.Message):
 Global___LeaseRejected: _TypeAlias = LeaseRejected  # noqa: Y015
 
 @_typing.final
+class DrainAcknowledged(_message.Message):
+    """DrainAcknowledged answers a WorkerDrain: no lease follows it on this
+    stream, so once the worker has it, it knows every job it will be given.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DrainAcknowledged: _TypeAlias = DrainAcknowledged  # noqa: Y015
+
+@_typing.final
 class ConnectResponse(_message.Message):
     """ConnectResponse is one message from the server."""
 
@@ -361,6 +380,7 @@ class ConnectResponse(_message.Message):
     LEASE_FIELD_NUMBER: _builtins.int
     CANCEL_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
+    DRAIN_ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___ServerWelcome:
         """The answer to the hello."""
@@ -377,6 +397,10 @@ class ConnectResponse(_message.Message):
     def rejected(self) -> Global___LeaseRejected:
         """A report was refused."""
 
+    @_builtins.property
+    def drain_acknowledged(self) -> Global___DrainAcknowledged:
+        """The answer to a WorkerDrain."""
+
     def __init__(
         self,
         *,
@@ -384,12 +408,13 @@ class ConnectResponse(_message.Message):
         lease: _job_service_pb2.Lease | None = ...,
         cancel: Global___CancelLease | None = ...,
         rejected: Global___LeaseRejected | None = ...,
+        drain_acknowledged: Global___DrainAcknowledged | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "lease", b"lease", "message", b"message", "rejected", b"rejected", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain_acknowledged", b"drain_acknowledged", "lease", b"lease", "message", b"message", "rejected", b"rejected", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "lease", b"lease", "message", b"message", "rejected", b"rejected", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain_acknowledged", b"drain_acknowledged", "lease", b"lease", "message", b"message", "rejected", b"rejected", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "lease", "cancel", "rejected"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "lease", "cancel", "rejected", "drain_acknowledged"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
