@@ -123,6 +123,13 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
     procs.kill_all()
 
 
+@pytest.fixture
+def server_process(processes: Processes, tmp_path: Path) -> str:
+    """The address of a `zbrain serve` process (no local workers)."""
+    _, address = processes.server(tmp_path / "served")
+    return address
+
+
 async def eventually(
     check: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.05
 ) -> None:

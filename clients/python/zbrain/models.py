@@ -18,7 +18,14 @@ from google.protobuf import timestamp_pb2
 from .v1 import job_pb2
 
 
-class JobState(enum.IntEnum):
+class _NamedIntEnum(enum.IntEnum):
+    """An IntEnum (values are the wire numbers) that prints as its name."""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobState(_NamedIntEnum):
     """Where a job is in its life (zbrain.v1.JobState)."""
 
     PENDING = 1  # runnable now, waiting for a worker
@@ -40,7 +47,7 @@ class JobState(enum.IntEnum):
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
 
 
-class CancelOutcome(enum.IntEnum):
+class CancelOutcome(_NamedIntEnum):
     """What a cancel request did (zbrain.v1.CancelOutcome)."""
 
     CANCELED = 1  # the job was waiting and is canceled now
@@ -48,7 +55,7 @@ class CancelOutcome(enum.IntEnum):
     ALREADY_TERMINAL = 3  # the job had finished; nothing changed
 
 
-class LogStream(enum.IntEnum):
+class LogStream(_NamedIntEnum):
     """Which output a log line came from (zbrain.v1.LogStream)."""
 
     STDOUT = 1

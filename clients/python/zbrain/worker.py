@@ -226,11 +226,7 @@ class Worker:
         self.concurrency = concurrency
         self.labels = dict(labels or {})
         self.reconnect_max_s = reconnect_max_s
-        self._channel = grpc.aio.insecure_channel(
-            self.server, options=[*CHANNEL_OPTIONS, *channel_options]
-        )
-        self._jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
-        self._workers = worker_service_pb2_grpc.WorkerServiceStub(self._channel)
+        self._channel_options = [*CHANNEL_OPTIONS, *channel_options]
         self._attempts: dict[str, _Attempt] = {}
         self._pending_logs: dict[tuple[str, int], list[job_pb2.LogLine]] = {}
         self._control: list[wpb.ConnectRequest] = []
@@ -248,6 +244,11 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until `shutdown()`; reconnect with backoff whenever the stream breaks."""
+        # The channel belongs to the running event loop, so it is made here, not in
+        # __init__ (which may run before the loop does, as in asyncio.run(w.run())).
+        channel = grpc.aio.insecure_channel(self.server, options=self._channel_options)
+        self._jobs = job_service_pb2_grpc.JobServiceStub(channel)
+        self._workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
         delay = 0.1
         try:
             # A draining worker does not come back once its connection is gone.
@@ -281,7 +282,7 @@ class Worker:
                     )
                 delay = min(self.reconnect_max_s, delay * 2)
         finally:
-            await self._channel.close()
+            await channel.close()
 
     async def shutdown(self, grace_s: float = 30.0) -> None:
         """Drain: take no new jobs, let running ones finish for grace_s, then stop them."""

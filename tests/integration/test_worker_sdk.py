@@ -1,0 +1,113 @@
+"""The Python worker SDK: custom executors driven by the same connection loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from zbrain import Client, Job, JobState
+from zbrain.worker import AttemptEvents, Cancellation, Executor, FunctionExecutor, Outcome, Worker
+
+
+async def test_function_executor_runs_jobs_and_returns_output(server, client: Client) -> None:
+    async def double(job: Job) -> Any:
+        return {"doubled": job.input["n"] * 2}
+
+    async with Worker(FunctionExecutor(double), server=server.address, orgs=["sdk"], concurrency=4):
+        jobs = [await client.submit(["double"], org="sdk", input={"n": n}) for n in range(20)]
+        outputs = [(await client.wait(job.id, timeout=20)).output for job in jobs]
+
+    assert outputs == [{"doubled": 2 * n} for n in range(20)]
+
+
+async def test_a_raising_handler_fails_the_attempt_with_its_error(server, client: Client) -> None:
+    async def broken(job: Job) -> Any:
+        raise ValueError("no such customer")
+
+    async with Worker(FunctionExecutor(broken), server=server.address, orgs=["sdk"]):
+        job = await client.submit(["x"], org="sdk", max_retries=0)
+        done = await client.wait(job.id, timeout=20)
+
+    assert done.state is JobState.FAILED
+    assert done.last_error == "ValueError: no such customer"
+
+
+class Reporter(Executor):
+    """Logs a line and uploads one artifact."""
+
+    id = "reporter"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def execute(self, job: Job, events: AttemptEvents, cancel: Cancellation) -> Outcome:
+        events.log(f"report for {job.input}")
+        path = self.folder / f"{job.id}.txt"
+        path.write_text("quarterly numbers")
+        await events.upload("report.txt", path)
+        return Outcome.succeeded("done")
+
+
+async def test_custom_executor_streams_logs_and_uploads_artifacts(
+    server, client: Client, tmp_path: Path
+) -> None:
+    async with Worker(Reporter(tmp_path), server=server.address, orgs=["sdk"]):
+        job = await client.submit(["report"], org="sdk", input="q3")
+        done = await client.wait(job.id, timeout=20)
+
+    assert done.output == "done"
+    assert [line.text async for line in client.logs(job.id)] == ["report for q3"]
+    assert [artifact.name for artifact in done.artifacts] == ["report.txt"]
+
+
+async def test_a_canceled_handler_is_stopped(server, client: Client) -> None:
+    started = asyncio.Event()
+
+    async def forever(job: Job) -> Any:
+        started.set()
+        await asyncio.sleep(3600)
+
+    async with Worker(FunctionExecutor(forever), server=server.address, orgs=["sdk"]):
+        job = await client.submit(["x"], org="sdk")
+        await asyncio.wait_for(started.wait(), 10)
+        await client.cancel(job.id)
+        done = await client.wait(job.id, timeout=10)
+
+    assert done.state is JobState.CANCELED
+
+
+def test_a_worker_made_before_the_event_loop_runs_works(server_process: str) -> None:
+    """The README's pattern: asyncio.run(Worker(...).run()) builds the worker first."""
+    script = f"""
+import asyncio
+from zbrain import SyncClient
+from zbrain.worker import FunctionExecutor, Worker
+
+async def echo(job):
+    return job.input
+
+worker = Worker(FunctionExecutor(echo), server={server_process!r}, orgs=["early"])
+
+async def main():
+    runner = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(check)
+    await worker.shutdown()
+    await runner
+
+def check():
+    with SyncClient({server_process!r}) as client:
+        job = client.submit(["x"], org="early", input=[1, 2])
+        assert client.result(job.id, timeout=20) == [1, 2]
+    print("ok")
+
+asyncio.run(main())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=os.environ
+    )
+    assert out.stdout.strip() == "ok", out.stderr
