@@ -41,6 +41,8 @@ HEALTH_CHECK_INTERVAL_S = 5.0
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     """gRPC settings: message size limit, and keepalives so dead peers are noticed."""
     return [
+        # Without this a second server on the same port would silently share it.
+        ("grpc.so_reuseport", 0),
         ("grpc.max_receive_message_length", config.limits.max_message_bytes),
         ("grpc.max_send_message_length", config.limits.max_message_bytes),
         ("grpc.keepalive_time_ms", int(config.keepalive_s * 1000)),

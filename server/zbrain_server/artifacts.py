@@ -24,6 +24,7 @@ from zbrain.errors import (
     InvalidArgumentError,
     NotFoundError,
     ResourceExhaustedError,
+    StoreError,
 )
 
 from .model import Artifact
@@ -72,7 +73,12 @@ class BlobStore:
         self._incoming = root / "incoming"
 
     def open(self) -> None:
-        self._incoming.mkdir(parents=True, exist_ok=True)
+        try:
+            self._incoming.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the artifact store {self.root}: {exc.strerror}"
+            ) from exc
         # Uploads interrupted by a crash leave temporary files behind.
         for leftover in self._incoming.iterdir():
             leftover.unlink(missing_ok=True)

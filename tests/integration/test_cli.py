@@ -168,3 +168,39 @@ def test_serve_refuses_a_bad_setting(processes: Processes, tmp_path: Path) -> No
     assert out.returncode == 1
     assert "ZBRAIN_LEASE_TTL" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_serve_refuses_a_port_already_in_use(processes: Processes, tmp_path: Path) -> None:
+    _, address = processes.server(tmp_path / "first")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zbrain",
+            "serve",
+            "--listen",
+            address,
+            "--data-dir",
+            str(tmp_path / "b"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 1
+    assert f"cannot listen on {address}" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_serve_reports_an_unusable_data_dir(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = subprocess.run(
+        [sys.executable, "-m", "zbrain", "serve", "--data-dir", str(blocker / "data")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 1
+    assert "cannot create the data directory" in out.stderr
+    assert "Traceback" not in out.stderr

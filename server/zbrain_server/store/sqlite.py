@@ -253,8 +253,13 @@ class SqliteJobStore(JobStore):
     # -- connection management -------------------------------------------------
 
     async def open(self) -> None:
-        with _translated("open the database"):
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create the data directory {self.path.parent}: {exc.strerror}"
+            ) from exc
+        with _translated("open the database"):
             writer = await aiosqlite.connect(self.path, isolation_level=None)
             try:
                 await writer.executescript(
