@@ -35,14 +35,25 @@ from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 T = TypeVar("T")
 
 DEFAULT_SERVER = "127.0.0.1:50051"
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", 64 << 20),
-    ("grpc.max_send_message_length", 64 << 20),
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-]
+
+
+def channel_options() -> list[tuple[str, Any]]:
+    """gRPC channel settings; keepalive pings notice a dead server on an idle stream.
+
+    ZBRAIN_CLIENT_KEEPALIVE and ZBRAIN_CLIENT_KEEPALIVE_TIMEOUT (seconds, default
+    20 and 10) tune how fast; the server must allow pings that often (it allows
+    one every 5 seconds).
+    """
+    keepalive_s = float(os.environ.get("ZBRAIN_CLIENT_KEEPALIVE") or 20)
+    timeout_s = float(os.environ.get("ZBRAIN_CLIENT_KEEPALIVE_TIMEOUT") or 10)
+    return [
+        ("grpc.max_receive_message_length", 64 << 20),
+        ("grpc.max_send_message_length", 64 << 20),
+        ("grpc.keepalive_time_ms", int(max(5.0, keepalive_s) * 1000)),
+        ("grpc.keepalive_timeout_ms", int(timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
 
 def default_server() -> str:
@@ -121,7 +132,7 @@ class Client:
         UnavailableError on the first call. `timeout` bounds each unary call.
         """
         target = target or default_server()
-        channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        channel = grpc.aio.insecure_channel(target, options=channel_options())
         return cls(channel, target=target, timeout=timeout)
 
     async def close(self) -> None:

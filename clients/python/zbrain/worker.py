@@ -37,7 +37,8 @@ from typing import Any
 
 import grpc
 
-from .client import CHANNEL_OPTIONS, default_server
+from .client import channel_options as default_channel_options
+from .client import default_server
 from .errors import ZBrainError, from_rpc_error
 from .models import Artifact, Job, LogStream
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, worker_service_pb2_grpc
@@ -226,7 +227,7 @@ class Worker:
         self.concurrency = concurrency
         self.labels = dict(labels or {})
         self.reconnect_max_s = reconnect_max_s
-        self._channel_options = [*CHANNEL_OPTIONS, *channel_options]
+        self._channel_options = [*default_channel_options(), *channel_options]
         self._attempts: dict[str, _Attempt] = {}
         self._pending_logs: dict[tuple[str, int], list[job_pb2.LogLine]] = {}
         self._control: list[wpb.ConnectRequest] = []
