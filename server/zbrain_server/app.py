@@ -23,6 +23,7 @@ from zbrain.v1 import (
 from .artifacts import BlobStore
 from .config import ServerConfig
 from .dispatch import Dispatcher
+from .events import EventBus
 from .model import now_us
 from .notify import JobSignals
 from .service import JobServicer
@@ -77,10 +78,12 @@ class ZBrainServer:
         blobs = BlobStore(config.artifact_root)
         blobs.open()
         signals = JobSignals()
+        bus = EventBus(config.event_buffer)
+        store.set_event_listener(bus.publish)
         self._dispatcher = dispatcher = Dispatcher(store, config, signals)
         server = grpc.aio.server(options=server_options(config))
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
-            JobServicer(config, store, dispatcher, blobs, signals), server
+            JobServicer(config, store, dispatcher, blobs, signals, bus), server
         )
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(config, dispatcher), server
@@ -153,11 +156,13 @@ class ZBrainServer:
 
     async def _retention(self, store: JobStore, blobs: BlobStore) -> None:
         """Purge finished jobs past the retention age, then blobs nobody refers to."""
-        every = max(self.config.poll_interval_s, min(3600.0, self.config.retention_s / 10))
+        shortest = min(self.config.retention_s, self.config.event_retention_s)
+        every = max(self.config.poll_interval_s, min(3600.0, shortest / 10))
         while True:
             try:
-                cutoff_us = now_us() - int(self.config.retention_s * 1e6)
-                purged = await store.purge_finished(cutoff_us)
+                now = now_us()
+                purged = await store.purge_finished(now - int(self.config.retention_s * 1e6))
+                await store.purge_events(now - int(self.config.event_retention_s * 1e6))
                 deleted = blobs.collect_garbage(await store.referenced_blobs())
                 if purged or deleted:
                     log.info("retention: purged %d jobs and %d blobs", purged, deleted)

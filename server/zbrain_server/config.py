@@ -73,6 +73,8 @@ class ServerConfig:
     retry_base_s: float = 1.0
     retry_cap_s: float = 300.0
     retention_s: float = 7 * 86400.0
+    event_retention_s: float = 86400.0
+    event_buffer: int = 10_000  # live events buffered per StreamEvents subscriber
     local_workers: int = 0
     # gRPC keepalive: ping an idle connection this often, drop it when a ping
     # goes unanswered this long, so a dead worker is noticed in bounded time.
@@ -123,6 +125,8 @@ class ServerConfig:
             )
         if self.keepalive_s <= 0 or self.keepalive_timeout_s <= 0:
             problems.append("ZBRAIN_KEEPALIVE and ZBRAIN_KEEPALIVE_TIMEOUT must be positive")
+        if self.event_buffer < 1:
+            problems.append("ZBRAIN_EVENT_BUFFER must be at least 1")
         if self.local_workers < 0:
             problems.append("--workers must not be negative")
         if problems:
@@ -162,6 +166,8 @@ _ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], object]], ...] = (
     ("ZBRAIN_RETRY_CAP", "retry_cap_s", _seconds),
     ("ZBRAIN_RETENTION", "retention_s", _seconds),
     ("ZBRAIN_TIMEOUT_GRACE", "timeout_grace_s", _seconds),
+    ("ZBRAIN_EVENT_RETENTION", "event_retention_s", _seconds),
+    ("ZBRAIN_EVENT_BUFFER", "event_buffer", _non_negative_int),
     ("ZBRAIN_KEEPALIVE", "keepalive_s", _seconds),
     ("ZBRAIN_KEEPALIVE_TIMEOUT", "keepalive_timeout_s", _seconds),
 )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from zbrain.errors import StaleLeaseError, ZBrainError
 
+from . import events
 from .config import ServerConfig
 from .lifecycle import RetryPolicy
 from .model import (
@@ -30,12 +31,12 @@ from .model import (
     JobState,
     Lease,
     LogLine,
+    LogRecord,
     NewJob,
     now_us,
 )
 from .notify import JobSignals
 from .store import JobStore
-from .store.base import LogRecord
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ class Dispatcher:
 
     # -- worker sessions -------------------------------------------------------
 
-    def connect(self, session: WorkerSession) -> None:
+    async def connect(self, session: WorkerSession) -> None:
         """Register a worker stream; a reconnect with the same id replaces the old one."""
         old = self._sessions.get(session.worker_id)
         if old is not None:
@@ -258,6 +259,7 @@ class Dispatcher:
         self._sessions[session.worker_id] = session
         self._consumers.append(session)
         self.kick()
+        await self._record_presence(session, connected=True)
 
     async def disconnect(self, session: WorkerSession) -> None:
         """Forget a worker stream; its running attempts count as lost."""
@@ -271,6 +273,16 @@ class Dispatcher:
             with contextlib.suppress(StaleLeaseError):
                 await self.complete(job_id, epoch, lost)
         self.kick()
+        await self._record_presence(session, connected=False)
+
+    async def _record_presence(self, session: WorkerSession, *, connected: bool) -> None:
+        now = now_us()
+        await self._store.record_events(
+            [
+                events.worker_presence(session.worker_id, org, connected, now)
+                for org in session.org_ids
+            ]
+        )
 
     def drain(self, session: WorkerSession) -> None:
         """Send a worker no more leases; acknowledge once none can follow."""

@@ -20,11 +20,13 @@ __all__ = [
     "AttemptOutcome",
     "AttemptResult",
     "CancelOutcome",
+    "EventRecord",
     "Job",
     "JobQuery",
     "JobState",
     "Lease",
     "LogLine",
+    "LogRecord",
     "LogStream",
     "NewJob",
     "now_us",
@@ -132,3 +134,20 @@ class JobQuery:
     newest_first: bool = True
     limit: int = 50
     after_id: str | None = None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One recorded change. `payload` is a serialized zbrain.v1.Event carrying only
+    its payload oneof; `sequence` is 0 until the store assigns it at commit."""
+
+    sequence: int
+    topic: str
+    org_id: str
+    job_id: str
+    time_us: int
+    payload: bytes
+
+
+LogRecord = tuple[LogStream, int, str]
+"""A log line as a worker sends it: stream, time in microseconds, text."""

@@ -32,11 +32,11 @@ from .model import (
     JobState,
     Lease,
     LogLine,
+    LogRecord,
     LogStream,
     NewJob,
     now_us,
 )
-from .store.base import LogRecord
 
 WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 MAX_WORKER_ORGS = 100

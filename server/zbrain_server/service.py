@@ -18,18 +18,21 @@ from zbrain.errors import (
     FieldViolation,
     InvalidArgumentError,
     NotFoundError,
+    OutOfRangeError,
+    ResourceExhaustedError,
     ZBrainError,
     to_status,
 )
 from zbrain.v1 import job_service_pb2 as pb
 from zbrain.v1 import job_service_pb2_grpc
 
-from . import protocol
+from . import events, protocol
 from .artifacts import BlobStore, check_artifact_name
 from .config import ServerConfig
 from .dispatch import Dispatcher
+from .events import EventBus, SubscriberTooSlow
 from .lifecycle import check_lease
-from .model import Artifact
+from .model import Artifact, EventRecord
 from .notify import JobSignals, wait_for
 from .store import JobStore
 
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 LOG_PAGE = 1000
+EVENT_PAGE = 1000
 # A follower re-reads the store at least this often even without a nudge.
 FOLLOW_RECHECK_S = 1.0
 MAX_WAIT_TIMEOUT_S = 60.0
@@ -75,6 +79,10 @@ def rpc_stream_errors(handler: Handler) -> Handler:
     return wrapper  # type: ignore[return-value]
 
 
+def _events_response(records: list[EventRecord]) -> pb.StreamEventsResponse:
+    return pb.StreamEventsResponse(events=[events.to_proto(record) for record in records])
+
+
 class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     """zbrain.v1.JobService over a Dispatcher and a JobStore."""
 
@@ -85,12 +93,14 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         dispatcher: Dispatcher,
         blobs: BlobStore,
         signals: JobSignals,
+        bus: EventBus,
     ) -> None:
         self._config = config
         self._store = store
         self._dispatcher = dispatcher
         self._blobs = blobs
         self._signals = signals
+        self._bus = bus
 
     def _new_job(self, spec: Any, field: str, request_id: str = "") -> Any:
         return protocol.new_job(
@@ -187,11 +197,46 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
                     return
                 await wait_for(changed, FOLLOW_RECHECK_S)
 
+    @rpc_stream_errors
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamEventsResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "StreamEvents is not implemented yet")
-        yield pb.StreamEventsResponse()  # pragma: no cover - makes this an async generator
+        org_id = protocol.org_or_default(request.org_id, self._config.default_org, "org_id")
+        if request.after_sequence < 0:
+            raise InvalidArgumentError(
+                "invalid sequence",
+                violations=[FieldViolation("after_sequence", "must not be negative")],
+            )
+        purged = await self._store.events_purged_through()
+        if request.after_sequence < purged:
+            raise OutOfRangeError(
+                f"events up to sequence {purged} were removed by retention; "
+                f"the oldest available is {purged + 1} (ask for after_sequence >= {purged})"
+            )
+        last = request.after_sequence
+        # Subscribe before reading the backlog: an event committed meanwhile is in
+        # one or both, and the sequence check below drops the copy.
+        with self._bus.subscribe(org_id, request.topic_prefix) as live:
+            while True:
+                backlog = await self._store.read_events(
+                    org_id, request.topic_prefix, last, EVENT_PAGE
+                )
+                if backlog:
+                    last = backlog[-1].sequence
+                    yield _events_response(backlog)
+                if len(backlog) < EVENT_PAGE:
+                    break
+            while request.follow:
+                try:
+                    batch = [r for r in await live.next_batch() if r.sequence > last]
+                except SubscriberTooSlow:
+                    raise ResourceExhaustedError(
+                        f"subscriber too slow: more than {self._bus.buffer_size} events behind; "
+                        f"resume with after_sequence={last}"
+                    ) from None
+                if batch:
+                    last = batch[-1].sequence
+                    yield _events_response(batch)
 
     @rpc_errors
     async def ListArtifacts(

@@ -54,7 +54,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         except ZBrainError as error:
             await abort_with(context, error)
             return
-        self._dispatcher.connect(session)
+        await self._dispatcher.connect(session)
         log.info(
             "worker %s connected (orgs %s, %d slots)",
             session.worker_id,

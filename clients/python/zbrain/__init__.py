@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from .client import Client, SyncClient
 from .errors import ZBrainError
-from .models import Artifact, CancelOutcome, Job, JobState, LogLine, LogStream
+from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine, LogStream
 
 __all__ = [
     "Artifact",
     "CancelOutcome",
     "Client",
+    "Event",
     "Job",
     "JobState",
     "LogLine",

@@ -20,7 +20,7 @@ from typing import Any
 
 from .client import Client, default_server
 from .errors import ZBrainError
-from .models import Job, JobState
+from .models import Event, Job, JobState
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -261,6 +261,61 @@ async def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe(event: Event) -> str:
+    data = event.data
+    if event.type == "job_submitted":
+        return f"submitted: {' '.join(data.get('cmd', []))}"
+    if event.type == "job_state_changed":
+        to_state = data.get("to_state", "").removeprefix("JOB_STATE_")
+        from_state = data.get("from_state", "").removeprefix("JOB_STATE_")
+        text = f"{from_state} -> {to_state}: {data.get('reason', '')}"
+        if data.get("next_run_time"):
+            text += f" (next run {data['next_run_time']})"
+        return text
+    if event.type == "job_logged":
+        return "\n".join(
+            f"{line.get('stream', '').removeprefix('LOG_STREAM_').lower()}: {line.get('text', '')}"
+            for line in data.get("lines", [])
+        )
+    if event.type == "worker_presence":
+        return f"worker {data.get('worker_id')} {'connected' if data.get('connected') else 'left'}"
+    return event.type
+
+
+async def cmd_events(args: argparse.Namespace) -> int:
+    async with await Client.connect(args.server) as client:
+        async for event in client.events(
+            org=args.org, topic_prefix=args.topic or "", after=args.after, follow=args.follow
+        ):
+            if args.json:
+                _print_json(event.to_dict())
+            else:
+                print(
+                    f"{event.sequence:>8}  {_when(event.time)}  {event.topic}  {_describe(event)}"
+                )
+            sys.stdout.flush()
+    return 0
+
+
+async def cmd_watch(args: argparse.Namespace) -> int:
+    async with await Client.connect(args.server) as client:
+        job = await client.get(args.id)
+        async for event in client.events(
+            org=job.org_id, topic_prefix=f"jobs/{job.id}/", follow=not job.state.is_terminal
+        ):
+            if event.type == "job_logged":
+                for line in event.data.get("lines", []):
+                    print(line.get("text", ""), flush=True)
+                continue
+            print(f"[{_when(event.time)}] {_describe(event)}", flush=True)
+            if event.type == "job_state_changed":
+                state = JobState[event.data["to_state"].removeprefix("JOB_STATE_")]
+                if state.is_terminal:
+                    return 0 if state is JobState.SUCCEEDED else EXIT_FAILED
+        final = await client.get(args.id)
+    return 0 if final.state is JobState.SUCCEEDED else EXIT_FAILED
+
+
 async def cmd_artifacts(args: argparse.Namespace) -> int:
     async with await Client.connect(args.server) as client:
         artifacts = await client.artifacts(args.id)
@@ -426,6 +481,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--from", dest="after", type=int, default=0, metavar="N", help="start after line sequence N"
     )
+
+    p = command("events", cmd_events, "print recorded events, oldest first", remote, as_json)
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    p.add_argument(
+        "--from", dest="after", type=int, default=0, metavar="SEQ", help="start after sequence SEQ"
+    )
+    p.add_argument(
+        "--topic", metavar="PREFIX", help="only topics starting with PREFIX, e.g. jobs/ID/"
+    )
+    p.add_argument("--org", help="organisation (default: the server's default org)")
+
+    p = command("watch", cmd_watch, "follow one job's state changes and logs until it ends", remote)
+    p.add_argument("id", help="job id")
 
     p = command("artifacts", cmd_artifacts, "list a job's artifacts", remote, as_json)
     p.add_argument("id", help="job id")

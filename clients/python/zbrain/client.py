@@ -29,7 +29,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from .errors import JobFailedError, UnavailableError, ZBrainError, from_rpc_error
-from .models import Artifact, CancelOutcome, Job, JobState, LogLine
+from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 T = TypeVar("T")
@@ -270,6 +270,32 @@ class Client:
         finally:
             call.cancel()
 
+    async def events(
+        self,
+        *,
+        org: str | None = None,
+        topic_prefix: str = "",
+        after: int = 0,
+        follow: bool = False,
+    ) -> AsyncIterator[Event]:
+        """Iterate over recorded events after sequence `after`; with `follow`, forever.
+
+        To resume after a disconnect, pass the last `Event.sequence` seen as
+        `after`: nothing is missed and nothing repeats.
+        """
+        request = job_service_pb2.StreamEventsRequest(
+            org_id=org or "", topic_prefix=topic_prefix, after_sequence=after, follow=follow
+        )
+        call = self._stub.StreamEvents(request)
+        try:
+            async for response in call:
+                for event in response.events:
+                    yield Event.from_proto(event)
+        except grpc.aio.AioRpcError as error:
+            raise _error(self.target, error) from None
+        finally:
+            call.cancel()
+
     async def artifacts(self, job_id: str) -> builtins.list[Artifact]:
         response = await _call(
             self.target,
@@ -367,6 +393,9 @@ class SyncClient:
 
     def logs(self, job_id: str, *, follow: bool = False, after: int = 0) -> Iterator[LogLine]:
         return self._iterate(self._client.logs(job_id, follow=follow, after=after))
+
+    def events(self, **options: Any) -> Iterator[Event]:
+        return self._iterate(self._client.events(**options))
 
     def artifacts(self, job_id: str) -> builtins.list[Artifact]:
         return self._run(self._client.artifacts(job_id))

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 
-from .v1 import job_pb2
+from .v1 import event_pb2, job_pb2
 
 
 class _NamedIntEnum(enum.IntEnum):
@@ -185,3 +185,47 @@ class LogLine:
             time=_time(message, "time"),
             text=message.text,
         )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One recorded change: `type` names the payload (job_submitted,
+    job_state_changed, job_logged, worker_presence) and `data` holds its fields."""
+
+    sequence: int
+    topic: str
+    org_id: str
+    job_id: str
+    time: datetime | None
+    type: str
+    data: dict[str, Any]
+
+    @classmethod
+    def from_proto(cls, message: event_pb2.Event) -> Event:
+        kind = message.WhichOneof("payload") or ""
+        data = (
+            json_format.MessageToDict(getattr(message, kind), preserving_proto_field_name=True)
+            if kind
+            else {}
+        )
+        return cls(
+            sequence=message.sequence,
+            topic=message.topic,
+            org_id=message.org_id,
+            job_id=message.job_id,
+            time=_time(message, "time"),
+            type=kind,
+            data=data,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict, with the sequence as `seq`."""
+        return {
+            "seq": self.sequence,
+            "topic": self.topic,
+            "org_id": self.org_id,
+            "job_id": self.job_id,
+            "time": _iso(self.time),
+            "type": self.type,
+            **self.data,
+        }

@@ -11,23 +11,24 @@ The conformance suite in tests/store/ is what every backend must pass.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..lifecycle import RetryPolicy
 from ..model import (
     Artifact,
     AttemptResult,
     CancelOutcome,
+    EventRecord,
     Job,
     JobQuery,
     Lease,
     LogLine,
-    LogStream,
+    LogRecord,
     NewJob,
 )
 
-LogRecord = tuple[LogStream, int, str]
-"""A log line as a worker sends it: stream, time in microseconds, text."""
+EventListener = Callable[[list[EventRecord]], None]
+"""Called with each transaction's events, numbered, after it commits, in sequence order."""
 
 
 class JobStore(abc.ABC):
@@ -136,3 +137,29 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def referenced_blobs(self) -> set[str]:
         """The sha256 of every blob some stored artifact refers to."""
+
+    @abc.abstractmethod
+    def set_event_listener(self, listener: EventListener | None) -> None:
+        """Receive every committed transaction's events, in sequence order.
+
+        Every change the store makes (submitted, state changed, logged) is
+        recorded as an event in the same transaction as the change itself.
+        """
+
+    @abc.abstractmethod
+    async def record_events(self, records: Sequence[EventRecord]) -> None:
+        """Record events that belong to no job change (worker presence)."""
+
+    @abc.abstractmethod
+    async def read_events(
+        self, org_id: str | None, topic_prefix: str, after_sequence: int, limit: int
+    ) -> list[EventRecord]:
+        """Events after a sequence, of one org (None: all) under a topic prefix, in order."""
+
+    @abc.abstractmethod
+    async def events_purged_through(self) -> int:
+        """The highest sequence deleted by retention (0 if none): older ones are gone."""
+
+    @abc.abstractmethod
+    async def purge_events(self, before_us: int) -> int:
+        """Delete events recorded before a time; return how many."""

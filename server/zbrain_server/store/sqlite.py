@@ -21,7 +21,7 @@ import aiosqlite
 
 from zbrain.errors import FailedPreconditionError, NotFoundError, StoreError
 
-from .. import lifecycle
+from .. import events, lifecycle
 from ..ids import new_job_id
 from ..lifecycle import Change, RetryPolicy
 from ..model import (
@@ -29,15 +29,17 @@ from ..model import (
     AttemptOutcome,
     AttemptResult,
     CancelOutcome,
+    EventRecord,
     Job,
     JobQuery,
     JobState,
     Lease,
     LogLine,
+    LogRecord,
     LogStream,
     NewJob,
 )
-from .base import JobStore, LogRecord
+from .base import EventListener, JobStore
 
 T = TypeVar("T")
 
@@ -98,6 +100,19 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (job_id, name)
     ) WITHOUT ROWID;
     CREATE INDEX artifacts_by_blob ON artifacts (sha256);
+    """,
+    """
+    CREATE TABLE events (
+        sequence INTEGER PRIMARY KEY,  -- assigned by the single writer, in commit order
+        topic    TEXT NOT NULL,
+        org_id   TEXT NOT NULL,
+        job_id   TEXT NOT NULL,
+        time     INTEGER NOT NULL,
+        payload  BLOB NOT NULL         -- a serialized zbrain.v1.Event with its payload only
+    );
+    CREATE INDEX events_by_org ON events (org_id, sequence);
+    CREATE INDEX events_by_time ON events (time);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     """,
 )
 
@@ -160,6 +175,23 @@ _DELETE_JOB_LOGS = "DELETE FROM logs WHERE job_id = ?"
 _DELETE_JOB_ARTIFACTS = "DELETE FROM artifacts WHERE job_id = ?"
 _DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
 _SELECT_BLOBS = "SELECT DISTINCT sha256 FROM artifacts"
+_INSERT_EVENT = (
+    "INSERT INTO events (sequence, topic, org_id, job_id, time, payload) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SELECT_EVENTS = """
+    SELECT sequence, topic, org_id, job_id, time, payload FROM events
+    WHERE sequence > ? AND (? IS NULL OR org_id = ?) AND substr(topic, 1, ?) = ?
+    ORDER BY sequence LIMIT ?
+"""
+_SELECT_LAST_SEQUENCE = "SELECT max(sequence) FROM events"
+_SELECT_META = "SELECT value FROM meta WHERE key = ?"
+_UPSERT_META = """
+    INSERT INTO meta (key, value) VALUES (?, ?)
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value
+"""
+_SELECT_EVENTS_BEFORE = "SELECT max(sequence) FROM events WHERE time < ?"
+_DELETE_EVENTS_THROUGH = "DELETE FROM events WHERE sequence <= ?"
+PURGED_THROUGH = "events_purged_through"
 
 
 def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
@@ -249,6 +281,9 @@ class SqliteJobStore(JobStore):
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._listener: EventListener | None = None
+        self._pending_events: list[EventRecord] = []  # of the transaction under way
+        self._last_sequence = 0
 
     # -- connection management -------------------------------------------------
 
@@ -267,6 +302,11 @@ class SqliteJobStore(JobStore):
                     "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
                 )
                 await self._migrate(writer)
+                async with writer.execute(_SELECT_LAST_SEQUENCE) as cursor:
+                    row = await cursor.fetchone()
+                async with writer.execute(_SELECT_META, (PURGED_THROUGH,)) as cursor:
+                    purged = await cursor.fetchone()
+                self._last_sequence = max(row[0] or 0 if row else 0, purged[0] if purged else 0)
                 reader = await aiosqlite.connect(self.path, isolation_level=None)
                 await reader.execute("PRAGMA busy_timeout = 5000")
             except BaseException:
@@ -323,16 +363,49 @@ class SqliteJobStore(JobStore):
     async def _run_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
         async with self._write_lock:
             db = self._db
+            first_sequence = self._last_sequence
             with _translated("write to the database"):
                 await db.execute("BEGIN IMMEDIATE")
                 try:
                     result = await work(db)
                     await db.commit()
                 except BaseException:
+                    self._pending_events, self._last_sequence = [], first_sequence
                     with contextlib.suppress(sqlite3.Error):
                         await db.rollback()
                     raise
-                return result
+            committed, self._pending_events = self._pending_events, []
+            if committed and self._listener is not None:
+                # Still under the write lock: listeners see events in sequence order.
+                self._listener(committed)
+            return result
+
+    async def _record(self, db: aiosqlite.Connection, records: Sequence[EventRecord]) -> None:
+        """Write events in the current transaction, numbering them."""
+        numbered = [
+            replace(record, sequence=self._last_sequence + i)
+            for i, record in enumerate(records, start=1)
+        ]
+        if not numbered:
+            return
+        self._last_sequence = numbered[-1].sequence
+        await db.executemany(
+            _INSERT_EVENT,
+            [(r.sequence, r.topic, r.org_id, r.job_id, r.time_us, r.payload) for r in numbered],
+        )
+        self._pending_events += numbered
+
+    async def _save(
+        self, db: aiosqlite.Connection, changes: Sequence[Change], *, record: bool = True
+    ) -> None:
+        """Write decided changes and their events; fail if any row changed since read."""
+        if not changes:
+            return
+        cursor = await db.executemany(_SAVE_JOB, [_save_params(change) for change in changes])
+        if cursor.rowcount != len(changes):
+            raise FailedPreconditionError("a job changed concurrently; try again")
+        if record:
+            await self._record(db, [events.state_changed(change) for change in changes])
 
     async def check_health(self) -> None:
         async def probe(db: aiosqlite.Connection) -> None:
@@ -365,6 +438,7 @@ class SqliteJobStore(JobStore):
                 in_batch[key] = job
                 results.append((job, False))
             await db.executemany(_INSERT_JOB, rows)
+            await self._record(db, [events.submitted(job) for job, dup in results if not dup])
             return results
 
         return await self._transaction(work)
@@ -401,7 +475,7 @@ class SqliteJobStore(JobStore):
             job = await _require_job(db, job_id)
             change, outcome = lifecycle.cancel(job, now_us)
             if change is not None:
-                await _save(db, [change])
+                await self._save(db, [change])
                 job = change.after
             return await _with_artifacts(db, job), outcome
 
@@ -426,7 +500,7 @@ class SqliteJobStore(JobStore):
             changes = [
                 lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us) for job in chosen
             ]
-            await _save(db, changes)
+            await self._save(db, changes)
             return [
                 Lease(c.after, c.after.lease_epoch, c.after.lease_expire_time_us or 0)
                 for c in changes
@@ -437,7 +511,7 @@ class SqliteJobStore(JobStore):
     async def return_lease(self, job_id: str, lease_epoch: int, now_us: int) -> Job:
         async def work(db: aiosqlite.Connection) -> Job:
             change = lifecycle.return_lease(await _require_job(db, job_id), lease_epoch, now_us)
-            await _save(db, [change])
+            await self._save(db, [change])
             return change.after
 
         return await self._transaction(work)
@@ -448,7 +522,7 @@ class SqliteJobStore(JobStore):
         async def work(db: aiosqlite.Connection) -> Job:
             job = await _require_job(db, job_id)
             renewed = lifecycle.renew_lease(job, lease_epoch, now_us, lease_ttl_us)
-            await _save(db, [Change(job, renewed, "lease renewed")])
+            await self._save(db, [Change(job, renewed, "lease renewed")], record=False)
             return renewed
 
         return await self._transaction(work)
@@ -464,7 +538,7 @@ class SqliteJobStore(JobStore):
         async def work(db: aiosqlite.Connection) -> Job:
             job = await _require_job(db, job_id)
             change = lifecycle.finish_attempt(job, lease_epoch, result, now_us, retry)
-            await _save(db, [change])
+            await self._save(db, [change])
             return await _with_artifacts(db, change.after)
 
         return await self._transaction(work)
@@ -494,7 +568,7 @@ class SqliteJobStore(JobStore):
                 lifecycle.finish_attempt(job, job.lease_epoch, result, now_us, retry)
                 for job in jobs
             ]
-            await _save(db, changes)
+            await self._save(db, changes)
             return [change.after for change in changes]
 
         return await self._transaction(work)
@@ -529,6 +603,8 @@ class SqliteJobStore(JobStore):
                 ],
             )
             await db.execute(_UPDATE_LOG_COUNT, (first - 1 + len(lines), job_id))
+            if lines:
+                await self._record(db, [events.logged(job, lines)])
             return lines
 
         return await self._transaction(work)
@@ -559,6 +635,45 @@ class SqliteJobStore(JobStore):
             for statement in (_DELETE_JOB_LOGS, _DELETE_JOB_ARTIFACTS, _DELETE_JOB):
                 await db.executemany(statement, ids)
             return len(ids)
+
+        return await self._transaction(work)
+
+    # -- events ----------------------------------------------------------------
+
+    def set_event_listener(self, listener: EventListener | None) -> None:
+        self._listener = listener
+
+    async def record_events(self, records: Sequence[EventRecord]) -> None:
+        async def work(db: aiosqlite.Connection) -> None:
+            await self._record(db, records)
+
+        await self._transaction(work)
+
+    async def read_events(
+        self, org_id: str | None, topic_prefix: str, after_sequence: int, limit: int
+    ) -> list[EventRecord]:
+        prefix_length = len(topic_prefix)
+        params = (after_sequence, org_id, org_id, prefix_length, topic_prefix, limit)
+        with _translated("read the database"):
+            async with self._ro.execute(_SELECT_EVENTS, params) as cursor:
+                return [EventRecord(*row) async for row in cursor]
+
+    async def events_purged_through(self) -> int:
+        with _translated("read the database"):
+            async with self._ro.execute(_SELECT_META, (PURGED_THROUGH,)) as cursor:
+                row = await cursor.fetchone()
+        return row[0] if row else 0
+
+    async def purge_events(self, before_us: int) -> int:
+        async def work(db: aiosqlite.Connection) -> int:
+            async with db.execute(_SELECT_EVENTS_BEFORE, (before_us,)) as cursor:
+                row = await cursor.fetchone()
+            through = row[0] if row and row[0] is not None else None
+            if through is None:
+                return 0
+            cursor = await db.execute(_DELETE_EVENTS_THROUGH, (through,))
+            await db.execute(_UPSERT_META, (PURGED_THROUGH, through))
+            return int(cursor.rowcount)
 
         return await self._transaction(work)
 
@@ -609,15 +724,6 @@ async def _require_job(db: aiosqlite.Connection, job_id: str) -> Job:
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
     return job
-
-
-async def _save(db: aiosqlite.Connection, changes: Sequence[Change]) -> None:
-    """Write decided changes; fail if any row changed since it was read."""
-    if not changes:
-        return
-    cursor = await db.executemany(_SAVE_JOB, [_save_params(change) for change in changes])
-    if cursor.rowcount != len(changes):
-        raise FailedPreconditionError("a job changed concurrently; try again")
 
 
 @contextlib.contextmanager

@@ -131,6 +131,8 @@ class JobStateChanged(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     NEXT_RUN_TIME_FIELD_NUMBER: _builtins.int
+    OUTPUT_SUMMARY_FIELD_NUMBER: _builtins.int
+    ARTIFACTS_FIELD_NUMBER: _builtins.int
     from_state: _job_pb2.JobState.ValueType
     """The state before."""
     to_state: _job_pb2.JobState.ValueType
@@ -143,9 +145,15 @@ class JobStateChanged(_message.Message):
     """The worker involved, if any."""
     error: _builtins.str
     """The error, when an attempt failed."""
+    output_summary: _builtins.str
+    """The start of the output (at most 1 KiB of its JSON), when it succeeded."""
     @_builtins.property
     def next_run_time(self) -> _timestamp_pb2.Timestamp:
         """When the next attempt may run, when a retry was scheduled."""
+
+    @_builtins.property
+    def artifacts(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Artifact]:
+        """The artifacts the job has, when it finished."""
 
     def __init__(
         self,
@@ -157,10 +165,12 @@ class JobStateChanged(_message.Message):
         worker_id: _builtins.str = ...,
         error: _builtins.str = ...,
         next_run_time: _timestamp_pb2.Timestamp | None = ...,
+        output_summary: _builtins.str = ...,
+        artifacts: _abc.Iterable[_job_pb2.Artifact] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_run_time", b"next_run_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "from_state", b"from_state", "next_run_time", b"next_run_time", "reason", b"reason", "to_state", b"to_state", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "error", b"error", "from_state", b"from_state", "next_run_time", b"next_run_time", "output_summary", b"output_summary", "reason", b"reason", "to_state", b"to_state", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
