@@ -21,6 +21,7 @@ import pytest
 from zbrain import Client
 from zbrain_server.app import ZBrainServer
 from zbrain_server.config import ServerConfig
+from zbrain_server.telemetry import Telemetry
 
 # Fast background duties and short retries keep the end-to-end tests quick.
 TEST_CONFIG = dict(
@@ -39,16 +40,17 @@ async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[
     """Start in-process servers (real grpc.aio, real SQLite file) with config overrides."""
     started: list[ZBrainServer] = []
 
-    async def start(**overrides: Any) -> ZBrainServer:
+    async def start(*, telemetry: Telemetry | None = None, **overrides: Any) -> ZBrainServer:
         settings = {**TEST_CONFIG, "data_dir": tmp_path / f"data{len(started)}", **overrides}
-        server = ZBrainServer(ServerConfig(**settings))
+        server = ZBrainServer(ServerConfig(**settings), telemetry)
         await server.start()
         started.append(server)
         return server
 
     yield start
     for server in started:
-        await server.stop(grace_s=0.5)
+        if not server.stopped:
+            await server.stop(grace_s=0.5)
 
 
 @pytest.fixture

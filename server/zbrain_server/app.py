@@ -28,6 +28,7 @@ from .model import now_us
 from .notify import JobSignals
 from .service import JobServicer
 from .store import JobStore, open_store
+from .telemetry import Telemetry
 from .worker_service import WorkerServicer
 
 log = logging.getLogger("zbrain.server")
@@ -37,6 +38,7 @@ SERVICE_NAMES = (
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
 )
 HEALTH_CHECK_INTERVAL_S = 5.0
+QUEUE_DEPTH_INTERVAL_S = 5.0
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -57,8 +59,9 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
 class ZBrainServer:
     """One running ZBrain server: `await start()`, then `await stop()`."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, telemetry: Telemetry | None = None) -> None:
         self.config = config
+        self.telemetry = telemetry or Telemetry()
         self.port = 0
         self._store: JobStore | None = None
         self._server: grpc.aio.Server | None = None
@@ -66,6 +69,7 @@ class ZBrainServer:
         self._health = health.aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self._local_workers: asyncio.subprocess.Process | None = None
+        self.stopped = False
 
     @property
     def address(self) -> str:
@@ -80,8 +84,10 @@ class ZBrainServer:
         signals = JobSignals()
         bus = EventBus(config.event_buffer)
         store.set_event_listener(bus.publish)
-        self._dispatcher = dispatcher = Dispatcher(store, config, signals)
-        server = grpc.aio.server(options=server_options(config))
+        self._dispatcher = dispatcher = Dispatcher(store, config, signals, self.telemetry)
+        server = grpc.aio.server(
+            options=server_options(config), interceptors=[self.telemetry.interceptor()]
+        )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobServicer(config, store, dispatcher, blobs, signals, bus), server
         )
@@ -109,12 +115,14 @@ class ZBrainServer:
         self._tasks = [
             asyncio.create_task(self._watch_health(store), name="zbrain-health"),
             asyncio.create_task(self._retention(store, blobs), name="zbrain-retention"),
+            asyncio.create_task(self._measure_queue(store), name="zbrain-queue-depth"),
         ]
         if config.local_workers:
             await self._start_local_workers()
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop taking calls, let in-flight ones finish (up to grace_s), close the store."""
+        self.stopped = True
         await self._health.enter_graceful_shutdown()
         if self._local_workers is not None:
             await self._stop_local_workers(grace_s)
@@ -153,6 +161,15 @@ class ZBrainServer:
             if ok != healthy:
                 healthy = ok
                 await self._set_serving(ok)
+
+    async def _measure_queue(self, store: JobStore) -> None:
+        """Refresh the queue-depth gauge; a scrape then never waits for the database."""
+        while True:
+            try:
+                self.telemetry.set_queue_depth(await store.count_unfinished())
+            except ZBrainError as exc:
+                log.warning("could not measure the queue: %s", exc)
+            await asyncio.sleep(QUEUE_DEPTH_INTERVAL_S)
 
     async def _retention(self, store: JobStore, blobs: BlobStore) -> None:
         """Purge finished jobs past the retention age, then blobs nobody refers to."""

@@ -37,6 +37,7 @@ from .model import (
 )
 from .notify import JobSignals
 from .store import JobStore
+from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,16 @@ class CancelNotice:
 class Dispatcher:
     """Leases jobs to workers and applies what workers report."""
 
-    def __init__(self, store: JobStore, config: ServerConfig, signals: JobSignals) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        config: ServerConfig,
+        signals: JobSignals,
+        telemetry: Telemetry,
+    ) -> None:
         self._store = store
+        self._telemetry = telemetry
+        telemetry.watch_workers(lambda: len(self._sessions))
         self._config = config
         self._signals = signals
         self._retry = RetryPolicy(
@@ -176,12 +185,15 @@ class Dispatcher:
     async def submit(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
         created = await self._store.create_jobs(jobs, now_us())
         self.kick()
+        self._telemetry.submitted(job for job, deduplicated in created if not deduplicated)
         return created
 
     async def cancel(self, job_id: str) -> tuple[Job, CancelOutcome]:
         job, outcome = await self._store.cancel_job(job_id, now_us())
         if outcome is CancelOutcome.CANCEL_REQUESTED:
             self._tell_holder(job, "canceled by user")
+        elif outcome is CancelOutcome.CANCELED:
+            self._telemetry.canceled_waiting(job)
         self._signals.changed(job_id)
         return job, outcome
 
@@ -192,9 +204,11 @@ class Dispatcher:
     ) -> list[Lease]:
         """Lease up to max_jobs, waiting up to wait_s for jobs to become runnable."""
         if wait_s <= 0:
-            return await self._store.lease_jobs(
+            leases = await self._store.lease_jobs(
                 worker_id, org_ids, max_jobs, now_us(), self._lease_ttl_us
             )
+            self._telemetry.leased(leases)
+            return leases
         waiter = LeaseWaiter(worker_id, tuple(org_ids), max_jobs)
         future: asyncio.Future[list[Lease]] = asyncio.get_running_loop().create_future()
         waiter.future = future
@@ -235,6 +249,8 @@ class Dispatcher:
             self._release(job_id, lease_epoch)
             raise
         self._signals.changed(job_id)
+        if lines:
+            self._telemetry.logged(lines)
         return lines
 
     async def complete(self, job_id: str, lease_epoch: int, result: AttemptResult) -> Job:
@@ -301,7 +317,8 @@ class Dispatcher:
         if session is not None and not session.closed:
             session.outbox.put_nowait(CancelNotice(job.id, job.lease_epoch, reason))
 
-    def _finished(self, job: Job) -> None:
+    def _finished(self, job: Job, *, lease_expired: bool = False) -> None:
+        self._telemetry.attempt_ended(job, lease_expired=lease_expired)
         self._signals.changed(job.id)
         if job.state is JobState.RETRYING:
             self.kick()  # the pass schedules a wake-up for its next_run_time
@@ -343,6 +360,7 @@ class Dispatcher:
                 finally:
                     if isinstance(consumer, LeaseWaiter):
                         consumer.leasing = False
+                self._telemetry.leased(leases)
                 if len(leases) < wanted:
                     exhausted.update(orgs)
                 if not leases:
@@ -396,10 +414,9 @@ class Dispatcher:
         """Fail attempts whose lease expired or that overran their timeout."""
         now = now_us()
         grace_us = int(self._config.timeout_grace_s * 1e6)
-        failed = [
-            *await self._store.expire_leases(now, self._retry),
-            *await self._store.time_out_attempts(now, grace_us, self._retry),
-        ]
+        expired = await self._store.expire_leases(now, self._retry)
+        overdue = await self._store.time_out_attempts(now, grace_us, self._retry)
+        failed = [*expired, *overdue]
         for job in failed:
             session = self._holders.pop(job.id, None)
             if session is not None:
@@ -408,5 +425,8 @@ class Dispatcher:
                 if epoch is not None and not session.closed:
                     session.outbox.put_nowait(CancelNotice(job.id, epoch, job.last_error))
             log.info("job %s: %s", job.id, job.last_error)
+        for job in expired:
+            self._finished(job, lease_expired=True)
+        for job in overdue:
             self._finished(job)
         return failed

@@ -35,6 +35,7 @@ from .lifecycle import check_lease
 from .model import Artifact, EventRecord
 from .notify import JobSignals, wait_for
 from .store import JobStore
+from .telemetry import current_trace_context
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         self._bus = bus
 
     def _new_job(self, spec: Any, field: str, request_id: str = "") -> Any:
+        # The job remembers the submitting call's trace, so its attempts join it.
         return protocol.new_job(
             spec,
             field=field,
@@ -111,6 +113,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             default_max_retries=self._config.default_max_retries,
             limits=self._config.limits,
             request_id=request_id,
+            trace_context=current_trace_context(),
         )
 
     # -- clients ---------------------------------------------------------------

@@ -343,13 +343,23 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     from zbrain_server.app import serve
     from zbrain_server.config import ServerConfig
 
+    from . import telemetry
+
+    providers = telemetry.configure(
+        "zbrain-server",
+        exporter=telemetry.exporter_from_env(),
+        metrics_listen=args.metrics_listen or os.environ.get("ZBRAIN_METRICS_LISTEN"),
+    )
     config = ServerConfig.from_env(
         listen=args.listen,
         data_dir=args.data_dir,
         artifacts_dir=args.artifacts_dir,
         local_workers=args.workers,
     )
-    await serve(config)
+    try:
+        await serve(config)
+    finally:
+        telemetry.shutdown(providers)
     return 0
 
 
@@ -400,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers", type=int, metavar="N", help="also run a local worker process with N slots"
+    )
+    p.add_argument(
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics ($ZBRAIN_METRICS_LISTEN)",
     )
 
     p = command(

@@ -30,6 +30,7 @@ from google.protobuf import duration_pb2
 
 from .errors import JobFailedError, UnavailableError, ZBrainError, from_rpc_error
 from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine
+from .telemetry import client_interceptors
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 T = TypeVar("T")
@@ -132,7 +133,9 @@ class Client:
         UnavailableError on the first call. `timeout` bounds each unary call.
         """
         target = target or default_server()
-        channel = grpc.aio.insecure_channel(target, options=channel_options())
+        channel = grpc.aio.insecure_channel(
+            target, options=channel_options(), interceptors=client_interceptors()
+        )
         return cls(channel, target=target, timeout=timeout)
 
     async def close(self) -> None:

@@ -36,17 +36,22 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from . import telemetry
 from .client import channel_options as default_channel_options
 from .client import default_server
 from .errors import ZBrainError, from_rpc_error
 from .models import Artifact, Job, LogStream
+from .telemetry import exporter_from_env
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, worker_service_pb2_grpc
 from .v1 import worker_service_pb2 as wpb
 
 log = logging.getLogger("zbrain.worker")
 
 UPLOAD_CHUNK_BYTES = 256 << 10
+EXECUTE_SPAN = "zbrain.job.execute"
 MAX_LINES_PER_MESSAGE = 5000
 
 
@@ -190,6 +195,7 @@ class FunctionExecutor(Executor):
 class _Attempt:
     lease: wpb.LeaseRef
     job: Job
+    trace_context: dict[str, str]
     cancel: Cancellation = field(default_factory=Cancellation)
     task: asyncio.Task[None] | None = None
 
@@ -217,6 +223,7 @@ class Worker:
         labels: dict[str, str] | None = None,
         reconnect_max_s: float = 10.0,
         channel_options: Sequence[tuple[str, Any]] = (),
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -228,6 +235,7 @@ class Worker:
         self.labels = dict(labels or {})
         self.reconnect_max_s = reconnect_max_s
         self._channel_options = [*default_channel_options(), *channel_options]
+        self._tracer = trace.get_tracer("zbrain.worker", tracer_provider=tracer_provider)
         self._attempts: dict[str, _Attempt] = {}
         self._pending_logs: dict[tuple[str, int], list[job_pb2.LogLine]] = {}
         self._control: list[wpb.ConnectRequest] = []
@@ -412,11 +420,30 @@ class Worker:
 
     def _start(self, lease: job_service_pb2.Lease) -> None:
         ref = wpb.LeaseRef(job_id=lease.job.id, lease_epoch=lease.lease_epoch)
-        attempt = _Attempt(ref, Job.from_proto(lease.job))
+        attempt = _Attempt(ref, Job.from_proto(lease.job), dict(lease.trace_context))
         self._attempts[ref.job_id] = attempt
         attempt.task = asyncio.create_task(self._run_attempt(attempt), name=f"job-{ref.job_id}")
 
     async def _run_attempt(self, attempt: _Attempt) -> None:
+        # The span joins the trace of the call that submitted the job.
+        with self._tracer.start_as_current_span(
+            EXECUTE_SPAN,
+            context=propagate.extract(attempt.trace_context),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "zbrain.job_id": attempt.job.id,
+                "zbrain.attempt": attempt.job.attempt,
+                "zbrain.worker_id": self.worker_id,
+                "zbrain.executor": self.executor.id,
+            },
+        ) as span:
+            outcome = await self._execute(attempt)
+            span.set_attribute("zbrain.outcome", outcome.kind.name if outcome else "LEASE_LOST")
+            if outcome is not None and outcome.kind is not OutcomeKind.SUCCEEDED:
+                span.set_status(Status(StatusCode.ERROR, outcome.error))
+
+    async def _execute(self, attempt: _Attempt) -> Outcome | None:
+        """Run one attempt and report it; None when the lease was lost (nothing reported)."""
         job, cancel = attempt.job, attempt.cancel
         events = AttemptEvents(self, attempt.lease, job)
         timeout_s = job.timeout.total_seconds()
@@ -431,7 +458,7 @@ class Worker:
             outcome = Outcome.failed(f"executor crashed: {type(error).__name__}: {error}")
         try:
             if cancel.reason is StopReason.LEASE_LOST:
-                return  # a newer attempt (or nobody) owns the job now: report nothing
+                return None  # a newer attempt (or nobody) owns the job now: report nothing
             if cancel.reason is StopReason.TIMED_OUT:
                 outcome = Outcome(
                     OutcomeKind.TIMED_OUT,
@@ -448,6 +475,7 @@ class Worker:
                 )
             )
             self.completed += 1
+            return outcome
         finally:
             self._attempts.pop(job.id, None)
 
@@ -571,6 +599,9 @@ async def run_worker_command(args: argparse.Namespace) -> int:
         concurrency=concurrency,
         labels=dict(args.label),
     )
+    providers = telemetry.configure(
+        f"zbrain-worker-{worker.worker_id}", exporter=exporter_from_env()
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.shutdown(args.grace)))
@@ -581,5 +612,8 @@ async def run_worker_command(args: argparse.Namespace) -> int:
         concurrency,
         worker.server,
     )
-    await worker.run()
+    try:
+        await worker.run()
+    finally:
+        telemetry.shutdown(providers)
     return 0

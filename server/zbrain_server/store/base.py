@@ -21,6 +21,7 @@ from ..model import (
     EventRecord,
     Job,
     JobQuery,
+    JobState,
     Lease,
     LogLine,
     LogRecord,
@@ -133,6 +134,10 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def purge_finished(self, finished_before_us: int) -> int:
         """Delete terminal jobs finished before the time, with logs and artifacts."""
+
+    @abc.abstractmethod
+    async def count_unfinished(self) -> dict[tuple[str, JobState], int]:
+        """How many jobs are PENDING, RUNNING or RETRYING, by org and state."""
 
     @abc.abstractmethod
     async def referenced_blobs(self) -> set[str]:

@@ -175,6 +175,10 @@ _DELETE_JOB_LOGS = "DELETE FROM logs WHERE job_id = ?"
 _DELETE_JOB_ARTIFACTS = "DELETE FROM artifacts WHERE job_id = ?"
 _DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
 _SELECT_BLOBS = "SELECT DISTINCT sha256 FROM artifacts"
+_COUNT_UNFINISHED = """
+    SELECT org_id, state, count(*) FROM jobs
+    WHERE state IN ('PENDING', 'RUNNING', 'RETRYING') GROUP BY org_id, state
+"""
 _INSERT_EVENT = (
     "INSERT INTO events (sequence, topic, org_id, job_id, time, payload) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -676,6 +680,11 @@ class SqliteJobStore(JobStore):
             return int(cursor.rowcount)
 
         return await self._transaction(work)
+
+    async def count_unfinished(self) -> dict[tuple[str, JobState], int]:
+        with _translated("read the database"):
+            async with self._ro.execute(_COUNT_UNFINISHED) as cursor:
+                return {(row[0], JobState[row[1]]): row[2] async for row in cursor}
 
     async def referenced_blobs(self) -> set[str]:
         with _translated("read the database"):

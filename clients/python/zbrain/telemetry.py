@@ -1,0 +1,117 @@
+"""OpenTelemetry set-up shared by `zbrain serve` and `zbrain worker`, and trace
+propagation for clients.
+
+Exporters are chosen by configuration: none by default; `console` for
+debugging; `otlp` when an endpoint is configured (OTEL_EXPORTER_OTLP_ENDPOINT,
+which selects it by default); and a Prometheus scrape endpoint for metrics
+(`--metrics-listen HOST:PORT`). The client interceptor puts the caller's trace
+context into every call's metadata, so the server's spans, and through the
+job the worker's, join the caller's trace.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+from .errors import InvalidArgumentError
+
+EXPORTERS = ("none", "console", "otlp")
+
+
+def exporter_from_env() -> str:
+    """ZBRAIN_OTEL_EXPORTER, or otlp when an OTLP endpoint is set, else none."""
+    chosen = os.environ.get("ZBRAIN_OTEL_EXPORTER") or (
+        "otlp" if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") else "none"
+    )
+    if chosen not in EXPORTERS:
+        raise InvalidArgumentError(
+            f"ZBRAIN_OTEL_EXPORTER={chosen!r} is not one of {', '.join(EXPORTERS)}"
+        )
+    return chosen
+
+
+def configure(
+    service_name: str, *, exporter: str = "none", metrics_listen: str | None = None
+) -> tuple[TracerProvider, MeterProvider]:
+    """Install global tracer and meter providers with the chosen exporters."""
+    resource = Resource.create({SERVICE_NAME: service_name})
+    tracer_provider = TracerProvider(resource=resource)
+    readers: list[MetricReader] = []
+    if exporter == "console":
+        tracer_provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(), 60_000))
+    elif exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+    if metrics_listen:
+        readers.append(_prometheus_reader(metrics_listen))
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    return tracer_provider, meter_provider
+
+
+def _prometheus_reader(listen: str) -> MetricReader:
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit():
+        raise InvalidArgumentError(f"--metrics-listen {listen!r} must be HOST:PORT")
+    try:
+        start_http_server(int(port), addr=host or "127.0.0.1")
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot serve metrics on {listen}: {exc.strerror}") from exc
+    return PrometheusMetricReader()
+
+
+def shutdown(providers: tuple[TracerProvider, MeterProvider]) -> None:
+    """Flush and stop exporters (spans still buffered are sent)."""
+    tracer_provider, meter_provider = providers
+    tracer_provider.shutdown()
+    meter_provider.shutdown()
+
+
+def _with_trace_context(details: Any) -> Any:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    if not carrier:
+        return details
+    metadata = list(details.metadata or []) + list(carrier.items())
+    return details._replace(metadata=metadata)
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return await continuation(_with_trace_context(client_call_details), request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
+    ) -> AsyncIterator[Any]:
+        return await continuation(_with_trace_context(client_call_details), request)  # type: ignore[no-any-return]
+
+
+def client_interceptors() -> list[Any]:
+    """Interceptors that propagate the current trace context on unary and streaming calls."""
+    return [_UnaryUnary(), _UnaryStream()]
