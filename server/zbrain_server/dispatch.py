@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from zbrain.errors import StaleLeaseError, ZBrainError
+from zbrain.logs import job_fields
 
 from . import events
 from .config import ServerConfig
@@ -319,6 +320,14 @@ class Dispatcher:
 
     def _finished(self, job: Job, *, lease_expired: bool = False) -> None:
         self._telemetry.attempt_ended(job, lease_expired=lease_expired)
+        log.log(
+            logging.INFO if job.state is not JobState.SUCCEEDED else logging.DEBUG,
+            "job %s after attempt %d%s",
+            job.state.name.lower(),
+            job.attempt,
+            f": {job.last_error}" if job.last_error and job.state is not JobState.SUCCEEDED else "",
+            extra=job_fields(job.id, job.org_id, job.worker_id, job.trace_context),
+        )
         self._signals.changed(job.id)
         if job.state is JobState.RETRYING:
             self.kick()  # the pass schedules a wake-up for its next_run_time
@@ -424,7 +433,6 @@ class Dispatcher:
                 epoch = session.active.pop(job.id, None)
                 if epoch is not None and not session.closed:
                     session.outbox.put_nowait(CancelNotice(job.id, epoch, job.last_error))
-            log.info("job %s: %s", job.id, job.last_error)
         for job in expired:
             self._finished(job, lease_expired=True)
         for job in overdue:

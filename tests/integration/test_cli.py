@@ -204,3 +204,16 @@ def test_serve_reports_an_unusable_data_dir(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "cannot create the data directory" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_serve_logs_json_lines_with_job_fields(processes: Processes, tmp_path: Path) -> None:
+    server, address = processes.server(tmp_path / "data", "--workers", "1", "--log-format", "json")
+    out = zbrain(address, "submit", "--wait", "--retries", "0", "--", "false")
+    assert out.returncode == 1
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=30)
+    assert server.stdout is not None
+    entries = [json.loads(line) for line in server.stdout if line.startswith("{")]
+    failed = [e for e in entries if e["message"].startswith("job failed")]
+    assert failed, entries
+    assert {"job_id", "org_id", "worker_id", "trace_id"} <= set(failed[0])

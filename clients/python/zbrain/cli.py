@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -18,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from . import logs
 from .client import Client, default_server
 from .errors import ZBrainError
 from .models import Event, Job, JobState
@@ -412,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, metavar="N", help="also run a local worker process with N slots"
     )
     p.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="text (default) or json lines ($ZBRAIN_LOG_FORMAT)",
+    )
+    p.add_argument(
         "--metrics-listen",
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics ($ZBRAIN_METRICS_LISTEN)",
@@ -553,6 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="on SIGTERM, how long running jobs may finish (default 30s)",
     )
+    p.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="text (default) or json lines ($ZBRAIN_LOG_FORMAT)",
+    )
     return parser
 
 
@@ -570,16 +580,15 @@ def _positive(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("ZBRAIN_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     try:
+        logs.configure(
+            os.environ.get("ZBRAIN_LOG_LEVEL") or "INFO",
+            getattr(args, "log_format", None) or os.environ.get("ZBRAIN_LOG_FORMAT") or "text",
+        )
         _positive(args)
         handler: Command = args.handler
         return asyncio.run(handler(args))
-    except UsageError as exc:
+    except (UsageError, ValueError) as exc:
         parser.exit(EXIT_USAGE, f"zbrain {args.command}: error: {exc}\n")
     except ZBrainError as exc:
         print(f"zbrain: error: {exc}", file=sys.stderr)

@@ -43,6 +43,7 @@ from . import telemetry
 from .client import channel_options as default_channel_options
 from .client import default_server
 from .errors import ZBrainError, from_rpc_error
+from .logs import job_fields
 from .models import Artifact, Job, LogStream
 from .telemetry import exporter_from_env
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc, worker_service_pb2_grpc
@@ -454,7 +455,11 @@ class Worker:
                 cancel.set(StopReason.TIMED_OUT, f"after {timeout_s:g}s")
             outcome = await run
         except Exception as error:
-            log.exception("executor %s crashed on job %s", self.executor.id, job.id)
+            log.exception(
+                "executor %s crashed",
+                self.executor.id,
+                extra=job_fields(job.id, job.org_id, self.worker_id),
+            )
             outcome = Outcome.failed(f"executor crashed: {type(error).__name__}: {error}")
         try:
             if cancel.reason is StopReason.LEASE_LOST:
