@@ -22,9 +22,12 @@ $(NODE_INSTALLED): package.json package-lock.json
 	npm ci --silent --no-audit --no-fund
 	touch $@
 
-## run: start ZBrain on the embedded SQLite store, with a local worker pool.
+METRICS_LISTEN ?= 127.0.0.1:9464
+
+## run: start ZBrain on the embedded SQLite store, with a local worker pool and
+## Prometheus metrics at http://$(METRICS_LISTEN)/metrics.
 run: $(INSTALLED)
-	$(BIN)/zbrain serve --data-dir $(DATA_DIR) --workers 4
+	$(BIN)/zbrain serve --data-dir $(DATA_DIR) --workers 4 --metrics-listen $(METRICS_LISTEN)
 
 ## test: every check, then every test.
 test: setup lint pytest
