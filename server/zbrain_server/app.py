@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 import sys
@@ -16,11 +17,14 @@ from zbrain.errors import ZBrainError
 from zbrain.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
+    token_service_pb2,
+    token_service_pb2_grpc,
     worker_service_pb2,
     worker_service_pb2_grpc,
 )
 
 from .artifacts import BlobStore
+from .auth import AuthInterceptor
 from .config import ServerConfig
 from .dispatch import Dispatcher
 from .events import EventBus
@@ -29,6 +33,7 @@ from .notify import JobSignals
 from .service import JobServicer
 from .store import JobStore, open_store
 from .telemetry import Telemetry
+from .token_service import TokenServicer
 from .worker_service import WorkerServicer
 
 log = logging.getLogger("zbrain.server")
@@ -36,9 +41,33 @@ log = logging.getLogger("zbrain.server")
 SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+    token_service_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
 )
 HEALTH_CHECK_INTERVAL_S = 5.0
 QUEUE_DEPTH_INTERVAL_S = 5.0
+
+
+def _is_loopback(listen: str) -> bool:
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    """TLS for the port; with a client CA, clients must present a certificate it signed."""
+    assert config.tls_cert is not None and config.tls_key is not None
+    try:
+        pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
+        client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+    except OSError as exc:
+        raise ZBrainError(f"cannot read TLS files: {exc.filename}: {exc.strerror}") from exc
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -70,6 +99,7 @@ class ZBrainServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._local_workers: asyncio.subprocess.Process | None = None
         self.stopped = False
+        self.auth_required = False
 
     @property
     def address(self) -> str:
@@ -85,8 +115,17 @@ class ZBrainServer:
         bus = EventBus(config.event_buffer)
         store.set_event_listener(bus.publish)
         self._dispatcher = dispatcher = Dispatcher(store, config, signals, self.telemetry)
+        auth_required = await self._auth_required(store)
         server = grpc.aio.server(
-            options=server_options(config), interceptors=[self.telemetry.interceptor()]
+            options=server_options(config),
+            interceptors=[
+                self.telemetry.interceptor(),
+                AuthInterceptor(
+                    store.find_token,
+                    required=auth_required,
+                    max_streams_per_client=config.limits.max_streams_per_client,
+                ),
+            ],
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobServicer(config, store, dispatcher, blobs, signals, bus), server
@@ -94,6 +133,7 @@ class ZBrainServer:
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(config, dispatcher), server
         )
+        token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(store), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -104,7 +144,11 @@ class ZBrainServer:
             server,
         )
         try:
-            self.port = server.add_insecure_port(config.listen)
+            self.port = (
+                server.add_secure_port(config.listen, _server_credentials(config))
+                if config.tls_cert
+                else server.add_insecure_port(config.listen)
+            )
         except RuntimeError as exc:
             await store.close()
             raise ZBrainError(f"cannot listen on {config.listen}: {exc}") from exc
@@ -119,6 +163,27 @@ class ZBrainServer:
         ]
         if config.local_workers:
             await self._start_local_workers()
+
+    async def _auth_required(self, store: JobStore) -> bool:
+        """Decide whether calls need a token; refuse to expose an open server.
+
+        The default is `required` as soon as a token exists. Without auth (or
+        TLS) a server listens on loopback only, unless the operator insists
+        with --insecure.
+        """
+        config = self.config
+        required = config.auth == "required" or (config.auth is None and await store.has_tokens())
+        self.auth_required = required
+        open_to_network = not _is_loopback(config.listen)
+        if open_to_network and not config.insecure and (not required or config.tls_cert is None):
+            await store.close()
+            missing = "auth" if not required else "TLS"
+            raise ZBrainError(
+                f"refusing to listen on {config.listen} without {missing}: create a token "
+                "(zbrain token create --data-dir DIR --org ORG --role admin), configure TLS "
+                "(--tls-cert/--tls-key), or pass --insecure to accept the risk"
+            )
+        return required
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop taking calls, let in-flight ones finish (up to grace_s), close the store."""
@@ -228,6 +293,13 @@ async def serve(config: ServerConfig) -> None:
         f"artifacts: {config.artifact_root})",
         flush=True,
     )
+    if not server.auth_required:
+        print(
+            "auth is off: anyone who can reach this address can run commands; "
+            "create a token to turn it on (zbrain token create --data-dir DIR --org ORG "
+            "--role admin)",
+            flush=True,
+        )
     await stopping.wait()
     print("ZBrain shutting down: finishing in-flight calls", flush=True)
     await server.stop()

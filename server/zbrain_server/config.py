@@ -53,6 +53,11 @@ class Limits:
     max_log_line_bytes: int = 16 << 10
     max_log_lines_per_report: int = 10_000
     max_artifact_bytes: int = 1 << 30
+    max_artifacts_bytes_per_job: int = 4 << 30
+    max_artifacts_per_job: int = 1000
+    max_log_bytes_per_job: int = 64 << 20
+    max_pending_per_org: int = 1_000_000
+    max_streams_per_client: int = 100
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,11 @@ class ServerConfig:
     """Everything `zbrain serve` can be told."""
 
     listen: str = DEFAULT_LISTEN
+    auth: str | None = None  # "required" or "off"; None: required once a token exists
+    insecure: bool = False  # allow a non-loopback address without auth or TLS
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # require client certificates signed by this CA
     data_dir: Path = DEFAULT_DATA_DIR
     artifacts_dir: Path | None = None  # default: <data_dir>/artifacts
     default_org: str = "default"
@@ -125,6 +135,12 @@ class ServerConfig:
             )
         if self.keepalive_s <= 0 or self.keepalive_timeout_s <= 0:
             problems.append("ZBRAIN_KEEPALIVE and ZBRAIN_KEEPALIVE_TIMEOUT must be positive")
+        if self.auth not in (None, "required", "off"):
+            problems.append("--auth must be 'required' or 'off'")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            problems.append("TLS needs both --tls-cert and --tls-key")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            problems.append("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
         if self.event_buffer < 1:
             problems.append("ZBRAIN_EVENT_BUFFER must be at least 1")
         if self.local_workers < 0:

@@ -184,7 +184,9 @@ class Dispatcher:
     # -- client operations -----------------------------------------------------
 
     async def submit(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
-        created = await self._store.create_jobs(jobs, now_us())
+        created = await self._store.create_jobs(
+            jobs, now_us(), pending_limit=self._config.limits.max_pending_per_org
+        )
         self.kick()
         self._telemetry.submitted(job for job, deduplicated in created if not deduplicated)
         return created
@@ -245,7 +247,9 @@ class Dispatcher:
         self, job_id: str, lease_epoch: int, records: Sequence[LogRecord]
     ) -> list[LogLine]:
         try:
-            lines = await self._store.append_logs(job_id, lease_epoch, records)
+            lines = await self._store.append_logs(
+                job_id, lease_epoch, records, max_bytes=self._config.limits.max_log_bytes_per_job
+            )
         except StaleLeaseError:
             self._release(job_id, lease_epoch)
             raise

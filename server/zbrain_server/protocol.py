@@ -44,6 +44,9 @@ TRUNCATION_MARK = " …[line truncated]"
 ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variables the worker sets for every job; a job may not override them.
 RESERVED_ENV_PREFIX = "ZBRAIN_"
+# They would let a job change how its own program is loaded (LD_PRELOAD,
+# LD_LIBRARY_PATH, LD_AUDIT, ...), a classic way to escape what cmd says.
+LOADER_ENV_PREFIXES = ("LD_", "DYLD_")
 DEFAULT_PAGE_SIZE = 50
 
 ATTEMPT_OUTCOME_FROM_PROTO = {
@@ -217,6 +220,11 @@ def new_job(
         max_total_bytes=limits.max_env_bytes,
     )
     for key in spec.env:
+        if key.startswith(LOADER_ENV_PREFIXES):
+            v.add(
+                f"{field}.env[{key[:40]!r}]",
+                "variables that control the dynamic loader (LD_*, DYLD_*) are not allowed",
+            )
         if key.startswith(RESERVED_ENV_PREFIX):
             v.add(
                 f"{field}.env[{key[:40]!r}]",

@@ -26,13 +26,13 @@ from zbrain.errors import (
 from zbrain.v1 import job_service_pb2 as pb
 from zbrain.v1 import job_service_pb2_grpc
 
-from . import events, protocol
+from . import auth, events, protocol
 from .artifacts import BlobStore, check_artifact_name
 from .config import ServerConfig
 from .dispatch import Dispatcher
 from .events import EventBus, SubscriberTooSlow
 from .lifecycle import check_lease
-from .model import Artifact, EventRecord
+from .model import Artifact, EventRecord, Job
 from .notify import JobSignals, wait_for
 from .store import JobStore
 from .telemetry import current_trace_context
@@ -108,13 +108,41 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         return protocol.new_job(
             spec,
             field=field,
-            default_org=self._config.default_org,
+            default_org=auth.request_org(spec.org_id, self._config.default_org),
             default_timeout_s=self._config.default_timeout_s,
             default_max_retries=self._config.default_max_retries,
             limits=self._config.limits,
             request_id=request_id,
             trace_context=current_trace_context(),
         )
+
+    async def _visible_job(self, job_id: str) -> Job:
+        """The job, or NOT_FOUND when it does not exist or belongs to another org."""
+        job = await self._store.get_job(protocol.check_job_id(job_id))
+        auth.visible(job.org_id, f"job {job_id}")
+        return job
+
+    def _check_artifact_room(self, job: Job, announced: Artifact) -> None:
+        """RESOURCE_EXHAUSTED when the job may hold no more (or no larger) artifacts."""
+        limits = self._config.limits
+        others = [a for a in job.artifacts if a.name != announced.name]
+        if len(others) >= limits.max_artifacts_per_job:
+            raise ResourceExhaustedError(
+                f"job {job.id} has {len(others)} artifacts; the limit "
+                f"(max_artifacts_per_job) is {limits.max_artifacts_per_job}"
+            )
+        total = sum(a.size_bytes for a in others) + announced.size_bytes
+        if total > limits.max_artifacts_bytes_per_job:
+            raise ResourceExhaustedError(
+                f"job {job.id}'s artifacts would total {total} bytes; the limit "
+                f"(max_artifacts_bytes_per_job) is {limits.max_artifacts_bytes_per_job}"
+            )
+
+    async def _own_lease(self, job_id: str) -> None:
+        """A worker bound to an org may report only on that org's jobs."""
+        protocol.check_job_id(job_id)
+        if auth.caller().org_id is not None:  # unrestricted callers need no extra read
+            await self._visible_job(job_id)
 
     # -- clients ---------------------------------------------------------------
 
@@ -150,14 +178,15 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def Get(
         self, request: pb.GetRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetResponse:
-        job = await self._store.get_job(protocol.check_job_id(request.job_id))
+        job = await self._visible_job(request.job_id)
         return pb.GetResponse(job=protocol.job_to_proto(job))
 
     @rpc_errors
     async def List(
         self, request: pb.ListRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListResponse:
-        query = protocol.list_query(request, self._config.default_org, self._config.limits)
+        org_id = auth.request_org(request.org_id, self._config.default_org)
+        query = protocol.list_query(request, org_id, self._config.limits)
         jobs = await self._store.list_jobs(query)
         return pb.ListResponse(
             jobs=[protocol.job_to_proto(job) for job in jobs],
@@ -168,7 +197,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def Cancel(
         self, request: pb.CancelRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelResponse:
-        job, outcome = await self._dispatcher.cancel(protocol.check_job_id(request.job_id))
+        await self._visible_job(request.job_id)
+        job, outcome = await self._dispatcher.cancel(request.job_id)
         return pb.CancelResponse(
             job=protocol.job_to_proto(job), outcome=pb.CancelOutcome.ValueType(outcome.value)
         )
@@ -183,7 +213,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
                 "invalid sequence",
                 violations=[FieldViolation("after_sequence", "must not be negative")],
             )
-        await self._store.get_job(job_id)  # NOT_FOUND before any streaming
+        await self._visible_job(job_id)  # NOT_FOUND before any streaming
         after = request.after_sequence
         with self._signals.follow(job_id) as changed:
             while True:
@@ -204,7 +234,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamEventsResponse]:
-        org_id = protocol.org_or_default(request.org_id, self._config.default_org, "org_id")
+        org_id = protocol.org_or_default(
+            auth.request_org(request.org_id, self._config.default_org), "", "org_id"
+        )
         if request.after_sequence < 0:
             raise InvalidArgumentError(
                 "invalid sequence",
@@ -245,7 +277,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def ListArtifacts(
         self, request: pb.ListArtifactsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListArtifactsResponse:
-        job = await self._store.get_job(protocol.check_job_id(request.job_id))
+        job = await self._visible_job(request.job_id)
         return pb.ListArtifactsResponse(
             artifacts=[protocol.artifact_to_proto(a) for a in job.artifacts]
         )
@@ -254,7 +286,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def DownloadArtifact(
         self, request: pb.DownloadArtifactRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.DownloadArtifactResponse]:
-        job = await self._store.get_job(protocol.check_job_id(request.job_id))
+        job = await self._visible_job(request.job_id)
         name = check_artifact_name(request.name)
         artifact = next((a for a in job.artifacts if a.name == name), None)
         if artifact is None:
@@ -270,7 +302,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         self, request: pb.AcquireLeaseRequest, context: grpc.aio.ServicerContext
     ) -> pb.AcquireLeaseResponse:
         worker_id, org_ids = protocol.worker_identity(
-            request.worker_id, request.org_ids, self._config.default_org
+            request.worker_id,
+            auth.request_orgs(list(request.org_ids), self._config.default_org),
+            self._config.default_org,
         )
         max_jobs = request.max_jobs or 1
         if not 0 < max_jobs <= 1000:
@@ -310,9 +344,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         self, request: pb.ReportLogsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReportLogsResponse:
         records = protocol.log_records(request.lines, "lines", self._config.limits)
-        lines = await self._dispatcher.append_logs(
-            protocol.check_job_id(request.job_id), request.lease_epoch, records
-        )
+        await self._own_lease(request.job_id)
+        lines = await self._dispatcher.append_logs(request.job_id, request.lease_epoch, records)
         return pb.ReportLogsResponse(last_sequence=lines[-1].sequence if lines else 0)
 
     @rpc_errors
@@ -320,9 +353,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         self, request: pb.CompleteLeaseRequest, context: grpc.aio.ServicerContext
     ) -> pb.CompleteLeaseResponse:
         result = protocol.attempt_result(request.result)
-        job = await self._dispatcher.complete(
-            protocol.check_job_id(request.job_id), request.lease_epoch, result
-        )
+        await self._own_lease(request.job_id)
+        job = await self._dispatcher.complete(request.job_id, request.lease_epoch, result)
         return pb.CompleteLeaseResponse(job=protocol.job_to_proto(job))
 
     async def UploadArtifact(
@@ -340,10 +372,11 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             header = first.header
             job_id = protocol.check_job_id(header.job_id, "header.job_id")
             name = check_artifact_name(header.artifact.name, "header.artifact.name")
-            job = await self._store.get_job(job_id)
+            job = await self._visible_job(job_id)
             # Check the lease before reading content, so a stale worker wastes nothing.
             check_lease(job, header.lease_epoch)
             announced = Artifact(name, header.artifact.sha256, header.artifact.size_bytes)
+            self._check_artifact_room(job, announced)
 
             async def chunks() -> AsyncIterator[bytes]:
                 async for part in request_iterator:

@@ -26,7 +26,7 @@ from zbrain.errors import (
 from zbrain.v1 import worker_service_pb2 as wpb
 from zbrain.v1 import worker_service_pb2_grpc
 
-from . import protocol
+from . import auth, protocol
 from .config import ServerConfig
 from .dispatch import CancelNotice, Dispatcher, DrainAcknowledgement, WorkerSession
 from .model import Lease
@@ -103,7 +103,9 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             )
         hello = first.hello
         worker_id, org_ids = protocol.worker_identity(
-            hello.worker_id, hello.org_ids, self._config.default_org
+            hello.worker_id,
+            auth.request_orgs(list(hello.org_ids), self._config.default_org),
+            self._config.default_org,
         )
         if not 0 < hello.concurrency <= MAX_CONCURRENCY:
             raise InvalidArgumentError(
@@ -162,6 +164,8 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         """
         job_id = protocol.check_job_id(ref.job_id, "lease.job_id")
         try:
+            if session.active.get(job_id) != ref.lease_epoch:
+                raise StaleLeaseError(f"lease {ref.lease_epoch} of job {job_id} is not held here")
             await apply(job_id=job_id, lease_epoch=ref.lease_epoch)
         except (StaleLeaseError, NotFoundError) as error:
             session.outbox.put_nowait(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import logs
-from .client import Client, default_server
+from .client import Client, TlsFiles, default_server
 from .errors import ZBrainError
 from .models import Event, Job, JobState
 
@@ -155,6 +155,12 @@ def _read_input(text: str | None) -> Any:
 # -- commands ---------------------------------------------------------------------
 
 
+async def _connect(args: argparse.Namespace) -> Client:
+    return await Client.connect(
+        args.server, token=args.token, tls=TlsFiles(args.tls_ca, args.tls_cert, args.tls_key)
+    )
+
+
 async def cmd_submit(args: argparse.Namespace) -> int:
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
@@ -163,7 +169,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError(
             "nothing to run: give the command after --, e.g. zbrain submit -- echo hello"
         )
-    async with await Client.connect(args.server) as client:
+    async with await _connect(args) as client:
         job = await client.submit(
             cmd,
             org=args.org,
@@ -187,14 +193,14 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 
 
 async def cmd_get(args: argparse.Namespace) -> int:
-    async with await Client.connect(args.server) as client:
+    async with await _connect(args) as client:
         job = await client.get(args.id)
     _print_json(job.to_dict()) if args.json else _print_job(job)
     return 0
 
 
 async def cmd_wait(args: argparse.Namespace) -> int:
-    async with await Client.connect(args.server) as client:
+    async with await _connect(args) as client:
         try:
             job = await client.wait(args.id, timeout=args.timeout)
         except TimeoutError:
@@ -208,7 +214,7 @@ async def cmd_wait(args: argparse.Namespace) -> int:
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
-    async with await Client.connect(args.server) as client:
+    async with await _connect(args) as client:
         jobs = [
             job
             async for job in client.list(
@@ -228,7 +234,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
-    async with await Client.connect(args.server) as client:
+    async with await _connect(args) as client:
         job, outcome = await client.cancel(args.id)
     if args.json:
         _print_json({"outcome": outcome.name, "job": job.to_dict()})
@@ -245,7 +251,7 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 async def cmd_logs(args: argparse.Namespace) -> int:
-    async with await Client.connect(args.server) as client:
+    async with await _connect(args) as client:
         async for line in client.logs(args.id, follow=args.follow, after=args.after):
             if args.json:
                 _print_json(
@@ -283,7 +289,7 @@ def _describe(event: Event) -> str:
 
 
 async def cmd_events(args: argparse.Namespace) -> int:
-    async with await Client.connect(args.server) as client:
+    async with await _connect(args) as client:
         async for event in client.events(
             org=args.org, topic_prefix=args.topic or "", after=args.after, follow=args.follow
         ):
@@ -298,7 +304,7 @@ async def cmd_events(args: argparse.Namespace) -> int:
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
-    async with await Client.connect(args.server) as client:
+    async with await _connect(args) as client:
         job = await client.get(args.id)
         async for event in client.events(
             org=job.org_id, topic_prefix=f"jobs/{job.id}/", follow=not job.state.is_terminal
@@ -317,7 +323,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 
 async def cmd_artifacts(args: argparse.Namespace) -> int:
-    async with await Client.connect(args.server) as client:
+    async with await _connect(args) as client:
         artifacts = await client.artifacts(args.id)
     if args.json:
         for artifact in artifacts:
@@ -333,7 +339,7 @@ async def cmd_download(args: argparse.Namespace) -> int:
     destination = Path(args.output or Path(args.name).name)
     if destination.is_dir():
         destination = destination / Path(args.name).name
-    async with await Client.connect(args.server) as client:
+    async with await _connect(args) as client:
         artifact = await client.download(args.id, args.name, destination)
     print(f"{destination} ({artifact.size_bytes} bytes, sha256 {artifact.sha256})")
     return 0
@@ -355,12 +361,23 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         artifacts_dir=args.artifacts_dir,
         local_workers=args.workers,
+        auth=args.auth,
+        insecure=args.insecure or None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
     try:
         await serve(config)
     finally:
         telemetry.shutdown(providers)
     return 0
+
+
+async def cmd_token(args: argparse.Namespace) -> int:
+    from .tokens import run_token_command
+
+    return await run_token_command(args)
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
@@ -384,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_server(),
         help="server address HOST:PORT (default: $ZBRAIN_SERVER or 127.0.0.1:50051)",
     )
+    remote.add_argument("--token", help="API token (default: $ZBRAIN_TOKEN)")
+    remote.add_argument(
+        "--tls-ca", type=Path, help="CA certificate to trust; turns on TLS ($ZBRAIN_TLS_CA)"
+    )
+    remote.add_argument(
+        "--tls-cert", type=Path, help="client certificate for mutual TLS ($ZBRAIN_TLS_CERT)"
+    )
+    remote.add_argument("--tls-key", type=Path, help="client key for mutual TLS ($ZBRAIN_TLS_KEY)")
     as_json = argparse.ArgumentParser(add_help=False)
     as_json.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -415,6 +440,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format",
         choices=logs.FORMATS,
         help="text (default) or json lines ($ZBRAIN_LOG_FORMAT)",
+    )
+    p.add_argument(
+        "--auth",
+        choices=("required", "off"),
+        help="require tokens (default: required once a token exists in the store)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address without auth and TLS (not recommended)",
+    )
+    p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); turns on TLS")
+    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    p.add_argument(
+        "--tls-client-ca", type=Path, help="require client certificates signed by this CA"
     )
     p.add_argument(
         "--metrics-listen",
@@ -524,6 +564,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--output", help="file or folder to write to (default: the artifact's file name)"
     )
+
+    p = command("token", cmd_token, "manage API tokens: create, list, revoke")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    store_dir = argparse.ArgumentParser(add_help=False)
+    store_dir.add_argument(
+        "--data-dir",
+        type=Path,
+        help="work on this server's store directly instead of --server (bootstrap on its host)",
+    )
+    a = actions.add_parser(
+        "create", help="make a token; prints it once", parents=[remote, store_dir]
+    )
+    a.add_argument("--org", required=True, help="organisation the token is bound to")
+    a.add_argument(
+        "--role", required=True, choices=("client", "worker", "admin"), help="what it may do"
+    )
+    a.add_argument("--description", default="", help="what the token is for")
+    a = actions.add_parser("list", help="list tokens", parents=[remote, store_dir, as_json])
+    a.add_argument("--org", help="only tokens of this organisation")
+    a = actions.add_parser("revoke", help="revoke a token at once", parents=[remote, store_dir])
+    a.add_argument("token_id", help="the token's id (the part after zbt_)")
 
     p = command("worker", cmd_worker, "run a worker that executes jobs", remote)
     p.add_argument(

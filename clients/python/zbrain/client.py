@@ -21,6 +21,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,9 +29,15 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import duration_pb2
 
-from .errors import JobFailedError, UnavailableError, ZBrainError, from_rpc_error
+from .errors import (
+    InvalidArgumentError,
+    JobFailedError,
+    UnavailableError,
+    ZBrainError,
+    from_rpc_error,
+)
 from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine
-from .telemetry import client_interceptors
+from .telemetry import trace_metadata
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 T = TypeVar("T")
@@ -55,6 +62,97 @@ def channel_options() -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
     ]
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS connection: the CA to trust, and for mutual TLS a
+    client certificate and key. Unset fields fall back to ZBRAIN_TLS_CA,
+    ZBRAIN_TLS_CERT and ZBRAIN_TLS_KEY; with none of them the channel is plaintext."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def resolved(self) -> TlsFiles | None:
+        env = os.environ
+        files = TlsFiles(
+            self.ca or _env_path(env.get("ZBRAIN_TLS_CA")),
+            self.cert or _env_path(env.get("ZBRAIN_TLS_CERT")),
+            self.key or _env_path(env.get("ZBRAIN_TLS_KEY")),
+        )
+        return files if (files.ca or files.cert or files.key) else None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        if (self.cert is None) != (self.key is None):
+            raise InvalidArgumentError("a client certificate needs both --tls-cert and --tls-key")
+        try:
+            return grpc.ssl_channel_credentials(
+                root_certificates=self.ca.read_bytes() if self.ca else None,
+                private_key=self.key.read_bytes() if self.key else None,
+                certificate_chain=self.cert.read_bytes() if self.cert else None,
+            )
+        except OSError as exc:
+            raise InvalidArgumentError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+
+
+def _env_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def open_channel(
+    target: str,
+    *,
+    token: str | None = None,
+    tls: TlsFiles | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """A channel that sends the token (default ZBRAIN_TOKEN) and the caller's trace
+    context with every call, over TLS when TLS files are given or configured."""
+    token = token or os.environ.get("ZBRAIN_TOKEN") or None
+    static = [("authorization", f"Bearer {token}")] if token else []
+    interceptors = [kind(static) for kind in _METADATA_INTERCEPTORS]
+    files = (tls or TlsFiles()).resolved()
+    all_options = [*channel_options(), *options]
+    if files is None:
+        return grpc.aio.insecure_channel(target, options=all_options, interceptors=interceptors)
+    return grpc.aio.secure_channel(
+        target, files.credentials(), options=all_options, interceptors=interceptors
+    )
+
+
+class _AddMetadata:
+    def __init__(self, static: list[tuple[str, str]]) -> None:
+        self._static = static
+
+    def _details(self, details: Any) -> Any:
+        extra = self._static + trace_metadata()
+        if not extra:
+            return details
+        return details._replace(metadata=[*(details.metadata or ()), *extra])
+
+
+class _UnaryUnary(_AddMetadata, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _UnaryStream(_AddMetadata, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _StreamUnary(_AddMetadata, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+class _StreamStream(_AddMetadata, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+_METADATA_INTERCEPTORS = (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)
 
 
 def default_server() -> str:
@@ -126,17 +224,23 @@ class Client:
         self.timeout = timeout
 
     @classmethod
-    async def connect(cls, target: str | None = None, *, timeout: float | None = 30.0) -> Client:
+    async def connect(
+        cls,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        tls: TlsFiles | None = None,
+        timeout: float | None = 30.0,
+    ) -> Client:
         """Open a channel to `target` (default: ZBRAIN_SERVER or 127.0.0.1:50051).
 
-        The channel connects lazily; a server that is down shows up as
-        UnavailableError on the first call. `timeout` bounds each unary call.
+        `token` (default ZBRAIN_TOKEN) is sent as a bearer token; `tls` (default
+        the ZBRAIN_TLS_* files) turns on TLS. The channel connects lazily; a
+        server that is down shows up as UnavailableError on the first call.
+        `timeout` bounds each unary call.
         """
         target = target or default_server()
-        channel = grpc.aio.insecure_channel(
-            target, options=channel_options(), interceptors=client_interceptors()
-        )
-        return cls(channel, target=target, timeout=timeout)
+        return cls(open_channel(target, token=token, tls=tls), target=target, timeout=timeout)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -343,13 +447,22 @@ class SyncClient:
     two never disagree about behaviour.
     """
 
-    def __init__(self, target: str | None = None, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        tls: TlsFiles | None = None,
+        timeout: float | None = 30.0,
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="zbrain-client", daemon=True
         )
         self._thread.start()
-        self._client: Client = self._run(Client.connect(target, timeout=timeout))
+        self._client: Client = self._run(
+            Client.connect(target, token=token, tls=tls, timeout=timeout)
+        )
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()

@@ -1,21 +1,18 @@
 """OpenTelemetry set-up shared by `zbrain serve` and `zbrain worker`, and trace
-propagation for clients.
+propagation for clients (see `trace_metadata`).
 
 Exporters are chosen by configuration: none by default; `console` for
 debugging; `otlp` when an endpoint is configured (OTEL_EXPORTER_OTLP_ENDPOINT,
 which selects it by default); and a Prometheus scrape endpoint for metrics
 (`--metrics-listen HOST:PORT`). The client interceptor puts the caller's trace
-context into every call's metadata, so the server's spans, and through the
-job the worker's, join the caller's trace.
+context into every call's metadata (zbrain.client), so the server's spans,
+and through the job the worker's, join the caller's trace.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
-import grpc
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -89,29 +86,8 @@ def shutdown(providers: tuple[TracerProvider, MeterProvider]) -> None:
     meter_provider.shutdown()
 
 
-def _with_trace_context(details: Any) -> Any:
+def trace_metadata() -> list[tuple[str, str]]:
+    """The current trace context as gRPC metadata (empty outside a span)."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    if not carrier:
-        return details
-    metadata = list(details.metadata or []) + list(carrier.items())
-    return details._replace(metadata=metadata)
-
-
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        return await continuation(_with_trace_context(client_call_details), request)
-
-
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> AsyncIterator[Any]:
-        return await continuation(_with_trace_context(client_call_details), request)  # type: ignore[no-any-return]
-
-
-def client_interceptors() -> list[Any]:
-    """Interceptors that propagate the current trace context on unary and streaming calls."""
-    return [_UnaryUnary(), _UnaryStream()]
+    return list(carrier.items())

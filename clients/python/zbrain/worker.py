@@ -40,8 +40,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from . import telemetry
-from .client import channel_options as default_channel_options
-from .client import default_server
+from .client import TlsFiles, default_server, open_channel
 from .errors import ZBrainError, from_rpc_error
 from .logs import job_fields
 from .models import Artifact, Job, LogStream
@@ -225,6 +224,8 @@ class Worker:
         reconnect_max_s: float = 10.0,
         channel_options: Sequence[tuple[str, Any]] = (),
         tracer_provider: trace.TracerProvider | None = None,
+        token: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -235,7 +236,9 @@ class Worker:
         self.concurrency = concurrency
         self.labels = dict(labels or {})
         self.reconnect_max_s = reconnect_max_s
-        self._channel_options = [*default_channel_options(), *channel_options]
+        self._channel_options = list(channel_options)
+        self._token = token
+        self._tls = tls
         self._tracer = trace.get_tracer("zbrain.worker", tracer_provider=tracer_provider)
         self._attempts: dict[str, _Attempt] = {}
         self._pending_logs: dict[tuple[str, int], list[job_pb2.LogLine]] = {}
@@ -256,7 +259,9 @@ class Worker:
         """Serve until `shutdown()`; reconnect with backoff whenever the stream breaks."""
         # The channel belongs to the running event loop, so it is made here, not in
         # __init__ (which may run before the loop does, as in asyncio.run(w.run())).
-        channel = grpc.aio.insecure_channel(self.server, options=self._channel_options)
+        channel = open_channel(
+            self.server, token=self._token, tls=self._tls, options=self._channel_options
+        )
         self._jobs = job_service_pb2_grpc.JobServiceStub(channel)
         self._workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
         delay = 0.1
@@ -599,6 +604,8 @@ async def run_worker_command(args: argparse.Namespace) -> int:
     worker = Worker(
         executors[mode](),
         server=args.server,
+        token=args.token,
+        tls=TlsFiles(args.tls_ca, args.tls_cert, args.tls_key),
         worker_id=args.worker_id,
         orgs=args.org,
         concurrency=concurrency,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 
+from ..auth import Token
 from ..lifecycle import RetryPolicy
 from ..model import (
     Artifact,
@@ -48,8 +49,13 @@ class JobStore(abc.ABC):
         """Raise StoreError unless the store can be read and written."""
 
     @abc.abstractmethod
-    async def create_jobs(self, jobs: Sequence[NewJob], now_us: int) -> list[tuple[Job, bool]]:
+    async def create_jobs(
+        self, jobs: Sequence[NewJob], now_us: int, *, pending_limit: int | None = None
+    ) -> list[tuple[Job, bool]]:
         """Store new jobs atomically (all or none).
+
+        With `pending_limit`, an org may hold at most that many PENDING or
+        RETRYING jobs afterwards; otherwise ResourceExhaustedError, nothing stored.
 
         A job whose request_id matches an earlier job of the same org is not
         created again: that earlier job is returned with True beside it.
@@ -119,9 +125,18 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     async def append_logs(
-        self, job_id: str, lease_epoch: int, records: Sequence[LogRecord]
+        self,
+        job_id: str,
+        lease_epoch: int,
+        records: Sequence[LogRecord],
+        *,
+        max_bytes: int | None = None,
     ) -> list[LogLine]:
-        """Append lines to a leased job, numbering them; StaleLeaseError if not live."""
+        """Append lines to a leased job, numbering them; StaleLeaseError if not live.
+
+        With `max_bytes`, ResourceExhaustedError (nothing stored) when the job's
+        log text would grow past it.
+        """
 
     @abc.abstractmethod
     async def read_logs(self, job_id: str, after_sequence: int, limit: int) -> list[LogLine]:
@@ -134,6 +149,26 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def purge_finished(self, finished_before_us: int) -> int:
         """Delete terminal jobs finished before the time, with logs and artifacts."""
+
+    @abc.abstractmethod
+    async def add_token(self, token: Token) -> None:
+        """Store a new API token (its secret's hash only)."""
+
+    @abc.abstractmethod
+    async def find_token(self, token_id: str) -> Token | None:
+        """The token with this id, revoked or not; None if there is none."""
+
+    @abc.abstractmethod
+    async def list_tokens(self, org_id: str | None) -> list[Token]:
+        """Tokens of one org (None: all), oldest first."""
+
+    @abc.abstractmethod
+    async def revoke_token(self, token_id: str, now_us: int) -> Token:
+        """Revoke a token (a second revoke keeps the first time); NotFoundError if unknown."""
+
+    @abc.abstractmethod
+    async def has_tokens(self) -> bool:
+        """Whether any unrevoked token exists (then auth is on by default)."""
 
     @abc.abstractmethod
     async def count_unfinished(self) -> dict[tuple[str, JobState], int]:

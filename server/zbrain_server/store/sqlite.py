@@ -19,9 +19,15 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from zbrain.errors import FailedPreconditionError, NotFoundError, StoreError
+from zbrain.errors import (
+    FailedPreconditionError,
+    NotFoundError,
+    ResourceExhaustedError,
+    StoreError,
+)
 
 from .. import events, lifecycle
+from ..auth import Role, Token
 from ..ids import new_job_id
 from ..lifecycle import Change, RetryPolicy
 from ..model import (
@@ -114,6 +120,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_by_time ON events (time);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     """,
+    """
+    CREATE TABLE tokens (
+        id          TEXT PRIMARY KEY,
+        org_id      TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        description TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,  -- SHA-256 of the secret; the secret is never stored
+        create_time INTEGER NOT NULL,
+        revoke_time INTEGER
+    );
+    """,
+    """
+    ALTER TABLE jobs ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -151,8 +171,8 @@ _SELECT_OVERDUE = f"""
     SELECT {_JOB_COLUMNS} FROM jobs
     WHERE state = 'RUNNING' AND start_time + timeout_us + ? < ?
 """
-_SELECT_LOG_COUNT = "SELECT log_count FROM jobs WHERE id = ?"
-_UPDATE_LOG_COUNT = "UPDATE jobs SET log_count = ? WHERE id = ?"
+_SELECT_LOG_COUNT = "SELECT log_count, log_bytes FROM jobs WHERE id = ?"
+_UPDATE_LOG_COUNT = "UPDATE jobs SET log_count = ?, log_bytes = ? WHERE id = ?"
 _INSERT_LOG = (
     "INSERT INTO logs (job_id, sequence, stream, attempt, time, text) VALUES (?, ?, ?, ?, ?, ?)"
 )
@@ -175,6 +195,12 @@ _DELETE_JOB_LOGS = "DELETE FROM logs WHERE job_id = ?"
 _DELETE_JOB_ARTIFACTS = "DELETE FROM artifacts WHERE job_id = ?"
 _DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
 _SELECT_BLOBS = "SELECT DISTINCT sha256 FROM artifacts"
+# Counts at most the limit, so a full queue costs no more than the quota.
+_COUNT_PENDING = """
+    SELECT count(*) FROM (
+        SELECT 1 FROM jobs WHERE org_id = ? AND state IN ('PENDING', 'RETRYING') LIMIT ?
+    )
+"""
 _COUNT_UNFINISHED = """
     SELECT org_id, state, count(*) FROM jobs
     WHERE state IN ('PENDING', 'RUNNING', 'RETRYING') GROUP BY org_id, state
@@ -196,6 +222,18 @@ _UPSERT_META = """
 _SELECT_EVENTS_BEFORE = "SELECT max(sequence) FROM events WHERE time < ?"
 _DELETE_EVENTS_THROUGH = "DELETE FROM events WHERE sequence <= ?"
 PURGED_THROUGH = "events_purged_through"
+_TOKEN_COLUMNS = "id, org_id, role, description, secret_hash, create_time, revoke_time"
+_INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_SELECT_TOKEN = f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = ?"
+_SELECT_TOKENS = (
+    f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE ? IS NULL OR org_id = ? ORDER BY create_time"
+)
+_REVOKE_TOKEN = "UPDATE tokens SET revoke_time = ? WHERE id = ? AND revoke_time IS NULL"
+_ANY_TOKEN = "SELECT 1 FROM tokens WHERE revoke_time IS NULL LIMIT 1"
+
+
+def _token_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Token:
+    return Token(row[0], row[1], Role[row[2]], row[3], row[4], row[5], row[6])
 
 
 def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
@@ -421,7 +459,9 @@ class SqliteJobStore(JobStore):
 
     # -- jobs ------------------------------------------------------------------
 
-    async def create_jobs(self, jobs: Sequence[NewJob], now_us: int) -> list[tuple[Job, bool]]:
+    async def create_jobs(
+        self, jobs: Sequence[NewJob], now_us: int, *, pending_limit: int | None = None
+    ) -> list[tuple[Job, bool]]:
         async def work(db: aiosqlite.Connection) -> list[tuple[Job, bool]]:
             results: list[tuple[Job, bool]] = []
             rows = []
@@ -441,6 +481,10 @@ class SqliteJobStore(JobStore):
                 job = _job_from_row(row)
                 in_batch[key] = job
                 results.append((job, False))
+            if pending_limit is not None:
+                await _check_pending_quota(
+                    db, [job for job, dup in results if not dup], pending_limit
+                )
             await db.executemany(_INSERT_JOB, rows)
             await self._record(db, [events.submitted(job) for job, dup in results if not dup])
             return results
@@ -587,14 +631,26 @@ class SqliteJobStore(JobStore):
     # -- logs ------------------------------------------------------------------
 
     async def append_logs(
-        self, job_id: str, lease_epoch: int, records: Sequence[LogRecord]
+        self,
+        job_id: str,
+        lease_epoch: int,
+        records: Sequence[LogRecord],
+        *,
+        max_bytes: int | None = None,
     ) -> list[LogLine]:
         async def work(db: aiosqlite.Connection) -> list[LogLine]:
             job = await _require_job(db, job_id)
             lifecycle.check_lease(job, lease_epoch)
             async with db.execute(_SELECT_LOG_COUNT, (job_id,)) as cursor:
                 row = await cursor.fetchone()
-            first = (row[0] if row else 0) + 1
+            count, stored_bytes = (row[0], row[1]) if row else (0, 0)
+            adding = sum(len(text.encode()) for _, _, text in records)
+            if max_bytes is not None and stored_bytes + adding > max_bytes:
+                raise ResourceExhaustedError(
+                    f"job {job_id} has {stored_bytes} bytes of log; the limit per job "
+                    f"(max_log_bytes_per_job) is {max_bytes}"
+                )
+            first = count + 1
             lines = [
                 LogLine(first + i, stream, job.attempt, time_us, text)
                 for i, (stream, time_us, text) in enumerate(records)
@@ -606,7 +662,9 @@ class SqliteJobStore(JobStore):
                     for ln in lines
                 ],
             )
-            await db.execute(_UPDATE_LOG_COUNT, (first - 1 + len(lines), job_id))
+            await db.execute(
+                _UPDATE_LOG_COUNT, (first - 1 + len(lines), stored_bytes + adding, job_id)
+            )
             if lines:
                 await self._record(db, [events.logged(job, lines)])
             return lines
@@ -686,6 +744,52 @@ class SqliteJobStore(JobStore):
             async with self._ro.execute(_COUNT_UNFINISHED) as cursor:
                 return {(row[0], JobState[row[1]]): row[2] async for row in cursor}
 
+    # -- tokens ------------------------------------------------------------------
+
+    async def add_token(self, token: Token) -> None:
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                _INSERT_TOKEN,
+                (
+                    token.id,
+                    token.org_id,
+                    token.role.name,
+                    token.description,
+                    token.secret_hash,
+                    token.create_time_us,
+                    token.revoke_time_us,
+                ),
+            )
+
+        await self._transaction(work)
+
+    async def find_token(self, token_id: str) -> Token | None:
+        with _translated("read the database"):
+            async with self._ro.execute(_SELECT_TOKEN, (token_id,)) as cursor:
+                row = await cursor.fetchone()
+        return _token_from_row(row) if row is not None else None
+
+    async def list_tokens(self, org_id: str | None) -> list[Token]:
+        with _translated("read the database"):
+            async with self._ro.execute(_SELECT_TOKENS, (org_id, org_id)) as cursor:
+                return [_token_from_row(row) async for row in cursor]
+
+    async def revoke_token(self, token_id: str, now_us: int) -> Token:
+        async def work(db: aiosqlite.Connection) -> Token:
+            await db.execute(_REVOKE_TOKEN, (now_us, token_id))
+            async with db.execute(_SELECT_TOKEN, (token_id,)) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                raise NotFoundError(f"token {token_id} not found")
+            return _token_from_row(row)
+
+        return await self._transaction(work)
+
+    async def has_tokens(self) -> bool:
+        with _translated("read the database"):
+            async with self._ro.execute(_ANY_TOKEN) as cursor:
+                return await cursor.fetchone() is not None
+
     async def referenced_blobs(self) -> set[str]:
         with _translated("read the database"):
             async with self._ro.execute(_SELECT_BLOBS) as cursor:
@@ -720,6 +824,22 @@ async def _with_artifacts_of_all(db: aiosqlite.Connection, jobs: list[Job]) -> l
 
 async def _with_artifacts(db: aiosqlite.Connection, job: Job) -> Job:
     return (await _with_artifacts_of_all(db, [job]))[0]
+
+
+async def _check_pending_quota(db: aiosqlite.Connection, new: list[Job], limit: int) -> None:
+    """ResourceExhaustedError if an org would hold more than `limit` waiting jobs."""
+    adding: dict[str, int] = {}
+    for job in new:
+        adding[job.org_id] = adding.get(job.org_id, 0) + 1
+    for org_id, count in adding.items():
+        async with db.execute(_COUNT_PENDING, (org_id, limit + 1)) as cursor:
+            row = await cursor.fetchone()
+        waiting = row[0] if row else 0
+        if waiting + count > limit:
+            raise ResourceExhaustedError(
+                f"organisation {org_id!r} has {waiting} jobs waiting; the quota "
+                f"(max_pending_per_org) is {limit}"
+            )
 
 
 async def _fetch_job(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Job | None:
