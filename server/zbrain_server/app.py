@@ -102,6 +102,13 @@ class ZBrainServer:
         self.auth_required = False
 
     @property
+    def store(self) -> JobStore:
+        """The open store (for bootstrap tasks such as creating the first token)."""
+        if self._store is None:
+            raise ZBrainError("the server is not started")
+        return self._store
+
+    @property
     def address(self) -> str:
         host = self.config.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
