@@ -7,6 +7,7 @@ import hashlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -112,7 +113,7 @@ async def test_naming_another_org_is_permission_denied(tenants: Tenants) -> None
                 await attempt
 
 
-async def _drain(iterator) -> list:
+async def _drain(iterator: Any) -> list[Any]:
     return [item async for item in iterator]
 
 
