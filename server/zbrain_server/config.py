@@ -7,6 +7,7 @@ lists every one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -35,7 +36,10 @@ def parse_duration(text: str, *, name: str) -> float:
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what a request may carry; each violation names its limit."""
+    """Bounds on what a request may carry; each violation names its limit.
+
+    Each is set by the variable ZBRAIN_<NAME>, e.g. ZBRAIN_MAX_PENDING_PER_ORG.
+    """
 
     max_input_bytes: int = 1 << 20
     max_cmd_args: int = 1024
@@ -108,6 +112,19 @@ class ServerConfig:
                     values[key] = convert(raw, var)
                 except ValueError as exc:
                     raise InvalidArgumentError(f"{var}={raw!r}: {exc}") from exc
+        limits = {}
+        for spec in dataclasses.fields(Limits):
+            var = f"ZBRAIN_{spec.name.upper()}"
+            raw = env.get(var, "")
+            if raw:
+                try:
+                    limits[spec.name] = (
+                        parse_duration(raw, name=var) if spec.type == "float" else _positive(raw)
+                    )
+                except ValueError as exc:
+                    raise InvalidArgumentError(f"{var}={raw!r}: {exc}") from exc
+        if limits:
+            values["limits"] = Limits(**limits)  # type: ignore[arg-type]
         values.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**values)  # type: ignore[arg-type]
         config.validate()
@@ -153,6 +170,13 @@ def _non_negative_int(raw: str, var: str) -> int:
     value = int(raw)
     if value < 0:
         raise ValueError("must not be negative")
+    return value
+
+
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be at least 1")
     return value
 
 
