@@ -49,7 +49,7 @@ class Limits:
     max_labels: int = 64
     max_label_bytes: int = 256
     max_timeout_s: float = 7 * 86400.0
-    max_retries: int = 100
+    max_retry_budget: int = 100  # the largest max_retries a job may ask for
     max_page_size: int = 1000
     max_batch_jobs: int = 10_000
     max_request_id_bytes: int = 128
@@ -141,8 +141,8 @@ class ServerConfig:
             problems.append(
                 "the default timeout (ZBRAIN_DEFAULT_TIMEOUT) must be positive and at most 7d"
             )
-        if self.default_max_retries > self.limits.max_retries:
-            problems.append(f"ZBRAIN_MAX_RETRIES must be at most {self.limits.max_retries}")
+        if self.default_max_retries > self.limits.max_retry_budget:
+            problems.append(f"ZBRAIN_MAX_RETRIES must be at most {self.limits.max_retry_budget}")
         if self.retry_base_s <= 0 or self.retry_cap_s < self.retry_base_s:
             problems.append("the retry backoff needs 0 < ZBRAIN_RETRY_BASE <= ZBRAIN_RETRY_CAP")
         if not ORG_ID_PATTERN.match(self.default_org):

@@ -248,8 +248,8 @@ def new_job(
         timeout_us = int(default_timeout_s * 1_000_000)
 
     max_retries = spec.max_retries if spec.HasField("max_retries") else default_max_retries
-    if not 0 <= max_retries <= limits.max_retries:
-        v.add(f"{field}.max_retries", f"must be between 0 and {limits.max_retries}")
+    if not 0 <= max_retries <= limits.max_retry_budget:
+        v.add(f"{field}.max_retries", f"must be between 0 and {limits.max_retry_budget}")
 
     if len(request_id.encode()) > limits.max_request_id_bytes:
         v.add("request_id", f"must be at most {limits.max_request_id_bytes} bytes")

@@ -31,8 +31,9 @@ from zbrain_server.app import ZBrainServer
 
 StartServer = Callable[..., Awaitable[ZBrainServer]]
 
-# A refusal is reported as soon as the handshake fails; this bound only keeps a
-# regression (a hang) from stalling the suite, and is far below it.
+# A refusal is reported as soon as the handshake fails, in milliseconds. The call
+# timeout only bounds a regression: a call that hung would end as
+# DeadlineExceededError, which the refusal tests do not accept.
 REFUSAL_TIMEOUT_S = 5.0
 
 
@@ -278,7 +279,7 @@ async def test_worker_over_mtls_runs_a_job_end_to_end(
 # -- the command line ---------------------------------------------------------------
 
 
-async def zbrain(*args: str) -> tuple[int, str, str]:
+async def zbrain(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run `python -m zbrain ARGS` without blocking the loop the in-process server runs on."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -287,7 +288,7 @@ async def zbrain(*args: str) -> tuple[int, str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     stdout, stderr = await asyncio.wait_for(child.communicate(), timeout=30)
     assert child.returncode is not None
@@ -306,6 +307,29 @@ async def test_cli_submits_over_tls_with_the_ca_flag(tls_server: ZBrainServer, p
         tls_server.address, tls=TlsFiles(ca=pki.ca.cert), timeout=5
     ) as client:
         assert (await client.get(job_id)).cmd == ("true",)
+
+
+async def test_cli_takes_the_ca_from_the_environment(tls_server: ZBrainServer, pki: Pki) -> None:
+    code, out, err = await zbrain(
+        "submit",
+        "--server",
+        tls_server.address,
+        "--",
+        "true",
+        env={"ZBRAIN_TLS_CA": str(pki.ca.cert)},
+    )
+
+    assert code == 0, err
+    assert str(uuid.UUID(out.strip())) == out.strip(), out
+
+
+async def test_cli_without_tls_flags_reports_the_server_unreachable(
+    tls_server: ZBrainServer,
+) -> None:
+    code, out, err = await zbrain("submit", "--server", tls_server.address, "--", "true")
+
+    assert code != 0, out
+    assert "cannot reach the ZBrain server" in err, err
 
 
 async def test_cli_serve_flags_turn_on_mutual_tls(

@@ -28,7 +28,7 @@ LIMITS = Limits(
     max_labels=2,
     max_label_bytes=10,
     max_timeout_s=100.0,
-    max_retries=5,
+    max_retry_budget=5,
     max_request_id_bytes=8,
     max_page_size=10,
 )
