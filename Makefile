@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 DATA_DIR ?= zbrain-data
 
-.PHONY: setup run test lint format protos check-stubs buf-lint pytest bench clean
+.PHONY: setup run test lint format protos check-stubs buf-lint pytest bench bench-smoke clean
 
 setup: $(INSTALLED) $(NODE_INSTALLED)
 
@@ -29,8 +29,8 @@ METRICS_LISTEN ?= 127.0.0.1:9464
 run: $(INSTALLED)
 	$(BIN)/zbrain serve --data-dir $(DATA_DIR) --workers 4 --metrics-listen $(METRICS_LISTEN)
 
-## test: every check, then every test.
-test: setup lint pytest
+## test: every check, every test, and the benchmarks once in a tiny configuration.
+test: setup lint pytest bench-smoke
 
 lint: setup check-stubs buf-lint
 	$(BIN)/ruff check .
@@ -39,6 +39,14 @@ lint: setup check-stubs buf-lint
 
 pytest: $(INSTALLED)
 	$(PY) -m pytest
+
+## bench: the full benchmark suite (a few minutes); paste its table into docs/performance.md.
+bench: $(INSTALLED)
+	$(PY) -m bench.run
+
+# The suite with a few hundred jobs: fails only if a figure is missing, never on speed.
+bench-smoke: $(INSTALLED)
+	$(PY) -m bench.run --tiny --repeat 1
 
 format: $(INSTALLED)
 	$(BIN)/ruff check --fix .

@@ -9,6 +9,7 @@ writer. `synchronous=FULL`: a job is on disk before its Submit is answered.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import sqlite3
@@ -48,6 +49,8 @@ from ..model import (
 from .base import EventListener, JobStore
 
 T = TypeVar("T")
+
+MAX_GROUP = 512  # writes committed together at most
 
 # Each entry upgrades the schema by one version (PRAGMA user_version); never
 # edit a released entry, append a new one.
@@ -323,6 +326,12 @@ class SqliteJobStore(JobStore):
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._queue: collections.deque[
+            tuple[Callable[..., Awaitable[Any]], asyncio.Future[Any]]
+        ] = collections.deque()
+        self._queue_ready = asyncio.Event()
+        self._drained = asyncio.Event()  # set whenever the writer has emptied the queue
+        self._writer_task: asyncio.Task[None] | None = None
         self._listener: EventListener | None = None
         self._pending_events: list[EventRecord] = []  # of the transaction under way
         self._last_sequence = 0
@@ -357,6 +366,13 @@ class SqliteJobStore(JobStore):
         self._writer, self._reader = writer, reader
 
     async def close(self) -> None:
+        if self._queue:  # let queued writes finish
+            await self._drained.wait()
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+            self._writer_task = None
         async with self._write_lock:
             for conn in (self._reader, self._writer):
                 if conn is not None:
@@ -393,34 +409,86 @@ class SqliteJobStore(JobStore):
         return self._reader
 
     async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run `work` in one write transaction; roll back if it raises.
+        """Run `work` atomically and durably; roll it back if it raises.
 
-        The transaction runs in a task of its own, shielded from the caller's
-        cancellation: a client that hangs up mid-call must not leave the
-        connection inside an open transaction (aiosqlite finishes a statement
-        in its thread even when the awaiting coroutine is cancelled).
+        Group commit: writes queue up while the writer is busy, and the writer
+        runs everything queued in one transaction, each piece inside its own
+        savepoint (so one failing piece undoes only itself), with one commit,
+        hence one fsync, for all. Every caller is answered only after that
+        commit. The writer is a task of its own, so a caller that hangs up
+        mid-call cannot leave the connection inside an open transaction.
         """
-        return await asyncio.shield(self._run_transaction(work))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((work, future))
+        self._drained.clear()
+        self._queue_ready.set()
+        if self._writer_task is None or self._writer_task.done():
+            self._writer_task = asyncio.create_task(self._write_loop(), name="zbrain-sqlite-writer")
+        result: T = await asyncio.shield(future)
+        return result
 
-    async def _run_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        async with self._write_lock:
-            db = self._db
-            first_sequence = self._last_sequence
+    async def _write_loop(self) -> None:
+        while True:
+            await self._queue_ready.wait()
+            self._queue_ready.clear()
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_GROUP))]
+                async with self._write_lock:
+                    await self._commit_group(batch)
+            self._drained.set()
+
+    async def _commit_group(
+        self, batch: list[tuple[Callable[..., Awaitable[Any]], asyncio.Future[Any]]]
+    ) -> None:
+        db = self._db
+        savepoints = len(batch) > 1
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        first_sequence = self._last_sequence
+        try:
             with _translated("write to the database"):
                 await db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = await work(db)
-                    await db.commit()
-                except BaseException:
-                    self._pending_events, self._last_sequence = [], first_sequence
-                    with contextlib.suppress(sqlite3.Error):
-                        await db.rollback()
-                    raise
-            committed, self._pending_events = self._pending_events, []
-            if committed and self._listener is not None:
-                # Still under the write lock: listeners see events in sequence order.
-                self._listener(committed)
-            return result
+                for work, future in batch:
+                    events_mark, sequence_mark = len(self._pending_events), self._last_sequence
+                    if savepoints:
+                        await db.execute("SAVEPOINT piece")
+                    try:
+                        result = await work(db)
+                    except Exception as error:
+                        del self._pending_events[events_mark:]
+                        self._last_sequence = sequence_mark
+                        if not savepoints:
+                            raise
+                        await db.execute("ROLLBACK TO piece")
+                        await db.execute("RELEASE piece")
+                        outcomes.append((future, None, error))
+                        continue
+                    if savepoints:
+                        await db.execute("RELEASE piece")
+                    outcomes.append((future, result, None))
+                await db.commit()
+        except BaseException as error:
+            self._pending_events, self._last_sequence = [], first_sequence
+            with contextlib.suppress(sqlite3.Error):
+                await db.rollback()
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(
+                        error if isinstance(error, Exception) else StoreError("write canceled")
+                    )
+            if not isinstance(error, Exception):
+                raise
+            return
+        committed, self._pending_events = self._pending_events, []
+        if committed and self._listener is not None:
+            # Still under the write lock: listeners see events in sequence order.
+            self._listener(committed)
+        for future, result, failure in outcomes:
+            if future.done():
+                continue
+            if failure is not None:
+                future.set_exception(failure)
+            else:
+                future.set_result(result)
 
     async def _record(self, db: aiosqlite.Connection, records: Sequence[EventRecord]) -> None:
         """Write events in the current transaction, numbering them."""

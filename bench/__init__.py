@@ -1,0 +1,1 @@
+"""ZBrain's benchmark suite; see bench/run.py."""

@@ -1,0 +1,297 @@
+"""Load generators for bench/run.py; each mode prints one JSON line of figures.
+
+Every mode runs in its own process, so the server's CPU is its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
+from zbrain.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+
+SPEC = job_pb2.JobSpec(cmd=["true"], input_json='{"n": 1}')
+SUBMIT_BYTES = len(job_service_pb2.SubmitRequest(job=SPEC).SerializeToString())
+EVENT_BYTES = 160  # about the size of a job_submitted event message
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def emit(**figures: Any) -> None:
+    print(json.dumps(figures))
+
+
+# -- the ceiling ----------------------------------------------------------------------
+
+
+async def echo_server(port: int) -> None:
+    async def unary(request: bytes, context: Any) -> bytes:
+        return request
+
+    async def stream(request: bytes, context: Any) -> Any:
+        count = int(request)
+        message = b"x" * EVENT_BYTES
+        for _ in range(count):
+            yield message
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        [
+            grpc.method_handlers_generic_handler(
+                "bench.Echo",
+                {
+                    "Unary": grpc.unary_unary_rpc_method_handler(unary),
+                    "Stream": grpc.unary_stream_rpc_method_handler(stream),
+                },
+            )
+        ]
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+async def echo_unary(address: str, inflight: int, seconds: float) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.unary_unary("/bench.Echo/Unary")
+        payload = b"x" * SUBMIT_BYTES
+        done = 0
+        deadline = time.perf_counter() + seconds
+
+        async def loop() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                await call(payload)
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(inflight)))
+        emit(rate=done / (time.perf_counter() - started))
+
+
+async def echo_stream(address: str, subscribers: int, count: int) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.unary_stream("/bench.Echo/Stream")
+
+        async def subscriber() -> int:
+            return len([m async for m in call(str(count).encode())])
+
+        started = time.perf_counter()
+        received = sum(await asyncio.gather(*(subscriber() for _ in range(subscribers))))
+        emit(rate=received / (time.perf_counter() - started))
+
+
+# -- ZBrain ---------------------------------------------------------------------------
+
+
+async def submit(address: str, inflight: int, seconds: float) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        request = job_service_pb2.SubmitRequest(job=SPEC)
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+
+        async def loop() -> None:
+            while time.perf_counter() < deadline:
+                begun = time.perf_counter()
+                await stub.Submit(request)
+                latencies.append((time.perf_counter() - begun) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(inflight)))
+        elapsed = time.perf_counter() - started
+        emit(
+            rate=len(latencies) / elapsed,
+            p50_ms=statistics.median(latencies),
+            p99_ms=percentile(latencies, 0.99),
+        )
+
+
+async def batch(address: str, size: int, batches: int) -> None:
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_send_message_length", 64 << 20)]
+    ) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        request = job_service_pb2.SubmitBatchRequest(jobs=[SPEC] * size)
+        started = time.perf_counter()
+        for _ in range(batches):
+            await stub.SubmitBatch(request)
+        emit(rate=size * batches / (time.perf_counter() - started))
+
+
+async def dispatch(address: str, count: int) -> None:
+    """Submit-acknowledged to worker-received, with an idle SDK worker in this process."""
+    from zbrain import Job
+    from zbrain.worker import FunctionExecutor, Worker
+
+    received: dict[str, float] = {}
+    arrived = asyncio.Event()
+
+    async def note(job: Job) -> None:
+        received[job.id] = time.perf_counter()
+        arrived.set()
+
+    async with Worker(FunctionExecutor(note), server=address, concurrency=4):
+        await asyncio.sleep(0.5)
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            latencies = []
+            for _ in range(count):
+                arrived.clear()
+                response = await stub.Submit(job_service_pb2.SubmitRequest(job=SPEC))
+                acked = time.perf_counter()
+                await asyncio.wait_for(arrived.wait(), 10)
+                latencies.append(max(0.0, received[response.job.id] - acked) * 1000)
+                await asyncio.sleep(0.005)  # the worker is idle again before the next
+    emit(p50_ms=statistics.median(latencies), p99_ms=percentile(latencies, 0.99))
+
+
+async def count_finished(address: str, total: int, after: int) -> float:
+    """Wait until `total` jobs succeeded (from the event stream); return when."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        done = 0
+        request = job_service_pb2.StreamEventsRequest(
+            after_sequence=after, follow=True, topic_prefix="jobs/"
+        )
+        async for response in stub.StreamEvents(request):
+            for event in response.events:
+                if (
+                    event.WhichOneof("payload") == "job_state_changed"
+                    and event.job_state_changed.to_state == job_pb2.JOB_STATE_SUCCEEDED
+                ):
+                    done += 1
+            if done >= total:
+                return time.perf_counter()
+    raise RuntimeError("event stream ended early")
+
+
+async def end_to_end(address: str, total: int, spec: job_pb2.JobSpec) -> None:
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_send_message_length", 64 << 20)]
+    ) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        watcher = asyncio.ensure_future(count_finished(address, total, 0))
+        await asyncio.sleep(0.3)
+        started = time.perf_counter()
+        for offset in range(0, total, 1000):
+            await stub.SubmitBatch(
+                job_service_pb2.SubmitBatchRequest(jobs=[spec] * min(1000, total - offset))
+            )
+        finished = await watcher
+        emit(rate=total / (finished - started))
+
+
+async def e2e(address: str, workers: int, total: int) -> None:
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.load", "sdk-worker", address
+        )
+        for _ in range(workers)
+    ]
+    await asyncio.sleep(1.5)
+    try:
+        await end_to_end(address, total, SPEC)
+    finally:
+        for child in children:
+            child.terminate()
+            await child.wait()
+
+
+async def sdk_worker(address: str) -> None:
+    from zbrain import Job
+    from zbrain.worker import FunctionExecutor, Worker
+
+    async def noop(job: Job) -> None:
+        return None
+
+    await Worker(FunctionExecutor(noop), server=address, concurrency=64).run()
+
+
+async def events(address: str, subscribers: int, count: int) -> None:
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_send_message_length", 64 << 20)]
+    ) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        start_after = 0
+        async for response in stub.StreamEvents(job_service_pb2.StreamEventsRequest()):
+            start_after = response.events[-1].sequence if response.events else start_after
+        latencies: list[float] = []
+
+        async def subscriber() -> None:
+            seen = 0
+            call = stub.StreamEvents(
+                job_service_pb2.StreamEventsRequest(after_sequence=start_after, follow=True)
+            )
+            async for response in call:
+                now = time.time()
+                for event in response.events:
+                    latencies.append((now - event.time.ToMicroseconds() / 1e6) * 1000)
+                seen += len(response.events)
+                if seen >= count:
+                    call.cancel()
+                    return
+
+        tasks = [asyncio.ensure_future(subscriber()) for _ in range(subscribers)]
+        await asyncio.sleep(0.5)
+        started = time.perf_counter()
+        for offset in range(0, count, 500):
+            await stub.SubmitBatch(
+                job_service_pb2.SubmitBatchRequest(jobs=[SPEC] * min(500, count - offset))
+            )
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+        emit(rate=subscribers * count / elapsed, p99_ms=percentile(latencies, 0.99))
+
+
+async def logs(address: str, lines: int) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        await stub.Submit(job_service_pb2.SubmitRequest(job=SPEC))
+        lease = (
+            await stub.AcquireLease(
+                job_service_pb2.AcquireLeaseRequest(
+                    worker_id="bench", wait_timeout=Duration(seconds=5)
+                )
+            )
+        ).leases[0]
+        line = job_pb2.LogLine(stream=job_pb2.LOG_STREAM_STDOUT, text="x" * 80)
+        request = job_service_pb2.ReportLogsRequest(
+            job_id=lease.job.id, lease_epoch=lease.lease_epoch, lines=[line] * 1000
+        )
+        started = time.perf_counter()
+        for _ in range(lines // 1000):
+            await stub.ReportLogs(request)
+        emit(rate=(lines // 1000) * 1000 / (time.perf_counter() - started))
+
+
+def main() -> None:
+    mode, *args = sys.argv[1:]
+    runs = {
+        "echo-server": lambda: echo_server(int(args[0])),
+        "echo-unary": lambda: echo_unary(args[0], int(args[1]), float(args[2])),
+        "echo-stream": lambda: echo_stream(args[0], int(args[1]), int(args[2])),
+        "submit": lambda: submit(args[0], int(args[1]), float(args[2])),
+        "batch": lambda: batch(args[0], int(args[1]), int(args[2])),
+        "dispatch": lambda: dispatch(args[0], int(args[1])),
+        "e2e": lambda: e2e(args[0], int(args[1]), int(args[2])),
+        "e2e-process": lambda: end_to_end(args[0], int(args[1]), SPEC),
+        "sdk-worker": lambda: sdk_worker(args[0]),
+        "events": lambda: events(args[0], int(args[1]), int(args[2])),
+        "logs": lambda: logs(args[0], int(args[1])),
+    }
+    asyncio.run(runs[mode]())
+
+
+if __name__ == "__main__":
+    main()

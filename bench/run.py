@@ -1,0 +1,285 @@
+"""ZBrain benchmarks: real server, separate client and worker processes, one table.
+
+    python -m bench.run            # the full suite (make bench)
+    python -m bench.run --tiny     # a few hundred jobs, to prove every figure is produced
+
+Each figure is the median of --repeat runs with its spread (min..max), and is
+also given as a ratio to a bare grpc.aio echo server measured in the same run,
+because absolute numbers drift on a shared machine. Results are printed as a
+table and written as JSON to bench/results/. No assertion is made about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+@dataclass
+class Figure:
+    """One measured quantity over several runs."""
+
+    name: str
+    unit: str
+    values: list[float] = field(default_factory=list)
+    ceiling: float | None = None  # the same quantity for the bare echo server
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def row(self) -> list[str]:
+        spread = f"{min(self.values):,.1f}..{max(self.values):,.1f}"
+        ratio = f"{self.median / self.ceiling:.2f}" if self.ceiling else "-"
+        return [self.name, f"{self.median:,.1f}", self.unit, spread, ratio]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_load(*args: str) -> dict[str, Any]:
+    """Run one load generator in its own process and return what it measured."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.load", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"bench.load {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+class Server:
+    """A `zbrain serve` process on a fresh data directory (SQLite, default durability)."""
+
+    def __init__(self, *extra: str, env: dict[str, str] | None = None) -> None:
+        self.data = tempfile.mkdtemp(prefix="zbrain-bench-")
+        self.extra = extra
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[str] | None = None
+        self.address = ""
+
+    def __enter__(self) -> Server:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "zbrain",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                self.data,
+                *self.extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=self.env,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            found = re.search(r"listening on (\S+)", line)
+            if found:
+                self.address = found.group(1)
+                return self
+        raise RuntimeError("server did not start")
+
+    def rss_mb(self) -> float:
+        assert self.process is not None
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        subprocess.run(["rm", "-rf", self.data], check=False)
+
+
+def measure(
+    repeat: int, once: Callable[[], dict[str, Any]], keys: dict[str, tuple[str, str]]
+) -> list[Figure]:
+    figures = {key: Figure(name, unit) for key, (name, unit) in keys.items()}
+    for _ in range(repeat):
+        result = once()
+        for key, figure in figures.items():
+            figure.values.append(float(result[key]))
+    return list(figures.values())
+
+
+def suite(tiny: bool, repeat: int) -> list[Figure]:
+    seconds = "1" if tiny else "4"
+    jobs = 300 if tiny else 20_000
+    figures: list[Figure] = []
+
+    # The ceiling: a bare grpc.aio unary echo and server-streaming, same message sizes.
+    echo_port = free_port()
+    echo = subprocess.Popen(
+        [sys.executable, "-m", "bench.load", "echo-server", str(echo_port)], cwd=ROOT
+    )
+    time.sleep(1.0)
+    try:
+        ceiling_unary = measure(
+            repeat,
+            lambda: run_load("echo-unary", f"127.0.0.1:{echo_port}", "64", seconds),
+            {"rate": ("echo unary @64 (ceiling)", "calls/s")},
+        )[0]
+        ceiling_stream = measure(
+            repeat,
+            lambda: run_load(
+                "echo-stream", f"127.0.0.1:{echo_port}", "10", "2000" if tiny else "40000"
+            ),
+            {"rate": ("echo server-stream x10 (ceiling)", "msgs/s")},
+        )[0]
+    finally:
+        echo.terminate()
+        echo.wait()
+    figures += [ceiling_unary, ceiling_stream]
+
+    with Server() as server:
+        for inflight in ("1", "16", "64", "256"):
+            rate, p50, p99 = measure(
+                repeat,
+                functools.partial(run_load, "submit", server.address, inflight, seconds),
+                {
+                    "rate": (f"Submit @{inflight} in flight", "jobs/s"),
+                    "p50_ms": (f"Submit @{inflight} p50", "ms"),
+                    "p99_ms": (f"Submit @{inflight} p99", "ms"),
+                },
+            )
+            rate.ceiling = ceiling_unary.median if inflight == "64" else None
+            figures += [rate, p50, p99]
+        for size in ("100", "1000"):
+            figures += measure(
+                repeat,
+                functools.partial(run_load, "batch", server.address, size, "3" if tiny else "20"),
+                {"rate": (f"SubmitBatch x{size}", "jobs/s")},
+            )
+        figures.append(Figure("server RSS after submits", "MB", [server.rss_mb()]))
+
+    with Server() as server:
+        figures += measure(
+            repeat,
+            lambda: run_load("dispatch", server.address, "50" if tiny else "500"),
+            {
+                "p50_ms": ("dispatch latency p50 (idle worker)", "ms"),
+                "p99_ms": ("dispatch latency p99", "ms"),
+            },
+        )
+
+    for workers in ("2", "8"):
+        with Server() as server:
+            figures += measure(
+                1,
+                functools.partial(run_load, "e2e", server.address, workers, str(jobs)),
+                {"rate": (f"end-to-end no-op, {workers} SDK workers", "jobs/s")},
+            )
+
+    with Server("--workers", "2") as server:
+        figures += measure(
+            1,
+            lambda: run_load("e2e-process", server.address, str(min(jobs, 100 if tiny else 2000))),
+            {"rate": ("end-to-end `true`, local process worker", "jobs/s")},
+        )
+
+    with Server() as server:
+        for subscribers in ("1", "10"):
+            fan = measure(
+                repeat,
+                functools.partial(
+                    run_load, "events", server.address, subscribers, "2000" if tiny else "20000"
+                ),
+                {
+                    "rate": (f"StreamEvents fan-out x{subscribers}", "events/s"),
+                    "p99_ms": (f"StreamEvents x{subscribers} p99 delivery", "ms"),
+                },
+            )
+            if subscribers == "10":
+                fan[0].ceiling = ceiling_stream.median
+            figures += fan
+        figures += measure(
+            repeat,
+            lambda: run_load("logs", server.address, "5000" if tiny else "200000"),
+            {"rate": ("log lines ingested from one worker", "lines/s")},
+        )
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="a few hundred jobs: proves every figure is produced"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (default 3)")
+    args = parser.parse_args()
+    started = time.time()
+    figures = suite(args.tiny, 1 if args.tiny else args.repeat)
+    headers = ["figure", "median", "unit", "spread (min..max)", "ratio to echo"]
+    rows = [f.row() for f in figures]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for row in (headers, *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}{'-tiny' if args.tiny else ''}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "machine": f"{os.cpu_count()} CPUs, {os.uname().sysname} {os.uname().machine}",
+                "tiny": args.tiny,
+                "seconds": round(time.time() - started, 1),
+                "figures": [
+                    {
+                        "name": f.name,
+                        "unit": f.unit,
+                        "values": f.values,
+                        "median": f.median,
+                        "ceiling": f.ceiling,
+                    }
+                    for f in figures
+                ],
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwritten to {out.relative_to(ROOT)} in {time.time() - started:.0f}s")
+    missing = [f.name for f in figures if not f.values]
+    if missing:
+        print("figures missing: " + ", ".join(missing), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
