@@ -135,6 +135,15 @@ def check_job_id(job_id: str, field: str = "job_id") -> str:
     return job_id
 
 
+def _check_json(text: str, field: str, violations: Violations) -> None:
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        violations.add(field, f"is not valid JSON: {exc}")
+    except RecursionError:
+        violations.add(field, "is nested too deeply")
+
+
 def _check_text(value: str, field: str, violations: Violations) -> None:
     if "\x00" in value:
         violations.add(field, "must not contain NUL characters")
@@ -206,10 +215,7 @@ def new_job(
             f"{field}.input_json", f"is {input_bytes} bytes; the limit is {limits.max_input_bytes}"
         )
     else:
-        try:
-            json.loads(input_json)
-        except ValueError as exc:
-            v.add(f"{field}.input_json", f"is not valid JSON: {exc}")
+        _check_json(input_json, f"{field}.input_json", v)
 
     _check_string_map(
         spec.env,
@@ -361,7 +367,13 @@ def log_records(lines: Sequence[job_pb2.LogLine], field: str, limits: Limits) ->
         if stream is None:
             v.add(f"{field}[{i}].stream", "must be STDOUT, STDERR or SYSTEM")
             continue
-        time_us = line.time.ToMicroseconds() if line.HasField("time") else received_us
+        time_us = received_us
+        if line.HasField("time"):
+            try:
+                time_us = line.time.ToMicroseconds()
+            except ValueError:
+                v.add(f"{field}[{i}].time", "must be a valid timestamp")
+                continue
         records.append((stream, time_us, truncate_line(line.text, limits.max_log_line_bytes)))
     v.raise_if_any("invalid log lines")
     return records
@@ -384,10 +396,7 @@ def attempt_result(result: job_service_pb2.AttemptResult, field: str = "result")
     if outcome is None:
         v.add(f"{field}.outcome", "must be SUCCEEDED, FAILED, CANCELED or TIMED_OUT")
     if result.output_json:
-        try:
-            json.loads(result.output_json)
-        except ValueError as exc:
-            v.add(f"{field}.output_json", f"is not valid JSON: {exc}")
+        _check_json(result.output_json, f"{field}.output_json", v)
     v.raise_if_any("invalid attempt result")
     assert outcome is not None
     return AttemptResult(
