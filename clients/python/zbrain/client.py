@@ -367,15 +367,9 @@ class Client:
         request = job_service_pb2.StreamLogsRequest(
             job_id=job_id, after_sequence=after, follow=follow
         )
-        call = self._stub.StreamLogs(request)
-        try:
-            async for response in call:
-                for line in response.lines:
-                    yield LogLine.from_proto(line)
-        except grpc.aio.AioRpcError as error:
-            raise _error(self.target, error) from None
-        finally:
-            call.cancel()
+        async for response in self._responses(self._stub.StreamLogs(request)):
+            for line in response.lines:
+                yield LogLine.from_proto(line)
 
     async def events(
         self,
@@ -393,11 +387,15 @@ class Client:
         request = job_service_pb2.StreamEventsRequest(
             org_id=org or "", topic_prefix=topic_prefix, after_sequence=after, follow=follow
         )
-        call = self._stub.StreamEvents(request)
+        async for response in self._responses(self._stub.StreamEvents(request)):
+            for event in response.events:
+                yield Event.from_proto(event)
+
+    async def _responses(self, call: Any) -> AsyncIterator[Any]:
+        """A server stream's messages, errors mapped; the call ends with the iteration."""
         try:
             async for response in call:
-                for event in response.events:
-                    yield Event.from_proto(event)
+                yield response
         except grpc.aio.AioRpcError as error:
             raise _error(self.target, error) from None
         finally:
