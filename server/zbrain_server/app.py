@@ -45,6 +45,7 @@ SERVICE_NAMES = (
 )
 HEALTH_CHECK_INTERVAL_S = 5.0
 QUEUE_DEPTH_INTERVAL_S = 5.0
+TOKEN_CHECK_INTERVAL_S = 1.0
 
 
 def _is_loopback(listen: str) -> bool:
@@ -123,16 +124,14 @@ class ZBrainServer:
         store.set_event_listener(bus.publish)
         self._dispatcher = dispatcher = Dispatcher(store, config, signals, self.telemetry)
         auth_required = await self._auth_required(store)
+        self._auth = AuthInterceptor(
+            store.find_token,
+            required=auth_required,
+            max_streams_per_client=config.limits.max_streams_per_client,
+        )
         server = grpc.aio.server(
             options=server_options(config),
-            interceptors=[
-                self.telemetry.interceptor(),
-                AuthInterceptor(
-                    store.find_token,
-                    required=auth_required,
-                    max_streams_per_client=config.limits.max_streams_per_client,
-                ),
-            ],
+            interceptors=[self.telemetry.interceptor(), self._auth],
         )
         job_service_pb2_grpc.add_JobServiceServicer_to_server(
             JobServicer(config, store, dispatcher, blobs, signals, bus), server
@@ -168,6 +167,8 @@ class ZBrainServer:
             asyncio.create_task(self._retention(store, blobs), name="zbrain-retention"),
             asyncio.create_task(self._measure_queue(store), name="zbrain-queue-depth"),
         ]
+        if config.auth is None and not auth_required:
+            self._tasks.append(asyncio.create_task(self._watch_tokens(store), name="zbrain-auth"))
         if config.local_workers:
             await self._start_local_workers()
 
@@ -233,6 +234,19 @@ class ZBrainServer:
             if ok != healthy:
                 healthy = ok
                 await self._set_serving(ok)
+
+    async def _watch_tokens(self, store: JobStore) -> None:
+        """Turn auth on as soon as a token appears (made with `zbrain token create
+        --data-dir` while the server runs); it is never turned off again."""
+        while True:
+            await asyncio.sleep(TOKEN_CHECK_INTERVAL_S)
+            try:
+                if await store.has_tokens():
+                    self._auth.required = self.auth_required = True
+                    log.warning("a token exists now: every call needs a token from here on")
+                    return
+            except ZBrainError as exc:
+                log.warning("could not look for tokens: %s", exc)
 
     async def _measure_queue(self, store: JobStore) -> None:
         """Refresh the queue-depth gauge; a scrape then never waits for the database."""

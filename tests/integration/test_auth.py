@@ -318,3 +318,21 @@ async def test_the_artifact_count_per_job_is_capped(start_server) -> None:
         await upload("two.txt")
     assert error.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "max_artifacts_per_job" in error.value.details()
+
+
+async def test_auth_turns_on_while_running_when_a_token_appears(start_server) -> None:
+    server = await start_server()
+    async with await Client.connect(server.address) as anonymous:
+        await anonymous.submit(["true"])
+        await create_token(server.store, "ops", Role.ADMIN, "made on the host")
+
+        async def refused() -> bool:
+            try:
+                await anonymous.submit(["true"])
+            except UnauthenticatedError:
+                return True
+            return False
+
+        from tests.conftest import eventually
+
+        await eventually(refused, timeout=10)
