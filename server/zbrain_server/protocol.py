@@ -330,7 +330,7 @@ def _decode_page_token(token: str, fingerprint: str) -> str:
     try:
         body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         after, filter_key = body["after"], body["filter"]
-    except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError, binascii.Error) as exc:
         raise bad("is not a token returned by List; pass next_page_token unchanged") from exc
     if not isinstance(after, str) or not is_job_id(after):
         raise bad("is not a token returned by List; pass next_page_token unchanged")
