@@ -30,7 +30,7 @@ run: $(INSTALLED)
 	$(BIN)/zbrain serve --data-dir $(DATA_DIR) --workers 4 --metrics-listen $(METRICS_LISTEN)
 
 ## test: every check, every test, and the benchmarks once in a tiny configuration.
-test: setup lint pytest bench-smoke
+test: setup lint bench-smoke pytest
 
 lint: setup check-stubs buf-lint
 	$(BIN)/ruff check .
