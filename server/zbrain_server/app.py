@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
 import sys
 
@@ -24,7 +25,7 @@ from zbrain.v1 import (
 )
 
 from .artifacts import BlobStore
-from .auth import AuthInterceptor
+from .auth import AuthInterceptor, Role, new_token
 from .config import ServerConfig
 from .dispatch import Dispatcher
 from .events import EventBus
@@ -124,10 +125,14 @@ class ZBrainServer:
         store.set_event_listener(bus.publish)
         self._dispatcher = dispatcher = Dispatcher(store, config, signals, self.telemetry)
         auth_required = await self._auth_required(store)
+        local_token, self._local_bearer = new_token(
+            config.default_org, Role.WORKER, "local worker pool", now_us()
+        )
         self._auth = AuthInterceptor(
             store.find_token,
             required=auth_required,
             max_streams_per_client=config.limits.max_streams_per_client,
+            extra_tokens=[local_token],
         )
         server = grpc.aio.server(
             options=server_options(config),
@@ -286,6 +291,7 @@ class ZBrainServer:
             str(self.config.local_workers),
             "--org",
             self.config.default_org,
+            env={**os.environ, "ZBRAIN_TOKEN": self._local_bearer},
         )
         log.info("started a local worker process with %d slots", self.config.local_workers)
 

@@ -20,7 +20,7 @@ import enum
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,9 +180,16 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authenticates every call and checks its role; sets `caller()` for the handler."""
 
     def __init__(
-        self, find_token: Callable[[str], Any], required: bool, max_streams_per_client: int
+        self,
+        find_token: Callable[[str], Any],
+        required: bool,
+        max_streams_per_client: int,
+        extra_tokens: Sequence[Token] = (),
     ) -> None:
         self._find_token = find_token  # async (token id) -> Token | None
+        # Tokens that live only in this process (the local worker pool's): they
+        # are never stored, so they do not turn auth on by existing.
+        self._extra_tokens = {token.id: token for token in extra_tokens}
         self.required = required
         self._max_streams = max_streams_per_client
         self._streams: collections.Counter[str] = collections.Counter()
@@ -247,7 +254,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if scheme.lower() != "bearer" or not bearer:
             raise UnauthenticatedError("the authorization header must be 'Bearer <token>'")
         token_id, secret = parse_bearer(bearer.strip())
-        token: Token | None = await self._find_token(token_id)
+        token: Token | None = self._extra_tokens.get(token_id) or await self._find_token(token_id)
         if token is None or not matches(token, secret):
             raise UnauthenticatedError("unknown token")
         if token.revoke_time_us is not None:

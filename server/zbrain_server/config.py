@@ -158,6 +158,11 @@ class ServerConfig:
             problems.append("TLS needs both --tls-cert and --tls-key")
         if self.tls_client_ca is not None and self.tls_cert is None:
             problems.append("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        if self.local_workers and self.tls_cert is not None:
+            problems.append(
+                "--workers connects its worker over plaintext loopback; with TLS, run "
+                "`zbrain worker --tls-ca ...` instead"
+            )
         if self.event_buffer < 1:
             problems.append("ZBRAIN_EVENT_BUFFER must be at least 1")
         if self.local_workers < 0:

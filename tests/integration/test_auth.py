@@ -336,3 +336,40 @@ async def test_auth_turns_on_while_running_when_a_token_appears(start_server) ->
         from tests.conftest import eventually
 
         await eventually(refused, timeout=10)
+
+
+def test_the_local_worker_pool_keeps_working_once_auth_is_on(processes, tmp_path: Path) -> None:
+    import os
+
+    from tests.integration.test_cli import zbrain
+
+    data = tmp_path / "data"
+    _, address = processes.server(data, "--workers", "1", "--auth", "required")
+    admin = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zbrain",
+            "token",
+            "create",
+            "--data-dir",
+            str(data),
+            "--org",
+            "default",
+            "--role",
+            "admin",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "zbrain", "submit", "--wait", "--", "echo", "hi"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ZBRAIN_SERVER": address, "ZBRAIN_TOKEN": admin},
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SUCCEEDED" in out.stdout
+    assert zbrain(address, "list").returncode == 1, "and anonymous calls are refused"
