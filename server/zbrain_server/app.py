@@ -116,8 +116,16 @@ class ZBrainServer:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
+        """Open the store and start serving; on any failure, release what was started."""
+        self._store = await open_store(self.config.data_dir)
+        try:
+            await self._start(self._store)
+        except BaseException:
+            await self.stop(grace_s=0)
+            raise
+
+    async def _start(self, store: JobStore) -> None:
         config = self.config
-        self._store = store = await open_store(config.data_dir)
         blobs = BlobStore(config.artifact_root)
         blobs.open()
         signals = JobSignals()
@@ -161,7 +169,6 @@ class ZBrainServer:
                 else server.add_insecure_port(config.listen)
             )
         except RuntimeError as exc:
-            await store.close()
             raise ZBrainError(f"cannot listen on {config.listen}: {exc}") from exc
         await server.start()
         self._server = server
@@ -189,7 +196,6 @@ class ZBrainServer:
         self.auth_required = required
         open_to_network = not _is_loopback(config.listen)
         if open_to_network and not config.insecure and (not required or config.tls_cert is None):
-            await store.close()
             missing = "auth" if not required else "TLS"
             raise ZBrainError(
                 f"refusing to listen on {config.listen} without {missing}: create a token "

@@ -97,6 +97,12 @@ class BlobStore:
                 f"artifact {announced.name!r} is {announced.size_bytes} bytes; "
                 f"the limit per file is {max_bytes}"
             )
+        try:
+            return await self._write(chunks, announced)
+        except OSError as exc:
+            raise StoreError(f"cannot store artifact {announced.name!r}: {exc.strerror}") from exc
+
+    async def _write(self, chunks: AsyncIterable[bytes], announced: Artifact) -> Artifact:
         digest = hashlib.sha256()
         size = 0
         fd, temp_name = tempfile.mkstemp(dir=self._incoming)

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from zbrain.errors import StaleLeaseError, ZBrainError
+from zbrain.errors import StaleLeaseError
 from zbrain.logs import job_fields
 
 from . import events
@@ -230,6 +230,7 @@ class Dispatcher:
             future.add_done_callback(self._give_back_later)
             raise
         finally:
+            waiter.capacity = 0  # a pass that still holds it in its snapshot skips it
             self._consumers.remove(waiter)
 
     def _give_back_later(self, future: asyncio.Future[list[Lease]]) -> None:
@@ -263,8 +264,12 @@ class Dispatcher:
             job = await self._store.finish_attempt(
                 job_id, lease_epoch, result, now_us(), self._retry
             )
-        finally:
+        except StaleLeaseError:
             self._release(job_id, lease_epoch)
+            raise
+        # Released only once recorded: after a passing store error the worker
+        # may send the result again under the same lease.
+        self._release(job_id, lease_epoch)
         self._finished(job)
         return job
 
@@ -273,10 +278,9 @@ class Dispatcher:
     async def connect(self, session: WorkerSession) -> None:
         """Register a worker stream; a reconnect with the same id replaces the old one."""
         old = self._sessions.get(session.worker_id)
-        if old is not None:
+        if old is not None:  # its own handler ends it and calls disconnect()
             old.closed = True
             old.outbox.put_nowait(None)
-            asyncio.get_running_loop().create_task(self.disconnect(old))
         self._sessions[session.worker_id] = session
         self._consumers.append(session)
         self.kick()
@@ -344,7 +348,7 @@ class Dispatcher:
             self._kick.clear()
             try:
                 await self._pump()
-            except ZBrainError:
+            except Exception:
                 log.exception(
                     "dispatch pass failed; retrying in %.1fs", self._config.poll_interval_s
                 )
@@ -360,6 +364,8 @@ class Dispatcher:
             if self._consumers:
                 self._consumers.append(self._consumers.pop(0))
             for consumer in list(self._consumers):
+                if consumer not in self._consumers:
+                    continue  # it left while this pass awaited the store
                 orgs = [org for org in consumer.orgs_in_turn() if org not in exhausted]
                 wanted = consumer.free_slots
                 if wanted <= 0 or not orgs:
@@ -419,7 +425,7 @@ class Dispatcher:
             await asyncio.sleep(self._config.poll_interval_s)
             try:
                 await self.reap()
-            except ZBrainError:
+            except Exception:
                 log.exception("reaping leases failed; trying again next tick")
             self.kick()
 
@@ -433,7 +439,8 @@ class Dispatcher:
         for job in failed:
             session = self._holders.pop(job.id, None)
             if session is not None:
-                session.silent = True
+                # Missed heartbeats, not an overrun job, make a worker suspect.
+                session.silent = session.silent or job in expired
                 epoch = session.active.pop(job.id, None)
                 if epoch is not None and not session.closed:
                     session.outbox.put_nowait(CancelNotice(job.id, epoch, job.last_error))

@@ -331,9 +331,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def RenewLease(
         self, request: pb.RenewLeaseRequest, context: grpc.aio.ServicerContext
     ) -> pb.RenewLeaseResponse:
-        job = await self._dispatcher.renew(
-            protocol.check_job_id(request.job_id), request.lease_epoch
-        )
+        await self._own_lease(request.job_id)
+        job = await self._dispatcher.renew(request.job_id, request.lease_epoch)
         return pb.RenewLeaseResponse(
             expire_time=protocol.timestamp(job.lease_expire_time_us),
             cancel_requested=job.cancel_requested,

@@ -19,7 +19,6 @@ import grpc
 from zbrain.errors import (
     FieldViolation,
     InvalidArgumentError,
-    NotFoundError,
     StaleLeaseError,
     ZBrainError,
 )
@@ -160,14 +159,17 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         """Apply one report about a lease; a stale lease is answered with LeaseRejected.
 
         Rejection is not an error of the stream: the worker stops that attempt
-        and carries on with its others.
+        and carries on with its others (a failure of one lease never costs the
+        worker its connection and its other attempts).
         """
         job_id = protocol.check_job_id(ref.job_id, "lease.job_id")
         try:
             if session.active.get(job_id) != ref.lease_epoch:
                 raise StaleLeaseError(f"lease {ref.lease_epoch} of job {job_id} is not held here")
             await apply(job_id=job_id, lease_epoch=ref.lease_epoch)
-        except (StaleLeaseError, NotFoundError) as error:
+        except InvalidArgumentError:
+            raise  # a malformed message is a protocol error: it ends the stream
+        except ZBrainError as error:  # stale, unknown, or failed for this lease only
             session.outbox.put_nowait(
                 wpb.ConnectResponse(rejected=wpb.LeaseRejected(lease=ref, reason=str(error)))
             )

@@ -249,27 +249,34 @@ async def test_the_pending_quota_is_enforced_at_its_edge(start_server) -> None:
         await client.submit(["true"], org="calm")
 
 
-async def test_log_bytes_per_job_are_capped(start_server) -> None:
+async def test_log_bytes_per_job_are_capped_with_a_marker(start_server) -> None:
     from zbrain_server.config import Limits
 
     server = await start_server(limits=Limits(max_log_bytes_per_job=10))
     stub = job_service_pb2_grpc.JobServiceStub(grpc.aio.insecure_channel(server.address))
     async with await Client.connect(server.address) as client:
         job = await client.submit(["true"])
-    lease = (await stub.AcquireLease(job_service_pb2.AcquireLeaseRequest(worker_id="w"))).leases[0]
+        lease = (
+            await stub.AcquireLease(job_service_pb2.AcquireLeaseRequest(worker_id="w"))
+        ).leases[0]
 
-    def line(text: str) -> job_pb2.LogLine:
-        return job_pb2.LogLine(stream=job_pb2.LOG_STREAM_STDOUT, text=text)
+        def report(*texts: str) -> job_service_pb2.ReportLogsRequest:
+            return job_service_pb2.ReportLogsRequest(
+                job_id=job.id,
+                lease_epoch=lease.lease_epoch,
+                lines=[job_pb2.LogLine(stream=job_pb2.LOG_STREAM_STDOUT, text=t) for t in texts],
+            )
 
-    report = job_service_pb2.ReportLogsRequest(job_id=job.id, lease_epoch=lease.lease_epoch)
-    report.lines.extend([line("x" * 10)])
-    await stub.ReportLogs(report)
-    del report.lines[:]
-    report.lines.append(line("y"))
-    with pytest.raises(grpc.aio.AioRpcError) as error:
-        await stub.ReportLogs(report)
-    assert error.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "max_log_bytes_per_job" in error.value.details()
+        await stub.ReportLogs(report("x" * 6, "y" * 4))  # exactly at the limit
+        await stub.ReportLogs(report("z"))  # past it: dropped, one marker
+        await stub.ReportLogs(report("w"))  # nothing more, not even a second marker
+
+        texts = [line.text async for line in client.logs(job.id)]
+    assert texts == [
+        "x" * 6,
+        "y" * 4,
+        "[log limit reached: further output of this job is not stored]",
+    ]
 
 
 async def test_streams_per_client_are_capped(start_server) -> None:

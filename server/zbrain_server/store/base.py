@@ -134,8 +134,8 @@ class JobStore(abc.ABC):
     ) -> list[LogLine]:
         """Append lines to a leased job, numbering them; StaleLeaseError if not live.
 
-        With `max_bytes`, ResourceExhaustedError (nothing stored) when the job's
-        log text would grow past it.
+        With `max_bytes`, lines past the job's log budget are dropped and one
+        SYSTEM line says so; after that the job's log takes nothing more.
         """
 
     @abc.abstractmethod

@@ -1,9 +1,10 @@
 """The embedded default store: SQLite through aiosqlite, in WAL mode.
 
-Every query lives in this module. Writes go through one connection guarded by
-a lock (SQLite has a single writer anyway) and each is one `BEGIN IMMEDIATE`
-transaction; reads use a second connection, which WAL lets run beside the
-writer. `synchronous=FULL`: a job is on disk before its Submit is answered.
+Every query lives in this module. Writes go through one connection and one
+writer task (SQLite has a single writer anyway), which commits whatever is
+queued together (group commit, see `_transaction`); reads use a second
+connection, which WAL lets run beside the writer. `synchronous=FULL`: a job is
+on disk before its Submit is answered.
 """
 
 from __future__ import annotations
@@ -366,8 +367,8 @@ class SqliteJobStore(JobStore):
         self._writer, self._reader = writer, reader
 
     async def close(self) -> None:
-        if self._queue:  # let queued writes finish
-            await self._drained.wait()
+        if self._writer_task is not None and not self._drained.is_set():
+            await self._drained.wait()  # let queued and running writes finish
         if self._writer_task is not None:
             self._writer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -440,12 +441,12 @@ class SqliteJobStore(JobStore):
     async def _commit_group(
         self, batch: list[tuple[Callable[..., Awaitable[Any]], asyncio.Future[Any]]]
     ) -> None:
-        db = self._db
         savepoints = len(batch) > 1
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         first_sequence = self._last_sequence
         try:
             with _translated("write to the database"):
+                db = self._db
                 await db.execute("BEGIN IMMEDIATE")
                 for work, future in batch:
                     events_mark, sequence_mark = len(self._pending_events), self._last_sequence
@@ -453,11 +454,16 @@ class SqliteJobStore(JobStore):
                         await db.execute("SAVEPOINT piece")
                     try:
                         result = await work(db)
-                    except Exception as error:
+                    except Exception as raised:
+                        error = (
+                            StoreError(f"could not write to the database: {raised}")
+                            if isinstance(raised, sqlite3.Error)
+                            else raised
+                        )
                         del self._pending_events[events_mark:]
                         self._last_sequence = sequence_mark
                         if not savepoints:
-                            raise
+                            raise error from raised
                         await db.execute("ROLLBACK TO piece")
                         await db.execute("RELEASE piece")
                         outcomes.append((future, None, error))
@@ -712,16 +718,11 @@ class SqliteJobStore(JobStore):
             async with db.execute(_SELECT_LOG_COUNT, (job_id,)) as cursor:
                 row = await cursor.fetchone()
             count, stored_bytes = (row[0], row[1]) if row else (0, 0)
-            adding = sum(len(text.encode()) for _, _, text in records)
-            if max_bytes is not None and stored_bytes + adding > max_bytes:
-                raise ResourceExhaustedError(
-                    f"job {job_id} has {stored_bytes} bytes of log; the limit per job "
-                    f"(max_log_bytes_per_job) is {max_bytes}"
-                )
+            kept, total_bytes = _within_log_budget(records, stored_bytes, max_bytes)
             first = count + 1
             lines = [
                 LogLine(first + i, stream, job.attempt, time_us, text)
-                for i, (stream, time_us, text) in enumerate(records)
+                for i, (stream, time_us, text) in enumerate(kept)
             ]
             await db.executemany(
                 _INSERT_LOG,
@@ -730,9 +731,7 @@ class SqliteJobStore(JobStore):
                     for ln in lines
                 ],
             )
-            await db.execute(
-                _UPDATE_LOG_COUNT, (first - 1 + len(lines), stored_bytes + adding, job_id)
-            )
+            await db.execute(_UPDATE_LOG_COUNT, (first - 1 + len(lines), total_bytes, job_id))
             if lines:
                 await self._record(db, [events.logged(job, lines)])
             return lines
@@ -892,6 +891,27 @@ async def _with_artifacts_of_all(db: aiosqlite.Connection, jobs: list[Job]) -> l
 
 async def _with_artifacts(db: aiosqlite.Connection, job: Job) -> Job:
     return (await _with_artifacts_of_all(db, [job]))[0]
+
+
+LOG_LIMIT_MARK = "[log limit reached: further output of this job is not stored]"
+
+
+def _within_log_budget(
+    records: Sequence[LogRecord], stored: int, limit: int | None
+) -> tuple[list[LogRecord], int]:
+    """The records that fit under the job's log limit, plus one marker line when
+    some did not, and the job's new log byte count. Once marked, the count is
+    one past the limit, and nothing more is stored."""
+    if limit is not None and stored > limit:
+        return [], stored
+    kept: list[LogRecord] = []
+    for record in records:
+        size = len(record[2].encode())
+        if limit is not None and stored + size > limit:
+            return [*kept, (LogStream.SYSTEM, record[1], LOG_LIMIT_MARK)], limit + 1
+        stored += size
+        kept.append(record)
+    return kept, stored
 
 
 async def _check_pending_quota(db: aiosqlite.Connection, new: list[Job], limit: int) -> None:
