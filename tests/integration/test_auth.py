@@ -159,13 +159,18 @@ async def test_a_worker_cannot_report_on_another_orgs_lease(tenants: Tenants) ->
         )
     ).leases[0]
     done = job_service_pb2.AttemptResult(outcome=job_service_pb2.ATTEMPT_OUTCOME_SUCCEEDED)
-    with pytest.raises(grpc.aio.AioRpcError) as error:
-        await tenants.stub("worker-a").CompleteLease(
-            job_service_pb2.CompleteLeaseRequest(
-                job_id=job.id, lease_epoch=lease.lease_epoch, result=done
-            )
-        )
-    assert error.value.code() is grpc.StatusCode.NOT_FOUND
+    other = tenants.stub("worker-a")
+    epoch = lease.lease_epoch
+    for report in (
+        other.CompleteLease(
+            job_service_pb2.CompleteLeaseRequest(job_id=job.id, lease_epoch=epoch, result=done)
+        ),
+        other.RenewLease(job_service_pb2.RenewLeaseRequest(job_id=job.id, lease_epoch=epoch)),
+        other.ReportLogs(job_service_pb2.ReportLogsRequest(job_id=job.id, lease_epoch=epoch)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await report
+        assert error.value.code() is grpc.StatusCode.NOT_FOUND
 
 
 async def test_tokens_are_stored_hashed(tenants: Tenants) -> None:
