@@ -275,6 +275,47 @@ async def logs(address: str, lines: int) -> None:
         emit(rate=(lines // 1000) * 1000 / (time.perf_counter() - started))
 
 
+async def growth(address: str, prefill: int) -> None:
+    """Fill the store to `prefill` jobs, then time Get, the first page of List, and Submit."""
+    options = [("grpc.max_send_message_length", 64 << 20)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        ids: list[str] = []
+        for offset in range(0, prefill, 1000):
+            response = await stub.SubmitBatch(
+                job_service_pb2.SubmitBatchRequest(jobs=[SPEC] * min(1000, prefill - offset))
+            )
+            ids.append(response.job_ids[0])
+        gets, lists = [], []
+        for n in range(300):
+            begun = time.perf_counter()
+            await stub.Get(job_service_pb2.GetRequest(job_id=ids[n * 7919 % len(ids)]))
+            gets.append((time.perf_counter() - begun) * 1000)
+            begun = time.perf_counter()
+            await stub.List(job_service_pb2.ListRequest(page_size=50))
+            lists.append((time.perf_counter() - begun) * 1000)
+    await submit(address, 64, 2.0)  # prints its own line: the harness reads the last one
+    emit(get_p99_ms=percentile(gets, 0.99), list_p99_ms=percentile(lists, 0.99))
+
+
+async def many_workers(address: str, count: int, seconds: float) -> None:
+    """Hold `count` worker connections open (one process) for `seconds`."""
+    from zbrain import Job
+    from zbrain.worker import FunctionExecutor, Worker
+
+    async def noop(job: Job) -> None:
+        return None
+
+    workers = [
+        Worker(FunctionExecutor(noop), server=address, worker_id=f"idle-{n}") for n in range(count)
+    ]
+    runners = [asyncio.ensure_future(worker.run()) for worker in workers]
+    await asyncio.sleep(seconds)
+    await asyncio.gather(*(worker.shutdown(1.0) for worker in workers))
+    await asyncio.gather(*runners, return_exceptions=True)
+    emit(workers=count)
+
+
 def main() -> None:
     mode, *args = sys.argv[1:]
     runs = {
@@ -289,6 +330,8 @@ def main() -> None:
         "sdk-worker": lambda: sdk_worker(args[0]),
         "events": lambda: events(args[0], int(args[1]), int(args[2])),
         "logs": lambda: logs(args[0], int(args[1])),
+        "growth": lambda: growth(args[0], int(args[1])),
+        "workers": lambda: many_workers(args[0], int(args[1]), float(args[2])),
     }
     asyncio.run(runs[mode]())
 

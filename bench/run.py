@@ -231,6 +231,26 @@ def suite(tiny: bool, repeat: int) -> list[Figure]:
             lambda: run_load("logs", server.address, "5000" if tiny else "200000"),
             {"rate": ("log lines ingested from one worker", "lines/s")},
         )
+    for prefill in ("1000", "10000") if tiny else ("10000", "1000000"):
+        with Server() as server:
+            result = run_load("growth", server.address, prefill)
+            figures += [
+                Figure(f"Get p99 with {int(prefill):,} jobs stored", "ms", [result["get_p99_ms"]]),
+                Figure(
+                    f"List first page p99 with {int(prefill):,} jobs", "ms", [result["list_p99_ms"]]
+                ),
+                Figure(f"server RSS with {int(prefill):,} jobs stored", "MB", [server.rss_mb()]),
+            ]
+
+    with Server() as server:
+        holder = subprocess.Popen(
+            [sys.executable, "-m", "bench.load", "workers", server.address, "100", "8"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        time.sleep(6)
+        figures.append(Figure("server RSS with 100 connected workers", "MB", [server.rss_mb()]))
+        holder.wait(60)
     return figures
 
 
