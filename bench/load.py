@@ -95,6 +95,10 @@ async def echo_stream(address: str, subscribers: int, count: int) -> None:
 
 
 async def submit(address: str, inflight: int, seconds: float) -> None:
+    emit(**await submit_figures(address, inflight, seconds))
+
+
+async def submit_figures(address: str, inflight: int, seconds: float) -> dict[str, float]:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = job_service_pb2_grpc.JobServiceStub(channel)
         request = job_service_pb2.SubmitRequest(job=SPEC)
@@ -110,11 +114,11 @@ async def submit(address: str, inflight: int, seconds: float) -> None:
         started = time.perf_counter()
         await asyncio.gather(*(loop() for _ in range(inflight)))
         elapsed = time.perf_counter() - started
-        emit(
-            rate=len(latencies) / elapsed,
-            p50_ms=statistics.median(latencies),
-            p99_ms=percentile(latencies, 0.99),
-        )
+        return {
+            "rate": len(latencies) / elapsed,
+            "p50_ms": statistics.median(latencies),
+            "p99_ms": percentile(latencies, 0.99),
+        }
 
 
 async def batch(address: str, size: int, batches: int) -> None:
@@ -294,8 +298,12 @@ async def growth(address: str, prefill: int) -> None:
             begun = time.perf_counter()
             await stub.List(job_service_pb2.ListRequest(page_size=50))
             lists.append((time.perf_counter() - begun) * 1000)
-    await submit(address, 64, 2.0)  # prints its own line: the harness reads the last one
-    emit(get_p99_ms=percentile(gets, 0.99), list_p99_ms=percentile(lists, 0.99))
+    submitted = await submit_figures(address, 64, 2.0)
+    emit(
+        get_p99_ms=percentile(gets, 0.99),
+        list_p99_ms=percentile(lists, 0.99),
+        submit_rate=submitted["rate"],
+    )
 
 
 async def many_workers(address: str, count: int, seconds: float) -> None:

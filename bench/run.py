@@ -239,6 +239,11 @@ def suite(tiny: bool, repeat: int) -> list[Figure]:
                 Figure(
                     f"List first page p99 with {int(prefill):,} jobs", "ms", [result["list_p99_ms"]]
                 ),
+                Figure(
+                    f"Submit @64 with {int(prefill):,} jobs stored",
+                    "jobs/s",
+                    [result["submit_rate"]],
+                ),
                 Figure(f"server RSS with {int(prefill):,} jobs stored", "MB", [server.rss_mb()]),
             ]
 
