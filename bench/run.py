@@ -232,7 +232,7 @@ def suite(tiny: bool, repeat: int) -> list[Figure]:
             {"rate": ("log lines ingested from one worker", "lines/s")},
         )
     for prefill in ("1000", "10000") if tiny else ("10000", "1000000"):
-        with Server() as server:
+        with Server(env={"ZBRAIN_MAX_PENDING_PER_ORG": "10000000"}) as server:
             result = run_load("growth", server.address, prefill)
             figures += [
                 Figure(f"Get p99 with {int(prefill):,} jobs stored", "ms", [result["get_p99_ms"]]),

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.store.support import RETRY, SECOND, T0, LeaseOne, Submit, new_job
+from tests.store.support import RETRY, SECOND, T0, LeaseOne, Reopen, Submit, new_job
 from zbrain.errors import NotFoundError, ZBrainError
 from zbrain_server.model import AttemptOutcome, AttemptResult, CancelOutcome, JobQuery, JobState
 from zbrain_server.store import JobStore
@@ -350,3 +350,21 @@ async def test_canceling_a_finished_job_changes_nothing(
 async def test_canceling_an_unknown_job_is_not_found(store: JobStore) -> None:
     with pytest.raises(NotFoundError):
         await store.cancel_job(UNKNOWN_ID, T0)
+
+
+async def test_the_waiting_quota_counts_only_waiting_jobs_and_survives_a_restart(
+    store: JobStore, reopen: Reopen
+) -> None:
+    from zbrain.errors import ResourceExhaustedError
+
+    await store.create_jobs([new_job(), new_job()], T0, pending_limit=2)
+    with pytest.raises(ResourceExhaustedError, match="max_pending_per_org"):
+        await store.create_jobs([new_job()], T0, pending_limit=2)
+    await store.create_jobs([new_job(org_id="other")], T0, pending_limit=2)
+
+    await store.lease_jobs("w1", ["acme"], 1, T0, SECOND)  # one leaves the waiting states
+    await store.create_jobs([new_job()], T0, pending_limit=2)
+
+    store = await reopen(store)
+    with pytest.raises(ResourceExhaustedError):
+        await store.create_jobs([new_job()], T0, pending_limit=2)

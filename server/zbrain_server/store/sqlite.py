@@ -199,11 +199,8 @@ _DELETE_JOB_LOGS = "DELETE FROM logs WHERE job_id = ?"
 _DELETE_JOB_ARTIFACTS = "DELETE FROM artifacts WHERE job_id = ?"
 _DELETE_JOB = "DELETE FROM jobs WHERE id = ?"
 _SELECT_BLOBS = "SELECT DISTINCT sha256 FROM artifacts"
-# Counts at most the limit, so a full queue costs no more than the quota.
-_COUNT_PENDING = """
-    SELECT count(*) FROM (
-        SELECT 1 FROM jobs WHERE org_id = ? AND state IN ('PENDING', 'RETRYING') LIMIT ?
-    )
+_COUNT_WAITING = """
+    SELECT org_id, count(*) FROM jobs WHERE state IN ('PENDING', 'RETRYING') GROUP BY org_id
 """
 _COUNT_UNFINISHED = """
     SELECT org_id, state, count(*) FROM jobs
@@ -335,6 +332,11 @@ class SqliteJobStore(JobStore):
         self._writer_task: asyncio.Task[None] | None = None
         self._listener: EventListener | None = None
         self._pending_events: list[EventRecord] = []  # of the transaction under way
+        # Waiting (PENDING or RETRYING) jobs per org, kept exact by the single
+        # writer so the quota check costs no count over a long queue; changes of
+        # the transaction under way are held apart until it commits.
+        self._waiting: collections.Counter[str] = collections.Counter()
+        self._waiting_changes: list[tuple[str, int]] = []
         self._last_sequence = 0
 
     # -- connection management -------------------------------------------------
@@ -359,6 +361,8 @@ class SqliteJobStore(JobStore):
                 async with writer.execute(_SELECT_META, (PURGED_THROUGH,)) as cursor:
                     purged = await cursor.fetchone()
                 self._last_sequence = max(row[0] or 0 if row else 0, purged[0] if purged else 0)
+                async with writer.execute(_COUNT_WAITING) as cursor:
+                    self._waiting = collections.Counter({org: n async for org, n in cursor})
                 reader = await aiosqlite.connect(self.path, isolation_level=None)
                 await reader.execute("PRAGMA busy_timeout = 5000")
             except BaseException:
@@ -450,6 +454,7 @@ class SqliteJobStore(JobStore):
                 await db.execute("BEGIN IMMEDIATE")
                 for work, future in batch:
                     events_mark, sequence_mark = len(self._pending_events), self._last_sequence
+                    waiting_mark = len(self._waiting_changes)
                     if savepoints:
                         await db.execute("SAVEPOINT piece")
                     try:
@@ -461,6 +466,7 @@ class SqliteJobStore(JobStore):
                             else raised
                         )
                         del self._pending_events[events_mark:]
+                        del self._waiting_changes[waiting_mark:]
                         self._last_sequence = sequence_mark
                         if not savepoints:
                             raise error from raised
@@ -474,6 +480,7 @@ class SqliteJobStore(JobStore):
                 await db.commit()
         except BaseException as error:
             self._pending_events, self._last_sequence = [], first_sequence
+            self._waiting_changes = []
             with contextlib.suppress(sqlite3.Error):
                 await db.rollback()
             for _, future in batch:
@@ -485,6 +492,9 @@ class SqliteJobStore(JobStore):
                 raise
             return
         committed, self._pending_events = self._pending_events, []
+        for org_id, change in self._waiting_changes:
+            self._waiting[org_id] += change
+        self._waiting_changes = []
         if committed and self._listener is not None:
             # Still under the write lock: listeners see events in sequence order.
             self._listener(committed)
@@ -495,6 +505,19 @@ class SqliteJobStore(JobStore):
                 future.set_exception(failure)
             else:
                 future.set_result(result)
+
+    def _check_quota(self, new: list[Job], limit: int) -> None:
+        """ResourceExhaustedError if an org would hold more than `limit` waiting jobs."""
+        adding = collections.Counter(job.org_id for job in new)
+        for org_id, count in adding.items():
+            waiting = self._waiting[org_id] + sum(
+                change for org, change in self._waiting_changes if org == org_id
+            )
+            if waiting + count > limit:
+                raise ResourceExhaustedError(
+                    f"organisation {org_id!r} has {waiting} jobs waiting; the quota "
+                    f"(max_pending_per_org) is {limit}"
+                )
 
     async def _record(self, db: aiosqlite.Connection, records: Sequence[EventRecord]) -> None:
         """Write events in the current transaction, numbering them."""
@@ -520,6 +543,10 @@ class SqliteJobStore(JobStore):
         cursor = await db.executemany(_SAVE_JOB, [_save_params(change) for change in changes])
         if cursor.rowcount != len(changes):
             raise FailedPreconditionError("a job changed concurrently; try again")
+        for change in changes:
+            was, now = change.before.state.is_runnable, change.after.state.is_runnable
+            if was != now:
+                self._waiting_changes.append((change.after.org_id, 1 if now else -1))
         if record:
             await self._record(db, [events.state_changed(change) for change in changes])
 
@@ -555,12 +582,12 @@ class SqliteJobStore(JobStore):
                 job = _job_from_row(row)
                 in_batch[key] = job
                 results.append((job, False))
+            created = [job for job, deduplicated in results if not deduplicated]
             if pending_limit is not None:
-                await _check_pending_quota(
-                    db, [job for job, dup in results if not dup], pending_limit
-                )
+                self._check_quota(created, pending_limit)
+            self._waiting_changes += [(job.org_id, 1) for job in created]
             await db.executemany(_INSERT_JOB, rows)
-            await self._record(db, [events.submitted(job) for job, dup in results if not dup])
+            await self._record(db, [events.submitted(job) for job in created])
             return results
 
         return await self._transaction(work)
@@ -912,22 +939,6 @@ def _within_log_budget(
         stored += size
         kept.append(record)
     return kept, stored
-
-
-async def _check_pending_quota(db: aiosqlite.Connection, new: list[Job], limit: int) -> None:
-    """ResourceExhaustedError if an org would hold more than `limit` waiting jobs."""
-    adding: dict[str, int] = {}
-    for job in new:
-        adding[job.org_id] = adding.get(job.org_id, 0) + 1
-    for org_id, count in adding.items():
-        async with db.execute(_COUNT_PENDING, (org_id, limit + 1)) as cursor:
-            row = await cursor.fetchone()
-        waiting = row[0] if row else 0
-        if waiting + count > limit:
-            raise ResourceExhaustedError(
-                f"organisation {org_id!r} has {waiting} jobs waiting; the quota "
-                f"(max_pending_per_org) is {limit}"
-            )
 
 
 async def _fetch_job(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Job | None:
