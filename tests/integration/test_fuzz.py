@@ -954,7 +954,7 @@ async def test_connect_answers_random_worker_streams_properly(target: Target) ->
         concurrency=(st.integers(1, 4), INT32),
         labels=(st.dictionaries(SAFE_TEXT, SAFE_TEXT, max_size=2), st.dictionaries(TEXT, TEXT)),
     )
-    reports = st.one_of(
+    reports_by_kind = [
         st.builds(
             wpb.ConnectRequest,
             logs=st.builds(
@@ -972,27 +972,30 @@ async def test_connect_answers_random_worker_streams_properly(target: Target) ->
             heartbeat=st.builds(wpb.WorkerHeartbeat, leases=st.lists(lease_refs, max_size=3)),
         ),
         st.builds(wpb.ConnectRequest, drain=st.builds(wpb.WorkerDrain, reason=TEXT)),
-    )
+    ]
     # After the hello, anything but a report ends the session.
     strays = st.one_of(
         st.builds(wpb.ConnectRequest, hello=hellos.any()), st.just(wpb.ConnectRequest())
-    )
-    sessions = st.builds(
-        lambda hello, rest, stray: [wpb.ConnectRequest(hello=hello), *rest, *stray],
-        st.builds(hellos.build, **hellos.valid),
-        st.lists(reports, min_size=1, max_size=4),
-        st.lists(strays, max_size=1),
-    )
-    openings = st.builds(
-        lambda first, rest: [first, *rest],
-        st.one_of(strays, reports),
-        st.lists(reports, max_size=2),
     )
 
     async def attempt(stream: list[wpb.ConnectRequest]) -> None:
         (await target.send(*stream)).assert_proper()
 
-    await target.fuzz(sessions, attempt, max_examples=100)
+    # Sessions that start well, one kind of report at a time (each gets its share).
+    for reports in reports_by_kind:
+        sessions = st.builds(
+            lambda hello, rest, stray: [wpb.ConnectRequest(hello=hello), *rest, *stray],
+            st.builds(hellos.build, **hellos.valid),
+            st.lists(reports, min_size=1, max_size=3),
+            st.lists(strays, max_size=1),
+        )
+        await target.fuzz(sessions, attempt, max_examples=30)
+    # Sessions that start badly.
+    openings = st.builds(
+        lambda first, rest: [first, *rest],
+        st.one_of(strays, *reports_by_kind),
+        st.lists(st.one_of(*reports_by_kind), max_size=2),
+    )
     await target.fuzz(openings, attempt, max_examples=30)
 
 
@@ -1078,13 +1081,6 @@ def is_undecodable_body_report(record: logging.LogRecord) -> bool:
 
 
 async def test_every_method_answers_raw_bodies_properly(target: Target) -> None:
-    calls = st.sampled_from(sorted(METHOD_NAMED)).flatmap(
-        lambda name: st.tuples(
-            st.just(name),
-            st.lists(BODIES, min_size=1, max_size=3 if METHOD_NAMED[name].client_streaming else 1),
-        )
-    )
-
     async def attempt(call: tuple[str, list[bytes]]) -> None:
         name, bodies = call
         method = METHOD_NAMED[name]
@@ -1107,7 +1103,12 @@ async def test_every_method_answers_raw_bodies_properly(target: Target) -> None:
             return
         answer.assert_proper()
 
-    await target.fuzz(calls, attempt, max_examples=150, tolerated=is_undecodable_body_report)
+    for name, method in METHOD_NAMED.items():  # each method gets its share
+        calls = st.tuples(
+            st.just(name),
+            st.lists(BODIES, min_size=1, max_size=3 if method.client_streaming else 1),
+        )
+        await target.fuzz(calls, attempt, max_examples=12, tolerated=is_undecodable_body_report)
 
 
 async def _coroutine(awaitable: Any) -> None:
