@@ -112,9 +112,8 @@ def check_org_id(org_id: str, field: str, violations: Violations) -> None:
         )
 
 
-def org_or_default(org_id: str, default_org: str, field: str) -> str:
-    """The org a request names, or the default one; INVALID_ARGUMENT if malformed."""
-    org_id = org_id or default_org
+def valid_org(org_id: str, field: str) -> str:
+    """The org id itself; INVALID_ARGUMENT naming `field` if it is malformed or empty."""
     violations = Violations()
     check_org_id(org_id, field, violations)
     violations.raise_if_any("invalid organisation id")

@@ -234,8 +234,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def StreamEvents(
         self, request: pb.StreamEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamEventsResponse]:
-        org_id = protocol.org_or_default(
-            auth.request_org(request.org_id, self._config.default_org), "", "org_id"
+        org_id = protocol.valid_org(
+            auth.request_org(request.org_id, self._config.default_org), "org_id"
         )
         if request.after_sequence < 0:
             raise InvalidArgumentError(

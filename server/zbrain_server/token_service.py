@@ -47,7 +47,7 @@ class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
     async def CreateToken(
         self, request: pb.CreateTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTokenResponse:
-        org_id = protocol.org_or_default(request.org_id, "", "org_id")
+        org_id = protocol.valid_org(request.org_id, "org_id")
         try:
             role = Role(request.role)
         except ValueError:

@@ -204,12 +204,24 @@ async def _call(target: str, call: Awaitable[T]) -> T:
 
 
 def _error(target: str, error: grpc.aio.AioRpcError) -> ZBrainError:
-    if error.code() is grpc.StatusCode.UNAVAILABLE:
+    if error.code() is not grpc.StatusCode.UNAVAILABLE:
+        return from_rpc_error(error)
+    details = error.details() or ""
+    if any(sign in details.lower() for sign in ("ssl", "handshake", "certificate", "tls")):
         return UnavailableError(
-            f"cannot reach the ZBrain server at {target} ({error.details()}); "
-            "is `zbrain serve` running there?"
+            f"TLS with the ZBrain server at {target} failed ({details}); check --tls-ca "
+            "(the CA that signed the server's certificate) and, for mutual TLS, "
+            "--tls-cert/--tls-key"
         )
-    return from_rpc_error(error)
+    if "socket closed" in details.lower():
+        return UnavailableError(
+            f"the ZBrain server at {target} closed the connection ({details}); if it "
+            "serves TLS, pass --tls-ca, and for mutual TLS a client certificate "
+            "(--tls-cert/--tls-key) signed by the CA it trusts"
+        )
+    return UnavailableError(
+        f"cannot reach the ZBrain server at {target} ({details}); is `zbrain serve` running there?"
+    )
 
 
 class Client:
@@ -435,7 +447,10 @@ class Client:
         return artifact
 
 
-_LAST_SEEN_SENTINEL = 1 << 62  # skip the backlog: wait() needs only the end of the stream
+# wait() follows the log stream only for its end (the server closes it when the
+# job finishes, re-checking at least every second): starting after this
+# sequence skips the lines themselves.
+_LAST_SEEN_SENTINEL = 1 << 62
 
 
 class SyncClient:
