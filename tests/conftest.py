@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -130,6 +131,13 @@ def server_process(processes: Processes, tmp_path: Path) -> str:
     """The address of a `zbrain serve` process (no local workers)."""
     _, address = processes.server(tmp_path / "served")
     return address
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now, for a server that must come back on it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def eventually(

@@ -29,10 +29,10 @@ from .auth import AuthInterceptor, Role, new_token
 from .config import ServerConfig
 from .dispatch import Dispatcher
 from .events import EventBus
-from .model import now_us
+from .model import EventRecord, now_us
 from .notify import JobSignals
 from .service import JobServicer
-from .store import JobStore, open_store
+from .store import JobStore, describe_store, open_store
 from .telemetry import Telemetry
 from .token_service import TokenServicer
 from .worker_service import WorkerServicer
@@ -117,7 +117,7 @@ class ZBrainServer:
 
     async def start(self) -> None:
         """Open the store and start serving; on any failure, release what was started."""
-        self._store = await open_store(self.config.data_dir)
+        self._store = await open_store(self.config.data_dir, self.config.store_url)
         try:
             await self._start(self._store)
         except BaseException:
@@ -130,8 +130,13 @@ class ZBrainServer:
         blobs.open()
         signals = JobSignals()
         bus = EventBus(config.event_buffer)
-        store.set_event_listener(bus.publish)
         self._dispatcher = dispatcher = Dispatcher(store, config, signals, self.telemetry)
+
+        def committed(records: list[EventRecord]) -> None:
+            bus.publish(records)
+            dispatcher.observe(records)
+
+        store.set_event_listener(committed)
         auth_required = await self._auth_required(store)
         local_token, self._local_bearer = new_token(
             config.default_org, Role.WORKER, "local worker pool", now_us()
@@ -322,7 +327,8 @@ async def serve(config: ServerConfig) -> None:
     server = ZBrainServer(config)
     await server.start()
     print(
-        f"ZBrain listening on {server.address} (store: sqlite {config.data_dir / 'zbrain.db'}; "
+        f"ZBrain listening on {server.address} "
+        f"(store: {describe_store(config.data_dir, config.store_url)}; "
         f"artifacts: {config.artifact_root})",
         flush=True,
     )

@@ -75,6 +75,9 @@ class ServerConfig:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # require client certificates signed by this CA
     data_dir: Path = DEFAULT_DATA_DIR
+    # A postgresql:// URL selects the PostgreSQL store (several replicas may
+    # share it); None keeps the embedded SQLite file in data_dir.
+    store_url: str | None = None
     artifacts_dir: Path | None = None  # default: <data_dir>/artifacts
     default_org: str = "default"
     lease_ttl_s: float = 30.0
@@ -165,6 +168,13 @@ class ServerConfig:
             )
         if self.event_buffer < 1:
             problems.append("ZBRAIN_EVENT_BUFFER must be at least 1")
+        if self.store_url is not None and not self.store_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            problems.append(
+                "--store (ZBRAIN_STORE) must be a postgresql://user@host:port/database URL; "
+                "leave it unset for the embedded SQLite store"
+            )
         if self.local_workers < 0:
             problems.append("--workers must not be negative")
         if problems:
@@ -201,6 +211,7 @@ def _seconds(raw: str, var: str) -> float:
 _ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], object]], ...] = (
     ("ZBRAIN_LISTEN", "listen", _text),
     ("ZDB_DATA", "data_dir", _path),
+    ("ZBRAIN_STORE", "store_url", _text),
     ("ZBRAIN_ARTIFACTS", "artifacts_dir", _path),
     ("ZDEFAULT_ORG_ID", "default_org", _text),
     ("ZBRAIN_LEASE_TTL", "lease_ttl_s", _seconds),

@@ -18,16 +18,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from zbrain.errors import StaleLeaseError
+from zbrain.errors import NotFoundError, StaleLeaseError
 from zbrain.logs import job_fields
 
-from . import events
+from . import events, lifecycle
 from .config import ServerConfig
 from .lifecycle import RetryPolicy
 from .model import (
-    AttemptOutcome,
     AttemptResult,
     CancelOutcome,
+    EventRecord,
     Job,
     JobState,
     Lease,
@@ -192,13 +192,41 @@ class Dispatcher:
         return created
 
     async def cancel(self, job_id: str) -> tuple[Job, CancelOutcome]:
+        """Cancel a job; the worker holding it, on whichever replica, hears of it
+        through the recorded event (see `observe`)."""
         job, outcome = await self._store.cancel_job(job_id, now_us())
-        if outcome is CancelOutcome.CANCEL_REQUESTED:
-            self._tell_holder(job, "canceled by user")
-        elif outcome is CancelOutcome.CANCELED:
+        if outcome is CancelOutcome.CANCELED:
             self._telemetry.canceled_waiting(job)
-        self._signals.changed(job_id)
         return job, outcome
+
+    def observe(self, records: Sequence[EventRecord]) -> None:
+        """Act on committed events, this replica's and those of every other
+        replica sharing the store (the store's event listener calls this).
+
+        Followers of a job are woken; a submitted, retried or returned job
+        kicks a dispatch pass, so a job submitted through one replica reaches
+        an idle worker connected to another at once; a cancel request reaches
+        the worker holding the job here, whichever replica it was asked of.
+        """
+        runnable = False
+        for record in records:
+            if not record.job_id:
+                continue
+            self._signals.changed(record.job_id)
+            if not record.topic.endswith("/state"):
+                continue
+            event = events.to_proto(record)
+            kind = event.WhichOneof("payload")
+            if kind == "job_submitted":
+                runnable = True
+            elif kind == "job_state_changed":
+                changed = event.job_state_changed
+                if JobState(changed.to_state).is_runnable:
+                    runnable = True
+                elif changed.reason == lifecycle.CANCEL_REQUESTED:
+                    self._tell_holder(record.job_id, "canceled by user")
+        if runnable:
+            self.kick()
 
     # -- worker operations -----------------------------------------------------
 
@@ -254,7 +282,6 @@ class Dispatcher:
         except StaleLeaseError:
             self._release(job_id, lease_epoch)
             raise
-        self._signals.changed(job_id)
         if lines:
             self._telemetry.logged(lines)
         return lines
@@ -275,28 +302,50 @@ class Dispatcher:
 
     # -- worker sessions -------------------------------------------------------
 
-    async def connect(self, session: WorkerSession) -> None:
-        """Register a worker stream; a reconnect with the same id replaces the old one."""
+    async def connect(
+        self, session: WorkerSession, held: Sequence[tuple[str, int]] = ()
+    ) -> list[tuple[str, int, str]]:
+        """Register a worker stream; a reconnect with the same id replaces the old one.
+
+        `held` are leases the worker kept running through a lost connection,
+        to this server or to another replica: a lease is the job's, not the
+        connection's. Each one still live, held by this worker and of its
+        orgs is adopted (and renewed); the others are returned with the
+        reason, for the worker to stop those attempts.
+        """
         old = self._sessions.get(session.worker_id)
         if old is not None:  # its own handler ends it and calls disconnect()
             old.closed = True
             old.outbox.put_nowait(None)
+        rejected = []
+        for job_id, epoch in held:
+            try:
+                job = await self._store.renew_lease(job_id, epoch, now_us(), self._lease_ttl_us)
+                if job.worker_id != session.worker_id or job.org_id not in session.org_ids:
+                    raise StaleLeaseError(f"lease {epoch} of job {job_id} is not this worker's")
+            except (StaleLeaseError, NotFoundError) as error:
+                rejected.append((job_id, epoch, str(error)))
+                continue
+            session.active[job_id] = epoch
+            self._holders[job_id] = session
         self._sessions[session.worker_id] = session
         self._consumers.append(session)
         self.kick()
         await self._record_presence(session, connected=True)
+        return rejected
 
     async def disconnect(self, session: WorkerSession) -> None:
-        """Forget a worker stream; its running attempts count as lost."""
+        """Forget a worker stream. Its leases run on until their TTL, so that a
+        worker which reconnects in time, here or to another replica, keeps its
+        attempts; a worker that is gone for good loses them to the reaper."""
         session.closed = True
         if self._sessions.get(session.worker_id) is session:
             del self._sessions[session.worker_id]
         if session in self._consumers:
             self._consumers.remove(session)
-        lost = AttemptResult(AttemptOutcome.WORKER_LOST, error="worker lost: its connection closed")
-        for job_id, epoch in list(session.active.items()):
-            with contextlib.suppress(StaleLeaseError):
-                await self.complete(job_id, epoch, lost)
+        for job_id in session.active:
+            if self._holders.get(job_id) is session:
+                del self._holders[job_id]
         self.kick()
         await self._record_presence(session, connected=False)
 
@@ -321,10 +370,11 @@ class Dispatcher:
             del self._holders[job_id]
             self.kick()
 
-    def _tell_holder(self, job: Job, reason: str) -> None:
-        session = self._holders.get(job.id)
-        if session is not None and not session.closed:
-            session.outbox.put_nowait(CancelNotice(job.id, job.lease_epoch, reason))
+    def _tell_holder(self, job_id: str, reason: str) -> None:
+        session = self._holders.get(job_id)
+        epoch = session.active.get(job_id) if session is not None else None
+        if session is not None and epoch is not None and not session.closed:
+            session.outbox.put_nowait(CancelNotice(job_id, epoch, reason))
 
     def _finished(self, job: Job, *, lease_expired: bool = False) -> None:
         self._telemetry.attempt_ended(job, lease_expired=lease_expired)
@@ -336,7 +386,6 @@ class Dispatcher:
             f": {job.last_error}" if job.last_error and job.state is not JobState.SUCCEEDED else "",
             extra=job_fields(job.id, job.org_id, job.worker_id, job.trace_context),
         )
-        self._signals.changed(job.id)
         if job.state is JobState.RETRYING:
             self.kick()  # the pass schedules a wake-up for its next_run_time
 

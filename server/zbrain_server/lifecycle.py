@@ -182,6 +182,10 @@ def _describe_failure(result: AttemptResult) -> str:
     return "failed"
 
 
+CANCEL_REQUESTED = "cancel requested"
+"""The reason recorded when a running job is asked to stop (its holder is told)."""
+
+
 def cancel(job: Job, now_us: int) -> tuple[Change | None, CancelOutcome]:
     """Cancel a job: at once when waiting, by request when running, not at all when done."""
     if job.state.is_terminal:
@@ -190,7 +194,7 @@ def cancel(job: Job, now_us: int) -> tuple[Change | None, CancelOutcome]:
         if job.cancel_requested:
             return None, CancelOutcome.CANCEL_REQUESTED
         after = replace(job, cancel_requested=True, update_time_us=now_us)
-        return Change(job, after, "cancel requested"), CancelOutcome.CANCEL_REQUESTED
+        return Change(job, after, CANCEL_REQUESTED), CancelOutcome.CANCEL_REQUESTED
     after = _move(
         job,
         JobState.CANCELED,

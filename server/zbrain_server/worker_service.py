@@ -49,11 +49,15 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[wpb.ConnectResponse]:
         try:
-            session = await self._hello(request_iterator)
+            session, held = await self._hello(request_iterator)
         except ZBrainError as error:
             await abort_with(context, error)
             return
-        await self._dispatcher.connect(session)
+        for job_id, epoch, why in await self._dispatcher.connect(session, held):
+            ref = wpb.LeaseRef(job_id=job_id, lease_epoch=epoch)
+            session.outbox.put_nowait(
+                wpb.ConnectResponse(rejected=wpb.LeaseRejected(lease=ref, reason=why))
+            )
         log.info(
             "worker %s connected (orgs %s, %d slots)",
             session.worker_id,
@@ -93,7 +97,9 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             await self._dispatcher.disconnect(session)
             log.info("worker %s disconnected: %s", session.worker_id, reason)
 
-    async def _hello(self, requests: AsyncIterator[wpb.ConnectRequest]) -> WorkerSession:
+    async def _hello(
+        self, requests: AsyncIterator[wpb.ConnectRequest]
+    ) -> tuple[WorkerSession, list[tuple[str, int]]]:
         first = await anext(requests, None)
         if first is None or not first.HasField("hello"):
             raise InvalidArgumentError(
@@ -113,7 +119,16 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                     FieldViolation("hello.concurrency", f"must be between 1 and {MAX_CONCURRENCY}")
                 ],
             )
-        return WorkerSession(worker_id, org_ids, hello.concurrency)
+        if len(hello.leases) > MAX_CONCURRENCY:
+            raise InvalidArgumentError(
+                "too many held leases",
+                violations=[FieldViolation("hello.leases", f"at most {MAX_CONCURRENCY}")],
+            )
+        held = [
+            (protocol.check_job_id(ref.job_id, f"hello.leases[{i}].job_id"), ref.lease_epoch)
+            for i, ref in enumerate(hello.leases)
+        ]
+        return WorkerSession(worker_id, org_ids, hello.concurrency), held
 
     async def _read(
         self, session: WorkerSession, requests: AsyncIterator[wpb.ConnectRequest]

@@ -12,9 +12,15 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from tests.conftest import Processes, eventually
+from tests.conftest import Processes, eventually, free_port
 from zbrain import Client, JobState
-from zbrain.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from zbrain.v1 import (
+    job_pb2,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    worker_service_pb2,
+    worker_service_pb2_grpc,
+)
 from zbrain_server.app import ZBrainServer
 
 
@@ -165,6 +171,60 @@ async def test_killed_worker_job_is_retried_on_another_worker(
 
     assert done.state is JobState.SUCCEEDED
     assert done.output == {"attempt": 2}
+
+
+async def test_worker_keeps_its_attempt_through_a_server_restart(
+    processes: Processes, tmp_path: Path
+) -> None:
+    port = free_port()
+    serve = ("--listen", f"127.0.0.1:{port}")
+    env = {"ZBRAIN_LEASE_TTL": "30s"}
+    first, address = processes.server(tmp_path / "data", *serve, env=env)
+    processes.worker(address)
+    script = 'sleep 3; echo finished; printf "{\\"attempt\\": $ZBRAIN_ATTEMPT}" > "$ZBRAIN_OUTPUT"'
+    async with await Client.connect(address) as client:
+        job = await client.submit(["sh", "-c", script], max_retries=2)
+        await wait_state(client, job.id, JobState.RUNNING)
+
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    processes.server(tmp_path / "data", *serve, env=env)
+
+    async with await Client.connect(address) as client:
+        done = await client.wait(job.id, timeout=30)
+        lines = [line.text async for line in client.logs(job.id)]
+    assert done.state is JobState.SUCCEEDED, done.last_error
+    assert done.attempt == 1, "the attempt carried on through the new connection"
+    assert done.output == {"attempt": 1}
+    assert "finished" in lines
+
+
+async def test_a_hello_claiming_a_lease_it_does_not_hold_is_answered_with_a_rejection(
+    server, client
+) -> None:
+    job = await client.submit(["true"])
+    leased = await stub_for(server).AcquireLease(
+        job_service_pb2.AcquireLeaseRequest(worker_id="owner")
+    )
+    [lease] = leased.leases
+    workers = worker_service_pb2_grpc.WorkerServiceStub(grpc.aio.insecure_channel(server.address))
+    call = workers.Connect()
+    claimed = [
+        worker_service_pb2.LeaseRef(job_id=job.id, lease_epoch=lease.lease_epoch),  # not ours
+        worker_service_pb2.LeaseRef(job_id=job.id, lease_epoch=lease.lease_epoch + 1),  # stale
+    ]
+    await call.write(
+        worker_service_pb2.ConnectRequest(
+            hello=worker_service_pb2.WorkerHello(worker_id="thief", concurrency=1, leases=claimed)
+        )
+    )
+    assert (await call.read()).HasField("welcome")
+    rejected = [(await call.read()).rejected for _ in claimed]
+    call.cancel()
+
+    assert [r.lease for r in rejected] == claimed
+    assert "not this worker's" in rejected[0].reason
+    assert (await client.get(job.id)).worker_id == "owner"
 
 
 async def test_partitioned_worker_loses_its_lease_and_its_late_report_is_rejected(

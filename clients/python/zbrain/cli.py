@@ -359,6 +359,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig.from_env(
         listen=args.listen,
         data_dir=args.data_dir,
+        store_url=args.store,
         artifacts_dir=args.artifacts_dir,
         local_workers=args.workers,
         auth=args.auth,
@@ -427,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         help="where the database lives (default: $ZDB_DATA or ./zbrain-data)",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="a postgresql://user@host:port/database URL to share with other replicas "
+        "(default: $ZBRAIN_STORE, else the SQLite file in DATA_DIR)",
     )
     p.add_argument(
         "--artifacts-dir",
@@ -572,6 +579,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         help="work on this server's store directly instead of --server (bootstrap on its host)",
+    )
+    store_dir.add_argument(
+        "--store",
+        metavar="URL",
+        help="work on this PostgreSQL store directly instead of --server",
     )
     a = actions.add_parser(
         "create", help="make a token; prints it once", parents=[remote, store_dir]

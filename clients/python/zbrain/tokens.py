@@ -1,8 +1,8 @@
 """`zbrain token`: create, list and revoke API tokens, over the API or on the store.
 
-With --data-dir the command opens the server's database directly: that is how
-the first (admin) token is made on the server's host. Everything else goes
-through TokenService with an admin token.
+With --data-dir (or --store URL, for PostgreSQL) the command opens the server's
+database directly: that is how the first (admin) token is made on the server's
+host. Everything else goes through TokenService with an admin token.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 from google.protobuf import timestamp_pb2
 
@@ -25,7 +26,7 @@ ROLES = {
 
 
 async def run_token_command(args: argparse.Namespace) -> int:
-    if args.data_dir is not None:
+    if args.data_dir is not None or args.store is not None:
         return await _on_store(args)
     return await _over_api(args)
 
@@ -64,7 +65,7 @@ async def _on_store(args: argparse.Namespace) -> int:
     from zbrain_server.store import open_store
     from zbrain_server.token_service import create_token, token_to_proto
 
-    store = await open_store(args.data_dir)
+    store = await open_store(args.data_dir or Path("."), args.store)
     try:
         if args.action == "create":
             token, bearer = await create_token(

@@ -364,6 +364,7 @@ class Worker:
                         org_ids=list(self.orgs),
                         concurrency=self.concurrency,
                         labels=self.labels,
+                        leases=self._held_leases(),
                     )
                 )
             )
@@ -400,16 +401,33 @@ class Worker:
             self._drain_acknowledged.set()  # nothing more can arrive on this stream
             for task in self._session_tasks:
                 task.cancel()
-            # The server counts our attempts as lost when the stream ends: stop them.
-            for attempt in list(self._attempts.values()):
-                attempt.cancel.set(StopReason.LEASE_LOST, "connection to the server lost")
-            running = [a.task for a in self._attempts.values() if a.task is not None]
-            if running:
-                await asyncio.wait(running)
-            self._pending_logs.clear()
-            self._control.clear()
+            if self._stopping.is_set():
+                # Shutting down: whatever still runs is stopped and not reported.
+                for attempt in list(self._attempts.values()):
+                    attempt.cancel.set(StopReason.LEASE_LOST, "the worker stopped")
+                running = [a.task for a in self._attempts.values() if a.task is not None]
+                if running:
+                    await asyncio.wait(running)
+                self._pending_logs.clear()
+                self._control.clear()
+            else:
+                # A lease is the job's, not the connection's: attempts run on, and
+                # their logs and results wait for the next connection (to this
+                # server or another replica), whose hello claims the leases back.
+                self._control = [m for m in self._control if not m.HasField("heartbeat")]
             call.cancel()
             self._session_ended.set()
+
+    def _held_leases(self) -> list[wpb.LeaseRef]:
+        """Leases of attempts still running or with logs or a result not yet sent."""
+        held = {(a.lease.job_id, a.lease.lease_epoch) for a in self._attempts.values()}
+        held.update(self._pending_logs)
+        held.update(
+            (m.result.lease.job_id, m.result.lease.lease_epoch)
+            for m in self._control
+            if m.HasField("result")
+        )
+        return [wpb.LeaseRef(job_id=job_id, lease_epoch=epoch) for job_id, epoch in sorted(held)]
 
     def _handle(self, message: wpb.ConnectResponse) -> None:
         kind = message.WhichOneof("message")

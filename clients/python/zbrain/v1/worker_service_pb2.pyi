@@ -51,6 +51,7 @@ class WorkerHello(_message.Message):
     ORG_IDS_FIELD_NUMBER: _builtins.int
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    LEASES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id, unique among connected workers."""
     concurrency: _builtins.int
@@ -63,6 +64,14 @@ class WorkerHello(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels describing the worker."""
 
+    @_builtins.property
+    def leases(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseRef]:
+        """Leases the worker kept through a lost connection (to this server or
+        another replica): attempts still running, or finished with their result
+        not yet reported. The server adopts each one that is still live and
+        held by this worker, and answers the others with LeaseRejected.
+        """
+
     def __init__(
         self,
         *,
@@ -70,10 +79,11 @@ class WorkerHello(_message.Message):
         org_ids: _abc.Iterable[_builtins.str] | None = ...,
         concurrency: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        leases: _abc.Iterable[Global___LeaseRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "labels", b"labels", "org_ids", b"org_ids", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "labels", b"labels", "leases", b"leases", "org_ids", b"org_ids", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
