@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.postgres import drop_schema, new_schema_url, postgres_url
 from zbrain import Client
 from zbrain_server.app import ZBrainServer
 from zbrain_server.config import ServerConfig
@@ -37,12 +38,36 @@ LISTENING = re.compile(r"ZBrain listening on (\S+)")
 
 
 @pytest.fixture
-async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ZBrainServer]]]:
-    """Start in-process servers (real grpc.aio, real SQLite file) with config overrides."""
+async def store_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """The store of the servers a test starts: None is a fresh SQLite file each,
+    a URL a fresh PostgreSQL schema for the test. Modules that must pass on
+    every backend are marked ON_EVERY_STORE."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield None
+        return
+    base = await postgres_url()
+    url, schema = new_schema_url(base)
+    yield url
+    await drop_schema(base, schema)
+
+
+ON_EVERY_STORE = pytest.mark.parametrize("store_url", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
+async def start_server(
+    store_url: str | None, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[ZBrainServer]]]:
+    """Start in-process servers (real grpc.aio, real store) with config overrides."""
     started: list[ZBrainServer] = []
 
     async def start(*, telemetry: Telemetry | None = None, **overrides: Any) -> ZBrainServer:
-        settings = {**TEST_CONFIG, "data_dir": tmp_path / f"data{len(started)}", **overrides}
+        settings = {
+            **TEST_CONFIG,
+            "data_dir": tmp_path / f"data{len(started)}",
+            "store_url": store_url,
+            **overrides,
+        }
         server = ZBrainServer(ServerConfig(**settings), telemetry)
         await server.start()
         started.append(server)
@@ -127,9 +152,10 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 
 
 @pytest.fixture
-def server_process(processes: Processes, tmp_path: Path) -> str:
+def server_process(store_url: str | None, processes: Processes, tmp_path: Path) -> str:
     """The address of a `zbrain serve` process (no local workers)."""
-    _, address = processes.server(tmp_path / "served")
+    store = ("--store", store_url) if store_url else ()
+    _, address = processes.server(tmp_path / "served", *store)
     return address
 
 

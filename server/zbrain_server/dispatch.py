@@ -38,6 +38,7 @@ from .model import (
 )
 from .notify import JobSignals
 from .store import JobStore
+from .store.common import LEASE_EXPIRED, OVERDUE
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -221,10 +222,12 @@ class Dispatcher:
                 runnable = True
             elif kind == "job_state_changed":
                 changed = event.job_state_changed
-                if JobState(changed.to_state).is_runnable:
-                    runnable = True
-                elif changed.reason == lifecycle.CANCEL_REQUESTED:
-                    self._tell_holder(record.job_id, "canceled by user")
+                to_state = JobState(changed.to_state)
+                runnable = runnable or to_state.is_runnable
+                if changed.reason == lifecycle.CANCEL_REQUESTED:
+                    self._tell_holder(record.job_id, changed.lease_epoch, "canceled by user")
+                elif to_state is not JobState.RUNNING:
+                    self._lease_ended(record.job_id, changed.lease_epoch, changed.error)
         if runnable:
             self.kick()
 
@@ -269,7 +272,7 @@ class Dispatcher:
         try:
             return await self._store.renew_lease(job_id, lease_epoch, now_us(), self._lease_ttl_us)
         except StaleLeaseError:
-            self._release(job_id, lease_epoch)
+            self._lease_ended(job_id, lease_epoch)
             raise
 
     async def append_logs(
@@ -280,7 +283,7 @@ class Dispatcher:
                 job_id, lease_epoch, records, max_bytes=self._config.limits.max_log_bytes_per_job
             )
         except StaleLeaseError:
-            self._release(job_id, lease_epoch)
+            self._lease_ended(job_id, lease_epoch)
             raise
         if lines:
             self._telemetry.logged(lines)
@@ -292,11 +295,11 @@ class Dispatcher:
                 job_id, lease_epoch, result, now_us(), self._retry
             )
         except StaleLeaseError:
-            self._release(job_id, lease_epoch)
+            self._lease_ended(job_id, lease_epoch)
             raise
         # Released only once recorded: after a passing store error the worker
         # may send the result again under the same lease.
-        self._release(job_id, lease_epoch)
+        self._lease_ended(job_id, lease_epoch)
         self._finished(job)
         return job
 
@@ -363,18 +366,25 @@ class Dispatcher:
         session.draining = True
         session.outbox.put_nowait(DrainAcknowledgement())
 
-    def _release(self, job_id: str, lease_epoch: int) -> None:
+    def _tell_holder(self, job_id: str, lease_epoch: int, reason: str) -> None:
         session = self._holders.get(job_id)
-        if session is not None and session.active.get(job_id) == lease_epoch:
-            del session.active[job_id]
-            del self._holders[job_id]
-            self.kick()
+        held = session is not None and session.active.get(job_id) == lease_epoch
+        if held and session is not None and not session.closed:
+            session.outbox.put_nowait(CancelNotice(job_id, lease_epoch, reason))
 
-    def _tell_holder(self, job_id: str, reason: str) -> None:
+    def _lease_ended(self, job_id: str, lease_epoch: int, error: str = "") -> None:
+        """An attempt held here ended: by its worker's report, or by a reaper, here
+        or on another replica. A reaped attempt is stopped, and a worker whose
+        heartbeats stopped is sent nothing more until it is heard from."""
         session = self._holders.get(job_id)
-        epoch = session.active.get(job_id) if session is not None else None
-        if session is not None and epoch is not None and not session.closed:
-            session.outbox.put_nowait(CancelNotice(job_id, epoch, reason))
+        if session is None or session.active.get(job_id) != lease_epoch:
+            return
+        if error in (LEASE_EXPIRED.error, OVERDUE.error):
+            self._tell_holder(job_id, lease_epoch, error)
+            session.silent = session.silent or error == LEASE_EXPIRED.error
+        del session.active[job_id]
+        del self._holders[job_id]
+        self.kick()
 
     def _finished(self, job: Job, *, lease_expired: bool = False) -> None:
         self._telemetry.attempt_ended(job, lease_expired=lease_expired)
@@ -484,17 +494,8 @@ class Dispatcher:
         grace_us = int(self._config.timeout_grace_s * 1e6)
         expired = await self._store.expire_leases(now, self._retry)
         overdue = await self._store.time_out_attempts(now, grace_us, self._retry)
-        failed = [*expired, *overdue]
-        for job in failed:
-            session = self._holders.pop(job.id, None)
-            if session is not None:
-                # Missed heartbeats, not an overrun job, make a worker suspect.
-                session.silent = session.silent or job in expired
-                epoch = session.active.pop(job.id, None)
-                if epoch is not None and not session.closed:
-                    session.outbox.put_nowait(CancelNotice(job.id, epoch, job.last_error))
         for job in expired:
             self._finished(job, lease_expired=True)
         for job in overdue:
             self._finished(job)
-        return failed
+        return [*expired, *overdue]

@@ -51,6 +51,7 @@ def state_changed(change: Change) -> EventRecord:
         reason=change.reason,
         attempt=after.attempt,
         worker_id=after.worker_id,
+        lease_epoch=after.lease_epoch,
     )
     if after.state in (JobState.RETRYING, JobState.FAILED):
         body.error = after.last_error

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import ON_EVERY_STORE
 from zbrain import Client, Job, JobState
 from zbrain.worker import AttemptEvents, Cancellation, Executor, FunctionExecutor, Outcome, Worker
+
+pytestmark = ON_EVERY_STORE
 
 
 async def test_function_executor_runs_jobs_and_returns_output(server, client: Client) -> None:

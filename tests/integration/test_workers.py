@@ -12,7 +12,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from tests.conftest import Processes, eventually, free_port
+from tests.conftest import ON_EVERY_STORE, Processes, eventually, free_port
 from zbrain import Client, JobState
 from zbrain.v1 import (
     job_pb2,
@@ -22,6 +22,8 @@ from zbrain.v1 import (
     worker_service_pb2_grpc,
 )
 from zbrain_server.app import ZBrainServer
+
+pytestmark = ON_EVERY_STORE
 
 
 def stub_for(server: ZBrainServer) -> job_service_pb2_grpc.JobServiceStub:
@@ -174,10 +176,9 @@ async def test_killed_worker_job_is_retried_on_another_worker(
 
 
 async def test_worker_keeps_its_attempt_through_a_server_restart(
-    processes: Processes, tmp_path: Path
+    store_url: str | None, processes: Processes, tmp_path: Path
 ) -> None:
-    port = free_port()
-    serve = ("--listen", f"127.0.0.1:{port}")
+    serve = ("--listen", f"127.0.0.1:{free_port()}", *_store_flag(store_url))
     env = {"ZBRAIN_LEASE_TTL": "30s"}
     first, address = processes.server(tmp_path / "data", *serve, env=env)
     processes.worker(address)
@@ -435,24 +436,26 @@ async def test_worker_drains_on_sigterm(server, client, processes: Processes) ->
     )
 
 
-async def test_worker_reconnects_after_server_restart(processes: Processes, tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+async def test_worker_reconnects_after_server_restart(
+    store_url: str | None, processes: Processes, tmp_path: Path
+) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    serve = ("--listen", address, *_store_flag(store_url))
     data = tmp_path / "data"
-    server, _ = processes.server(data, "--listen", f"127.0.0.1:{port}")
-    address = f"127.0.0.1:{port}"
+    server, _ = processes.server(data, *serve)
     processes.worker(address)
     server.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(server.wait, 30) == 0
 
-    processes.server(data, "--listen", address)
+    processes.server(data, *serve)
     async with await Client.connect(address) as client:
         job = await client.submit(["echo", "back"])
         done = await client.wait(job.id, timeout=30)
     assert done.state is JobState.SUCCEEDED
+
+
+def _store_flag(store_url: str | None) -> tuple[str, ...]:
+    return ("--store", store_url) if store_url else ()
 
 
 async def _async(value: bool) -> bool:

@@ -1,35 +1,63 @@
 """Fixtures of the store conformance suite: one opened store per backend.
 
 Every test in tests/store/ runs once for each entry of BACKENDS. A backend is
-a function that, given a test's temporary directory, returns a function
-making a fresh, unopened `JobStore` over one database (the same database each
-time it is called), so a test can close its store and open that database
-again as a restarted server would. Adding PostgreSQL means adding an entry
-here (with a throwaway database per test); the tests speak only `JobStore`.
+a function that, given a test's temporary directory, makes a throwaway
+database and yields a function making a fresh, unopened `JobStore` over it
+(the same database each time it is called), so a test can close its store
+and open that database again as a restarted server would, or open two
+stores on it as two replicas would; the database is gone after the test.
+The tests speak only `JobStore`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.postgres import drop_schema, new_schema_url, postgres_url
 from tests.store.support import LEASE_TTL, T0, Databases, LeaseOne, Reopen, Submit, new_job
 from zbrain_server.model import Job, Lease
 from zbrain_server.store import JobStore, SqliteJobStore
+from zbrain_server.store.postgres import PostgresJobStore
 
-BACKENDS: Mapping[str, Callable[[Path], Callable[[], JobStore]]] = {
-    "sqlite": lambda tmp_path: lambda: SqliteJobStore(tmp_path / "zbrain.db"),
+Backend = Callable[[Path], contextlib.AbstractAsyncContextManager[Callable[[], JobStore]]]
+
+
+@contextlib.asynccontextmanager
+async def sqlite_database(tmp_path: Path) -> AsyncIterator[Callable[[], JobStore]]:
+    """A database file in the test's temporary directory."""
+    yield lambda: SqliteJobStore(tmp_path / "zbrain.db")
+
+
+@contextlib.asynccontextmanager
+async def postgresql_database(tmp_path: Path) -> AsyncIterator[Callable[[], JobStore]]:
+    """A schema of its own in the test PostgreSQL, dropped afterwards."""
+    base_url = await postgres_url()
+    url, schema = new_schema_url(base_url)
+    try:
+        yield lambda: PostgresJobStore(url)
+    finally:
+        await drop_schema(base_url, schema)
+
+
+BACKENDS: Mapping[str, Backend] = {
+    "sqlite": sqlite_database,
+    "postgresql": postgresql_database,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
 async def databases(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Databases]:
-    databases = Databases(BACKENDS[request.param](tmp_path))
-    yield databases
-    await databases.close_all()
+    async with BACKENDS[request.param](tmp_path) as make:
+        databases = Databases(make)
+        try:
+            yield databases
+        finally:
+            await databases.close_all()
 
 
 @pytest.fixture

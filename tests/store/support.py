@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from zbrain_server.lifecycle import RetryPolicy
-from zbrain_server.model import Job, Lease, NewJob
+from zbrain_server.model import EventRecord, Job, Lease, NewJob
 from zbrain_server.store import JobStore
 
 T0 = 1_700_000_000_000_000
 """A fixed "now" in microseconds; tests add offsets to it instead of sleeping."""
+
+SHARED_BACKENDS = ["postgresql"]
+"""The BACKENDS (conftest.py) that several servers may share: replica tests run on these."""
 
 SECOND = 1_000_000
 LEASE_TTL = 30 * SECOND
@@ -35,6 +39,37 @@ def new_job(**overrides: Any) -> NewJob:
     )
     fields.update(overrides)
     return NewJob(**fields)
+
+
+DELIVERY_TIMEOUT_S = 10.0
+
+
+class Listener:
+    """Collects the event batches a store hands its listener.
+
+    SQLite hands them over before the write returns; a store shared by
+    replicas a moment after the commit, so tests await what they expect.
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[list[EventRecord]] = []
+        self._arrived = asyncio.Event()
+
+    def __call__(self, records: list[EventRecord]) -> None:
+        self.batches.append(records)
+        self._arrived.set()
+
+    @property
+    def sequences(self) -> list[int]:
+        """The sequence of every event received, in the order received."""
+        return [record.sequence for batch in self.batches for record in batch]
+
+    async def wait_through(self, sequence: int) -> None:
+        """Wait until an event with this sequence or a later one has arrived."""
+        async with asyncio.timeout(DELIVERY_TIMEOUT_S):
+            while not self.sequences or self.sequences[-1] < sequence:
+                self._arrived.clear()
+                await self._arrived.wait()
 
 
 Reopen = Callable[[JobStore], Awaitable[JobStore]]

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from tests.store.support import LEASE_TTL, RETRY, SECOND, T0, LeaseOne, Reopen, Submit, new_job
+from tests.store.support import (
+    LEASE_TTL,
+    RETRY,
+    SECOND,
+    T0,
+    LeaseOne,
+    Listener,
+    Reopen,
+    Submit,
+    new_job,
+)
 from zbrain.errors import StaleLeaseError
 from zbrain.v1 import event_pb2
 from zbrain_server import events
 from zbrain_server.model import AttemptOutcome, AttemptResult, EventRecord, LogStream
 from zbrain_server.store import JobStore
-
-
-class Listener:
-    """Collects what the store publishes after each commit."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[EventRecord]] = []
-
-    def __call__(self, records: list[EventRecord]) -> None:
-        self.batches.append(records)
 
 
 def kinds(records: list[EventRecord]) -> list[str]:
@@ -74,6 +74,7 @@ async def test_the_listener_gets_each_commit_in_order(store: JobStore, submit: S
     store.set_event_listener(listener)
     await store.create_jobs([new_job(), new_job()], T0)
     await submit()
+    await listener.wait_through(3)
 
     assert [[r.sequence for r in batch] for batch in listener.batches] == [[1, 2], [3]]
     assert [r for batch in listener.batches for r in batch] == await everything(store)
@@ -94,6 +95,7 @@ async def test_a_failed_change_records_and_publishes_nothing(
     assert await everything(store) == before
     assert listener.batches == []
     await store.record_events([events.worker_presence("w", "acme", True, T0)])
+    await listener.wait_through(before[-1].sequence + 1)
     assert listener.batches[0][0].sequence == before[-1].sequence + 1, "no sequence was burnt"
 
 

@@ -140,6 +140,18 @@ async def test_read_logs_returns_at_most_limit_lines_in_order(
     assert texts(await store.read_logs(lease.job.id, 1, 2)) == ["2", "3"]
 
 
+async def test_any_text_is_stored_as_given(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    await submit()
+    lease = await lease_one()
+    odd = ["nul \x00 inside", "ünïcødé ✓ 🚀", "", "tab\tand\rcarriage"]
+
+    await store.append_logs(lease.job.id, lease.lease_epoch, [(OUT, T0, text) for text in odd])
+
+    assert texts(await store.read_logs(lease.job.id, 0, 100)) == odd
+
+
 # -- artifacts -------------------------------------------------------------------
 
 
@@ -209,9 +221,6 @@ async def test_artifacts_outlive_the_attempt(
     )
 
     assert (await store.get_job(lease.job.id)).artifacts == (artifact,)
-
-
-# The next three fail on SQLite today: see KNOWN_BUGS in conftest.py.
 
 
 async def test_the_job_a_finished_attempt_returns_carries_its_artifacts(

@@ -1,0 +1,1032 @@
+"""The shared store: PostgreSQL through asyncpg, for several server replicas at once.
+
+Every query of this backend lives in this module; what a row means, the log
+budget and the quota rule come from `common`, shared with SQLite. Unlike
+SQLite, where one process owns the file and one writer task serialises all
+writes, here several replicas write at once, so the database itself must keep
+them apart:
+
+- Each write is one READ COMMITTED transaction on a pooled connection. A write
+  that decides on a job first reads it `FOR UPDATE`, so writers of one job
+  (on any replica) take turns, and still saves with the same compare-and-set
+  on state and lease epoch as SQLite. Leasing and the reaper select
+  `FOR UPDATE SKIP LOCKED`: replicas leasing from one queue take different
+  jobs instead of waiting for (or double-leasing) each other's.
+- The waiting-jobs quota is a counter row per org (`org_waiting`), changed in
+  the transaction of every change that makes a job runnable or not, so a
+  submit checks one row instead of counting the queue.
+- Events are numbered last, just before COMMIT, by incrementing one counter
+  row. Its row lock is held until commit, so sequence order is commit order
+  across replicas: a reader that saw sequence N can never later see a smaller
+  one appear, which is what lets StreamEvents resume from a sequence. The
+  price is that event-writing transactions commit one at a time, so the
+  counter and the org rows are updated in one statement (`_FINISH`), right
+  before COMMIT, to hold their locks as briefly as possible.
+- The listener gets events by reading them back, the same way for events of
+  this replica and of others: a dedicated connection LISTENs on a channel the
+  numbering statement NOTIFYs, a notification wakes one delivery task, and
+  the task reads every event after the last one delivered. It also polls
+  every second and reconnects when its connection drops, so a lost
+  notification delays an event but never loses it. (So the listener hears
+  of a write a few milliseconds after it returned, not before as with SQLite.)
+
+The URL is a libpq-style `postgresql://user@host:port/db`, plus one parameter
+of ours, `schema` (default `zbrain`): all tables live in that schema, so one
+database can hold several independent ZBrain installations (the tests use a
+schema each). Driver errors become StoreError here; nothing above the store
+sees asyncpg.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from zbrain.errors import FailedPreconditionError, NotFoundError, StoreError
+
+from .. import events, lifecycle
+from ..auth import Token
+from ..ids import new_job_id
+from ..lifecycle import Change, RetryPolicy
+from ..model import (
+    Artifact,
+    AttemptResult,
+    CancelOutcome,
+    EventRecord,
+    Job,
+    JobQuery,
+    JobState,
+    Lease,
+    LogLine,
+    LogRecord,
+    LogStream,
+    NewJob,
+)
+from .base import EventListener, JobStore
+from .common import (
+    JOB_COLUMNS,
+    LEASE_EXPIRED,
+    OVERDUE,
+    PURGED_THROUGH,
+    TOKEN_COLUMNS,
+    job_from_row,
+    new_job_row,
+    quota_exceeded,
+    round_robin,
+    save_params,
+    token_from_row,
+    waiting_changes,
+    within_log_budget,
+)
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCHEMA = "zbrain"
+POOL_SIZE = 8
+CONNECT_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 10.0
+POLL_INTERVAL_S = 1.0  # the delivery task reads events at least this often
+READ_TIMEOUT_S = 10.0  # a delivery read taking longer means the connection is dead
+EVENT_PAGE = 1000
+LAST_SEQUENCE = "last_sequence"  # the meta key of the event counter row
+
+# Lower-case identifiers only: the schema name is also part of the NOTIFY
+# channel (at most 63 bytes with its prefix) and of a lock key, and needs no quoting.
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,48}")
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+
+# Each entry upgrades the schema by one version (recorded in schema_version);
+# never edit a released entry, append a new one. Columns mirror SQLite's;
+# ids and names sort bytewise (COLLATE "C") whatever the database's locale,
+# as UUIDv7 ids must for listing and leasing in submission order.
+MIGRATIONS: tuple[str, ...] = (
+    f"""
+    CREATE TABLE jobs (
+        id                TEXT COLLATE "C" PRIMARY KEY,
+        org_id            TEXT COLLATE "C" NOT NULL,
+        cmd               TEXT NOT NULL,        -- JSON array of strings
+        input_json        TEXT NOT NULL,
+        env               TEXT NOT NULL,        -- JSON object
+        timeout_us        BIGINT NOT NULL,
+        max_retries       INTEGER NOT NULL,
+        priority          INTEGER NOT NULL,
+        labels            TEXT NOT NULL,        -- JSON object
+        state             TEXT NOT NULL,
+        attempt           INTEGER NOT NULL,
+        create_time       BIGINT NOT NULL,      -- all times: microseconds since the epoch
+        update_time       BIGINT NOT NULL,
+        start_time        BIGINT,
+        finish_time       BIGINT,
+        next_run_time     BIGINT,
+        last_error        TEXT NOT NULL,
+        output_json       TEXT NOT NULL,
+        lease_epoch       BIGINT NOT NULL,
+        worker_id         TEXT NOT NULL,
+        lease_expire_time BIGINT,
+        cancel_requested  INTEGER NOT NULL,
+        request_id        TEXT COLLATE "C" NOT NULL,
+        trace_context     TEXT NOT NULL,        -- JSON object
+        log_count         BIGINT NOT NULL DEFAULT 0,
+        log_bytes         BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE INDEX jobs_by_org ON jobs (org_id, id);
+    CREATE INDEX jobs_by_org_state ON jobs (org_id, state, id);
+    CREATE INDEX jobs_runnable ON jobs (org_id, priority DESC, id)
+        WHERE state IN ('PENDING', 'RETRYING');
+    CREATE INDEX jobs_running ON jobs (lease_expire_time) WHERE state = 'RUNNING';
+    CREATE INDEX jobs_finished ON jobs (finish_time) WHERE finish_time IS NOT NULL;
+    CREATE UNIQUE INDEX jobs_request_id ON jobs (org_id, request_id) WHERE request_id != '';
+
+    -- Waiting (PENDING or RETRYING) jobs per org, kept exact in the transaction
+    -- of every change, so the quota check reads one row instead of counting.
+    CREATE TABLE org_waiting (
+        org_id  TEXT COLLATE "C" PRIMARY KEY,
+        waiting BIGINT NOT NULL
+    );
+
+    CREATE TABLE logs (
+        job_id   TEXT COLLATE "C" NOT NULL,
+        sequence BIGINT NOT NULL,
+        stream   TEXT NOT NULL,
+        attempt  INTEGER NOT NULL,
+        time     BIGINT NOT NULL,
+        text     BYTEA NOT NULL,  -- UTF-8: program output may hold NUL, which TEXT cannot
+        PRIMARY KEY (job_id, sequence)
+    );
+
+    CREATE TABLE artifacts (
+        job_id     TEXT COLLATE "C" NOT NULL,
+        name       TEXT COLLATE "C" NOT NULL,
+        sha256     TEXT NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        PRIMARY KEY (job_id, name)
+    );
+    CREATE INDEX artifacts_by_blob ON artifacts (sha256);
+
+    CREATE TABLE events (
+        sequence       BIGINT PRIMARY KEY,  -- from the counter row, in commit order
+        topic          TEXT COLLATE "C" NOT NULL,
+        org_id         TEXT COLLATE "C" NOT NULL,
+        job_id         TEXT NOT NULL,
+        time           BIGINT NOT NULL,
+        payload        BYTEA NOT NULL,      -- a serialized zbrain.v1.Event with its payload only
+        last_of_commit BOOLEAN NOT NULL     -- so the listener gets one batch per transaction
+    );
+    CREATE INDEX events_by_org ON events (org_id, sequence);
+    CREATE INDEX events_by_time ON events (time);
+
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('{LAST_SEQUENCE}', 0), ('{PURGED_THROUGH}', 0);
+
+    CREATE TABLE tokens (
+        id          TEXT COLLATE "C" PRIMARY KEY,
+        org_id      TEXT NOT NULL,
+        role        TEXT NOT NULL,
+        description TEXT NOT NULL,
+        secret_hash TEXT NOT NULL,  -- SHA-256 of the secret; the secret is never stored
+        create_time BIGINT NOT NULL,
+        revoke_time BIGINT
+    );
+    """,
+)
+
+_CREATE_VERSION_TABLE = """
+    CREATE TABLE IF NOT EXISTS schema_version (
+        version    INTEGER PRIMARY KEY,
+        apply_time TIMESTAMPTZ NOT NULL DEFAULT now()
+    )
+"""
+_SCHEMA_EXISTS = "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)"
+_SELECT_VERSION = "SELECT coalesce(max(version), 0) FROM schema_version"
+_INSERT_VERSION = "INSERT INTO schema_version (version) VALUES ($1)"
+
+# The type of each of JOB_COLUMNS, for passing many rows as arrays.
+_JOB_COLUMN_TYPES = {
+    **dict.fromkeys(["timeout_us", "create_time", "update_time", "start_time"], "bigint"),
+    **dict.fromkeys(["finish_time", "next_run_time", "lease_epoch", "lease_expire_time"], "bigint"),
+    **dict.fromkeys(["max_retries", "priority", "attempt", "cancel_requested"], "int"),
+}
+_JOB_ARRAYS = ", ".join(
+    f"${n}::{_JOB_COLUMN_TYPES.get(column, 'text')}[]"
+    for n, column in enumerate(JOB_COLUMNS.split(", "), start=1)
+)
+# A job with its artifacts (sorted by name) in one row: column 24 is a list of
+# (name, sha256, size_bytes) tuples.
+_JOB_FIELDS = f"""{JOB_COLUMNS}, ARRAY(
+    SELECT ROW(a.name, a.sha256, a.size_bytes) FROM artifacts a
+    WHERE a.job_id = jobs.id ORDER BY a.name)"""
+_SELECT_JOB = f"SELECT {_JOB_FIELDS} FROM jobs WHERE id = $1"
+_LOCK_JOB = f"{_SELECT_JOB} FOR UPDATE"
+_LOCK_JOB_FOR_LOGS = (
+    f"SELECT {_JOB_FIELDS}, log_count, log_bytes FROM jobs WHERE id = $1 FOR UPDATE"
+)
+_INSERT_JOBS = f"""
+    INSERT INTO jobs ({JOB_COLUMNS})
+    SELECT * FROM unnest({_JOB_ARRAYS})
+    ON CONFLICT (org_id, request_id) WHERE request_id != '' DO NOTHING
+    RETURNING id
+"""
+_SELECT_BY_REQUEST_IDS = f"""
+    SELECT {_JOB_FIELDS} FROM jobs
+    WHERE (org_id, request_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+"""
+# Compare-and-set of many jobs at once: the values of `save_params`, as arrays.
+_SAVE_JOBS = """
+    UPDATE jobs SET state = v.state, attempt = v.attempt, update_time = v.update_time,
+        start_time = v.start_time, finish_time = v.finish_time,
+        next_run_time = v.next_run_time, last_error = v.last_error,
+        output_json = v.output_json, lease_epoch = v.lease_epoch, worker_id = v.worker_id,
+        lease_expire_time = v.lease_expire_time, cancel_requested = v.cancel_requested
+    FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[],
+                $6::bigint[], $7::text[], $8::text[], $9::bigint[], $10::text[],
+                $11::bigint[], $12::int[], $13::text[], $14::text[], $15::bigint[])
+        AS v(state, attempt, update_time, start_time, finish_time, next_run_time, last_error,
+             output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested,
+             id, old_state, old_lease_epoch)
+    WHERE jobs.id = v.id AND jobs.state = v.old_state AND jobs.lease_epoch = v.old_lease_epoch
+"""
+# Up to $3 runnable jobs of each org in $1, locked; rows end with the org's position in $1.
+_LOCK_RUNNABLE = f"""
+    SELECT runnable.*, orgs.position
+    FROM unnest($1::text[]) WITH ORDINALITY AS orgs(org_id, position)
+    CROSS JOIN LATERAL (
+        SELECT {_JOB_FIELDS} FROM jobs
+        WHERE jobs.org_id = orgs.org_id AND state IN ('PENDING', 'RETRYING')
+            AND next_run_time <= $2
+        ORDER BY priority DESC, id LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    ) AS runnable
+"""
+_LOCK_EXPIRED = f"""
+    SELECT {_JOB_FIELDS} FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < $1
+    FOR UPDATE SKIP LOCKED
+"""
+_LOCK_OVERDUE = f"""
+    SELECT {_JOB_FIELDS} FROM jobs WHERE state = 'RUNNING' AND start_time + timeout_us + $1 < $2
+    FOR UPDATE SKIP LOCKED
+"""
+_SELECT_NEXT_RUN_TIME = """
+    SELECT min(next_run_time) FROM jobs
+    WHERE org_id = ANY($1::text[]) AND state IN ('PENDING', 'RETRYING')
+"""
+_INSERT_LOGS = """
+    WITH lines AS (
+        INSERT INTO logs (job_id, sequence, stream, attempt, time, text)
+        SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::int[], $5::bigint[], $6::bytea[])
+    )
+    UPDATE jobs SET log_count = $7, log_bytes = $8 WHERE id = $1
+"""
+_SELECT_LOGS = """
+    SELECT sequence, stream, attempt, time, text FROM logs
+    WHERE job_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3
+"""
+_UPSERT_ARTIFACT = """
+    INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES ($1, $2, $3, $4)
+    ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256,
+        size_bytes = excluded.size_bytes
+"""
+# SKIP LOCKED: replicas purging at once split the work instead of deadlocking.
+_PURGE_FINISHED = """
+    WITH doomed AS (
+        SELECT id FROM jobs
+        WHERE finish_time < $1 AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+        FOR UPDATE SKIP LOCKED
+    ), gone_logs AS (
+        DELETE FROM logs WHERE job_id IN (SELECT id FROM doomed)
+    ), gone_artifacts AS (
+        DELETE FROM artifacts WHERE job_id IN (SELECT id FROM doomed)
+    )
+    DELETE FROM jobs WHERE id IN (SELECT id FROM doomed)
+"""
+_SELECT_BLOBS = "SELECT DISTINCT sha256 FROM artifacts"
+_COUNT_UNFINISHED = """
+    SELECT org_id, state, count(*) FROM jobs
+    WHERE state IN ('PENDING', 'RUNNING', 'RETRYING') GROUP BY org_id, state
+"""
+# The last statement of every transaction that changes the queue or records
+# events. It moves the orgs' waiting counts ($1, $2), then numbers the events
+# ($3 to $7) from the counter row, stores them, and NOTIFYs the channel ($8)
+# with the last sequence, which PostgreSQL delivers only on commit. It answers
+# that sequence (NULL without events) and the orgs' new waiting counts.
+#
+# These rows are locked only here, last, so they are held only until the
+# COMMIT that follows at once; and always by this one statement, in one order
+# (orgs sorted), so no two transactions can deadlock over them. The counter
+# lock lasting until COMMIT is what keeps sequence order equal to commit order.
+_FINISH = f"""
+    WITH waiting AS (
+        INSERT INTO org_waiting (org_id, waiting) SELECT * FROM unnest($1::text[], $2::bigint[])
+        ON CONFLICT (org_id) DO UPDATE SET waiting = org_waiting.waiting + excluded.waiting
+        RETURNING org_id, waiting
+    ), counter AS (
+        UPDATE meta SET value = value + cardinality($3::text[])
+        WHERE key = '{LAST_SEQUENCE}' AND cardinality($3::text[]) > 0
+        RETURNING value
+    ), stored AS (
+        INSERT INTO events (sequence, topic, org_id, job_id, time, payload, last_of_commit)
+        SELECT counter.value - cardinality($3::text[]) + e.position, e.topic, e.org_id,
+            e.job_id, e.time, e.payload, e.position = cardinality($3::text[])
+        FROM counter, unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::bytea[])
+            WITH ORDINALITY AS e(topic, org_id, job_id, time, payload, position)
+    )
+    SELECT (SELECT value FROM counter),
+        (SELECT pg_notify($8, value::text) FROM counter),
+        ARRAY(SELECT ROW(org_id, waiting) FROM waiting)
+"""
+_EVENT_COLUMNS = "sequence, topic, org_id, job_id, time, payload"
+_SELECT_EVENTS = f"""
+    SELECT {_EVENT_COLUMNS} FROM events
+    WHERE sequence > $1 AND starts_with(topic, $2) ORDER BY sequence LIMIT $3
+"""
+_SELECT_ORG_EVENTS = f"""
+    SELECT {_EVENT_COLUMNS} FROM events
+    WHERE org_id = $4 AND sequence > $1 AND starts_with(topic, $2) ORDER BY sequence LIMIT $3
+"""
+_SELECT_UNDELIVERED = f"""
+    SELECT {_EVENT_COLUMNS}, last_of_commit FROM events
+    WHERE sequence > $1 ORDER BY sequence LIMIT $2
+"""
+_SELECT_META = "SELECT value FROM meta WHERE key = $1"
+# Idempotent, so replicas may purge at once: the mark only ever rises.
+_PURGE_EVENTS = f"""
+    WITH through AS (
+        SELECT max(sequence) AS sequence FROM events WHERE time < $1
+    ), marked AS (
+        UPDATE meta SET value = greatest(value, through.sequence) FROM through
+        WHERE key = '{PURGED_THROUGH}' AND through.sequence IS NOT NULL
+    ), deleted AS (
+        DELETE FROM events WHERE sequence <= (SELECT sequence FROM through) RETURNING 1
+    )
+    SELECT count(*) FROM deleted
+"""
+_INSERT_TOKEN = f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+_SELECT_TOKEN = f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"
+_SELECT_TOKENS = f"""
+    SELECT {TOKEN_COLUMNS} FROM tokens WHERE $1::text IS NULL OR org_id = $1
+    ORDER BY create_time, id
+"""
+_REVOKE_TOKEN = "UPDATE tokens SET revoke_time = $1 WHERE id = $2 AND revoke_time IS NULL"
+_ANY_TOKEN = "SELECT EXISTS (SELECT 1 FROM tokens WHERE revoke_time IS NULL)"
+_CAN_WRITE = "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
+
+
+class PostgresJobStore(JobStore):
+    """A JobStore in one schema of a PostgreSQL database, shareable by replicas.
+
+    Its connections show in pg_stat_activity as application `zbrain`, and the
+    one listening for events as `zbrain-events/<schema>`.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._dsn, self.schema, self._where = _parse_url(url)
+        self._channel = f"zbrain_events_{self.schema}"
+        self._pool: asyncpg.Pool | None = None
+        self._delivery: asyncio.Task[None] | None = None
+        self._listener: EventListener | None = None
+        self._wake = asyncio.Event()  # set by notifications and by this store's commits
+        self._delivered_through = 0  # the last sequence handed to the listener (or skipped)
+        self._notified_through = 0  # the highest sequence known committed
+        self._written_through = 0  # the highest sequence this store committed
+
+    # -- connection management -------------------------------------------------
+
+    def _settings(self, application_name: str) -> dict[str, str]:
+        # JIT compilation only pays for long analytic queries; for these short
+        # ones its start-up cost, triggered by a high estimate, is pure delay.
+        return {"search_path": self.schema, "application_name": application_name, "jit": "off"}
+
+    async def open(self) -> None:
+        with self._translated("connect to"):
+            pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=1,
+                max_size=POOL_SIZE,
+                timeout=CONNECT_TIMEOUT_S,
+                server_settings=self._settings("zbrain"),
+                reset=_keep_session,
+            )
+        try:
+            with self._translated("migrate"):
+                async with pool.acquire() as conn:
+                    await self._migrate(conn)
+                    counter = await conn.fetchval(_SELECT_META, LAST_SEQUENCE)
+            # Only events committed from now on are delivered live; older ones
+            # are history, for read_events.
+            self._delivered_through = self._notified_through = int(counter)
+            with self._translated("connect to"):
+                listening = await self._listen()
+        except BaseException:
+            pool.terminate()
+            raise
+        self._pool = pool
+        self._delivery = asyncio.create_task(
+            self._deliver_forever(listening), name=f"zbrain-events-{self.schema}"
+        )
+
+    async def close(self) -> None:
+        if self._delivery is not None:
+            self._delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._delivery
+            self._delivery = None
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            # Writes under way finish first; one that hangs is cut off.
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
+            except (TimeoutError, *_DRIVER_ERRORS):
+                pool.terminate()
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        """Create the schema and apply pending MIGRATIONS, in one transaction.
+
+        Replicas starting at once queue on an advisory lock of the schema's own,
+        so exactly one of them migrates and the others find the work done.
+        """
+        lock_key = int.from_bytes(
+            hashlib.sha256(f"zbrain migrate {self.schema}".encode()).digest()[:8], signed=True
+        )
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key)
+            # Not CREATE SCHEMA IF NOT EXISTS: that needs the right to create
+            # schemas even when the schema is there, which a database user
+            # given one schema of its own may well lack.
+            if not await conn.fetchval(_SCHEMA_EXISTS, self.schema):
+                await conn.execute(f"CREATE SCHEMA {self.schema}")
+            await conn.execute(_CREATE_VERSION_TABLE)
+            version = int(await conn.fetchval(_SELECT_VERSION))
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"the database schema {self.schema} is version {version}, newer than this "
+                    f"server understands ({len(MIGRATIONS)}); upgrade ZBrain"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                await conn.execute(script)
+                await conn.execute(_INSERT_VERSION, number)
+
+    @property
+    def _db(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("the store is closed")
+        return self._pool
+
+    @contextlib.contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Turn driver errors into StoreError, saying which database failed."""
+        try:
+            yield
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(f"cannot {action} PostgreSQL at {self._where}: {exc}") from exc
+
+    async def _transaction(self, work: Callable[[_Transaction], Awaitable[T]]) -> T:
+        """Run `work` in one transaction, then number its events and commit."""
+        with self._translated("write to"):
+            async with self._db.acquire() as conn, conn.transaction():
+                transaction = _Transaction(conn)
+                result = await work(transaction)
+                last_sequence = await transaction.finish(self._channel)
+        if last_sequence is not None:
+            self._written_through = max(self._written_through, last_sequence)
+            self._committed(last_sequence)
+        return result
+
+    async def check_health(self) -> None:
+        if self._delivery is None or self._delivery.done():
+            raise StoreError("the store is closed or its event delivery stopped")
+        with self._translated("read from"):
+            writable = await self._db.fetchval(_CAN_WRITE)
+        if not writable:
+            raise StoreError(f"PostgreSQL at {self._where} is read-only (a standby?)")
+
+    # -- jobs ------------------------------------------------------------------
+
+    async def create_jobs(
+        self, jobs: Sequence[NewJob], now_us: int, *, pending_limit: int | None = None
+    ) -> list[tuple[Job, bool]]:
+        async def work(tx: _Transaction) -> list[tuple[Job, bool]]:
+            results: list[tuple[Job, bool]] = []
+            rows = []
+            in_batch: dict[tuple[str, str], Job] = {}  # a key repeated within the batch
+            for new in jobs:
+                key = (new.org_id, new.request_id)
+                if new.request_id and key in in_batch:
+                    results.append((in_batch[key], True))
+                    continue
+                row = new_job_row(new_job_id(), new, now_us)
+                rows.append(row)
+                in_batch[key] = job_from_row(row)
+                results.append((in_batch[key], False))
+            # Request ids in one order, so that two batches sharing some never deadlock.
+            rows.sort(key=lambda row: (row[1], row[22]))
+            inserted: set[str] = set()
+            if rows:
+                created_ids = await tx.conn.fetch(_INSERT_JOBS, *_columns(rows))
+                inserted = {record[0] for record in created_ids}
+            if len(inserted) < len(rows):
+                # An earlier job (maybe committed by another replica a moment
+                # ago) holds the request id: answer with that job.
+                lost = [job for job, _ in results if job.id not in inserted]
+                found = await tx.conn.fetch(
+                    _SELECT_BY_REQUEST_IDS,
+                    [job.org_id for job in lost],
+                    [job.request_id for job in lost],
+                )
+                earlier = {(job.org_id, job.request_id): job for job in map(_job_from_row, found)}
+                results = [
+                    (job, deduplicated)
+                    if job.id in inserted
+                    else (earlier[(job.org_id, job.request_id)], True)
+                    for job, deduplicated in results
+                ]
+            created = [job for job, deduplicated in results if not deduplicated]
+            tx.waiting.update(job.org_id for job in created)
+            tx.waiting_limit = pending_limit
+            tx.events += [events.submitted(job) for job in created]
+            return results
+
+        return await self._transaction(work)
+
+    async def get_job(self, job_id: str) -> Job:
+        with self._translated("read from"):
+            row = await self._db.fetchrow(_SELECT_JOB, job_id)
+        if row is None:
+            raise NotFoundError(f"job {job_id} not found")
+        return _job_from_row(row)
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        where = ["org_id = $1"]
+        params: list[Any] = [query.org_id]
+        if query.states:
+            params.append([state.name for state in query.states])
+            where.append(f"state = ANY(${len(params)}::text[])")
+        if query.after_id is not None:
+            params.append(query.after_id)
+            where.append(f"id {'<' if query.newest_first else '>'} ${len(params)}")
+        params.append(query.limit)
+        sql = (
+            f"SELECT {_JOB_FIELDS} FROM jobs WHERE {' AND '.join(where)} "
+            f"ORDER BY id {'DESC' if query.newest_first else 'ASC'} LIMIT ${len(params)}"
+        )
+        with self._translated("read from"):
+            return [_job_from_row(row) for row in await self._db.fetch(sql, *params)]
+
+    async def cancel_job(self, job_id: str, now_us: int) -> tuple[Job, CancelOutcome]:
+        async def work(tx: _Transaction) -> tuple[Job, CancelOutcome]:
+            job = await tx.lock_job(job_id)
+            change, outcome = lifecycle.cancel(job, now_us)
+            if change is not None:
+                await tx.save([change])
+                job = change.after
+            return job, outcome
+
+        return await self._transaction(work)
+
+    # -- leases ----------------------------------------------------------------
+
+    async def lease_jobs(
+        self,
+        worker_id: str,
+        org_ids: Sequence[str],
+        max_jobs: int,
+        now_us: int,
+        lease_ttl_us: int,
+    ) -> list[Lease]:
+        async def work(tx: _Transaction) -> list[Lease]:
+            per_org: list[list[Job]] = [[] for _ in org_ids]
+            for row in await tx.conn.fetch(_LOCK_RUNNABLE, list(org_ids), now_us, max_jobs):
+                per_org[row["position"] - 1].append(_job_from_row(row))
+            chosen = round_robin(per_org, max_jobs)
+            changes = [
+                lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us) for job in chosen
+            ]
+            await tx.save(changes)
+            return [
+                Lease(c.after, c.after.lease_epoch, c.after.lease_expire_time_us or 0)
+                for c in changes
+            ]
+
+        # Rows locked but not chosen (another org's turn) are released at commit.
+        return await self._transaction(work)
+
+    async def return_lease(self, job_id: str, lease_epoch: int, now_us: int) -> Job:
+        async def work(tx: _Transaction) -> Job:
+            change = lifecycle.return_lease(await tx.lock_job(job_id), lease_epoch, now_us)
+            await tx.save([change])
+            return change.after
+
+        return await self._transaction(work)
+
+    async def renew_lease(
+        self, job_id: str, lease_epoch: int, now_us: int, lease_ttl_us: int
+    ) -> Job:
+        async def work(tx: _Transaction) -> Job:
+            job = await tx.lock_job(job_id)
+            renewed = lifecycle.renew_lease(job, lease_epoch, now_us, lease_ttl_us)
+            await tx.save([Change(job, renewed, "lease renewed")], record=False)
+            return renewed
+
+        return await self._transaction(work)
+
+    async def finish_attempt(
+        self,
+        job_id: str,
+        lease_epoch: int,
+        result: AttemptResult,
+        now_us: int,
+        retry: RetryPolicy,
+    ) -> Job:
+        async def work(tx: _Transaction) -> Job:
+            job = await tx.lock_job(job_id)
+            change = lifecycle.finish_attempt(job, lease_epoch, result, now_us, retry)
+            await tx.save([change])
+            return change.after
+
+        return await self._transaction(work)
+
+    async def expire_leases(self, now_us: int, retry: RetryPolicy) -> list[Job]:
+        return await self._fail_running(_LOCK_EXPIRED, (now_us,), LEASE_EXPIRED, now_us, retry)
+
+    async def time_out_attempts(self, now_us: int, grace_us: int, retry: RetryPolicy) -> list[Job]:
+        return await self._fail_running(_LOCK_OVERDUE, (grace_us, now_us), OVERDUE, now_us, retry)
+
+    async def _fail_running(
+        self,
+        select: str,
+        params: tuple[Any, ...],
+        result: AttemptResult,
+        now_us: int,
+        retry: RetryPolicy,
+    ) -> list[Job]:
+        # SKIP LOCKED: a job another replica's reaper is failing right now is
+        # its business; once that commits, the job no longer matches anyway.
+        async def work(tx: _Transaction) -> list[Job]:
+            jobs = [_job_from_row(row) for row in await tx.conn.fetch(select, *params)]
+            changes = [
+                lifecycle.finish_attempt(job, job.lease_epoch, result, now_us, retry)
+                for job in jobs
+            ]
+            await tx.save(changes)
+            return [change.after for change in changes]
+
+        return await self._transaction(work)
+
+    async def next_run_time(self, org_ids: Sequence[str]) -> int | None:
+        with self._translated("read from"):
+            earliest = await self._db.fetchval(_SELECT_NEXT_RUN_TIME, list(org_ids))
+        return None if earliest is None else int(earliest)
+
+    # -- logs ------------------------------------------------------------------
+
+    async def append_logs(
+        self,
+        job_id: str,
+        lease_epoch: int,
+        records: Sequence[LogRecord],
+        *,
+        max_bytes: int | None = None,
+    ) -> list[LogLine]:
+        async def work(tx: _Transaction) -> list[LogLine]:
+            # The row lock makes the job's line numbers gapless across replicas.
+            row = await tx.conn.fetchrow(_LOCK_JOB_FOR_LOGS, job_id)
+            if row is None:
+                raise NotFoundError(f"job {job_id} not found")
+            job = _job_from_row(row)
+            lifecycle.check_lease(job, lease_epoch)
+            kept, total_bytes = within_log_budget(records, row["log_bytes"], max_bytes)
+            first = row["log_count"] + 1
+            lines = [
+                LogLine(first + i, stream, job.attempt, time_us, text)
+                for i, (stream, time_us, text) in enumerate(kept)
+            ]
+            if not lines:
+                return lines
+            await tx.conn.execute(
+                _INSERT_LOGS,
+                job_id,
+                [line.sequence for line in lines],
+                [line.stream.name for line in lines],
+                [line.attempt for line in lines],
+                [line.time_us for line in lines],
+                [line.text.encode() for line in lines],
+                first - 1 + len(lines),
+                total_bytes,
+            )
+            tx.events.append(events.logged(job, lines))
+            return lines
+
+        return await self._transaction(work)
+
+    async def read_logs(self, job_id: str, after_sequence: int, limit: int) -> list[LogLine]:
+        with self._translated("read from"):
+            rows = await self._db.fetch(_SELECT_LOGS, job_id, after_sequence, limit)
+        return [
+            LogLine(row[0], LogStream[row[1]], row[2], row[3], bytes(row[4]).decode())
+            for row in rows
+        ]
+
+    # -- artifacts -------------------------------------------------------------
+
+    async def add_artifact(self, job_id: str, lease_epoch: int, artifact: Artifact) -> None:
+        async def work(tx: _Transaction) -> None:
+            lifecycle.check_lease(await tx.lock_job(job_id), lease_epoch)
+            await tx.conn.execute(
+                _UPSERT_ARTIFACT, job_id, artifact.name, artifact.sha256, artifact.size_bytes
+            )
+
+        await self._transaction(work)
+
+    async def purge_finished(self, finished_before_us: int) -> int:
+        with self._translated("write to"):
+            return _row_count(await self._db.execute(_PURGE_FINISHED, finished_before_us))
+
+    async def referenced_blobs(self) -> set[str]:
+        with self._translated("read from"):
+            return {row[0] for row in await self._db.fetch(_SELECT_BLOBS)}
+
+    async def count_unfinished(self) -> dict[tuple[str, JobState], int]:
+        with self._translated("read from"):
+            rows = await self._db.fetch(_COUNT_UNFINISHED)
+        return {(row[0], JobState[row[1]]): row[2] for row in rows}
+
+    # -- events ----------------------------------------------------------------
+
+    def set_event_listener(self, listener: EventListener | None) -> None:
+        if self._listener is None and listener is not None:
+            # A new listener gets what commits from now on. What this store
+            # wrote so far is known committed before now; events of other
+            # replicas not yet seen may still come, as they would have anyway.
+            self._delivered_through = max(self._delivered_through, self._written_through)
+        self._listener = listener
+
+    async def record_events(self, records: Sequence[EventRecord]) -> None:
+        async def work(tx: _Transaction) -> None:
+            tx.events += records
+
+        await self._transaction(work)
+
+    async def read_events(
+        self, org_id: str | None, topic_prefix: str, after_sequence: int, limit: int
+    ) -> list[EventRecord]:
+        with self._translated("read from"):
+            if org_id is None:
+                rows = await self._db.fetch(_SELECT_EVENTS, after_sequence, topic_prefix, limit)
+            else:
+                rows = await self._db.fetch(
+                    _SELECT_ORG_EVENTS, after_sequence, topic_prefix, limit, org_id
+                )
+        return [EventRecord(*row) for row in rows]
+
+    async def events_purged_through(self) -> int:
+        with self._translated("read from"):
+            return int(await self._db.fetchval(_SELECT_META, PURGED_THROUGH))
+
+    async def purge_events(self, before_us: int) -> int:
+        with self._translated("write to"):
+            return int(await self._db.fetchval(_PURGE_EVENTS, before_us))
+
+    def _committed(self, sequence: int) -> None:
+        """Note that events through `sequence` are committed, and wake delivery."""
+        self._notified_through = max(self._notified_through, sequence)
+        self._wake.set()
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        self._committed(int(payload))
+
+    def _connection_lost(self, conn: object) -> None:
+        self._wake.set()  # reconnect at once, not at the next poll
+
+    async def _listen(self) -> asyncpg.Connection:
+        """A connection of its own that LISTENs for committed events."""
+        conn = await asyncpg.connect(
+            self._dsn,
+            timeout=CONNECT_TIMEOUT_S,
+            server_settings=self._settings(f"zbrain-events/{self.schema}"),
+        )
+        try:
+            await conn.add_listener(self._channel, self._notified)
+        except BaseException:
+            conn.terminate()
+            raise
+        conn.add_termination_listener(self._connection_lost)
+        return conn
+
+    async def _deliver_forever(self, conn: asyncpg.Connection | None) -> None:
+        """Hand the listener every committed event, reconnecting as needed.
+
+        Woken by notifications and by this store's own commits, it reads only
+        when something new is known to be committed; every POLL_INTERVAL_S it
+        reads anyway, which finds whatever a lost notification would have said.
+        """
+        try:
+            while True:
+                polled = await self._next_wake()
+                if self._listener is None:
+                    continue
+                if not polled and self._notified_through <= self._delivered_through:
+                    continue
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await self._listen()
+                    await self._deliver(conn)
+                except _DRIVER_ERRORS as exc:
+                    log.warning(
+                        "cannot read events from PostgreSQL at %s (retrying): %s", self._where, exc
+                    )
+                    if conn is not None:
+                        conn.terminate()
+                    conn = None
+        finally:
+            if conn is not None:
+                with contextlib.suppress(*_DRIVER_ERRORS):
+                    await conn.close(timeout=CLOSE_TIMEOUT_S)
+
+    async def _next_wake(self) -> bool:
+        """Wait for a wake-up; True when the poll interval ran out first."""
+        try:
+            async with asyncio.timeout(POLL_INTERVAL_S):
+                await self._wake.wait()
+        except TimeoutError:
+            return True
+        self._wake.clear()
+        return False
+
+    async def _deliver(self, conn: asyncpg.Connection) -> None:
+        """Read the events after the last delivered, handing over one commit at a time."""
+        after = self._delivered_through
+        batch: list[EventRecord] = []
+        while True:
+            rows = await conn.fetch(_SELECT_UNDELIVERED, after, EVENT_PAGE, timeout=READ_TIMEOUT_S)
+            for row in rows:
+                batch.append(EventRecord(*row[:6]))
+                if row["last_of_commit"]:
+                    self._publish(batch)
+                    batch = []
+            if len(rows) < EVENT_PAGE:
+                break
+            after = rows[-1][0]
+        if batch:  # a commit whose end retention purged: nothing more will come
+            self._publish(batch)
+
+    def _publish(self, batch: list[EventRecord]) -> None:
+        listener = self._listener
+        if listener is not None and batch[-1].sequence > self._delivered_through:
+            try:
+                listener(batch)
+            except Exception:
+                log.exception("the event listener failed on events through %d", batch[-1].sequence)
+        self._delivered_through = max(self._delivered_through, batch[-1].sequence)
+
+    # -- tokens ------------------------------------------------------------------
+
+    async def add_token(self, token: Token) -> None:
+        with self._translated("write to"):
+            await self._db.execute(
+                _INSERT_TOKEN,
+                token.id,
+                token.org_id,
+                token.role.name,
+                token.description,
+                token.secret_hash,
+                token.create_time_us,
+                token.revoke_time_us,
+            )
+
+    async def find_token(self, token_id: str) -> Token | None:
+        with self._translated("read from"):
+            row = await self._db.fetchrow(_SELECT_TOKEN, token_id)
+        return token_from_row(row) if row is not None else None
+
+    async def list_tokens(self, org_id: str | None) -> list[Token]:
+        with self._translated("read from"):
+            return [token_from_row(row) for row in await self._db.fetch(_SELECT_TOKENS, org_id)]
+
+    async def revoke_token(self, token_id: str, now_us: int) -> Token:
+        async def work(tx: _Transaction) -> Token:
+            await tx.conn.execute(_REVOKE_TOKEN, now_us, token_id)
+            row = await tx.conn.fetchrow(_SELECT_TOKEN, token_id)
+            if row is None:
+                raise NotFoundError(f"token {token_id} not found")
+            return token_from_row(row)
+
+        return await self._transaction(work)
+
+    async def has_tokens(self) -> bool:
+        with self._translated("read from"):
+            return bool(await self._db.fetchval(_ANY_TOKEN))
+
+
+class _Transaction:
+    """One write transaction. Job changes are saved as they are decided; what
+    they do to the orgs' waiting counts, and their events, are collected for
+    `finish`, the last statement before COMMIT."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.events: list[EventRecord] = []
+        self.waiting: collections.Counter[str] = collections.Counter()
+        self.waiting_limit: int | None = None  # no org may grow past it
+
+    async def lock_job(self, job_id: str) -> Job:
+        """The job, locked until the transaction ends; NotFoundError when unknown."""
+        row = await self.conn.fetchrow(_LOCK_JOB, job_id)
+        if row is None:
+            raise NotFoundError(f"job {job_id} not found")
+        return _job_from_row(row)
+
+    async def save(self, changes: Sequence[Change], *, record: bool = True) -> None:
+        """Write decided changes; fail if any row changed since it was read."""
+        if not changes:
+            return
+        status = await self.conn.execute(
+            _SAVE_JOBS, *_columns([save_params(change) for change in changes])
+        )
+        if _row_count(status) != len(changes):
+            raise FailedPreconditionError("a job changed concurrently; try again")
+        self.waiting.update(waiting_changes(changes))
+        if record:
+            self.events += [events.state_changed(change) for change in changes]
+
+    async def finish(self, channel: str) -> int | None:
+        """Move the waiting counts and record the events (see _FINISH); return the
+        last sequence, if any. ResourceExhaustedError when an org would grow past
+        `waiting_limit`, and the transaction must then roll back."""
+        moved = sorted((org_id, delta) for org_id, delta in self.waiting.items() if delta)
+        if not moved and not self.events:
+            return None
+        last_sequence, _, totals = await self.conn.fetchrow(
+            _FINISH,
+            [org_id for org_id, _ in moved],
+            [delta for _, delta in moved],
+            *_columns(
+                [(r.topic, r.org_id, r.job_id, r.time_us, r.payload) for r in self.events], width=5
+            ),
+            channel,
+        )
+        for org_id, waiting in totals:
+            added = self.waiting[org_id]
+            if self.waiting_limit is not None and added > 0 and waiting > self.waiting_limit:
+                raise quota_exceeded(org_id, waiting - added, self.waiting_limit)
+        return None if last_sequence is None else int(last_sequence)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection to the pool as it is. This store leaves no session
+    state behind (no SET, LISTEN, cursor or session lock; asyncpg itself ends
+    any open transaction), so asyncpg's default reset, one more round trip on
+    every release, would have nothing to do."""
+
+
+def _parse_url(url: str) -> tuple[str, str, str]:
+    """The URL for asyncpg (without our `schema` parameter), the schema, and
+    `host:port` for messages (never the password)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StoreError(f"not a PostgreSQL URL (postgresql://user@host:port/db): {parts.scheme}:")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = dict(query).get("schema", DEFAULT_SCHEMA)
+    if not _SCHEMA_NAME.fullmatch(schema):
+        raise StoreError(
+            f"invalid schema {schema!r} in the PostgreSQL URL: use lower-case letters, "
+            "digits and _ (at most 49), starting with a letter or _"
+        )
+    rest = urlencode([(key, value) for key, value in query if key != "schema"])
+    where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+    return urlunsplit(parts._replace(query=rest)), schema, where
+
+
+def _job_from_row(row: Any) -> Job:
+    """A job from a row of _JOB_FIELDS: JOB_COLUMNS, then the artifacts."""
+    job = job_from_row(row)
+    if not row[24]:
+        return job
+    return replace(job, artifacts=tuple(Artifact(*artifact) for artifact in row[24]))
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int | None = None) -> list[list[Any]]:
+    """Rows as one list per column, to pass many rows as arrays to unnest();
+    with no rows, `width` empty lists."""
+    if not rows:
+        return [[] for _ in range(width or 0)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _row_count(status: str) -> int:
+    """The row count of a command status such as "UPDATE 3"."""
+    return int(status.rsplit(" ", 1)[-1])

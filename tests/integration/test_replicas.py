@@ -1,0 +1,180 @@
+"""Several `zbrain serve` replicas over one PostgreSQL database, with real workers.
+
+Each test starts real server processes on their own ports, all pointed at a
+schema of its own, and real `zbrain worker` processes connected to different
+replicas. Jobs append their id to a file, so "ran exactly once" is read off
+the disk, not off the server's word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Processes
+from zbrain import Client, JobState
+
+# Short leases and retries keep the tests quick; the tick is the safety net only.
+REPLICA_ENV = {
+    "ZBRAIN_LEASE_TTL": "5s",
+    "ZBRAIN_POLL_INTERVAL": "0.2s",
+    "ZBRAIN_RETRY_BASE": "0.05s",
+    "ZBRAIN_RETRY_CAP": "0.2s",
+}
+
+
+pytestmark = pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+
+
+class Replicas:
+    """Server processes sharing one store (and one artifact folder, as replicas
+    on several hosts would share a network file system)."""
+
+    def __init__(self, processes: Processes, tmp_path: Path, url: str) -> None:
+        self.processes, self.tmp_path, self.url = processes, tmp_path, url
+        self.children: list[subprocess.Popen[str]] = []
+        self.addresses: list[str] = []
+
+    def start(self, count: int, **env: str) -> list[str]:
+        for _ in range(count):
+            child, address = self.processes.server(
+                self.tmp_path / f"replica{len(self.children)}",
+                "--store",
+                self.url,
+                "--artifacts-dir",
+                str(self.tmp_path / "artifacts"),
+                env={**REPLICA_ENV, **env},
+            )
+            self.children.append(child)
+            self.addresses.append(address)
+        return self.addresses
+
+    def kill(self, index: int) -> None:
+        os.killpg(self.children[index].pid, signal.SIGKILL)
+        self.children[index].wait()
+
+
+@pytest.fixture
+def replicas(store_url: str, processes: Processes, tmp_path: Path) -> Replicas:
+    return Replicas(processes, tmp_path, store_url)
+
+
+def recording(runs: Path, seconds: float = 0.0) -> list[str]:
+    """A job that appends its id to `runs` (after `seconds`)."""
+    return ["sh", "-c", f'sleep {seconds}; echo "$ZBRAIN_JOB_ID" >> {runs}']
+
+
+def recorded(runs: Path) -> list[str]:
+    return runs.read_text().split() if runs.exists() else []
+
+
+async def test_jobs_submitted_round_robin_run_exactly_once(
+    replicas: Replicas, processes: Processes, tmp_path: Path
+) -> None:
+    addresses = replicas.start(3)
+    for i, address in enumerate(addresses):
+        processes.worker(address, "--id", f"worker-{i}", "--concurrency", "4")
+    runs = tmp_path / "runs"
+    clients = [await Client.connect(address) for address in addresses]
+    try:
+        jobs = [await clients[i % 3].submit(recording(runs), max_retries=3) for i in range(60)]
+        done = [await clients[i % 3].wait(job.id, timeout=60) for i, job in enumerate(jobs)]
+    finally:
+        for client in clients:
+            await client.close()
+
+    assert all(job.state is JobState.SUCCEEDED for job in done), [j.last_error for j in done]
+    assert sorted(recorded(runs)) == sorted(job.id for job in jobs), "each job ran once"
+    assert all(job.attempt == 1 for job in done)
+    assert len({job.worker_id for job in done}) > 1, "workers of several replicas took jobs"
+
+
+async def test_a_job_submitted_through_one_replica_reaches_an_idle_worker_on_another_at_once(
+    replicas: Replicas, processes: Processes
+) -> None:
+    # With the safety-net tick a minute apart, only the cross-replica
+    # notification can bring the job to the worker in time.
+    first, second = replicas.start(2, ZBRAIN_POLL_INTERVAL="60s")
+    processes.worker(second, "--id", "on-second", "--mode", "echo")
+    async with await Client.connect(first) as client:
+        warm_up = await client.submit(["echo"])
+        assert (await client.wait(warm_up.id, timeout=30)).state is JobState.SUCCEEDED
+        delays = []
+        for _ in range(5):
+            job = await client.submit(["echo"])
+            done = await client.wait(job.id, timeout=30)
+            assert done.state is JobState.SUCCEEDED and done.worker_id == "on-second"
+            assert done.start_time is not None and done.create_time is not None
+            delays.append((done.start_time - done.create_time).total_seconds())
+    # The store's own fallback poll is a second; notification takes milliseconds.
+    assert statistics.median(delays) < 0.3, delays
+
+
+async def test_killing_a_replica_mid_load_loses_no_job_and_its_workers_carry_on(
+    replicas: Replicas, processes: Processes, tmp_path: Path
+) -> None:
+    first, second = replicas.start(2)
+    # One address for both, as a DNS name with two records would be: the
+    # worker's channel moves to the next address when its server dies.
+    processes.worker(f"ipv4:{first},{second}", "--id", "first-worker", "--concurrency", "4")
+    processes.worker(f"ipv4:{second},{first}", "--id", "second-worker", "--concurrency", "4")
+    runs = tmp_path / "runs"
+    async with (
+        await Client.connect(first) as via_first,
+        await Client.connect(second) as via_second,
+    ):
+        acknowledged = [
+            await (via_first, via_second)[i % 2].submit(recording(runs, 0.3), max_retries=5)
+            for i in range(40)
+        ]
+
+        async def some_ran() -> None:
+            while len(recorded(runs)) < 8:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(some_ran(), 60)
+        replicas.kill(0)
+        killed_at = datetime.now(UTC)
+        finished = [await via_second.wait(job.id, timeout=90) for job in acknowledged]
+
+    assert [job.state for job in finished] == [JobState.SUCCEEDED] * len(acknowledged), [
+        job.last_error for job in finished
+    ]
+    assert set(recorded(runs)) == {job.id for job in acknowledged}, "every job ran"
+    carried_on = [
+        job
+        for job in finished
+        if job.worker_id == "first-worker" and job.finish_time and job.finish_time > killed_at
+    ]
+    assert carried_on, "the worker that was connected to the dead replica carried on"
+
+
+async def test_a_watcher_on_one_replica_sees_a_job_run_through_another(
+    replicas: Replicas, processes: Processes
+) -> None:
+    first, second = replicas.start(2)
+    processes.worker(first, "--id", "on-first")
+    script = "for i in 1 2 3; do echo line $i; sleep 0.2; done"
+    async with (
+        await Client.connect(first) as via_first,
+        await Client.connect(second) as via_second,
+    ):
+        job = await via_first.submit(["sh", "-c", script])
+        lines = [line async for line in via_second.logs(job.id, follow=True)]
+        events = [
+            event async for event in via_second.events(topic_prefix=f"jobs/{job.id}/", follow=False)
+        ]
+
+    assert [line.text for line in lines] == ["line 1", "line 2", "line 3"]
+    assert [line.sequence for line in lines] == [1, 2, 3]
+    states = [e.data["to_state"] for e in events if e.type == "job_state_changed"]
+    assert states[-1] == "JOB_STATE_SUCCEEDED", states
+    sequences = [event.sequence for event in events]
+    assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
