@@ -1,6 +1,9 @@
 """Load generators for bench/run.py; each mode prints one JSON line of figures.
 
-Every mode runs in its own process, so the server's CPU is its own.
+Every mode runs in its own process, so the server's CPU is its own. `submit`
+and `e2e` take several replica addresses joined by commas: submits go round
+the replicas, workers are spread over them, and completions are counted on
+the last replica's event stream (so they must cross replicas to be seen).
 """
 
 from __future__ import annotations
@@ -98,27 +101,31 @@ async def submit(address: str, inflight: int, seconds: float) -> None:
     emit(**await submit_figures(address, inflight, seconds))
 
 
-async def submit_figures(address: str, inflight: int, seconds: float) -> dict[str, float]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = job_service_pb2_grpc.JobServiceStub(channel)
+async def submit_figures(addresses: str, inflight: int, seconds: float) -> dict[str, float]:
+    channels = [grpc.aio.insecure_channel(address) for address in addresses.split(",")]
+    try:
+        stubs = [job_service_pb2_grpc.JobServiceStub(channel) for channel in channels]
         request = job_service_pb2.SubmitRequest(job=SPEC)
         latencies: list[float] = []
         deadline = time.perf_counter() + seconds
 
-        async def loop() -> None:
+        async def loop(stub: job_service_pb2_grpc.JobServiceStub) -> None:
             while time.perf_counter() < deadline:
                 begun = time.perf_counter()
                 await stub.Submit(request)
                 latencies.append((time.perf_counter() - begun) * 1000)
 
         started = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(inflight)))
+        await asyncio.gather(*(loop(stubs[i % len(stubs)]) for i in range(inflight)))
         elapsed = time.perf_counter() - started
-        return {
-            "rate": len(latencies) / elapsed,
-            "p50_ms": statistics.median(latencies),
-            "p99_ms": percentile(latencies, 0.99),
-        }
+    finally:
+        for channel in channels:
+            await channel.close()
+    return {
+        "rate": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": percentile(latencies, 0.99),
+    }
 
 
 async def batch(address: str, size: int, batches: int) -> None:
@@ -180,32 +187,39 @@ async def count_finished(address: str, total: int, after: int) -> float:
     raise RuntimeError("event stream ended early")
 
 
-async def end_to_end(address: str, total: int, spec: job_pb2.JobSpec) -> None:
-    async with grpc.aio.insecure_channel(
-        address, options=[("grpc.max_send_message_length", 64 << 20)]
-    ) as channel:
-        stub = job_service_pb2_grpc.JobServiceStub(channel)
-        watcher = asyncio.ensure_future(count_finished(address, total, 0))
+async def end_to_end(addresses: str, total: int, spec: job_pb2.JobSpec) -> None:
+    replicas = addresses.split(",")
+    channels = [
+        grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)])
+        for address in replicas
+    ]
+    try:
+        stubs = [job_service_pb2_grpc.JobServiceStub(channel) for channel in channels]
+        watcher = asyncio.ensure_future(count_finished(replicas[-1], total, 0))
         await asyncio.sleep(0.3)
         started = time.perf_counter()
-        for offset in range(0, total, 1000):
-            await stub.SubmitBatch(
+        for number, offset in enumerate(range(0, total, 1000)):
+            await stubs[number % len(stubs)].SubmitBatch(
                 job_service_pb2.SubmitBatchRequest(jobs=[spec] * min(1000, total - offset))
             )
         finished = await watcher
-        emit(rate=total / (finished - started))
+    finally:
+        for channel in channels:
+            await channel.close()
+    emit(rate=total / (finished - started))
 
 
-async def e2e(address: str, workers: int, total: int) -> None:
+async def e2e(addresses: str, workers: int, total: int) -> None:
+    replicas = addresses.split(",")
     children = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.load", "sdk-worker", address
+            sys.executable, "-m", "bench.load", "sdk-worker", replicas[i % len(replicas)]
         )
-        for _ in range(workers)
+        for i in range(workers)
     ]
     await asyncio.sleep(1.5)
     try:
-        await end_to_end(address, total, SPEC)
+        await end_to_end(addresses, total, SPEC)
     finally:
         for child in children:
             child.terminate()

@@ -12,6 +12,8 @@ table and written as JSON to bench/results/. No assertion is made about speed.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -23,13 +25,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+POSTGRES = os.environ.get("ZBRAIN_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @dataclass
@@ -125,6 +129,42 @@ class Server:
         subprocess.run(["rm", "-rf", self.data], check=False)
 
 
+async def _postgres(statement: str | None = None) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES, timeout=5)
+    try:
+        if statement:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+def postgres_problem() -> str | None:
+    """Why the PostgreSQL figures cannot be measured here, or None if they can."""
+    try:
+        asyncio.run(_postgres())
+    except Exception as exc:  # any failure to connect means: no PostgreSQL figures
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+@contextlib.contextmanager
+def replicas(count: int) -> Iterator[str]:
+    """`count` servers over one fresh PostgreSQL schema; yields their addresses,
+    comma-joined; the schema is dropped afterwards."""
+    schema = f"zbrain_bench_{uuid.uuid4().hex[:12]}"
+    try:
+        with contextlib.ExitStack() as servers:
+            started = [
+                servers.enter_context(Server("--store", f"{POSTGRES}?schema={schema}"))
+                for _ in range(count)
+            ]
+            yield ",".join(server.address for server in started)
+    finally:
+        asyncio.run(_postgres(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
 def measure(
     repeat: int, once: Callable[[], dict[str, Any]], keys: dict[str, tuple[str, str]]
 ) -> list[Figure]:
@@ -136,9 +176,8 @@ def measure(
     return list(figures.values())
 
 
-def suite(tiny: bool, repeat: int) -> list[Figure]:
+def suite(tiny: bool, repeat: int, sections: set[str]) -> list[Figure]:
     seconds = "1" if tiny else "4"
-    jobs = 300 if tiny else 20_000
     figures: list[Figure] = []
 
     # The ceiling: a bare grpc.aio unary echo and server-streaming, same message sizes.
@@ -164,7 +203,20 @@ def suite(tiny: bool, repeat: int) -> list[Figure]:
         echo.terminate()
         echo.wait()
     figures += [ceiling_unary, ceiling_stream]
+    if "sqlite" in sections:
+        figures += embedded(tiny, repeat, ceiling_unary, ceiling_stream)
+    if "postgresql" in sections:
+        figures += replicated(tiny, repeat, ceiling_unary)
+    return figures
 
+
+def embedded(
+    tiny: bool, repeat: int, ceiling_unary: Figure, ceiling_stream: Figure
+) -> list[Figure]:
+    """Every figure of the performance issue, on one server with its SQLite store."""
+    seconds = "1" if tiny else "4"
+    jobs = 300 if tiny else 20_000
+    figures: list[Figure] = []
     with Server() as server:
         for inflight in ("1", "16", "64", "256"):
             rate, p50, p99 = measure(
@@ -259,6 +311,43 @@ def suite(tiny: bool, repeat: int) -> list[Figure]:
     return figures
 
 
+def replicated(tiny: bool, repeat: int, ceiling_unary: Figure) -> list[Figure]:
+    """Submit and end-to-end throughput with 1 and 2 replicas over one PostgreSQL."""
+    seconds = "1" if tiny else "4"
+    jobs = 300 if tiny else 20_000
+    figures: list[Figure] = []
+    problem = postgres_problem()
+    if problem is None:
+        for count in (1, 2):
+            with replicas(count) as addresses:
+                rate, p99 = measure(
+                    repeat,
+                    functools.partial(run_load, "submit", addresses, "64", seconds),
+                    {
+                        "rate": (f"PostgreSQL x{count} replicas: Submit @64", "jobs/s"),
+                        "p99_ms": (f"PostgreSQL x{count} replicas: Submit @64 p99", "ms"),
+                    },
+                )
+                rate.ceiling = ceiling_unary.median
+                figures += [rate, p99]
+            with replicas(count) as addresses:
+                figures += measure(
+                    1,
+                    functools.partial(run_load, "e2e", addresses, "8", str(jobs)),
+                    {
+                        "rate": (
+                            f"PostgreSQL x{count} replicas: end-to-end, 8 SDK workers",
+                            "jobs/s",
+                        )
+                    },
+                )
+    else:
+        print(f"PostgreSQL figures not measured: {problem}", file=sys.stderr)
+        if os.environ.get("CI") == "true":  # CI must measure them: report them missing
+            figures.append(Figure("PostgreSQL replicas", "-"))
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -267,9 +356,15 @@ def main() -> int:
         "--tiny", action="store_true", help="a few hundred jobs: proves every figure is produced"
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument(
+        "--only",
+        choices=("sqlite", "postgresql"),
+        help="only the embedded SQLite figures, or only the PostgreSQL replica figures",
+    )
     args = parser.parse_args()
     started = time.time()
-    figures = suite(args.tiny, 1 if args.tiny else args.repeat)
+    sections = {args.only} if args.only else {"sqlite", "postgresql"}
+    figures = suite(args.tiny, 1 if args.tiny else args.repeat, sections)
     headers = ["figure", "median", "unit", "spread (min..max)", "ratio to echo"]
     rows = [f.row() for f in figures]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]

@@ -335,8 +335,8 @@ async def serve(config: ServerConfig) -> None:
     if not server.auth_required:
         print(
             "auth is off: anyone who can reach this address can run commands; "
-            "create a token to turn it on (zbrain token create --data-dir DIR --org ORG "
-            "--role admin)",
+            "create a token to turn it on (zbrain token create "
+            f"{'--store URL' if config.store_url else '--data-dir DIR'} --org ORG --role admin)",
             flush=True,
         )
     await stopping.wait()

@@ -401,7 +401,9 @@ def attempt_result(result: job_service_pb2.AttemptResult, field: str = "result")
     return AttemptResult(
         outcome=outcome,
         output_json=result.output_json,
-        error=result.error,
+        # An error is text for people, often a program's own words: a NUL in it
+        # (which PostgreSQL text cannot hold) is shown as U+FFFD, not refused.
+        error=result.error.replace("\x00", "\ufffd"),
         exit_code=result.exit_code if result.HasField("exit_code") else None,
     )
 

@@ -406,3 +406,13 @@ def test_a_cut_never_splits_a_character() -> None:
 
 def test_a_limit_below_the_mark_still_bounds_the_line() -> None:
     assert len(protocol.truncate_line("x" * 1000, 10).encode()) <= 10
+
+
+def test_a_nul_in_an_attempt_error_is_shown_not_refused() -> None:
+    result = protocol.attempt_result(
+        job_service_pb2.AttemptResult(
+            outcome=job_service_pb2.ATTEMPT_OUTCOME_FAILED, error="bad\x00byte"
+        )
+    )
+
+    assert result.error == "bad\ufffdbyte"
