@@ -133,8 +133,12 @@ class ZBrainServer:
         self._dispatcher = dispatcher = Dispatcher(store, config, signals, self.telemetry)
 
         def committed(records: list[EventRecord]) -> None:
-            bus.publish(records)
-            dispatcher.observe(records)
+            # Called by the store after a commit: it must never fail the writer.
+            try:
+                bus.publish(records)
+                dispatcher.observe(records)
+            except Exception:
+                log.exception("handling committed events failed")
 
         store.set_event_listener(committed)
         auth_required = await self._auth_required(store)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from zbrain.errors import InvalidArgumentError
 
@@ -168,9 +169,7 @@ class ServerConfig:
             )
         if self.event_buffer < 1:
             problems.append("ZBRAIN_EVENT_BUFFER must be at least 1")
-        if self.store_url is not None and not self.store_url.startswith(
-            ("postgresql://", "postgres://")
-        ):
+        if self.store_url is not None and not _is_postgres_url(self.store_url):
             problems.append(
                 "--store (ZBRAIN_STORE) must be a postgresql://user@host:port/database URL; "
                 "leave it unset for the embedded SQLite store"
@@ -179,6 +178,15 @@ class ServerConfig:
             problems.append("--workers must not be negative")
         if problems:
             raise InvalidArgumentError("invalid configuration: " + "; ".join(problems))
+
+
+def _is_postgres_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("postgresql", "postgres") and bool(parts.path.strip("/"))
 
 
 def _non_negative_int(raw: str, var: str) -> int:

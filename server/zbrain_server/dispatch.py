@@ -18,7 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from zbrain.errors import NotFoundError, StaleLeaseError
+from zbrain.errors import NotFoundError, StaleLeaseError, ZBrainError
 from zbrain.logs import job_fields
 
 from . import events, lifecycle
@@ -42,6 +42,8 @@ from .store.common import LEASE_EXPIRED, OVERDUE
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+CANCELED_BY_USER = "canceled by user"
 
 
 @dataclass(eq=False)
@@ -225,7 +227,7 @@ class Dispatcher:
                 to_state = JobState(changed.to_state)
                 runnable = runnable or to_state.is_runnable
                 if changed.reason == lifecycle.CANCEL_REQUESTED:
-                    self._tell_holder(record.job_id, changed.lease_epoch, "canceled by user")
+                    self._tell_holder(record.job_id, changed.lease_epoch, CANCELED_BY_USER)
                 elif to_state is not JobState.RUNNING:
                     self._lease_ended(record.job_id, changed.lease_epoch, changed.error)
         if runnable:
@@ -270,10 +272,15 @@ class Dispatcher:
 
     async def renew(self, job_id: str, lease_epoch: int) -> Job:
         try:
-            return await self._store.renew_lease(job_id, lease_epoch, now_us(), self._lease_ttl_us)
+            job = await self._store.renew_lease(job_id, lease_epoch, now_us(), self._lease_ttl_us)
         except StaleLeaseError:
             self._lease_ended(job_id, lease_epoch)
             raise
+        if job.cancel_requested:
+            # Repeated on every heartbeat until the attempt ends: a notice the
+            # worker missed (it was reconnecting, say) is never lost for good.
+            self._tell_holder(job_id, lease_epoch, CANCELED_BY_USER)
+        return job
 
     async def append_logs(
         self, job_id: str, lease_epoch: int, records: Sequence[LogRecord]
@@ -316,10 +323,7 @@ class Dispatcher:
         orgs is adopted (and renewed); the others are returned with the
         reason, for the worker to stop those attempts.
         """
-        old = self._sessions.get(session.worker_id)
-        if old is not None:  # its own handler ends it and calls disconnect()
-            old.closed = True
-            old.outbox.put_nowait(None)
+        adopted: list[Job] = []
         rejected = []
         for job_id, epoch in held:
             try:
@@ -329,8 +333,18 @@ class Dispatcher:
             except (StaleLeaseError, NotFoundError) as error:
                 rejected.append((job_id, epoch, str(error)))
                 continue
-            session.active[job_id] = epoch
-            self._holders[job_id] = session
+            adopted.append(job)
+        # Nothing is awaited from here until the session is registered, so a
+        # store error above leaves no half-registered session behind.
+        old = self._sessions.get(session.worker_id)
+        if old is not None:  # its own handler ends it and calls disconnect()
+            old.closed = True
+            old.outbox.put_nowait(None)
+        for job in adopted:
+            session.active[job.id] = job.lease_epoch
+            self._holders[job.id] = session
+            if job.cancel_requested:  # asked while the worker was away
+                self._tell_holder(job.id, job.lease_epoch, CANCELED_BY_USER)
         self._sessions[session.worker_id] = session
         self._consumers.append(session)
         self.kick()
@@ -353,13 +367,18 @@ class Dispatcher:
         await self._record_presence(session, connected=False)
 
     async def _record_presence(self, session: WorkerSession, *, connected: bool) -> None:
+        """Record a worker coming or going: for watchers only, so a store error
+        here is logged and never costs the worker its connection."""
         now = now_us()
-        await self._store.record_events(
-            [
-                events.worker_presence(session.worker_id, org, connected, now)
-                for org in session.org_ids
-            ]
-        )
+        try:
+            await self._store.record_events(
+                [
+                    events.worker_presence(session.worker_id, org, connected, now)
+                    for org in session.org_ids
+                ]
+            )
+        except ZBrainError as error:
+            log.warning("could not record worker %s's presence: %s", session.worker_id, error)
 
     def drain(self, session: WorkerSession) -> None:
         """Send a worker no more leases; acknowledge once none can follow."""
@@ -407,6 +426,14 @@ class Dispatcher:
             self._kick.clear()
             try:
                 await self._pump()
+            except ZBrainError as error:
+                log.warning(
+                    "dispatch pass failed: %s; retrying in %.1fs",
+                    error,
+                    self._config.poll_interval_s,
+                )
+                await asyncio.sleep(self._config.poll_interval_s)
+                self.kick()
             except Exception:
                 log.exception(
                     "dispatch pass failed; retrying in %.1fs", self._config.poll_interval_s
@@ -484,6 +511,8 @@ class Dispatcher:
             await asyncio.sleep(self._config.poll_interval_s)
             try:
                 await self.reap()
+            except ZBrainError as error:  # the store is down, say: health reports it
+                log.warning("reaping leases failed: %s; trying again next tick", error)
             except Exception:
                 log.exception("reaping leases failed; trying again next tick")
             self.kick()

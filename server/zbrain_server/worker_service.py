@@ -50,10 +50,11 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     ) -> AsyncIterator[wpb.ConnectResponse]:
         try:
             session, held = await self._hello(request_iterator)
+            rejected = await self._dispatcher.connect(session, held)
         except ZBrainError as error:
             await abort_with(context, error)
             return
-        for job_id, epoch, why in await self._dispatcher.connect(session, held):
+        for job_id, epoch, why in rejected:
             ref = wpb.LeaseRef(job_id=job_id, lease_epoch=epoch)
             session.outbox.put_nowait(
                 wpb.ConnectResponse(rejected=wpb.LeaseRejected(lease=ref, reason=why))

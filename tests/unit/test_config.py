@@ -162,3 +162,24 @@ def test_the_process_environment_is_read_by_default(monkeypatch: pytest.MonkeyPa
     config = ServerConfig.from_env()
 
     assert (config.lease_ttl_s, config.data_dir) == (120.0, Path("/from/env"))
+
+
+def test_the_store_is_sqlite_unless_a_postgresql_url_is_given() -> None:
+    assert ServerConfig.from_env({}).store_url is None
+    url = "postgresql://zb@db.internal:5432/jobs?schema=team"
+    assert ServerConfig.from_env({"ZBRAIN_STORE": url}).store_url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://x@h/db",
+        "zbrain-data",
+        "postgresql://x@h:notaport/db",
+        "postgresql://[::1",
+        "postgresql://h/",
+    ],
+)
+def test_a_store_that_is_not_a_postgresql_url_is_refused(url: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="--store"):
+        ServerConfig.from_env({"ZBRAIN_STORE": url})

@@ -21,6 +21,7 @@ from __future__ import annotations
 import abc
 import argparse
 import asyncio
+import collections
 import contextlib
 import enum
 import hashlib
@@ -243,6 +244,15 @@ class Worker:
         self._attempts: dict[str, _Attempt] = {}
         self._pending_logs: dict[tuple[str, int], list[job_pb2.LogLine]] = {}
         self._control: list[wpb.ConnectRequest] = []
+        # The last results written on the current stream (at most a lease TTL
+        # old, and a few per slot): a write is not a delivery, so when the
+        # stream breaks they are sent again; the lease epoch makes a repeat
+        # harmless. An older result lost with a dying server costs a retry.
+        self._sent_results: collections.deque[tuple[float, wpb.ConnectRequest]] = (
+            collections.deque()
+        )
+        self._lease_ttl_s = 30.0  # the server's, from its welcome
+        self._disconnected_at: float | None = None
         self._wake_writer = asyncio.Event()
         self._idle = asyncio.Event()  # set when the writer has sent all it was given
         self._session_tasks: list[asyncio.Task[None]] = []  # the writer and the heartbeat
@@ -265,15 +275,19 @@ class Worker:
         self._jobs = job_service_pb2_grpc.JobServiceStub(channel)
         self._workers = worker_service_pb2_grpc.WorkerServiceStub(channel)
         delay = 0.1
+        loop = asyncio.get_running_loop()
         try:
-            # A draining worker does not come back once its connection is gone.
-            while not self._stopping.is_set() and not self._draining:
+            # A draining worker comes back only to report what it still owes.
+            while not self._stopping.is_set() and (not self._draining or self._owes_server()):
                 try:
-                    await self.executor.health_check()
+                    if not self._draining:
+                        await self.executor.health_check()
                     await self._session()
                 except SessionEnded as ended:
                     if self._stopping.is_set():
                         break
+                    if self._disconnected_at is None:
+                        self._disconnected_at = loop.time()
                     if ended.welcomed:
                         delay = 0.1
                     log.warning(
@@ -291,6 +305,7 @@ class Worker:
                         error,
                         delay,
                     )
+                self._abandon_if_reaped(loop.time())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         self._stopping.wait(), delay * (0.5 + random.random() / 2)
@@ -322,6 +337,22 @@ class Worker:
                 await asyncio.wait(still_running)
         self._stopping.set()
         await self._close_stream()
+
+    def _owes_server(self) -> bool:
+        """Whether attempts run, or lines or results wait to be reported."""
+        return bool(self._attempts or self._pending_logs or self._control)
+
+    def _abandon_if_reaped(self, now: float) -> None:
+        """Away for longer than a lease lives, the worker has lost every lease it
+        held to the server's reaper: stop those attempts (reporting nothing) and
+        drop what they queued, rather than run them on and buffer their output."""
+        if self._disconnected_at is None or now - self._disconnected_at < self._lease_ttl_s:
+            return
+        for attempt in list(self._attempts.values()):
+            attempt.cancel.set(StopReason.LEASE_LOST, "disconnected for longer than a lease")
+        self._pending_logs.clear()
+        self._control.clear()
+        self._sent_results.clear()
 
     async def _close_stream(self) -> None:
         """Half-close the stream once everything queued is written, and wait for the
@@ -357,14 +388,16 @@ class Worker:
         self._session_ended.clear()
         self._session_tasks = []
         try:
+            held = self._held_leases()
             await call.write(
                 wpb.ConnectRequest(
                     hello=wpb.WorkerHello(
                         worker_id=self.worker_id,
                         org_ids=list(self.orgs),
-                        concurrency=self.concurrency,
+                        # Draining, it comes back only to report: no free slots.
+                        concurrency=(max(1, len(held)) if self._draining else self.concurrency),
                         labels=self.labels,
-                        leases=self._held_leases(),
+                        leases=held,
                     )
                 )
             )
@@ -372,6 +405,10 @@ class Worker:
             if first is grpc.aio.EOF or not first.HasField("welcome"):
                 raise SessionEnded("the server did not welcome the worker", welcomed=False)
             welcomed = True
+            self._disconnected_at = None
+            self._lease_ttl_s = first.welcome.lease_ttl.ToTimedelta().total_seconds() or 30.0
+            if self._draining:
+                self._send(wpb.ConnectRequest(drain=wpb.WorkerDrain(reason="shutdown")))
             interval = first.welcome.heartbeat_interval.ToTimedelta().total_seconds() or 10.0
             log.info(
                 "connected to %s as %s (%d slots)", self.server, self.worker_id, self.concurrency
@@ -414,7 +451,9 @@ class Worker:
                 # A lease is the job's, not the connection's: attempts run on, and
                 # their logs and results wait for the next connection (to this
                 # server or another replica), whose hello claims the leases back.
-                self._control = [m for m in self._control if not m.HasField("heartbeat")]
+                replay = [message for _, message in self._sent_results]
+                self._sent_results.clear()
+                self._control = replay + [m for m in self._control if not m.HasField("heartbeat")]
             call.cancel()
             self._session_ended.set()
 
@@ -519,23 +558,39 @@ class Worker:
 
     async def _write_loop(self, call: Any) -> None:
         """The only writer of the stream: log batches first, then control messages,
-        so an attempt's lines always reach the server before its result."""
+        so an attempt's lines always reach the server before its result. A
+        message leaves its queue only once written, so when the stream breaks
+        mid-way the rest waits for the next connection."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake_writer.wait()
             self._wake_writer.clear()
             while self._pending_logs or self._control:
-                pending, self._pending_logs = self._pending_logs, {}
-                for (job_id, epoch), lines in pending.items():
+                while self._pending_logs:
+                    (job_id, epoch), lines = next(iter(self._pending_logs.items()))
+                    batch = lines[:MAX_LINES_PER_MESSAGE]
                     ref = wpb.LeaseRef(job_id=job_id, lease_epoch=epoch)
-                    for start in range(0, len(lines), MAX_LINES_PER_MESSAGE):
-                        batch = lines[start : start + MAX_LINES_PER_MESSAGE]
-                        await call.write(
-                            wpb.ConnectRequest(logs=wpb.WorkerLogs(lease=ref, lines=batch))
-                        )
-                control, self._control = self._control, []
-                for message in control:
+                    await call.write(
+                        wpb.ConnectRequest(logs=wpb.WorkerLogs(lease=ref, lines=batch))
+                    )
+                    del lines[: len(batch)]
+                    if not lines:
+                        del self._pending_logs[(job_id, epoch)]
+                while self._control:
+                    message = self._control[0]
                     await call.write(message)
+                    self._control.pop(0)
+                    if message.HasField("result"):
+                        self._remember_sent(loop.time(), message)
             self._idle.set()
+
+    def _remember_sent(self, now: float, result: wpb.ConnectRequest) -> None:
+        self._sent_results.append((now, result))
+        while self._sent_results and (
+            now - self._sent_results[0][0] > self._lease_ttl_s
+            or len(self._sent_results) > 4 * self.concurrency
+        ):
+            self._sent_results.popleft()
 
     async def _flush(self) -> None:
         """Wait until everything queued was written (or the stream is gone)."""
