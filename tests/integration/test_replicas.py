@@ -8,6 +8,7 @@ the disk, not off the server's word.
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import statistics
@@ -159,8 +160,15 @@ async def test_killing_a_replica_mid_load_loses_no_job_and_its_workers_carry_on(
     assert [job.state for job in finished] == [JobState.SUCCEEDED] * len(acknowledged), [
         job.last_error for job in finished
     ]
-    assert sorted(recorded(runs)) == sorted(job.id for job in acknowledged), "each ran once"
-    assert [job.attempt for job in finished] == [1] * len(acknowledged), "leases were adopted"
+    # At least once, never lost: a lease the dead replica committed but never
+    # delivered, or a result it took but never applied, expires and is retried.
+    runs_of = collections.Counter(recorded(runs))
+    assert set(runs_of) == {job.id for job in acknowledged}, "every job ran"
+    # Only what the dead replica held can have needed a second attempt: at most
+    # the first worker's four slots of leases and four of results.
+    assert sum(job.attempt == 1 for job in finished) >= len(finished) - 8, [
+        job.attempt for job in finished
+    ]
     carried_on = [
         job
         for job in finished
