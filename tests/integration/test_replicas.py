@@ -243,3 +243,32 @@ async def _running(client: Client, job_id: str) -> None:
         return (await client.get(job_id)).state is JobState.RUNNING
 
     await eventually(started, timeout=30)
+
+
+async def test_a_stalled_worker_reaped_by_any_replica_gets_no_retry(
+    replicas: Replicas, processes: Processes
+) -> None:
+    first, second = replicas.start(2)
+    stalled = processes.worker(first, "--id", "stalled")
+    script = 'sleep 1; printf "{\\"attempt\\": $ZBRAIN_ATTEMPT}" > "$ZBRAIN_OUTPUT"'
+    async with await Client.connect(second) as via_second:
+        job = await via_second.submit(["sh", "-c", script], max_retries=3)
+        await _running(via_second, job.id)
+        stalled.send_signal(signal.SIGSTOP)  # a partition: no heartbeats, connection open
+        try:
+            # Both replicas reap; whichever does, the first must not hand the
+            # retry back to the stalled worker it still has a stream from.
+            async def retried() -> bool:
+                return (await via_second.get(job.id)).attempt >= 1 and (
+                    await via_second.get(job.id)
+                ).state in (JobState.RETRYING, JobState.PENDING)
+
+            await eventually(retried, timeout=30)
+            processes.worker(second, "--id", "healthy")
+            done = await via_second.wait(job.id, timeout=30)
+        finally:
+            stalled.send_signal(signal.SIGCONT)
+
+    assert done.state is JobState.SUCCEEDED
+    assert done.output == {"attempt": 2}
+    assert done.worker_id == "healthy"
