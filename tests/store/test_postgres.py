@@ -1,7 +1,11 @@
 """What only the PostgreSQL backend promises: its URL, errors a person can act
-on, and event delivery that survives losing its connection."""
+on, event delivery that survives losing its connection, and writes that
+survive PostgreSQL breaking a deadlock."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 import asyncpg
 import pytest
@@ -9,8 +13,24 @@ import pytest
 from tests.postgres import postgres_url
 from tests.store.support import T0, Listener, new_job
 from zbrain.errors import StoreError
+from zbrain_server.model import JobState
 from zbrain_server.store import JobStore
 from zbrain_server.store.postgres import PostgresJobStore
+
+# Whether any session waits for a lock the session of backend pid $1 holds.
+BLOCKED_BY = "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))"
+
+
+async def blocking(conn: asyncpg.Connection) -> None:
+    """Return once another session waits for a lock this connection's session holds.
+
+    PostgreSQL tells no one when a session starts waiting, so this polls.
+    """
+    async with asyncio.timeout(10):
+        while True:
+            if await conn.fetchval(BLOCKED_BY, conn.get_server_pid()):
+                return
+            await asyncio.sleep(0.01)
 
 
 async def test_an_unreachable_database_is_a_store_error_naming_where() -> None:
@@ -60,3 +80,33 @@ async def test_events_committed_while_the_listen_connection_is_down_still_arrive
 
     assert killed == 1
     assert [[r.sequence for r in batch] for batch in listener.batches] == [[1], [2, 3]]
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+async def test_a_write_failed_to_break_a_deadlock_runs_again(
+    store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert isinstance(store, PostgresJobStore)
+    [(first, _), (second, _)] = await store.create_jobs([new_job(), new_job()], T0)
+    caplog.set_level(logging.INFO, logger="zbrain_server.store.postgres")
+    other = await asyncpg.connect(await postgres_url())
+    try:
+        # The other session waits long before looking for deadlocks, so the
+        # store's session finds the cycle and has its statement failed.
+        await other.execute(f"SET search_path = {store.schema}; SET deadlock_timeout = '60s'")
+        await other.execute("BEGIN")
+        await other.execute("SELECT FROM jobs WHERE id = $1 FOR UPDATE", second.id)
+        # One group: the first cancel locks its job, the second waits for the other session.
+        cancels = asyncio.gather(store.cancel_job(first.id, T0), store.cancel_job(second.id, T0))
+        await blocking(other)
+        await other.execute("SELECT FROM jobs WHERE id = $1 FOR UPDATE", first.id)
+        await other.execute("COMMIT")
+        answers = await cancels
+    finally:
+        await other.close()
+
+    assert [(job.id, job.state) for job, _ in answers] == [
+        (first.id, JobState.CANCELED),
+        (second.id, JobState.CANCELED),
+    ]
+    assert "deadlock detected" in caplog.text, "the second cancel did meet the deadlock"

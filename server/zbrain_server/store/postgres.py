@@ -6,12 +6,15 @@ SQLite, where one process owns the file and one writer task serialises all
 writes, here several replicas write at once, so the database itself must keep
 them apart:
 
-- Each write is one READ COMMITTED transaction on a pooled connection. A write
-  that decides on a job first reads it `FOR UPDATE`, so writers of one job
-  (on any replica) take turns, and still saves with the same compare-and-set
-  on state and lease epoch as SQLite. Leasing and the reaper select
-  `FOR UPDATE SKIP LOCKED`: replicas leasing from one queue take different
-  jobs instead of waiting for (or double-leasing) each other's.
+- Writes are grouped (group commit, see `_transaction`): one writer task per
+  store runs whatever writes are queued in one READ COMMITTED transaction on
+  a pooled connection, each in a savepoint of its own, so the concurrent
+  writes of a replica share one commit and one turn at the counter row below.
+- A write that decides on a job first reads it `FOR UPDATE`, so writers of
+  one job (on any replica) take turns, and still saves with the same
+  compare-and-set on state and lease epoch as SQLite. Leasing and the reaper
+  select `FOR UPDATE SKIP LOCKED`: replicas leasing from one queue take
+  different jobs instead of waiting for (or double-leasing) each other's.
 - The waiting-jobs quota is a counter row per org (`org_waiting`), changed in
   the transaction of every change that makes a job runnable or not, so a
   submit checks one row instead of counting the queue.
@@ -21,7 +24,14 @@ them apart:
   one appear, which is what lets StreamEvents resume from a sequence. The
   price is that event-writing transactions commit one at a time, so the
   counter and the org rows are updated in one statement (`_FINISH`), right
-  before COMMIT, to hold their locks as briefly as possible.
+  before COMMIT, to hold their locks as briefly as possible, and each
+  replica's writes take that turn together. (A group that submits locks its
+  org rows earlier, for its quota checks: see `_run_group`.)
+- Locks are taken in one order: job rows (as writes come), then org rows
+  (sorted, all in one statement), then the counter row. Replicas' groups can
+  still deadlock over job rows two of them both want; PostgreSQL then breaks
+  the cycle by failing one statement, and the write it belonged to runs
+  again (up to `WRITE_TRIES` times) instead of failing.
 - The listener gets events by reading them back, the same way for events of
   this replica and of others: a dedicated connection LISTENs on a channel the
   numbering statement NOTIFYs, a notification wakes one delivery task, and
@@ -45,8 +55,8 @@ import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -101,6 +111,13 @@ POLL_INTERVAL_S = 1.0  # the delivery task reads events at least this often
 READ_TIMEOUT_S = 10.0  # a delivery read taking longer means the connection is dead
 EVENT_PAGE = 1000
 LAST_SEQUENCE = "last_sequence"  # the meta key of the event counter row
+# Writes committed together at most. Each write of a group runs in a savepoint,
+# a subtransaction with an XID of its own once it writes; PostgreSQL caches 64
+# of those per backend (PGPROC_MAX_CACHED_SUBXIDS), and past that every other
+# session's snapshot must look transactions up in pg_subtrans. A group of 64
+# already makes its one commit a small share of its time.
+MAX_GROUP = 64
+WRITE_TRIES = 3  # runs of a write that PostgreSQL fails to break a deadlock
 
 # Lower-case identifiers only: the schema name is also part of the NOTIFY
 # channel (at most 63 bytes with its prefix) and of a lock key, and needs no quoting.
@@ -111,6 +128,10 @@ _DRIVER_ERRORS = (
     asyncpg.InternalClientError,
     OSError,
 )
+# Errors that say nothing about the write, only that it met another
+# transaction: run it again. (READ COMMITTED never fails to serialise, but a
+# server set to a stricter default isolation would.)
+_TRY_AGAIN = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 
 # Each entry upgrades the schema by one version (recorded in schema_version);
 # never edit a released entry, append a new one. Columns mirror SQLite's;
@@ -320,24 +341,38 @@ _COUNT_UNFINISHED = """
     SELECT org_id, state, count(*) FROM jobs
     WHERE state IN ('PENDING', 'RUNNING', 'RETRYING') GROUP BY org_id, state
 """
-# The last statement of every transaction that changes the queue or records
-# events. It moves the orgs' waiting counts ($1, $2), then numbers the events
-# ($3 to $7) from the counter row, stores them, and NOTIFYs the channel ($8)
-# with the last sequence, which PostgreSQL delivers only on commit. It answers
-# that sequence (NULL without events) and the orgs' new waiting counts.
+# The orgs' waiting rows ($1, sorted), locked until the group commits, with
+# their committed counts. A group takes them before its first submission, so
+# that its quota checks count what no other replica can change before this
+# group commits. An upsert rather than SELECT ... FOR UPDATE, which locks
+# nothing for an org without a row yet (two replicas would both count it as
+# empty); and sorted as in _FINISH, which then finds them held already.
+_LOCK_ORGS = """
+    INSERT INTO org_waiting (org_id, waiting) SELECT unnest($1::text[]), 0
+    ON CONFLICT (org_id) DO UPDATE SET waiting = org_waiting.waiting
+    RETURNING org_id, waiting
+"""
+# The last statement of every group that changes the queue or records events.
+# It moves the orgs' waiting counts ($1, $2), then numbers the events ($3 to
+# $7) from the counter row, stores them, and NOTIFYs the channel ($8) with the
+# last sequence, which PostgreSQL delivers only on commit. It answers that
+# sequence (NULL without events).
 #
-# These rows are locked only here, last, so they are held only until the
-# COMMIT that follows at once; and always by this one statement, in one order
-# (orgs sorted), so no two transactions can deadlock over them. The counter
-# lock lasting until COMMIT is what keeps sequence order equal to commit order.
+# The counter row is locked only here, last, so it is held only until the
+# COMMIT that follows at once; that lock lasting until COMMIT is what keeps
+# sequence order equal to commit order. Org rows are locked here or by
+# _LOCK_ORGS, always sorted and before the counter, so no two groups can
+# deadlock over them. (PostgreSQL runs the parts of a WITH in no set order:
+# `counter` reads `waiting` to be sure the org rows come first.)
 _FINISH = f"""
     WITH waiting AS (
         INSERT INTO org_waiting (org_id, waiting) SELECT * FROM unnest($1::text[], $2::bigint[])
         ON CONFLICT (org_id) DO UPDATE SET waiting = org_waiting.waiting + excluded.waiting
-        RETURNING org_id, waiting
+        RETURNING 1
     ), counter AS (
         UPDATE meta SET value = value + cardinality($3::text[])
         WHERE key = '{LAST_SEQUENCE}' AND cardinality($3::text[]) > 0
+            AND (SELECT count(*) FROM waiting) >= 0  -- the org rows first
         RETURNING value
     ), stored AS (
         INSERT INTO events (sequence, topic, org_id, job_id, time, payload, last_of_commit)
@@ -346,9 +381,7 @@ _FINISH = f"""
         FROM counter, unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::bytea[])
             WITH ORDINALITY AS e(topic, org_id, job_id, time, payload, position)
     )
-    SELECT (SELECT value FROM counter),
-        (SELECT pg_notify($8, value::text) FROM counter),
-        ARRAY(SELECT ROW(org_id, waiting) FROM waiting)
+    SELECT (SELECT value FROM counter), (SELECT pg_notify($8, value::text) FROM counter)
 """
 _EVENT_COLUMNS = "sequence, topic, org_id, job_id, time, payload"
 _SELECT_EVENTS = f"""
@@ -384,6 +417,8 @@ _SELECT_TOKENS = f"""
 """
 _REVOKE_TOKEN = "UPDATE tokens SET revoke_time = $1 WHERE id = $2 AND revoke_time IS NULL"
 _ANY_TOKEN = "SELECT EXISTS (SELECT 1 FROM tokens WHERE revoke_time IS NULL)"
+# Ends the savepoint of one write of a group and starts the next one's, in one round trip.
+_NEXT_SAVEPOINT = "RELEASE SAVEPOINT one_write; SAVEPOINT one_write"
 _CAN_WRITE = "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
 
 
@@ -404,6 +439,11 @@ class PostgresJobStore(JobStore):
         self._delivered_through = 0  # the last sequence handed to the listener (or skipped)
         self._notified_through = 0  # the highest sequence known committed
         self._written_through = 0  # the highest sequence this store committed
+        self._queue: collections.deque[_Write] = collections.deque()
+        self._queue_ready = asyncio.Event()
+        self._drained = asyncio.Event()  # set whenever the writer has emptied the queue
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False  # once set, no more writes are queued
 
     # -- connection management -------------------------------------------------
 
@@ -435,12 +475,25 @@ class PostgresJobStore(JobStore):
         except BaseException:
             pool.terminate()
             raise
-        self._pool = pool
+        self._pool, self._closing = pool, False
         self._delivery = asyncio.create_task(
             self._deliver_forever(listening), name=f"zbrain-events-{self.schema}"
         )
 
     async def close(self) -> None:
+        self._closing = True
+        if self._writer is not None:
+            # Writes queued before are committed first (their callers are
+            # waiting), unless the database hangs.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self._drained.wait()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+            while self._queue:
+                self._queue.popleft().future.set_exception(StoreError("the store is closed"))
         if self._delivery is not None:
             self._delivery.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -448,7 +501,7 @@ class PostgresJobStore(JobStore):
             self._delivery = None
         pool, self._pool = self._pool, None
         if pool is not None:
-            # Writes under way finish first; one that hangs is cut off.
+            # Reads under way finish first; one that hangs is cut off.
             try:
                 await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
             except (TimeoutError, *_DRIVER_ERRORS):
@@ -493,19 +546,154 @@ class PostgresJobStore(JobStore):
         try:
             yield
         except _DRIVER_ERRORS as exc:
-            raise StoreError(f"cannot {action} PostgreSQL at {self._where}: {exc}") from exc
+            raise self._store_error(action, exc) from exc
 
-    async def _transaction(self, work: Callable[[_Transaction], Awaitable[T]]) -> T:
-        """Run `work` in one transaction, then number its events and commit."""
-        with self._translated("write to"):
-            async with self._db.acquire() as conn, conn.transaction():
-                transaction = _Transaction(conn)
-                result = await work(transaction)
-                last_sequence = await transaction.finish(self._channel)
+    def _store_error(self, action: str, exc: BaseException) -> StoreError:
+        """The StoreError for a driver error, chained to it."""
+        error = StoreError(f"cannot {action} PostgreSQL at {self._where}: {exc}")
+        error.__cause__ = exc
+        return error
+
+    async def _transaction(
+        self, work: Callable[[_Transaction], Awaitable[T]], *, quota_orgs: Iterable[str] = ()
+    ) -> T:
+        """Run `work` atomically and durably; roll it back if it raises.
+
+        Group commit: writes queue up while the writer is busy, and the writer
+        runs up to MAX_GROUP of them in one transaction, each inside its own
+        savepoint (so one failing write undoes only itself), then numbers all
+        their events in one statement and commits once: one fsync, and one
+        turn at the counter row for which the commits of all replicas queue.
+        Every caller is answered only after that commit. The writer is a task
+        of its own, so a caller that hangs up mid-call cannot leave a
+        transaction open.
+
+        `quota_orgs` are the orgs whose waiting counts `work` may raise, which
+        it may then check against a quota (see `_run_group`).
+        """
+        if self._pool is None or self._closing:
+            raise StoreError("the store is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Write(work, future, frozenset(quota_orgs)))
+        self._drained.clear()
+        self._queue_ready.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(
+                self._write_forever(), name=f"zbrain-writer-{self.schema}"
+            )
+        result: T = await asyncio.shield(future)
+        return result
+
+    async def _write_forever(self) -> None:
+        """Commit what is queued, a group at a time, until canceled."""
+        while True:
+            await self._queue_ready.wait()
+            self._queue_ready.clear()
+            while self._queue:
+                group = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_GROUP))]
+                await self._commit_group(group)
+            self._drained.set()
+
+    async def _commit_group(self, writes: list[_Write]) -> None:
+        """Run a group of writes in one transaction, then answer their callers.
+
+        When PostgreSQL breaks a deadlock by failing the group's transaction,
+        the group runs again; when it fails only one write's statement, that
+        write is rolled back to its savepoint and queued for the next group,
+        which runs after this one's commit has released the rows it waited for.
+        """
+        try:
+            with self._translated("write to"):
+                tries = 1
+                while True:
+                    try:
+                        outcomes, last_sequence = await self._run_group(writes)
+                        break
+                    except _TRY_AGAIN as exc:
+                        if tries == WRITE_TRIES:
+                            raise
+                        tries += 1
+                        log.info("running %d writes again: %s", len(writes), exc)
+        except BaseException as error:
+            reported = error if isinstance(error, Exception) else StoreError("write canceled")
+            for write in writes:
+                write.future.set_exception(reported)
+            if not isinstance(error, Exception):
+                raise
+            return
         if last_sequence is not None:
             self._written_through = max(self._written_through, last_sequence)
             self._committed(last_sequence)
-        return result
+        again: list[_Write] = []
+        for write, result, failure in outcomes:
+            if failure is None:
+                write.future.set_result(result)
+            elif isinstance(failure, _TRY_AGAIN) and write.tries < WRITE_TRIES:
+                log.info("running a write again: %s", failure)
+                write.tries += 1
+                again.append(write)
+            elif isinstance(failure, _DRIVER_ERRORS):
+                write.future.set_exception(self._store_error("write to", failure))
+            else:
+                write.future.set_exception(failure)
+        self._queue.extendleft(reversed(again))
+
+    async def _run_group(
+        self, writes: list[_Write]
+    ) -> tuple[list[tuple[_Write, Any, Exception | None]], int | None]:
+        """Run writes in one transaction; each one's result or error, and the
+        last event sequence committed.
+
+        Locks are taken in one order, so that groups of several replicas wait
+        for each other without deadlocking: writes that may raise an org's
+        waiting count (the submissions) run last, after one statement has
+        locked the rows of all orgs the group changes, sorted (_LOCK_ORGS);
+        the counter row comes last of all (_FINISH). So a group waits for a job
+        row only while it holds no org or counter row, and holding those, waits
+        only for org rows further in the order, or the counter. Only job rows
+        can still form a cycle, when two groups each hold one the other wants.
+
+        Why lock the org rows at the first submission rather than in _FINISH:
+        a submission over the quota must fail alone, inside its savepoint, so
+        the count it checks must not change before the group commits. Locking
+        the rows for the rest of the group is what guarantees that across
+        replicas (the count each submission checks is the committed one plus
+        the group's earlier writes), at the price of replicas submitting to
+        one org taking turns for the whole of their submissions, not just for
+        their commits.
+
+        A failing write is rolled back to its savepoint, with its events and
+        waiting-count moves. A group of one needs no savepoint: its failure
+        fails the transaction, and is raised.
+        """
+        ordered = sorted(writes, key=lambda write: bool(write.quota_orgs))
+        quota_orgs = frozenset().union(*(write.quota_orgs for write in writes))
+        savepoints = len(writes) > 1
+        outcomes: list[tuple[_Write, Any, Exception | None]] = []
+        async with self._db.acquire() as conn, conn.transaction():
+            group = _Group(conn)
+            if savepoints:
+                await conn.execute("SAVEPOINT one_write")
+            for position, write in enumerate(ordered, start=1):
+                if write.quota_orgs and not group.locked:
+                    await group.lock_orgs(quota_orgs)
+                    if savepoints:  # the locks are the group's, not this write's to roll back
+                        await conn.execute(_NEXT_SAVEPOINT)
+                transaction = _Transaction(conn, group)
+                try:
+                    result = await write.work(transaction)
+                except Exception as error:
+                    if not savepoints:
+                        raise
+                    await conn.execute("ROLLBACK TO SAVEPOINT one_write")
+                    outcomes.append((write, None, error))
+                    continue
+                group.add(transaction)
+                if savepoints and position < len(ordered):
+                    await conn.execute(_NEXT_SAVEPOINT)
+                outcomes.append((write, result, None))
+            last_sequence = await group.finish(self._channel)
+        return outcomes, last_sequence
 
     async def check_health(self) -> None:
         if self._delivery is None or self._delivery.done():
@@ -557,11 +745,15 @@ class PostgresJobStore(JobStore):
                 ]
             created = [job for job, deduplicated in results if not deduplicated]
             tx.waiting.update(job.org_id for job in created)
-            tx.waiting_limit = pending_limit
+            if pending_limit is not None:
+                tx.check_quota(pending_limit)
             tx.events += [events.submitted(job) for job in created]
             return results
 
-        return await self._transaction(work)
+        # Declared even without a limit: the group then holds the org rows
+        # while inserting, so a request id another replica's group is inserting
+        # makes this one wait only in the lock order (see _run_group).
+        return await self._transaction(work, quota_orgs=[job.org_id for job in jobs])
 
     async def get_job(self, job_id: str) -> Job:
         with self._translated("read from"):
@@ -932,16 +1124,67 @@ class PostgresJobStore(JobStore):
             return bool(await self._db.fetchval(_ANY_TOKEN))
 
 
-class _Transaction:
-    """One write transaction. Job changes are saved as they are decided; what
-    they do to the orgs' waiting counts, and their events, are collected for
-    `finish`, the last statement before COMMIT."""
+@dataclass
+class _Write:
+    """A write waiting for the writer task, and the caller's future for its outcome."""
+
+    work: Callable[[_Transaction], Awaitable[Any]]
+    future: asyncio.Future[Any]
+    quota_orgs: frozenset[str]  # orgs whose waiting counts it may raise (see _run_group)
+    tries: int = 1
+
+
+class _Group:
+    """The writes of one group transaction together: what they did to the orgs'
+    waiting counts and their events, for `finish`, the last statement before
+    COMMIT; and the counts of the org rows it holds locked for quota checks."""
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
         self.events: list[EventRecord] = []
         self.waiting: collections.Counter[str] = collections.Counter()
-        self.waiting_limit: int | None = None  # no org may grow past it
+        self.locked: dict[str, int] = {}  # org -> its committed waiting count
+
+    def add(self, write: _Transaction) -> None:
+        """Take in what a write that succeeded did."""
+        self.events += write.events
+        self.waiting.update(write.waiting)
+
+    async def lock_orgs(self, quota_orgs: Iterable[str]) -> None:
+        """Lock the rows of these orgs and of every org whose count the group
+        moved so far (see _LOCK_ORGS), and note their committed counts."""
+        org_ids = {*quota_orgs, *(org_id for org_id, delta in self.waiting.items() if delta)}
+        rows = await self.conn.fetch(_LOCK_ORGS, sorted(org_ids))
+        self.locked = {org_id: waiting for org_id, waiting in rows}
+
+    async def finish(self, channel: str) -> int | None:
+        """Move the waiting counts and record the events (see _FINISH); return
+        the last sequence, if any."""
+        moved = sorted((org_id, delta) for org_id, delta in self.waiting.items() if delta)
+        if not moved and not self.events:
+            return None
+        last_sequence = await self.conn.fetchval(
+            _FINISH,
+            [org_id for org_id, _ in moved],
+            [delta for _, delta in moved],
+            *_columns(
+                [(r.topic, r.org_id, r.job_id, r.time_us, r.payload) for r in self.events], width=5
+            ),
+            channel,
+        )
+        return None if last_sequence is None else int(last_sequence)
+
+
+class _Transaction:
+    """One write of a group. Job changes are saved as they are decided; what
+    they do to the orgs' waiting counts, and their events, are collected here
+    and handed to the group if the write succeeds."""
+
+    def __init__(self, conn: asyncpg.Connection, group: _Group) -> None:
+        self.conn = conn
+        self.events: list[EventRecord] = []
+        self.waiting: collections.Counter[str] = collections.Counter()
+        self._group = group
 
     async def lock_job(self, job_id: str) -> Job:
         """The job, locked until the transaction ends; NotFoundError when unknown."""
@@ -963,27 +1206,20 @@ class _Transaction:
         if record:
             self.events += [events.state_changed(change) for change in changes]
 
-    async def finish(self, channel: str) -> int | None:
-        """Move the waiting counts and record the events (see _FINISH); return the
-        last sequence, if any. ResourceExhaustedError when an org would grow past
-        `waiting_limit`, and the transaction must then roll back."""
-        moved = sorted((org_id, delta) for org_id, delta in self.waiting.items() if delta)
-        if not moved and not self.events:
-            return None
-        last_sequence, _, totals = await self.conn.fetchrow(
-            _FINISH,
-            [org_id for org_id, _ in moved],
-            [delta for _, delta in moved],
-            *_columns(
-                [(r.topic, r.org_id, r.job_id, r.time_us, r.payload) for r in self.events], width=5
-            ),
-            channel,
-        )
-        for org_id, waiting in totals:
-            added = self.waiting[org_id]
-            if self.waiting_limit is not None and added > 0 and waiting > self.waiting_limit:
-                raise quota_exceeded(org_id, waiting - added, self.waiting_limit)
-        return None if last_sequence is None else int(last_sequence)
+    def check_quota(self, limit: int) -> None:
+        """ResourceExhaustedError when this write leaves an org it adds to with
+        more than `limit` waiting jobs.
+
+        Only for a write that declared those orgs (`quota_orgs`): the group
+        then holds their rows locked, so the count is the committed one, which
+        no other replica can change before this group commits, plus what the
+        group's earlier writes moved.
+        """
+        for org_id, added in self.waiting.items():
+            if added > 0:
+                waiting = self._group.locked[org_id] + self._group.waiting[org_id]
+                if waiting + added > limit:
+                    raise quota_exceeded(org_id, waiting, limit)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
