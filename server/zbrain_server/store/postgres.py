@@ -1031,8 +1031,9 @@ class PostgresJobStore(JobStore):
                 polled = await self._next_wake()
                 if self._listener is None:
                     continue
-                if not polled and self._notified_through <= self._delivered_through:
-                    continue
+                connected = conn is not None and not conn.is_closed()
+                if connected and not polled and self._notified_through <= self._delivered_through:
+                    continue  # nothing new; a lost connection is re-made and re-read at once
                 try:
                     if conn is None or conn.is_closed():
                         conn = await self._listen()
