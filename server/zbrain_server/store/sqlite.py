@@ -1,10 +1,13 @@
-"""The embedded default store: SQLite through aiosqlite, in WAL mode.
+"""The embedded default store: SQLite in WAL mode.
 
-Every query lives in this module. Writes go through one connection and one
-writer task (SQLite has a single writer anyway), which commits whatever is
-queued together (group commit, see `_transaction`); reads use a second
-connection, which WAL lets run beside the writer. `synchronous=FULL`: a job is
-on disk before its Submit is answered.
+Every query lives in this module. Writes go through one plain sqlite3
+connection owned by one writer thread (SQLite has a single writer anyway): a
+writer task collects whatever is queued and hands the whole group to that
+thread in one call, where it runs in one transaction (group commit, see
+`_transaction`). A thread hop costs about as much as a small statement, so one
+hop per group rather than one per statement is what lets the writer keep up.
+Reads use a second connection through aiosqlite, which WAL lets run beside
+the writer. `synchronous=FULL`: a job is on disk before its Submit is answered.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import collections
 import contextlib
 import json
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,6 +54,9 @@ from ..model import (
 from .base import EventListener, JobStore
 
 T = TypeVar("T")
+
+Work = Callable[[sqlite3.Connection], T]
+"""A piece of a group commit: runs in the writer thread, inside the group's transaction."""
 
 MAX_GROUP = 512  # writes committed together at most
 
@@ -321,17 +328,21 @@ class SqliteJobStore(JobStore):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None  # used only in _writer_thread
+        self._writer_thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
-        self._queue: collections.deque[
-            tuple[Callable[..., Awaitable[Any]], asyncio.Future[Any]]
-        ] = collections.deque()
+        self._queue: collections.deque[tuple[Work[Any], asyncio.Future[Any]]] = collections.deque()
         self._queue_ready = asyncio.Event()
         self._drained = asyncio.Event()  # set whenever the writer has emptied the queue
         self._writer_task: asyncio.Task[None] | None = None
         self._listener: EventListener | None = None
-        self._pending_events: list[EventRecord] = []  # of the transaction under way
+        # The state of the transaction under way (_pending_events, _last_sequence,
+        # _waiting_changes) is changed only by works, which all run in the writer
+        # thread, and by the loop's post-commit step in _commit_group, which runs
+        # after the thread has returned the group and before the next group is
+        # handed to it; so the two never touch it at the same time.
+        self._pending_events: list[EventRecord] = []
         # Waiting (PENDING or RETRYING) jobs per org, kept exact by the single
         # writer so the quota check costs no count over a long queue; changes of
         # the transaction under way are held apart until it commits.
@@ -348,27 +359,23 @@ class SqliteJobStore(JobStore):
             raise StoreError(
                 f"cannot create the data directory {self.path.parent}: {exc.strerror}"
             ) from exc
-        with _translated("open the database"):
-            writer = await aiosqlite.connect(self.path, isolation_level=None)
-            try:
-                await writer.executescript(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
-                    "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+        loop = asyncio.get_running_loop()
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zbrain-sqlite-writer")
+        writer: sqlite3.Connection | None = None
+        try:
+            with _translated("open the database"):
+                writer, last_sequence, waiting = await loop.run_in_executor(
+                    thread, _connect_writer, self.path
                 )
-                await self._migrate(writer)
-                async with writer.execute(_SELECT_LAST_SEQUENCE) as cursor:
-                    row = await cursor.fetchone()
-                async with writer.execute(_SELECT_META, (PURGED_THROUGH,)) as cursor:
-                    purged = await cursor.fetchone()
-                self._last_sequence = max(row[0] or 0 if row else 0, purged[0] if purged else 0)
-                async with writer.execute(_COUNT_WAITING) as cursor:
-                    self._waiting = collections.Counter({org: n async for org, n in cursor})
-                reader = await aiosqlite.connect(self.path, isolation_level=None)
-                await reader.execute("PRAGMA busy_timeout = 5000")
-            except BaseException:
-                await writer.close()
-                raise
-        self._writer, self._reader = writer, reader
+                # timeout is SQLite's busy timeout, as the writer's.
+                reader = await aiosqlite.connect(self.path, isolation_level=None, timeout=5.0)
+        except BaseException:
+            if writer is not None:
+                await loop.run_in_executor(thread, writer.close)
+            thread.shutdown()
+            raise
+        self._writer, self._writer_thread, self._reader = writer, thread, reader
+        self._last_sequence, self._waiting = last_sequence, waiting
 
     async def close(self) -> None:
         if self._writer_task is not None and not self._drained.is_set():
@@ -379,30 +386,19 @@ class SqliteJobStore(JobStore):
                 await self._writer_task
             self._writer_task = None
         async with self._write_lock:
-            for conn in (self._reader, self._writer):
-                if conn is not None:
-                    with _translated("close the database"):
-                        await conn.close()
-            self._writer = self._reader = None
-
-    @staticmethod
-    async def _migrate(db: aiosqlite.Connection) -> None:
-        async with db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = row[0] if row else 0
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"the database schema is version {version}, newer than this server "
-                f"understands ({len(MIGRATIONS)}); upgrade ZBrain"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript commits first, so the script carries its own transaction.
-            await db.executescript(
-                f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;"
-            )
+            with _translated("close the database"):
+                if self._reader is not None:
+                    await self._reader.close()
+                if self._writer is not None and self._writer_thread is not None:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._writer_thread, self._writer.close
+                    )
+            if self._writer_thread is not None:
+                self._writer_thread.shutdown()
+            self._writer = self._writer_thread = self._reader = None
 
     @property
-    def _db(self) -> aiosqlite.Connection:
+    def _db(self) -> sqlite3.Connection:
         if self._writer is None:
             raise StoreError("the store is closed")
         return self._writer
@@ -413,7 +409,12 @@ class SqliteJobStore(JobStore):
             raise StoreError("the store is closed")
         return self._reader
 
-    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """All rows of one query on the read connection, in one hop to its thread."""
+        with _translated("read the database"):
+            return list(await self._ro.execute_fetchall(sql, params))
+
+    async def _transaction(self, work: Work[T]) -> T:
         """Run `work` atomically and durably; roll it back if it raises.
 
         Group commit: writes queue up while the writer is busy, and the writer
@@ -442,69 +443,97 @@ class SqliteJobStore(JobStore):
                     await self._commit_group(batch)
             self._drained.set()
 
-    async def _commit_group(
-        self, batch: list[tuple[Callable[..., Awaitable[Any]], asyncio.Future[Any]]]
-    ) -> None:
-        savepoints = len(batch) > 1
-        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        first_sequence = self._last_sequence
+    async def _commit_group(self, batch: list[tuple[Work[Any], asyncio.Future[Any]]]) -> None:
+        """Run a group in the writer thread in one hop, then answer its callers.
+
+        Answering happens here on the loop, under the write lock, so that
+        listeners see events in sequence order.
+        """
+        canceled = False
         try:
+            if self._writer_thread is None:
+                raise StoreError("the store is closed")
+            group = asyncio.get_running_loop().run_in_executor(
+                self._writer_thread, self._run_group, [work for work, _ in batch]
+            )
+            # The thread finishes the group whatever happens to this task, so a
+            # canceled writer still waits for it: its callers then hear what
+            # really happened, and the loop never touches the transaction's
+            # state while the thread does.
+            while not group.done():
+                try:
+                    await asyncio.wait([group])
+                except asyncio.CancelledError:
+                    canceled = True
             with _translated("write to the database"):
-                db = self._db
-                await db.execute("BEGIN IMMEDIATE")
-                for work, future in batch:
-                    events_mark, sequence_mark = len(self._pending_events), self._last_sequence
-                    waiting_mark = len(self._waiting_changes)
-                    if savepoints:
-                        await db.execute("SAVEPOINT piece")
-                    try:
-                        result = await work(db)
-                    except Exception as raised:
-                        error = (
-                            StoreError(f"could not write to the database: {raised}")
-                            if isinstance(raised, sqlite3.Error)
-                            else raised
-                        )
-                        del self._pending_events[events_mark:]
-                        del self._waiting_changes[waiting_mark:]
-                        self._last_sequence = sequence_mark
-                        if not savepoints:
-                            raise error from raised
-                        await db.execute("ROLLBACK TO piece")
-                        await db.execute("RELEASE piece")
-                        outcomes.append((future, None, error))
-                        continue
-                    if savepoints:
-                        await db.execute("RELEASE piece")
-                    outcomes.append((future, result, None))
-                await db.commit()
+                outcomes = group.result()
         except BaseException as error:
-            self._pending_events, self._last_sequence = [], first_sequence
-            self._waiting_changes = []
-            with contextlib.suppress(sqlite3.Error):
-                await db.rollback()
+            reported = error if isinstance(error, Exception) else StoreError("write canceled")
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(
-                        error if isinstance(error, Exception) else StoreError("write canceled")
-                    )
+                    future.set_exception(reported)
             if not isinstance(error, Exception):
                 raise
-            return
-        committed, self._pending_events = self._pending_events, []
-        for org_id, change in self._waiting_changes:
-            self._waiting[org_id] += change
-        self._waiting_changes = []
-        if committed and self._listener is not None:
-            # Still under the write lock: listeners see events in sequence order.
-            self._listener(committed)
-        for future, result, failure in outcomes:
-            if future.done():
-                continue
-            if failure is not None:
-                future.set_exception(failure)
-            else:
-                future.set_result(result)
+        else:
+            committed, self._pending_events = self._pending_events, []
+            for org_id, change in self._waiting_changes:
+                self._waiting[org_id] += change
+            self._waiting_changes = []
+            if committed and self._listener is not None:
+                self._listener(committed)
+            for (_, future), (result, failure) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if failure is not None:
+                    future.set_exception(_as_store_error("write to the database", failure))
+                else:
+                    future.set_result(result)
+        if canceled:
+            raise asyncio.CancelledError
+
+    def _run_group(self, works: list[Work[Any]]) -> list[tuple[Any, Exception | None]]:
+        """Run works in one transaction, in the writer thread; each one's result or error.
+
+        A failing piece is rolled back to its savepoint, with the events,
+        sequence numbers and waiting-count changes it made. A group of one
+        needs no savepoint: its failure fails the whole transaction. When the
+        transaction fails, everything it did is undone and the error raised.
+        """
+        db = self._db
+        savepoints = len(works) > 1
+        first_sequence = self._last_sequence
+        outcomes: list[tuple[Any, Exception | None]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for work in works:
+                events_mark, sequence_mark = len(self._pending_events), self._last_sequence
+                waiting_mark = len(self._waiting_changes)
+                if savepoints:
+                    db.execute("SAVEPOINT piece")
+                try:
+                    result = work(db)
+                except Exception as error:
+                    del self._pending_events[events_mark:]
+                    del self._waiting_changes[waiting_mark:]
+                    self._last_sequence = sequence_mark
+                    if not savepoints:
+                        raise
+                    db.execute("ROLLBACK TO piece")
+                    db.execute("RELEASE piece")
+                    outcomes.append((None, error))
+                    continue
+                if savepoints:
+                    db.execute("RELEASE piece")
+                outcomes.append((result, None))
+            db.execute("COMMIT")
+        except BaseException:
+            self._pending_events, self._waiting_changes = [], []
+            self._last_sequence = first_sequence
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
+        return outcomes
 
     def _check_quota(self, new: list[Job], limit: int) -> None:
         """ResourceExhaustedError if an org would hold more than `limit` waiting jobs."""
@@ -519,7 +548,7 @@ class SqliteJobStore(JobStore):
                     f"(max_pending_per_org) is {limit}"
                 )
 
-    async def _record(self, db: aiosqlite.Connection, records: Sequence[EventRecord]) -> None:
+    def _record(self, db: sqlite3.Connection, records: Sequence[EventRecord]) -> None:
         """Write events in the current transaction, numbering them."""
         numbered = [
             replace(record, sequence=self._last_sequence + i)
@@ -528,19 +557,19 @@ class SqliteJobStore(JobStore):
         if not numbered:
             return
         self._last_sequence = numbered[-1].sequence
-        await db.executemany(
+        db.executemany(
             _INSERT_EVENT,
             [(r.sequence, r.topic, r.org_id, r.job_id, r.time_us, r.payload) for r in numbered],
         )
         self._pending_events += numbered
 
-    async def _save(
-        self, db: aiosqlite.Connection, changes: Sequence[Change], *, record: bool = True
+    def _save(
+        self, db: sqlite3.Connection, changes: Sequence[Change], *, record: bool = True
     ) -> None:
         """Write decided changes and their events; fail if any row changed since read."""
         if not changes:
             return
-        cursor = await db.executemany(_SAVE_JOB, [_save_params(change) for change in changes])
+        cursor = db.executemany(_SAVE_JOB, [_save_params(change) for change in changes])
         if cursor.rowcount != len(changes):
             raise FailedPreconditionError("a job changed concurrently; try again")
         for change in changes:
@@ -548,14 +577,13 @@ class SqliteJobStore(JobStore):
             if was != now:
                 self._waiting_changes.append((change.after.org_id, 1 if now else -1))
         if record:
-            await self._record(db, [events.state_changed(change) for change in changes])
+            self._record(db, [events.state_changed(change) for change in changes])
 
     async def check_health(self) -> None:
-        async def probe(db: aiosqlite.Connection) -> None:
-            await db.execute("PRAGMA user_version")
+        def probe(db: sqlite3.Connection) -> None:
+            db.execute("PRAGMA user_version")
 
-        with _translated("read the database"):
-            await self._ro.execute("SELECT 1")
+        await self._read("SELECT 1")
         await self._transaction(probe)
 
     # -- jobs ------------------------------------------------------------------
@@ -563,7 +591,7 @@ class SqliteJobStore(JobStore):
     async def create_jobs(
         self, jobs: Sequence[NewJob], now_us: int, *, pending_limit: int | None = None
     ) -> list[tuple[Job, bool]]:
-        async def work(db: aiosqlite.Connection) -> list[tuple[Job, bool]]:
+        def work(db: sqlite3.Connection) -> list[tuple[Job, bool]]:
             results: list[tuple[Job, bool]] = []
             rows = []
             in_batch: dict[tuple[str, str], Job] = {}  # a key repeated within the batch
@@ -573,9 +601,9 @@ class SqliteJobStore(JobStore):
                     if key in in_batch:
                         results.append((in_batch[key], True))
                         continue
-                    existing = await _fetch_job(db, _SELECT_BY_REQUEST_ID, key)
+                    existing = db.execute(_SELECT_BY_REQUEST_ID, key).fetchone()
                     if existing is not None:
-                        results.append((await _with_artifacts(db, existing), True))
+                        results.append((_with_artifacts(db, _job_from_row(existing)), True))
                         continue
                 row = _new_job_row(new_job_id(), new, now_us)
                 rows.append(row)
@@ -586,18 +614,16 @@ class SqliteJobStore(JobStore):
             if pending_limit is not None:
                 self._check_quota(created, pending_limit)
             self._waiting_changes += [(job.org_id, 1) for job in created]
-            await db.executemany(_INSERT_JOB, rows)
-            await self._record(db, [events.submitted(job) for job in created])
+            db.executemany(_INSERT_JOB, rows)
+            self._record(db, [events.submitted(job) for job in created])
             return results
 
         return await self._transaction(work)
 
     async def get_job(self, job_id: str) -> Job:
-        with _translated("read the database"):
-            job = await _fetch_job(self._ro, _SELECT_JOB, (job_id,))
-            if job is None:
-                raise NotFoundError(f"job {job_id} not found")
-            return await _with_artifacts(self._ro, job)
+        job = _found(job_id, await self._read(_SELECT_JOB, (job_id,)))
+        [job] = _attach_artifacts([job], await self._read(*_artifacts_query([job])))
+        return job
 
     async def list_jobs(self, query: JobQuery) -> list[Job]:
         where = ["org_id = ?"]
@@ -614,19 +640,19 @@ class SqliteJobStore(JobStore):
             f"ORDER BY id {order} LIMIT ?"
         )
         params.append(query.limit)
-        with _translated("read the database"):
-            async with self._ro.execute(sql, params) as cursor:
-                jobs = [_job_from_row(row) async for row in cursor]
-            return await _with_artifacts_of_all(self._ro, jobs)
+        jobs = [_job_from_row(row) for row in await self._read(sql, params)]
+        if not jobs:
+            return jobs
+        return _attach_artifacts(jobs, await self._read(*_artifacts_query(jobs)))
 
     async def cancel_job(self, job_id: str, now_us: int) -> tuple[Job, CancelOutcome]:
-        async def work(db: aiosqlite.Connection) -> tuple[Job, CancelOutcome]:
-            job = await _require_job(db, job_id)
+        def work(db: sqlite3.Connection) -> tuple[Job, CancelOutcome]:
+            job = _require_job(db, job_id)
             change, outcome = lifecycle.cancel(job, now_us)
             if change is not None:
-                await self._save(db, [change])
+                self._save(db, [change])
                 job = change.after
-            return await _with_artifacts(db, job), outcome
+            return _with_artifacts(db, job), outcome
 
         return await self._transaction(work)
 
@@ -640,16 +666,19 @@ class SqliteJobStore(JobStore):
         now_us: int,
         lease_ttl_us: int,
     ) -> list[Lease]:
-        async def work(db: aiosqlite.Connection) -> list[Lease]:
-            per_org: list[list[Job]] = []
-            for org_id in org_ids:
-                async with db.execute(_SELECT_RUNNABLE, (org_id, now_us, max_jobs)) as cursor:
-                    per_org.append([_job_from_row(row) async for row in cursor])
+        def work(db: sqlite3.Connection) -> list[Lease]:
+            per_org = [
+                [
+                    _job_from_row(row)
+                    for row in db.execute(_SELECT_RUNNABLE, (org_id, now_us, max_jobs))
+                ]
+                for org_id in org_ids
+            ]
             chosen = _round_robin(per_org, max_jobs)
             changes = [
                 lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us) for job in chosen
             ]
-            await self._save(db, changes)
+            self._save(db, changes)
             return [
                 Lease(c.after, c.after.lease_epoch, c.after.lease_expire_time_us or 0)
                 for c in changes
@@ -658,9 +687,9 @@ class SqliteJobStore(JobStore):
         return await self._transaction(work)
 
     async def return_lease(self, job_id: str, lease_epoch: int, now_us: int) -> Job:
-        async def work(db: aiosqlite.Connection) -> Job:
-            change = lifecycle.return_lease(await _require_job(db, job_id), lease_epoch, now_us)
-            await self._save(db, [change])
+        def work(db: sqlite3.Connection) -> Job:
+            change = lifecycle.return_lease(_require_job(db, job_id), lease_epoch, now_us)
+            self._save(db, [change])
             return change.after
 
         return await self._transaction(work)
@@ -668,10 +697,10 @@ class SqliteJobStore(JobStore):
     async def renew_lease(
         self, job_id: str, lease_epoch: int, now_us: int, lease_ttl_us: int
     ) -> Job:
-        async def work(db: aiosqlite.Connection) -> Job:
-            job = await _require_job(db, job_id)
+        def work(db: sqlite3.Connection) -> Job:
+            job = _require_job(db, job_id)
             renewed = lifecycle.renew_lease(job, lease_epoch, now_us, lease_ttl_us)
-            await self._save(db, [Change(job, renewed, "lease renewed")], record=False)
+            self._save(db, [Change(job, renewed, "lease renewed")], record=False)
             return renewed
 
         return await self._transaction(work)
@@ -684,11 +713,11 @@ class SqliteJobStore(JobStore):
         now_us: int,
         retry: RetryPolicy,
     ) -> Job:
-        async def work(db: aiosqlite.Connection) -> Job:
-            job = await _require_job(db, job_id)
+        def work(db: sqlite3.Connection) -> Job:
+            job = _require_job(db, job_id)
             change = lifecycle.finish_attempt(job, lease_epoch, result, now_us, retry)
-            await self._save(db, [change])
-            return await _with_artifacts(db, change.after)
+            self._save(db, [change])
+            return _with_artifacts(db, change.after)
 
         return await self._transaction(work)
 
@@ -710,24 +739,20 @@ class SqliteJobStore(JobStore):
         now_us: int,
         retry: RetryPolicy,
     ) -> list[Job]:
-        async def work(db: aiosqlite.Connection) -> list[Job]:
-            async with db.execute(select, params) as cursor:
-                jobs = [_job_from_row(row) async for row in cursor]
+        def work(db: sqlite3.Connection) -> list[Job]:
             changes = [
                 lifecycle.finish_attempt(job, job.lease_epoch, result, now_us, retry)
-                for job in jobs
+                for job in map(_job_from_row, db.execute(select, params).fetchall())
             ]
-            await self._save(db, changes)
+            self._save(db, changes)
             return [change.after for change in changes]
 
         return await self._transaction(work)
 
     async def next_run_time(self, org_ids: Sequence[str]) -> int | None:
         sql = _SELECT_NEXT_RUN_TIME.format(orgs=", ".join("?" * len(org_ids)))
-        with _translated("read the database"):
-            async with self._ro.execute(sql, list(org_ids)) as cursor:
-                row = await cursor.fetchone()
-        return row[0] if row else None
+        [(earliest,)] = await self._read(sql, list(org_ids))
+        return int(earliest) if earliest is not None else None
 
     # -- logs ------------------------------------------------------------------
 
@@ -739,11 +764,10 @@ class SqliteJobStore(JobStore):
         *,
         max_bytes: int | None = None,
     ) -> list[LogLine]:
-        async def work(db: aiosqlite.Connection) -> list[LogLine]:
-            job = await _require_job(db, job_id)
+        def work(db: sqlite3.Connection) -> list[LogLine]:
+            job = _require_job(db, job_id)
             lifecycle.check_lease(job, lease_epoch)
-            async with db.execute(_SELECT_LOG_COUNT, (job_id,)) as cursor:
-                row = await cursor.fetchone()
+            row = db.execute(_SELECT_LOG_COUNT, (job_id,)).fetchone()
             count, stored_bytes = (row[0], row[1]) if row else (0, 0)
             kept, total_bytes = _within_log_budget(records, stored_bytes, max_bytes)
             first = count + 1
@@ -751,45 +775,42 @@ class SqliteJobStore(JobStore):
                 LogLine(first + i, stream, job.attempt, time_us, text)
                 for i, (stream, time_us, text) in enumerate(kept)
             ]
-            await db.executemany(
+            db.executemany(
                 _INSERT_LOG,
                 [
                     (job_id, ln.sequence, ln.stream.name, ln.attempt, ln.time_us, ln.text)
                     for ln in lines
                 ],
             )
-            await db.execute(_UPDATE_LOG_COUNT, (first - 1 + len(lines), total_bytes, job_id))
+            db.execute(_UPDATE_LOG_COUNT, (first - 1 + len(lines), total_bytes, job_id))
             if lines:
-                await self._record(db, [events.logged(job, lines)])
+                self._record(db, [events.logged(job, lines)])
             return lines
 
         return await self._transaction(work)
 
     async def read_logs(self, job_id: str, after_sequence: int, limit: int) -> list[LogLine]:
-        with _translated("read the database"):
-            async with self._ro.execute(_SELECT_LOGS, (job_id, after_sequence, limit)) as cursor:
-                return [
-                    LogLine(row[0], LogStream[row[1]], row[2], row[3], row[4])
-                    async for row in cursor
-                ]
+        return [
+            LogLine(row[0], LogStream[row[1]], row[2], row[3], row[4])
+            for row in await self._read(_SELECT_LOGS, (job_id, after_sequence, limit))
+        ]
 
     # -- artifacts -------------------------------------------------------------
 
     async def add_artifact(self, job_id: str, lease_epoch: int, artifact: Artifact) -> None:
-        async def work(db: aiosqlite.Connection) -> None:
-            lifecycle.check_lease(await _require_job(db, job_id), lease_epoch)
-            await db.execute(
+        def work(db: sqlite3.Connection) -> None:
+            lifecycle.check_lease(_require_job(db, job_id), lease_epoch)
+            db.execute(
                 _UPSERT_ARTIFACT, (job_id, artifact.name, artifact.sha256, artifact.size_bytes)
             )
 
         await self._transaction(work)
 
     async def purge_finished(self, finished_before_us: int) -> int:
-        async def work(db: aiosqlite.Connection) -> int:
-            async with db.execute(_SELECT_PURGEABLE, (finished_before_us,)) as cursor:
-                ids = [(row[0],) async for row in cursor]
+        def work(db: sqlite3.Connection) -> int:
+            ids = db.execute(_SELECT_PURGEABLE, (finished_before_us,)).fetchall()
             for statement in (_DELETE_JOB_LOGS, _DELETE_JOB_ARTIFACTS, _DELETE_JOB):
-                await db.executemany(statement, ids)
+                db.executemany(statement, ids)
             return len(ids)
 
         return await self._transaction(work)
@@ -800,8 +821,8 @@ class SqliteJobStore(JobStore):
         self._listener = listener
 
     async def record_events(self, records: Sequence[EventRecord]) -> None:
-        async def work(db: aiosqlite.Connection) -> None:
-            await self._record(db, records)
+        def work(db: sqlite3.Connection) -> None:
+            self._record(db, records)
 
         await self._transaction(work)
 
@@ -810,39 +831,31 @@ class SqliteJobStore(JobStore):
     ) -> list[EventRecord]:
         prefix_length = len(topic_prefix)
         params = (after_sequence, org_id, org_id, prefix_length, topic_prefix, limit)
-        with _translated("read the database"):
-            async with self._ro.execute(_SELECT_EVENTS, params) as cursor:
-                return [EventRecord(*row) async for row in cursor]
+        return [EventRecord(*row) for row in await self._read(_SELECT_EVENTS, params)]
 
     async def events_purged_through(self) -> int:
-        with _translated("read the database"):
-            async with self._ro.execute(_SELECT_META, (PURGED_THROUGH,)) as cursor:
-                row = await cursor.fetchone()
-        return row[0] if row else 0
+        rows = await self._read(_SELECT_META, (PURGED_THROUGH,))
+        return int(rows[0][0]) if rows else 0
 
     async def purge_events(self, before_us: int) -> int:
-        async def work(db: aiosqlite.Connection) -> int:
-            async with db.execute(_SELECT_EVENTS_BEFORE, (before_us,)) as cursor:
-                row = await cursor.fetchone()
-            through = row[0] if row and row[0] is not None else None
+        def work(db: sqlite3.Connection) -> int:
+            (through,) = db.execute(_SELECT_EVENTS_BEFORE, (before_us,)).fetchone()
             if through is None:
                 return 0
-            cursor = await db.execute(_DELETE_EVENTS_THROUGH, (through,))
-            await db.execute(_UPSERT_META, (PURGED_THROUGH, through))
-            return int(cursor.rowcount)
+            deleted = db.execute(_DELETE_EVENTS_THROUGH, (through,)).rowcount
+            db.execute(_UPSERT_META, (PURGED_THROUGH, through))
+            return int(deleted)
 
         return await self._transaction(work)
 
     async def count_unfinished(self) -> dict[tuple[str, JobState], int]:
-        with _translated("read the database"):
-            async with self._ro.execute(_COUNT_UNFINISHED) as cursor:
-                return {(row[0], JobState[row[1]]): row[2] async for row in cursor}
+        return {(row[0], JobState[row[1]]): row[2] for row in await self._read(_COUNT_UNFINISHED)}
 
     # -- tokens ------------------------------------------------------------------
 
     async def add_token(self, token: Token) -> None:
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 _INSERT_TOKEN,
                 (
                     token.id,
@@ -858,21 +871,16 @@ class SqliteJobStore(JobStore):
         await self._transaction(work)
 
     async def find_token(self, token_id: str) -> Token | None:
-        with _translated("read the database"):
-            async with self._ro.execute(_SELECT_TOKEN, (token_id,)) as cursor:
-                row = await cursor.fetchone()
-        return _token_from_row(row) if row is not None else None
+        rows = await self._read(_SELECT_TOKEN, (token_id,))
+        return _token_from_row(rows[0]) if rows else None
 
     async def list_tokens(self, org_id: str | None) -> list[Token]:
-        with _translated("read the database"):
-            async with self._ro.execute(_SELECT_TOKENS, (org_id, org_id)) as cursor:
-                return [_token_from_row(row) async for row in cursor]
+        return [_token_from_row(row) for row in await self._read(_SELECT_TOKENS, (org_id, org_id))]
 
     async def revoke_token(self, token_id: str, now_us: int) -> Token:
-        async def work(db: aiosqlite.Connection) -> Token:
-            await db.execute(_REVOKE_TOKEN, (now_us, token_id))
-            async with db.execute(_SELECT_TOKEN, (token_id,)) as cursor:
-                row = await cursor.fetchone()
+        def work(db: sqlite3.Connection) -> Token:
+            db.execute(_REVOKE_TOKEN, (now_us, token_id))
+            row = db.execute(_SELECT_TOKEN, (token_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"token {token_id} not found")
             return _token_from_row(row)
@@ -880,14 +888,45 @@ class SqliteJobStore(JobStore):
         return await self._transaction(work)
 
     async def has_tokens(self) -> bool:
-        with _translated("read the database"):
-            async with self._ro.execute(_ANY_TOKEN) as cursor:
-                return await cursor.fetchone() is not None
+        return bool(await self._read(_ANY_TOKEN))
 
     async def referenced_blobs(self) -> set[str]:
-        with _translated("read the database"):
-            async with self._ro.execute(_SELECT_BLOBS) as cursor:
-                return {row[0] async for row in cursor}
+        return {row[0] for row in await self._read(_SELECT_BLOBS)}
+
+
+def _connect_writer(path: Path) -> tuple[sqlite3.Connection, int, collections.Counter[str]]:
+    """Open the write connection, migrate the schema, and read what the writer keeps
+    in memory: the last event sequence and the waiting jobs per org.
+
+    Runs in the writer thread, the only thread that ever uses the connection
+    (sqlite3's same-thread check stays on to prove it).
+    """
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.executescript(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; "
+            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+        )
+        _migrate(db)
+        (last,) = db.execute(_SELECT_LAST_SEQUENCE).fetchone()
+        purged = db.execute(_SELECT_META, (PURGED_THROUGH,)).fetchone()
+        waiting = collections.Counter[str](dict(db.execute(_COUNT_WAITING).fetchall()))
+    except BaseException:
+        db.close()
+        raise
+    return db, max(last or 0, purged[0] if purged else 0), waiting
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"the database schema is version {version}, newer than this server "
+            f"understands ({len(MIGRATIONS)}); upgrade ZBrain"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # executescript commits first, so the script carries its own transaction.
+        db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
 
 
 def _round_robin(per_org: list[list[Job]], limit: int) -> list[Job]:
@@ -902,22 +941,42 @@ def _round_robin(per_org: list[list[Job]], limit: int) -> list[Job]:
     return chosen
 
 
-async def _with_artifacts_of_all(db: aiosqlite.Connection, jobs: list[Job]) -> list[Job]:
-    """The jobs with their artifact lists filled in, in one query."""
-    if not jobs:
-        return jobs
-    sql = _SELECT_ARTIFACTS.format(ids=", ".join("?" * len(jobs)))
+# Reads both connections make are split into their SQL and their row mapping,
+# so the writer thread (sqlite3) and the readers (aiosqlite) differ only in the
+# one call that runs the query.
+
+
+def _found(job_id: str, rows: Sequence[Any]) -> Job:
+    """The job among the rows of a select by id; NotFoundError when there is none."""
+    if not rows:
+        raise NotFoundError(f"job {job_id} not found")
+    return _job_from_row(rows[0])
+
+
+def _artifacts_query(jobs: Sequence[Job]) -> tuple[str, list[str]]:
+    """The select of the artifacts of some jobs, all in one query."""
+    return _SELECT_ARTIFACTS.format(ids=", ".join("?" * len(jobs))), [job.id for job in jobs]
+
+
+def _attach_artifacts(jobs: list[Job], rows: Iterable[Any]) -> list[Job]:
+    """The jobs with their artifact lists filled in from the artifacts query's rows."""
     by_job: dict[str, list[Artifact]] = {}
-    async with db.execute(sql, [job.id for job in jobs]) as cursor:
-        async for row in cursor:
-            by_job.setdefault(row[0], []).append(Artifact(row[1], row[2], row[3]))
+    for row in rows:
+        by_job.setdefault(row[0], []).append(Artifact(row[1], row[2], row[3]))
     return [
         replace(job, artifacts=tuple(by_job[job.id])) if job.id in by_job else job for job in jobs
     ]
 
 
-async def _with_artifacts(db: aiosqlite.Connection, job: Job) -> Job:
-    return (await _with_artifacts_of_all(db, [job]))[0]
+def _require_job(db: sqlite3.Connection, job_id: str) -> Job:
+    """The job as the writer's transaction sees it; NotFoundError when unknown."""
+    return _found(job_id, db.execute(_SELECT_JOB, (job_id,)).fetchall())
+
+
+def _with_artifacts(db: sqlite3.Connection, job: Job) -> Job:
+    """The job with its artifacts, read in the writer's transaction."""
+    [job] = _attach_artifacts([job], db.execute(*_artifacts_query([job])))
+    return job
 
 
 LOG_LIMIT_MARK = "[log limit reached: further output of this job is not stored]"
@@ -941,17 +1000,13 @@ def _within_log_budget(
     return kept, stored
 
 
-async def _fetch_job(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...]) -> Job | None:
-    async with db.execute(sql, params) as cursor:
-        row = await cursor.fetchone()
-    return _job_from_row(row) if row is not None else None
-
-
-async def _require_job(db: aiosqlite.Connection, job_id: str) -> Job:
-    job = await _fetch_job(db, _SELECT_JOB, (job_id,))
-    if job is None:
-        raise NotFoundError(f"job {job_id} not found")
-    return job
+def _as_store_error(action: str, exc: Exception) -> Exception:
+    """A driver error as the store's own StoreError, chained to it; others as they are."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    error = StoreError(f"could not {action}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 @contextlib.contextmanager
@@ -960,4 +1015,4 @@ def _translated(action: str) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        raise StoreError(f"could not {action}: {exc}") from exc
+        raise _as_store_error(action, exc) from exc
