@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,17 +27,15 @@ import aiosqlite
 from zbrain.errors import (
     FailedPreconditionError,
     NotFoundError,
-    ResourceExhaustedError,
     StoreError,
 )
 
 from .. import events, lifecycle
-from ..auth import Role, Token
+from ..auth import Token
 from ..ids import new_job_id
 from ..lifecycle import Change, RetryPolicy
 from ..model import (
     Artifact,
-    AttemptOutcome,
     AttemptResult,
     CancelOutcome,
     EventRecord,
@@ -52,6 +49,21 @@ from ..model import (
     NewJob,
 )
 from .base import EventListener, JobStore
+from .common import (
+    JOB_COLUMNS,
+    LEASE_EXPIRED,
+    OVERDUE,
+    PURGED_THROUGH,
+    TOKEN_COLUMNS,
+    job_from_row,
+    new_job_row,
+    quota_exceeded,
+    round_robin,
+    save_params,
+    token_from_row,
+    waiting_changes,
+    within_log_budget,
+)
 
 T = TypeVar("T")
 
@@ -147,18 +159,12 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-_JOB_COLUMNS = (
-    "id, org_id, cmd, input_json, env, timeout_us, max_retries, priority, labels, state, "
-    "attempt, create_time, update_time, start_time, finish_time, next_run_time, last_error, "
-    "output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested, request_id, "
-    "trace_context"
-)
 _INSERT_JOB = (
-    f"INSERT INTO jobs ({_JOB_COLUMNS}) "
+    f"INSERT INTO jobs ({JOB_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SELECT_JOB = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?"
-_SELECT_BY_REQUEST_ID = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE org_id = ? AND request_id = ?"
+_SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+_SELECT_BY_REQUEST_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ? AND request_id = ?"
 # Compare-and-set: the row is written only if nobody changed it since it was read.
 _SAVE_JOB = """
     UPDATE jobs SET state = ?, attempt = ?, update_time = ?, start_time = ?, finish_time = ?,
@@ -167,7 +173,7 @@ _SAVE_JOB = """
     WHERE id = ? AND state = ? AND lease_epoch = ?
 """
 _SELECT_RUNNABLE = f"""
-    SELECT {_JOB_COLUMNS} FROM jobs
+    SELECT {JOB_COLUMNS} FROM jobs
     WHERE org_id = ? AND state IN ('PENDING', 'RETRYING') AND next_run_time <= ?
     ORDER BY priority DESC, id LIMIT ?
 """
@@ -176,10 +182,10 @@ _SELECT_NEXT_RUN_TIME = """
     WHERE org_id IN ({orgs}) AND state IN ('PENDING', 'RETRYING')
 """
 _SELECT_EXPIRED = f"""
-    SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < ?
+    SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < ?
 """
 _SELECT_OVERDUE = f"""
-    SELECT {_JOB_COLUMNS} FROM jobs
+    SELECT {JOB_COLUMNS} FROM jobs
     WHERE state = 'RUNNING' AND start_time + timeout_us + ? < ?
 """
 _SELECT_LOG_COUNT = "SELECT log_count, log_bytes FROM jobs WHERE id = ?"
@@ -229,98 +235,13 @@ _UPSERT_META = """
 """
 _SELECT_EVENTS_BEFORE = "SELECT max(sequence) FROM events WHERE time < ?"
 _DELETE_EVENTS_THROUGH = "DELETE FROM events WHERE sequence <= ?"
-PURGED_THROUGH = "events_purged_through"
-_TOKEN_COLUMNS = "id, org_id, role, description, secret_hash, create_time, revoke_time"
-_INSERT_TOKEN = f"INSERT INTO tokens ({_TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-_SELECT_TOKEN = f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE id = ?"
+_INSERT_TOKEN = f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+_SELECT_TOKEN = f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?"
 _SELECT_TOKENS = (
-    f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE ? IS NULL OR org_id = ? ORDER BY create_time"
+    f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE ? IS NULL OR org_id = ? ORDER BY create_time"
 )
 _REVOKE_TOKEN = "UPDATE tokens SET revoke_time = ? WHERE id = ? AND revoke_time IS NULL"
 _ANY_TOKEN = "SELECT 1 FROM tokens WHERE revoke_time IS NULL LIMIT 1"
-
-
-def _token_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Token:
-    return Token(row[0], row[1], Role[row[2]], row[3], row[4], row[5], row[6])
-
-
-def _job_from_row(row: sqlite3.Row | tuple[Any, ...]) -> Job:
-    return Job(
-        id=row[0],
-        org_id=row[1],
-        cmd=tuple(json.loads(row[2])),
-        input_json=row[3],
-        env=json.loads(row[4]),
-        timeout_us=row[5],
-        max_retries=row[6],
-        priority=row[7],
-        labels=json.loads(row[8]),
-        state=JobState[row[9]],
-        attempt=row[10],
-        create_time_us=row[11],
-        update_time_us=row[12],
-        start_time_us=row[13],
-        finish_time_us=row[14],
-        next_run_time_us=row[15],
-        last_error=row[16],
-        output_json=row[17],
-        lease_epoch=row[18],
-        worker_id=row[19],
-        lease_expire_time_us=row[20],
-        cancel_requested=bool(row[21]),
-        request_id=row[22],
-        trace_context=json.loads(row[23]),
-    )
-
-
-def _new_job_row(job_id: str, job: NewJob, now_us: int) -> tuple[Any, ...]:
-    return (
-        job_id,
-        job.org_id,
-        json.dumps(list(job.cmd)),
-        job.input_json,
-        json.dumps(dict(job.env)),
-        job.timeout_us,
-        job.max_retries,
-        job.priority,
-        json.dumps(dict(job.labels)),
-        JobState.PENDING.name,
-        0,
-        now_us,
-        now_us,
-        None,
-        None,
-        now_us,
-        "",
-        "",
-        0,
-        "",
-        None,
-        0,
-        job.request_id,
-        json.dumps(dict(job.trace_context)),
-    )
-
-
-def _save_params(change: Change) -> tuple[Any, ...]:
-    job, before = change.after, change.before
-    return (
-        job.state.name,
-        job.attempt,
-        job.update_time_us,
-        job.start_time_us,
-        job.finish_time_us,
-        job.next_run_time_us,
-        job.last_error,
-        job.output_json,
-        job.lease_epoch,
-        job.worker_id,
-        job.lease_expire_time_us,
-        int(job.cancel_requested),
-        job.id,
-        before.state.name,
-        before.lease_epoch,
-    )
 
 
 class SqliteJobStore(JobStore):
@@ -543,10 +464,7 @@ class SqliteJobStore(JobStore):
                 change for org, change in self._waiting_changes if org == org_id
             )
             if waiting + count > limit:
-                raise ResourceExhaustedError(
-                    f"organisation {org_id!r} has {waiting} jobs waiting; the quota "
-                    f"(max_pending_per_org) is {limit}"
-                )
+                raise quota_exceeded(org_id, waiting, limit)
 
     def _record(self, db: sqlite3.Connection, records: Sequence[EventRecord]) -> None:
         """Write events in the current transaction, numbering them."""
@@ -569,13 +487,10 @@ class SqliteJobStore(JobStore):
         """Write decided changes and their events; fail if any row changed since read."""
         if not changes:
             return
-        cursor = db.executemany(_SAVE_JOB, [_save_params(change) for change in changes])
+        cursor = db.executemany(_SAVE_JOB, [save_params(change) for change in changes])
         if cursor.rowcount != len(changes):
             raise FailedPreconditionError("a job changed concurrently; try again")
-        for change in changes:
-            was, now = change.before.state.is_runnable, change.after.state.is_runnable
-            if was != now:
-                self._waiting_changes.append((change.after.org_id, 1 if now else -1))
+        self._waiting_changes += waiting_changes(changes).items()
         if record:
             self._record(db, [events.state_changed(change) for change in changes])
 
@@ -603,11 +518,11 @@ class SqliteJobStore(JobStore):
                         continue
                     existing = db.execute(_SELECT_BY_REQUEST_ID, key).fetchone()
                     if existing is not None:
-                        results.append((_with_artifacts(db, _job_from_row(existing)), True))
+                        results.append((_with_artifacts(db, job_from_row(existing)), True))
                         continue
-                row = _new_job_row(new_job_id(), new, now_us)
+                row = new_job_row(new_job_id(), new, now_us)
                 rows.append(row)
-                job = _job_from_row(row)
+                job = job_from_row(row)
                 in_batch[key] = job
                 results.append((job, False))
             created = [job for job, deduplicated in results if not deduplicated]
@@ -636,11 +551,11 @@ class SqliteJobStore(JobStore):
             params.append(query.after_id)
         order = "DESC" if query.newest_first else "ASC"
         sql = (
-            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE {' AND '.join(where)} "
             f"ORDER BY id {order} LIMIT ?"
         )
         params.append(query.limit)
-        jobs = [_job_from_row(row) for row in await self._read(sql, params)]
+        jobs = [job_from_row(row) for row in await self._read(sql, params)]
         if not jobs:
             return jobs
         return _attach_artifacts(jobs, await self._read(*_artifacts_query(jobs)))
@@ -669,12 +584,12 @@ class SqliteJobStore(JobStore):
         def work(db: sqlite3.Connection) -> list[Lease]:
             per_org = [
                 [
-                    _job_from_row(row)
+                    job_from_row(row)
                     for row in db.execute(_SELECT_RUNNABLE, (org_id, now_us, max_jobs))
                 ]
                 for org_id in org_ids
             ]
-            chosen = _round_robin(per_org, max_jobs)
+            chosen = round_robin(per_org, max_jobs)
             changes = [
                 lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us) for job in chosen
             ]
@@ -722,14 +637,10 @@ class SqliteJobStore(JobStore):
         return await self._transaction(work)
 
     async def expire_leases(self, now_us: int, retry: RetryPolicy) -> list[Job]:
-        lost = AttemptResult(AttemptOutcome.WORKER_LOST, error="worker lost: lease expired")
-        return await self._fail_running(_SELECT_EXPIRED, (now_us,), lost, now_us, retry)
+        return await self._fail_running(_SELECT_EXPIRED, (now_us,), LEASE_EXPIRED, now_us, retry)
 
     async def time_out_attempts(self, now_us: int, grace_us: int, retry: RetryPolicy) -> list[Job]:
-        overdue = AttemptResult(
-            AttemptOutcome.TIMED_OUT, error="timed out (enforced by the server)"
-        )
-        return await self._fail_running(_SELECT_OVERDUE, (grace_us, now_us), overdue, now_us, retry)
+        return await self._fail_running(_SELECT_OVERDUE, (grace_us, now_us), OVERDUE, now_us, retry)
 
     async def _fail_running(
         self,
@@ -742,7 +653,7 @@ class SqliteJobStore(JobStore):
         def work(db: sqlite3.Connection) -> list[Job]:
             changes = [
                 lifecycle.finish_attempt(job, job.lease_epoch, result, now_us, retry)
-                for job in map(_job_from_row, db.execute(select, params).fetchall())
+                for job in map(job_from_row, db.execute(select, params).fetchall())
             ]
             self._save(db, changes)
             return [change.after for change in changes]
@@ -769,7 +680,7 @@ class SqliteJobStore(JobStore):
             lifecycle.check_lease(job, lease_epoch)
             row = db.execute(_SELECT_LOG_COUNT, (job_id,)).fetchone()
             count, stored_bytes = (row[0], row[1]) if row else (0, 0)
-            kept, total_bytes = _within_log_budget(records, stored_bytes, max_bytes)
+            kept, total_bytes = within_log_budget(records, stored_bytes, max_bytes)
             first = count + 1
             lines = [
                 LogLine(first + i, stream, job.attempt, time_us, text)
@@ -872,10 +783,10 @@ class SqliteJobStore(JobStore):
 
     async def find_token(self, token_id: str) -> Token | None:
         rows = await self._read(_SELECT_TOKEN, (token_id,))
-        return _token_from_row(rows[0]) if rows else None
+        return token_from_row(rows[0]) if rows else None
 
     async def list_tokens(self, org_id: str | None) -> list[Token]:
-        return [_token_from_row(row) for row in await self._read(_SELECT_TOKENS, (org_id, org_id))]
+        return [token_from_row(row) for row in await self._read(_SELECT_TOKENS, (org_id, org_id))]
 
     async def revoke_token(self, token_id: str, now_us: int) -> Token:
         def work(db: sqlite3.Connection) -> Token:
@@ -883,7 +794,7 @@ class SqliteJobStore(JobStore):
             row = db.execute(_SELECT_TOKEN, (token_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"token {token_id} not found")
-            return _token_from_row(row)
+            return token_from_row(row)
 
         return await self._transaction(work)
 
@@ -929,18 +840,6 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
 
 
-def _round_robin(per_org: list[list[Job]], limit: int) -> list[Job]:
-    """Take jobs from each org's queue in turn until limit, so no org starves."""
-    chosen: list[Job] = []
-    depth = 0
-    while len(chosen) < limit and any(depth < len(jobs) for jobs in per_org):
-        for jobs in per_org:
-            if depth < len(jobs) and len(chosen) < limit:
-                chosen.append(jobs[depth])
-        depth += 1
-    return chosen
-
-
 # Reads both connections make are split into their SQL and their row mapping,
 # so the writer thread (sqlite3) and the readers (aiosqlite) differ only in the
 # one call that runs the query.
@@ -950,7 +849,7 @@ def _found(job_id: str, rows: Sequence[Any]) -> Job:
     """The job among the rows of a select by id; NotFoundError when there is none."""
     if not rows:
         raise NotFoundError(f"job {job_id} not found")
-    return _job_from_row(rows[0])
+    return job_from_row(rows[0])
 
 
 def _artifacts_query(jobs: Sequence[Job]) -> tuple[str, list[str]]:
@@ -977,27 +876,6 @@ def _with_artifacts(db: sqlite3.Connection, job: Job) -> Job:
     """The job with its artifacts, read in the writer's transaction."""
     [job] = _attach_artifacts([job], db.execute(*_artifacts_query([job])))
     return job
-
-
-LOG_LIMIT_MARK = "[log limit reached: further output of this job is not stored]"
-
-
-def _within_log_budget(
-    records: Sequence[LogRecord], stored: int, limit: int | None
-) -> tuple[list[LogRecord], int]:
-    """The records that fit under the job's log limit, plus one marker line when
-    some did not, and the job's new log byte count. Once marked, the count is
-    one past the limit, and nothing more is stored."""
-    if limit is not None and stored > limit:
-        return [], stored
-    kept: list[LogRecord] = []
-    for record in records:
-        size = len(record[2].encode())
-        if limit is not None and stored + size > limit:
-            return [*kept, (LogStream.SYSTEM, record[1], LOG_LIMIT_MARK)], limit + 1
-        stored += size
-        kept.append(record)
-    return kept, stored
 
 
 def _as_store_error(action: str, exc: Exception) -> Exception:
