@@ -321,8 +321,16 @@ class Dispatcher:
         to this server or to another replica: a lease is the job's, not the
         connection's. Each one still live, held by this worker and of its
         orgs is adopted (and renewed); the others are returned with the
-        reason, for the worker to stop those attempts.
+        reason, for the worker to stop those attempts. A live lease of this
+        worker that it does not claim never reached it (the server died or
+        the stream broke with the lease on its way): it goes back to the
+        queue at once, its attempt not counted, rather than wait out its TTL.
         """
+        claimed = {job_id for job_id, _ in held}
+        for job_id, epoch in await self._store.leases_of(session.worker_id):
+            if job_id not in claimed:
+                with contextlib.suppress(StaleLeaseError, NotFoundError):
+                    await self._store.return_lease(job_id, epoch, now_us())
         adopted: list[Job] = []
         rejected = []
         for job_id, epoch in held:

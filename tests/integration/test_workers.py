@@ -228,6 +228,25 @@ async def test_a_hello_claiming_a_lease_it_does_not_hold_is_answered_with_a_reje
     assert (await client.get(job.id)).worker_id == "owner"
 
 
+async def test_a_lease_that_never_reached_its_worker_is_returned_when_it_connects(
+    start_server, processes: Processes
+) -> None:
+    server = await start_server(lease_ttl_s=60.0)
+    async with await Client.connect(server.address) as client:
+        job = await client.submit(["true"], max_retries=0)
+        # Leased to "same", as if the stream carrying it broke on the way.
+        leased = await stub_for(server).AcquireLease(
+            job_service_pb2.AcquireLeaseRequest(worker_id="same")
+        )
+        assert [lease.job.id for lease in leased.leases] == [job.id]
+
+        processes.worker(server.address, "--id", "same")  # claims no lease
+        done = await client.wait(job.id, timeout=20)  # far sooner than the 60 s TTL
+
+    assert done.state is JobState.SUCCEEDED
+    assert done.attempt == 1, "a lease returned unstarted does not count as an attempt"
+
+
 async def test_partitioned_worker_loses_its_lease_and_its_late_report_is_rejected(
     server, client, processes: Processes
 ) -> None:

@@ -388,6 +388,19 @@ async def test_of_concurrent_reports_on_one_attempt_exactly_one_wins(
 # -- expire_leases ---------------------------------------------------------------
 
 
+async def test_leases_of_names_the_running_attempts_of_one_worker(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    for _ in range(4):
+        await submit()
+    mine = [await lease_one(worker_id="w1"), await lease_one(worker_id="w1")]
+    await lease_one(worker_id="w2")
+    await fail(store, mine[1], T0 + SECOND)  # retrying: no longer a running attempt
+
+    assert await store.leases_of("w1") == [(mine[0].job.id, mine[0].lease_epoch)]
+    assert await store.leases_of("nobody") == []
+
+
 async def test_an_expired_lease_fails_the_attempt_as_worker_lost(
     store: JobStore, submit: Submit, lease_one: LeaseOne
 ) -> None:

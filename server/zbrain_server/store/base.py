@@ -90,6 +90,10 @@ class JobStore(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def leases_of(self, worker_id: str) -> list[tuple[str, int]]:
+        """The (job id, lease epoch) of every attempt leased to a worker and running."""
+
+    @abc.abstractmethod
     async def return_lease(self, job_id: str, lease_epoch: int, now_us: int) -> Job:
         """Give back a lease nobody started: the job is PENDING again, its attempt
         not counted; StaleLeaseError when the lease is not live."""

@@ -295,6 +295,7 @@ _LOCK_RUNNABLE = f"""
         FOR UPDATE SKIP LOCKED
     ) AS runnable
 """
+_SELECT_LEASES_OF = "SELECT id, lease_epoch FROM jobs WHERE state = 'RUNNING' AND worker_id = $1"
 _LOCK_EXPIRED = f"""
     SELECT {_JOB_FIELDS} FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < $1
     FOR UPDATE SKIP LOCKED
@@ -878,6 +879,11 @@ class PostgresJobStore(JobStore):
             return [change.after for change in changes]
 
         return await self._transaction(work)
+
+    async def leases_of(self, worker_id: str) -> list[tuple[str, int]]:
+        with self._translated("read from"):
+            rows = await self._db.fetch(_SELECT_LEASES_OF, worker_id)
+        return [(row[0], row[1]) for row in rows]
 
     async def next_run_time(self, org_ids: Sequence[str]) -> int | None:
         with self._translated("read from"):

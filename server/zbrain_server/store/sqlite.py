@@ -184,6 +184,7 @@ _SELECT_NEXT_RUN_TIME = """
 _SELECT_EXPIRED = f"""
     SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < ?
 """
+_SELECT_LEASES_OF = "SELECT id, lease_epoch FROM jobs WHERE state = 'RUNNING' AND worker_id = ?"
 _SELECT_OVERDUE = f"""
     SELECT {JOB_COLUMNS} FROM jobs
     WHERE state = 'RUNNING' AND start_time + timeout_us + ? < ?
@@ -659,6 +660,9 @@ class SqliteJobStore(JobStore):
             return [change.after for change in changes]
 
         return await self._transaction(work)
+
+    async def leases_of(self, worker_id: str) -> list[tuple[str, int]]:
+        return [(row[0], row[1]) for row in await self._read(_SELECT_LEASES_OF, (worker_id,))]
 
     async def next_run_time(self, org_ids: Sequence[str]) -> int | None:
         sql = _SELECT_NEXT_RUN_TIME.format(orgs=", ".join("?" * len(org_ids)))
