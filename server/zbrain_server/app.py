@@ -322,13 +322,13 @@ class ZBrainServer:
             await process.wait()
 
 
-async def serve(config: ServerConfig) -> None:
+async def serve(config: ServerConfig, telemetry: Telemetry | None = None) -> None:
     """Run a server until SIGINT or SIGTERM, then shut it down gracefully."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    server = ZBrainServer(config)
+    server = ZBrainServer(config, telemetry)
     await server.start()
     print(
         f"ZBrain listening on {server.address} "

@@ -71,19 +71,26 @@ async def observed(start_server, recorded: Recorded):
     )
 
 
-async def test_the_worker_span_joins_the_submitters_trace(observed, recorded: Recorded) -> None:
+async def run_in_a_trace(server: Any, recorded: Recorded) -> str:
+    """Submit a job inside a "submitter" span, let an SDK worker run it; the job's id."""
+
     async def work(job: Job) -> Any:
         return "ok"
 
     tracer = recorded.tracer_provider.get_tracer("test")
     worker = Worker(
-        FunctionExecutor(work), server=observed.address, tracer_provider=recorded.tracer_provider
+        FunctionExecutor(work), server=server.address, tracer_provider=recorded.tracer_provider
     )
-    async with await Client.connect(observed.address) as client, worker:
+    async with await Client.connect(server.address) as client, worker:
         with tracer.start_as_current_span("submitter"):
             job = await client.submit(["work"])
         await client.wait(job.id, timeout=20)
         await eventually(lambda: _has(recorded, "zbrain.job.execute"))
+    return job.id
+
+
+async def test_the_worker_span_joins_the_submitters_trace(observed, recorded: Recorded) -> None:
+    job_id = await run_in_a_trace(observed, recorded)
 
     submitter = recorded.span("submitter")
     submit = recorded.span("zbrain.v1.JobService/Submit")
@@ -100,9 +107,29 @@ async def test_the_worker_span_joins_the_submitters_trace(observed, recorded: Re
         "Submit",
         "OK",
     )
-    assert recorded.attributes("zbrain.job.attempt")["zbrain.job_id"] == job.id
+    assert recorded.attributes("zbrain.job.attempt")["zbrain.job_id"] == job_id
     assert recorded.attributes("zbrain.job.attempt")["zbrain.state"] == "SUCCEEDED"
     assert recorded.attributes("zbrain.job.execute")["zbrain.outcome"] == "SUCCEEDED"
+
+
+async def test_without_recorded_spans_the_worker_still_joins_the_trace(
+    start_server, recorded: Recorded
+) -> None:
+    server = await start_server(
+        telemetry=Telemetry(recorded.tracer_provider, recorded.meter_provider, record_spans=False)
+    )
+    await run_in_a_trace(server, recorded)
+
+    submitter = recorded.span("submitter")
+    execute = recorded.span("zbrain.job.execute")
+    assert {s.name for s in recorded.spans.get_finished_spans()} == {
+        "submitter",
+        "zbrain.job.execute",
+    }
+    assert execute.context.trace_id == submitter.context.trace_id
+    # Its parent is the Submit call's span, which exists only as a context.
+    assert execute.parent is not None and execute.parent.span_id != submitter.context.span_id
+    assert recorded.points("rpc.server.duration")
 
 
 async def _has(recorded: Recorded, name: str) -> bool:

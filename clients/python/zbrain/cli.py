@@ -348,12 +348,14 @@ async def cmd_download(args: argparse.Namespace) -> int:
 async def cmd_serve(args: argparse.Namespace) -> int:
     from zbrain_server.app import serve
     from zbrain_server.config import ServerConfig
+    from zbrain_server.telemetry import Telemetry
 
     from . import telemetry
 
+    exporter = telemetry.exporter_from_env()
     providers = telemetry.configure(
         "zbrain-server",
-        exporter=telemetry.exporter_from_env(),
+        exporter=exporter,
         metrics_listen=args.metrics_listen or os.environ.get("ZBRAIN_METRICS_LISTEN"),
     )
     config = ServerConfig.from_env(
@@ -369,7 +371,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
     )
     try:
-        await serve(config)
+        await serve(config, Telemetry(record_spans=exporter != "none"))
     finally:
         telemetry.shutdown(providers)
     return 0

@@ -43,8 +43,14 @@ def exporter_from_env() -> str:
 
 def configure(
     service_name: str, *, exporter: str = "none", metrics_listen: str | None = None
-) -> tuple[TracerProvider, MeterProvider]:
-    """Install global tracer and meter providers with the chosen exporters."""
+) -> tuple[TracerProvider, MeterProvider | None]:
+    """Install global tracer and meter providers with the chosen exporters.
+
+    The tracer provider is installed even without an exporter: trace ids still
+    tie a job's calls, attempts and log lines together. A meter provider is
+    installed only when something reads it; otherwise the API's no-op meters
+    stay, and recording a measurement (on every RPC) costs next to nothing.
+    """
     resource = Resource.create({SERVICE_NAME: service_name})
     tracer_provider = TracerProvider(resource=resource)
     readers: list[MetricReader] = []
@@ -59,9 +65,11 @@ def configure(
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     if metrics_listen:
         readers.append(_prometheus_reader(metrics_listen))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     trace.set_tracer_provider(tracer_provider)
-    metrics.set_meter_provider(meter_provider)
+    meter_provider = None
+    if readers:
+        meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        metrics.set_meter_provider(meter_provider)
     return tracer_provider, meter_provider
 
 
@@ -79,11 +87,12 @@ def _prometheus_reader(listen: str) -> MetricReader:
     return PrometheusMetricReader()
 
 
-def shutdown(providers: tuple[TracerProvider, MeterProvider]) -> None:
+def shutdown(providers: tuple[TracerProvider, MeterProvider | None]) -> None:
     """Flush and stop exporters (spans still buffered are sent)."""
     tracer_provider, meter_provider = providers
     tracer_provider.shutdown()
-    meter_provider.shutdown()
+    if meter_provider is not None:
+        meter_provider.shutdown()
 
 
 def trace_metadata() -> list[tuple[str, str]]:

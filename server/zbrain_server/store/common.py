@@ -25,7 +25,7 @@ JOB_COLUMNS = (
     "output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested, request_id, "
     "trace_context"
 )
-"""The columns of a job row, in the order `job_from_row` and `new_job_row` use."""
+"""The columns of a job row, in the order `job_from_row` and `job_row` use."""
 
 TOKEN_COLUMNS = "id, org_id, role, description, secret_hash, create_time, revoke_time"
 """The columns of a token row, in the order `token_from_row` uses."""
@@ -72,10 +72,44 @@ def job_from_row(row: Sequence[Any]) -> Job:
     )
 
 
-def new_job_row(job_id: str, job: NewJob, now_us: int) -> tuple[Any, ...]:
-    """The JOB_COLUMNS values of a job just submitted: PENDING, runnable from now."""
+def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
+    """A job just submitted: PENDING, runnable from now.
+
+    Made from the NewJob rather than read back from its row, which would
+    parse the JSON columns just written (the writer does this for every job).
+    """
+    return Job(
+        id=job_id,
+        org_id=new.org_id,
+        cmd=tuple(new.cmd),
+        input_json=new.input_json,
+        env=dict(new.env),
+        timeout_us=new.timeout_us,
+        max_retries=new.max_retries,
+        priority=new.priority,
+        labels=dict(new.labels),
+        state=JobState.PENDING,
+        attempt=0,
+        create_time_us=now_us,
+        update_time_us=now_us,
+        start_time_us=None,
+        finish_time_us=None,
+        next_run_time_us=now_us,
+        last_error="",
+        output_json="",
+        lease_epoch=0,
+        worker_id="",
+        lease_expire_time_us=None,
+        cancel_requested=False,
+        request_id=new.request_id,
+        trace_context=dict(new.trace_context),
+    )
+
+
+def job_row(job: Job) -> tuple[Any, ...]:
+    """The JOB_COLUMNS values of a job, as `job_from_row` reads them back."""
     return (
-        job_id,
+        job.id,
         job.org_id,
         json.dumps(list(job.cmd)),
         job.input_json,
@@ -84,22 +118,27 @@ def new_job_row(job_id: str, job: NewJob, now_us: int) -> tuple[Any, ...]:
         job.max_retries,
         job.priority,
         json.dumps(dict(job.labels)),
-        JobState.PENDING.name,
-        0,
-        now_us,
-        now_us,
-        None,
-        None,
-        now_us,
-        "",
-        "",
-        0,
-        "",
-        None,
-        0,
+        job.state.name,
+        job.attempt,
+        job.create_time_us,
+        job.update_time_us,
+        job.start_time_us,
+        job.finish_time_us,
+        job.next_run_time_us,
+        job.last_error,
+        job.output_json,
+        job.lease_epoch,
+        job.worker_id,
+        job.lease_expire_time_us,
+        int(job.cancel_requested),
         job.request_id,
         json.dumps(dict(job.trace_context)),
     )
+
+
+def new_job_row(job_id: str, job: NewJob, now_us: int) -> tuple[Any, ...]:
+    """The JOB_COLUMNS values of a job just submitted (see `submitted_job`)."""
+    return job_row(submitted_job(job_id, job, now_us))
 
 
 def save_params(change: Change) -> tuple[Any, ...]:

@@ -56,10 +56,11 @@ from .common import (
     PURGED_THROUGH,
     TOKEN_COLUMNS,
     job_from_row,
-    new_job_row,
+    job_row,
     quota_exceeded,
     round_robin,
     save_params,
+    submitted_job,
     token_from_row,
     waiting_changes,
     within_log_budget,
@@ -352,7 +353,9 @@ class SqliteJobStore(JobStore):
         self._queue_ready.set()
         if self._writer_task is None or self._writer_task.done():
             self._writer_task = asyncio.create_task(self._write_loop(), name="zbrain-sqlite-writer")
-        result: T = await asyncio.shield(future)
+        # A caller that hangs up cancels only its own future; its work still runs
+        # with the group, which skips answering a future already done.
+        result: T = await future
         return result
 
     async def _write_loop(self) -> None:
@@ -521,9 +524,8 @@ class SqliteJobStore(JobStore):
                     if existing is not None:
                         results.append((_with_artifacts(db, job_from_row(existing)), True))
                         continue
-                row = new_job_row(new_job_id(), new, now_us)
-                rows.append(row)
-                job = job_from_row(row)
+                job = submitted_job(new_job_id(), new, now_us)
+                rows.append(job_row(job))
                 in_batch[key] = job
                 results.append((job, False))
             created = [job for job, deduplicated in results if not deduplicated]
