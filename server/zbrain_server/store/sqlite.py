@@ -270,7 +270,7 @@ class SqliteJobStore(JobStore):
         # writer so the quota check costs no count over a long queue; changes of
         # the transaction under way are held apart until it commits.
         self._waiting: collections.Counter[str] = collections.Counter()
-        self._waiting_changes: list[tuple[str, int]] = []
+        self._waiting_changes: collections.Counter[str] = collections.Counter()
         self._last_sequence = 0
 
     # -- connection management -------------------------------------------------
@@ -401,9 +401,8 @@ class SqliteJobStore(JobStore):
                 raise
         else:
             committed, self._pending_events = self._pending_events, []
-            for org_id, change in self._waiting_changes:
-                self._waiting[org_id] += change
-            self._waiting_changes = []
+            self._waiting.update(self._waiting_changes)
+            self._waiting_changes = collections.Counter()
             if committed and self._listener is not None:
                 self._listener(committed)
             for (_, future), (result, failure) in zip(batch, outcomes, strict=True):
@@ -432,14 +431,14 @@ class SqliteJobStore(JobStore):
             db.execute("BEGIN IMMEDIATE")
             for work in works:
                 events_mark, sequence_mark = len(self._pending_events), self._last_sequence
-                waiting_mark = len(self._waiting_changes)
+                waiting_mark = self._waiting_changes.copy()  # a few orgs at most
                 if savepoints:
                     db.execute("SAVEPOINT piece")
                 try:
                     result = work(db)
                 except Exception as error:
                     del self._pending_events[events_mark:]
-                    del self._waiting_changes[waiting_mark:]
+                    self._waiting_changes = waiting_mark
                     self._last_sequence = sequence_mark
                     if not savepoints:
                         raise
@@ -452,7 +451,7 @@ class SqliteJobStore(JobStore):
                 outcomes.append((result, None))
             db.execute("COMMIT")
         except BaseException:
-            self._pending_events, self._waiting_changes = [], []
+            self._pending_events, self._waiting_changes = [], collections.Counter()
             self._last_sequence = first_sequence
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
@@ -464,9 +463,7 @@ class SqliteJobStore(JobStore):
         """ResourceExhaustedError if an org would hold more than `limit` waiting jobs."""
         adding = collections.Counter(job.org_id for job in new)
         for org_id, count in adding.items():
-            waiting = self._waiting[org_id] + sum(
-                change for org, change in self._waiting_changes if org == org_id
-            )
+            waiting = self._waiting[org_id] + self._waiting_changes[org_id]
             if waiting + count > limit:
                 raise quota_exceeded(org_id, waiting, limit)
 
@@ -494,7 +491,7 @@ class SqliteJobStore(JobStore):
         cursor = db.executemany(_SAVE_JOB, [save_params(change) for change in changes])
         if cursor.rowcount != len(changes):
             raise FailedPreconditionError("a job changed concurrently; try again")
-        self._waiting_changes += waiting_changes(changes).items()
+        self._waiting_changes.update(waiting_changes(changes))
         if record:
             self._record(db, [events.state_changed(change) for change in changes])
 
@@ -531,7 +528,7 @@ class SqliteJobStore(JobStore):
             created = [job for job, deduplicated in results if not deduplicated]
             if pending_limit is not None:
                 self._check_quota(created, pending_limit)
-            self._waiting_changes += [(job.org_id, 1) for job in created]
+            self._waiting_changes.update(job.org_id for job in created)
             db.executemany(_INSERT_JOB, rows)
             self._record(db, [events.submitted(job) for job in created])
             return results
