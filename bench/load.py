@@ -303,7 +303,9 @@ async def growth(address: str, prefill: int) -> None:
             response = await stub.SubmitBatch(
                 job_service_pb2.SubmitBatchRequest(jobs=[SPEC] * min(1000, prefill - offset))
             )
-            ids.append(response.job_ids[0])
+            # Ids from all over each batch, so that both store sizes answer
+            # Gets of distinct, scattered jobs (not a few hot ones).
+            ids.extend(response.job_ids[::7])
         gets, lists = [], []
         for n in range(300):
             begun = time.perf_counter()
