@@ -134,7 +134,15 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
     async def _read(
         self, session: WorkerSession, requests: AsyncIterator[wpb.ConnectRequest]
     ) -> None:
-        """Apply the worker's messages until its stream ends, then close the session."""
+        """Apply the worker's messages until its stream ends, then close the session.
+
+        Reports about different leases do not wait for each other: a
+        heartbeat's renewals and the results of consecutive messages are
+        applied concurrently, so they share the store's group commits instead
+        of each waiting for one of its own. A lease's log lines are applied
+        before the next message is read, so they always precede its result.
+        """
+        results: set[asyncio.Task[None]] = set()
         try:
             async for request in requests:
                 if session.closed:
@@ -144,8 +152,12 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                     self._dispatcher.kick()
                 kind = request.WhichOneof("message")
                 if kind == "heartbeat":
-                    for ref in request.heartbeat.leases:
-                        await self._report(session, ref, self._dispatcher.renew)
+                    await asyncio.gather(
+                        *(
+                            self._report(session, ref, self._dispatcher.renew)
+                            for ref in request.heartbeat.leases
+                        )
+                    )
                 elif kind == "logs":
                     records = protocol.log_records(
                         request.logs.lines, "logs.lines", self._config.limits
@@ -153,9 +165,13 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                     append = functools.partial(self._dispatcher.append_logs, records=records)
                     await self._report(session, request.logs.lease, append)
                 elif kind == "result":
+                    lease = request.result.lease
+                    protocol.check_job_id(lease.job_id, "lease.job_id")  # a bad one ends the stream
                     result = protocol.attempt_result(request.result.result, "result.result")
                     complete = functools.partial(self._dispatcher.complete, result=result)
-                    await self._report(session, request.result.lease, complete)
+                    task = asyncio.create_task(self._report(session, lease, complete))
+                    results.add(task)
+                    task.add_done_callback(functools.partial(_applied, results))
                 elif kind == "drain":
                     log.info("worker %s is draining: %s", session.worker_id, request.drain.reason)
                     self._dispatcher.drain(session)
@@ -164,6 +180,8 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                         f"unexpected {kind or 'empty'} message after the hello"
                     )
         finally:
+            if results:  # every result read is applied before the session ends
+                await asyncio.gather(*results, return_exceptions=True)
             session.outbox.put_nowait(None)
 
     async def _report(
@@ -189,6 +207,13 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             session.outbox.put_nowait(
                 wpb.ConnectResponse(rejected=wpb.LeaseRejected(lease=ref, reason=str(error)))
             )
+
+
+def _applied(pending: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+    """A result's task ended: forget it, and log a failure no rejection covered."""
+    pending.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("applying a worker's result failed", exc_info=task.exception())
 
 
 def _to_response(message: object) -> wpb.ConnectResponse:
