@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from tests.store.support import LEASE_TTL, RETRY, SECOND, T0, Databases, Reopen, new_job
+from zbrain.errors import StoreError
 from zbrain_server.model import (
     Artifact,
     AttemptOutcome,
@@ -117,3 +122,19 @@ async def test_a_retry_keeps_its_schedule_across_a_restart(store: JobStore, reop
     on_time = await restarted.lease_jobs("w1", ["acme"], 1, retrying.next_run_time_us, SECOND)
     assert early == []
     assert [lease.job.attempt for lease in on_time] == [2]
+
+
+async def test_close_writes_what_was_queued_and_refuses_what_comes_after(
+    store: JobStore, databases: Databases
+) -> None:
+    writes = [asyncio.create_task(store.create_jobs([new_job()], T0)) for _ in range(30)]
+    await asyncio.sleep(0)  # all of them asked before close begins
+
+    await databases.close(store)
+
+    created = [job for [(job, _)] in await asyncio.gather(*writes)]
+    with pytest.raises(StoreError, match="closed"):
+        await store.create_jobs([new_job()], T0)
+    reopened = await databases.open()
+    listed = await reopened.list_jobs(JobQuery("acme", newest_first=False, limit=100))
+    assert [job.id for job in listed] == [job.id for job in created]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,7 @@ from .common import (
     within_log_budget,
 )
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 Work = Callable[[sqlite3.Connection], T]
@@ -257,11 +259,11 @@ class SqliteJobStore(JobStore):
         self._write_lock = asyncio.Lock()
         self._queue: collections.deque[tuple[Work[Any], asyncio.Future[Any]]] = collections.deque()
         self._queue_ready = asyncio.Event()
-        self._drained = asyncio.Event()  # set whenever the writer has emptied the queue
+        self._closing = False  # set by close(): new writes are refused
         self._writer_task: asyncio.Task[None] | None = None
         self._listener: EventListener | None = None
         # The state of the transaction under way (_pending_events, _last_sequence,
-        # _waiting_changes) is changed only by works, which all run in the writer
+        # _waiting_changes, _piece_changes) is changed only by works, which all run in the writer
         # thread, and by the loop's post-commit step in _commit_group, which runs
         # after the thread has returned the group and before the next group is
         # handed to it; so the two never touch it at the same time.
@@ -271,6 +273,7 @@ class SqliteJobStore(JobStore):
         # the transaction under way are held apart until it commits.
         self._waiting: collections.Counter[str] = collections.Counter()
         self._waiting_changes: collections.Counter[str] = collections.Counter()
+        self._piece_changes: collections.Counter[str] = collections.Counter()  # of one piece
         self._last_sequence = 0
 
     # -- connection management -------------------------------------------------
@@ -301,10 +304,9 @@ class SqliteJobStore(JobStore):
         self._last_sequence, self._waiting = last_sequence, waiting
 
     async def close(self) -> None:
-        if self._writer_task is not None and not self._drained.is_set():
-            await self._drained.wait()  # let queued and running writes finish
+        self._closing = True
         if self._writer_task is not None:
-            self._writer_task.cancel()
+            self._queue_ready.set()  # the writer writes what is queued, then ends
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer_task
             self._writer_task = None
@@ -347,9 +349,10 @@ class SqliteJobStore(JobStore):
         commit. The writer is a task of its own, so a caller that hangs up
         mid-call cannot leave the connection inside an open transaction.
         """
+        if self._closing:
+            raise StoreError("the store is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((work, future))
-        self._drained.clear()
         self._queue_ready.set()
         if self._writer_task is None or self._writer_task.done():
             self._writer_task = asyncio.create_task(self._write_loop(), name="zbrain-sqlite-writer")
@@ -359,14 +362,25 @@ class SqliteJobStore(JobStore):
         return result
 
     async def _write_loop(self) -> None:
-        while True:
-            await self._queue_ready.wait()
-            self._queue_ready.clear()
+        try:
+            while True:
+                self._queue_ready.clear()
+                while self._queue:
+                    count = min(len(self._queue), MAX_GROUP)
+                    batch = [self._queue.popleft() for _ in range(count)]
+                    async with self._write_lock:
+                        await self._commit_group(batch)
+                if self._closing:
+                    return
+                if not self._queue:
+                    await self._queue_ready.wait()
+        finally:
+            # Ended by close() or by a failure: no queued caller is left waiting.
+            why = "the store is closed" if self._closing else "the store's writer stopped"
             while self._queue:
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_GROUP))]
-                async with self._write_lock:
-                    await self._commit_group(batch)
-            self._drained.set()
+                _, future = self._queue.popleft()
+                if not future.done():
+                    future.set_exception(StoreError(why))
 
     async def _commit_group(self, batch: list[tuple[Work[Any], asyncio.Future[Any]]]) -> None:
         """Run a group in the writer thread in one hop, then answer its callers.
@@ -404,7 +418,10 @@ class SqliteJobStore(JobStore):
             self._waiting.update(self._waiting_changes)
             self._waiting_changes = collections.Counter()
             if committed and self._listener is not None:
-                self._listener(committed)
+                try:
+                    self._listener(committed)
+                except Exception:  # a listener's failure must not stop the writer
+                    log.exception("the event listener failed")
             for (_, future), (result, failure) in zip(batch, outcomes, strict=True):
                 if future.done():
                     continue
@@ -431,14 +448,13 @@ class SqliteJobStore(JobStore):
             db.execute("BEGIN IMMEDIATE")
             for work in works:
                 events_mark, sequence_mark = len(self._pending_events), self._last_sequence
-                waiting_mark = self._waiting_changes.copy()  # a few orgs at most
+                self._piece_changes = collections.Counter()
                 if savepoints:
                     db.execute("SAVEPOINT piece")
                 try:
                     result = work(db)
                 except Exception as error:
                     del self._pending_events[events_mark:]
-                    self._waiting_changes = waiting_mark
                     self._last_sequence = sequence_mark
                     if not savepoints:
                         raise
@@ -448,6 +464,7 @@ class SqliteJobStore(JobStore):
                     continue
                 if savepoints:
                     db.execute("RELEASE piece")
+                self._waiting_changes.update(self._piece_changes)
                 outcomes.append((result, None))
             db.execute("COMMIT")
         except BaseException:
@@ -463,7 +480,9 @@ class SqliteJobStore(JobStore):
         """ResourceExhaustedError if an org would hold more than `limit` waiting jobs."""
         adding = collections.Counter(job.org_id for job in new)
         for org_id, count in adding.items():
-            waiting = self._waiting[org_id] + self._waiting_changes[org_id]
+            waiting = (
+                self._waiting[org_id] + self._waiting_changes[org_id] + self._piece_changes[org_id]
+            )
             if waiting + count > limit:
                 raise quota_exceeded(org_id, waiting, limit)
 
@@ -491,7 +510,7 @@ class SqliteJobStore(JobStore):
         cursor = db.executemany(_SAVE_JOB, [save_params(change) for change in changes])
         if cursor.rowcount != len(changes):
             raise FailedPreconditionError("a job changed concurrently; try again")
-        self._waiting_changes.update(waiting_changes(changes))
+        self._piece_changes.update(waiting_changes(changes))
         if record:
             self._record(db, [events.state_changed(change) for change in changes])
 
@@ -528,7 +547,7 @@ class SqliteJobStore(JobStore):
             created = [job for job, deduplicated in results if not deduplicated]
             if pending_limit is not None:
                 self._check_quota(created, pending_limit)
-            self._waiting_changes.update(job.org_id for job in created)
+            self._piece_changes.update(job.org_id for job in created)
             db.executemany(_INSERT_JOB, rows)
             self._record(db, [events.submitted(job) for job in created])
             return results
