@@ -346,6 +346,8 @@ async def cmd_download(args: argparse.Namespace) -> int:
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
+    from opentelemetry import trace
+
     from zbrain_server.app import serve
     from zbrain_server.config import ServerConfig
     from zbrain_server.telemetry import Telemetry
@@ -371,7 +373,11 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
     )
     try:
-        await serve(config, Telemetry(record_spans=exporter != "none"))
+        # Spans are recorded only when our exporter sends them somewhere; a
+        # tracer provider installed by someone else (opentelemetry-instrument)
+        # keeps them recorded too.
+        record = exporter != "none" or trace.get_tracer_provider() is not providers[0]
+        await serve(config, Telemetry(record_spans=record))
     finally:
         telemetry.shutdown(providers)
     return 0

@@ -136,11 +136,6 @@ def job_row(job: Job) -> tuple[Any, ...]:
     )
 
 
-def new_job_row(job_id: str, job: NewJob, now_us: int) -> tuple[Any, ...]:
-    """The JOB_COLUMNS values of a job just submitted (see `submitted_job`)."""
-    return job_row(submitted_job(job_id, job, now_us))
-
-
 def save_params(change: Change) -> tuple[Any, ...]:
     """The values of a compare-and-set job update, in this order: the twelve
     changing columns (state, attempt, update_time, start_time, finish_time,

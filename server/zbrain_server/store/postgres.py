@@ -90,10 +90,11 @@ from .common import (
     PURGED_THROUGH,
     TOKEN_COLUMNS,
     job_from_row,
-    new_job_row,
+    job_row,
     quota_exceeded,
     round_robin,
     save_params,
+    submitted_job,
     token_from_row,
     waiting_changes,
     within_log_budget,
@@ -718,10 +719,10 @@ class PostgresJobStore(JobStore):
                 if new.request_id and key in in_batch:
                     results.append((in_batch[key], True))
                     continue
-                row = new_job_row(new_job_id(), new, now_us)
-                rows.append(row)
-                in_batch[key] = job_from_row(row)
-                results.append((in_batch[key], False))
+                job = submitted_job(new_job_id(), new, now_us)
+                rows.append(job_row(job))
+                in_batch[key] = job
+                results.append((job, False))
             # Request ids in one order, so that two batches sharing some never deadlock.
             rows.sort(key=lambda row: (row[1], row[22]))
             inserted: set[str] = set()
