@@ -32,7 +32,7 @@ from .events import EventBus
 from .model import EventRecord, now_us
 from .notify import JobSignals
 from .service import JobServicer
-from .store import JobStore, describe_store, open_store
+from .store import JobStore, open_store
 from .telemetry import Telemetry
 from .token_service import TokenServicer
 from .worker_service import WorkerServicer
@@ -332,7 +332,7 @@ async def serve(config: ServerConfig, telemetry: Telemetry | None = None) -> Non
     await server.start()
     print(
         f"ZBrain listening on {server.address} "
-        f"(store: {describe_store(config.data_dir, config.store_url)}; "
+        f"(store: {server.store.location}; "
         f"artifacts: {config.artifact_root})",
         flush=True,
     )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from zbrain.errors import NotFoundError, StaleLeaseError, ZBrainError
 from zbrain.logs import job_fields
+from zbrain.v1 import event_pb2
 
 from . import events, lifecycle
 from .config import ServerConfig
@@ -218,7 +219,7 @@ class Dispatcher:
             self._signals.changed(record.job_id)
             if not record.topic.endswith("/state"):
                 continue
-            event = events.to_proto(record)
+            event = event_pb2.Event.FromString(record.payload)  # the payload is all it needs
             kind = event.WhichOneof("payload")
             if kind == "job_submitted":
                 runnable = True
@@ -327,21 +328,26 @@ class Dispatcher:
         queue at once, its attempt not counted, rather than wait out its TTL.
         """
         claimed = {job_id for job_id, _ in held}
-        for job_id, epoch in await self._store.leases_of(session.worker_id):
-            if job_id not in claimed:
-                with contextlib.suppress(StaleLeaseError, NotFoundError):
-                    await self._store.return_lease(job_id, epoch, now_us())
+        mine = await self._store.leases_of(session.worker_id)
+        await self._return_leases([lease for lease in mine if lease[0] not in claimed])
+
+        async def adopt(job_id: str, epoch: int) -> Job:
+            job = await self._store.renew_lease(job_id, epoch, now_us(), self._lease_ttl_us)
+            if job.worker_id != session.worker_id or job.org_id not in session.org_ids:
+                raise StaleLeaseError(f"lease {epoch} of job {job_id} is not this worker's")
+            return job
+
+        # All at once, so that the renewals share the store's group commits.
+        outcomes = await asyncio.gather(*(adopt(*lease) for lease in held), return_exceptions=True)
         adopted: list[Job] = []
         rejected = []
-        for job_id, epoch in held:
-            try:
-                job = await self._store.renew_lease(job_id, epoch, now_us(), self._lease_ttl_us)
-                if job.worker_id != session.worker_id or job.org_id not in session.org_ids:
-                    raise StaleLeaseError(f"lease {epoch} of job {job_id} is not this worker's")
-            except (StaleLeaseError, NotFoundError) as error:
-                rejected.append((job_id, epoch, str(error)))
-                continue
-            adopted.append(job)
+        for (job_id, epoch), outcome in zip(held, outcomes, strict=True):
+            if isinstance(outcome, StaleLeaseError | NotFoundError):
+                rejected.append((job_id, epoch, str(outcome)))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                adopted.append(outcome)
         # Nothing is awaited from here until the session is registered, so a
         # store error above leaves no half-registered session behind.
         old = self._sessions.get(session.worker_id)
@@ -492,10 +498,22 @@ class Dispatcher:
 
     async def _give_back(self, leases: list[Lease]) -> None:
         """A worker left or began draining while jobs were leased to it: return them."""
-        for lease in leases:
-            with contextlib.suppress(StaleLeaseError):
-                await self._store.return_lease(lease.job.id, lease.lease_epoch, now_us())
+        await self._return_leases([(lease.job.id, lease.lease_epoch) for lease in leases])
         self.kick()
+
+    async def _return_leases(self, leases: Sequence[tuple[str, int]]) -> None:
+        """Return leases nobody started, all at once (sharing group commits);
+        one that ended meanwhile is left as it is."""
+        now = now_us()
+        outcomes = await asyncio.gather(
+            *(self._store.return_lease(job_id, epoch, now) for job_id, epoch in leases),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, StaleLeaseError | NotFoundError
+            ):
+                raise outcome
 
     async def _schedule_wakeup(self) -> None:
         """Wake the pump when the earliest waiting retry falls due."""

@@ -204,7 +204,9 @@ async def test_a_watcher_on_one_replica_sees_a_job_run_through_another(
 async def test_a_cancel_asked_of_one_replica_stops_the_job_on_a_worker_of_another(
     replicas: Replicas, processes: Processes
 ) -> None:
-    first, second = replicas.start(2)
+    # Heartbeats a minute apart: only the cancel's event, seen by the first
+    # replica, can reach the worker within the wait below.
+    first, second = replicas.start(2, ZBRAIN_LEASE_TTL="180s")
     processes.worker(first, "--id", "on-first")
     async with (
         await Client.connect(first) as via_first,

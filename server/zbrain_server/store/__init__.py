@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from .base import JobStore
 from .sqlite import SqliteJobStore
 
-__all__ = ["JobStore", "SqliteJobStore", "describe_store", "open_store"]
+__all__ = ["JobStore", "SqliteJobStore", "open_store"]
 
 
 async def open_store(data_dir: Path, url: str | None = None) -> JobStore:
@@ -27,14 +26,3 @@ async def open_store(data_dir: Path, url: str | None = None) -> JobStore:
         store = PostgresJobStore(url)
     await store.open()
     return store
-
-
-def describe_store(data_dir: Path, url: str | None = None) -> str:
-    """Where the store lives, for people to read: no password is ever shown."""
-    if url is None:
-        return f"sqlite {data_dir / 'zbrain.db'}"
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}@" if parts.username else ""
-    return f"postgresql {user}{host}{port}{parts.path}"

@@ -36,6 +36,11 @@ EventListener = Callable[[list[EventRecord]], None]
 class JobStore(abc.ABC):
     """Durable storage of jobs, leases, logs and artifact metadata."""
 
+    @property
+    @abc.abstractmethod
+    def location(self) -> str:
+        """Where the store lives, for people to read (never with a password)."""
+
     @abc.abstractmethod
     async def open(self) -> None:
         """Connect and run pending schema migrations."""

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from zbrain.errors import ResourceExhaustedError
 
 from ..auth import Role, Token
+from ..ids import new_job_id
 from ..lifecycle import Change
 from ..model import AttemptOutcome, AttemptResult, Job, JobState, LogRecord, LogStream, NewJob
 
@@ -104,6 +105,30 @@ def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
         request_id=new.request_id,
         trace_context=dict(new.trace_context),
     )
+
+
+def plan_submission(
+    jobs: Sequence[NewJob],
+    now_us: int,
+    earlier: Callable[[str, str], Job | None] | None = None,
+) -> list[tuple[Job, bool]]:
+    """Each job of a submission, with True beside it when it is not new: a job
+    repeating the request id of an earlier one of the same org stands for that
+    one, whether earlier in the batch or, as `earlier` finds, already stored."""
+    results: list[tuple[Job, bool]] = []
+    known: dict[tuple[str, str], Job] = {}
+    for new in jobs:
+        key = (new.org_id, new.request_id)
+        if new.request_id:
+            found = known.get(key) or (earlier(*key) if earlier is not None else None)
+            if found is not None:
+                known[key] = found
+                results.append((found, True))
+                continue
+        job = submitted_job(new_job_id(), new, now_us)
+        known[key] = job
+        results.append((job, False))
+    return results
 
 
 def job_row(job: Job) -> tuple[Any, ...]:

@@ -66,7 +66,6 @@ from zbrain.errors import FailedPreconditionError, NotFoundError, StoreError
 
 from .. import events, lifecycle
 from ..auth import Token
-from ..ids import new_job_id
 from ..lifecycle import Change, RetryPolicy
 from ..model import (
     Artifact,
@@ -91,10 +90,10 @@ from .common import (
     TOKEN_COLUMNS,
     job_from_row,
     job_row,
+    plan_submission,
     quota_exceeded,
     round_robin,
     save_params,
-    submitted_job,
     token_from_row,
     waiting_changes,
     within_log_budget,
@@ -454,6 +453,10 @@ class PostgresJobStore(JobStore):
         # ones its start-up cost, triggered by a high estimate, is pure delay.
         return {"search_path": self.schema, "application_name": application_name, "jit": "off"}
 
+    @property
+    def location(self) -> str:
+        return f"postgresql {self._where}, schema {self.schema}"
+
     async def open(self) -> None:
         with self._translated("connect to"):
             pool = await asyncpg.create_pool(
@@ -711,18 +714,8 @@ class PostgresJobStore(JobStore):
         self, jobs: Sequence[NewJob], now_us: int, *, pending_limit: int | None = None
     ) -> list[tuple[Job, bool]]:
         async def work(tx: _Transaction) -> list[tuple[Job, bool]]:
-            results: list[tuple[Job, bool]] = []
-            rows = []
-            in_batch: dict[tuple[str, str], Job] = {}  # a key repeated within the batch
-            for new in jobs:
-                key = (new.org_id, new.request_id)
-                if new.request_id and key in in_batch:
-                    results.append((in_batch[key], True))
-                    continue
-                job = submitted_job(new_job_id(), new, now_us)
-                rows.append(job_row(job))
-                in_batch[key] = job
-                results.append((job, False))
+            results = plan_submission(jobs, now_us)
+            rows = [job_row(job) for job, deduplicated in results if not deduplicated]
             # Request ids in one order, so that two batches sharing some never deadlock.
             rows.sort(key=lambda row: (row[1], row[22]))
             inserted: set[str] = set()

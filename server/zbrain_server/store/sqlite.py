@@ -33,7 +33,6 @@ from zbrain.errors import (
 
 from .. import events, lifecycle
 from ..auth import Token
-from ..ids import new_job_id
 from ..lifecycle import Change, RetryPolicy
 from ..model import (
     Artifact,
@@ -58,10 +57,10 @@ from .common import (
     TOKEN_COLUMNS,
     job_from_row,
     job_row,
+    plan_submission,
     quota_exceeded,
     round_robin,
     save_params,
-    submitted_job,
     token_from_row,
     waiting_changes,
     within_log_budget,
@@ -275,6 +274,10 @@ class SqliteJobStore(JobStore):
         self._waiting_changes: collections.Counter[str] = collections.Counter()
         self._piece_changes: collections.Counter[str] = collections.Counter()  # of one piece
         self._last_sequence = 0
+
+    @property
+    def location(self) -> str:
+        return f"sqlite {self.path}"
 
     # -- connection management -------------------------------------------------
 
@@ -527,23 +530,12 @@ class SqliteJobStore(JobStore):
         self, jobs: Sequence[NewJob], now_us: int, *, pending_limit: int | None = None
     ) -> list[tuple[Job, bool]]:
         def work(db: sqlite3.Connection) -> list[tuple[Job, bool]]:
-            results: list[tuple[Job, bool]] = []
-            rows = []
-            in_batch: dict[tuple[str, str], Job] = {}  # a key repeated within the batch
-            for new in jobs:
-                key = (new.org_id, new.request_id)
-                if new.request_id:
-                    if key in in_batch:
-                        results.append((in_batch[key], True))
-                        continue
-                    existing = db.execute(_SELECT_BY_REQUEST_ID, key).fetchone()
-                    if existing is not None:
-                        results.append((_with_artifacts(db, job_from_row(existing)), True))
-                        continue
-                job = submitted_job(new_job_id(), new, now_us)
-                rows.append(job_row(job))
-                in_batch[key] = job
-                results.append((job, False))
+            def stored(org_id: str, request_id: str) -> Job | None:
+                row = db.execute(_SELECT_BY_REQUEST_ID, (org_id, request_id)).fetchone()
+                return None if row is None else _with_artifacts(db, job_from_row(row))
+
+            results = plan_submission(jobs, now_us, stored)
+            rows = [job_row(job) for job, deduplicated in results if not deduplicated]
             created = [job for job, deduplicated in results if not deduplicated]
             if pending_limit is not None:
                 self._check_quota(created, pending_limit)
