@@ -36,11 +36,25 @@ def _record(
     return EventRecord(0, topic, org_id, job_id, time_us, event.SerializeToString())
 
 
-def submitted(job: Job) -> EventRecord:
-    payload = event_pb2.Event(
-        job_submitted=event_pb2.JobSubmitted(cmd=job.cmd, priority=job.priority)
-    )
-    return _record(job_topic(job.id, "state"), job.org_id, job.id, job.create_time_us, payload)
+def submitted(jobs: Sequence[Job]) -> list[EventRecord]:
+    """The submitted events of new jobs. The jobs of a batch mostly share their
+    command, so each distinct payload is encoded once."""
+    payloads: dict[tuple[tuple[str, ...], int], bytes] = {}
+    records = []
+    for job in jobs:
+        key = (job.cmd, job.priority)
+        payload = payloads.get(key)
+        if payload is None:
+            event = event_pb2.Event(
+                job_submitted=event_pb2.JobSubmitted(cmd=job.cmd, priority=job.priority)
+            )
+            payload = payloads[key] = event.SerializeToString()
+        records.append(
+            EventRecord(
+                0, job_topic(job.id, "state"), job.org_id, job.id, job.create_time_us, payload
+            )
+        )
+    return records
 
 
 def state_changed(change: Change) -> EventRecord:

@@ -68,7 +68,7 @@ class RetryPolicy:
         return ceiling // 2 + int(jitter * (ceiling - ceiling // 2))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Change:
     """A decided transition: the job to store and, for the event log, why."""
 

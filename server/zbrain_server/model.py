@@ -4,6 +4,11 @@ The enums and Artifact shared with the clients live in `zbrain.models`.
 
 Times are integer microseconds since the Unix epoch (`*_us`), which both
 stores keep as plain integers and protobuf Timestamps take directly.
+
+The classes are values: change one with `dataclasses.replace`, never in
+place. They are not declared frozen because a frozen dataclass sets every
+field through `object.__setattr__`: building a Job took 4.6 µs instead of
+0.5, and the server builds one for every job row it reads or writes.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ class AttemptOutcome(enum.Enum):
     WORKER_LOST = "WORKER_LOST"  # decided by the server: lease expired or stream broke
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NewJob:
     """A validated job as submitted, before the store gives it an id and times."""
 
@@ -64,7 +69,7 @@ class NewJob:
     trace_context: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Job:
     """A stored job."""
 
@@ -95,7 +100,7 @@ class Job:
     artifacts: tuple[Artifact, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Lease:
     """A job handed to a worker for one attempt, fenced by `lease_epoch`."""
 
@@ -104,7 +109,7 @@ class Lease:
     expire_time_us: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LogLine:
     """One line of a job's output; `sequence` is per job, gapless from 1."""
 
@@ -115,7 +120,7 @@ class LogLine:
     text: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AttemptResult:
     """The outcome of one attempt as reported by its worker (or the reaper)."""
 
@@ -125,7 +130,7 @@ class AttemptResult:
     exit_code: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class JobQuery:
     """A List query: filters plus a keyset position (`after_id`)."""
 
@@ -136,7 +141,7 @@ class JobQuery:
     after_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EventRecord:
     """One recorded change. `payload` is a serialized zbrain.v1.Event carrying only
     its payload oneof; `sequence` is 0 until the store assigns it at commit."""

@@ -196,7 +196,8 @@ def new_job(
     """Validate a JobSpec and turn it into a NewJob, or raise naming every bad field."""
     v = Violations()
     org_id = spec.org_id or default_org
-    check_org_id(org_id, f"{field}.org_id", v)
+    if spec.org_id:  # the default (the server's, or the token's) was checked when set
+        check_org_id(org_id, f"{field}.org_id", v)
 
     cmd = tuple(spec.cmd)
     if not cmd:
@@ -205,11 +206,13 @@ def new_job(
         v.add(f"{field}.cmd[0]", "the program name must not be empty")
     if len(cmd) > limits.max_cmd_args:
         v.add(f"{field}.cmd", f"has {len(cmd)} arguments; the limit is {limits.max_cmd_args}")
-    cmd_bytes = sum(len(arg.encode()) for arg in cmd)
+    joined = "".join(cmd)  # its UTF-8 length is the sum of the arguments'
+    cmd_bytes = len(joined.encode())
     if cmd_bytes > limits.max_cmd_bytes:
         v.add(f"{field}.cmd", f"is {cmd_bytes} bytes; the limit is {limits.max_cmd_bytes}")
-    for i, arg in enumerate(cmd):
-        _check_text(arg, f"{field}.cmd[{i}]", v)
+    if "\x00" in joined:
+        for i, arg in enumerate(cmd):
+            _check_text(arg, f"{field}.cmd[{i}]", v)
 
     input_json = spec.input_json or "null"
     input_bytes = len(input_json.encode())
@@ -222,14 +225,15 @@ def new_job(
 
     # Plain dicts, made once: a protobuf map iterates through the slow Mapping mixins.
     env, labels = _plain_dict(spec.env), _plain_dict(spec.labels)
-    _check_string_map(
-        env,
-        f"{field}.env",
-        v,
-        max_entries=limits.max_env_entries,
-        key_pattern=ENV_NAME_PATTERN,
-        max_total_bytes=limits.max_env_bytes,
-    )
+    if env:
+        _check_string_map(
+            env,
+            f"{field}.env",
+            v,
+            max_entries=limits.max_env_entries,
+            key_pattern=ENV_NAME_PATTERN,
+            max_total_bytes=limits.max_env_bytes,
+        )
     for key in env:
         if key.startswith(LOADER_ENV_PREFIXES):
             v.add(
@@ -241,13 +245,14 @@ def new_job(
                 f"{field}.env[{key[:40]!r}]",
                 f"names starting with {RESERVED_ENV_PREFIX} are set by the worker",
             )
-    _check_string_map(
-        labels,
-        f"{field}.labels",
-        v,
-        max_entries=limits.max_labels,
-        max_entry_bytes=limits.max_label_bytes,
-    )
+    if labels:
+        _check_string_map(
+            labels,
+            f"{field}.labels",
+            v,
+            max_entries=limits.max_labels,
+            max_entry_bytes=limits.max_label_bytes,
+        )
 
     if spec.HasField("timeout"):
         timeout_us = duration_us(spec.timeout)
@@ -262,9 +267,10 @@ def new_job(
     if not 0 <= max_retries <= limits.max_retry_budget:
         v.add(f"{field}.max_retries", f"must be between 0 and {limits.max_retry_budget}")
 
-    if len(request_id.encode()) > limits.max_request_id_bytes:
-        v.add("request_id", f"must be at most {limits.max_request_id_bytes} bytes")
-    _check_text(request_id, "request_id", v)
+    if request_id:
+        if len(request_id.encode()) > limits.max_request_id_bytes:
+            v.add("request_id", f"must be at most {limits.max_request_id_bytes} bytes")
+        _check_text(request_id, "request_id", v)
 
     v.raise_if_any("invalid job")
     return NewJob(

@@ -103,8 +103,9 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
         self._signals = signals
         self._bus = bus
 
-    def _new_job(self, spec: Any, field: str, request_id: str = "") -> Any:
-        # The job remembers the submitting call's trace, so its attempts join it.
+    def _new_job(
+        self, spec: Any, field: str, trace_context: dict[str, str], request_id: str = ""
+    ) -> Any:
         return protocol.new_job(
             spec,
             field=field,
@@ -113,7 +114,7 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
             default_max_retries=self._config.default_max_retries,
             limits=self._config.limits,
             request_id=request_id,
-            trace_context=current_trace_context(),
+            trace_context=trace_context,
         )
 
     async def _visible_job(self, job_id: str) -> Job:
@@ -150,7 +151,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     async def Submit(
         self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext
     ) -> pb.SubmitResponse:
-        new = self._new_job(request.job, "job", request.request_id)
+        # The job remembers the submitting call's trace, so its attempts join it.
+        new = self._new_job(request.job, "job", current_trace_context(), request.request_id)
         [(job, deduplicated)] = await self._dispatcher.submit([new])
         return pb.SubmitResponse(job=protocol.job_to_proto(job), deduplicated=deduplicated)
 
@@ -170,7 +172,8 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
                     FieldViolation("jobs", f"holds {len(request.jobs)} jobs; the limit is {limit}")
                 ],
             )
-        new = [self._new_job(spec, f"jobs[{i}]") for i, spec in enumerate(request.jobs)]
+        trace = current_trace_context()
+        new = [self._new_job(spec, f"jobs[{i}]", trace) for i, spec in enumerate(request.jobs)]
         created = await self._dispatcher.submit(new)
         return pb.SubmitBatchResponse(job_ids=[job.id for job, _ in created])
 

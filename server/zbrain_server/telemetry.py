@@ -16,6 +16,7 @@ read from the store by a periodic refresh rather than on every scrape.
 
 from __future__ import annotations
 
+import collections
 import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -118,8 +119,8 @@ class Telemetry:
         self._queue = depth
 
     def submitted(self, jobs: Iterable[Job]) -> None:
-        for job in jobs:
-            self._submitted.add(1, {"org": job.org_id})
+        for org_id, count in collections.Counter(job.org_id for job in jobs).items():
+            self._submitted.add(count, {"org": org_id})
 
     def leased(self, leases: Sequence[Lease]) -> None:
         for lease in leases:

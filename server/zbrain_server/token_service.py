@@ -31,8 +31,11 @@ def token_to_proto(token: Token) -> pb.TokenInfo:
 async def create_token(
     store: JobStore, org_id: str, role: Role, description: str
 ) -> tuple[Token, str]:
-    """Make and store a token; return it with its bearer string (shown once)."""
-    token, bearer = new_token(org_id, role, description, now_us())
+    """Make and store a token; return it with its bearer string (shown once).
+
+    The org id is checked here, for the CLI's offline path as for the RPC:
+    jobs submitted with the token default to its org unchecked."""
+    token, bearer = new_token(protocol.valid_org(org_id, "org_id"), role, description, now_us())
     await store.add_token(token)
     return token, bearer
 

@@ -106,6 +106,31 @@ def test_ids_of_a_later_millisecond_sort_after(set_clock: SetClock) -> None:
     assert uuid.UUID(later).int >> 80 == MS + 1
 
 
+def test_a_batch_of_ids_increases_and_runs_on_from_single_ids(set_clock: SetClock) -> None:
+    set_clock(MS)
+    single = ids.new_job_id()
+
+    batch = ids.new_job_ids(10_000)  # overflows the 12-bit counter of one millisecond
+    after = ids.new_job_id()
+
+    made = [single, *batch, after]
+    assert made == sorted(set(made))
+    assert all(uuid.UUID(job_id).version == 7 for job_id in made)
+    assert all(job_id == str(uuid.UUID(job_id)) for job_id in batch)
+    assert len({job_id[-12:] for job_id in batch}) == len(batch)
+
+
+def test_a_batch_in_a_new_millisecond_starts_there(set_clock: SetClock) -> None:
+    set_clock(MS)
+    earlier = ids.new_job_ids(3)
+    set_clock(MS + 5)
+
+    later = ids.new_job_ids(3)
+
+    assert earlier[-1] < later[0]
+    assert {uuid.UUID(job_id).int >> 80 for job_id in later} == {MS + 5}
+
+
 def test_ids_carry_random_bits() -> None:
     made = [ids.new_job_id() for _ in range(100)]
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import collections
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from zbrain.errors import ResourceExhaustedError
 
 from ..auth import Role, Token
-from ..ids import new_job_id
+from ..ids import new_job_ids
 from ..lifecycle import Change
 from ..model import AttemptOutcome, AttemptResult, Job, JobState, LogRecord, LogStream, NewJob
 
@@ -78,17 +78,18 @@ def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
 
     Made from the NewJob rather than read back from its row, which would
     parse the JSON columns just written (the writer does this for every job).
+    It shares the NewJob's values, which nobody changes in place.
     """
     return Job(
         id=job_id,
         org_id=new.org_id,
-        cmd=tuple(new.cmd),
+        cmd=new.cmd,
         input_json=new.input_json,
-        env=dict(new.env),
+        env=new.env,
         timeout_us=new.timeout_us,
         max_retries=new.max_retries,
         priority=new.priority,
-        labels=dict(new.labels),
+        labels=new.labels,
         state=JobState.PENDING,
         attempt=0,
         create_time_us=now_us,
@@ -103,7 +104,7 @@ def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
         lease_expire_time_us=None,
         cancel_requested=False,
         request_id=new.request_id,
-        trace_context=dict(new.trace_context),
+        trace_context=new.trace_context,
     )
 
 
@@ -117,6 +118,7 @@ def plan_submission(
     one, whether earlier in the batch or, as `earlier` finds, already stored."""
     results: list[tuple[Job, bool]] = []
     known: dict[tuple[str, str], Job] = {}
+    fresh_ids = iter(new_job_ids(len(jobs)))  # one each; a repeat leaves its id unused
     for new in jobs:
         key = (new.org_id, new.request_id)
         if new.request_id:
@@ -125,7 +127,7 @@ def plan_submission(
                 known[key] = found
                 results.append((found, True))
                 continue
-        job = submitted_job(new_job_id(), new, now_us)
+        job = submitted_job(next(fresh_ids), new, now_us)
         known[key] = job
         results.append((job, False))
     return results
@@ -138,11 +140,11 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.org_id,
         json.dumps(list(job.cmd)),
         job.input_json,
-        json.dumps(dict(job.env)),
+        _json_map(job.env),
         job.timeout_us,
         job.max_retries,
         job.priority,
-        json.dumps(dict(job.labels)),
+        _json_map(job.labels),
         job.state.name,
         job.attempt,
         job.create_time_us,
@@ -157,8 +159,13 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.lease_expire_time_us,
         int(job.cancel_requested),
         job.request_id,
-        json.dumps(dict(job.trace_context)),
+        _json_map(job.trace_context),
     )
+
+
+def _json_map(mapping: Mapping[str, str]) -> str:
+    # Most jobs have no env, labels or trace: skip the encoder for those.
+    return json.dumps(dict(mapping)) if mapping else "{}"
 
 
 def save_params(change: Change) -> tuple[Any, ...]:

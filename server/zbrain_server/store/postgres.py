@@ -742,7 +742,7 @@ class PostgresJobStore(JobStore):
             tx.waiting.update(job.org_id for job in created)
             if pending_limit is not None:
                 tx.check_quota(pending_limit)
-            tx.events += [events.submitted(job) for job in created]
+            tx.events += events.submitted(created)
             return results
 
         # Declared even without a limit: the group then holds the org rows

@@ -492,8 +492,8 @@ class SqliteJobStore(JobStore):
     def _record(self, db: sqlite3.Connection, records: Sequence[EventRecord]) -> None:
         """Write events in the current transaction, numbering them."""
         numbered = [
-            replace(record, sequence=self._last_sequence + i)
-            for i, record in enumerate(records, start=1)
+            EventRecord(self._last_sequence + i, r.topic, r.org_id, r.job_id, r.time_us, r.payload)
+            for i, r in enumerate(records, start=1)
         ]
         if not numbered:
             return
@@ -541,7 +541,7 @@ class SqliteJobStore(JobStore):
                 self._check_quota(created, pending_limit)
             self._piece_changes.update(job.org_id for job in created)
             db.executemany(_INSERT_JOB, rows)
-            self._record(db, [events.submitted(job) for job in created])
+            self._record(db, events.submitted(created))
             return results
 
         return await self._transaction(work)
