@@ -17,7 +17,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from tests.postgres import drop_schema, new_schema_url, postgres_url
 from zbrain import Client
@@ -176,3 +179,15 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The field violations an INVALID_ARGUMENT error carries, field -> description."""
+    status = rpc_status.from_call(error)
+    assert status is not None, "INVALID_ARGUMENT must carry google.rpc.BadRequest details"
+    found = {}
+    for detail in status.details:
+        bad_request = error_details_pb2.BadRequest()
+        assert detail.Unpack(bad_request)
+        found.update({v.field: v.description for v in bad_request.field_violations})
+    return found

@@ -95,6 +95,7 @@ class WorkerSession(Consumer):
     # gets no new work until it is heard from again.
     silent: bool = False
     draining: bool = False  # the worker is shutting down: no new work, ever
+    takes_batches: bool = False  # it reads a pass's leases as one message
 
     @property
     def free_slots(self) -> int:
@@ -109,7 +110,11 @@ class WorkerSession(Consumer):
     def deliver(self, leases: list[Lease]) -> None:
         for lease in leases:
             self.active[lease.job.id] = lease.lease_epoch
-            self.outbox.put_nowait(lease)
+        if self.takes_batches:
+            self.outbox.put_nowait(leases)
+        else:
+            for lease in leases:
+                self.outbox.put_nowait(lease)
 
 
 @dataclass(frozen=True)
@@ -298,18 +303,26 @@ class Dispatcher:
         return lines
 
     async def complete(self, job_id: str, lease_epoch: int, result: AttemptResult) -> Job:
-        try:
-            job = await self._store.finish_attempt(
-                job_id, lease_epoch, result, now_us(), self._retry
-            )
-        except StaleLeaseError:
+        [outcome] = await self.complete_all([(job_id, lease_epoch, result)])
+        if isinstance(outcome, ZBrainError):
+            raise outcome
+        return outcome
+
+    async def complete_all(
+        self, reports: Sequence[tuple[str, int, AttemptResult]]
+    ) -> list[Job | ZBrainError]:
+        """Record outcomes (job id, lease epoch, result) in one store call; each
+        comes back as the finished job or the error that refused it."""
+        outcomes = await self._store.finish_attempts(reports, now_us(), self._retry)
+        for (job_id, lease_epoch, _), outcome in zip(reports, outcomes, strict=True):
+            if isinstance(outcome, Job):
+                self._finished(outcome)
+            elif not isinstance(outcome, StaleLeaseError):
+                # Kept: after a passing store error the worker may send the
+                # result again under the same lease.
+                continue
             self._lease_ended(job_id, lease_epoch)
-            raise
-        # Released only once recorded: after a passing store error the worker
-        # may send the result again under the same lease.
-        self._lease_ended(job_id, lease_epoch)
-        self._finished(job)
-        return job
+        return outcomes
 
     # -- worker sessions -------------------------------------------------------
 

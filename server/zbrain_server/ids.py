@@ -47,7 +47,8 @@ def new_job_ids(count: int) -> list[str]:
             stamps.append((ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62))
         _last_ms, _counter = ms, counter
     made = []
-    for stamp, (noise,) in zip(stamps, struct.iter_unpack(">Q", os.urandom(8 * count))):
+    noises = struct.iter_unpack(">Q", os.urandom(8 * count))
+    for stamp, (noise,) in zip(stamps, noises, strict=True):
         # The canonical form that str(uuid.UUID(int=value)) gives, without building a UUID.
         digits = f"{stamp | (noise & 0x3FFF_FFFF_FFFF_FFFF):032x}"
         made.append(f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}")

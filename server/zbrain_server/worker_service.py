@@ -3,7 +3,14 @@
 The stream is a session: the worker's hello registers it with the
 Dispatcher, which pushes leases while it has free slots; the worker's
 heartbeats, log lines and results are applied as they arrive. When the stream
-ends, for whatever reason, the session's running attempts count as lost.
+ends, the session's leases run on until their TTL, for the worker to claim
+back when it reconnects (see Dispatcher.connect).
+
+gRPC costs per message, not per byte, so both sides batch when the other
+says it can: a worker whose hello sets `accepts_lease_batches` gets each
+dispatch pass's leases in one LeaseBatch, and the welcome's
+`accepts_result_batches` lets a worker report several outcomes in one
+WorkerResults. Peers that do not say so get and send one message per lease.
 """
 
 from __future__ import annotations
@@ -12,14 +19,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 
 from zbrain.errors import (
     FieldViolation,
     InvalidArgumentError,
-    StaleLeaseError,
     ZBrainError,
 )
 from zbrain.v1 import worker_service_pb2 as wpb
@@ -28,7 +34,7 @@ from zbrain.v1 import worker_service_pb2_grpc
 from . import auth, protocol
 from .config import ServerConfig
 from .dispatch import CancelNotice, Dispatcher, DrainAcknowledgement, WorkerSession
-from .model import Lease
+from .model import AttemptResult, Lease
 from .service import abort_with
 
 log = logging.getLogger(__name__)
@@ -72,6 +78,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                 welcome=wpb.ServerWelcome(
                     lease_ttl=protocol.duration(self._dispatcher.lease_ttl_us),
                     heartbeat_interval=protocol.duration(self._dispatcher.lease_ttl_us // 3),
+                    accepts_result_batches=True,
                 )
             )
             while True:
@@ -129,7 +136,9 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             (protocol.check_job_id(ref.job_id, f"hello.leases[{i}].job_id"), ref.lease_epoch)
             for i, ref in enumerate(hello.leases)
         ]
-        return WorkerSession(worker_id, org_ids, hello.concurrency), held
+        session = WorkerSession(worker_id, org_ids, hello.concurrency)
+        session.takes_batches = hello.accepts_lease_batches
+        return session, held
 
     async def _read(
         self, session: WorkerSession, requests: AsyncIterator[wpb.ConnectRequest]
@@ -152,24 +161,38 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                     self._dispatcher.kick()
                 kind = request.WhichOneof("message")
                 if kind == "heartbeat":
+                    refs = [
+                        _checked(ref, f"heartbeat.leases[{i}]")
+                        for i, ref in enumerate(request.heartbeat.leases)
+                    ]
                     await asyncio.gather(
-                        *(
-                            self._report(session, ref, self._dispatcher.renew)
-                            for ref in request.heartbeat.leases
-                        )
+                        *(self._report(session, ref, self._dispatcher.renew) for ref in refs)
                     )
                 elif kind == "logs":
+                    ref = _checked(request.logs.lease, "logs.lease")
                     records = protocol.log_records(
                         request.logs.lines, "logs.lines", self._config.limits
                     )
                     append = functools.partial(self._dispatcher.append_logs, records=records)
-                    await self._report(session, request.logs.lease, append)
-                elif kind == "result":
-                    lease = request.result.lease
-                    protocol.check_job_id(lease.job_id, "lease.job_id")  # a bad one ends the stream
-                    result = protocol.attempt_result(request.result.result, "result.result")
-                    complete = functools.partial(self._dispatcher.complete, result=result)
-                    task = asyncio.create_task(self._report(session, lease, complete))
+                    await self._report(session, ref, append)
+                elif kind in ("result", "results"):
+                    named = (
+                        [("result", request.result)]
+                        if kind == "result"
+                        else [
+                            (f"results.results[{i}]", report)
+                            for i, report in enumerate(request.results.results)
+                        ]
+                    )
+                    # All checked before any is applied: a malformed one ends the stream.
+                    reports = [
+                        (
+                            _checked(report.lease, f"{field}.lease"),
+                            protocol.attempt_result(report.result, f"{field}.result"),
+                        )
+                        for field, report in named
+                    ]
+                    task = asyncio.create_task(self._complete(session, reports))
                     results.add(task)
                     task.add_done_callback(functools.partial(_applied, results))
                 elif kind == "drain":
@@ -184,29 +207,69 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                 await asyncio.gather(*results, return_exceptions=True)
             session.outbox.put_nowait(None)
 
+    async def _complete(
+        self, session: WorkerSession, reports: Sequence[tuple[wpb.LeaseRef, AttemptResult]]
+    ) -> None:
+        """Record results in one store call; each refused one (a lease not held
+        here, or stale in the store) is answered with LeaseRejected."""
+        held = []
+        for ref, result in reports:
+            if _holds(session, ref):
+                held.append((ref, result))
+        if not held:
+            return
+        try:
+            outcomes: Sequence[object] = await self._dispatcher.complete_all(
+                [(ref.job_id, ref.lease_epoch, result) for ref, result in held]
+            )
+        except ZBrainError as error:  # the store failed the whole batch
+            outcomes = [error] * len(held)
+        for (ref, _), outcome in zip(held, outcomes, strict=True):
+            if isinstance(outcome, ZBrainError):
+                _reject(session, ref, str(outcome))
+
     async def _report(
         self,
         session: WorkerSession,
         ref: wpb.LeaseRef,
         apply: Callable[..., Awaitable[object]],
     ) -> None:
-        """Apply one report about a lease; a stale lease is answered with LeaseRejected.
+        """Apply one report about a lease (its id already checked by `_checked`);
+        a stale lease is answered with LeaseRejected.
 
         Rejection is not an error of the stream: the worker stops that attempt
         and carries on with its others (a failure of one lease never costs the
         worker its connection and its other attempts).
         """
-        job_id = protocol.check_job_id(ref.job_id, "lease.job_id")
+        if not _holds(session, ref):
+            return
         try:
-            if session.active.get(job_id) != ref.lease_epoch:
-                raise StaleLeaseError(f"lease {ref.lease_epoch} of job {job_id} is not held here")
-            await apply(job_id=job_id, lease_epoch=ref.lease_epoch)
+            await apply(job_id=ref.job_id, lease_epoch=ref.lease_epoch)
         except InvalidArgumentError:
             raise  # a malformed message is a protocol error: it ends the stream
         except ZBrainError as error:  # stale, unknown, or failed for this lease only
-            session.outbox.put_nowait(
-                wpb.ConnectResponse(rejected=wpb.LeaseRejected(lease=ref, reason=str(error)))
-            )
+            _reject(session, ref, str(error))
+
+
+def _holds(session: WorkerSession, ref: wpb.LeaseRef) -> bool:
+    """Whether the session holds the lease; if not, the worker is told so."""
+    if session.active.get(ref.job_id) == ref.lease_epoch:
+        return True
+    _reject(session, ref, f"lease {ref.lease_epoch} of job {ref.job_id} is not held here")
+    return False
+
+
+def _reject(session: WorkerSession, ref: wpb.LeaseRef, reason: str) -> None:
+    session.outbox.put_nowait(
+        wpb.ConnectResponse(rejected=wpb.LeaseRejected(lease=ref, reason=reason))
+    )
+
+
+def _checked(ref: wpb.LeaseRef, field: str) -> wpb.LeaseRef:
+    """The lease reference itself; INVALID_ARGUMENT (which ends the stream)
+    when its job id is malformed."""
+    protocol.check_job_id(ref.job_id, f"{field}.job_id")
+    return ref
 
 
 def _applied(pending: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
@@ -221,6 +284,10 @@ def _to_response(message: object) -> wpb.ConnectResponse:
         return message
     if isinstance(message, Lease):
         return wpb.ConnectResponse(lease=protocol.lease_to_proto(message))
+    if isinstance(message, list):  # a dispatch pass's leases, for a worker taking batches
+        return wpb.ConnectResponse(
+            leases=wpb.LeaseBatch(leases=[protocol.lease_to_proto(lease) for lease in message])
+        )
     if isinstance(message, DrainAcknowledgement):
         return wpb.ConnectResponse(drain_acknowledged=wpb.DrainAcknowledged())
     if isinstance(message, CancelNotice):

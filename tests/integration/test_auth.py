@@ -390,8 +390,10 @@ def test_the_local_worker_pool_keeps_working_once_auth_is_on(processes, tmp_path
 def test_a_token_for_a_malformed_org_is_refused_offline_too(tmp_path: Path) -> None:
     # Jobs submitted with a token default to its org, so the org is checked when made.
     out = subprocess.run(
-        [sys.executable, "-m", "zbrain", "token", "create", "--data-dir", str(tmp_path)]
-        + ["--org", "no spaces!", "--role", "client"],
+        [
+            *(sys.executable, "-m", "zbrain", "token", "create", "--data-dir", str(tmp_path)),
+            *("--org", "no spaces!", "--role", "client"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

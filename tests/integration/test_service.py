@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from grpc_status import rpc_status
 
+from tests.conftest import field_violations
 from zbrain import CancelOutcome, Client, JobState
 from zbrain.errors import InvalidArgumentError, NotFoundError
 from zbrain.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
@@ -158,19 +158,6 @@ async def test_submit_batch_is_atomic(client: Client, server) -> None:
     assert len([j async for j in client.list()]) == 5
 
 
-def _violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
-    from google.rpc import error_details_pb2
-
-    status = rpc_status.from_call(error)
-    assert status is not None, "INVALID_ARGUMENT must carry google.rpc.BadRequest details"
-    found = {}
-    for detail in status.details:
-        bad_request = error_details_pb2.BadRequest()
-        assert detail.Unpack(bad_request)
-        found.update({v.field: v.description for v in bad_request.field_violations})
-    return found
-
-
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
@@ -196,7 +183,7 @@ async def test_bad_job_is_rejected_naming_the_field(
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await stub.Submit(SubmitRequest(job=spec))
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert field in _violations(error.value)
+    assert field in field_violations(error.value)
     listed = await stub.List(job_service_pb2.ListRequest())
     assert len(listed.jobs) == 0, "a rejected job must not be half-written"
 
@@ -212,7 +199,7 @@ async def test_bad_timeout_is_rejected(server, seconds: int, nanos: int) -> None
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await stub.Submit(SubmitRequest(job=spec))
     assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert "job.timeout" in _violations(error.value)
+    assert "job.timeout" in field_violations(error.value)
 
 
 async def test_health_and_reflection_answer(server) -> None:

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from tests.conftest import ON_EVERY_STORE, Processes, eventually, free_port
+from tests.conftest import ON_EVERY_STORE, Processes, eventually, field_violations, free_port
 from zbrain import Client, JobState
 from zbrain.v1 import (
     job_pb2,
@@ -226,6 +226,85 @@ async def test_a_hello_claiming_a_lease_it_does_not_hold_is_answered_with_a_reje
     assert [r.lease for r in rejected] == claimed
     assert "not this worker's" in rejected[0].reason
     assert (await client.get(job.id)).worker_id == "owner"
+
+
+async def test_a_worker_taking_batches_gets_a_pass_in_one_message_and_reports_at_once(
+    server, client
+) -> None:
+    ids = await client.submit_batch([job_pb2.JobSpec(cmd=["true"], max_retries=0)] * 3)
+    workers = worker_service_pb2_grpc.WorkerServiceStub(grpc.aio.insecure_channel(server.address))
+    call = workers.Connect()
+    await call.write(
+        worker_service_pb2.ConnectRequest(
+            hello=worker_service_pb2.WorkerHello(
+                worker_id="batcher", concurrency=8, accepts_lease_batches=True
+            )
+        )
+    )
+    welcome = await call.read()
+    assert welcome.welcome.accepts_result_batches
+    batch = await call.read()
+    assert batch.WhichOneof("message") == "leases", "all three in the one pass's message"
+    leases = list(batch.leases.leases)
+    assert sorted(lease.job.id for lease in leases) == sorted(ids)
+
+    refs = [
+        worker_service_pb2.LeaseRef(job_id=lease.job.id, lease_epoch=lease.lease_epoch)
+        for lease in leases
+    ]
+    stale = worker_service_pb2.LeaseRef(job_id=ids[0], lease_epoch=refs[0].lease_epoch + 1)
+    succeeded = job_service_pb2.AttemptResult(outcome=job_service_pb2.ATTEMPT_OUTCOME_SUCCEEDED)
+    await call.write(
+        worker_service_pb2.ConnectRequest(
+            results=worker_service_pb2.WorkerResults(
+                results=[
+                    worker_service_pb2.WorkerResult(lease=ref, result=succeeded)
+                    for ref in [*refs, stale]
+                ]
+            )
+        )
+    )
+    rejected = await call.read()
+    call.cancel()
+
+    assert rejected.rejected.lease == stale
+    for job_id in ids:
+        assert (await wait_state(client, job_id, JobState.SUCCEEDED)).attempt == 1
+
+
+async def test_a_malformed_report_in_a_batch_ends_the_stream_naming_it(server, client) -> None:
+    [job_id] = await client.submit_batch([job_pb2.JobSpec(cmd=["true"])])
+    workers = worker_service_pb2_grpc.WorkerServiceStub(grpc.aio.insecure_channel(server.address))
+    call = workers.Connect()
+    await call.write(
+        worker_service_pb2.ConnectRequest(
+            hello=worker_service_pb2.WorkerHello(worker_id="sloppy", concurrency=1)
+        )
+    )
+    assert (await call.read()).HasField("welcome")
+    lease = (await call.read()).lease  # no batches asked for: one lease per message
+    good = worker_service_pb2.LeaseRef(job_id=job_id, lease_epoch=lease.lease_epoch)
+    succeeded = job_service_pb2.AttemptResult(outcome=job_service_pb2.ATTEMPT_OUTCOME_SUCCEEDED)
+    await call.write(
+        worker_service_pb2.ConnectRequest(
+            results=worker_service_pb2.WorkerResults(
+                results=[
+                    worker_service_pb2.WorkerResult(lease=good, result=succeeded),
+                    worker_service_pb2.WorkerResult(
+                        lease=worker_service_pb2.LeaseRef(job_id="nope", lease_epoch=1),
+                        result=succeeded,
+                    ),
+                ]
+            )
+        )
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        while True:
+            await call.read()
+    assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "results.results[1].lease.job_id" in field_violations(ended.value)
+    assert (await client.get(job_id)).state is JobState.RUNNING, "nothing of it was applied"
 
 
 async def test_a_lease_that_never_reached_its_worker_is_returned_when_it_connects(

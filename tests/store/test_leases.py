@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.store.support import LEASE_TTL, RETRY, SECOND, T0, LeaseOne, Submit
-from zbrain.errors import StaleLeaseError
+from zbrain.errors import NotFoundError, StaleLeaseError
 from zbrain_server.model import AttemptOutcome, AttemptResult, Job, JobState, Lease
 from zbrain_server.store import JobStore
 
@@ -383,6 +383,60 @@ async def test_of_concurrent_reports_on_one_attempt_exactly_one_wins(
     assert len(winners) == 1
     assert all(isinstance(o, StaleLeaseError) for o in outcomes if not isinstance(o, Job))
     assert await store.get_job(lease.job.id) == winners[0]
+
+
+async def test_a_batch_of_outcomes_is_recorded_each_on_its_own(
+    store: JobStore, submit: Submit
+) -> None:
+    for _ in range(4):
+        await submit(max_retries=3)
+    first, second, third, fourth = await store.lease_jobs("w1", ["acme"], 4, T0, LEASE_TTL)
+    await store.finish_attempt(third.job.id, third.lease_epoch, SUCCEEDED, T0, RETRY)
+    unknown = "01939a4e-8b2c-7def-8123-456789abcdef"
+
+    outcomes = await store.finish_attempts(
+        [
+            (first.job.id, first.lease_epoch, SUCCEEDED),
+            (second.job.id, second.lease_epoch + 1, SUCCEEDED),  # a stale epoch
+            (third.job.id, third.lease_epoch, FAILED),  # already finished
+            (unknown, 1, SUCCEEDED),
+            (fourth.job.id, fourth.lease_epoch, FAILED),
+            (first.job.id, first.lease_epoch, FAILED),  # a repeat within the batch
+        ],
+        T0 + SECOND,
+        RETRY,
+    )
+
+    done, stale, finished, missing, retrying, repeat = outcomes
+    assert isinstance(done, Job) and done.state is JobState.SUCCEEDED
+    assert done == await store.get_job(first.job.id)
+    assert isinstance(stale, StaleLeaseError)
+    assert await store.get_job(second.job.id) == second.job
+    assert isinstance(finished, StaleLeaseError)
+    assert (await store.get_job(third.job.id)).state is JobState.SUCCEEDED
+    assert isinstance(missing, NotFoundError)
+    assert isinstance(retrying, Job) and retrying.state is JobState.RETRYING
+    assert retrying == await store.get_job(fourth.job.id)
+    assert isinstance(repeat, StaleLeaseError)
+
+
+async def test_a_batch_of_outcomes_records_one_event_per_finished_attempt(
+    store: JobStore, submit: Submit
+) -> None:
+    for _ in range(3):
+        await submit()
+    leases = await store.lease_jobs("w1", ["acme"], 3, T0, LEASE_TTL)
+    before = await store.read_events(None, "jobs/", 0, 1000)
+
+    await store.finish_attempts(
+        [(lease.job.id, lease.lease_epoch, SUCCEEDED) for lease in leases]
+        + [(leases[0].job.id, leases[0].lease_epoch, SUCCEEDED)],  # refused: no event
+        T0 + SECOND,
+        RETRY,
+    )
+
+    after = (await store.read_events(None, "jobs/", 0, 1000))[len(before) :]
+    assert sorted(record.job_id for record in after) == sorted(lease.job.id for lease in leases)
 
 
 # -- expire_leases ---------------------------------------------------------------

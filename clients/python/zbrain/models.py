@@ -10,7 +10,7 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
@@ -76,11 +76,16 @@ class Artifact:
         return cls(message.name, message.sha256, message.size_bytes)
 
 
-def _time(message: Any, field: str) -> datetime | None:
+def _time(message: Any, field: str, zone: tzinfo) -> datetime | None:
     if not message.HasField(field):
         return None
     value: timestamp_pb2.Timestamp = getattr(message, field)
-    return value.ToDatetime(tzinfo=datetime.now().astimezone().tzinfo)
+    return value.ToDatetime(tzinfo=zone)
+
+
+def _local_zone() -> tzinfo:
+    """The local time zone now; looked up once per job, not per time field."""
+    return datetime.now().astimezone().tzinfo or UTC
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -141,6 +146,7 @@ class Job:
 
     @classmethod
     def from_proto(cls, message: job_pb2.Job) -> Job:
+        zone = _local_zone()
         return cls(
             id=message.id,
             org_id=message.org_id,
@@ -153,11 +159,11 @@ class Job:
             labels=dict(message.labels),
             state=JobState(message.state),
             attempt=message.attempt,
-            create_time=_time(message, "create_time"),
-            update_time=_time(message, "update_time"),
-            start_time=_time(message, "start_time"),
-            finish_time=_time(message, "finish_time"),
-            next_run_time=_time(message, "next_run_time"),
+            create_time=_time(message, "create_time", zone),
+            update_time=_time(message, "update_time", zone),
+            start_time=_time(message, "start_time", zone),
+            finish_time=_time(message, "finish_time", zone),
+            next_run_time=_time(message, "next_run_time", zone),
             last_error=message.last_error,
             output=json.loads(message.output_json) if message.output_json else None,
             artifacts=tuple(Artifact.from_proto(a) for a in message.artifacts),
@@ -182,7 +188,7 @@ class LogLine:
             sequence=message.sequence,
             stream=LogStream(message.stream),
             attempt=message.attempt,
-            time=_time(message, "time"),
+            time=_time(message, "time", _local_zone()),
             text=message.text,
         )
 
@@ -213,7 +219,7 @@ class Event:
             topic=message.topic,
             org_id=message.org_id,
             job_id=message.job_id,
-            time=_time(message, "time"),
+            time=_time(message, "time", _local_zone()),
             type=kind,
             data=data,
         )

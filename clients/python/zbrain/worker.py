@@ -54,6 +54,7 @@ log = logging.getLogger("zbrain.worker")
 UPLOAD_CHUNK_BYTES = 256 << 10
 EXECUTE_SPAN = "zbrain.job.execute"
 MAX_LINES_PER_MESSAGE = 5000
+MAX_RESULTS_PER_MESSAGE = 500
 
 
 class StopReason(enum.Enum):
@@ -70,6 +71,7 @@ class Cancellation:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self._callbacks: list[Callable[[], object]] = []
         self.reason: StopReason | None = None
         self.detail = ""
 
@@ -77,6 +79,17 @@ class Cancellation:
         if self.reason is None:
             self.reason, self.detail = reason, detail
             self._event.set()
+            for callback in self._callbacks:
+                callback()
+
+    def on_set(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call `callback` once a reason is set (at once if one is); return a
+        function that forgets it. Cheaper than a task waiting on `wait()`."""
+        if self.reason is not None:
+            callback()
+            return lambda: None
+        self._callbacks.append(callback)
+        return lambda: self._callbacks.remove(callback)
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -178,18 +191,17 @@ class FunctionExecutor(Executor):
 
     async def execute(self, job: Job, events: AttemptEvents, cancel: Cancellation) -> Outcome:
         task = asyncio.ensure_future(self._handler(job))
-        stopping = asyncio.ensure_future(cancel.wait())
-        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            return Outcome.failed(f"stopped: {cancel.reason_text}")
-        if task.exception() is not None:
-            error = task.exception()
+        forget = cancel.on_set(task.cancel)
+        try:
+            return Outcome.succeeded(await task)
+        except asyncio.CancelledError:
+            if cancel.is_set() and task.cancelled():
+                return Outcome.failed(f"stopped: {cancel.reason_text}")
+            raise  # this attempt itself is being cancelled
+        except Exception as error:
             return Outcome.failed(f"{type(error).__name__}: {error}")
-        return Outcome.succeeded(task.result())
+        finally:
+            forget()
 
 
 @dataclass(eq=False)
@@ -252,6 +264,7 @@ class Worker:
             collections.deque()
         )
         self._lease_ttl_s = 30.0  # the server's, from its welcome
+        self._batch_results = False  # the server's welcome says it reads WorkerResults
         self._disconnected_at: float | None = None
         self._wake_writer = asyncio.Event()
         self._idle = asyncio.Event()  # set when the writer has sent all it was given
@@ -398,6 +411,7 @@ class Worker:
                         concurrency=(max(1, len(held)) if self._draining else self.concurrency),
                         labels=self.labels,
                         leases=held,
+                        accepts_lease_batches=True,
                     )
                 )
             )
@@ -407,6 +421,7 @@ class Worker:
             welcomed = True
             self._disconnected_at = None
             self._lease_ttl_s = first.welcome.lease_ttl.ToTimedelta().total_seconds() or 30.0
+            self._batch_results = first.welcome.accepts_result_batches
             if self._draining:
                 self._send(wpb.ConnectRequest(drain=wpb.WorkerDrain(reason="shutdown")))
             interval = first.welcome.heartbeat_interval.ToTimedelta().total_seconds() or 10.0
@@ -472,6 +487,9 @@ class Worker:
         kind = message.WhichOneof("message")
         if kind == "lease":
             self._start(message.lease)
+        elif kind == "leases":
+            for lease in message.leases.leases:
+                self._start(lease)
         elif kind == "drain_acknowledged":
             self._drain_acknowledged.set()
         elif kind in ("cancel", "rejected"):
@@ -510,12 +528,11 @@ class Worker:
         job, cancel = attempt.job, attempt.cancel
         events = AttemptEvents(self, attempt.lease, job)
         timeout_s = job.timeout.total_seconds()
+        timer = asyncio.get_running_loop().call_later(
+            timeout_s, cancel.set, StopReason.TIMED_OUT, f"after {timeout_s:g}s"
+        )
         try:
-            run = asyncio.create_task(self.executor.execute(job, events, cancel))
-            done, _ = await asyncio.wait({run}, timeout=timeout_s)
-            if not done:
-                cancel.set(StopReason.TIMED_OUT, f"after {timeout_s:g}s")
-            outcome = await run
+            outcome = await self.executor.execute(job, events, cancel)
         except Exception as error:
             log.exception(
                 "executor %s crashed",
@@ -523,6 +540,8 @@ class Worker:
                 extra=job_fields(job.id, job.org_id, self.worker_id),
             )
             outcome = Outcome.failed(f"executor crashed: {type(error).__name__}: {error}")
+        finally:
+            timer.cancel()
         try:
             if cancel.reason is StopReason.LEASE_LOST:
                 return None  # a newer attempt (or nobody) owns the job now: report nothing
@@ -577,12 +596,32 @@ class Worker:
                     if not lines:
                         del self._pending_logs[(job_id, epoch)]
                 while self._control:
-                    message = self._control[0]
-                    await call.write(message)
-                    self._control.pop(0)
-                    if message.HasField("result"):
-                        self._remember_sent(loop.time(), message)
+                    results = self._leading_results()
+                    if len(results) > 1:
+                        outcomes = [message.result for message in results]
+                        await call.write(
+                            wpb.ConnectRequest(results=wpb.WorkerResults(results=outcomes))
+                        )
+                    else:
+                        await call.write(self._control[0])
+                    sent = self._control[: max(1, len(results))]
+                    del self._control[: len(sent)]
+                    for message in sent:
+                        if message.HasField("result"):
+                            self._remember_sent(loop.time(), message)
             self._idle.set()
+
+    def _leading_results(self) -> list[wpb.ConnectRequest]:
+        """The results at the head of the control queue, to write as one
+        message; none when the server reads results only one at a time."""
+        if not self._batch_results:
+            return []
+        leading = []
+        for message in self._control[:MAX_RESULTS_PER_MESSAGE]:
+            if not message.HasField("result"):
+                break
+            leading.append(message)
+        return leading
 
     def _remember_sent(self, now: float, result: wpb.ConnectRequest) -> None:
         self._sent_results.append((now, result))

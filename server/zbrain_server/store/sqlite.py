@@ -29,6 +29,7 @@ from zbrain.errors import (
     FailedPreconditionError,
     NotFoundError,
     StoreError,
+    ZBrainError,
 )
 
 from .. import events, lifecycle
@@ -166,6 +167,7 @@ _INSERT_JOB = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+_SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({{ids}})"
 _SELECT_BY_REQUEST_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ? AND request_id = ?"
 # Compare-and-set: the row is written only if nobody changed it since it was read.
 _SAVE_JOB = """
@@ -639,11 +641,57 @@ class SqliteJobStore(JobStore):
         now_us: int,
         retry: RetryPolicy,
     ) -> Job:
-        def work(db: sqlite3.Connection) -> Job:
-            job = _require_job(db, job_id)
-            change = lifecycle.finish_attempt(job, lease_epoch, result, now_us, retry)
-            self._save(db, [change])
-            return _with_artifacts(db, change.after)
+        [outcome] = await self.finish_attempts([(job_id, lease_epoch, result)], now_us, retry)
+        if isinstance(outcome, ZBrainError):
+            raise outcome
+        return outcome
+
+    async def finish_attempts(
+        self,
+        reports: Sequence[tuple[str, int, AttemptResult]],
+        now_us: int,
+        retry: RetryPolicy,
+    ) -> list[Job | ZBrainError]:
+        """All in one piece of work: one select, one update and one insert of
+        events for the whole batch (a refused report is simply left out)."""
+
+        def work(db: sqlite3.Connection) -> list[Job | ZBrainError]:
+            ids = sorted({job_id for job_id, _, _ in reports})
+            jobs = {
+                job.id: job
+                for chunk in _chunks(ids)
+                for job in map(
+                    job_from_row,
+                    db.execute(_SELECT_JOBS.format(ids=", ".join("?" * len(chunk))), chunk),
+                )
+            }
+            outcomes: list[Job | ZBrainError] = []
+            changes = []
+            for job_id, lease_epoch, result in reports:
+                job = jobs.get(job_id)
+                if job is None:
+                    outcomes.append(NotFoundError(f"job {job_id} not found"))
+                    continue
+                try:
+                    change = lifecycle.finish_attempt(job, lease_epoch, result, now_us, retry)
+                except ZBrainError as refused:  # stale, or a repeat within the batch
+                    outcomes.append(refused)
+                    continue
+                jobs[job_id] = change.after
+                changes.append(change)
+                outcomes.append(change.after)
+            self._save(db, changes)
+            finished = [outcome for outcome in outcomes if isinstance(outcome, Job)]
+            if not finished:
+                return outcomes
+            artifacts = [
+                row for chunk in _chunks(finished) for row in db.execute(*_artifacts_query(chunk))
+            ]
+            with_artifacts = iter(_attach_artifacts(finished, artifacts))
+            return [
+                next(with_artifacts) if isinstance(outcome, Job) else outcome
+                for outcome in outcomes
+            ]
 
         return await self._transaction(work)
 
@@ -879,6 +927,12 @@ def _attach_artifacts(jobs: list[Job], rows: Iterable[Any]) -> list[Job]:
     return [
         replace(job, artifacts=tuple(by_job[job.id])) if job.id in by_job else job for job in jobs
     ]
+
+
+def _chunks(items: Sequence[T], size: int = 500) -> Iterator[Sequence[T]]:
+    """Slices of at most `size` items: a statement may bind only so many values."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _require_job(db: sqlite3.Connection, job_id: str) -> Job:

@@ -52,10 +52,15 @@ class WorkerHello(_message.Message):
     CONCURRENCY_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     LEASES_FIELD_NUMBER: _builtins.int
+    ACCEPTS_LEASE_BATCHES_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id, unique among connected workers."""
     concurrency: _builtins.int
     """How many jobs it runs at once."""
+    accepts_lease_batches: _builtins.bool
+    """The worker reads LeaseBatch messages: the server then sends the leases
+    of one dispatch pass in one message instead of one message each.
+    """
     @_builtins.property
     def org_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The organisations it serves; empty means the default one."""
@@ -80,10 +85,11 @@ class WorkerHello(_message.Message):
         concurrency: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         leases: _abc.Iterable[Global___LeaseRef] | None = ...,
+        accepts_lease_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["concurrency", b"concurrency", "labels", b"labels", "leases", b"leases", "org_ids", b"org_ids", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_lease_batches", b"accepts_lease_batches", "concurrency", b"concurrency", "labels", b"labels", "leases", b"leases", "org_ids", b"org_ids", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -200,6 +206,32 @@ class WorkerResult(_message.Message):
 Global___WorkerResult: _TypeAlias = WorkerResult  # noqa: Y015
 
 @_typing.final
+class WorkerResults(_message.Message):
+    """WorkerResults reports several attempts' outcomes in one message. A
+    worker sends it only to a server whose welcome says it accepts them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerResult]:
+        """The outcomes, each applied as if sent in its own WorkerResult."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___WorkerResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WorkerResults: _TypeAlias = WorkerResults  # noqa: Y015
+
+@_typing.final
 class WorkerDrain(_message.Message):
     """WorkerDrain tells the server the worker is shutting down: it sends no new
     leases, and the worker finishes or stops the attempts it holds.
@@ -234,6 +266,7 @@ class ConnectRequest(_message.Message):
     LOGS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     DRAIN_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___WorkerHello:
         """Must be the first message."""
@@ -254,6 +287,10 @@ class ConnectRequest(_message.Message):
     def drain(self) -> Global___WorkerDrain:
         """Stop sending new leases."""
 
+    @_builtins.property
+    def results(self) -> Global___WorkerResults:
+        """Several outcomes at once; each frees a slot."""
+
     def __init__(
         self,
         *,
@@ -262,12 +299,13 @@ class ConnectRequest(_message.Message):
         logs: Global___WorkerLogs | None = ...,
         result: Global___WorkerResult | None = ...,
         drain: Global___WorkerDrain | None = ...,
+        results: Global___WorkerResults | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["drain", b"drain", "heartbeat", b"heartbeat", "hello", b"hello", "logs", b"logs", "message", b"message", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["drain", b"drain", "heartbeat", b"heartbeat", "hello", b"hello", "logs", b"logs", "message", b"message", "result", b"result", "results", b"results"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["drain", b"drain", "heartbeat", b"heartbeat", "hello", b"hello", "logs", b"logs", "message", b"message", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["drain", b"drain", "heartbeat", b"heartbeat", "hello", b"hello", "logs", b"logs", "message", b"message", "result", b"result", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "logs", "result", "drain"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "heartbeat", "logs", "result", "drain", "results"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -281,6 +319,9 @@ class ServerWelcome(_message.Message):
 
     LEASE_TTL_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _builtins.int
+    ACCEPTS_RESULT_BATCHES_FIELD_NUMBER: _builtins.int
+    accepts_result_batches: _builtins.bool
+    """The server reads WorkerResults messages."""
     @_builtins.property
     def lease_ttl(self) -> _duration_pb2.Duration:
         """How long a lease lasts without renewal."""
@@ -294,10 +335,11 @@ class ServerWelcome(_message.Message):
         *,
         lease_ttl: _duration_pb2.Duration | None = ...,
         heartbeat_interval: _duration_pb2.Duration | None = ...,
+        accepts_result_batches: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "lease_ttl", b"lease_ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval", b"heartbeat_interval", "lease_ttl", b"lease_ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_result_batches", b"accepts_result_batches", "heartbeat_interval", b"heartbeat_interval", "lease_ttl", b"lease_ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -362,6 +404,30 @@ class LeaseRejected(_message.Message):
 Global___LeaseRejected: _TypeAlias = LeaseRejected  # noqa: Y015
 
 @_typing.final
+class LeaseBatch(_message.Message):
+    """LeaseBatch is new work for a worker that accepts lease batches."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def leases(self) -> _containers.RepeatedCompositeFieldContainer[_job_service_pb2.Lease]:
+        """The leases, each as if sent in its own ConnectResponse.lease."""
+
+    def __init__(
+        self,
+        *,
+        leases: _abc.Iterable[_job_service_pb2.Lease] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["leases", b"leases"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseBatch: _TypeAlias = LeaseBatch  # noqa: Y015
+
+@_typing.final
 class DrainAcknowledged(_message.Message):
     """DrainAcknowledged answers a WorkerDrain: no lease follows it on this
     stream, so once the worker has it, it knows every job it will be given.
@@ -391,6 +457,7 @@ class ConnectResponse(_message.Message):
     CANCEL_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
     DRAIN_ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    LEASES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___ServerWelcome:
         """The answer to the hello."""
@@ -411,6 +478,10 @@ class ConnectResponse(_message.Message):
     def drain_acknowledged(self) -> Global___DrainAcknowledged:
         """The answer to a WorkerDrain."""
 
+    @_builtins.property
+    def leases(self) -> Global___LeaseBatch:
+        """New work, several leases at once (see WorkerHello.accepts_lease_batches)."""
+
     def __init__(
         self,
         *,
@@ -419,12 +490,13 @@ class ConnectResponse(_message.Message):
         cancel: Global___CancelLease | None = ...,
         rejected: Global___LeaseRejected | None = ...,
         drain_acknowledged: Global___DrainAcknowledged | None = ...,
+        leases: Global___LeaseBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain_acknowledged", b"drain_acknowledged", "lease", b"lease", "message", b"message", "rejected", b"rejected", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain_acknowledged", b"drain_acknowledged", "lease", b"lease", "leases", b"leases", "message", b"message", "rejected", b"rejected", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain_acknowledged", b"drain_acknowledged", "lease", b"lease", "message", b"message", "rejected", b"rejected", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel", b"cancel", "drain_acknowledged", b"drain_acknowledged", "lease", b"lease", "leases", b"leases", "message", b"message", "rejected", b"rejected", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "lease", "cancel", "rejected", "drain_acknowledged"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["welcome", "lease", "cancel", "rejected", "drain_acknowledged", "leases"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
