@@ -434,14 +434,16 @@ class Dispatcher:
 
     def _finished(self, job: Job, *, lease_expired: bool = False) -> None:
         self._telemetry.attempt_ended(job, lease_expired=lease_expired)
-        log.log(
-            logging.INFO if job.state is not JobState.SUCCEEDED else logging.DEBUG,
-            "job %s after attempt %d%s",
-            job.state.name.lower(),
-            job.attempt,
-            f": {job.last_error}" if job.last_error and job.state is not JobState.SUCCEEDED else "",
-            extra=job_fields(job.id, job.org_id, job.worker_id, job.trace_context),
-        )
+        level = logging.INFO if job.state is not JobState.SUCCEEDED else logging.DEBUG
+        if log.isEnabledFor(level):  # the fields cost more than the call: once per job
+            log.log(
+                level,
+                "job %s after attempt %d%s",
+                job.state.name.lower(),
+                job.attempt,
+                f": {job.last_error}" if job.last_error and level == logging.INFO else "",
+                extra=job_fields(job.id, job.org_id, job.worker_id, job.trace_context),
+            )
         if job.state is JobState.RETRYING:
             self.kick()  # the pass schedules a wake-up for its next_run_time
 

@@ -83,6 +83,24 @@ async def test_a_canceled_handler_is_stopped(server, client: Client) -> None:
     assert done.state is JobState.CANCELED
 
 
+async def test_a_handler_that_overruns_its_timeout_is_stopped(server, client: Client) -> None:
+    stopped = asyncio.Event()
+
+    async def forever(job: Job) -> Any:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            stopped.set()
+
+    async with Worker(FunctionExecutor(forever), server=server.address, orgs=["sdk"]):
+        job = await client.submit(["x"], org="sdk", timeout=0.5, max_retries=0)
+        done = await client.wait(job.id, timeout=20)
+
+    assert stopped.is_set(), "the handler was cancelled, not left running"
+    assert done.state is JobState.FAILED
+    assert "timed out after 0.5s" in done.last_error
+
+
 def test_a_worker_made_before_the_event_loop_runs_works(server_process: str) -> None:
     """The README's pattern: asyncio.run(Worker(...).run()) builds the worker first."""
     script = f"""

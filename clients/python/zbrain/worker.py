@@ -70,7 +70,7 @@ class Cancellation:
     """Tells an executor to stop; the first reason given wins."""
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._event: asyncio.Event | None = None  # made by the first wait(): most never wait
         self._callbacks: list[Callable[[], object]] = []
         self.reason: StopReason | None = None
         self.detail = ""
@@ -78,7 +78,8 @@ class Cancellation:
     def set(self, reason: StopReason, detail: str = "") -> None:
         if self.reason is None:
             self.reason, self.detail = reason, detail
-            self._event.set()
+            if self._event is not None:
+                self._event.set()
             for callback in self._callbacks:
                 callback()
 
@@ -92,9 +93,13 @@ class Cancellation:
         return lambda: self._callbacks.remove(callback)
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self.reason is not None
 
     async def wait(self) -> None:
+        if self.reason is not None:
+            return
+        if self._event is None:
+            self._event = asyncio.Event()
         await self._event.wait()
 
     @property
