@@ -165,6 +165,13 @@ def replicas(count: int) -> Iterator[str]:
         asyncio.run(_postgres(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
+def on_fresh_server(server_args: tuple[str, ...], mode: str, *args: str) -> dict[str, Any]:
+    """One run of a load generator against a new server: end-to-end runs count
+    completions from the start of the event log, so each needs an empty store."""
+    with Server(*server_args) as server:
+        return run_load(mode, server.address, *args)
+
+
 def measure(
     repeat: int, once: Callable[[], dict[str, Any]], keys: dict[str, tuple[str, str]]
 ) -> list[Figure]:
@@ -249,19 +256,21 @@ def embedded(
         )
 
     for workers in ("2", "8"):
-        with Server() as server:
-            figures += measure(
-                1,
-                functools.partial(run_load, "e2e", server.address, workers, str(jobs)),
-                {"rate": (f"end-to-end no-op, {workers} SDK workers", "jobs/s")},
-            )
-
-    with Server("--workers", "2") as server:
         figures += measure(
-            1,
-            lambda: run_load("e2e-process", server.address, str(min(jobs, 100 if tiny else 2000))),
-            {"rate": ("end-to-end `true`, local process worker", "jobs/s")},
+            repeat,
+            functools.partial(on_fresh_server, (), "e2e", workers, str(jobs)),
+            {"rate": (f"end-to-end no-op, {workers} SDK workers", "jobs/s")},
         )
+    figures += measure(
+        repeat,
+        functools.partial(
+            on_fresh_server,
+            ("--workers", "2"),
+            "e2e-process",
+            str(min(jobs, 100 if tiny else 2000)),
+        ),
+        {"rate": ("end-to-end `true`, local process worker", "jobs/s")},
+    )
 
     with Server() as server:
         for subscribers in ("1", "10"):
@@ -311,6 +320,12 @@ def embedded(
     return figures
 
 
+def e2e_on_fresh_replicas(count: int, jobs: str) -> dict[str, Any]:
+    """One end-to-end run with 8 SDK workers over `count` replicas of a new schema."""
+    with replicas(count) as addresses:
+        return run_load("e2e", addresses, "8", jobs)
+
+
 def replicated(tiny: bool, repeat: int, ceiling_unary: Figure) -> list[Figure]:
     """Submit and end-to-end throughput with 1 and 2 replicas over one PostgreSQL."""
     seconds = "1" if tiny else "4"
@@ -330,17 +345,16 @@ def replicated(tiny: bool, repeat: int, ceiling_unary: Figure) -> list[Figure]:
                 )
                 rate.ceiling = ceiling_unary.median
                 figures += [rate, p99]
-            with replicas(count) as addresses:
-                figures += measure(
-                    1,
-                    functools.partial(run_load, "e2e", addresses, "8", str(jobs)),
-                    {
-                        "rate": (
-                            f"PostgreSQL x{count} replicas: end-to-end, 8 SDK workers",
-                            "jobs/s",
-                        )
-                    },
-                )
+            figures += measure(
+                repeat,
+                functools.partial(e2e_on_fresh_replicas, count, str(jobs)),
+                {
+                    "rate": (
+                        f"PostgreSQL x{count} replicas: end-to-end, 8 SDK workers",
+                        "jobs/s",
+                    )
+                },
+            )
     else:
         print(f"PostgreSQL figures not measured: {problem}", file=sys.stderr)
         if os.environ.get("CI") == "true":  # CI must measure them: report them missing
