@@ -140,10 +140,18 @@ async def batch(address: str, size: int, batches: int) -> None:
         emit(rate=size * batches / (time.perf_counter() - started))
 
 
-async def dispatch(address: str, count: int) -> None:
-    """Submit-acknowledged to worker-received, with an idle SDK worker in this process."""
+async def dispatch(address: str, count: int, org: str = "default") -> None:
+    """Submit-acknowledged to worker-received, with an idle SDK worker in this process.
+
+    With `org`, the probe jobs and the worker are of that org alone, so a
+    Submit load on the default org (bench.run's saturated case) keeps the
+    server busy without taking the worker's slots."""
     from zbrain import Job
     from zbrain.worker import FunctionExecutor, Worker
+
+    spec = job_pb2.JobSpec()
+    spec.CopyFrom(SPEC)
+    spec.org_id = org
 
     received: dict[str, float] = {}
     arrived = asyncio.Event()
@@ -152,14 +160,14 @@ async def dispatch(address: str, count: int) -> None:
         received[job.id] = time.perf_counter()
         arrived.set()
 
-    async with Worker(FunctionExecutor(note), server=address, concurrency=4):
+    async with Worker(FunctionExecutor(note), server=address, orgs=[org], concurrency=4):
         await asyncio.sleep(0.5)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = job_service_pb2_grpc.JobServiceStub(channel)
             latencies = []
             for _ in range(count):
                 arrived.clear()
-                response = await stub.Submit(job_service_pb2.SubmitRequest(job=SPEC))
+                response = await stub.Submit(job_service_pb2.SubmitRequest(job=spec))
                 acked = time.perf_counter()
                 await asyncio.wait_for(arrived.wait(), 10)
                 latencies.append(max(0.0, received[response.job.id] - acked) * 1000)
@@ -353,7 +361,7 @@ def main() -> None:
         "echo-stream": lambda: echo_stream(args[0], int(args[1]), int(args[2])),
         "submit": lambda: submit(args[0], int(args[1]), float(args[2])),
         "batch": lambda: batch(args[0], int(args[1]), int(args[2])),
-        "dispatch": lambda: dispatch(args[0], int(args[1])),
+        "dispatch": lambda: dispatch(args[0], int(args[1]), *args[2:]),
         "e2e": lambda: e2e(args[0], int(args[1]), int(args[2])),
         "e2e-process": lambda: end_to_end(args[0], int(args[1]), SPEC),
         "sdk-worker": lambda: sdk_worker(args[0]),

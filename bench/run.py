@@ -165,6 +165,22 @@ def replicas(count: int) -> Iterator[str]:
         asyncio.run(_postgres(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
 
 
+def under_submit_load(address: str, *load: str) -> dict[str, Any]:
+    """Run a load generator while another process keeps 64 Submits in flight."""
+    background = subprocess.Popen(
+        [sys.executable, "-m", "bench.load", "submit", address, "64", "600"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)  # the submit load is at full speed before measuring
+        return run_load(*load)
+    finally:
+        background.terminate()
+        background.wait(30)
+
+
 def on_fresh_server(server_args: tuple[str, ...], mode: str, *args: str) -> dict[str, Any]:
     """One run of a load generator against a new server: end-to-end runs count
     completions from the start of the event log, so each needs an empty store."""
@@ -245,13 +261,22 @@ def embedded(
             )
         figures.append(Figure("server RSS after submits", "MB", [server.rss_mb()]))
 
+    probes = "50" if tiny else "500"
     with Server() as server:
         figures += measure(
             repeat,
-            lambda: run_load("dispatch", server.address, "50" if tiny else "500"),
+            lambda: run_load("dispatch", server.address, probes),
             {
                 "p50_ms": ("dispatch latency p50 (idle worker)", "ms"),
                 "p99_ms": ("dispatch latency p99", "ms"),
+            },
+        )
+        figures += measure(
+            repeat,
+            lambda: under_submit_load(server.address, "dispatch", server.address, probes, "probe"),
+            {
+                "p50_ms": ("dispatch latency p50, server saturated by Submit @64", "ms"),
+                "p99_ms": ("dispatch latency p99, server saturated by Submit @64", "ms"),
             },
         )
 
