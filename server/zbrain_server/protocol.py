@@ -196,7 +196,7 @@ def new_job(
     """Validate a JobSpec and turn it into a NewJob, or raise naming every bad field."""
     v = Violations()
     org_id = spec.org_id or default_org
-    if spec.org_id:  # the default (the server's, or the token's) was checked when set
+    if not ORG_ID_PATTERN.match(org_id):  # matched first: the field name costs more
         check_org_id(org_id, f"{field}.org_id", v)
 
     cmd = tuple(spec.cmd)

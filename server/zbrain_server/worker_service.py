@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
 import grpc
 
@@ -28,6 +28,7 @@ from zbrain.errors import (
     InvalidArgumentError,
     ZBrainError,
 )
+from zbrain.v1 import job_service_pb2 as jpb
 from zbrain.v1 import worker_service_pb2 as wpb
 from zbrain.v1 import worker_service_pb2_grpc
 
@@ -40,6 +41,9 @@ from .service import abort_with
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENCY = 10_000
+BATCH_BYTES = 1 << 20
+"""A LeaseBatch holds leases up to about this size (a bigger lease goes
+alone): far below any peer's message limit, and past where batching pays."""
 
 
 class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
@@ -85,7 +89,8 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
                 message = await session.outbox.get()
                 if message is None:  # the reader finished, or a newer session replaced this one
                     break
-                yield _to_response(message)
+                for response in _to_responses(message):
+                    yield response
             failure = reader.exception() if reader.done() and not reader.cancelled() else None
             if isinstance(failure, ZBrainError):
                 reason = f"protocol error: {failure}"
@@ -279,22 +284,37 @@ def _applied(pending: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None
         log.error("applying a worker's result failed", exc_info=task.exception())
 
 
-def _to_response(message: object) -> wpb.ConnectResponse:
-    if isinstance(message, wpb.ConnectResponse):
-        return message
-    if isinstance(message, Lease):
-        return wpb.ConnectResponse(lease=protocol.lease_to_proto(message))
+def _to_responses(message: object) -> Iterator[wpb.ConnectResponse]:
+    """The stream messages for one outbox item."""
     if isinstance(message, list):  # a dispatch pass's leases, for a worker taking batches
-        return wpb.ConnectResponse(
-            leases=wpb.LeaseBatch(leases=[protocol.lease_to_proto(lease) for lease in message])
-        )
-    if isinstance(message, DrainAcknowledgement):
-        return wpb.ConnectResponse(drain_acknowledged=wpb.DrainAcknowledged())
-    if isinstance(message, CancelNotice):
-        return wpb.ConnectResponse(
+        yield from _lease_batches([protocol.lease_to_proto(lease) for lease in message])
+    elif isinstance(message, wpb.ConnectResponse):
+        yield message
+    elif isinstance(message, Lease):
+        yield wpb.ConnectResponse(lease=protocol.lease_to_proto(message))
+    elif isinstance(message, DrainAcknowledgement):
+        yield wpb.ConnectResponse(drain_acknowledged=wpb.DrainAcknowledged())
+    elif isinstance(message, CancelNotice):
+        yield wpb.ConnectResponse(
             cancel=wpb.CancelLease(
                 lease=wpb.LeaseRef(job_id=message.job_id, lease_epoch=message.lease_epoch),
                 reason=message.reason,
             )
         )
-    raise TypeError(f"cannot send {type(message).__name__} to a worker")
+    else:
+        raise TypeError(f"cannot send {type(message).__name__} to a worker")
+
+
+def _lease_batches(leases: list[jpb.Lease]) -> Iterator[wpb.ConnectResponse]:
+    """LeaseBatch messages of at most about BATCH_BYTES each, in order."""
+    batch: list[jpb.Lease] = []
+    size = 0
+    for lease in leases:
+        lease_size = lease.ByteSize()
+        if batch and size + lease_size > BATCH_BYTES:
+            yield wpb.ConnectResponse(leases=wpb.LeaseBatch(leases=batch))
+            batch, size = [], 0
+        batch.append(lease)
+        size += lease_size
+    if batch:
+        yield wpb.ConnectResponse(leases=wpb.LeaseBatch(leases=batch))

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ON_EVERY_STORE
+from tests.conftest import ON_EVERY_STORE, eventually
 from zbrain import Client, Job, JobState
 from zbrain.worker import AttemptEvents, Cancellation, Executor, FunctionExecutor, Outcome, Worker
+from zbrain_server.config import Limits
 
 pytestmark = ON_EVERY_STORE
 
@@ -81,6 +83,35 @@ async def test_a_canceled_handler_is_stopped(server, client: Client) -> None:
         done = await client.wait(job.id, timeout=10)
 
     assert done.state is JobState.CANCELED
+
+
+async def test_big_results_finishing_together_stay_within_the_server_message_limit(
+    start_server,
+) -> None:
+    # Eight 300 KiB outputs at once: in one message they would pass the 2 MiB
+    # the server accepts here; the worker splits them instead.
+    server = await start_server(limits=Limits(max_message_bytes=2 << 20))
+    release = asyncio.Event()
+
+    async def big(job: Job) -> Any:
+        await release.wait()
+        return "x" * (300 << 10)
+
+    async with (
+        await Client.connect(server.address) as client,
+        Worker(FunctionExecutor(big), server=server.address, orgs=["sdk"], concurrency=8),
+    ):
+        jobs = [await client.submit(["x"], org="sdk", max_retries=0) for _ in range(8)]
+        await eventually(functools.partial(_running, client, jobs), timeout=20)
+        release.set()
+        done = [await client.wait(job.id, timeout=20) for job in jobs]
+
+    assert [job.state for job in done] == [JobState.SUCCEEDED] * 8
+    assert all(len(job.output) == 300 << 10 for job in done)
+
+
+async def _running(client: Client, jobs: list[Job]) -> bool:
+    return all([(await client.get(job.id)).state is JobState.RUNNING for job in jobs])
 
 
 async def test_a_handler_that_overruns_its_timeout_is_stopped(server, client: Client) -> None:

@@ -272,6 +272,31 @@ async def test_a_worker_taking_batches_gets_a_pass_in_one_message_and_reports_at
         assert (await wait_state(client, job_id, JobState.SUCCEEDED)).attempt == 1
 
 
+async def test_a_pass_too_big_for_one_message_is_split_into_several(server, client) -> None:
+    from zbrain_server.worker_service import BATCH_BYTES
+
+    big = '"' + "x" * (400 << 10) + '"'  # five such leases are about 2 MiB
+    ids = await client.submit_batch([job_pb2.JobSpec(cmd=["true"], input_json=big)] * 5)
+    workers = worker_service_pb2_grpc.WorkerServiceStub(grpc.aio.insecure_channel(server.address))
+    call = workers.Connect()
+    await call.write(
+        worker_service_pb2.ConnectRequest(
+            hello=worker_service_pb2.WorkerHello(
+                worker_id="bulky", concurrency=5, accepts_lease_batches=True
+            )
+        )
+    )
+    assert (await call.read()).HasField("welcome")
+    batches: list[worker_service_pb2.LeaseBatch] = []
+    while sum(len(batch.leases) for batch in batches) < len(ids):
+        batches.append((await call.read()).leases)
+    call.cancel()
+
+    assert sorted(lease.job.id for batch in batches for lease in batch.leases) == sorted(ids)
+    assert len(batches) >= 3
+    assert all(len(batch.leases) == 1 or batch.ByteSize() <= BATCH_BYTES for batch in batches)
+
+
 async def test_a_malformed_report_in_a_batch_ends_the_stream_naming_it(server, client) -> None:
     [job_id] = await client.submit_batch([job_pb2.JobSpec(cmd=["true"])])
     workers = worker_service_pb2_grpc.WorkerServiceStub(grpc.aio.insecure_channel(server.address))

@@ -55,6 +55,7 @@ UPLOAD_CHUNK_BYTES = 256 << 10
 EXECUTE_SPAN = "zbrain.job.execute"
 MAX_LINES_PER_MESSAGE = 5000
 MAX_RESULTS_PER_MESSAGE = 500
+BATCH_BYTES = 1 << 20  # results sent together stay far below any server's message limit
 
 
 class StopReason(enum.Enum):
@@ -198,15 +199,21 @@ class FunctionExecutor(Executor):
         task = asyncio.ensure_future(self._handler(job))
         forget = cancel.on_set(task.cancel)
         try:
-            return Outcome.succeeded(await task)
+            output = await task
         except asyncio.CancelledError:
-            if cancel.is_set() and task.cancelled():
-                return Outcome.failed(f"stopped: {cancel.reason_text}")
-            raise  # this attempt itself is being cancelled
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this attempt itself is being cancelled, not just the handler
+            if not cancel.is_set():
+                return Outcome.failed("the handler was cancelled")
         except Exception as error:
-            return Outcome.failed(f"{type(error).__name__}: {error}")
+            if not cancel.is_set():
+                return Outcome.failed(f"{type(error).__name__}: {error}")
         finally:
             forget()
+        if cancel.is_set():  # however the handler ended once told to stop
+            return Outcome.failed(f"stopped: {cancel.reason_text}")
+        return Outcome.succeeded(output)
 
 
 @dataclass(eq=False)
@@ -581,13 +588,13 @@ class Worker:
         self._wake_writer.set()
 
     async def _write_loop(self, call: Any) -> None:
-        """The only writer of the stream: log batches first, then control messages,
-        so an attempt's lines always reach the server before its result. A
-        message leaves its queue only once written, so when the stream breaks
-        mid-way the rest waits for the next connection."""
+        """The only writer of the stream. Every log line queued so far goes out
+        before the next control message, so an attempt's lines always reach
+        the server before its result. A message leaves its queue only once
+        written, so when the stream breaks mid-way the rest waits for the next
+        connection, whose writer sends it at once."""
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake_writer.wait()
             self._wake_writer.clear()
             while self._pending_logs or self._control:
                 while self._pending_logs:
@@ -600,7 +607,7 @@ class Worker:
                     del lines[: len(batch)]
                     if not lines:
                         del self._pending_logs[(job_id, epoch)]
-                while self._control:
+                if self._control:
                     results = self._leading_results()
                     if len(results) > 1:
                         outcomes = [message.result for message in results]
@@ -615,15 +622,21 @@ class Worker:
                         if message.HasField("result"):
                             self._remember_sent(loop.time(), message)
             self._idle.set()
+            await self._wake_writer.wait()
 
     def _leading_results(self) -> list[wpb.ConnectRequest]:
         """The results at the head of the control queue, to write as one
-        message; none when the server reads results only one at a time."""
+        message of at most about BATCH_BYTES (a bigger result goes alone);
+        none when the server reads results only one at a time."""
         if not self._batch_results:
             return []
-        leading = []
+        leading: list[wpb.ConnectRequest] = []
+        size = 0
         for message in self._control[:MAX_RESULTS_PER_MESSAGE]:
             if not message.HasField("result"):
+                break
+            size += message.ByteSize()
+            if leading and size > BATCH_BYTES:
                 break
             leading.append(message)
         return leading

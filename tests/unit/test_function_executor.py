@@ -1,0 +1,81 @@
+"""FunctionExecutor: how a handler's ending becomes an Outcome, stops included."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from zbrain.worker import Cancellation, FunctionExecutor, OutcomeKind, StopReason
+
+
+async def run(handler: Any, *, stop_after: float | None = None) -> Any:
+    cancel = Cancellation()
+    if stop_after is not None:
+        asyncio.get_running_loop().call_later(stop_after, cancel.set, StopReason.CANCELED)
+    return await FunctionExecutor(handler).execute(None, None, cancel)  # type: ignore[arg-type]
+
+
+async def test_the_return_value_is_the_output() -> None:
+    async def answer(job: Any) -> int:
+        return 42
+
+    outcome = await run(answer)
+
+    assert (outcome.kind, outcome.output) == (OutcomeKind.SUCCEEDED, 42)
+
+
+async def test_a_raising_handler_fails_with_its_error() -> None:
+    async def broken(job: Any) -> None:
+        raise KeyError("missing")
+
+    outcome = await run(broken)
+
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.error == "KeyError: 'missing'"
+
+
+async def test_a_stopped_handler_is_cancelled_and_fails_as_stopped() -> None:
+    cancelled = asyncio.Event()
+
+    async def forever(job: Any) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    outcome = await run(forever, stop_after=0.01)
+
+    assert cancelled.is_set()
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.error.startswith("stopped: canceled by user")
+
+
+async def test_a_handler_that_swallows_the_stop_still_fails_as_stopped() -> None:
+    async def stubborn(job: Any) -> str:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(3600)
+        return "done anyway"
+
+    outcome = await run(stubborn, stop_after=0.01)
+
+    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.error.startswith("stopped:")
+
+
+async def test_cancelling_the_attempt_itself_is_not_swallowed() -> None:
+    cancel = Cancellation()
+
+    async def forever(job: Any) -> None:
+        await asyncio.sleep(3600)
+
+    attempt = asyncio.create_task(FunctionExecutor(forever).execute(None, None, cancel))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    cancel.set(StopReason.SHUTDOWN)  # told to stop and cancelled at the same moment
+    attempt.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
