@@ -317,11 +317,11 @@ class Dispatcher:
         for (job_id, lease_epoch, _), outcome in zip(reports, outcomes, strict=True):
             if isinstance(outcome, Job):
                 self._finished(outcome)
-            elif not isinstance(outcome, StaleLeaseError):
-                # Kept: after a passing store error the worker may send the
-                # result again under the same lease.
-                continue
-            self._lease_ended(job_id, lease_epoch)
+                self._lease_ended(job_id, lease_epoch)
+            elif isinstance(outcome, StaleLeaseError):
+                self._lease_ended(job_id, lease_epoch)
+            # Any other refusal (a passing store error, say) leaves the lease
+            # held: the worker may send the result again under it.
         return outcomes
 
     # -- worker sessions -------------------------------------------------------
