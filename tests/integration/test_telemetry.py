@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -130,6 +131,32 @@ async def test_without_recorded_spans_the_worker_still_joins_the_trace(
     # Its parent is the Submit call's span, which exists only as a context.
     assert execute.parent is not None and execute.parent.span_id != submitter.context.span_id
     assert recorded.points("rpc.server.duration")
+
+
+async def test_a_worker_recording_no_spans_still_runs_jobs_in_the_submitters_trace(
+    observed, recorded: Recorded
+) -> None:
+    async def current_trace(job: Job) -> str:
+        return format(trace.get_current_span().get_span_context().trace_id, "032x")
+
+    tracer = recorded.tracer_provider.get_tracer("test")
+    # No tracer provider given and none installed: the worker records no span.
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    async with (
+        await Client.connect(observed.address) as client,
+        Worker(FunctionExecutor(current_trace), server=observed.address, concurrency=2),
+    ):
+        with tracer.start_as_current_span("first"):
+            [first, first_again] = [await client.submit(["work"]) for _ in range(2)]
+        with tracer.start_as_current_span("second"):
+            second = await client.submit(["work"])
+        done = [await client.wait(job.id, timeout=20) for job in (first, first_again, second)]
+
+    def trace_of(name: str) -> str:
+        return format(recorded.span(name).context.trace_id, "032x")
+
+    assert [job.output for job in done] == [trace_of("first")] * 2 + [trace_of("second")]
+    assert not await _has(recorded, "zbrain.job.execute")
 
 
 async def _has(recorded: Recorded, name: str) -> bool:
