@@ -30,6 +30,7 @@ from .model import (
     CancelOutcome,
     Job,
     JobState,
+    NewJob,
 )
 
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
@@ -75,6 +76,41 @@ class Change:
     before: Job
     after: Job
     reason: str
+
+
+def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
+    """A job just submitted: PENDING, runnable from now, no attempt yet.
+
+    The stores make it from the NewJob rather than read it back from its row,
+    which would parse the JSON columns just written. It shares the NewJob's
+    values, which nobody changes in place.
+    """
+    return Job(
+        id=job_id,
+        org_id=new.org_id,
+        cmd=new.cmd,
+        input_json=new.input_json,
+        env=new.env,
+        timeout_us=new.timeout_us,
+        max_retries=new.max_retries,
+        priority=new.priority,
+        labels=new.labels,
+        state=JobState.PENDING,
+        attempt=0,
+        create_time_us=now_us,
+        update_time_us=now_us,
+        start_time_us=None,
+        finish_time_us=None,
+        next_run_time_us=now_us,
+        last_error="",
+        output_json="",
+        lease_epoch=0,
+        worker_id="",
+        lease_expire_time_us=None,
+        cancel_requested=False,
+        request_id=new.request_id,
+        trace_context=new.trace_context,
+    )
 
 
 def check_transition(from_state: JobState, to_state: JobState) -> None:

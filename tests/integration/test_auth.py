@@ -388,15 +388,13 @@ def test_the_local_worker_pool_keeps_working_once_auth_is_on(processes, tmp_path
 
 
 def test_a_token_for_a_malformed_org_is_refused_offline_too(tmp_path: Path) -> None:
+    from tests.integration.test_cli import zbrain
+
     # Jobs submitted with a token default to its org, so the org is checked when made.
-    out = subprocess.run(
-        [
-            *(sys.executable, "-m", "zbrain", "token", "create", "--data-dir", str(tmp_path)),
-            *("--org", "no spaces!", "--role", "client"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    out = zbrain(
+        "127.0.0.1:1",  # no server: the token is made in the data directory
+        *("token", "create", "--data-dir", str(tmp_path), "--org", "no spaces!"),
+        *("--role", "client"),
     )
 
     assert out.returncode == 1

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -36,6 +39,35 @@ async def wait_state(client: Client, job_id: str, *states: JobState, timeout: fl
 
     await eventually(reached, timeout)
     return await client.get(job_id)
+
+
+@contextlib.asynccontextmanager
+async def raw_worker(
+    server: ZBrainServer, **hello: Any
+) -> AsyncIterator[tuple[Any, worker_service_pb2.ServerWelcome]]:
+    """A worker speaking WorkerService.Connect by hand: its call and the
+    server's welcome, once the hello (of these WorkerHello fields) is answered."""
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        call = worker_service_pb2_grpc.WorkerServiceStub(channel).Connect()
+        await call.write(
+            worker_service_pb2.ConnectRequest(hello=worker_service_pb2.WorkerHello(**hello))
+        )
+        first = await call.read()
+        assert first.HasField("welcome")
+        try:
+            yield call, first.welcome
+        finally:
+            call.cancel()
+
+
+def results(*refs: worker_service_pb2.LeaseRef) -> worker_service_pb2.ConnectRequest:
+    """One WorkerResults message saying each lease's attempt succeeded."""
+    succeeded = job_service_pb2.AttemptResult(outcome=job_service_pb2.ATTEMPT_OUTCOME_SUCCEEDED)
+    return worker_service_pb2.ConnectRequest(
+        results=worker_service_pb2.WorkerResults(
+            results=[worker_service_pb2.WorkerResult(lease=ref, result=succeeded) for ref in refs]
+        )
+    )
 
 
 async def test_job_succeeds_with_output_logs_and_artifacts(
@@ -208,20 +240,12 @@ async def test_a_hello_claiming_a_lease_it_does_not_hold_is_answered_with_a_reje
         job_service_pb2.AcquireLeaseRequest(worker_id="owner")
     )
     [lease] = leased.leases
-    workers = worker_service_pb2_grpc.WorkerServiceStub(grpc.aio.insecure_channel(server.address))
-    call = workers.Connect()
     claimed = [
         worker_service_pb2.LeaseRef(job_id=job.id, lease_epoch=lease.lease_epoch),  # not ours
         worker_service_pb2.LeaseRef(job_id=job.id, lease_epoch=lease.lease_epoch + 1),  # stale
     ]
-    await call.write(
-        worker_service_pb2.ConnectRequest(
-            hello=worker_service_pb2.WorkerHello(worker_id="thief", concurrency=1, leases=claimed)
-        )
-    )
-    assert (await call.read()).HasField("welcome")
-    rejected = [(await call.read()).rejected for _ in claimed]
-    call.cancel()
+    async with raw_worker(server, worker_id="thief", concurrency=1, leases=claimed) as (call, _):
+        rejected = [(await call.read()).rejected for _ in claimed]
 
     assert [r.lease for r in rejected] == claimed
     assert "not this worker's" in rejected[0].reason
@@ -232,40 +256,20 @@ async def test_a_worker_taking_batches_gets_a_pass_in_one_message_and_reports_at
     server, client
 ) -> None:
     ids = await client.submit_batch([job_pb2.JobSpec(cmd=["true"], max_retries=0)] * 3)
-    workers = worker_service_pb2_grpc.WorkerServiceStub(grpc.aio.insecure_channel(server.address))
-    call = workers.Connect()
-    await call.write(
-        worker_service_pb2.ConnectRequest(
-            hello=worker_service_pb2.WorkerHello(
-                worker_id="batcher", concurrency=8, accepts_lease_batches=True
-            )
-        )
-    )
-    welcome = await call.read()
-    assert welcome.welcome.accepts_result_batches
-    batch = await call.read()
-    assert batch.WhichOneof("message") == "leases", "all three in the one pass's message"
-    leases = list(batch.leases.leases)
-    assert sorted(lease.job.id for lease in leases) == sorted(ids)
-
-    refs = [
-        worker_service_pb2.LeaseRef(job_id=lease.job.id, lease_epoch=lease.lease_epoch)
-        for lease in leases
-    ]
-    stale = worker_service_pb2.LeaseRef(job_id=ids[0], lease_epoch=refs[0].lease_epoch + 1)
-    succeeded = job_service_pb2.AttemptResult(outcome=job_service_pb2.ATTEMPT_OUTCOME_SUCCEEDED)
-    await call.write(
-        worker_service_pb2.ConnectRequest(
-            results=worker_service_pb2.WorkerResults(
-                results=[
-                    worker_service_pb2.WorkerResult(lease=ref, result=succeeded)
-                    for ref in [*refs, stale]
-                ]
-            )
-        )
-    )
-    rejected = await call.read()
-    call.cancel()
+    hello = {"worker_id": "batcher", "concurrency": 8, "accepts_lease_batches": True}
+    async with raw_worker(server, **hello) as (call, welcome):
+        assert welcome.accepts_result_batches
+        batch = await call.read()
+        assert batch.WhichOneof("message") == "leases", "all three in the one pass's message"
+        leases = list(batch.leases.leases)
+        assert sorted(lease.job.id for lease in leases) == sorted(ids)
+        refs = [
+            worker_service_pb2.LeaseRef(job_id=lease.job.id, lease_epoch=lease.lease_epoch)
+            for lease in leases
+        ]
+        stale = worker_service_pb2.LeaseRef(job_id=ids[0], lease_epoch=refs[0].lease_epoch + 1)
+        await call.write(results(*refs, stale))
+        rejected = await call.read()
 
     assert rejected.rejected.lease == stale
     for job_id in ids:
@@ -277,20 +281,11 @@ async def test_a_pass_too_big_for_one_message_is_split_into_several(server, clie
 
     big = '"' + "x" * (400 << 10) + '"'  # five such leases are about 2 MiB
     ids = await client.submit_batch([job_pb2.JobSpec(cmd=["true"], input_json=big)] * 5)
-    workers = worker_service_pb2_grpc.WorkerServiceStub(grpc.aio.insecure_channel(server.address))
-    call = workers.Connect()
-    await call.write(
-        worker_service_pb2.ConnectRequest(
-            hello=worker_service_pb2.WorkerHello(
-                worker_id="bulky", concurrency=5, accepts_lease_batches=True
-            )
-        )
-    )
-    assert (await call.read()).HasField("welcome")
     batches: list[worker_service_pb2.LeaseBatch] = []
-    while sum(len(batch.leases) for batch in batches) < len(ids):
-        batches.append((await call.read()).leases)
-    call.cancel()
+    hello = {"worker_id": "bulky", "concurrency": 5, "accepts_lease_batches": True}
+    async with raw_worker(server, **hello) as (call, _):
+        while sum(len(batch.leases) for batch in batches) < len(ids):
+            batches.append((await call.read()).leases)
 
     assert sorted(lease.job.id for batch in batches for lease in batch.leases) == sorted(ids)
     assert len(batches) >= 3
@@ -299,34 +294,14 @@ async def test_a_pass_too_big_for_one_message_is_split_into_several(server, clie
 
 async def test_a_malformed_report_in_a_batch_ends_the_stream_naming_it(server, client) -> None:
     [job_id] = await client.submit_batch([job_pb2.JobSpec(cmd=["true"])])
-    workers = worker_service_pb2_grpc.WorkerServiceStub(grpc.aio.insecure_channel(server.address))
-    call = workers.Connect()
-    await call.write(
-        worker_service_pb2.ConnectRequest(
-            hello=worker_service_pb2.WorkerHello(worker_id="sloppy", concurrency=1)
-        )
-    )
-    assert (await call.read()).HasField("welcome")
-    lease = (await call.read()).lease  # no batches asked for: one lease per message
-    good = worker_service_pb2.LeaseRef(job_id=job_id, lease_epoch=lease.lease_epoch)
-    succeeded = job_service_pb2.AttemptResult(outcome=job_service_pb2.ATTEMPT_OUTCOME_SUCCEEDED)
-    await call.write(
-        worker_service_pb2.ConnectRequest(
-            results=worker_service_pb2.WorkerResults(
-                results=[
-                    worker_service_pb2.WorkerResult(lease=good, result=succeeded),
-                    worker_service_pb2.WorkerResult(
-                        lease=worker_service_pb2.LeaseRef(job_id="nope", lease_epoch=1),
-                        result=succeeded,
-                    ),
-                ]
-            )
-        )
-    )
+    async with raw_worker(server, worker_id="sloppy", concurrency=1) as (call, _):
+        lease = (await call.read()).lease  # no batches asked for: one lease per message
+        good = worker_service_pb2.LeaseRef(job_id=job_id, lease_epoch=lease.lease_epoch)
+        await call.write(results(good, worker_service_pb2.LeaseRef(job_id="nope", lease_epoch=1)))
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            while True:
+                await call.read()
 
-    with pytest.raises(grpc.aio.AioRpcError) as ended:
-        while True:
-            await call.read()
     assert ended.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "results.results[1].lease.job_id" in field_violations(ended.value)
     assert (await client.get(job_id)).state is JobState.RUNNING, "nothing of it was applied"

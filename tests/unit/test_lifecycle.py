@@ -13,7 +13,14 @@ import pytest
 from zbrain.errors import IllegalTransitionError, StaleLeaseError
 from zbrain_server import lifecycle
 from zbrain_server.lifecycle import ALLOWED_TRANSITIONS, RetryPolicy, check_transition
-from zbrain_server.model import AttemptOutcome, AttemptResult, CancelOutcome, Job, JobState
+from zbrain_server.model import (
+    AttemptOutcome,
+    AttemptResult,
+    CancelOutcome,
+    Job,
+    JobState,
+    NewJob,
+)
 
 T0 = 1_700_000_000_000_000
 SECOND = 1_000_000
@@ -41,32 +48,15 @@ def make_job() -> MakeJob:
     """A stored job, PENDING by default; keyword arguments replace any field."""
 
     def make_job(**fields: Any) -> Job:
-        job = Job(
-            id="01939a4e-8b2c-7def-8123-456789abcdef",
+        new = NewJob(
             org_id="acme",
             cmd=("true",),
             input_json="null",
             env={},
             timeout_us=60 * SECOND,
             max_retries=2,
-            priority=0,
-            labels={},
-            state=JobState.PENDING,
-            attempt=0,
-            create_time_us=T0,
-            update_time_us=T0,
-            start_time_us=None,
-            finish_time_us=None,
-            next_run_time_us=T0,
-            last_error="",
-            output_json="",
-            lease_epoch=0,
-            worker_id="",
-            lease_expire_time_us=None,
-            cancel_requested=False,
-            request_id="",
-            trace_context={},
         )
+        job = lifecycle.submitted_job("01939a4e-8b2c-7def-8123-456789abcdef", new, T0)
         return replace(job, **fields)
 
     return make_job

@@ -13,7 +13,7 @@ from google.protobuf import duration_pb2
 
 from zbrain.errors import InvalidArgumentError
 from zbrain.v1 import job_pb2, job_service_pb2
-from zbrain_server import protocol
+from zbrain_server import lifecycle, protocol
 from zbrain_server.config import Limits
 from zbrain_server.ids import new_job_id
 from zbrain_server.model import Job, JobQuery, JobState, NewJob
@@ -208,35 +208,12 @@ MakePage = Callable[[int], list[Job]]
 @pytest.fixture
 def make_page() -> MakePage:
     """A page of n stored jobs with real, increasing ids."""
-    template = Job(
-        id="",
-        org_id="acme",
-        cmd=("true",),
-        input_json="null",
-        env={},
-        timeout_us=1,
-        max_retries=0,
-        priority=0,
-        labels={},
-        state=JobState.PENDING,
-        attempt=0,
-        create_time_us=0,
-        update_time_us=0,
-        start_time_us=None,
-        finish_time_us=None,
-        next_run_time_us=0,
-        last_error="",
-        output_json="",
-        lease_epoch=0,
-        worker_id="",
-        lease_expire_time_us=None,
-        cancel_requested=False,
-        request_id="",
-        trace_context={},
+    new = NewJob(
+        org_id="acme", cmd=("true",), input_json="null", env={}, timeout_us=1, max_retries=0
     )
 
     def make_page(n: int) -> list[Job]:
-        return [replace(template, id=new_job_id()) for _ in range(n)]
+        return [lifecycle.submitted_job(new_job_id(), new, 0) for _ in range(n)]
 
     return make_page
 

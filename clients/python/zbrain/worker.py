@@ -635,15 +635,14 @@ class Worker:
                     if not lines:
                         del self._pending_logs[(job_id, epoch)]
                 if self._control:
-                    results = self._leading_results()
-                    if len(results) > 1:
-                        outcomes = [message.result for message in results]
+                    sent = self._next_control()
+                    if len(sent) > 1:
+                        outcomes = [message.result for message in sent]
                         await call.write(
                             wpb.ConnectRequest(results=wpb.WorkerResults(results=outcomes))
                         )
                     else:
-                        await call.write(self._control[0])
-                    sent = self._control[: max(1, len(results))]
+                        await call.write(sent[0])
                     del self._control[: len(sent)]
                     for message in sent:
                         if message.HasField("result"):
@@ -651,22 +650,20 @@ class Worker:
             self._idle.set()
             await self._wake_writer.wait()
 
-    def _leading_results(self) -> list[wpb.ConnectRequest]:
-        """The results at the head of the control queue, to write as one
-        message of at most about BATCH_BYTES (a bigger result goes alone);
-        none when the server reads results only one at a time."""
-        if not self._batch_results:
-            return []
-        leading: list[wpb.ConnectRequest] = []
-        size = 0
-        for message in self._control[:MAX_RESULTS_PER_MESSAGE]:
-            if not message.HasField("result"):
-                break
+    def _next_control(self) -> list[wpb.ConnectRequest]:
+        """What to write next from the control queue: its first message or,
+        when the server reads WorkerResults, the run of results heading it,
+        up to about BATCH_BYTES (a bigger result goes alone)."""
+        batch = self._control[:1]
+        if not self._batch_results or not batch[0].HasField("result"):
+            return batch
+        size = batch[0].ByteSize()
+        for message in self._control[1:MAX_RESULTS_PER_MESSAGE]:
             size += message.ByteSize()
-            if leading and size > BATCH_BYTES:
+            if not message.HasField("result") or size > BATCH_BYTES:
                 break
-            leading.append(message)
-        return leading
+            batch.append(message)
+        return batch
 
     def _remember_sent(self, now: float, result: wpb.ConnectRequest) -> None:
         self._sent_results.append((now, result))

@@ -11,7 +11,6 @@ The conformance suite in tests/store/ is what every backend must pass.
 from __future__ import annotations
 
 import abc
-import asyncio
 from collections.abc import Callable, Sequence
 
 from zbrain.errors import ZBrainError
@@ -112,7 +111,6 @@ class JobStore(abc.ABC):
     ) -> Job:
         """Extend a live lease; StaleLeaseError when it is not live."""
 
-    @abc.abstractmethod
     async def finish_attempt(
         self,
         job_id: str,
@@ -122,31 +120,22 @@ class JobStore(abc.ABC):
         retry: RetryPolicy,
     ) -> Job:
         """Record an attempt's outcome; StaleLeaseError when the lease is not live."""
+        [outcome] = await self.finish_attempts([(job_id, lease_epoch, result)], now_us, retry)
+        if isinstance(outcome, ZBrainError):
+            raise outcome
+        return outcome
 
+    @abc.abstractmethod
     async def finish_attempts(
         self,
         reports: Sequence[tuple[str, int, AttemptResult]],
         now_us: int,
         retry: RetryPolicy,
     ) -> list[Job | ZBrainError]:
-        """Record several outcomes (job id, lease epoch, result), each on its own:
-        the job as finished, or the error that refused that one report.
-
-        A worker reports many outcomes at once under load. This default applies
-        them concurrently, so a group-committing store writes them together; a
-        backend may instead write them all in one piece of work.
-        """
-        outcomes = await asyncio.gather(
-            *(
-                self.finish_attempt(job_id, epoch, result, now_us, retry)
-                for job_id, epoch, result in reports
-            ),
-            return_exceptions=True,
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(outcome, ZBrainError):
-                raise outcome
-        return list(outcomes)  # type: ignore[arg-type]
+        """Record several outcomes (job id, lease epoch, result) in one write,
+        each on its own: the job as finished, or the error that refused that
+        report (stale, unknown). A worker reports many outcomes at once under
+        load, so they share one piece of work, not one each."""
 
     @abc.abstractmethod
     async def expire_leases(self, now_us: int, retry: RetryPolicy) -> list[Job]:

@@ -13,18 +13,45 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from zbrain.errors import ResourceExhaustedError
+from zbrain.errors import NotFoundError, ResourceExhaustedError, ZBrainError
 
+from .. import lifecycle
 from ..auth import Role, Token
 from ..ids import new_job_ids
-from ..lifecycle import Change
-from ..model import AttemptOutcome, AttemptResult, Job, JobState, LogRecord, LogStream, NewJob
+from ..lifecycle import Change, RetryPolicy
+from ..model import (
+    AttemptOutcome,
+    AttemptResult,
+    Job,
+    JobState,
+    Lease,
+    LogRecord,
+    LogStream,
+    NewJob,
+)
 
-JOB_COLUMNS = (
-    "id, org_id, cmd, input_json, env, timeout_us, max_retries, priority, labels, state, "
-    "attempt, create_time, update_time, start_time, finish_time, next_run_time, last_error, "
-    "output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested, request_id, "
-    "trace_context"
+STATE_COLUMNS = (
+    "state",
+    "attempt",
+    "update_time",
+    "start_time",
+    "finish_time",
+    "next_run_time",
+    "last_error",
+    "output_json",
+    "lease_epoch",
+    "worker_id",
+    "lease_expire_time",
+    "cancel_requested",
+)
+"""The columns a job's state changes write, in the order `save_params` gives
+them; the other columns are fixed when the job is submitted."""
+
+JOB_COLUMNS = ", ".join(
+    (
+        *("id", "org_id", "cmd", "input_json", "env", "timeout_us", "max_retries", "priority"),
+        *("labels", "create_time", *STATE_COLUMNS, "request_id", "trace_context"),
+    )
 )
 """The columns of a job row, in the order `job_from_row` and `job_row` use."""
 
@@ -55,9 +82,9 @@ def job_from_row(row: Sequence[Any]) -> Job:
         max_retries=row[6],
         priority=row[7],
         labels=json.loads(row[8]),
-        state=JobState[row[9]],
-        attempt=row[10],
-        create_time_us=row[11],
+        create_time_us=row[9],
+        state=JobState[row[10]],
+        attempt=row[11],
         update_time_us=row[12],
         start_time_us=row[13],
         finish_time_us=row[14],
@@ -70,41 +97,6 @@ def job_from_row(row: Sequence[Any]) -> Job:
         cancel_requested=bool(row[21]),
         request_id=row[22],
         trace_context=json.loads(row[23]),
-    )
-
-
-def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
-    """A job just submitted: PENDING, runnable from now.
-
-    Made from the NewJob rather than read back from its row, which would
-    parse the JSON columns just written (the writer does this for every job).
-    It shares the NewJob's values, which nobody changes in place.
-    """
-    return Job(
-        id=job_id,
-        org_id=new.org_id,
-        cmd=new.cmd,
-        input_json=new.input_json,
-        env=new.env,
-        timeout_us=new.timeout_us,
-        max_retries=new.max_retries,
-        priority=new.priority,
-        labels=new.labels,
-        state=JobState.PENDING,
-        attempt=0,
-        create_time_us=now_us,
-        update_time_us=now_us,
-        start_time_us=None,
-        finish_time_us=None,
-        next_run_time_us=now_us,
-        last_error="",
-        output_json="",
-        lease_epoch=0,
-        worker_id="",
-        lease_expire_time_us=None,
-        cancel_requested=False,
-        request_id=new.request_id,
-        trace_context=new.trace_context,
     )
 
 
@@ -127,7 +119,7 @@ def plan_submission(
                 known[key] = found
                 results.append((found, True))
                 continue
-        job = submitted_job(next(fresh_ids), new, now_us)
+        job = lifecycle.submitted_job(next(fresh_ids), new, now_us)
         known[key] = job
         results.append((job, False))
     return results
@@ -145,36 +137,22 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.max_retries,
         job.priority,
         _json_map(job.labels),
-        job.state.name,
-        job.attempt,
         job.create_time_us,
-        job.update_time_us,
-        job.start_time_us,
-        job.finish_time_us,
-        job.next_run_time_us,
-        job.last_error,
-        job.output_json,
-        job.lease_epoch,
-        job.worker_id,
-        job.lease_expire_time_us,
-        int(job.cancel_requested),
+        *_state_values(job),
         job.request_id,
         _json_map(job.trace_context),
     )
 
 
-def _json_map(mapping: Mapping[str, str]) -> str:
-    # Most jobs have no env, labels or trace: skip the encoder for those.
-    return json.dumps(dict(mapping)) if mapping else "{}"
-
-
 def save_params(change: Change) -> tuple[Any, ...]:
-    """The values of a compare-and-set job update, in this order: the twelve
-    changing columns (state, attempt, update_time, start_time, finish_time,
-    next_run_time, last_error, output_json, lease_epoch, worker_id,
-    lease_expire_time, cancel_requested), then the job id and the state and
-    lease epoch the row must still have."""
-    job, before = change.after, change.before
+    """The values of a compare-and-set job update: those of STATE_COLUMNS, then
+    the job id and the state and lease epoch the row must still have."""
+    before = change.before
+    return (*_state_values(change.after), change.after.id, before.state.name, before.lease_epoch)
+
+
+def _state_values(job: Job) -> tuple[Any, ...]:
+    """The STATE_COLUMNS values of a job."""
     return (
         job.state.name,
         job.attempt,
@@ -188,10 +166,46 @@ def save_params(change: Change) -> tuple[Any, ...]:
         job.worker_id,
         job.lease_expire_time_us,
         int(job.cancel_requested),
-        job.id,
-        before.state.name,
-        before.lease_epoch,
     )
+
+
+def _json_map(mapping: Mapping[str, str]) -> str:
+    # Most jobs have no env, labels or trace: skip the encoder for those.
+    return json.dumps(dict(mapping)) if mapping else "{}"
+
+
+def finish_all(
+    jobs: dict[str, Job],
+    reports: Sequence[tuple[str, int, AttemptResult]],
+    now_us: int,
+    retry: RetryPolicy,
+) -> tuple[list[Job | ZBrainError], list[Change]]:
+    """Decide a batch of attempt outcomes (job id, lease epoch, result) on the
+    jobs as read: each report's finished job or the error refusing it, and the
+    changes to save. A report repeating one earlier in the batch meets the
+    job as that one left it, so it is refused as stale."""
+    jobs = dict(jobs)
+    outcomes: list[Job | ZBrainError] = []
+    changes: list[Change] = []
+    for job_id, lease_epoch, result in reports:
+        job = jobs.get(job_id)
+        if job is None:
+            outcomes.append(NotFoundError(f"job {job_id} not found"))
+            continue
+        try:
+            change = lifecycle.finish_attempt(job, lease_epoch, result, now_us, retry)
+        except ZBrainError as refused:
+            outcomes.append(refused)
+            continue
+        jobs[job_id] = change.after
+        changes.append(change)
+        outcomes.append(change.after)
+    return outcomes, changes
+
+
+def leases(changes: Sequence[Change]) -> list[Lease]:
+    """The leases that started attempts (`lifecycle.start_attempt`) make."""
+    return [Lease(c.after, c.after.lease_epoch, c.after.lease_expire_time_us or 0) for c in changes]
 
 
 def token_from_row(row: Sequence[Any]) -> Token:

@@ -62,7 +62,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from zbrain.errors import FailedPreconditionError, NotFoundError, StoreError
+from zbrain.errors import FailedPreconditionError, NotFoundError, StoreError, ZBrainError
 
 from .. import events, lifecycle
 from ..auth import Token
@@ -87,9 +87,12 @@ from .common import (
     LEASE_EXPIRED,
     OVERDUE,
     PURGED_THROUGH,
+    STATE_COLUMNS,
     TOKEN_COLUMNS,
+    finish_all,
     job_from_row,
     job_row,
+    leases,
     plan_submission,
     quota_exceeded,
     round_robin,
@@ -244,10 +247,17 @@ _JOB_COLUMN_TYPES = {
     **dict.fromkeys(["finish_time", "next_run_time", "lease_epoch", "lease_expire_time"], "bigint"),
     **dict.fromkeys(["max_retries", "priority", "attempt", "cancel_requested"], "int"),
 }
-_JOB_ARRAYS = ", ".join(
-    f"${n}::{_JOB_COLUMN_TYPES.get(column, 'text')}[]"
-    for n, column in enumerate(JOB_COLUMNS.split(", "), start=1)
-)
+
+
+def _arrays(columns: Sequence[str]) -> str:
+    """Parameters $1, $2 ... as arrays of the type of each job column, for `unnest`."""
+    return ", ".join(
+        f"${n}::{_JOB_COLUMN_TYPES.get(column, 'text')}[]"
+        for n, column in enumerate(columns, start=1)
+    )
+
+
+_JOB_ARRAYS = _arrays(JOB_COLUMNS.split(", "))
 # A job with its artifacts (sorted by name) in one row: column 24 is a list of
 # (name, sha256, size_bytes) tuples.
 _JOB_FIELDS = f"""{JOB_COLUMNS}, ARRAY(
@@ -255,6 +265,7 @@ _JOB_FIELDS = f"""{JOB_COLUMNS}, ARRAY(
     WHERE a.job_id = jobs.id ORDER BY a.name)"""
 _SELECT_JOB = f"SELECT {_JOB_FIELDS} FROM jobs WHERE id = $1"
 _LOCK_JOB = f"{_SELECT_JOB} FOR UPDATE"
+_LOCK_JOBS = f"SELECT {_JOB_FIELDS} FROM jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
 _LOCK_JOB_FOR_LOGS = (
     f"SELECT {_JOB_FIELDS}, log_count, log_bytes FROM jobs WHERE id = $1 FOR UPDATE"
 )
@@ -269,18 +280,10 @@ _SELECT_BY_REQUEST_IDS = f"""
     WHERE (org_id, request_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
 """
 # Compare-and-set of many jobs at once: the values of `save_params`, as arrays.
-_SAVE_JOBS = """
-    UPDATE jobs SET state = v.state, attempt = v.attempt, update_time = v.update_time,
-        start_time = v.start_time, finish_time = v.finish_time,
-        next_run_time = v.next_run_time, last_error = v.last_error,
-        output_json = v.output_json, lease_epoch = v.lease_epoch, worker_id = v.worker_id,
-        lease_expire_time = v.lease_expire_time, cancel_requested = v.cancel_requested
-    FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::bigint[],
-                $6::bigint[], $7::text[], $8::text[], $9::bigint[], $10::text[],
-                $11::bigint[], $12::int[], $13::text[], $14::text[], $15::bigint[])
-        AS v(state, attempt, update_time, start_time, finish_time, next_run_time, last_error,
-             output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested,
-             id, old_state, old_lease_epoch)
+_SAVE_JOBS = f"""
+    UPDATE jobs SET {", ".join(f"{column} = v.{column}" for column in STATE_COLUMNS)}
+    FROM unnest({_arrays([*STATE_COLUMNS, "id", "state", "lease_epoch"])})
+        AS v({", ".join(STATE_COLUMNS)}, id, old_state, old_lease_epoch)
     WHERE jobs.id = v.id AND jobs.state = v.old_state AND jobs.lease_epoch = v.old_lease_epoch
 """
 # Up to $3 runnable jobs of each org in $1, locked; rows end with the org's position in $1.
@@ -804,10 +807,7 @@ class PostgresJobStore(JobStore):
                 lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us) for job in chosen
             ]
             await tx.save(changes)
-            return [
-                Lease(c.after, c.after.lease_epoch, c.after.lease_expire_time_us or 0)
-                for c in changes
-            ]
+            return leases(changes)
 
         # Rows locked but not chosen (another org's turn) are released at commit.
         return await self._transaction(work)
@@ -831,19 +831,22 @@ class PostgresJobStore(JobStore):
 
         return await self._transaction(work)
 
-    async def finish_attempt(
+    async def finish_attempts(
         self,
-        job_id: str,
-        lease_epoch: int,
-        result: AttemptResult,
+        reports: Sequence[tuple[str, int, AttemptResult]],
         now_us: int,
         retry: RetryPolicy,
-    ) -> Job:
-        async def work(tx: _Transaction) -> Job:
-            job = await tx.lock_job(job_id)
-            change = lifecycle.finish_attempt(job, lease_epoch, result, now_us, retry)
-            await tx.save([change])
-            return change.after
+    ) -> list[Job | ZBrainError]:
+        """One write: the jobs locked in id order (as every writer locks
+        several), one update and the events for the whole batch."""
+
+        async def work(tx: _Transaction) -> list[Job | ZBrainError]:
+            ids = sorted({job_id for job_id, _, _ in reports})
+            rows = await tx.conn.fetch(_LOCK_JOBS, ids)
+            jobs = {job.id: job for job in map(_job_from_row, rows)}
+            outcomes, changes = finish_all(jobs, reports, now_us, retry)
+            await tx.save(changes)
+            return outcomes
 
         return await self._transaction(work)
 

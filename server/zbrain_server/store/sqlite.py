@@ -55,9 +55,12 @@ from .common import (
     LEASE_EXPIRED,
     OVERDUE,
     PURGED_THROUGH,
+    STATE_COLUMNS,
     TOKEN_COLUMNS,
+    finish_all,
     job_from_row,
     job_row,
+    leases,
     plan_submission,
     quota_exceeded,
     round_robin,
@@ -163,17 +166,15 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 _INSERT_JOB = (
-    f"INSERT INTO jobs ({JOB_COLUMNS}) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * len(JOB_COLUMNS.split(', ')))})"
 )
 _SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
 _SELECT_JOBS = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({{ids}})"
 _SELECT_BY_REQUEST_ID = f"SELECT {JOB_COLUMNS} FROM jobs WHERE org_id = ? AND request_id = ?"
 # Compare-and-set: the row is written only if nobody changed it since it was read.
-_SAVE_JOB = """
-    UPDATE jobs SET state = ?, attempt = ?, update_time = ?, start_time = ?, finish_time = ?,
-        next_run_time = ?, last_error = ?, output_json = ?, lease_epoch = ?, worker_id = ?,
-        lease_expire_time = ?, cancel_requested = ?
+# Compare-and-set of a job: the values of `save_params`.
+_SAVE_JOB = f"""
+    UPDATE jobs SET {", ".join(f"{column} = ?" for column in STATE_COLUMNS)}
     WHERE id = ? AND state = ? AND lease_epoch = ?
 """
 _SELECT_RUNNABLE = f"""
@@ -607,10 +608,7 @@ class SqliteJobStore(JobStore):
                 lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us) for job in chosen
             ]
             self._save(db, changes)
-            return [
-                Lease(c.after, c.after.lease_epoch, c.after.lease_expire_time_us or 0)
-                for c in changes
-            ]
+            return leases(changes)
 
         return await self._transaction(work)
 
@@ -633,65 +631,32 @@ class SqliteJobStore(JobStore):
 
         return await self._transaction(work)
 
-    async def finish_attempt(
-        self,
-        job_id: str,
-        lease_epoch: int,
-        result: AttemptResult,
-        now_us: int,
-        retry: RetryPolicy,
-    ) -> Job:
-        [outcome] = await self.finish_attempts([(job_id, lease_epoch, result)], now_us, retry)
-        if isinstance(outcome, ZBrainError):
-            raise outcome
-        return outcome
-
     async def finish_attempts(
         self,
         reports: Sequence[tuple[str, int, AttemptResult]],
         now_us: int,
         retry: RetryPolicy,
     ) -> list[Job | ZBrainError]:
-        """All in one piece of work: one select, one update and one insert of
-        events for the whole batch (a refused report is simply left out)."""
+        """All in one piece of work: one select (and one of artifacts), one
+        update and one insert of events for the whole batch."""
 
         def work(db: sqlite3.Connection) -> list[Job | ZBrainError]:
             ids = sorted({job_id for job_id, _, _ in reports})
-            jobs = {
-                job.id: job
+            read = [
+                job
                 for chunk in _chunks(ids)
                 for job in map(
                     job_from_row,
                     db.execute(_SELECT_JOBS.format(ids=", ".join("?" * len(chunk))), chunk),
                 )
-            }
-            outcomes: list[Job | ZBrainError] = []
-            changes = []
-            for job_id, lease_epoch, result in reports:
-                job = jobs.get(job_id)
-                if job is None:
-                    outcomes.append(NotFoundError(f"job {job_id} not found"))
-                    continue
-                try:
-                    change = lifecycle.finish_attempt(job, lease_epoch, result, now_us, retry)
-                except ZBrainError as refused:  # stale, or a repeat within the batch
-                    outcomes.append(refused)
-                    continue
-                jobs[job_id] = change.after
-                changes.append(change)
-                outcomes.append(change.after)
-            self._save(db, changes)
-            finished = [outcome for outcome in outcomes if isinstance(outcome, Job)]
-            if not finished:
-                return outcomes
+            ]
             artifacts = [
-                row for chunk in _chunks(finished) for row in db.execute(*_artifacts_query(chunk))
+                row for chunk in _chunks(read) for row in db.execute(*_artifacts_query(chunk))
             ]
-            with_artifacts = iter(_attach_artifacts(finished, artifacts))
-            return [
-                next(with_artifacts) if isinstance(outcome, Job) else outcome
-                for outcome in outcomes
-            ]
+            jobs = {job.id: job for job in _attach_artifacts(read, artifacts)}
+            outcomes, changes = finish_all(jobs, reports, now_us, retry)
+            self._save(db, changes)
+            return outcomes
 
         return await self._transaction(work)
 
