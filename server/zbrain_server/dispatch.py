@@ -321,7 +321,8 @@ class Dispatcher:
             elif isinstance(outcome, StaleLeaseError):
                 self._lease_ended(job_id, lease_epoch)
             # Any other refusal (a passing store error, say) leaves the lease
-            # held: the worker may send the result again under it.
+            # held: a CompleteLease caller may send the result again under it;
+            # a streamed result is rejected, and the lease expires and retries.
         return outcomes
 
     # -- worker sessions -------------------------------------------------------
