@@ -12,10 +12,12 @@ DATA_DIR ?= zbrain-data
 
 setup: $(INSTALLED) $(NODE_INSTALLED)
 
-$(INSTALLED): pyproject.toml
+# Both distributions, editable, and the development tools (pyproject.toml's
+# dependency group "dev"; pip reads groups from version 25.1 on).
+$(INSTALLED): pyproject.toml clients/python/pyproject.toml server/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
+	$(PY) -m pip install --quiet -e ./clients/python -e ./server --group dev
 	touch $@
 
 $(NODE_INSTALLED): package.json package-lock.json

@@ -147,6 +147,7 @@ async def dispatch(address: str, count: int, org: str = "default") -> None:
     Submit load on the default org (bench.run's saturated case) keeps the
     server busy without taking the worker's slots."""
     from zbrain import Job
+    from zbrain import Client
     from zbrain.worker import FunctionExecutor, Worker
 
     spec = job_pb2.JobSpec()
@@ -160,7 +161,10 @@ async def dispatch(address: str, count: int, org: str = "default") -> None:
         received[job.id] = time.perf_counter()
         arrived.set()
 
-    async with Worker(FunctionExecutor(note), server=address, orgs=[org], concurrency=4):
+    async with (
+        await Client.connect(address) as client,
+        Worker(client, FunctionExecutor(note), orgs=[org], concurrency=4),
+    ):
         await asyncio.sleep(0.5)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = job_service_pb2_grpc.JobServiceStub(channel)
@@ -235,13 +239,14 @@ async def e2e(addresses: str, workers: int, total: int) -> None:
 
 
 async def sdk_worker(address: str) -> None:
-    from zbrain import Job
+    from zbrain import Client, Job
     from zbrain.worker import FunctionExecutor, Worker
 
     async def noop(job: Job) -> None:
         return None
 
-    await Worker(FunctionExecutor(noop), server=address, concurrency=64).run()
+    async with await Client.connect(address) as client:
+        await Worker(client, FunctionExecutor(noop), concurrency=64).run()
 
 
 async def events(address: str, subscribers: int, count: int) -> None:
@@ -337,19 +342,23 @@ async def growth(address: str, prefill: int) -> None:
 
 async def many_workers(address: str, count: int, seconds: float) -> None:
     """Hold `count` worker connections open (one process) for `seconds`."""
-    from zbrain import Job
+    from zbrain import Client, Job
     from zbrain.worker import FunctionExecutor, Worker
 
     async def noop(job: Job) -> None:
         return None
 
+    # A client each: every worker holds its own connection, as separate processes would.
+    clients = [await Client.connect(address) for _ in range(count)]
     workers = [
-        Worker(FunctionExecutor(noop), server=address, worker_id=f"idle-{n}") for n in range(count)
+        Worker(client, FunctionExecutor(noop), worker_id=f"idle-{n}")
+        for n, client in enumerate(clients)
     ]
     runners = [asyncio.ensure_future(worker.run()) for worker in workers]
     await asyncio.sleep(seconds)
     await asyncio.gather(*(worker.shutdown(1.0) for worker in workers))
     await asyncio.gather(*runners, return_exceptions=True)
+    await asyncio.gather(*(client.close() for client in clients))
     emit(workers=count)
 
 

@@ -26,7 +26,7 @@ from tests.postgres import drop_schema, new_schema_url, postgres_url
 from zbrain import Client
 from zbrain_server.app import ZBrainServer
 from zbrain_server.config import ServerConfig
-from zbrain_server.telemetry import Telemetry
+from zbrain_server.dispatch.metrics import Telemetry
 
 # Fast background duties and short retries keep the end-to-end tests quick.
 TEST_CONFIG = dict(

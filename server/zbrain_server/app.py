@@ -24,18 +24,22 @@ from zbrain.v1 import (
     worker_service_pb2_grpc,
 )
 
-from .artifacts import BlobStore
-from .auth import AuthInterceptor, Role, new_token
 from .config import ServerConfig
-from .dispatch import Dispatcher
-from .events import EventBus
-from .model import EventRecord, now_us
-from .notify import JobSignals
-from .service import JobServicer
+from .core.model import EventRecord, Role, now_us
+from .core.tokens import new_token
+from .dispatch.bus import EventBus
+from .dispatch.dispatcher import Dispatcher
+from .dispatch.jobs import Jobs
+from .dispatch.metrics import Telemetry
+from .dispatch.signals import JobSignals
+from .rpc.auth import AuthInterceptor
+from .rpc.job_service import JobServicer
+from .rpc.telemetry import RpcTelemetry
+from .rpc.token_service import TokenServicer
+from .rpc.worker_service import WorkerServicer
 from .store import JobStore, open_store
-from .telemetry import Telemetry
-from .token_service import TokenServicer
-from .worker_service import WorkerServicer
+from .store.blobs import BlobStore
+from .store.jobs import PURGE_BATCH
 
 log = logging.getLogger("zbrain.server")
 
@@ -153,15 +157,16 @@ class ZBrainServer:
         )
         server = grpc.aio.server(
             options=server_options(config),
-            interceptors=[self.telemetry.interceptor(), self._auth],
+            interceptors=[RpcTelemetry(self.telemetry).interceptor(), self._auth],
         )
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(
-            JobServicer(config, store, dispatcher, blobs, signals, bus), server
-        )
+        jobs = Jobs(config, store, dispatcher, blobs, signals, bus)
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(config, jobs), server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(config, dispatcher), server
         )
-        token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(store), server)
+        token_service_pb2_grpc.add_TokenServiceServicer_to_server(
+            TokenServicer(store, config.limits), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -284,7 +289,12 @@ class ZBrainServer:
         while True:
             try:
                 now = now_us()
-                purged = await store.purge_finished(now - int(self.config.retention_s * 1e6))
+                purged = batch = await store.purge_finished(
+                    now - int(self.config.retention_s * 1e6)
+                )
+                while batch == PURGE_BATCH:  # a backlog: the rest, a batch at a time
+                    batch = await store.purge_finished(now - int(self.config.retention_s * 1e6))
+                    purged += batch
                 await store.purge_events(now - int(self.config.event_retention_s * 1e6))
                 deleted = blobs.collect_garbage(await store.referenced_blobs())
                 if purged or deleted:

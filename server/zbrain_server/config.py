@@ -9,37 +9,27 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from zbrain.durations import parse_duration
 from zbrain.errors import InvalidArgumentError
 
+from .core.model import ORG_ID_RULE, is_org_id
+
 DEFAULT_LISTEN = "127.0.0.1:50051"
-ORG_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_DATA_DIR = Path("zbrain-data")
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(text: str, *, name: str) -> float:
-    """Parse "30", "30s", "500ms", "5m", "2h" or "7d" into seconds."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise InvalidArgumentError(
-            f"{name}={text!r} is not a duration; use a number of seconds or e.g. 500ms, 30s, 5m, 2h"
-        )
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Bounds on what a request may carry; each violation names its limit.
+    """Bounds on what a request may carry and a server holds; a request past
+    one is refused with a message naming it.
 
-    Each is set by the variable ZBRAIN_<NAME>, e.g. ZBRAIN_MAX_PENDING_PER_ORG.
+    Each is set by the variable ZBRAIN_<NAME>, e.g. ZBRAIN_MAX_PENDING_PER_ORG
+    (seconds fields take durations); docs/configuration.md lists them all.
     """
 
     max_input_bytes: int = 1 << 20
@@ -63,6 +53,14 @@ class Limits:
     max_log_bytes_per_job: int = 64 << 20
     max_pending_per_org: int = 1_000_000
     max_streams_per_client: int = 100
+    max_worker_concurrency: int = 10_000  # slots one worker may offer
+    max_worker_orgs: int = 100  # organisations one worker may serve
+    max_acquire_jobs: int = 1000  # leases one AcquireLease may ask for
+    max_wait_timeout_s: float = 60.0  # the longest AcquireLease wait
+    max_token_description_bytes: int = 256
+    max_artifact_name_bytes: int = 255
+    log_page_lines: int = 1000  # log lines read per StreamLogs page
+    event_page_events: int = 1000  # events read per StreamEvents page
 
 
 @dataclass(frozen=True)
@@ -123,7 +121,7 @@ class ServerConfig:
             if raw:
                 try:
                     limits[spec.name] = (
-                        parse_duration(raw, name=var) if spec.type == "float" else _positive(raw)
+                        parse_duration(raw) if spec.type == "float" else _positive(raw)
                     )
                 except ValueError as exc:
                     raise InvalidArgumentError(f"{var}={raw!r}: {exc}") from exc
@@ -149,10 +147,9 @@ class ServerConfig:
             problems.append(f"ZBRAIN_MAX_RETRIES must be at most {self.limits.max_retry_budget}")
         if self.retry_base_s <= 0 or self.retry_cap_s < self.retry_base_s:
             problems.append("the retry backoff needs 0 < ZBRAIN_RETRY_BASE <= ZBRAIN_RETRY_CAP")
-        if not ORG_ID_PATTERN.match(self.default_org):
+        if not is_org_id(self.default_org):
             problems.append(
-                f"the default organisation (ZDEFAULT_ORG_ID={self.default_org!r}) must be 1 to 64 "
-                "letters, digits, '.', '_' or '-', starting with a letter or digit"
+                f"the default organisation (ZDEFAULT_ORG_ID={self.default_org!r}) {ORG_ID_RULE}"
             )
         if self.keepalive_s <= 0 or self.keepalive_timeout_s <= 0:
             problems.append("ZBRAIN_KEEPALIVE and ZBRAIN_KEEPALIVE_TIMEOUT must be positive")
@@ -212,7 +209,7 @@ def _path(raw: str, var: str) -> Path:
 
 
 def _seconds(raw: str, var: str) -> float:
-    return parse_duration(raw, name=var)
+    return parse_duration(raw)
 
 
 # (variable, ServerConfig field, converter)

@@ -21,8 +21,8 @@ from zbrain.errors import (
     UnauthenticatedError,
 )
 from zbrain.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
-from zbrain_server.auth import Role
-from zbrain_server.token_service import create_token
+from zbrain_server.core.model import Role
+from zbrain_server.dispatch.tokens import create_token
 
 
 class Tenants:
@@ -44,9 +44,9 @@ class Tenants:
         )
 
     def stub(self, name: str) -> job_service_pb2_grpc.JobServiceStub:
-        from zbrain.client import open_channel
+        from zbrain.connection import Connection
 
-        channel = open_channel(self.server.address, token=self.tokens[name])
+        channel = Connection(self.server.address, self.tokens[name]).open_channel()
         self.channels.append(channel)
         return job_service_pb2_grpc.JobServiceStub(channel)
 
@@ -182,12 +182,12 @@ async def test_tokens_are_stored_hashed(tenants: Tenants) -> None:
 
 
 async def test_tokens_are_managed_over_the_api_by_admins_only(tenants: Tenants) -> None:
-    from zbrain.client import open_channel
+    from zbrain.connection import Connection
     from zbrain.v1 import token_service_pb2 as tpb
     from zbrain.v1 import token_service_pb2_grpc
 
     admin = token_service_pb2_grpc.TokenServiceStub(
-        open_channel(tenants.server.address, token=tenants.tokens["admin"])
+        Connection(tenants.server.address, tenants.tokens["admin"]).open_channel()
     )
     created = await admin.CreateToken(
         tpb.CreateTokenRequest(org_id="team-c", role=tpb.TOKEN_ROLE_CLIENT, description="ci")
@@ -201,7 +201,7 @@ async def test_tokens_are_managed_over_the_api_by_admins_only(tenants: Tenants) 
         with pytest.raises(UnauthenticatedError):
             await team_c.submit(["true"])
     not_admin = token_service_pb2_grpc.TokenServiceStub(
-        open_channel(tenants.server.address, token=tenants.tokens["a"])
+        Connection(tenants.server.address, tenants.tokens["a"]).open_channel()
     )
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await not_admin.ListTokens(tpb.ListTokensRequest())

@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tests.conftest import Processes, eventually
 from zbrain import Client, Job
 from zbrain.worker import FunctionExecutor, Worker
-from zbrain_server.telemetry import Telemetry
+from zbrain_server.dispatch.metrics import Telemetry
 
 
 class Recorded:
@@ -79,14 +79,13 @@ async def run_in_a_trace(server: Any, recorded: Recorded) -> str:
         return "ok"
 
     tracer = recorded.tracer_provider.get_tracer("test")
-    worker = Worker(
-        FunctionExecutor(work), server=server.address, tracer_provider=recorded.tracer_provider
-    )
-    async with await Client.connect(server.address) as client, worker:
-        with tracer.start_as_current_span("submitter"):
-            job = await client.submit(["work"])
-        await client.wait(job.id, timeout=20)
-        await eventually(lambda: _has(recorded, "zbrain.job.execute"))
+    async with await Client.connect(server.address) as client:
+        worker = Worker(client, FunctionExecutor(work), tracer_provider=recorded.tracer_provider)
+        async with worker:
+            with tracer.start_as_current_span("submitter"):
+                job = await client.submit(["work"])
+            await client.wait(job.id, timeout=20)
+            await eventually(lambda: _has(recorded, "zbrain.job.execute"))
     return job.id
 
 
@@ -144,7 +143,7 @@ async def test_a_worker_recording_no_spans_still_runs_jobs_in_the_submitters_tra
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
     async with (
         await Client.connect(observed.address) as client,
-        Worker(FunctionExecutor(current_trace), server=observed.address, concurrency=2),
+        Worker(client, FunctionExecutor(current_trace), concurrency=2),
     ):
         with tracer.start_as_current_span("first"):
             [first, first_again] = [await client.submit(["work"]) for _ in range(2)]
@@ -177,8 +176,10 @@ async def test_job_metrics_count_by_org(observed, recorded: Recorded) -> None:
             raise RuntimeError("boom")
         return None
 
-    worker = Worker(FunctionExecutor(work), server=observed.address, orgs=["acme"])
-    async with await Client.connect(observed.address) as client, worker:
+    async with (
+        await Client.connect(observed.address) as client,
+        Worker(client, FunctionExecutor(work), orgs=["acme"]),
+    ):
         ok = await client.submit(["x"], org="acme")
         bad = await client.submit(["x"], org="acme", input="fail", max_retries=1)
         waiting = await client.submit(["x"], org="nobody")

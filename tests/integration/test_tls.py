@@ -25,7 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.conftest import Processes
 from zbrain import Client, JobState
-from zbrain.client import TlsFiles
+from zbrain.connection import TlsFiles
 from zbrain.errors import UnavailableError
 from zbrain_server.app import ZBrainServer
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ async def test_function_executor_runs_jobs_and_returns_output(server, client: Cl
     async def double(job: Job) -> Any:
         return {"doubled": job.input["n"] * 2}
 
-    async with Worker(FunctionExecutor(double), server=server.address, orgs=["sdk"], concurrency=4):
+    async with Worker(client, FunctionExecutor(double), orgs=["sdk"], concurrency=4):
         jobs = [await client.submit(["double"], org="sdk", input={"n": n}) for n in range(20)]
         outputs = [(await client.wait(job.id, timeout=20)).output for job in jobs]
 
@@ -33,7 +30,7 @@ async def test_a_raising_handler_fails_the_attempt_with_its_error(server, client
     async def broken(job: Job) -> Any:
         raise ValueError("no such customer")
 
-    async with Worker(FunctionExecutor(broken), server=server.address, orgs=["sdk"]):
+    async with Worker(client, FunctionExecutor(broken), orgs=["sdk"]):
         job = await client.submit(["x"], org="sdk", max_retries=0)
         done = await client.wait(job.id, timeout=20)
 
@@ -60,7 +57,7 @@ class Reporter(Executor):
 async def test_custom_executor_streams_logs_and_uploads_artifacts(
     server, client: Client, tmp_path: Path
 ) -> None:
-    async with Worker(Reporter(tmp_path), server=server.address, orgs=["sdk"]):
+    async with Worker(client, Reporter(tmp_path), orgs=["sdk"]):
         job = await client.submit(["report"], org="sdk", input="q3")
         done = await client.wait(job.id, timeout=20)
 
@@ -76,7 +73,7 @@ async def test_a_canceled_handler_is_stopped(server, client: Client) -> None:
         started.set()
         await asyncio.sleep(3600)
 
-    async with Worker(FunctionExecutor(forever), server=server.address, orgs=["sdk"]):
+    async with Worker(client, FunctionExecutor(forever), orgs=["sdk"]):
         job = await client.submit(["x"], org="sdk")
         await asyncio.wait_for(started.wait(), 10)
         await client.cancel(job.id)
@@ -99,7 +96,7 @@ async def test_big_results_finishing_together_stay_within_the_server_message_lim
 
     async with (
         await Client.connect(server.address) as client,
-        Worker(FunctionExecutor(big), server=server.address, orgs=["sdk"], concurrency=8),
+        Worker(client, FunctionExecutor(big), orgs=["sdk"], concurrency=8),
     ):
         jobs = [await client.submit(["x"], org="sdk", max_retries=0) for _ in range(8)]
         await eventually(functools.partial(_running, client, jobs), timeout=20)
@@ -123,43 +120,10 @@ async def test_a_handler_that_overruns_its_timeout_is_stopped(server, client: Cl
         finally:
             stopped.set()
 
-    async with Worker(FunctionExecutor(forever), server=server.address, orgs=["sdk"]):
+    async with Worker(client, FunctionExecutor(forever), orgs=["sdk"]):
         job = await client.submit(["x"], org="sdk", timeout=0.5, max_retries=0)
         done = await client.wait(job.id, timeout=20)
 
     assert stopped.is_set(), "the handler was cancelled, not left running"
     assert done.state is JobState.FAILED
     assert "timed out after 0.5s" in done.last_error
-
-
-def test_a_worker_made_before_the_event_loop_runs_works(server_process: str) -> None:
-    """The README's pattern: asyncio.run(Worker(...).run()) builds the worker first."""
-    script = f"""
-import asyncio
-from zbrain import SyncClient
-from zbrain.worker import FunctionExecutor, Worker
-
-async def echo(job):
-    return job.input
-
-worker = Worker(FunctionExecutor(echo), server={server_process!r}, orgs=["early"])
-
-async def main():
-    runner = asyncio.create_task(worker.run())
-    await asyncio.sleep(0.5)
-    await asyncio.to_thread(check)
-    await worker.shutdown()
-    await runner
-
-def check():
-    with SyncClient({server_process!r}) as client:
-        job = client.submit(["x"], org="early", input=[1, 2])
-        assert client.result(job.id, timeout=20) == [1, 2]
-    print("ok")
-
-asyncio.run(main())
-"""
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=os.environ
-    )
-    assert out.stdout.strip() == "ok", out.stderr

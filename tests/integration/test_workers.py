@@ -277,7 +277,7 @@ async def test_a_worker_taking_batches_gets_a_pass_in_one_message_and_reports_at
 
 
 async def test_a_pass_too_big_for_one_message_is_split_into_several(server, client) -> None:
-    from zbrain_server.worker_service import BATCH_BYTES
+    from zbrain.protocol import BATCH_BYTES
 
     big = '"' + "x" * (400 << 10) + '"'  # five such leases are about 2 MiB
     ids = await client.submit_batch([job_pb2.JobSpec(cmd=["true"], input_json=big)] * 5)

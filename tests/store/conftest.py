@@ -20,9 +20,8 @@ import pytest
 
 from tests.postgres import drop_schema, new_schema_url, postgres_url
 from tests.store.support import LEASE_TTL, T0, Databases, LeaseOne, Reopen, Submit, new_job
-from zbrain_server.model import Job, Lease
-from zbrain_server.store import JobStore, SqliteJobStore
-from zbrain_server.store.postgres import PostgresJobStore
+from zbrain_server.core.model import Job, Lease
+from zbrain_server.store import JobStore, postgres_store, sqlite_store
 
 Backend = Callable[[Path], contextlib.AbstractAsyncContextManager[Callable[[], JobStore]]]
 
@@ -30,7 +29,7 @@ Backend = Callable[[Path], contextlib.AbstractAsyncContextManager[Callable[[], J
 @contextlib.asynccontextmanager
 async def sqlite_database(tmp_path: Path) -> AsyncIterator[Callable[[], JobStore]]:
     """A database file in the test's temporary directory."""
-    yield lambda: SqliteJobStore(tmp_path / "zbrain.db")
+    yield lambda: sqlite_store(tmp_path / "zbrain.db")
 
 
 @contextlib.asynccontextmanager
@@ -39,7 +38,7 @@ async def postgresql_database(tmp_path: Path) -> AsyncIterator[Callable[[], JobS
     base_url = await postgres_url()
     url, schema = new_schema_url(base_url)
     try:
-        yield lambda: PostgresJobStore(url)
+        yield lambda: postgres_store(url)
     finally:
         await drop_schema(base_url, schema)
 

@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from zbrain_server.lifecycle import RetryPolicy
-from zbrain_server.model import EventRecord, Job, Lease, NewJob
+from zbrain_server.core.lifecycle import RetryPolicy
+from zbrain_server.core.model import EventRecord, Job, Lease, NewJob
 from zbrain_server.store import JobStore
 
 T0 = 1_700_000_000_000_000

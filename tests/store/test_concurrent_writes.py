@@ -15,7 +15,7 @@ import pytest
 
 from tests.store.support import RETRY, T0, LeaseOne, Listener, Submit, new_job
 from zbrain.errors import NotFoundError, ResourceExhaustedError, StaleLeaseError
-from zbrain_server.model import AttemptOutcome, AttemptResult, JobState
+from zbrain_server.core.model import AttemptOutcome, AttemptResult, JobState
 from zbrain_server.store import JobStore
 
 SUCCEEDED = AttemptResult(AttemptOutcome.SUCCEEDED)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.store.support import LEASE_TTL, RETRY, SECOND, T0, Databases, Reopen, new_job
 from zbrain.errors import StoreError
-from zbrain_server.model import (
+from zbrain_server.core.model import (
     Artifact,
     AttemptOutcome,
     AttemptResult,

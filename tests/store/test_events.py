@@ -16,14 +16,20 @@ from tests.store.support import (
     new_job,
 )
 from zbrain.errors import StaleLeaseError
-from zbrain.v1 import event_pb2
-from zbrain_server import events
-from zbrain_server.model import AttemptOutcome, AttemptResult, EventRecord, LogStream
+from zbrain_server.core import events
+from zbrain_server.core.model import AttemptOutcome, AttemptResult, EventRecord, LogStream
 from zbrain_server.store import JobStore
+
+KINDS = {
+    events.JobSubmitted: "job_submitted",
+    events.JobStateChanged: "job_state_changed",
+    events.JobLogged: "job_logged",
+    events.WorkerPresence: "worker_presence",
+}
 
 
 def kinds(records: list[EventRecord]) -> list[str]:
-    return [event_pb2.Event.FromString(r.payload).WhichOneof("payload") or "" for r in records]
+    return [KINDS[type(events.decode(r.payload))] for r in records]
 
 
 async def everything(

@@ -8,7 +8,13 @@ import pytest
 
 from tests.store.support import RETRY, SECOND, T0, LeaseOne, Reopen, Submit, new_job
 from zbrain.errors import NotFoundError, ZBrainError
-from zbrain_server.model import AttemptOutcome, AttemptResult, CancelOutcome, JobQuery, JobState
+from zbrain_server.core.model import (
+    AttemptOutcome,
+    AttemptResult,
+    CancelOutcome,
+    JobQuery,
+    JobState,
+)
 from zbrain_server.store import JobStore
 
 UNKNOWN_ID = "01939a4e-8b2c-7def-8123-456789abcdef"

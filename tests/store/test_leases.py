@@ -8,7 +8,7 @@ import pytest
 
 from tests.store.support import LEASE_TTL, RETRY, SECOND, T0, LeaseOne, Submit
 from zbrain.errors import NotFoundError, StaleLeaseError
-from zbrain_server.model import AttemptOutcome, AttemptResult, Job, JobState, Lease
+from zbrain_server.core.model import AttemptOutcome, AttemptResult, Job, JobState, Lease
 from zbrain_server.store import JobStore
 
 FAILED = AttemptResult(AttemptOutcome.FAILED, error="exit 1")

@@ -6,7 +6,7 @@ import pytest
 
 from tests.store.support import RETRY, SECOND, T0, LeaseOne, Submit, new_job
 from zbrain.errors import NotFoundError, StaleLeaseError
-from zbrain_server.model import (
+from zbrain_server.core.model import (
     Artifact,
     AttemptOutcome,
     AttemptResult,

@@ -13,9 +13,9 @@ import pytest
 from tests.postgres import postgres_url
 from tests.store.support import T0, Databases, Listener, new_job
 from zbrain.errors import StoreError
-from zbrain_server.model import JobState
+from zbrain_server.core.model import JobState
 from zbrain_server.store import JobStore
-from zbrain_server.store.postgres import PostgresJobStore
+from zbrain_server.store.postgres.driver import PostgresDriver
 
 # Whether any session waits for a lock the session of backend pid $1 holds.
 BLOCKED_BY = "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))"
@@ -34,33 +34,34 @@ async def blocking(conn: asyncpg.Connection) -> None:
 
 
 async def test_an_unreachable_database_is_a_store_error_naming_where() -> None:
-    store = PostgresJobStore("postgresql://postgres@127.0.0.1:1/test")
+    store = JobStore(PostgresDriver("postgresql://postgres@127.0.0.1:1/test"))
 
     with pytest.raises(StoreError, match=r"cannot connect to PostgreSQL at 127\.0\.0\.1:1: "):
         await store.open()
 
 
 def test_the_schema_comes_from_the_url_and_defaults_to_zbrain() -> None:
-    assert PostgresJobStore("postgresql://db.example/zb?schema=team_a").schema == "team_a"
-    assert PostgresJobStore("postgresql://db.example/zb?sslmode=disable").schema == "zbrain"
+    assert PostgresDriver("postgresql://db.example/zb?schema=team_a").schema == "team_a"
+    assert PostgresDriver("postgresql://db.example/zb?sslmode=disable").schema == "zbrain"
 
 
 @pytest.mark.parametrize("schema", ["Upper", "with-dash", "1digit", "x" * 50, ""])
 def test_a_schema_name_that_is_not_a_plain_identifier_is_refused(schema: str) -> None:
     with pytest.raises(StoreError, match="invalid schema"):
-        PostgresJobStore(f"postgresql://db.example/zb?schema={schema}")
+        PostgresDriver(f"postgresql://db.example/zb?schema={schema}")
 
 
 def test_a_url_of_another_database_is_refused() -> None:
     with pytest.raises(StoreError, match="not a PostgreSQL URL"):
-        PostgresJobStore("mysql://db.example/zb")
+        PostgresDriver("mysql://db.example/zb")
 
 
 @pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
 async def test_events_committed_while_the_listen_connection_is_down_still_arrive(
     store: JobStore, databases: Databases
 ) -> None:
-    assert isinstance(store, PostgresJobStore)
+    assert isinstance(store.driver, PostgresDriver)
+    schema = store.driver.schema
     listener = Listener()
     store.set_event_listener(listener)
     await store.create_jobs([new_job()], T0)
@@ -71,7 +72,7 @@ async def test_events_committed_while_the_listen_connection_is_down_still_arrive
         killed = await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE application_name = $1",
-            f"zbrain-events/{store.schema}",
+            f"zbrain-events/{schema}",
         )
     finally:
         await conn.close()
@@ -89,14 +90,15 @@ async def test_events_committed_while_the_listen_connection_is_down_still_arrive
 async def test_a_write_failed_to_break_a_deadlock_runs_again(
     store: JobStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    assert isinstance(store, PostgresJobStore)
+    assert isinstance(store.driver, PostgresDriver)
+    schema = store.driver.schema
     [(first, _), (second, _)] = await store.create_jobs([new_job(), new_job()], T0)
-    caplog.set_level(logging.INFO, logger="zbrain_server.store.postgres")
+    caplog.set_level(logging.INFO, logger="zbrain_server.store")
     other = await asyncpg.connect(await postgres_url())
     try:
         # The other session waits long before looking for deadlocks, so the
         # store's session finds the cycle and has its statement failed.
-        await other.execute(f"SET search_path = {store.schema}; SET deadlock_timeout = '60s'")
+        await other.execute(f"SET search_path = {schema}; SET deadlock_timeout = '60s'")
         await other.execute("BEGIN")
         await other.execute("SELECT FROM jobs WHERE id = $1 FOR UPDATE", second.id)
         # One group: the first cancel locks its job, the second waits for the other session.

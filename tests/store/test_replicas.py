@@ -22,9 +22,8 @@ from tests.store.support import (
     new_job,
 )
 from zbrain.errors import ResourceExhaustedError
-from zbrain.v1 import event_pb2, job_pb2
-from zbrain_server import events
-from zbrain_server.model import (
+from zbrain_server.core import events
+from zbrain_server.core.model import (
     AttemptOutcome,
     AttemptResult,
     EventRecord,
@@ -82,8 +81,8 @@ def retries_of(records: list[EventRecord]) -> list[str]:
     """The job id of each recorded change into RETRYING."""
     retried = []
     for record in records:
-        event = event_pb2.Event.FromString(record.payload)
-        if event.job_state_changed.to_state == job_pb2.JOB_STATE_RETRYING:
+        body = events.decode(record.payload)
+        if isinstance(body, events.JobStateChanged) and body.to_state is JobState.RETRYING:
             retried.append(record.job_id)
     return retried
 

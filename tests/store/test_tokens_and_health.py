@@ -6,8 +6,8 @@ import pytest
 
 from tests.store.support import SECOND, T0, Databases, LeaseOne, Reopen, Submit
 from zbrain.errors import NotFoundError, StoreError
-from zbrain_server.auth import Role, Token
-from zbrain_server.model import JobState
+from zbrain_server.core.model import JobState, Role
+from zbrain_server.core.tokens import Token
 from zbrain_server.store import JobStore
 
 

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from zbrain.errors import InvalidArgumentError, ResourceExhaustedError
-from zbrain_server.artifacts import BlobStore, check_artifact_name
-from zbrain_server.model import Artifact
+from zbrain_server.config import Limits
+from zbrain_server.core.model import Artifact
+from zbrain_server.rpc.validation import artifact_name
+from zbrain_server.store.blobs import BlobStore
 
 
 async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -72,9 +74,9 @@ async def test_garbage_collection_keeps_referenced_and_young_blobs(blobs: BlobSt
 )
 def test_unsafe_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidArgumentError):
-        check_artifact_name(name)
+        artifact_name(name, Limits())
 
 
 @pytest.mark.parametrize("name", ["a.txt", "reports/q3.csv", "..hidden", "a..b"])
 def test_relative_names_are_accepted(name: str) -> None:
-    assert check_artifact_name(name) == name
+    assert artifact_name(name, Limits()) == name

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from zbrain.durations import parse_duration
 from zbrain.errors import InvalidArgumentError
-from zbrain_server.config import ServerConfig, parse_duration
+from zbrain_server.config import ServerConfig
 
 
 def test_no_variables_means_the_defaults() -> None:
@@ -73,7 +74,7 @@ def test_an_artifacts_dir_replaces_the_default() -> None:
 )
 def test_durations_take_units(text: str, seconds: float) -> None:
     assert ServerConfig.from_env({"ZBRAIN_LEASE_TTL": text}).lease_ttl_s == pytest.approx(seconds)
-    assert parse_duration(text, name="X") == pytest.approx(seconds)
+    assert parse_duration(text) == pytest.approx(seconds)
 
 
 BAD_VALUES = [

@@ -1,4 +1,4 @@
-"""One error hierarchy on both sides of the wire: to_status and from_rpc_error."""
+"""One error hierarchy on both sides of the wire: zbrain.status's to_status and from_rpc_error."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from google.rpc import error_details_pb2, status_pb2
 
 from zbrain import errors
 from zbrain.errors import (
+    Code,
     FailedPreconditionError,
     FieldViolation,
     IllegalTransitionError,
     InvalidArgumentError,
     StaleLeaseError,
     ZBrainError,
-    from_rpc_error,
-    to_status,
 )
+from zbrain.status import from_rpc_error, to_status
 
 # Every class that owns a status code, with that code.
 CODES: list[tuple[type[ZBrainError], grpc.StatusCode]] = [
@@ -74,7 +74,7 @@ def test_lease_and_transition_errors_are_failed_preconditions(
     subclass: type[ZBrainError],
 ) -> None:
     assert issubclass(subclass, FailedPreconditionError)
-    assert subclass.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert subclass.code is Code.FAILED_PRECONDITION
 
 
 # -- to_status -------------------------------------------------------------------

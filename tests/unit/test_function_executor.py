@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from zbrain.worker import Cancellation, FunctionExecutor, OutcomeKind, StopReason
+from zbrain.worker import AttemptOutcome, Cancellation, FunctionExecutor, StopReason
 
 
 async def run(handler: Any, *, stop_after: float | None = None) -> Any:
@@ -24,7 +24,7 @@ async def test_the_return_value_is_the_output() -> None:
 
     outcome = await run(answer)
 
-    assert (outcome.kind, outcome.output) == (OutcomeKind.SUCCEEDED, 42)
+    assert (outcome.kind, outcome.output) == (AttemptOutcome.SUCCEEDED, 42)
 
 
 async def test_a_raising_handler_fails_with_its_error() -> None:
@@ -33,7 +33,7 @@ async def test_a_raising_handler_fails_with_its_error() -> None:
 
     outcome = await run(broken)
 
-    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.kind is AttemptOutcome.FAILED
     assert outcome.error == "KeyError: 'missing'"
 
 
@@ -50,7 +50,7 @@ async def test_a_stopped_handler_is_cancelled_and_fails_as_stopped() -> None:
     outcome = await run(forever, stop_after=0.01)
 
     assert cancelled.is_set()
-    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.kind is AttemptOutcome.FAILED
     assert outcome.error.startswith("stopped: canceled by user")
 
 
@@ -62,7 +62,7 @@ async def test_a_handler_that_swallows_the_stop_still_fails_as_stopped() -> None
 
     outcome = await run(stubborn, stop_after=0.01)
 
-    assert outcome.kind is OutcomeKind.FAILED
+    assert outcome.kind is AttemptOutcome.FAILED
     assert outcome.error.startswith("stopped:")
 
 

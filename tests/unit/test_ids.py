@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from zbrain_server import ids
+from zbrain_server.core import ids
 
 MS = 1_700_000_000_123
 """A fixed wall-clock millisecond; well before now, so it never meets real ids."""

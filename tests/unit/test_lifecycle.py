@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 from zbrain.errors import IllegalTransitionError, StaleLeaseError
-from zbrain_server import lifecycle
-from zbrain_server.lifecycle import ALLOWED_TRANSITIONS, RetryPolicy, check_transition
-from zbrain_server.model import (
+from zbrain_server.core import lifecycle
+from zbrain_server.core.lifecycle import ALLOWED_TRANSITIONS, RetryPolicy, check_transition
+from zbrain_server.core.model import (
     AttemptOutcome,
     AttemptResult,
     CancelOutcome,
+    Cause,
     Job,
     JobState,
     NewJob,
@@ -197,7 +198,7 @@ def test_a_canceled_attempt_cancels_the_job(running: MakeJob) -> None:
 
 
 @pytest.mark.parametrize(
-    "outcome", [AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.WORKER_LOST]
+    "outcome", [AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.INTERRUPTED]
 )
 def test_a_failure_after_a_cancel_request_cancels_instead_of_retrying(
     running: MakeJob, outcome: AttemptOutcome
@@ -209,7 +210,7 @@ def test_a_failure_after_a_cancel_request_cancels_instead_of_retrying(
 
 
 @pytest.mark.parametrize(
-    "outcome", [AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.WORKER_LOST]
+    "outcome", [AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.INTERRUPTED]
 )
 def test_a_failure_with_retries_left_schedules_a_retry(
     running: MakeJob, outcome: AttemptOutcome
@@ -228,7 +229,7 @@ def test_a_failure_with_retries_left_schedules_a_retry(
 
 
 @pytest.mark.parametrize(
-    "outcome", [AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.WORKER_LOST]
+    "outcome", [AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT, AttemptOutcome.INTERRUPTED]
 )
 def test_a_failure_with_no_retries_left_fails_the_job(
     running: MakeJob, outcome: AttemptOutcome
@@ -256,14 +257,62 @@ def test_max_retries_counts_retries_not_attempts(running: MakeJob) -> None:
         (AttemptResult(AttemptOutcome.FAILED), "failed"),
         (AttemptResult(AttemptOutcome.TIMED_OUT), "timed out"),
         (AttemptResult(AttemptOutcome.TIMED_OUT, error="took 61s"), "took 61s"),
-        (AttemptResult(AttemptOutcome.WORKER_LOST), "worker lost"),
+        (AttemptResult(AttemptOutcome.INTERRUPTED), "interrupted: the worker shut down"),
     ],
-    ids=["error", "exit_code", "bare", "timed_out", "timed_out_error", "worker_lost"],
+    ids=["error", "exit_code", "bare", "timed_out", "timed_out_error", "interrupted"],
 )
 def test_a_failure_records_why_it_failed(
     running: MakeJob, result: AttemptResult, error: str
 ) -> None:
     assert finish(running(), result).after.last_error == error
+
+
+@pytest.mark.parametrize(
+    ("outcome", "cause"),
+    [
+        (AttemptOutcome.SUCCEEDED, Cause.SUCCEEDED),
+        (AttemptOutcome.FAILED, Cause.ATTEMPT_FAILED),
+        (AttemptOutcome.TIMED_OUT, Cause.ATTEMPT_TIMED_OUT),
+        (AttemptOutcome.CANCELED, Cause.CANCELED),
+        (AttemptOutcome.INTERRUPTED, Cause.INTERRUPTED),
+    ],
+)
+def test_an_attempt_ends_with_the_cause_its_outcome_stands_for(
+    running: MakeJob, outcome: AttemptOutcome, cause: Cause
+) -> None:
+    change = finish(running(max_retries=1), AttemptResult(outcome))
+
+    assert change.cause is change.after.cause is cause
+    assert change.after.previous_state is JobState.RUNNING
+    assert change.after.transition_time_us == T0 + SECOND
+
+
+def test_a_failure_after_a_cancel_request_is_caused_by_the_cancel(running: MakeJob) -> None:
+    change = finish(running(cancel_requested=True), AttemptResult(AttemptOutcome.FAILED))
+
+    assert change.cause is Cause.CANCELED
+
+
+def test_an_expired_lease_is_a_lost_worker(running: MakeJob) -> None:
+    change = lifecycle.expire_lease(running(max_retries=1), T0 + SECOND, RETRY)
+
+    assert (change.after.state, change.cause) == (JobState.RETRYING, Cause.LEASE_EXPIRED)
+    assert change.after.last_error == lifecycle.LEASE_EXPIRED_ERROR
+
+
+def test_an_overdue_attempt_is_ended_by_the_server(running: MakeJob) -> None:
+    change = lifecycle.end_overdue(running(max_retries=0), T0 + SECOND, RETRY)
+
+    assert (change.after.state, change.cause) == (JobState.FAILED, Cause.OVERDUE)
+    assert change.after.last_error == lifecycle.OVERDUE_ERROR
+
+
+def test_leasing_and_returning_a_lease_have_their_causes(make_job: MakeJob) -> None:
+    leased = lifecycle.start_attempt(make_job(), "w1", T0, TTL)
+    returned = lifecycle.return_lease(leased.after, leased.after.lease_epoch, T0 + SECOND)
+
+    assert (leased.cause, returned.cause) == (Cause.LEASED, Cause.LEASE_RETURNED)
+    assert returned.after.previous_state is JobState.RUNNING
 
 
 @pytest.mark.parametrize("epoch", [3, 5])
@@ -306,7 +355,15 @@ def test_cancel_asks_a_running_job_to_stop(running: MakeJob) -> None:
 
     assert outcome is CancelOutcome.CANCEL_REQUESTED
     assert change is not None
-    assert change.after == replace(job, cancel_requested=True, update_time_us=T0 + SECOND)
+    assert change.after == replace(
+        job,
+        cancel_requested=True,
+        update_time_us=T0 + SECOND,
+        previous_state=JobState.RUNNING,
+        cause=Cause.CANCEL_REQUESTED,
+        reason=change.after.reason,
+        transition_time_us=T0 + SECOND,
+    )
 
 
 def test_cancel_asks_a_running_job_only_once(running: MakeJob) -> None:

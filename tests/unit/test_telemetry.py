@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from zbrain_server.telemetry import Telemetry
+from zbrain_server.dispatch.metrics import Telemetry
+from zbrain_server.rpc.telemetry import RpcTelemetry
 
 ATTRIBUTES = {"rpc.system": "grpc", "rpc.service": "zbrain.v1.JobService", "rpc.method": "Get"}
 
@@ -33,7 +34,7 @@ def caller(flags: int, state: TraceState | None = None) -> Context:
 
 
 def started(sampler: Sampler, parent: Context, *, record_spans: bool) -> SpanContext:
-    telemetry = Telemetry(TracerProvider(sampler=sampler), record_spans=record_spans)
+    telemetry = RpcTelemetry(Telemetry(TracerProvider(sampler=sampler), record_spans=record_spans))
     span = telemetry.start_rpc_span("zbrain.v1.JobService/Get", parent, ATTRIBUTES)
     if not record_spans:
         assert not span.is_recording()

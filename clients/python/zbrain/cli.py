@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from . import logs
-from .client import Client, TlsFiles, default_server
+from .client import Client
+from .connection import TlsFiles, default_server
+from .durations import parse_duration
 from .errors import ZBrainError
 from .models import Event, Job, JobState
 
@@ -111,19 +113,10 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _duration(text: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-    for suffix in sorted(units, key=len, reverse=True):
-        if text.endswith(suffix):
-            number, scale = text[: -len(suffix)], units[suffix]
-            break
-    else:
-        number, scale = text, 1
     try:
-        value = float(number) * scale
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a duration such as 30, 30s, 5m or 2h, got {text!r}"
-        ) from None
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     if value <= 0:
         raise argparse.ArgumentTypeError("a duration must be positive")
     return value
@@ -345,42 +338,24 @@ async def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_serve(args: argparse.Namespace) -> int:
-    from opentelemetry import trace
+SERVER_MISSING = (
+    "needs the ZBrain server, which is not installed here: pip install zbrain-server "
+    "(from a ZBrain checkout: pip install ./clients/python ./server)"
+)
 
-    from zbrain_server.app import serve
-    from zbrain_server.config import ServerConfig
-    from zbrain_server.telemetry import Telemetry
 
-    from . import telemetry
+def server_plugin() -> Any | None:
+    """The server distribution's command-line plugin, if it is installed: it adds
+    `zbrain serve` and works on a store directly for the token commands."""
+    from importlib.metadata import entry_points
 
-    exporter = telemetry.exporter_from_env()
-    providers = telemetry.configure(
-        "zbrain-server",
-        exporter=exporter,
-        metrics_listen=args.metrics_listen or os.environ.get("ZBRAIN_METRICS_LISTEN"),
-    )
-    config = ServerConfig.from_env(
-        listen=args.listen,
-        data_dir=args.data_dir,
-        store_url=args.store,
-        artifacts_dir=args.artifacts_dir,
-        local_workers=args.workers,
-        auth=args.auth,
-        insecure=args.insecure or None,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        tls_client_ca=args.tls_client_ca,
-    )
-    try:
-        # Spans are recorded only when our exporter sends them somewhere; a
-        # tracer provider installed by someone else (opentelemetry-instrument)
-        # keeps them recorded too.
-        record = exporter != "none" or trace.get_tracer_provider() is not providers[0]
-        await serve(config, Telemetry(record_spans=record))
-    finally:
-        telemetry.shutdown(providers)
-    return 0
+    for entry in entry_points(group="zbrain.commands"):
+        return entry.load()
+    return None
+
+
+async def cmd_server_missing(args: argparse.Namespace) -> int:
+    raise ZBrainError(f"zbrain {args.command} {SERVER_MISSING}")
 
 
 async def cmd_token(args: argparse.Namespace) -> int:
@@ -390,7 +365,7 @@ async def cmd_token(args: argparse.Namespace) -> int:
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    from .worker import run_worker_command
+    from .worker_command import run_worker_command
 
     return await run_worker_command(args)
 
@@ -428,54 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
-    p = command("serve", cmd_serve, "run the ZBrain server")
-    p.add_argument(
-        "--listen", help="address to listen on (default: $ZBRAIN_LISTEN or 127.0.0.1:50051)"
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        help="where the database lives (default: $ZDB_DATA or ./zbrain-data)",
-    )
-    p.add_argument(
-        "--store",
-        metavar="URL",
-        help="a postgresql://user@host:port/database URL to share with other replicas "
-        "(default: $ZBRAIN_STORE, else the SQLite file in DATA_DIR)",
-    )
-    p.add_argument(
-        "--artifacts-dir",
-        type=Path,
-        help="where artifacts live (default: $ZBRAIN_ARTIFACTS or DATA_DIR/artifacts)",
-    )
-    p.add_argument(
-        "--workers", type=int, metavar="N", help="also run a local worker process with N slots"
-    )
-    p.add_argument(
-        "--log-format",
-        choices=logs.FORMATS,
-        help="text (default) or json lines ($ZBRAIN_LOG_FORMAT)",
-    )
-    p.add_argument(
-        "--auth",
-        choices=("required", "off"),
-        help="require tokens (default: required once a token exists in the store)",
-    )
-    p.add_argument(
-        "--insecure",
-        action="store_true",
-        help="allow a non-loopback address without auth and TLS (not recommended)",
-    )
-    p.add_argument("--tls-cert", type=Path, help="server certificate (PEM); turns on TLS")
-    p.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    p.add_argument(
-        "--tls-client-ca", type=Path, help="require client certificates signed by this CA"
-    )
-    p.add_argument(
-        "--metrics-listen",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics ($ZBRAIN_METRICS_LISTEN)",
-    )
+    plugin = server_plugin()
+    if plugin is not None:
+        plugin.register(command)
+    else:
+        p = command("serve", cmd_server_missing, "run the ZBrain server (needs zbrain-server)")
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     p = command(
         "submit",

@@ -1,7 +1,8 @@
-"""Friendly Python clients for zbrain.v1.JobService: `Client` (asyncio) and `SyncClient`.
+"""The asyncio client for zbrain.v1.JobService: `Client`.
 
-Both speak domain types (`zbrain.models`) and raise `zbrain.errors` classes
+It speaks the values of `zbrain.models` and raises `zbrain.errors` classes
 mapped from gRPC status codes, keeping the code and field details.
+`zbrain.SyncClient` offers the same methods without `await`.
 """
 
 from __future__ import annotations
@@ -10,18 +11,7 @@ import asyncio
 import builtins
 import hashlib
 import json
-import os
-import threading
-from collections.abc import (
-    AsyncIterator,
-    Awaitable,
-    Coroutine,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,135 +19,13 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import duration_pb2
 
-from .errors import (
-    InvalidArgumentError,
-    JobFailedError,
-    UnavailableError,
-    ZBrainError,
-    from_rpc_error,
-)
+from . import _convert
+from .connection import Connection, TlsFiles
+from .errors import JobFailedError, ZBrainError
 from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine
-from .telemetry import trace_metadata
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 T = TypeVar("T")
-
-DEFAULT_SERVER = "127.0.0.1:50051"
-
-
-def channel_options() -> list[tuple[str, Any]]:
-    """gRPC channel settings; keepalive pings notice a dead server on an idle stream.
-
-    ZBRAIN_CLIENT_KEEPALIVE and ZBRAIN_CLIENT_KEEPALIVE_TIMEOUT (seconds, default
-    20 and 10) tune how fast; the server must allow pings that often (it allows
-    one every 5 seconds).
-    """
-    keepalive_s = float(os.environ.get("ZBRAIN_CLIENT_KEEPALIVE") or 20)
-    timeout_s = float(os.environ.get("ZBRAIN_CLIENT_KEEPALIVE_TIMEOUT") or 10)
-    return [
-        ("grpc.max_receive_message_length", 64 << 20),
-        ("grpc.max_send_message_length", 64 << 20),
-        ("grpc.keepalive_time_ms", int(max(5.0, keepalive_s) * 1000)),
-        ("grpc.keepalive_timeout_ms", int(timeout_s * 1000)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.max_pings_without_data", 0),
-    ]
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """PEM files for a TLS connection: the CA to trust, and for mutual TLS a
-    client certificate and key. Unset fields fall back to ZBRAIN_TLS_CA,
-    ZBRAIN_TLS_CERT and ZBRAIN_TLS_KEY; with none of them the channel is plaintext."""
-
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-
-    def resolved(self) -> TlsFiles | None:
-        env = os.environ
-        files = TlsFiles(
-            self.ca or _env_path(env.get("ZBRAIN_TLS_CA")),
-            self.cert or _env_path(env.get("ZBRAIN_TLS_CERT")),
-            self.key or _env_path(env.get("ZBRAIN_TLS_KEY")),
-        )
-        return files if (files.ca or files.cert or files.key) else None
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        if (self.cert is None) != (self.key is None):
-            raise InvalidArgumentError("a client certificate needs both --tls-cert and --tls-key")
-        try:
-            return grpc.ssl_channel_credentials(
-                root_certificates=self.ca.read_bytes() if self.ca else None,
-                private_key=self.key.read_bytes() if self.key else None,
-                certificate_chain=self.cert.read_bytes() if self.cert else None,
-            )
-        except OSError as exc:
-            raise InvalidArgumentError(f"cannot read {exc.filename}: {exc.strerror}") from exc
-
-
-def _env_path(value: str | None) -> Path | None:
-    return Path(value) if value else None
-
-
-def open_channel(
-    target: str,
-    *,
-    token: str | None = None,
-    tls: TlsFiles | None = None,
-    options: Sequence[tuple[str, Any]] = (),
-) -> grpc.aio.Channel:
-    """A channel that sends the token (default ZBRAIN_TOKEN) and the caller's trace
-    context with every call, over TLS when TLS files are given or configured."""
-    token = token or os.environ.get("ZBRAIN_TOKEN") or None
-    static = [("authorization", f"Bearer {token}")] if token else []
-    interceptors = [kind(static) for kind in _METADATA_INTERCEPTORS]
-    files = (tls or TlsFiles()).resolved()
-    all_options = [*channel_options(), *options]
-    if files is None:
-        return grpc.aio.insecure_channel(target, options=all_options, interceptors=interceptors)
-    return grpc.aio.secure_channel(
-        target, files.credentials(), options=all_options, interceptors=interceptors
-    )
-
-
-class _AddMetadata:
-    def __init__(self, static: list[tuple[str, str]]) -> None:
-        self._static = static
-
-    def _details(self, details: Any) -> Any:
-        extra = self._static + trace_metadata()
-        if not extra:
-            return details
-        return details._replace(metadata=[*(details.metadata or ()), *extra])
-
-
-class _UnaryUnary(_AddMetadata, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-
-class _UnaryStream(_AddMetadata, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
-
-
-class _StreamUnary(_AddMetadata, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
-    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(self._details(details), requests)
-
-
-class _StreamStream(_AddMetadata, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
-    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(self._details(details), requests)
-
-
-_METADATA_INTERCEPTORS = (_UnaryUnary, _UnaryStream, _StreamUnary, _StreamStream)
-
-
-def default_server() -> str:
-    """The server address from ZBRAIN_SERVER, or the local default."""
-    return os.environ.get("ZBRAIN_SERVER") or DEFAULT_SERVER
 
 
 def job_spec(
@@ -195,44 +63,13 @@ def _duration(value: float | timedelta) -> duration_pb2.Duration:
     return d
 
 
-async def _call(target: str, call: Awaitable[T]) -> T:
-    """Await a unary call, turning gRPC errors into ZBrainError."""
-    try:
-        return await call
-    except grpc.aio.AioRpcError as error:
-        raise _error(target, error) from None
-
-
-def _error(target: str, error: grpc.aio.AioRpcError) -> ZBrainError:
-    if error.code() is not grpc.StatusCode.UNAVAILABLE:
-        return from_rpc_error(error)
-    details = error.details() or ""
-    if any(sign in details.lower() for sign in ("ssl", "handshake", "certificate", "tls")):
-        return UnavailableError(
-            f"TLS with the ZBrain server at {target} failed ({details}); check --tls-ca "
-            "(the CA that signed the server's certificate) and, for mutual TLS, "
-            "--tls-cert/--tls-key"
-        )
-    if "socket closed" in details.lower():
-        return UnavailableError(
-            f"the ZBrain server at {target} closed the connection ({details}); if it "
-            "serves TLS, pass --tls-ca, and for mutual TLS a client certificate "
-            "(--tls-cert/--tls-key) signed by the CA it trusts"
-        )
-    return UnavailableError(
-        f"cannot reach the ZBrain server at {target} ({details}); is `zbrain serve` running there?"
-    )
-
-
 class Client:
     """An asyncio client. Create it with `await Client.connect(...)`; close it when done."""
 
-    def __init__(
-        self, channel: grpc.aio.Channel, *, target: str, timeout: float | None = 30.0
-    ) -> None:
-        self._channel = channel
-        self._stub = job_service_pb2_grpc.JobServiceStub(channel)
-        self.target = target
+    def __init__(self, connection: Connection, *, timeout: float | None = 30.0) -> None:
+        self.connection = connection
+        self.channel = connection.open_channel()
+        self._stub = job_service_pb2_grpc.JobServiceStub(self.channel)
         self.timeout = timeout
 
     @classmethod
@@ -243,19 +80,34 @@ class Client:
         token: str | None = None,
         tls: TlsFiles | None = None,
         timeout: float | None = 30.0,
+        options: Sequence[tuple[str, Any]] = (),
     ) -> Client:
         """Open a channel to `target` (default: ZBRAIN_SERVER or 127.0.0.1:50051).
 
         `token` (default ZBRAIN_TOKEN) is sent as a bearer token; `tls` (default
-        the ZBRAIN_TLS_* files) turns on TLS. The channel connects lazily; a
-        server that is down shows up as UnavailableError on the first call.
-        `timeout` bounds each unary call.
+        the ZBRAIN_TLS_* files) turns on TLS; `options` are extra gRPC channel
+        arguments. The channel connects lazily: a server that is down shows up
+        as UnavailableError on the first call. `timeout` bounds each unary call.
+        A bad address is InvalidArgumentError at once.
         """
-        target = target or default_server()
-        return cls(open_channel(target, token=token, tls=tls), target=target, timeout=timeout)
+        connection = Connection(target or "", token, tls, tuple(options))
+        connection.address  # noqa: B018 - checks the address now, not on the first call
+        return cls(connection, timeout=timeout)
+
+    @property
+    def target(self) -> str:
+        """The server address as dialled."""
+        return self.connection.address
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        """Await a unary call, turning gRPC errors into ZBrainError."""
+        try:
+            return await call
+        except grpc.aio.AioRpcError as error:
+            raise self.connection.error(error) from None
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self.channel.close()
 
     async def __aenter__(self) -> Client:
         return self
@@ -292,21 +144,20 @@ class Client:
             labels=labels,
         )
         request = job_service_pb2.SubmitRequest(job=spec, request_id=request_id or "")
-        response = await _call(self.target, self._stub.Submit(request, timeout=self.timeout))
-        return Job.from_proto(response.job)
+        response = await self._call(self._stub.Submit(request, timeout=self.timeout))
+        return _convert.job(response.job)
 
     async def submit_batch(self, specs: Iterable[job_pb2.JobSpec]) -> builtins.list[str]:
         """Submit many jobs (built with `job_spec`) atomically; return their ids in order."""
         request = job_service_pb2.SubmitBatchRequest(jobs=list(specs))
-        response = await _call(self.target, self._stub.SubmitBatch(request, timeout=self.timeout))
+        response = await self._call(self._stub.SubmitBatch(request, timeout=self.timeout))
         return list(response.job_ids)
 
     async def get(self, job_id: str) -> Job:
-        response = await _call(
-            self.target,
+        response = await self._call(
             self._stub.Get(job_service_pb2.GetRequest(job_id=job_id), timeout=self.timeout),
         )
-        return Job.from_proto(response.job)
+        return _convert.job(response.job)
 
     async def list(
         self,
@@ -328,9 +179,9 @@ class Client:
         )
         seen = 0
         while True:
-            response = await _call(self.target, self._stub.List(request, timeout=self.timeout))
+            response = await self._call(self._stub.List(request, timeout=self.timeout))
             for message in response.jobs:
-                yield Job.from_proto(message)
+                yield _convert.job(message)
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
@@ -340,11 +191,10 @@ class Client:
 
     async def cancel(self, job_id: str) -> tuple[Job, CancelOutcome]:
         """Cancel a job; the outcome says whether it stopped, will stop, or had finished."""
-        response = await _call(
-            self.target,
+        response = await self._call(
             self._stub.Cancel(job_service_pb2.CancelRequest(job_id=job_id), timeout=self.timeout),
         )
-        return Job.from_proto(response.job), CancelOutcome(response.outcome)
+        return _convert.job(response.job), CancelOutcome(response.outcome)
 
     async def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
         """Wait until the job is terminal and return it; TimeoutError after `timeout` seconds.
@@ -381,7 +231,7 @@ class Client:
         )
         async for response in self._responses(self._stub.StreamLogs(request)):
             for line in response.lines:
-                yield LogLine.from_proto(line)
+                yield _convert.log_line(line)
 
     async def events(
         self,
@@ -401,7 +251,7 @@ class Client:
         )
         async for response in self._responses(self._stub.StreamEvents(request)):
             for event in response.events:
-                yield Event.from_proto(event)
+                yield _convert.event(event)
 
     async def _responses(self, call: Any) -> AsyncIterator[Any]:
         """A server stream's messages, errors mapped; the call ends with the iteration."""
@@ -409,18 +259,17 @@ class Client:
             async for response in call:
                 yield response
         except grpc.aio.AioRpcError as error:
-            raise _error(self.target, error) from None
+            raise self.connection.error(error) from None
         finally:
             call.cancel()
 
     async def artifacts(self, job_id: str) -> builtins.list[Artifact]:
-        response = await _call(
-            self.target,
+        response = await self._call(
             self._stub.ListArtifacts(
                 job_service_pb2.ListArtifactsRequest(job_id=job_id), timeout=self.timeout
             ),
         )
-        return [Artifact.from_proto(a) for a in response.artifacts]
+        return [_convert.artifact(a) for a in response.artifacts]
 
     async def download(self, job_id: str, name: str, destination: Path) -> Artifact:
         """Download an artifact to `destination`, verifying its checksum."""
@@ -434,12 +283,12 @@ class Client:
             with partial.open("wb") as out:
                 async for response in call:
                     if response.HasField("artifact"):
-                        artifact = Artifact.from_proto(response.artifact)
+                        artifact = _convert.artifact(response.artifact)
                     digest.update(response.chunk)
                     out.write(response.chunk)
         except grpc.aio.AioRpcError as error:
             partial.unlink(missing_ok=True)
-            raise _error(self.target, error) from None
+            raise self.connection.error(error) from None
         if artifact is None or digest.hexdigest() != artifact.sha256:
             partial.unlink(missing_ok=True)
             raise ZBrainError(f"download of {name!r} was incomplete or corrupt; try again")
@@ -451,83 +300,3 @@ class Client:
 # job finishes, re-checking at least every second): starting after this
 # sequence skips the lines themselves.
 _LAST_SEEN_SENTINEL = 1 << 62
-
-
-class SyncClient:
-    """A blocking client with the same methods as `Client`, for scripts and REPLs.
-
-    It runs a `Client` on a private event loop in a background thread, so the
-    two never disagree about behaviour.
-    """
-
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        token: str | None = None,
-        tls: TlsFiles | None = None,
-        timeout: float | None = 30.0,
-    ) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="zbrain-client", daemon=True
-        )
-        self._thread.start()
-        self._client: Client = self._run(
-            Client.connect(target, token=token, tls=tls, timeout=timeout)
-        )
-
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
-    def _iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
-        while True:
-            try:
-                yield self._run(anext(iterator))  # type: ignore[arg-type]
-            except StopAsyncIteration:
-                return
-
-    def close(self) -> None:
-        self._run(self._client.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
-
-    def __enter__(self) -> SyncClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def submit(self, cmd: Sequence[str], **options: Any) -> Job:
-        return self._run(self._client.submit(cmd, **options))
-
-    def submit_batch(self, specs: Iterable[job_pb2.JobSpec]) -> builtins.list[str]:
-        return self._run(self._client.submit_batch(specs))
-
-    def get(self, job_id: str) -> Job:
-        return self._run(self._client.get(job_id))
-
-    def list(self, **options: Any) -> Iterator[Job]:
-        return self._iterate(self._client.list(**options))
-
-    def cancel(self, job_id: str) -> tuple[Job, CancelOutcome]:
-        return self._run(self._client.cancel(job_id))
-
-    def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
-        return self._run(self._client.wait(job_id, timeout=timeout))
-
-    def result(self, job_id: str, *, timeout: float | None = None) -> Any:
-        return self._run(self._client.result(job_id, timeout=timeout))
-
-    def logs(self, job_id: str, *, follow: bool = False, after: int = 0) -> Iterator[LogLine]:
-        return self._iterate(self._client.logs(job_id, follow=follow, after=after))
-
-    def events(self, **options: Any) -> Iterator[Event]:
-        return self._iterate(self._client.events(**options))
-
-    def artifacts(self, job_id: str) -> builtins.list[Artifact]:
-        return self._run(self._client.artifacts(job_id))
-
-    def download(self, job_id: str, name: str, destination: Path) -> Artifact:
-        return self._run(self._client.download(job_id, name, destination))

@@ -1,20 +1,43 @@
 """The one exception hierarchy of ZBrain, shared by the server and the clients.
 
-The server raises these from its domain code and the RPC layer turns them into
-a gRPC status (with `google.rpc.BadRequest` details for field errors); the
-clients turn a gRPC status back into the same class. So `except
-zbrain.errors.NotFoundError` means the same thing on both sides of the wire.
+Every error is a `ZBrainError` with a `code` from `Code`, the canonical status
+codes of google.rpc (the numbers gRPC and the HTTP API both use). The server
+raises these from its domain code and each edge turns them into its own
+status (`zbrain.status` for gRPC); the clients turn a status back into the
+same class. So `except zbrain.errors.NotFoundError` means the same thing on
+both sides of the wire.
+
+This module imports nothing but the standard library: the server's core and
+stores raise these errors without knowing any wire.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+
+class Code(enum.IntEnum):
+    """The canonical status codes (google.rpc.Code); the numbers are gRPC's."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
 
 
 @dataclass(frozen=True)
@@ -26,9 +49,9 @@ class FieldViolation:
 
 
 class ZBrainError(Exception):
-    """Root of every error ZBrain raises; `code` is the matching gRPC status."""
+    """Root of every error ZBrain raises; `code` is the matching status code."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code: Code = Code.UNKNOWN
 
     def __init__(self, message: str, *, violations: Sequence[FieldViolation] = ()) -> None:
         if violations:
@@ -41,25 +64,25 @@ class ZBrainError(Exception):
 class InvalidArgumentError(ZBrainError):
     """The request is malformed; `violations` names the offending fields."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Code.INVALID_ARGUMENT
 
 
 class NotFoundError(ZBrainError):
     """The job, artifact or other object does not exist (or is not yours)."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    code = Code.NOT_FOUND
 
 
 class AlreadyExistsError(ZBrainError):
     """Something with the same identity exists already."""
 
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = Code.ALREADY_EXISTS
 
 
 class FailedPreconditionError(ZBrainError):
     """The object is not in a state that allows the operation."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = Code.FAILED_PRECONDITION
 
 
 class IllegalTransitionError(FailedPreconditionError):
@@ -74,56 +97,72 @@ class StaleLeaseError(FailedPreconditionError):
 class OutOfRangeError(ZBrainError):
     """A sequence number or position is outside what is retained."""
 
-    code = grpc.StatusCode.OUT_OF_RANGE
+    code = Code.OUT_OF_RANGE
 
 
 class ResourceExhaustedError(ZBrainError):
     """A limit or quota was reached; the message names it."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Code.RESOURCE_EXHAUSTED
 
 
 class UnauthenticatedError(ZBrainError):
     """The call carried no valid credentials."""
 
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = Code.UNAUTHENTICATED
 
 
 class PermissionDeniedError(ZBrainError):
     """The caller is known but may not do this."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = Code.PERMISSION_DENIED
 
 
 class UnavailableError(ZBrainError):
     """The server cannot be reached or is shutting down; retrying may help."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Code.UNAVAILABLE
 
 
 class DeadlineExceededError(ZBrainError):
     """The call did not finish within its deadline."""
 
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = Code.DEADLINE_EXCEEDED
 
 
 class CanceledError(ZBrainError):
     """The call was canceled before it finished."""
 
-    code = grpc.StatusCode.CANCELLED
+    code = Code.CANCELLED
 
 
 class StoreError(ZBrainError):
-    """The job store failed (disk full, corrupt file, lost database connection)."""
+    """The job store failed (corrupt file, lost database connection); nothing
+    was half-written."""
 
-    code = grpc.StatusCode.INTERNAL
+    code = Code.INTERNAL
+
+
+class StoreConflictError(StoreError):
+    """The database broke a conflict between concurrent writers (a deadlock, a
+    busy lock, a serialisation failure) by failing one of them: running the
+    same write again is safe and usually succeeds."""
+
+    code = Code.ABORTED
+
+
+class StoreFullError(StoreError):
+    """The store's disk or database is full: nothing was written, and writes
+    succeed again once space is freed."""
+
+    code = Code.RESOURCE_EXHAUSTED
 
 
 class JobFailedError(ZBrainError):
     """Raised by client helpers that wait for a job when it ends without success."""
 
 
-_BY_CODE: dict[grpc.StatusCode, type[ZBrainError]] = {
+ERRORS_BY_CODE: dict[Code, type[ZBrainError]] = {
     cls.code: cls
     for cls in (
         InvalidArgumentError,
@@ -140,51 +179,12 @@ _BY_CODE: dict[grpc.StatusCode, type[ZBrainError]] = {
         StoreError,
     )
 }
+"""The class a client raises for each status code (ZBrainError for the others)."""
 
 
-def to_status(error: ZBrainError) -> grpc.Status:
-    """Build the gRPC status (with BadRequest details) that carries `error`."""
-    details = []
-    if error.violations:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
-        )
-        detail = any_pb2.Any()
-        detail.Pack(bad_request)
-        details.append(detail)
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
-    return rpc_status.to_status(status)
-
-
-def from_rpc_error(error: grpc.RpcError) -> ZBrainError:
-    """Turn a failed call into the matching ZBrainError, keeping field details."""
-    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    message = error.details() if hasattr(error, "details") else str(error)
-    violations: list[FieldViolation] = []
-    status = _status_of(error)
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad_request = error_details_pb2.BadRequest()
-                detail.Unpack(bad_request)
-                violations += [
-                    FieldViolation(v.field, v.description) for v in bad_request.field_violations
-                ]
-    if code is grpc.StatusCode.UNAVAILABLE and not message:
-        message = "server unavailable"
-    result = _BY_CODE.get(code, ZBrainError)(message or code.name)
-    # The server's message already names the violations; keep them as data too.
-    result.violations = tuple(violations)
-    return result
-
-
-def _status_of(error: grpc.RpcError) -> status_pb2.Status | None:
-    try:
-        return rpc_status.from_call(error)
-    except (ValueError, AttributeError):
-        return None
+def error_for(code: Code, message: str, violations: Sequence[FieldViolation] = ()) -> ZBrainError:
+    """The error a client raises for a status received from the server. The
+    server's message already names the violations; they are kept as data too."""
+    error = ERRORS_BY_CODE.get(code, ZBrainError)(message or code.name)
+    error.violations = tuple(violations)
+    return error

@@ -1,21 +1,19 @@
-"""The job model as Python sees it, shared by the clients and the server.
+"""The job model as Python sees it: the enums both sides share, and the values
+the client returns.
 
 Enum values are the protobuf enum numbers, so converting is `JobState(n)`
-and `state.value`; the server stores `state.name`.
+and `state.value`; the server stores `state.name`. This module imports only
+the standard library: the server's core uses the same enums without knowing
+the wire, and the client converts messages in `zbrain._convert`.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta
 from typing import Any
-
-from google.protobuf import json_format, timestamp_pb2
-
-from .v1 import event_pb2, job_pb2
 
 
 class _NamedIntEnum(enum.IntEnum):
@@ -41,10 +39,29 @@ class JobState(_NamedIntEnum):
 
     @property
     def is_runnable(self) -> bool:
-        return self in (JobState.PENDING, JobState.RETRYING)
+        return self in RUNNABLE_STATES
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
+RUNNABLE_STATES = frozenset({JobState.PENDING, JobState.RETRYING})
+
+
+class Cause(_NamedIntEnum):
+    """Why a job changed state (zbrain.v1.TransitionCause). Branch on this,
+    never on the words of a reason."""
+
+    UNSPECIFIED = 0  # a job stored before causes were recorded
+    SUBMITTED = 1  # accepted (to PENDING)
+    LEASED = 2  # a worker took it for a new attempt (to RUNNING)
+    SUCCEEDED = 3  # the attempt succeeded
+    ATTEMPT_FAILED = 4  # the worker reported a failure (to RETRYING or FAILED)
+    ATTEMPT_TIMED_OUT = 5  # the worker stopped it at its timeout
+    LEASE_EXPIRED = 6  # the worker stopped renewing its lease: lost
+    OVERDUE = 7  # ran past timeout plus grace; the server ended it
+    CANCEL_REQUESTED = 8  # a user asked to cancel it while running (stays RUNNING)
+    CANCELED = 9  # canceled by a user
+    LEASE_RETURNED = 10  # the lease never reached its worker (to PENDING, not counted)
+    INTERRUPTED = 11  # the worker stopped it because it was shutting down
 
 
 class CancelOutcome(_NamedIntEnum):
@@ -63,6 +80,29 @@ class LogStream(_NamedIntEnum):
     SYSTEM = 3  # notes from the worker or server, such as truncation markers
 
 
+class AttemptOutcome(_NamedIntEnum):
+    """How a worker says an attempt ended (zbrain.v1.AttemptOutcome)."""
+
+    SUCCEEDED = 1  # the process exited 0, or the handler returned
+    FAILED = 2  # retried while retries remain
+    CANCELED = 3  # stopped because a cancel was requested
+    TIMED_OUT = 4  # stopped at the job's timeout; retried while retries remain
+    INTERRUPTED = 5  # stopped because the worker is shutting down; retried while retries remain
+
+
+class Role(_NamedIntEnum):
+    """What an API token may do (zbrain.v1.TokenRole)."""
+
+    CLIENT = 1  # submit, read and cancel its organisation's jobs
+    WORKER = 2  # lease and report on its organisation's jobs
+    ADMIN = 3  # everything, in every organisation, and tokens
+
+    @property
+    def label(self) -> str:
+        """The role as the command line spells it: client, worker or admin."""
+        return self.name.lower()
+
+
 @dataclass(frozen=True)
 class Artifact:
     """One file a job produced, stored content-addressed by its sha256."""
@@ -71,27 +111,32 @@ class Artifact:
     sha256: str
     size_bytes: int
 
-    @classmethod
-    def from_proto(cls, message: job_pb2.Artifact) -> Artifact:
-        return cls(message.name, message.sha256, message.size_bytes)
-
-
-def _time(message: Any, field: str, zone: tzinfo) -> datetime | None:
-    if not message.HasField(field):
-        return None
-    value: timestamp_pb2.Timestamp = getattr(message, field)
-    # As value.ToDatetime(tzinfo=zone) gives, at a third of its cost: a worker
-    # converts every time of every job it is leased.
-    return datetime.fromtimestamp(value.seconds, zone).replace(microsecond=value.nanos // 1000)
-
-
-def _local_zone() -> tzinfo:
-    """The local time zone now; looked up once per job, not per time field."""
-    return datetime.now().astimezone().tzinfo or UTC
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256, "size_bytes": self.size_bytes}
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A job's last state change and why it happened."""
+
+    from_state: JobState | None
+    to_state: JobState | None
+    cause: Cause
+    reason: str
+    time: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "from_state": self.from_state.name if self.from_state else None,
+            "to_state": self.to_state.name if self.to_state else None,
+            "cause": self.cause.name,
+            "reason": self.reason,
+            "time": _iso(self.time),
+        }
 
 
 @dataclass(frozen=True)
@@ -119,6 +164,7 @@ class Job:
     artifacts: tuple[Artifact, ...]
     worker_id: str
     cancel_requested: bool
+    last_transition: Transition | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: enums by name, times in ISO 8601, durations in seconds."""
@@ -141,37 +187,11 @@ class Job:
             "next_run_time": _iso(self.next_run_time),
             "last_error": self.last_error,
             "output": self.output,
-            "artifacts": [vars(a) for a in self.artifacts],
+            "artifacts": [a.to_dict() for a in self.artifacts],
             "worker_id": self.worker_id,
             "cancel_requested": self.cancel_requested,
+            "last_transition": self.last_transition.to_dict() if self.last_transition else None,
         }
-
-    @classmethod
-    def from_proto(cls, message: job_pb2.Job) -> Job:
-        zone = _local_zone()
-        return cls(
-            id=message.id,
-            org_id=message.org_id,
-            cmd=tuple(message.cmd),
-            input=json.loads(message.input_json) if message.input_json else None,
-            env=dict(message.env),
-            timeout=message.timeout.ToTimedelta(),
-            max_retries=message.max_retries,
-            priority=message.priority,
-            labels=dict(message.labels),
-            state=JobState(message.state),
-            attempt=message.attempt,
-            create_time=_time(message, "create_time", zone),
-            update_time=_time(message, "update_time", zone),
-            start_time=_time(message, "start_time", zone),
-            finish_time=_time(message, "finish_time", zone),
-            next_run_time=_time(message, "next_run_time", zone),
-            last_error=message.last_error,
-            output=json.loads(message.output_json) if message.output_json else None,
-            artifacts=tuple(Artifact.from_proto(a) for a in message.artifacts),
-            worker_id=message.worker_id,
-            cancel_requested=message.cancel_requested,
-        )
 
 
 @dataclass(frozen=True)
@@ -183,16 +203,6 @@ class LogLine:
     attempt: int
     time: datetime | None
     text: str
-
-    @classmethod
-    def from_proto(cls, message: job_pb2.LogLine) -> LogLine:
-        return cls(
-            sequence=message.sequence,
-            stream=LogStream(message.stream),
-            attempt=message.attempt,
-            time=_time(message, "time", _local_zone()),
-            text=message.text,
-        )
 
 
 @dataclass(frozen=True)
@@ -207,24 +217,6 @@ class Event:
     time: datetime | None
     type: str
     data: dict[str, Any]
-
-    @classmethod
-    def from_proto(cls, message: event_pb2.Event) -> Event:
-        kind = message.WhichOneof("payload") or ""
-        data = (
-            json_format.MessageToDict(getattr(message, kind), preserving_proto_field_name=True)
-            if kind
-            else {}
-        )
-        return cls(
-            sequence=message.sequence,
-            topic=message.topic,
-            org_id=message.org_id,
-            job_id=message.job_id,
-            time=_time(message, "time", _local_zone()),
-            type=kind,
-            data=data,
-        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict, with the sequence as `seq`."""

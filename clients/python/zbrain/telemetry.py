@@ -1,28 +1,25 @@
-"""OpenTelemetry set-up shared by `zbrain serve` and `zbrain worker`, and trace
-propagation for clients (see `trace_metadata`).
+"""OpenTelemetry for `zbrain serve` and `zbrain worker`, and trace propagation
+for clients (`trace_metadata`).
+
+The client distribution depends on the OpenTelemetry API only: propagating
+the caller's trace context costs nothing more. Recording and exporting spans
+and metrics needs the SDK, which the server distribution installs and a
+worker gets with `pip install 'zbrain[otel]'`; `configure` imports it only
+when asked to.
 
 Exporters are chosen by configuration: none by default; `console` for
 debugging; `otlp` when an endpoint is configured (OTEL_EXPORTER_OTLP_ENDPOINT,
 which selects it by default); and a Prometheus scrape endpoint for metrics
-(`--metrics-listen HOST:PORT`). The client interceptor puts the caller's trace
-context into every call's metadata (zbrain.client), so the server's spans,
-and through the job the worker's, join the caller's trace.
+(`--metrics-listen HOST:PORT`, the server's).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from typing import Any
 
-from opentelemetry import metrics, propagate, trace
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
-    MetricReader,
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry import propagate
 
 from .errors import InvalidArgumentError
 
@@ -41,16 +38,56 @@ def exporter_from_env() -> str:
     return chosen
 
 
+def sdk_installed() -> bool:
+    """Whether the OpenTelemetry SDK can be imported here."""
+    return importlib.util.find_spec("opentelemetry.sdk") is not None
+
+
+class Providers:
+    """The tracer and meter providers `configure` installed; `shutdown()` flushes them."""
+
+    def __init__(self, tracer_provider: Any = None, meter_provider: Any = None) -> None:
+        self.tracer_provider = tracer_provider
+        self.meter_provider = meter_provider
+
+    def shutdown(self) -> None:
+        """Flush and stop exporters (spans still buffered are sent)."""
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+
+
 def configure(
     service_name: str, *, exporter: str = "none", metrics_listen: str | None = None
-) -> tuple[TracerProvider, MeterProvider | None]:
+) -> Providers:
     """Install global tracer and meter providers with the chosen exporters.
 
-    The tracer provider is installed even without an exporter: trace ids still
-    tie a job's calls, attempts and log lines together. A meter provider is
-    installed only when something reads it; otherwise the API's no-op meters
-    stay, and recording a measurement (on every RPC) costs next to nothing.
+    The tracer provider is installed even without an exporter, when the SDK is
+    there: trace ids still tie a job's calls, attempts and log lines together.
+    A meter provider is installed only when something reads it; otherwise the
+    API's no-op meters stay, and recording a measurement (on every RPC) costs
+    next to nothing. Without the SDK, asking for an exporter is an error that
+    says what to install; asking for none changes nothing.
     """
+    if not sdk_installed():
+        if exporter != "none" or metrics_listen:
+            raise InvalidArgumentError(
+                f"exporting telemetry ({exporter if exporter != 'none' else 'metrics'}) needs "
+                "the OpenTelemetry SDK: pip install 'zbrain[otel]'"
+            )
+        return Providers()
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        MetricReader,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
     resource = Resource.create({SERVICE_NAME: service_name})
     tracer_provider = TracerProvider(resource=resource)
     readers: list[MetricReader] = []
@@ -70,10 +107,10 @@ def configure(
     if readers:
         meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         metrics.set_meter_provider(meter_provider)
-    return tracer_provider, meter_provider
+    return Providers(tracer_provider, meter_provider)
 
 
-def _prometheus_reader(listen: str) -> MetricReader:
+def _prometheus_reader(listen: str) -> Any:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import start_http_server
 
@@ -85,14 +122,6 @@ def _prometheus_reader(listen: str) -> MetricReader:
     except OSError as exc:
         raise InvalidArgumentError(f"cannot serve metrics on {listen}: {exc.strerror}") from exc
     return PrometheusMetricReader()
-
-
-def shutdown(providers: tuple[TracerProvider, MeterProvider | None]) -> None:
-    """Flush and stop exporters (spans still buffered are sent)."""
-    tracer_provider, meter_provider = providers
-    tracer_provider.shutdown()
-    if meter_provider is not None:
-        meter_provider.shutdown()
 
 
 def trace_metadata() -> list[tuple[str, str]]:

@@ -63,6 +63,102 @@ JOB_STATE_CANCELED: JobState.ValueType  # 6
 """Canceled by a user before it could finish (terminal)."""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
+class _TransitionCause:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TransitionCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TransitionCause.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRANSITION_CAUSE_UNSPECIFIED: _TransitionCause.ValueType  # 0
+    """Not set (a job stored before causes were recorded)."""
+    TRANSITION_CAUSE_SUBMITTED: _TransitionCause.ValueType  # 1
+    """The job was accepted (to PENDING)."""
+    TRANSITION_CAUSE_LEASED: _TransitionCause.ValueType  # 2
+    """A worker took the job for a new attempt (to RUNNING)."""
+    TRANSITION_CAUSE_SUCCEEDED: _TransitionCause.ValueType  # 3
+    """The attempt succeeded (to SUCCEEDED)."""
+    TRANSITION_CAUSE_ATTEMPT_FAILED: _TransitionCause.ValueType  # 4
+    """The worker reported the attempt failed, for example a non-zero exit
+    status (to RETRYING while retries remain, else FAILED).
+    """
+    TRANSITION_CAUSE_ATTEMPT_TIMED_OUT: _TransitionCause.ValueType  # 5
+    """The worker stopped the attempt at the job's timeout (to RETRYING or
+    FAILED).
+    """
+    TRANSITION_CAUSE_LEASE_EXPIRED: _TransitionCause.ValueType  # 6
+    """The worker stopped renewing the lease, so the server ended the attempt
+    as lost (to RETRYING or FAILED).
+    """
+    TRANSITION_CAUSE_OVERDUE: _TransitionCause.ValueType  # 7
+    """The attempt ran past its timeout plus a grace period without its worker
+    ending it, so the server did (to RETRYING or FAILED).
+    """
+    TRANSITION_CAUSE_CANCEL_REQUESTED: _TransitionCause.ValueType  # 8
+    """A user asked to cancel the running job; its worker was told to stop it
+    (the state stays RUNNING).
+    """
+    TRANSITION_CAUSE_CANCELED: _TransitionCause.ValueType  # 9
+    """The job was canceled by a user, at once or by its worker after a cancel
+    request (to CANCELED).
+    """
+    TRANSITION_CAUSE_LEASE_RETURNED: _TransitionCause.ValueType  # 10
+    """The lease never reached its worker, which left or began draining as it
+    was made; the attempt is not counted (to PENDING).
+    """
+    TRANSITION_CAUSE_INTERRUPTED: _TransitionCause.ValueType  # 11
+    """The worker stopped the attempt because it was shutting down (to
+    RETRYING or FAILED).
+    """
+
+class TransitionCause(_TransitionCause, metaclass=_TransitionCauseEnumTypeWrapper):
+    """TransitionCause says why a job changed state (or, for CANCEL_REQUESTED,
+    why its running attempt was told to stop). Programs branch on it; the
+    transition's reason is the same in words, for people. New values may be
+    added: treat an unknown one like UNSPECIFIED.
+    """
+
+TRANSITION_CAUSE_UNSPECIFIED: TransitionCause.ValueType  # 0
+"""Not set (a job stored before causes were recorded)."""
+TRANSITION_CAUSE_SUBMITTED: TransitionCause.ValueType  # 1
+"""The job was accepted (to PENDING)."""
+TRANSITION_CAUSE_LEASED: TransitionCause.ValueType  # 2
+"""A worker took the job for a new attempt (to RUNNING)."""
+TRANSITION_CAUSE_SUCCEEDED: TransitionCause.ValueType  # 3
+"""The attempt succeeded (to SUCCEEDED)."""
+TRANSITION_CAUSE_ATTEMPT_FAILED: TransitionCause.ValueType  # 4
+"""The worker reported the attempt failed, for example a non-zero exit
+status (to RETRYING while retries remain, else FAILED).
+"""
+TRANSITION_CAUSE_ATTEMPT_TIMED_OUT: TransitionCause.ValueType  # 5
+"""The worker stopped the attempt at the job's timeout (to RETRYING or
+FAILED).
+"""
+TRANSITION_CAUSE_LEASE_EXPIRED: TransitionCause.ValueType  # 6
+"""The worker stopped renewing the lease, so the server ended the attempt
+as lost (to RETRYING or FAILED).
+"""
+TRANSITION_CAUSE_OVERDUE: TransitionCause.ValueType  # 7
+"""The attempt ran past its timeout plus a grace period without its worker
+ending it, so the server did (to RETRYING or FAILED).
+"""
+TRANSITION_CAUSE_CANCEL_REQUESTED: TransitionCause.ValueType  # 8
+"""A user asked to cancel the running job; its worker was told to stop it
+(the state stays RUNNING).
+"""
+TRANSITION_CAUSE_CANCELED: TransitionCause.ValueType  # 9
+"""The job was canceled by a user, at once or by its worker after a cancel
+request (to CANCELED).
+"""
+TRANSITION_CAUSE_LEASE_RETURNED: TransitionCause.ValueType  # 10
+"""The lease never reached its worker, which left or began draining as it
+was made; the attempt is not counted (to PENDING).
+"""
+TRANSITION_CAUSE_INTERRUPTED: TransitionCause.ValueType  # 11
+"""The worker stopped the attempt because it was shutting down (to
+RETRYING or FAILED).
+"""
+Global___TransitionCause: _TypeAlias = TransitionCause  # noqa: Y015
+
 class _LogStream:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -94,6 +190,46 @@ LOG_STREAM_SYSTEM: LogStream.ValueType  # 3
 truncation marker).
 """
 Global___LogStream: _TypeAlias = LogStream  # noqa: Y015
+
+@_typing.final
+class Transition(_message.Message):
+    """Transition is the last state change of a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_STATE_FIELD_NUMBER: _builtins.int
+    TO_STATE_FIELD_NUMBER: _builtins.int
+    CAUSE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    from_state: Global___JobState.ValueType
+    """The state before."""
+    to_state: Global___JobState.ValueType
+    """The state after (the job's state, unless a later change is under way)."""
+    cause: Global___TransitionCause.ValueType
+    """Why it happened."""
+    reason: _builtins.str
+    """The same in words, for people (for example "leased by worker w1")."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it happened."""
+
+    def __init__(
+        self,
+        *,
+        from_state: Global___JobState.ValueType = ...,
+        to_state: Global___JobState.ValueType = ...,
+        cause: Global___TransitionCause.ValueType = ...,
+        reason: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "from_state", b"from_state", "reason", b"reason", "time", b"time", "to_state", b"to_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Transition: _TypeAlias = Transition  # noqa: Y015
 
 @_typing.final
 class JobSpec(_message.Message):
@@ -309,6 +445,7 @@ class Job(_message.Message):
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    LAST_TRANSITION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id: a UUID in the time-ordered UUIDv7 layout."""
     org_id: _builtins.str
@@ -381,6 +518,10 @@ class Job(_message.Message):
     def lease_expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the current lease expires unless renewed, while running."""
 
+    @_builtins.property
+    def last_transition(self) -> Global___Transition:
+        """The job's last state change: what it was, and why."""
+
     def __init__(
         self,
         *,
@@ -408,10 +549,11 @@ class Job(_message.Message):
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
         cancel_requested: _builtins.bool = ...,
         request_id: _builtins.str = ...,
+        last_transition: Global___Transition | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "lease_expire_time", b"lease_expire_time", "next_run_time", b"next_run_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "last_transition", b"last_transition", "lease_expire_time", b"lease_expire_time", "next_run_time", b"next_run_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "cancel_requested", b"cancel_requested", "cmd", b"cmd", "create_time", b"create_time", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "cancel_requested", b"cancel_requested", "cmd", b"cmd", "create_time", b"create_time", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "last_transition", b"last_transition", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

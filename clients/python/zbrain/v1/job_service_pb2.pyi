@@ -93,6 +93,10 @@ class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attemp
     """The worker stopped the attempt because it exceeded its timeout; it is
     retried while retries remain.
     """
+    ATTEMPT_OUTCOME_INTERRUPTED: _AttemptOutcome.ValueType  # 5
+    """The worker stopped the attempt because it is shutting down; it is
+    retried while retries remain.
+    """
 
 class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
     """AttemptOutcome is how a worker says an attempt ended."""
@@ -107,6 +111,10 @@ ATTEMPT_OUTCOME_CANCELED: AttemptOutcome.ValueType  # 3
 """The worker stopped the attempt because a cancel was requested."""
 ATTEMPT_OUTCOME_TIMED_OUT: AttemptOutcome.ValueType  # 4
 """The worker stopped the attempt because it exceeded its timeout; it is
+retried while retries remain.
+"""
+ATTEMPT_OUTCOME_INTERRUPTED: AttemptOutcome.ValueType  # 5
+"""The worker stopped the attempt because it is shutting down; it is
 retried while retries remain.
 """
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015

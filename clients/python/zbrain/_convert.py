@@ -1,0 +1,113 @@
+"""Messages of zbrain.v1 as the client's values (`zbrain.models`), and back.
+
+Kept apart from the models so that they, and the server's core that shares
+their enums, never import the generated code.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from google.protobuf import json_format, timestamp_pb2
+
+from .models import Artifact, Cause, Event, Job, JobState, LogLine, LogStream, Transition
+from .v1 import event_pb2, job_pb2
+
+
+def _time(message: Any, field: str, zone: tzinfo) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, field)
+    # As value.ToDatetime(tzinfo=zone) gives, at a third of its cost: a worker
+    # converts every time of every job it is leased.
+    return datetime.fromtimestamp(value.seconds, zone).replace(microsecond=value.nanos // 1000)
+
+
+def _local_zone() -> tzinfo:
+    """The local time zone now; looked up once per job, not per time field."""
+    return datetime.now().astimezone().tzinfo or UTC
+
+
+def _enum(kind: type[Any], number: int) -> Any:
+    """The member for a wire number, or None for UNSPECIFIED and numbers this
+    client does not know (a newer server may send those)."""
+    try:
+        return kind(number)
+    except ValueError:
+        return None
+
+
+def artifact(message: job_pb2.Artifact) -> Artifact:
+    return Artifact(message.name, message.sha256, message.size_bytes)
+
+
+def transition(message: job_pb2.Transition, zone: tzinfo) -> Transition:
+    return Transition(
+        from_state=_enum(JobState, message.from_state),
+        to_state=_enum(JobState, message.to_state),
+        cause=_enum(Cause, message.cause) or Cause.UNSPECIFIED,
+        reason=message.reason,
+        time=_time(message, "time", zone),
+    )
+
+
+def job(message: job_pb2.Job) -> Job:
+    zone = _local_zone()
+    return Job(
+        id=message.id,
+        org_id=message.org_id,
+        cmd=tuple(message.cmd),
+        input=json.loads(message.input_json) if message.input_json else None,
+        env=dict(message.env),
+        timeout=message.timeout.ToTimedelta(),
+        max_retries=message.max_retries,
+        priority=message.priority,
+        labels=dict(message.labels),
+        state=JobState(message.state),
+        attempt=message.attempt,
+        create_time=_time(message, "create_time", zone),
+        update_time=_time(message, "update_time", zone),
+        start_time=_time(message, "start_time", zone),
+        finish_time=_time(message, "finish_time", zone),
+        next_run_time=_time(message, "next_run_time", zone),
+        last_error=message.last_error,
+        output=json.loads(message.output_json) if message.output_json else None,
+        artifacts=tuple(artifact(a) for a in message.artifacts),
+        worker_id=message.worker_id,
+        cancel_requested=message.cancel_requested,
+        last_transition=(
+            transition(message.last_transition, zone)
+            if message.HasField("last_transition")
+            else None
+        ),
+    )
+
+
+def log_line(message: job_pb2.LogLine) -> LogLine:
+    return LogLine(
+        sequence=message.sequence,
+        stream=LogStream(message.stream),
+        attempt=message.attempt,
+        time=_time(message, "time", _local_zone()),
+        text=message.text,
+    )
+
+
+def event(message: event_pb2.Event) -> Event:
+    kind = message.WhichOneof("payload") or ""
+    data = (
+        json_format.MessageToDict(getattr(message, kind), preserving_proto_field_name=True)
+        if kind
+        else {}
+    )
+    return Event(
+        sequence=message.sequence,
+        topic=message.topic,
+        org_id=message.org_id,
+        job_id=message.job_id,
+        time=_time(message, "time", _local_zone()),
+        type=kind,
+        data=data,
+    )

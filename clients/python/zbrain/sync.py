@@ -1,0 +1,184 @@
+"""`SyncClient`: the methods of `zbrain.Client` without `await`, for scripts and REPLs.
+
+It runs a `Client` on a private event loop in a background thread, so the two
+never disagree about behaviour; each method is typed as the async one is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .client import Client
+from .connection import TlsFiles
+from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine
+from .v1 import job_pb2
+
+T = TypeVar("T")
+
+
+class SyncClient:
+    """A blocking client: `with SyncClient.connect("127.0.0.1:50051") as client: ...`."""
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        tls: TlsFiles | None = None,
+        timeout: float | None = 30.0,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="zbrain-client", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._client: Client = self._run(
+                Client.connect(target, token=token, tls=tls, timeout=timeout, options=options)
+            )
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    @classmethod
+    def connect(
+        cls,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        tls: TlsFiles | None = None,
+        timeout: float | None = 30.0,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> SyncClient:
+        """As `Client.connect`: a client for `target` (default ZBRAIN_SERVER or
+        127.0.0.1:50051); close it, or use it in a `with` block."""
+        return cls(target, token=token, tls=tls, timeout=timeout, options=options)
+
+    @property
+    def target(self) -> str:
+        return self._client.target
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
+        while True:
+            try:
+                yield self._run(anext(iterator))  # type: ignore[arg-type]
+            except StopAsyncIteration:
+                return
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def close(self) -> None:
+        self._run(self._client.close())
+        self._stop_loop()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def submit(
+        self,
+        cmd: Sequence[str],
+        *,
+        org: str | None = None,
+        input: Any = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | timedelta | None = None,
+        max_retries: int | None = None,
+        priority: int = 0,
+        labels: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> Job:
+        """See `Client.submit`."""
+        return self._run(
+            self._client.submit(
+                cmd,
+                org=org,
+                input=input,
+                env=env,
+                timeout=timeout,
+                max_retries=max_retries,
+                priority=priority,
+                labels=labels,
+                request_id=request_id,
+            )
+        )
+
+    def submit_batch(self, specs: Iterable[job_pb2.JobSpec]) -> builtins.list[str]:
+        """See `Client.submit_batch`."""
+        return self._run(self._client.submit_batch(specs))
+
+    def get(self, job_id: str) -> Job:
+        """See `Client.get`."""
+        return self._run(self._client.get(job_id))
+
+    def list(
+        self,
+        *,
+        org: str | None = None,
+        states: Iterable[JobState] = (),
+        oldest_first: bool = False,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Job]:
+        """See `Client.list`."""
+        return self._iterate(
+            self._client.list(
+                org=org,
+                states=states,
+                oldest_first=oldest_first,
+                limit=limit,
+                page_size=page_size,
+            )
+        )
+
+    def cancel(self, job_id: str) -> tuple[Job, CancelOutcome]:
+        """See `Client.cancel`."""
+        return self._run(self._client.cancel(job_id))
+
+    def wait(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """See `Client.wait`."""
+        return self._run(self._client.wait(job_id, timeout=timeout))
+
+    def result(self, job_id: str, *, timeout: float | None = None) -> Any:
+        """See `Client.result`."""
+        return self._run(self._client.result(job_id, timeout=timeout))
+
+    def logs(self, job_id: str, *, follow: bool = False, after: int = 0) -> Iterator[LogLine]:
+        """See `Client.logs`."""
+        return self._iterate(self._client.logs(job_id, follow=follow, after=after))
+
+    def events(
+        self,
+        *,
+        org: str | None = None,
+        topic_prefix: str = "",
+        after: int = 0,
+        follow: bool = False,
+    ) -> Iterator[Event]:
+        """See `Client.events`."""
+        return self._iterate(
+            self._client.events(org=org, topic_prefix=topic_prefix, after=after, follow=follow)
+        )
+
+    def artifacts(self, job_id: str) -> builtins.list[Artifact]:
+        """See `Client.artifacts`."""
+        return self._run(self._client.artifacts(job_id))
+
+    def download(self, job_id: str, name: str, destination: Path) -> Artifact:
+        """See `Client.download`."""
+        return self._run(self._client.download(job_id, name, destination))

@@ -1,0 +1,250 @@
+"""The local process executor: runs a job's argv as a child process.
+
+The command never passes through a shell. Each attempt gets a fresh working
+directory under the worker's temp dir, holding the input (also on stdin), the
+path where the job may write its JSON output, and a folder whose files become
+the job's artifacts. stdout and stderr are streamed line by line while the
+process runs. Stopping (cancel, timeout, shutdown) sends SIGTERM to the
+whole process group, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..models import Job, LogStream
+from ..protocol import TRUNCATION_MARK
+from ._executor import AttemptEvents, Cancellation, Executor, Outcome
+
+# Variables of the worker's own environment that jobs inherit; everything else
+# of the worker's environment (tokens, credentials) stays out of the job.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
+STDERR_TAIL_BYTES = 2048
+
+
+@dataclass(frozen=True)
+class ProcessLimits:
+    """Bounds on what one attempt may print and write."""
+
+    max_line_bytes: int = 16 << 10
+    max_log_bytes: int = 16 << 20
+    max_output_bytes: int = 1 << 20
+    kill_grace_s: float = 5.0
+
+
+class ProcessExecutor(Executor):
+    """Runs `job.cmd` as a process; exit status 0 is success."""
+
+    def __init__(
+        self,
+        temp_dir: Path | None = None,
+        limits: ProcessLimits | None = None,
+        executor_id: str = "process",
+    ) -> None:
+        self.id = executor_id
+        self.temp_dir = Path(temp_dir or tempfile.gettempdir())
+        self.limits = limits or ProcessLimits()
+
+    async def health_check(self) -> None:
+        """Fail unless job folders can be made in the temp dir."""
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.mkdtemp(dir=self.temp_dir, prefix="zbrain-health-")
+        os.rmdir(probe)
+
+    async def execute(self, job: Job, events: AttemptEvents, cancel: Cancellation) -> Outcome:
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        workdir = Path(
+            tempfile.mkdtemp(dir=self.temp_dir, prefix=f"zbrain-{job.id}-{job.attempt}-")
+        )
+        try:
+            return await self._run(job, workdir, events, cancel)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
+
+    async def _run(
+        self, job: Job, workdir: Path, events: AttemptEvents, cancel: Cancellation
+    ) -> Outcome:
+        input_text = json.dumps(job.input)
+        input_path, output_path, artifacts_dir = (
+            workdir / "input.json",
+            workdir / "output.json",
+            workdir / "artifacts",
+        )
+        input_path.write_text(input_text)
+        artifacts_dir.mkdir()
+        env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
+        env.update(job.env)
+        env.update(
+            ZBRAIN_JOB_ID=job.id,
+            ZBRAIN_ORG_ID=job.org_id,
+            ZBRAIN_ATTEMPT=str(job.attempt),
+            ZBRAIN_INPUT=str(input_path),
+            ZBRAIN_OUTPUT=str(output_path),
+            ZBRAIN_ARTIFACTS_DIR=str(artifacts_dir),
+        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *job.cmd,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,  # its own process group, so a stop reaches its children
+            )
+        except FileNotFoundError:
+            return Outcome.failed(f"program not found: {job.cmd[0]}", exit_code=127)
+        except PermissionError:
+            return Outcome.failed(f"program not executable: {job.cmd[0]}", exit_code=126)
+        except OSError as exc:
+            return Outcome.failed(f"cannot start {job.cmd[0]}: {exc.strerror}")
+
+        budget = _LogBudget(self.limits.max_log_bytes, events)
+        stderr_tail: deque[str] = deque(maxlen=64)
+        readers = [
+            asyncio.create_task(self._pump(process.stdout, LogStream.STDOUT, budget, None)),
+            asyncio.create_task(self._pump(process.stderr, LogStream.STDERR, budget, stderr_tail)),
+            asyncio.create_task(_feed(process.stdin, input_text.encode())),
+        ]
+        waiting = asyncio.create_task(process.wait())
+        stopping = asyncio.create_task(cancel.wait())
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not waiting.done():
+            await self._stop(process, waiting)
+        stopping.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        code = process.returncode
+        if cancel.is_set():
+            return Outcome.failed(f"stopped: {cancel.reason_text}", exit_code=code)
+        if code != 0:
+            tail = "".join(stderr_tail).strip()[-STDERR_TAIL_BYTES:]
+            status = (
+                f"exited with status {code}"
+                if code and code > 0
+                else f"killed by signal {-(code or 0)}"
+            )
+            return Outcome.failed(f"{status}: {tail}" if tail else status, exit_code=code)
+        output = self._read_output(output_path)
+        if isinstance(output, Outcome):
+            return output
+        await self._upload_artifacts(artifacts_dir, events)
+        return Outcome.succeeded(output)
+
+    async def _stop(self, process: asyncio.subprocess.Process, waiting: asyncio.Task[int]) -> None:
+        """SIGTERM the process group, then SIGKILL it after the grace period."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), self.limits.kill_grace_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await waiting
+        # Children that ignored SIGTERM may outlive the leader; take them down too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    async def _pump(
+        self,
+        stream: asyncio.StreamReader | None,
+        kind: LogStream,
+        budget: _LogBudget,
+        tail: deque[str] | None,
+    ) -> None:
+        """Forward a pipe line by line, cutting over-long lines with a marker."""
+        if stream is None:
+            return
+        limit = self.limits.max_line_bytes
+        pending = b""
+        skipping = False  # inside an over-long line whose head was already sent
+        while chunk := await stream.read(64 << 10):
+            pending += chunk
+            while True:
+                newline = pending.find(b"\n")
+                if newline < 0:
+                    if len(pending) > limit:
+                        if not skipping:
+                            budget.emit(_decode(pending[:limit]) + TRUNCATION_MARK, kind, tail)
+                        skipping, pending = True, b""
+                    break
+                line, pending = pending[:newline], pending[newline + 1 :]
+                if skipping:
+                    skipping = False
+                elif len(line) > limit:
+                    budget.emit(_decode(line[:limit]) + TRUNCATION_MARK, kind, tail)
+                else:
+                    budget.emit(_decode(line), kind, tail)
+        if pending and not skipping:
+            budget.emit(_decode(pending[:limit]), kind, tail)
+
+    def _read_output(self, path: Path) -> Any:
+        if not path.exists():
+            return None
+        size = path.stat().st_size
+        if size > self.limits.max_output_bytes:
+            return Outcome.failed(
+                f"$ZBRAIN_OUTPUT is {size} bytes; the limit is {self.limits.max_output_bytes}"
+            )
+        text = path.read_text(errors="replace")
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            return Outcome.failed(f"$ZBRAIN_OUTPUT is not valid JSON: {exc}")
+
+    async def _upload_artifacts(self, folder: Path, events: AttemptEvents) -> None:
+        """Upload every regular file under the artifact folder; symlinks are skipped."""
+        for path in sorted(folder.rglob("*")):
+            if path.is_symlink() or not path.is_file():
+                continue
+            await events.upload(path.relative_to(folder).as_posix(), path)
+
+
+class _LogBudget:
+    """Caps the bytes of log one attempt may send; past it, one marker line."""
+
+    def __init__(self, max_bytes: int, events: AttemptEvents) -> None:
+        self.left = max_bytes
+        self.events = events
+        self.exhausted = False
+
+    def emit(self, text: str, kind: LogStream, tail: deque[str] | None) -> None:
+        if tail is not None:
+            tail.append(text + "\n")
+        if self.exhausted:
+            return
+        self.left -= len(text) + 1
+        if self.left < 0:
+            self.exhausted = True
+            self.events.log(
+                "[log limit reached: further output of this attempt is discarded]", LogStream.SYSTEM
+            )
+            return
+        self.events.log(text, kind)
+
+
+def _decode(data: bytes) -> str:
+    return data.decode(errors="replace").rstrip("\r")
+
+
+async def _feed(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
+    """Write the input to the process's stdin; a process that does not read it is fine."""
+    if stdin is None:
+        return
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stdin.write(data)
+        await stdin.drain()
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stdin.close()
+        await stdin.wait_closed()

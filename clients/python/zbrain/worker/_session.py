@@ -1,0 +1,174 @@
+"""One WorkerService.Connect stream: hello, welcome, then reading what the
+server pushes while the outbox writes what the worker owes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from ..connection import Connection
+from ..v1 import worker_service_pb2 as wpb
+from ..v1 import worker_service_pb2_grpc
+from ._outbox import LeaseKey, Outbox
+
+log = logging.getLogger("zbrain.worker")
+
+CLOSE_TIMEOUT_S = 5.0
+
+# Statuses that no reconnect can fix: the worker stops and says why.
+FATAL = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+)
+
+
+class SessionEnded(Exception):
+    """The stream to the server ended; the worker reconnects."""
+
+    def __init__(self, reason: str, *, welcomed: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.welcomed = welcomed  # the server had accepted us: reconnect quickly
+
+
+@dataclass(frozen=True)
+class Hello:
+    """Who the worker says it is on every stream it opens."""
+
+    worker_id: str
+    orgs: tuple[str, ...]
+    concurrency: int
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def message(self, held: Sequence[LeaseKey], *, draining: bool) -> wpb.ConnectRequest:
+        return wpb.ConnectRequest(
+            hello=wpb.WorkerHello(
+                worker_id=self.worker_id,
+                org_ids=list(self.orgs),
+                # Draining, it comes back only to report: no free slots.
+                concurrency=max(1, len(held)) if draining else self.concurrency,
+                labels=self.labels,
+                leases=[wpb.LeaseRef(job_id=job_id, lease_epoch=epoch) for job_id, epoch in held],
+                accepts_lease_batches=True,
+            )
+        )
+
+
+class Session:
+    """One stream. `run` returns only by raising: SessionEnded when the stream
+    breaks, or the ZBrainError of a status no reconnect fixes."""
+
+    def __init__(
+        self,
+        connection: Connection,
+        stub: worker_service_pb2_grpc.WorkerServiceStub,
+        outbox: Outbox,
+        *,
+        on_welcome: Callable[[], None],
+        on_message: Callable[[wpb.ConnectResponse], None],
+        heartbeat: Callable[[], wpb.ConnectRequest | None],
+    ) -> None:
+        self._connection = connection
+        self._stub = stub
+        self._outbox = outbox
+        self._on_welcome = on_welcome
+        self._on_message = on_message
+        self._heartbeat = heartbeat
+        self._call: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ended = asyncio.Event()
+        self.drain_acknowledged = asyncio.Event()
+        self.stopping = False  # set by close(): an end is expected, not a loss
+
+    @property
+    def open(self) -> bool:
+        return self._call is not None
+
+    async def run(self, hello: wpb.ConnectRequest) -> None:
+        call = self._stub.Connect()
+        self._call = call
+        welcomed = False
+        try:
+            await call.write(hello)
+            first = await call.read()
+            if first is grpc.aio.EOF or not first.HasField("welcome"):
+                raise SessionEnded("the server did not welcome the worker", welcomed=False)
+            welcomed = True
+            welcome = first.welcome
+            self._outbox.lease_ttl_s = welcome.lease_ttl.ToTimedelta().total_seconds() or 30.0
+            self._outbox.batch_results = welcome.accepts_result_batches
+            interval = welcome.heartbeat_interval.ToTimedelta().total_seconds() or 10.0
+            self._on_welcome()
+            self._tasks = [
+                asyncio.create_task(self._outbox.pump(call), name="zbrain-worker-writer"),
+                asyncio.create_task(self._beat(interval), name="zbrain-worker-heartbeat"),
+            ]
+            async for message in _messages(call):
+                if message.HasField("drain_acknowledged"):
+                    self.drain_acknowledged.set()
+                self._on_message(message)
+            if not self.stopping:
+                raise SessionEnded("the server closed the stream", welcomed=True)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in FATAL:
+                raise self._connection.error(error) from None
+            if not self.stopping:
+                raise SessionEnded(
+                    error.details() or error.code().name, welcomed=welcomed
+                ) from None
+        except asyncio.CancelledError:
+            # close() cancels a call the server does not end in time; only a
+            # cancellation of this task itself goes on.
+            current = asyncio.current_task()
+            if not self.stopping or (current is not None and current.cancelling()):
+                raise
+        finally:
+            self._call = None
+            self.drain_acknowledged.set()  # nothing more can arrive on this stream
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await task
+            call.cancel()
+            self.ended.set()
+
+    async def _beat(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            message = self._heartbeat()
+            if message is not None:
+                self._outbox.send(message)
+
+    async def close(self) -> None:
+        """Half-close the stream once everything queued is written, and wait for
+        the server to end it: cancelling at once could drop the last results in
+        flight."""
+        call = self._call
+        if call is None:
+            return
+        self.stopping = True
+        await self._outbox.flush()
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await call.done_writing()
+        try:
+            await asyncio.wait_for(self.ended.wait(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            call.cancel()
+
+
+async def _messages(call: Any) -> AsyncIterator[wpb.ConnectResponse]:
+    while True:
+        message = await call.read()
+        if message is grpc.aio.EOF:
+            return
+        yield message

@@ -1,0 +1,330 @@
+"""The job state machine: every state change of a job is decided here.
+
+Functions take a job as stored and return the change to store: the job as it
+must be stored next, and the typed `Cause` of the transition (with its words,
+for people). They never touch a database. The stores persist the result with
+a compare-and-set on the old state and lease epoch, so a decision made on a
+stale read can never overwrite a newer one.
+
+    PENDING  --lease-->    RUNNING  --success-->          SUCCEEDED
+    RUNNING  --returned unstarted--> PENDING
+    PENDING  --cancel-->   CANCELED
+    RUNNING  --failure, retries left-->   RETRYING --lease--> RUNNING
+    RUNNING  --failure, none left-->      FAILED
+    RUNNING  --canceled by worker-->      CANCELED
+    RETRYING --cancel-->   CANCELED
+
+A timed-out, lost or interrupted attempt is a failure like any other, told
+apart by its cause; a job whose cancel was requested is never retried.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from zbrain.errors import IllegalTransitionError, StaleLeaseError
+
+from .model import (
+    AttemptOutcome,
+    AttemptResult,
+    CancelOutcome,
+    Cause,
+    Job,
+    JobState,
+    NewJob,
+)
+
+ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.RUNNING, JobState.CANCELED}),
+    JobState.RUNNING: frozenset(
+        {
+            JobState.SUCCEEDED,
+            JobState.FAILED,
+            JobState.RETRYING,
+            JobState.CANCELED,
+            JobState.PENDING,  # a lease given back before its worker ever saw it
+        }
+    ),
+    JobState.RETRYING: frozenset({JobState.RUNNING, JobState.CANCELED}),
+    JobState.SUCCEEDED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELED: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter between attempts.
+
+    The n-th retry waits between half and all of min(cap, base * 2**(n-1)):
+    the jitter spreads retries of jobs that failed together, and the lower
+    bound keeps a retry from following its failure at once.
+    """
+
+    base_us: int = 1_000_000
+    cap_us: int = 300_000_000
+
+    def backoff_us(self, attempt: int, rng: random.Random | None = None) -> int:
+        ceiling = min(self.cap_us, self.base_us << max(0, attempt - 1))
+        jitter: float = (rng or random).random()
+        return ceiling // 2 + int(jitter * (ceiling - ceiling // 2))
+
+
+@dataclass(slots=True)
+class Change:
+    """A decided transition: the job to store and, for the event log, why (the
+    same cause and words are in `after`)."""
+
+    before: Job
+    after: Job
+
+    @property
+    def cause(self) -> Cause:
+        return self.after.cause
+
+    @property
+    def reason(self) -> str:
+        return self.after.reason
+
+
+# Why an attempt ended, from the outcome its worker reported.
+_OUTCOME_CAUSES = {
+    AttemptOutcome.SUCCEEDED: Cause.SUCCEEDED,
+    AttemptOutcome.FAILED: Cause.ATTEMPT_FAILED,
+    AttemptOutcome.CANCELED: Cause.CANCELED,
+    AttemptOutcome.TIMED_OUT: Cause.ATTEMPT_TIMED_OUT,
+    AttemptOutcome.INTERRUPTED: Cause.INTERRUPTED,
+}
+
+LEASE_EXPIRED_ERROR = "worker lost: lease expired"
+OVERDUE_ERROR = "timed out (enforced by the server)"
+
+
+def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
+    """A job just submitted: PENDING, runnable from now, no attempt yet.
+
+    The stores make it from the NewJob rather than read it back from its row,
+    which would parse the JSON columns just written. It shares the NewJob's
+    values, which nobody changes in place.
+    """
+    return Job(
+        id=job_id,
+        org_id=new.org_id,
+        cmd=new.cmd,
+        input_json=new.input_json,
+        env=new.env,
+        timeout_us=new.timeout_us,
+        max_retries=new.max_retries,
+        priority=new.priority,
+        labels=new.labels,
+        state=JobState.PENDING,
+        attempt=0,
+        create_time_us=now_us,
+        update_time_us=now_us,
+        start_time_us=None,
+        finish_time_us=None,
+        next_run_time_us=now_us,
+        last_error="",
+        output_json="",
+        lease_epoch=0,
+        worker_id="",
+        lease_expire_time_us=None,
+        cancel_requested=False,
+        request_id=new.request_id,
+        trace_context=new.trace_context,
+        previous_state=None,
+        cause=Cause.SUBMITTED,
+        reason="submitted",
+        transition_time_us=now_us,
+    )
+
+
+def check_transition(from_state: JobState, to_state: JobState) -> None:
+    """Raise IllegalTransitionError unless the lifecycle allows the change."""
+    if to_state not in ALLOWED_TRANSITIONS[from_state]:
+        raise IllegalTransitionError(f"a job cannot go from {from_state.name} to {to_state.name}")
+
+
+def _move(
+    job: Job, to_state: JobState, cause: Cause, reason: str, now_us: int, **fields: object
+) -> Change:
+    check_transition(job.state, to_state)
+    after = replace(
+        job,
+        state=to_state,
+        update_time_us=now_us,
+        previous_state=job.state,
+        cause=cause,
+        reason=reason,
+        transition_time_us=now_us,
+        **fields,  # type: ignore[arg-type]
+    )
+    return Change(job, after)
+
+
+def start_attempt(job: Job, worker_id: str, now_us: int, lease_ttl_us: int) -> Change:
+    """Lease a runnable job to a worker: a new attempt under a new, higher epoch."""
+    return _move(
+        job,
+        JobState.RUNNING,
+        Cause.LEASED,
+        f"leased by worker {worker_id}",
+        now_us,
+        attempt=job.attempt + 1,
+        lease_epoch=job.lease_epoch + 1,
+        worker_id=worker_id,
+        lease_expire_time_us=now_us + lease_ttl_us,
+        start_time_us=now_us,
+        next_run_time_us=None,
+    )
+
+
+def check_lease(job: Job, lease_epoch: int) -> None:
+    """Raise StaleLeaseError unless `lease_epoch` is the job's live lease."""
+    if job.state is not JobState.RUNNING or job.lease_epoch != lease_epoch:
+        raise StaleLeaseError(
+            f"lease epoch {lease_epoch} of job {job.id} is not current "
+            f"(job is {job.state.name} at epoch {job.lease_epoch})"
+        )
+
+
+def return_lease(job: Job, lease_epoch: int, now_us: int) -> Change:
+    """Give back a lease its worker never received (it left or began draining as
+    the job was leased): the attempt did not happen, so it is not counted, but
+    the epoch stays spent so nothing can report on it."""
+    check_lease(job, lease_epoch)
+    return _move(
+        job,
+        JobState.PENDING,
+        Cause.LEASE_RETURNED,
+        "lease returned unstarted",
+        now_us,
+        attempt=job.attempt - 1,
+        lease_expire_time_us=None,
+        next_run_time_us=now_us,
+        start_time_us=None,
+    )
+
+
+def renew_lease(job: Job, lease_epoch: int, now_us: int, lease_ttl_us: int) -> Job:
+    """Extend a live lease; the state does not change."""
+    check_lease(job, lease_epoch)
+    return replace(job, lease_expire_time_us=now_us + lease_ttl_us, update_time_us=now_us)
+
+
+def finish_attempt(
+    job: Job,
+    lease_epoch: int,
+    result: AttemptResult,
+    now_us: int,
+    retry: RetryPolicy,
+) -> Change:
+    """Apply an attempt's outcome as its worker reported it: success, cancel,
+    retry later, or fail for good."""
+    check_lease(job, lease_epoch)
+    return _end_attempt(job, result, _OUTCOME_CAUSES[result.outcome], now_us, retry)
+
+
+def expire_lease(job: Job, now_us: int, retry: RetryPolicy) -> Change:
+    """End an attempt whose lease ran out: its worker is lost."""
+    result = AttemptResult(AttemptOutcome.FAILED, error=LEASE_EXPIRED_ERROR)
+    return _end_attempt(job, result, Cause.LEASE_EXPIRED, now_us, retry)
+
+
+def end_overdue(job: Job, now_us: int, retry: RetryPolicy) -> Change:
+    """End an attempt that ran past its timeout and grace without its worker
+    ending it."""
+    result = AttemptResult(AttemptOutcome.TIMED_OUT, error=OVERDUE_ERROR)
+    return _end_attempt(job, result, Cause.OVERDUE, now_us, retry)
+
+
+def _end_attempt(
+    job: Job, result: AttemptResult, cause: Cause, now_us: int, retry: RetryPolicy
+) -> Change:
+    ended = {"lease_expire_time_us": None}  # worker_id stays: who ran the last attempt
+    if cause is Cause.SUCCEEDED:
+        return _move(
+            job,
+            JobState.SUCCEEDED,
+            cause,
+            "succeeded",
+            now_us,
+            output_json=result.output_json,
+            finish_time_us=now_us,
+            **ended,
+        )
+    if cause is Cause.CANCELED or job.cancel_requested:
+        return _move(
+            job,
+            JobState.CANCELED,
+            Cause.CANCELED,
+            "canceled by user",
+            now_us,
+            finish_time_us=now_us,
+            **ended,
+        )
+    error = _describe_failure(result)
+    if job.attempt <= job.max_retries:
+        return _move(
+            job,
+            JobState.RETRYING,
+            cause,
+            f"attempt {job.attempt} failed, retry scheduled: {error}",
+            now_us,
+            last_error=error,
+            next_run_time_us=now_us + retry.backoff_us(job.attempt),
+            **ended,
+        )
+    return _move(
+        job,
+        JobState.FAILED,
+        cause,
+        f"attempt {job.attempt} failed, no retries left: {error}",
+        now_us,
+        last_error=error,
+        finish_time_us=now_us,
+        **ended,
+    )
+
+
+def _describe_failure(result: AttemptResult) -> str:
+    if result.error:
+        return result.error
+    if result.outcome is AttemptOutcome.TIMED_OUT:
+        return "timed out"
+    if result.outcome is AttemptOutcome.INTERRUPTED:
+        return "interrupted: the worker shut down"
+    if result.exit_code is not None:
+        return f"exited with status {result.exit_code}"
+    return "failed"
+
+
+def cancel(job: Job, now_us: int) -> tuple[Change | None, CancelOutcome]:
+    """Cancel a job: at once when waiting, by request when running, not at all when done."""
+    if job.state.is_terminal:
+        return None, CancelOutcome.ALREADY_TERMINAL
+    if job.state is JobState.RUNNING:
+        if job.cancel_requested:
+            return None, CancelOutcome.CANCEL_REQUESTED
+        after = replace(
+            job,
+            cancel_requested=True,
+            update_time_us=now_us,
+            previous_state=job.state,
+            cause=Cause.CANCEL_REQUESTED,
+            reason="cancel requested by user; the worker was told to stop",
+            transition_time_us=now_us,
+        )
+        return Change(job, after), CancelOutcome.CANCEL_REQUESTED
+    change = _move(
+        job,
+        JobState.CANCELED,
+        Cause.CANCELED,
+        "canceled by user",
+        now_us,
+        finish_time_us=now_us,
+        next_run_time_us=None,
+        cancel_requested=True,
+    )
+    return change, CancelOutcome.CANCELED

@@ -1,0 +1,173 @@
+"""Domain objects of the server: what it stores about jobs, independent of SQL
+and of the wire.
+
+The enums and `Artifact` are the ones the clients use (`zbrain.models`, which
+imports no wire either): one definition each, on both sides.
+
+Times are integer microseconds since the Unix epoch (`*_us`), which both
+stores keep as plain integers and protobuf Timestamps take directly.
+
+The classes are values: change one with `dataclasses.replace`, never in
+place. They are not declared frozen because a frozen dataclass sets every
+field through `object.__setattr__`: building a Job took 4.6 µs instead of
+0.5, and the server builds one for every job row it reads or writes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from zbrain.models import (
+    Artifact,
+    AttemptOutcome,
+    CancelOutcome,
+    Cause,
+    JobState,
+    LogStream,
+    Role,
+)
+
+__all__ = [
+    "Artifact",
+    "AttemptOutcome",
+    "AttemptResult",
+    "CancelOutcome",
+    "Cause",
+    "EventRecord",
+    "Job",
+    "JobQuery",
+    "JobState",
+    "Lease",
+    "LogLine",
+    "LogRecord",
+    "LogStream",
+    "NewJob",
+    "Role",
+    "is_org_id",
+    "now_us",
+]
+
+ORG_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ORG_ID_RULE = "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def is_org_id(text: str) -> bool:
+    """Whether `text` can name an organisation (see ORG_ID_RULE)."""
+    return ORG_ID_PATTERN.match(text) is not None
+
+
+def now_us() -> int:
+    """The current wall-clock time in microseconds."""
+    return time.time_ns() // 1000
+
+
+@dataclass(slots=True)
+class NewJob:
+    """A validated job as submitted, before the store gives it an id and times."""
+
+    org_id: str
+    cmd: tuple[str, ...]
+    input_json: str
+    env: Mapping[str, str]
+    timeout_us: int
+    max_retries: int
+    priority: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    trace_context: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Job:
+    """A stored job, with its last transition (previous state, cause, reason, time)."""
+
+    id: str
+    org_id: str
+    cmd: tuple[str, ...]
+    input_json: str
+    env: Mapping[str, str]
+    timeout_us: int
+    max_retries: int
+    priority: int
+    labels: Mapping[str, str]
+    state: JobState
+    attempt: int
+    create_time_us: int
+    update_time_us: int
+    start_time_us: int | None
+    finish_time_us: int | None
+    next_run_time_us: int | None
+    last_error: str
+    output_json: str
+    lease_epoch: int
+    worker_id: str
+    lease_expire_time_us: int | None
+    cancel_requested: bool
+    request_id: str
+    trace_context: Mapping[str, str]
+    previous_state: JobState | None
+    cause: Cause
+    reason: str
+    transition_time_us: int
+    artifacts: tuple[Artifact, ...] = ()
+
+
+@dataclass(slots=True)
+class Lease:
+    """A job handed to a worker for one attempt, fenced by `lease_epoch`."""
+
+    job: Job
+    lease_epoch: int
+    expire_time_us: int
+
+
+@dataclass(slots=True)
+class LogLine:
+    """One line of a job's output; `sequence` is per job, gapless from 1."""
+
+    sequence: int
+    stream: LogStream
+    attempt: int
+    time_us: int
+    text: str
+
+
+@dataclass(slots=True)
+class AttemptResult:
+    """The outcome of one attempt as its worker reported it."""
+
+    outcome: AttemptOutcome
+    output_json: str = ""
+    error: str = ""
+    exit_code: int | None = None
+
+
+@dataclass(slots=True)
+class JobQuery:
+    """A List query: filters plus a keyset position (`after_id`)."""
+
+    org_id: str
+    states: Sequence[JobState] = ()
+    newest_first: bool = True
+    limit: int = 50
+    after_id: str | None = None
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """One recorded change as stored: `payload` is the event's body encoded by
+    `core.events.encode`; `sequence` is 0 until the store numbers it at commit."""
+
+    sequence: int
+    topic: str
+    org_id: str
+    job_id: str
+    time_us: int
+    payload: bytes
+
+
+LogRecord = tuple[LogStream, int, str]
+"""A log line as a worker sends it: stream, time in microseconds, text."""

@@ -1,0 +1,1 @@
+"""Dispatch: leasing, worker sessions, the reaper, and the operations every edge offers."""

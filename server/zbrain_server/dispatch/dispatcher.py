@@ -1,0 +1,489 @@
+"""Dispatch: who gets which job, and everything that follows from a lease.
+
+Consumers are connected worker streams (`WorkerSession`) and unary
+AcquireLease calls waiting for work (`LeaseWaiter`). One pump task hands
+runnable jobs to consumers with free slots whenever something may have
+become runnable (a submit, a freed slot, a retry falling due): a kick
+coalesces any number of such events into one pass, so a burst of submits
+leases in few transactions. Both worker paths lease through
+`JobStore.lease_jobs`; a background ticker reaps expired leases and
+enforces timeouts, and is only a safety net for wake-ups, never the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from zbrain.errors import NotFoundError, StaleLeaseError, ZBrainError
+from zbrain.logs import job_fields
+
+from ..config import ServerConfig
+from ..core import events, lifecycle
+from ..core.lifecycle import RetryPolicy
+from ..core.model import (
+    AttemptResult,
+    CancelOutcome,
+    Cause,
+    EventRecord,
+    Job,
+    JobState,
+    Lease,
+    LogLine,
+    LogRecord,
+    NewJob,
+    now_us,
+)
+from ..store import JobStore
+from .metrics import Telemetry
+from .sessions import CancelNotice, Consumer, DrainAcknowledgement, LeaseWaiter, WorkerSession
+from .signals import JobSignals
+
+log = logging.getLogger(__name__)
+
+CANCELED_BY_USER = "canceled by user"
+# What a worker holding an attempt the server's reaper ended is told.
+_REAPED = {
+    Cause.LEASE_EXPIRED: lifecycle.LEASE_EXPIRED_ERROR,
+    Cause.OVERDUE: lifecycle.OVERDUE_ERROR,
+}
+
+
+class Dispatcher:
+    """Leases jobs to workers and applies what workers report."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        config: ServerConfig,
+        signals: JobSignals,
+        telemetry: Telemetry,
+    ) -> None:
+        self._store = store
+        self._telemetry = telemetry
+        telemetry.watch_workers(lambda: len(self._sessions))
+        self._config = config
+        self._signals = signals
+        self._retry = RetryPolicy(
+            base_us=int(config.retry_base_s * 1e6), cap_us=int(config.retry_cap_s * 1e6)
+        )
+        self._lease_ttl_us = int(config.lease_ttl_s * 1e6)
+        self._consumers: list[Consumer] = []
+        self._sessions: dict[str, WorkerSession] = {}
+        self._holders: dict[str, WorkerSession] = {}  # job id -> session holding its lease
+        self._kick = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry
+
+    @property
+    def lease_ttl_us(self) -> int:
+        return self._lease_ttl_us
+
+    @property
+    def connected_workers(self) -> int:
+        return len(self._sessions)
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._pump_loop(), name="zbrain-dispatch"),
+            asyncio.create_task(self._tick_loop(), name="zbrain-reaper"),
+        ]
+        self.kick()
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    def kick(self) -> None:
+        """Something may have become runnable: run a dispatch pass soon."""
+        self._kick.set()
+
+    # -- client operations -----------------------------------------------------
+
+    async def submit(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        created = await self._store.create_jobs(
+            jobs, now_us(), pending_limit=self._config.limits.max_pending_per_org
+        )
+        self.kick()
+        self._telemetry.submitted(job for job, deduplicated in created if not deduplicated)
+        return created
+
+    async def cancel(self, job_id: str) -> tuple[Job, CancelOutcome]:
+        """Cancel a job; the worker holding it, on whichever replica, hears of it
+        through the recorded event (see `observe`)."""
+        job, outcome = await self._store.cancel_job(job_id, now_us())
+        if outcome is CancelOutcome.CANCELED:
+            self._telemetry.canceled_waiting(job)
+        return job, outcome
+
+    def observe(self, records: Sequence[EventRecord]) -> None:
+        """Act on committed events, this replica's and those of every other
+        replica sharing the store (the store's event listener calls this).
+
+        Followers of a job are woken; a submitted, retried or returned job
+        kicks a dispatch pass, so a job submitted through one replica reaches
+        an idle worker connected to another at once; a cancel request reaches
+        the worker holding the job here, whichever replica it was asked of.
+        """
+        runnable = False
+        for record in records:
+            if not record.job_id:
+                continue
+            self._signals.changed(record.job_id)
+            if not record.topic.endswith("/state"):
+                continue
+            body = events.decode(record.payload)
+            if isinstance(body, events.JobSubmitted):
+                runnable = True
+            elif isinstance(body, events.JobStateChanged):
+                runnable = runnable or body.to_state.is_runnable
+                if body.cause is Cause.CANCEL_REQUESTED:
+                    self._tell_holder(record.job_id, body.lease_epoch, CANCELED_BY_USER)
+                elif body.to_state is not JobState.RUNNING:
+                    self._lease_ended(record.job_id, body.lease_epoch, body.cause)
+        if runnable:
+            self.kick()
+
+    # -- worker operations -----------------------------------------------------
+
+    async def acquire(
+        self, worker_id: str, org_ids: Sequence[str], max_jobs: int, wait_s: float
+    ) -> list[Lease]:
+        """Lease up to max_jobs, waiting up to wait_s for jobs to become runnable."""
+        if wait_s <= 0:
+            leases = await self._store.lease_jobs(
+                worker_id, org_ids, max_jobs, now_us(), self._lease_ttl_us
+            )
+            self._telemetry.leased(leases)
+            return leases
+        waiter = LeaseWaiter(worker_id, tuple(org_ids), max_jobs)
+        future: asyncio.Future[list[Lease]] = asyncio.get_running_loop().create_future()
+        waiter.future = future
+        self._consumers.append(waiter)
+        self.kick()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(future), wait_s)
+            waiter.gave_up = True
+            if waiter.leasing:  # a dispatch pass is leasing for us right now: take its result
+                return await future
+            return future.result() if future.done() else []
+        except asyncio.CancelledError:
+            # The caller hung up: leases still on their way go back to the queue.
+            waiter.gave_up = True
+            future.add_done_callback(self._give_back_later)
+            raise
+        finally:
+            waiter.capacity = 0  # a pass that still holds it in its snapshot skips it
+            self._consumers.remove(waiter)
+
+    def _give_back_later(self, future: asyncio.Future[list[Lease]]) -> None:
+        if not future.cancelled() and future.result():
+            asyncio.get_running_loop().create_task(self._give_back(future.result()))
+
+    async def renew(self, job_id: str, lease_epoch: int) -> Job:
+        try:
+            job = await self._store.renew_lease(job_id, lease_epoch, now_us(), self._lease_ttl_us)
+        except StaleLeaseError:
+            self._lease_ended(job_id, lease_epoch)
+            raise
+        if job.cancel_requested:
+            # Repeated on every heartbeat until the attempt ends: a notice the
+            # worker missed (it was reconnecting, say) is never lost for good.
+            self._tell_holder(job_id, lease_epoch, CANCELED_BY_USER)
+        return job
+
+    async def append_logs(
+        self, job_id: str, lease_epoch: int, records: Sequence[LogRecord]
+    ) -> list[LogLine]:
+        try:
+            lines = await self._store.append_logs(
+                job_id, lease_epoch, records, max_bytes=self._config.limits.max_log_bytes_per_job
+            )
+        except StaleLeaseError:
+            self._lease_ended(job_id, lease_epoch)
+            raise
+        if lines:
+            self._telemetry.logged(lines)
+        return lines
+
+    async def complete(self, job_id: str, lease_epoch: int, result: AttemptResult) -> Job:
+        [outcome] = await self.complete_all([(job_id, lease_epoch, result)])
+        if isinstance(outcome, ZBrainError):
+            raise outcome
+        return outcome
+
+    async def complete_all(
+        self, reports: Sequence[tuple[str, int, AttemptResult]]
+    ) -> list[Job | ZBrainError]:
+        """Record outcomes (job id, lease epoch, result) in one store call; each
+        comes back as the finished job or the error that refused it."""
+        outcomes = await self._store.finish_attempts(reports, now_us(), self._retry)
+        for (job_id, lease_epoch, _), outcome in zip(reports, outcomes, strict=True):
+            if isinstance(outcome, Job):
+                self._finished(outcome)
+                self._lease_ended(job_id, lease_epoch)
+            elif isinstance(outcome, StaleLeaseError):
+                self._lease_ended(job_id, lease_epoch)
+            # Any other refusal (a passing store error, say) leaves the lease
+            # held: a CompleteLease caller may send the result again under it;
+            # a streamed result is rejected, and the lease expires and retries.
+        return outcomes
+
+    # -- worker sessions -------------------------------------------------------
+
+    async def connect(
+        self, session: WorkerSession, held: Sequence[tuple[str, int]] = ()
+    ) -> list[tuple[str, int, str]]:
+        """Register a worker stream; a reconnect with the same id replaces the old one.
+
+        `held` are leases the worker kept running through a lost connection,
+        to this server or to another replica: a lease is the job's, not the
+        connection's. Each one still live, held by this worker and of its
+        orgs is adopted (and renewed); the others are returned with the
+        reason, for the worker to stop those attempts. A live lease of this
+        worker that it does not claim never reached it (the server died or
+        the stream broke with the lease on its way): it goes back to the
+        queue at once, its attempt not counted, rather than wait out its TTL.
+        """
+        claimed = {job_id for job_id, _ in held}
+        mine = await self._store.leases_of(session.worker_id)
+        await self._return_leases([lease for lease in mine if lease[0] not in claimed])
+
+        async def adopt(job_id: str, epoch: int) -> Job:
+            job = await self._store.renew_lease(job_id, epoch, now_us(), self._lease_ttl_us)
+            if job.worker_id != session.worker_id or job.org_id not in session.org_ids:
+                raise StaleLeaseError(f"lease {epoch} of job {job_id} is not this worker's")
+            return job
+
+        # All at once, so that the renewals share the store's group commits.
+        outcomes = await asyncio.gather(*(adopt(*lease) for lease in held), return_exceptions=True)
+        adopted: list[Job] = []
+        rejected = []
+        for (job_id, epoch), outcome in zip(held, outcomes, strict=True):
+            if isinstance(outcome, StaleLeaseError | NotFoundError):
+                rejected.append((job_id, epoch, str(outcome)))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                adopted.append(outcome)
+        # Nothing is awaited from here until the session is registered, so a
+        # store error above leaves no half-registered session behind.
+        old = self._sessions.get(session.worker_id)
+        if old is not None:  # its own handler ends it and calls disconnect()
+            old.closed = True
+            old.outbox.put_nowait(None)
+        for job in adopted:
+            session.active[job.id] = job.lease_epoch
+            self._holders[job.id] = session
+            if job.cancel_requested:  # asked while the worker was away
+                self._tell_holder(job.id, job.lease_epoch, CANCELED_BY_USER)
+        self._sessions[session.worker_id] = session
+        self._consumers.append(session)
+        self.kick()
+        await self._record_presence(session, connected=True)
+        return rejected
+
+    async def disconnect(self, session: WorkerSession) -> None:
+        """Forget a worker stream. Its leases run on until their TTL, so that a
+        worker which reconnects in time, here or to another replica, keeps its
+        attempts; a worker that is gone for good loses them to the reaper."""
+        session.closed = True
+        if self._sessions.get(session.worker_id) is session:
+            del self._sessions[session.worker_id]
+        if session in self._consumers:
+            self._consumers.remove(session)
+        for job_id in session.active:
+            if self._holders.get(job_id) is session:
+                del self._holders[job_id]
+        self.kick()
+        await self._record_presence(session, connected=False)
+
+    async def _record_presence(self, session: WorkerSession, *, connected: bool) -> None:
+        """Record a worker coming or going: for watchers only, so a store error
+        here is logged and never costs the worker its connection."""
+        now = now_us()
+        try:
+            await self._store.record_events(
+                [
+                    events.worker_presence(session.worker_id, org, connected, now)
+                    for org in session.org_ids
+                ]
+            )
+        except ZBrainError as error:
+            log.warning("could not record worker %s's presence: %s", session.worker_id, error)
+
+    def drain(self, session: WorkerSession) -> None:
+        """Send a worker no more leases; acknowledge once none can follow."""
+        session.draining = True
+        session.outbox.put_nowait(DrainAcknowledgement())
+
+    def _tell_holder(self, job_id: str, lease_epoch: int, reason: str) -> None:
+        session = self._holders.get(job_id)
+        held = session is not None and session.active.get(job_id) == lease_epoch
+        if held and session is not None and not session.closed:
+            session.outbox.put_nowait(CancelNotice(job_id, lease_epoch, reason))
+
+    def _lease_ended(self, job_id: str, lease_epoch: int, cause: Cause = Cause.UNSPECIFIED) -> None:
+        """An attempt held here ended: by its worker's report, or by a reaper, here
+        or on another replica. A reaped attempt is stopped, and a worker whose
+        heartbeats stopped is sent nothing more until it is heard from."""
+        session = self._holders.get(job_id)
+        if session is None or session.active.get(job_id) != lease_epoch:
+            return
+        if cause in (Cause.LEASE_EXPIRED, Cause.OVERDUE):
+            self._tell_holder(job_id, lease_epoch, _REAPED[cause])
+            session.silent = session.silent or cause is Cause.LEASE_EXPIRED
+        del session.active[job_id]
+        del self._holders[job_id]
+        self.kick()
+
+    def _finished(self, job: Job, *, lease_expired: bool = False) -> None:
+        self._telemetry.attempt_ended(job, lease_expired=lease_expired)
+        level = logging.INFO if job.state is not JobState.SUCCEEDED else logging.DEBUG
+        if log.isEnabledFor(level):  # the fields cost more than the call: once per job
+            log.log(
+                level,
+                "job %s after attempt %d%s",
+                job.state.name.lower(),
+                job.attempt,
+                f": {job.last_error}" if job.last_error and level == logging.INFO else "",
+                extra=job_fields(job.id, job.org_id, job.worker_id, job.trace_context),
+            )
+        if job.state is JobState.RETRYING:
+            self.kick()  # the pass schedules a wake-up for its next_run_time
+
+    # -- the dispatch pass -----------------------------------------------------
+
+    async def _pump_loop(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self._pump()
+            except ZBrainError as error:
+                log.warning(
+                    "dispatch pass failed: %s; retrying in %.1fs",
+                    error,
+                    self._config.poll_interval_s,
+                )
+                await asyncio.sleep(self._config.poll_interval_s)
+                self.kick()
+            except Exception:
+                log.exception(
+                    "dispatch pass failed; retrying in %.1fs", self._config.poll_interval_s
+                )
+                await asyncio.sleep(self._config.poll_interval_s)
+                self.kick()
+
+    async def _pump(self) -> None:
+        exhausted: set[str] = set()  # orgs found with nothing runnable in this pass
+        progress = True
+        while progress:
+            progress = False
+            # Rotate so that the same consumer is not always served first.
+            if self._consumers:
+                self._consumers.append(self._consumers.pop(0))
+            for consumer in list(self._consumers):
+                if consumer not in self._consumers:
+                    continue  # it left while this pass awaited the store
+                orgs = [org for org in consumer.orgs_in_turn() if org not in exhausted]
+                wanted = consumer.free_slots
+                if wanted <= 0 or not orgs:
+                    continue
+                if isinstance(consumer, LeaseWaiter):
+                    consumer.leasing = True
+                try:
+                    leases = await self._store.lease_jobs(
+                        consumer.worker_id, orgs, wanted, now_us(), self._lease_ttl_us
+                    )
+                finally:
+                    if isinstance(consumer, LeaseWaiter):
+                        consumer.leasing = False
+                self._telemetry.leased(leases)
+                if len(leases) < wanted:
+                    exhausted.update(orgs)
+                if not leases:
+                    if isinstance(consumer, LeaseWaiter) and consumer.gave_up:
+                        consumer.deliver([])
+                    continue
+                progress = True
+                if isinstance(consumer, WorkerSession):
+                    if consumer.closed or consumer.draining:
+                        await self._give_back(leases)
+                        continue
+                    for lease in leases:
+                        self._holders[lease.job.id] = consumer
+                consumer.deliver(leases)
+        await self._schedule_wakeup()
+
+    async def _give_back(self, leases: list[Lease]) -> None:
+        """A worker left or began draining while jobs were leased to it: return them."""
+        await self._return_leases([(lease.job.id, lease.lease_epoch) for lease in leases])
+        self.kick()
+
+    async def _return_leases(self, leases: Sequence[tuple[str, int]]) -> None:
+        """Return leases nobody started, all at once (sharing group commits);
+        one that ended meanwhile is left as it is."""
+        now = now_us()
+        outcomes = await asyncio.gather(
+            *(self._store.return_lease(job_id, epoch, now) for job_id, epoch in leases),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, StaleLeaseError | NotFoundError
+            ):
+                raise outcome
+
+    async def _schedule_wakeup(self) -> None:
+        """Wake the pump when the earliest waiting retry falls due."""
+        idle_orgs = sorted({org for c in self._consumers if c.free_slots > 0 for org in c.org_ids})
+        if not idle_orgs:
+            return
+        due_us = await self._store.next_run_time(idle_orgs)
+        if due_us is None:
+            return
+        delay = max(0.0, (due_us - now_us()) / 1e6)
+        if delay <= 0:
+            return  # runnable now but not leased (raced a submit): the next kick takes it
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, self.kick)
+
+    # -- background duties ------------------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.poll_interval_s)
+            try:
+                await self.reap()
+            except ZBrainError as error:  # the store is down, say: health reports it
+                log.warning("reaping leases failed: %s; trying again next tick", error)
+            except Exception:
+                log.exception("reaping leases failed; trying again next tick")
+            self.kick()
+
+    async def reap(self) -> list[Job]:
+        """Fail attempts whose lease expired or that overran their timeout."""
+        now = now_us()
+        grace_us = int(self._config.timeout_grace_s * 1e6)
+        expired = await self._store.expire_leases(now, self._retry)
+        overdue = await self._store.time_out_attempts(now, grace_us, self._retry)
+        for job in expired:
+            self._finished(job, lease_expired=True)
+        for job in overdue:
+            self._finished(job)
+        return [*expired, *overdue]

@@ -1,0 +1,208 @@
+"""The operations on jobs that every edge offers (gRPC today), in domain terms.
+
+An edge validates and translates its request, resolves the caller, and calls
+one of these; it translates the answer back. So the organisation checks, the
+follow loops of logs and events and the artifact rules are written once,
+whatever the wire. Each operation takes the `Caller` it acts for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from zbrain.errors import NotFoundError, OutOfRangeError, ResourceExhaustedError
+
+from ..config import ServerConfig
+from ..core import lifecycle
+from ..core.access import Caller, check_visible
+from ..core.model import (
+    Artifact,
+    AttemptResult,
+    CancelOutcome,
+    EventRecord,
+    Job,
+    JobQuery,
+    Lease,
+    LogLine,
+    LogRecord,
+    NewJob,
+)
+from ..store import JobStore
+from ..store.blobs import BlobStore
+from .bus import EventBus, SubscriberTooSlow
+from .dispatcher import Dispatcher
+from .signals import JobSignals, wait_for
+
+# A follower re-reads the store at least this often even without a nudge.
+FOLLOW_RECHECK_S = 1.0
+
+
+class Jobs:
+    """Jobs, their logs, events and artifacts, for callers of any edge."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: JobStore,
+        dispatcher: Dispatcher,
+        blobs: BlobStore,
+        signals: JobSignals,
+        bus: EventBus,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._dispatcher = dispatcher
+        self._blobs = blobs
+        self._signals = signals
+        self._bus = bus
+
+    # -- clients ---------------------------------------------------------------------
+
+    async def submit(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        """Store new jobs (all or none); each with True when it repeats an earlier one."""
+        return await self._dispatcher.submit(jobs)
+
+    async def get(self, caller: Caller, job_id: str) -> Job:
+        """The job, or NotFoundError when it does not exist or belongs to another org."""
+        job = await self._store.get_job(job_id)
+        check_visible(caller, job.org_id, f"job {job_id}")
+        return job
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        """One page of jobs (the query's org is already the caller's to read)."""
+        return await self._store.list_jobs(query)
+
+    async def cancel(self, caller: Caller, job_id: str) -> tuple[Job, CancelOutcome]:
+        await self.get(caller, job_id)
+        return await self._dispatcher.cancel(job_id)
+
+    async def logs(
+        self, caller: Caller, job_id: str, after: int, *, follow: bool
+    ) -> AsyncIterator[list[LogLine]]:
+        """The job's lines after sequence `after`, a page at a time; with
+        `follow`, new ones as they arrive until the job finishes."""
+        await self.get(caller, job_id)  # NotFoundError before any line
+        page = self._config.limits.log_page_lines
+        with self._signals.follow(job_id) as changed:
+            while True:
+                # Read the job's state before the lines: if it was finished then,
+                # every line it will ever have is already stored.
+                finished = (await self._store.get_job(job_id)).state.is_terminal
+                lines = await self._store.read_logs(job_id, after, page)
+                if lines:
+                    after = lines[-1].sequence
+                    yield lines
+                    if len(lines) == page:
+                        continue
+                if not follow or finished:
+                    return
+                await wait_for(changed, FOLLOW_RECHECK_S)
+
+    async def events(
+        self, org_id: str, topic_prefix: str, after: int, *, follow: bool
+    ) -> AsyncIterator[list[EventRecord]]:
+        """Recorded events of an org after sequence `after`, a page at a time;
+        with `follow`, live ones as they commit. OutOfRangeError when retention
+        removed some of those asked for; ResourceExhaustedError, naming where
+        to resume, when the reader falls a buffer behind."""
+        purged = await self._store.events_purged_through()
+        if after < purged:
+            raise OutOfRangeError(
+                f"events up to sequence {purged} were removed by retention; "
+                f"the oldest available is {purged + 1} (ask for after_sequence >= {purged})"
+            )
+        page = self._config.limits.event_page_events
+        last = after
+        # Subscribe before reading the backlog: an event committed meanwhile is in
+        # one or both, and the sequence check below drops the copy.
+        with self._bus.subscribe(org_id, topic_prefix) as live:
+            while True:
+                backlog = await self._store.read_events(org_id, topic_prefix, last, page)
+                if backlog:
+                    last = backlog[-1].sequence
+                    yield backlog
+                if len(backlog) < page:
+                    break
+            while follow:
+                try:
+                    batch = [r for r in await live.next_batch() if r.sequence > last]
+                except SubscriberTooSlow:
+                    raise ResourceExhaustedError(
+                        f"subscriber too slow: more than {self._bus.buffer_size} events behind; "
+                        f"resume with after_sequence={last}"
+                    ) from None
+                if batch:
+                    last = batch[-1].sequence
+                    yield batch
+
+    async def artifact(
+        self, caller: Caller, job_id: str, name: str
+    ) -> tuple[Artifact, AsyncIterator[bytes]]:
+        """One artifact of a job and its content, in chunks."""
+        job = await self.get(caller, job_id)
+        artifact = next((a for a in job.artifacts if a.name == name), None)
+        if artifact is None:
+            raise NotFoundError(f"job {job.id} has no artifact named {name!r}")
+        return artifact, self._blobs.read(artifact.sha256)
+
+    # -- workers on the unary API -------------------------------------------------------
+
+    async def acquire(
+        self, worker_id: str, org_ids: Sequence[str], max_jobs: int, wait_s: float
+    ) -> list[Lease]:
+        return await self._dispatcher.acquire(worker_id, org_ids, max_jobs, wait_s)
+
+    async def _own_lease(self, caller: Caller, job_id: str) -> None:
+        """A worker bound to an org may report only on that org's jobs."""
+        if caller.org_id is not None:  # unrestricted callers need no extra read
+            await self.get(caller, job_id)
+
+    async def renew(self, caller: Caller, job_id: str, lease_epoch: int) -> Job:
+        await self._own_lease(caller, job_id)
+        return await self._dispatcher.renew(job_id, lease_epoch)
+
+    async def append_logs(
+        self, caller: Caller, job_id: str, lease_epoch: int, records: Sequence[LogRecord]
+    ) -> list[LogLine]:
+        await self._own_lease(caller, job_id)
+        return await self._dispatcher.append_logs(job_id, lease_epoch, records)
+
+    async def complete(
+        self, caller: Caller, job_id: str, lease_epoch: int, result: AttemptResult
+    ) -> Job:
+        await self._own_lease(caller, job_id)
+        return await self._dispatcher.complete(job_id, lease_epoch, result)
+
+    async def upload(
+        self,
+        caller: Caller,
+        job_id: str,
+        lease_epoch: int,
+        announced: Artifact,
+        chunks: AsyncIterator[bytes],
+    ) -> Artifact:
+        """Store an artifact of a leased job. The lease and the job's room are
+        checked before any content is read, so a stale worker wastes nothing."""
+        job = await self.get(caller, job_id)
+        lifecycle.check_lease(job, lease_epoch)
+        self._check_artifact_room(job, announced)
+        stored = await self._blobs.write(chunks, announced, self._config.limits.max_artifact_bytes)
+        await self._store.add_artifact(job_id, lease_epoch, stored)
+        self._signals.changed(job_id)
+        return stored
+
+    def _check_artifact_room(self, job: Job, announced: Artifact) -> None:
+        """RESOURCE_EXHAUSTED when the job may hold no more (or no larger) artifacts."""
+        limits = self._config.limits
+        others = [a for a in job.artifacts if a.name != announced.name]
+        if len(others) >= limits.max_artifacts_per_job:
+            raise ResourceExhaustedError(
+                f"job {job.id} has {len(others)} artifacts; the limit "
+                f"(max_artifacts_per_job) is {limits.max_artifacts_per_job}"
+            )
+        total = sum(a.size_bytes for a in others) + announced.size_bytes
+        if total > limits.max_artifacts_bytes_per_job:
+            raise ResourceExhaustedError(
+                f"job {job.id}'s artifacts would total {total} bytes; the limit "
+                f"(max_artifacts_bytes_per_job) is {limits.max_artifacts_bytes_per_job}"
+            )

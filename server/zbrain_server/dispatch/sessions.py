@@ -1,0 +1,93 @@
+"""Who takes leases: connected worker streams and unary AcquireLease calls,
+and the messages the dispatcher puts in a worker stream's outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from ..core.model import Lease
+
+
+@dataclass(eq=False)
+class Consumer:
+    """Someone who takes leases for a set of orgs, up to `capacity` at once."""
+
+    worker_id: str
+    org_ids: tuple[str, ...]
+    capacity: int
+    active: dict[str, int] = field(default_factory=dict)  # job id -> lease epoch
+    _next_org: int = 0
+
+    @property
+    def free_slots(self) -> int:
+        return self.capacity - len(self.active)
+
+    def orgs_in_turn(self) -> list[str]:
+        """Its orgs, starting one further each call, so no org always goes first."""
+        start = self._next_org % len(self.org_ids)
+        self._next_org += 1
+        return [*self.org_ids[start:], *self.org_ids[:start]]
+
+    def deliver(self, leases: list[Lease]) -> None:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class LeaseWaiter(Consumer):
+    """An AcquireLease call: takes one batch of leases, then leaves."""
+
+    future: asyncio.Future[list[Lease]] | None = None
+    leasing: bool = False  # a dispatch pass is leasing for it right now
+    gave_up: bool = False  # its wait ended: deliver whatever the pass gets, even nothing
+
+    def deliver(self, leases: list[Lease]) -> None:
+        self.capacity = 0
+        if self.future is not None and not self.future.done():
+            self.future.set_result(leases)
+
+
+@dataclass(eq=False)
+class WorkerSession(Consumer):
+    """A worker connected through WorkerService.Connect; messages go to `outbox`."""
+
+    outbox: asyncio.Queue[object] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+    # Set when one of its leases expired: a worker that missed its heartbeats
+    # gets no new work until it is heard from again.
+    silent: bool = False
+    draining: bool = False  # the worker is shutting down: no new work, ever
+    takes_batches: bool = False  # it reads a pass's leases as one message
+
+    @property
+    def free_slots(self) -> int:
+        if self.silent or self.draining:
+            return 0
+        return self.capacity - len(self.active)
+
+    def heard_from(self) -> None:
+        """The worker sent something: it is alive, so it may take work again."""
+        self.silent = False
+
+    def deliver(self, leases: list[Lease]) -> None:
+        for lease in leases:
+            self.active[lease.job.id] = lease.lease_epoch
+        if self.takes_batches:
+            self.outbox.put_nowait(leases)
+        else:
+            for lease in leases:
+                self.outbox.put_nowait(lease)
+
+
+@dataclass(frozen=True)
+class DrainAcknowledgement:
+    """Tells a draining worker that no lease follows."""
+
+
+@dataclass(frozen=True)
+class CancelNotice:
+    """Tells a session's worker to stop an attempt."""
+
+    job_id: str
+    lease_epoch: int
+    reason: str

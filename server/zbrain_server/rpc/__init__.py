@@ -1,0 +1,1 @@
+"""The gRPC edge: handlers, validation, auth, the protobuf codec and RPC telemetry."""

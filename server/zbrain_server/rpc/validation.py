@@ -1,0 +1,532 @@
+"""Everything that arrives over the wire is validated here, once: a request
+message becomes domain values, or INVALID_ARGUMENT names every problem with
+the field it concerns (google.rpc.BadRequest). Handlers (gRPC, and the HTTP
+edge, which parses the same messages from JSON) do no checking of their own.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import PurePosixPath
+from typing import TypeVar
+
+from google.protobuf import duration_pb2
+
+from zbrain.errors import FieldViolation, InvalidArgumentError
+from zbrain.models import Role
+from zbrain.protocol import TRUNCATION_MARK
+from zbrain.v1 import job_pb2, job_service_pb2, token_service_pb2, worker_service_pb2
+
+from ..config import Limits
+from ..core.ids import is_job_id
+from ..core.model import (
+    ORG_ID_RULE,
+    Artifact,
+    AttemptOutcome,
+    AttemptResult,
+    Job,
+    JobQuery,
+    JobState,
+    LogRecord,
+    LogStream,
+    NewJob,
+    is_org_id,
+    now_us,
+)
+
+WORKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# Variables the worker sets for every job; a job may not override them.
+RESERVED_ENV_PREFIX = "ZBRAIN_"
+# They would let a job change how its own program is loaded (LD_PRELOAD,
+# LD_LIBRARY_PATH, LD_AUDIT, ...), a classic way to escape what cmd says.
+LOADER_ENV_PREFIXES = ("LD_", "DYLD_")
+DEFAULT_PAGE_SIZE = 50
+
+E = TypeVar("E", bound=enum.IntEnum)
+
+
+def _enum_or_none(kind: type[E], number: int) -> E | None:
+    """The enum member for a wire number, or None for UNSPECIFIED and unknown numbers."""
+    try:
+        return kind(number)
+    except ValueError:
+        return None
+
+
+class Violations:
+    """Collects field violations so one answer can name every problem at once."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def raise_if_any(self, message: str) -> None:
+        if self.items:
+            raise InvalidArgumentError(message, violations=self.items)
+
+
+def _bad(message: str, field: str, description: str) -> InvalidArgumentError:
+    return InvalidArgumentError(message, violations=[FieldViolation(field, description)])
+
+
+def duration_us(d: duration_pb2.Duration) -> int:
+    return d.seconds * 1_000_000 + d.nanos // 1000
+
+
+# -- inbound -------------------------------------------------------------------
+
+
+def check_org_id(org_id: str, field: str, violations: Violations) -> None:
+    if not is_org_id(org_id):
+        violations.add(field, ORG_ID_RULE)
+
+
+def valid_org(org_id: str, field: str) -> str:
+    """The org id itself; INVALID_ARGUMENT naming `field` if it is malformed or empty."""
+    violations = Violations()
+    check_org_id(org_id, field, violations)
+    violations.raise_if_any("invalid organisation id")
+    return org_id
+
+
+def check_job_id(job_id: str, field: str = "job_id") -> str:
+    """Reject ids that cannot be a job id, so NOT_FOUND means a well-formed unknown id."""
+    if not job_id:
+        raise InvalidArgumentError(
+            "missing job id", violations=[FieldViolation(field, "is required")]
+        )
+    if not is_job_id(job_id):
+        raise InvalidArgumentError(
+            f"malformed job id {job_id[:80]!r}",
+            violations=[FieldViolation(field, "must be a job id (a lower-case UUID)")],
+        )
+    return job_id
+
+
+def _check_json(text: str, field: str, violations: Violations) -> None:
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        violations.add(field, f"is not valid JSON: {exc}")
+    except RecursionError:
+        violations.add(field, "is nested too deeply")
+
+
+def _check_text(value: str, field: str, violations: Violations) -> None:
+    if "\x00" in value:
+        violations.add(field, "must not contain NUL characters")
+
+
+def _plain_dict(entries: Mapping[str, str]) -> dict[str, str]:
+    return dict(entries) if entries else {}
+
+
+def _check_string_map(
+    entries: Mapping[str, str],
+    field: str,
+    violations: Violations,
+    *,
+    max_entries: int,
+    key_pattern: re.Pattern[str] | None = None,
+    max_total_bytes: int | None = None,
+    max_entry_bytes: int | None = None,
+) -> None:
+    """Check a map<string, string>: entry count, names, NULs, and sizes."""
+    if len(entries) > max_entries:
+        violations.add(field, f"has {len(entries)} entries; the limit is {max_entries}")
+    total = 0
+    for key, value in entries.items():
+        entry = f"{field}[{key[:40]!r}]"
+        size = len(key.encode()) + len(value.encode())
+        total += size
+        if not key:
+            violations.add(field, "keys must not be empty")
+        elif key_pattern is not None and not key_pattern.match(key):
+            violations.add(entry, "name must match [A-Za-z_][A-Za-z0-9_]*")
+        if max_entry_bytes is not None and size > max_entry_bytes:
+            violations.add(entry, f"must be at most {max_entry_bytes} bytes")
+        _check_text(key, entry, violations)
+        _check_text(value, entry, violations)
+    if max_total_bytes is not None and total > max_total_bytes:
+        violations.add(field, f"is {total} bytes; the limit is {max_total_bytes}")
+
+
+def new_job(
+    spec: job_pb2.JobSpec,
+    *,
+    field: str,
+    org_id: str,
+    default_timeout_s: float,
+    default_max_retries: int,
+    limits: Limits,
+    request_id: str = "",
+    trace_context: Mapping[str, str] | None = None,
+) -> NewJob:
+    """Validate a JobSpec and turn it into a NewJob, or raise naming every bad
+    field. `org_id` is the org it goes to, the caller's choice already
+    resolved (`core.access.request_org`)."""
+    v = Violations()
+    if not is_org_id(org_id):  # matched first: the field name costs more
+        check_org_id(org_id, f"{field}.org_id", v)
+
+    cmd = tuple(spec.cmd)
+    if not cmd:
+        v.add(f"{field}.cmd", "must name a program to run (an argv list, e.g. ['echo', 'hi'])")
+    elif not cmd[0]:
+        v.add(f"{field}.cmd[0]", "the program name must not be empty")
+    if len(cmd) > limits.max_cmd_args:
+        v.add(f"{field}.cmd", f"has {len(cmd)} arguments; the limit is {limits.max_cmd_args}")
+    joined = "".join(cmd)  # its UTF-8 length is the sum of the arguments'
+    cmd_bytes = len(joined.encode())
+    if cmd_bytes > limits.max_cmd_bytes:
+        v.add(f"{field}.cmd", f"is {cmd_bytes} bytes; the limit is {limits.max_cmd_bytes}")
+    if "\x00" in joined:
+        for i, arg in enumerate(cmd):
+            _check_text(arg, f"{field}.cmd[{i}]", v)
+
+    input_json = spec.input_json or "null"
+    input_bytes = len(input_json.encode())
+    if input_bytes > limits.max_input_bytes:
+        v.add(
+            f"{field}.input_json", f"is {input_bytes} bytes; the limit is {limits.max_input_bytes}"
+        )
+    else:
+        _check_json(input_json, f"{field}.input_json", v)
+
+    # Plain dicts, made once: a protobuf map iterates through the slow Mapping mixins.
+    env, labels = _plain_dict(spec.env), _plain_dict(spec.labels)
+    if env:
+        _check_string_map(
+            env,
+            f"{field}.env",
+            v,
+            max_entries=limits.max_env_entries,
+            key_pattern=ENV_NAME_PATTERN,
+            max_total_bytes=limits.max_env_bytes,
+        )
+    for key in env:
+        if key.startswith(LOADER_ENV_PREFIXES):
+            v.add(
+                f"{field}.env[{key[:40]!r}]",
+                "variables that control the dynamic loader (LD_*, DYLD_*) are not allowed",
+            )
+        if key.startswith(RESERVED_ENV_PREFIX):
+            v.add(
+                f"{field}.env[{key[:40]!r}]",
+                f"names starting with {RESERVED_ENV_PREFIX} are set by the worker",
+            )
+    if labels:
+        _check_string_map(
+            labels,
+            f"{field}.labels",
+            v,
+            max_entries=limits.max_labels,
+            max_entry_bytes=limits.max_label_bytes,
+        )
+
+    if spec.HasField("timeout"):
+        timeout_us = duration_us(spec.timeout)
+        if spec.timeout.nanos < 0 or spec.timeout.nanos >= 1_000_000_000 or timeout_us <= 0:
+            v.add(f"{field}.timeout", "must be a positive duration")
+        elif timeout_us > limits.max_timeout_s * 1_000_000:
+            v.add(f"{field}.timeout", f"must be at most {limits.max_timeout_s:.0f}s")
+    else:
+        timeout_us = int(default_timeout_s * 1_000_000)
+
+    max_retries = spec.max_retries if spec.HasField("max_retries") else default_max_retries
+    if not 0 <= max_retries <= limits.max_retry_budget:
+        v.add(f"{field}.max_retries", f"must be between 0 and {limits.max_retry_budget}")
+
+    if request_id:
+        if len(request_id.encode()) > limits.max_request_id_bytes:
+            v.add("request_id", f"must be at most {limits.max_request_id_bytes} bytes")
+        _check_text(request_id, "request_id", v)
+
+    v.raise_if_any("invalid job")
+    return NewJob(
+        org_id=org_id,
+        cmd=cmd,
+        input_json=input_json,
+        env=env,
+        timeout_us=timeout_us,
+        max_retries=max_retries,
+        priority=spec.priority,
+        labels=labels,
+        request_id=request_id,
+        trace_context=dict(trace_context or {}),
+    )
+
+
+def list_query(request: job_service_pb2.ListRequest, org_id: str, limits: Limits) -> JobQuery:
+    """Validate a ListRequest for `org_id` (resolved from the request and the
+    caller), decoding its page token against the same filters."""
+    v = Violations()
+    check_org_id(org_id, "org_id", v)
+    states: list[JobState] = []
+    for i, number in enumerate(request.states):
+        state = _enum_or_none(JobState, number)
+        if state is None:
+            v.add(f"states[{i}]", "must be a known job state other than JOB_STATE_UNSPECIFIED")
+        else:
+            states.append(state)
+    if request.order not in job_service_pb2.ListOrder.values():
+        v.add("order", "must be a ListOrder value")
+    if request.page_size < 0:
+        v.add("page_size", "must not be negative")
+    v.raise_if_any("invalid list request")
+
+    newest_first = request.order != job_service_pb2.LIST_ORDER_OLDEST_FIRST
+    query = JobQuery(
+        org_id=org_id,
+        states=tuple(sorted(set(states))),
+        newest_first=newest_first,
+        limit=min(request.page_size or DEFAULT_PAGE_SIZE, limits.max_page_size),
+    )
+    if request.page_token:
+        after_id = _decode_page_token(request.page_token, _fingerprint(query))
+        query = JobQuery(query.org_id, query.states, query.newest_first, query.limit, after_id)
+    return query
+
+
+def next_page_token(query: JobQuery, page: Sequence[Job]) -> str:
+    """The token for the page after `page`, or "" when it was the last one."""
+    if len(page) < query.limit:
+        return ""
+    body = json.dumps({"after": page[-1].id, "filter": _fingerprint(query)}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+
+
+def _fingerprint(query: JobQuery) -> str:
+    """Binds a page token to its filters: reusing it with others is an error."""
+    key = json.dumps([query.org_id, [s.name for s in query.states], query.newest_first])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _decode_page_token(token: str, fingerprint: str) -> str:
+    def bad(why: str) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            "invalid page token", violations=[FieldViolation("page_token", why)]
+        )
+
+    try:
+        body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        after, filter_key = body["after"], body["filter"]
+    except (ValueError, TypeError, KeyError, RecursionError, binascii.Error) as exc:
+        raise bad("is not a token returned by List; pass next_page_token unchanged") from exc
+    if not isinstance(after, str) or not is_job_id(after):
+        raise bad("is not a token returned by List; pass next_page_token unchanged")
+    if filter_key != fingerprint:
+        raise bad("was issued for different filters; a token only continues the same query")
+    return after
+
+
+def worker_identity(
+    worker_id: str, org_ids: Iterable[str], limits: Limits, field: str = ""
+) -> tuple[str, tuple[str, ...]]:
+    """Validate who a worker says it is and which orgs it serves (resolved from
+    the request and the caller, `core.access.request_orgs`)."""
+    v = Violations()
+    if not WORKER_ID_PATTERN.match(worker_id):
+        v.add(f"{field}worker_id", "must be 1 to 128 letters, digits, '.', '_', ':', '@' or '-'")
+    orgs = tuple(dict.fromkeys(org_ids))
+    if len(orgs) > limits.max_worker_orgs:
+        v.add(
+            f"{field}org_ids",
+            f"names {len(orgs)} organisations; the limit (max_worker_orgs) is "
+            f"{limits.max_worker_orgs}",
+        )
+    for i, org_id in enumerate(orgs):
+        check_org_id(org_id, f"{field}org_ids[{i}]", v)
+    v.raise_if_any("invalid worker identity")
+    return worker_id, orgs
+
+
+def log_records(lines: Sequence[job_pb2.LogLine], field: str, limits: Limits) -> list[LogRecord]:
+    """Validate log lines from a worker, cutting over-long ones with a visible marker."""
+    v = Violations()
+    if len(lines) > limits.max_log_lines_per_report:
+        v.add(field, f"holds {len(lines)} lines; the limit is {limits.max_log_lines_per_report}")
+    records: list[LogRecord] = []
+    received_us = now_us()
+    for i, line in enumerate(lines):
+        stream = _enum_or_none(LogStream, line.stream)
+        if stream is None:
+            v.add(f"{field}[{i}].stream", "must be STDOUT, STDERR or SYSTEM")
+            continue
+        time_us = received_us
+        if line.HasField("time"):
+            try:
+                time_us = line.time.ToMicroseconds()
+            except ValueError:
+                v.add(f"{field}[{i}].time", "must be a valid timestamp")
+                continue
+        records.append((stream, time_us, truncate_line(line.text, limits.max_log_line_bytes)))
+    v.raise_if_any("invalid log lines")
+    return records
+
+
+def truncate_line(text: str, max_bytes: int) -> str:
+    """Cut text to at most max_bytes of UTF-8, marking the cut."""
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    if max_bytes <= len(TRUNCATION_MARK.encode()):
+        return encoded[:max_bytes].decode(errors="ignore")
+    kept = encoded[: max_bytes - len(TRUNCATION_MARK.encode())].decode(errors="ignore")
+    return kept + TRUNCATION_MARK
+
+
+def attempt_result(result: job_service_pb2.AttemptResult, field: str = "result") -> AttemptResult:
+    outcome = _enum_or_none(AttemptOutcome, result.outcome)
+    v = Violations()
+    if outcome is None:
+        v.add(f"{field}.outcome", "must be SUCCEEDED, FAILED, CANCELED, TIMED_OUT or INTERRUPTED")
+    if result.output_json:
+        _check_json(result.output_json, f"{field}.output_json", v)
+    v.raise_if_any("invalid attempt result")
+    assert outcome is not None
+    return AttemptResult(
+        outcome=outcome,
+        output_json=result.output_json,
+        # An error is text for people, often a program's own words: a NUL in it
+        # (which PostgreSQL text cannot hold) is shown as U+FFFD, not refused.
+        error=result.error.replace("\x00", "\ufffd"),
+        exit_code=result.exit_code if result.HasField("exit_code") else None,
+    )
+
+
+def batch(specs: Sequence[job_pb2.JobSpec], limits: Limits) -> None:
+    """A SubmitBatch holds at least one job and at most max_batch_jobs."""
+    if not specs:
+        raise _bad("empty batch", "jobs", "must hold at least one job")
+    if len(specs) > limits.max_batch_jobs:
+        raise _bad(
+            "batch too large",
+            "jobs",
+            f"holds {len(specs)} jobs; the limit (max_batch_jobs) is {limits.max_batch_jobs}",
+        )
+
+
+def after_sequence(value: int, field: str = "after_sequence") -> int:
+    if value < 0:
+        raise _bad("invalid sequence", field, "must not be negative")
+    return value
+
+
+def acquire(request: job_service_pb2.AcquireLeaseRequest, limits: Limits) -> tuple[int, float]:
+    """The number of leases an AcquireLease asks for, and how long it may wait."""
+    v = Violations()
+    max_jobs = request.max_jobs or 1
+    if not 0 < max_jobs <= limits.max_acquire_jobs:
+        v.add("max_jobs", f"must be between 1 and {limits.max_acquire_jobs} (max_acquire_jobs)")
+    wait_s = duration_us(request.wait_timeout) / 1e6
+    if not 0 <= wait_s <= limits.max_wait_timeout_s:
+        v.add(
+            "wait_timeout",
+            f"must be between 0 and {limits.max_wait_timeout_s:g}s (max_wait_timeout)",
+        )
+    v.raise_if_any("invalid lease request")
+    return max_jobs, wait_s
+
+
+def hello(
+    message: worker_service_pb2.WorkerHello, org_ids: Sequence[str], limits: Limits
+) -> tuple[str, tuple[str, ...], int, list[tuple[str, int]]]:
+    """A worker's hello: its id, its orgs (resolved), its slots and the leases
+    it claims back."""
+    worker_id, orgs = worker_identity(message.worker_id, org_ids, limits, "hello.")
+    most = limits.max_worker_concurrency
+    if not 0 < message.concurrency <= most:
+        raise _bad(
+            "invalid concurrency",
+            "hello.concurrency",
+            f"must be between 1 and {most} (max_worker_concurrency)",
+        )
+    if len(message.leases) > most:
+        raise _bad("too many held leases", "hello.leases", f"at most {most}")
+    held = [lease_ref(ref, f"hello.leases[{i}]") for i, ref in enumerate(message.leases)]
+    return worker_id, orgs, message.concurrency, held
+
+
+def lease_ref(ref: worker_service_pb2.LeaseRef, field: str) -> tuple[str, int]:
+    """A lease a worker names: (job id, lease epoch)."""
+    return check_job_id(ref.job_id, f"{field}.job_id"), ref.lease_epoch
+
+
+def artifact_name(name: str, limits: Limits, field: str = "name") -> str:
+    """Accept relative POSIX paths inside the job's folder, nothing else."""
+    most = limits.max_artifact_name_bytes
+    if not name:
+        raise _bad("invalid artifact name", field, "is required")
+    if len(name.encode()) > most:
+        raise _bad("invalid artifact name", field, f"must be at most {most} bytes")
+    if "\x00" in name or "\\" in name:
+        raise _bad("invalid artifact name", field, "must not contain NUL or backslash characters")
+    if PurePosixPath(name).is_absolute():
+        raise _bad("invalid artifact name", field, "must be a relative path")
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise _bad(
+            "invalid artifact name", field, "must not contain '..', '.' or empty path segments"
+        )
+    return name
+
+
+def artifact_header(
+    header: job_service_pb2.ArtifactHeader, limits: Limits
+) -> tuple[str, int, Artifact]:
+    """The job, lease epoch and announced artifact an upload starts with."""
+    job_id = check_job_id(header.job_id, "header.job_id")
+    name = artifact_name(header.artifact.name, limits, "header.artifact.name")
+    if not SHA256_PATTERN.match(header.artifact.sha256):
+        raise _bad(
+            "invalid checksum",
+            "header.artifact.sha256",
+            "must be 64 lower-case hex digits (SHA-256)",
+        )
+    if header.artifact.size_bytes < 0:
+        raise _bad("invalid size", "header.artifact.size_bytes", "must not be negative")
+    announced = Artifact(name, header.artifact.sha256, header.artifact.size_bytes)
+    return job_id, header.lease_epoch, announced
+
+
+def new_token(
+    request: token_service_pb2.CreateTokenRequest, limits: Limits
+) -> tuple[str, Role, str]:
+    """The org, role and description of a token to make."""
+    v = Violations()
+    check_org_id(request.org_id, "org_id", v)
+    role = _enum_or_none(Role, request.role)
+    if role is None:
+        v.add("role", "must be CLIENT, WORKER or ADMIN")
+    most = limits.max_token_description_bytes
+    if len(request.description.encode()) > most:
+        v.add("description", f"must be at most {most} bytes")
+    v.raise_if_any("invalid token request")
+    assert role is not None
+    return request.org_id, role, request.description
+
+
+def token_id(value: str) -> str:
+    if not value:
+        raise _bad("missing token id", "token_id", "is required")
+    return value
+
+
+def missing_header() -> InvalidArgumentError:
+    """The error for an upload that does not start with its header."""
+    return _bad("an upload must start with a header", "header", "must be the first message")
+
+
+def missing_hello() -> InvalidArgumentError:
+    """The error for a worker stream that does not start with its hello."""
+    return _bad("a worker stream must start with a hello", "hello", "must be the first message")

@@ -1,0 +1,276 @@
+"""Group commit, written once for every backend.
+
+Writes queue up while the database is busy, and one writer task runs
+whatever is queued (up to the driver's `max_group`) in one transaction: each
+write inside its own savepoint, so one failing write undoes only itself,
+then the driver numbers the group's events and commits once, hence one fsync
+(one turn at PostgreSQL's counter row) for all. Every caller is answered only
+after that commit. The writer is a task of its own, so a caller that hangs up
+mid-call cannot leave a transaction open: its write still runs with its group.
+
+A write that meets another transaction (a deadlock PostgreSQL broke, a
+SQLite file locked by another process) is run again, up to WRITE_TRIES
+times: alone, in the next group, when only its own statement failed; with
+the whole group when the group's own statements did.
+
+The driver supplies the transaction (`run_group`), the counts of waiting
+jobs a quota is checked against (`lock_orgs`), the numbering of events
+(`finish`), and what follows a commit (`committed`); see `store.driver`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from zbrain.errors import FailedPreconditionError, StoreConflictError, StoreError
+
+from ..core import events
+from ..core.lifecycle import Change
+from ..core.model import EventRecord
+from .ops import ExecuteMany, Program, RollbackToSavepoint, Savepoint
+from .rows import save_params
+from .rules import quota_exceeded, waiting_changes
+
+if TYPE_CHECKING:
+    from .driver import Driver
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+WRITE_TRIES = 3
+
+
+class Group:
+    """The writes of one transaction together: their events and what they did
+    to the orgs' waiting counts, for the driver's `finish`; and the committed
+    counts of the orgs whose quotas its writes check."""
+
+    def __init__(self) -> None:
+        self.events: list[EventRecord] = []
+        self.waiting: collections.Counter[str] = collections.Counter()
+        self.locked: dict[str, int] | None = None  # org -> committed waiting count
+        self.last_sequence: int | None = None  # set by the driver's finish
+
+    def add(self, tx: Tx) -> None:
+        """Take in what a write that succeeded did."""
+        self.events += tx.events
+        self.waiting.update(tx.waiting)
+
+    def moved_orgs(self) -> list[str]:
+        return [org_id for org_id, delta in self.waiting.items() if delta]
+
+
+class Tx:
+    """One write of a group, as its program sees it: changes are saved as they
+    are decided; their events and waiting-count moves are collected here and
+    handed to the group if the write succeeds."""
+
+    def __init__(self, group: Group) -> None:
+        self.events: list[EventRecord] = []
+        self.waiting: collections.Counter[str] = collections.Counter()
+        self._group = group
+
+    def save(self, changes: Sequence[Change], *, record: bool = True) -> Program[None]:
+        """Write decided changes; FailedPreconditionError if any row changed
+        since it was read (the compare-and-set on state and lease epoch)."""
+        if not changes:
+            return
+        saved = yield ExecuteMany("save_job", [save_params(change) for change in changes])
+        if saved != len(changes):
+            raise FailedPreconditionError("a job changed concurrently; try again")
+        self.waiting.update(waiting_changes(changes))
+        if record:
+            self.events += [events.state_changed(change) for change in changes]
+
+    def record(self, records: Iterable[EventRecord]) -> None:
+        """Record events with this write (numbered when the group commits)."""
+        self.events += records
+
+    def check_quota(self, limit: int) -> None:
+        """ResourceExhaustedError when this write leaves an org it adds to with
+        more than `limit` waiting jobs: the committed count, which the group
+        holds (see `WriteEngine.write`'s quota_orgs), plus what the group's
+        earlier writes and this one moved."""
+        locked = self._group.locked
+        assert locked is not None, "a write checking a quota must declare its quota_orgs"
+        for org_id, added in self.waiting.items():
+            if added > 0:
+                waiting = locked[org_id] + self._group.waiting[org_id]
+                if waiting + added > limit:
+                    raise quota_exceeded(org_id, waiting, limit)
+
+
+@dataclass(eq=False)
+class _Write:
+    """A write waiting for the writer task, and its caller's future."""
+
+    program: Callable[[Tx], Program[Any]]  # makes a fresh program for each run
+    future: asyncio.Future[Any]
+    quota_orgs: frozenset[str]
+    tries: int = 1
+
+
+Outcome = tuple[_Write, Any, Exception | None]
+
+
+class WriteEngine:
+    """Runs the store's writes in groups, through one driver."""
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+        self._queue: collections.deque[_Write] = collections.deque()
+        self._ready = asyncio.Event()
+        self._drained = asyncio.Event()  # set whenever the writer has emptied the queue
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def write(
+        self, program: Callable[[Tx], Program[T]], *, quota_orgs: Iterable[str] = ()
+    ) -> T:
+        """Run `program(tx)` atomically and durably; its result once committed.
+
+        `quota_orgs` are the orgs whose waiting counts it may raise and check
+        against a quota (`Tx.check_quota`): the group locks their counts before
+        the first such write, and runs those writes last, so that locks are
+        always taken in one order (job rows, then org rows, then the counter).
+        """
+        if self._closing:
+            raise StoreError("the store is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Write(program, future, frozenset(quota_orgs)))
+        self._drained.clear()
+        self._ready.set()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="zbrain-store-writer")
+        # A caller that hangs up cancels only its wait; its write still runs
+        # with the group, which skips answering a future already done.
+        result: T = await asyncio.shield(future)
+        return result
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Write what is queued (within `timeout_s`, for a database that hangs),
+        then refuse new writes."""
+        self._closing = True
+        if self._writer is not None:
+            self._ready.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._drained.wait()
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        self._fail_queued("the store is closed")
+
+    def _fail_queued(self, why: str) -> None:
+        while self._queue:
+            future = self._queue.popleft().future
+            if not future.done():
+                future.set_exception(StoreError(why))
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                self._ready.clear()
+                while self._queue:
+                    count = min(len(self._queue), self._driver.max_group)
+                    await self._commit([self._queue.popleft() for _ in range(count)])
+                self._drained.set()
+                if self._closing:
+                    return
+                await self._ready.wait()
+        finally:
+            # Ended by close() or by a failure: no queued caller is left waiting.
+            self._fail_queued(
+                "the store is closed" if self._closing else "the store's writer stopped"
+            )
+
+    async def _commit(self, writes: list[_Write]) -> None:
+        """Run a group of writes in one transaction, then answer their callers."""
+        tries = 1
+        while True:
+            try:
+                group = Group()
+                outcomes: list[Outcome] = await self._driver.run_group(self._group(writes, group))
+                break
+            except StoreConflictError as error:
+                if tries == WRITE_TRIES:
+                    self._fail(writes, error)
+                    return
+                tries += 1
+                log.info("running %d writes again: %s", len(writes), error)
+            except Exception as error:
+                self._fail(writes, error)
+                return
+            except BaseException:
+                self._fail(writes, StoreError("write canceled"))
+                raise
+        try:
+            self._driver.committed(group)
+        except Exception:  # a listener's failure must not stop the writer
+            log.exception("handling the events of a commit failed")
+        again: list[_Write] = []
+        for write, result, failure in outcomes:
+            if write.future.done():
+                continue
+            if failure is None:
+                write.future.set_result(result)
+            elif isinstance(failure, StoreConflictError) and write.tries < WRITE_TRIES:
+                log.info("running a write again: %s", failure)
+                write.tries += 1
+                again.append(write)
+            else:
+                write.future.set_exception(failure)
+        self._queue.extendleft(reversed(again))
+
+    @staticmethod
+    def _fail(writes: Sequence[_Write], error: Exception) -> None:
+        for write in writes:
+            if not write.future.done():
+                write.future.set_exception(error)
+
+    def _group(self, writes: list[_Write], group: Group) -> Program[list[Outcome]]:
+        """The program of one group transaction: each write in a savepoint of
+        its own (a group of one needs none: its failure fails the transaction),
+        then the driver's `finish`.
+
+        Writes that may raise an org's waiting count run last, after the
+        driver has locked the counts of all orgs the group changes, so that a
+        submission over its quota fails alone against a count no other
+        replica can change before this group commits.
+        """
+        ordered = sorted(writes, key=lambda write: bool(write.quota_orgs))
+        quota_orgs = set().union(*(write.quota_orgs for write in writes))
+        savepoints = len(writes) > 1
+        outcomes: list[Outcome] = []
+        if savepoints:
+            yield Savepoint()
+        for position, write in enumerate(ordered, start=1):
+            if write.quota_orgs and group.locked is None:
+                group.locked = yield from self._driver.lock_orgs(
+                    sorted({*quota_orgs, *group.moved_orgs()})
+                )
+                if savepoints:  # the locks are the group's, not this write's to undo
+                    yield Savepoint(release=True)
+            tx = Tx(group)
+            try:
+                result = yield from write.program(tx)
+            except Exception as error:
+                if not savepoints:
+                    raise
+                yield RollbackToSavepoint()
+                outcomes.append((write, None, error))
+                continue
+            group.add(tx)
+            if savepoints and position < len(ordered):
+                yield Savepoint(release=True)
+            outcomes.append((write, result, None))
+        yield from self._driver.finish(group)
+        return outcomes

@@ -1,0 +1,506 @@
+"""`JobStore`: durable jobs, leases, logs, events, artifact records and tokens.
+
+Every operation is written here once, for every backend: a write is a
+program (`store.ops`) that reads what it needs, asks the lifecycle what the
+change is, saves it with a compare-and-set on state and lease epoch, and
+records its event, all in one transaction that the write engine groups with
+others (`store.engine`). The backend's driver only runs the named queries.
+No SQL row, driver error or wire message crosses this interface: it speaks
+domain objects and raises `zbrain.errors` classes. The conformance suite in
+tests/store/ holds every backend to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from zbrain.errors import NotFoundError, ZBrainError
+
+from ..core import events, lifecycle
+from ..core.lifecycle import Change, RetryPolicy
+from ..core.model import (
+    Artifact,
+    AttemptResult,
+    CancelOutcome,
+    EventRecord,
+    Job,
+    JobQuery,
+    JobState,
+    Lease,
+    LogLine,
+    LogRecord,
+    NewJob,
+)
+from ..core.tokens import Token
+from .driver import Driver, EventListener
+from .engine import Tx, WriteEngine
+from .ops import Execute, ExecuteMany, Fetch, FetchOne, Program
+from .rows import (
+    event_from_row,
+    job_from_row,
+    job_params,
+    log_line_from_row,
+    log_params,
+    token_from_row,
+    token_params,
+    with_artifacts,
+)
+from .rules import finish_all, leases, plan_submission, round_robin, within_log_budget
+
+PURGE_BATCH = 5000
+"""Finished jobs deleted per retention write, so a long backlog never holds
+one huge transaction."""
+
+
+class JobStore:
+    """The store of one server, over the driver of its database."""
+
+    def __init__(self, driver: Driver) -> None:
+        self._driver = driver
+        self._engine = WriteEngine(driver)
+
+    @property
+    def driver(self) -> Driver:
+        """The backend's driver (for diagnostics and tests)."""
+        return self._driver
+
+    @property
+    def location(self) -> str:
+        """Where the store lives, for people to read (never with a password)."""
+        return self._driver.location
+
+    async def open(self) -> None:
+        """Connect and run pending schema migrations."""
+        await self._driver.open()
+
+    async def close(self) -> None:
+        """Finish pending writes and release the database."""
+        await self._engine.close(self._driver.close_timeout_s)
+        await self._driver.close()
+
+    async def check_health(self) -> None:
+        """Raise StoreError unless the store can be read and written."""
+        await self._driver.check_health()
+
+    def set_event_listener(self, listener: EventListener | None) -> None:
+        """Receive every committed transaction's events, in sequence order.
+
+        Every change the store makes (submitted, state changed, logged) is
+        recorded as an event in the same transaction as the change itself.
+        """
+        self._driver.set_listener(listener)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    async def create_jobs(
+        self, jobs: Sequence[NewJob], now_us: int, *, pending_limit: int | None = None
+    ) -> list[tuple[Job, bool]]:
+        """Store new jobs atomically (all or none).
+
+        With `pending_limit`, an org may hold at most that many PENDING or
+        RETRYING jobs afterwards; otherwise ResourceExhaustedError, nothing stored.
+
+        A job whose request_id matches an earlier job of the same org is not
+        created again: that earlier job is returned with True beside it.
+        """
+
+        def program(tx: Tx) -> Program[list[tuple[Job, bool]]]:
+            keys = sorted({(new.org_id, new.request_id) for new in jobs if new.request_id})
+            earlier = yield from self._jobs_by_request_ids(keys)
+            results = plan_submission(jobs, now_us, earlier)
+            created = [job for job, deduplicated in results if not deduplicated]
+            # Request ids in one order, so that two batches sharing some never deadlock.
+            created.sort(key=lambda job: (job.org_id, job.request_id))
+            inserted = yield ExecuteMany("insert_job", [job_params(job) for job in created])
+            if inserted < len(created):
+                # Another writer (a replica's group, a moment ago) holds one of
+                # these request ids: answer with its job instead.
+                held = yield from self._jobs_by_request_ids(
+                    sorted({(job.org_id, job.request_id) for job in created if job.request_id})
+                )
+                ours = {job.id for job in created}
+                lost = {key for key, job in held.items() if job.id not in ours}
+                results = [
+                    (held[(job.org_id, job.request_id)], True)
+                    if (job.org_id, job.request_id) in lost
+                    else (job, deduplicated)
+                    for job, deduplicated in results
+                ]
+                created = [job for job, deduplicated in results if not deduplicated]
+            tx.waiting.update(job.org_id for job in created)
+            if pending_limit is not None:
+                tx.check_quota(pending_limit)
+            tx.record(events.submitted(created))
+            return results
+
+        # Declared even without a limit: the group then holds the org counts
+        # while inserting, so a request id another replica's group is inserting
+        # makes this one wait only in the lock order (see WriteEngine.write).
+        return await self._engine.write(program, quota_orgs=[job.org_id for job in jobs])
+
+    def _jobs_by_request_ids(
+        self, keys: list[tuple[str, str]]
+    ) -> Program[dict[tuple[str, str], Job]]:
+        if not keys:
+            return {}
+        rows = yield Fetch(
+            "jobs_by_request_ids",
+            {"org_ids": [org for org, _ in keys], "request_ids": [rid for _, rid in keys]},
+        )
+        found = yield from self._attach_artifacts([job_from_row(row) for row in rows])
+        return {(job.org_id, job.request_id): job for job in found}
+
+    def _attach_artifacts(self, jobs: list[Job]) -> Program[list[Job]]:
+        if not jobs:
+            return jobs
+        rows = yield Fetch("artifacts_of", {"ids": [job.id for job in jobs]})
+        return with_artifacts(jobs, rows)
+
+    def _lock_job(self, job_id: str, query: str = "lock_job") -> Program[Any]:
+        """The job's row, locked for the transaction; NotFoundError when unknown."""
+        row = yield FetchOne(query, {"id": job_id})
+        if row is None:
+            raise NotFoundError(f"job {job_id} not found")
+        return row
+
+    async def get_job(self, job_id: str) -> Job:
+        """One job with its artifacts; NotFoundError when unknown."""
+        row = await self._driver.fetch_one("select_job", {"id": job_id})
+        if row is None:
+            raise NotFoundError(f"job {job_id} not found")
+        [job] = await self._read_artifacts([job_from_row(row)])
+        return job
+
+    async def _read_artifacts(self, jobs: list[Job]) -> list[Job]:
+        if not jobs:
+            return jobs
+        rows = await self._driver.fetch("artifacts_of", {"ids": [job.id for job in jobs]})
+        return with_artifacts(jobs, rows)
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        """Up to query.limit jobs after query.after_id in the query's order."""
+        where = ["org_id = :org_id"]
+        params: dict[str, Any] = {"org_id": query.org_id, "limit": query.limit}
+        if query.states:
+            where.append(self._driver.in_list("state", "states"))
+            params["states"] = [state.name for state in query.states]
+        if query.after_id is not None:
+            where.append("id < :after_id" if query.newest_first else "id > :after_id")
+            params["after_id"] = query.after_id
+        order = "DESC" if query.newest_first else "ASC"
+        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT :limit"
+        rows = await self._driver.fetch_sql(sql, params)
+        return await self._read_artifacts([job_from_row(row) for row in rows])
+
+    async def cancel_job(self, job_id: str, now_us: int) -> tuple[Job, CancelOutcome]:
+        """Cancel a job as the lifecycle decides; return it as stored after."""
+
+        def program(tx: Tx) -> Program[tuple[Job, CancelOutcome]]:
+            job = job_from_row((yield from self._lock_job(job_id)))
+            change, outcome = lifecycle.cancel(job, now_us)
+            if change is not None:
+                yield from tx.save([change])
+                job = change.after
+            [job] = yield from self._attach_artifacts([job])
+            return job, outcome
+
+        return await self._engine.write(program)
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def lease_jobs(
+        self,
+        worker_id: str,
+        org_ids: Sequence[str],
+        max_jobs: int,
+        now_us: int,
+        lease_ttl_us: int,
+    ) -> list[Lease]:
+        """Lease up to max_jobs runnable jobs of the given orgs to a worker.
+
+        Within an org, higher priority first, then submission order; the
+        slots are shared round-robin between orgs, starting with the first
+        org given, so that callers can rotate it for fairness.
+        """
+
+        def program(tx: Tx) -> Program[list[Lease]]:
+            per_org = []
+            for org_id in org_ids:
+                rows = yield Fetch(
+                    "lock_runnable", {"org_id": org_id, "now": now_us, "limit": max_jobs}
+                )
+                per_org.append([job_from_row(row) for row in rows])
+            changes = [
+                lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us)
+                for job in round_robin(per_org, max_jobs)
+            ]
+            yield from tx.save(changes)
+            return leases(changes)
+
+        # Rows locked but not chosen (another org's turn) are released at commit.
+        return await self._engine.write(program)
+
+    async def leases_of(self, worker_id: str) -> list[tuple[str, int]]:
+        """The (job id, lease epoch) of every attempt leased to a worker and running."""
+        rows = await self._driver.fetch("leases_of", {"worker_id": worker_id})
+        return [(row["id"], row["lease_epoch"]) for row in rows]
+
+    async def return_lease(self, job_id: str, lease_epoch: int, now_us: int) -> Job:
+        """Give back a lease nobody started: the job is PENDING again, its attempt
+        not counted; StaleLeaseError when the lease is not live."""
+
+        def program(tx: Tx) -> Program[Job]:
+            job = job_from_row((yield from self._lock_job(job_id)))
+            change = lifecycle.return_lease(job, lease_epoch, now_us)
+            yield from tx.save([change])
+            return change.after
+
+        return await self._engine.write(program)
+
+    async def renew_lease(
+        self, job_id: str, lease_epoch: int, now_us: int, lease_ttl_us: int
+    ) -> Job:
+        """Extend a live lease; StaleLeaseError when it is not live."""
+
+        def program(tx: Tx) -> Program[Job]:
+            job = job_from_row((yield from self._lock_job(job_id)))
+            renewed = lifecycle.renew_lease(job, lease_epoch, now_us, lease_ttl_us)
+            yield from tx.save([Change(job, renewed)], record=False)
+            return renewed
+
+        return await self._engine.write(program)
+
+    async def finish_attempt(
+        self,
+        job_id: str,
+        lease_epoch: int,
+        result: AttemptResult,
+        now_us: int,
+        retry: RetryPolicy,
+    ) -> Job:
+        """Record an attempt's outcome; StaleLeaseError when the lease is not live."""
+        [outcome] = await self.finish_attempts([(job_id, lease_epoch, result)], now_us, retry)
+        if isinstance(outcome, ZBrainError):
+            raise outcome
+        return outcome
+
+    async def finish_attempts(
+        self,
+        reports: Sequence[tuple[str, int, AttemptResult]],
+        now_us: int,
+        retry: RetryPolicy,
+    ) -> list[Job | ZBrainError]:
+        """Record several outcomes (job id, lease epoch, result) in one write,
+        each on its own: the job as finished, or the error that refused that
+        report (stale, unknown). A worker reports many outcomes at once under
+        load, so they share one read, one update and one insert of events."""
+
+        def program(tx: Tx) -> Program[list[Job | ZBrainError]]:
+            ids = sorted({job_id for job_id, _, _ in reports})
+            rows = yield Fetch("lock_jobs", {"ids": ids})
+            read = yield from self._attach_artifacts([job_from_row(row) for row in rows])
+            outcomes, changes = finish_all({job.id: job for job in read}, reports, now_us, retry)
+            yield from tx.save(changes)
+            return outcomes
+
+        return await self._engine.write(program)
+
+    async def expire_leases(self, now_us: int, retry: RetryPolicy) -> list[Job]:
+        """End every attempt whose lease expired before now: its worker is lost."""
+        return await self._end_running(
+            "lock_expired", {"now": now_us}, lambda job: lifecycle.expire_lease(job, now_us, retry)
+        )
+
+    async def time_out_attempts(self, now_us: int, grace_us: int, retry: RetryPolicy) -> list[Job]:
+        """End every attempt running longer than its timeout plus grace."""
+        return await self._end_running(
+            "lock_overdue",
+            {"grace": grace_us, "now": now_us},
+            lambda job: lifecycle.end_overdue(job, now_us, retry),
+        )
+
+    async def _end_running(self, query: str, params: dict[str, Any], end: Any) -> list[Job]:
+        def program(tx: Tx) -> Program[list[Job]]:
+            rows = yield Fetch(query, params)
+            jobs = yield from self._attach_artifacts([job_from_row(row) for row in rows])
+            changes = [end(job) for job in jobs]
+            yield from tx.save(changes)
+            return [change.after for change in changes]
+
+        return await self._engine.write(program)
+
+    async def next_run_time(self, org_ids: Sequence[str]) -> int | None:
+        """The earliest time a job of these orgs becomes runnable, if any waits."""
+        row = await self._driver.fetch_one("next_run_time", {"org_ids": list(org_ids)})
+        earliest = row["next_run_time"] if row is not None else None
+        return int(earliest) if earliest is not None else None
+
+    # -- logs ------------------------------------------------------------------------
+
+    async def append_logs(
+        self,
+        job_id: str,
+        lease_epoch: int,
+        records: Sequence[LogRecord],
+        *,
+        max_bytes: int | None = None,
+    ) -> list[LogLine]:
+        """Append lines to a leased job, numbering them; StaleLeaseError if not live.
+
+        With `max_bytes`, lines past the job's log budget are dropped and one
+        SYSTEM line says so; after that the job's log takes nothing more.
+        """
+
+        def program(tx: Tx) -> Program[list[LogLine]]:
+            row = yield from self._lock_job(job_id, "lock_job_for_logs")
+            job = job_from_row(row)
+            lifecycle.check_lease(job, lease_epoch)
+            kept, total_bytes = within_log_budget(records, row["log_bytes"], max_bytes)
+            first = row["log_count"] + 1
+            lines = [
+                LogLine(first + i, stream, job.attempt, time_us, text)
+                for i, (stream, time_us, text) in enumerate(kept)
+            ]
+            if not lines:
+                return lines
+            yield ExecuteMany("insert_log", [log_params(job_id, line) for line in lines])
+            yield Execute(
+                "set_log_count",
+                {"id": job_id, "log_count": first - 1 + len(lines), "log_bytes": total_bytes},
+            )
+            tx.record([events.logged(job, lines)])
+            return lines
+
+        return await self._engine.write(program)
+
+    async def read_logs(self, job_id: str, after_sequence: int, limit: int) -> list[LogLine]:
+        """Up to limit lines with a sequence above after_sequence, in order."""
+        rows = await self._driver.fetch(
+            "read_logs", {"job_id": job_id, "after": after_sequence, "limit": limit}
+        )
+        return [log_line_from_row(row) for row in rows]
+
+    # -- artifacts -------------------------------------------------------------------
+
+    async def add_artifact(self, job_id: str, lease_epoch: int, artifact: Artifact) -> None:
+        """Record an uploaded artifact of a leased job (replacing one of the same name)."""
+
+        def program(tx: Tx) -> Program[None]:
+            lifecycle.check_lease(job_from_row((yield from self._lock_job(job_id))), lease_epoch)
+            yield Execute(
+                "upsert_artifact",
+                {
+                    "job_id": job_id,
+                    "name": artifact.name,
+                    "sha256": artifact.sha256,
+                    "size_bytes": artifact.size_bytes,
+                },
+            )
+
+        await self._engine.write(program)
+
+    async def referenced_blobs(self) -> set[str]:
+        """The sha256 of every blob some stored artifact refers to."""
+        return {row["sha256"] for row in await self._driver.fetch("referenced_blobs", {})}
+
+    # -- retention -------------------------------------------------------------------
+
+    async def purge_finished(self, finished_before_us: int) -> int:
+        """Delete terminal jobs finished before the time, with logs and artifacts;
+        at most PURGE_BATCH per call: how many."""
+
+        def program(tx: Tx) -> Program[int]:
+            rows = yield Fetch("purgeable", {"before": finished_before_us, "limit": PURGE_BATCH})
+            ids = [row["id"] for row in rows]
+            if ids:
+                for statement in ("delete_logs_of", "delete_artifacts_of", "delete_jobs"):
+                    yield Execute(statement, {"ids": ids})
+            return len(ids)
+
+        return await self._engine.write(program)
+
+    async def count_unfinished(self) -> dict[tuple[str, JobState], int]:
+        """How many jobs are PENDING, RUNNING or RETRYING, by org and state."""
+        rows = await self._driver.fetch("count_unfinished", {})
+        return {(row["org_id"], JobState[row["state"]]): row["jobs"] for row in rows}
+
+    # -- events ----------------------------------------------------------------------
+
+    async def record_events(self, records: Sequence[EventRecord]) -> None:
+        """Record events that belong to no job change (worker presence)."""
+
+        def program(tx: Tx) -> Program[None]:
+            tx.record(records)
+            return
+            yield  # a program that runs no statement of its own
+
+        await self._engine.write(program)
+
+    async def read_events(
+        self, org_id: str | None, topic_prefix: str, after_sequence: int, limit: int
+    ) -> list[EventRecord]:
+        """Events after a sequence, of one org (None: all) under a topic prefix, in order."""
+        params: dict[str, Any] = {"after": after_sequence, "prefix": topic_prefix, "limit": limit}
+        if org_id is None:
+            rows = await self._driver.fetch("read_events", params)
+        else:
+            rows = await self._driver.fetch("read_org_events", {**params, "org_id": org_id})
+        return [event_from_row(row) for row in rows]
+
+    async def events_purged_through(self) -> int:
+        """The highest sequence deleted by retention (0 if none): older ones are gone."""
+        row = await self._driver.fetch_one("purged_through", {})
+        return int(row["value"]) if row is not None else 0
+
+    async def purge_events(self, before_us: int) -> int:
+        """Delete events recorded before a time; return how many."""
+
+        def program(tx: Tx) -> Program[int]:
+            row = yield FetchOne("events_through", {"before": before_us})
+            through = row["sequence"] if row is not None else None
+            if through is None:
+                return 0
+            deleted: int = yield Execute("delete_events_through", {"through": through})
+            yield Execute("raise_purged_mark", {"through": through})
+            return deleted
+
+        return await self._engine.write(program)
+
+    # -- tokens ----------------------------------------------------------------------
+
+    async def add_token(self, token: Token) -> None:
+        """Store a new API token (its secret's hash only)."""
+
+        def program(tx: Tx) -> Program[None]:
+            yield Execute("insert_token", token_params(token))
+
+        await self._engine.write(program)
+
+    async def find_token(self, token_id: str) -> Token | None:
+        """The token with this id, revoked or not; None if there is none."""
+        row = await self._driver.fetch_one("select_token", {"id": token_id})
+        return token_from_row(row) if row is not None else None
+
+    async def list_tokens(self, org_id: str | None) -> list[Token]:
+        """Tokens of one org (None: all), oldest first."""
+        return [
+            token_from_row(row)
+            for row in await self._driver.fetch("list_tokens", {"org_id": org_id})
+        ]
+
+    async def revoke_token(self, token_id: str, now_us: int) -> Token:
+        """Revoke a token (a second revoke keeps the first time); NotFoundError if unknown."""
+
+        def program(tx: Tx) -> Program[Token]:
+            yield Execute("revoke_token", {"now": now_us, "id": token_id})
+            row = yield FetchOne("select_token", {"id": token_id})
+            if row is None:
+                raise NotFoundError(f"token {token_id} not found")
+            return token_from_row(row)
+
+        return await self._engine.write(program)
+
+    async def has_tokens(self) -> bool:
+        """Whether any unrevoked token exists (then auth is on by default)."""
+        return await self._driver.fetch_one("any_token", {}) is not None

@@ -1,0 +1,1 @@
+"""The PostgreSQL backend: its driver, its queries and its migrations."""

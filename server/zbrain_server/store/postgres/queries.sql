@@ -1,0 +1,235 @@
+-- Every statement the PostgreSQL store runs, by name (see store/queries.py).
+-- Several replicas write at once, so writes that decide on a job lock its
+-- row first (FOR UPDATE), and leasing and the reaper skip rows another
+-- replica holds (SKIP LOCKED). Statements run for many rows at once
+-- (ExecuteMany) take each parameter as an array and read it with unnest.
+-- Parameters are written :name; a cast follows as ::type.
+
+-- name: select_job
+SELECT * FROM jobs WHERE id = :id;
+
+-- name: lock_job
+SELECT * FROM jobs WHERE id = :id FOR UPDATE;
+
+-- name: lock_jobs
+-- Several jobs, locked in id order, as every writer of several jobs takes them.
+SELECT * FROM jobs WHERE id = ANY(:ids::text[]) ORDER BY id FOR UPDATE;
+
+-- name: jobs_by_request_ids
+-- The jobs holding these (org, request id) pairs, given as two lists.
+SELECT * FROM jobs
+WHERE (org_id, request_id) IN (SELECT * FROM unnest(:org_ids::text[], :request_ids::text[]));
+
+-- name: artifacts_of
+SELECT job_id, name, sha256, size_bytes FROM artifacts
+WHERE job_id = ANY(:ids::text[]) ORDER BY job_id, name;
+
+-- name: insert_job
+-- A request id another job of the org holds already (maybe committed by
+-- another replica a moment ago) is skipped: the caller counts what was inserted.
+INSERT INTO jobs (
+    id, org_id, cmd, input_json, env, timeout_us, max_retries, priority, labels,
+    create_time, state, attempt, update_time, start_time, finish_time, next_run_time,
+    last_error, output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested,
+    request_id, trace_context, previous_state, cause, reason, transition_time
+)
+SELECT * FROM unnest(
+    :id::text[], :org_id::text[], :cmd::text[], :input_json::text[], :env::text[],
+    :timeout_us::bigint[], :max_retries::int[], :priority::int[], :labels::text[],
+    :create_time::bigint[], :state::text[], :attempt::int[], :update_time::bigint[],
+    :start_time::bigint[], :finish_time::bigint[], :next_run_time::bigint[],
+    :last_error::text[], :output_json::text[], :lease_epoch::bigint[], :worker_id::text[],
+    :lease_expire_time::bigint[], :cancel_requested::int[], :request_id::text[],
+    :trace_context::text[], :previous_state::text[], :cause::text[], :reason::text[],
+    :transition_time::bigint[]
+)
+ON CONFLICT (org_id, request_id) WHERE request_id != '' DO NOTHING;
+
+-- name: save_job
+-- Compare-and-set of many jobs at once: each row is written only if nobody
+-- changed it since it was read.
+UPDATE jobs SET
+    state = v.state, attempt = v.attempt, update_time = v.update_time,
+    start_time = v.start_time, finish_time = v.finish_time, next_run_time = v.next_run_time,
+    last_error = v.last_error, output_json = v.output_json, lease_epoch = v.lease_epoch,
+    worker_id = v.worker_id, lease_expire_time = v.lease_expire_time,
+    cancel_requested = v.cancel_requested, previous_state = v.previous_state, cause = v.cause,
+    reason = v.reason, transition_time = v.transition_time
+FROM unnest(
+    :state::text[], :attempt::int[], :update_time::bigint[], :start_time::bigint[],
+    :finish_time::bigint[], :next_run_time::bigint[], :last_error::text[], :output_json::text[],
+    :lease_epoch::bigint[], :worker_id::text[], :lease_expire_time::bigint[],
+    :cancel_requested::int[], :previous_state::text[], :cause::text[], :reason::text[],
+    :transition_time::bigint[], :id::text[], :old_state::text[], :old_lease_epoch::bigint[]
+) AS v(
+    state, attempt, update_time, start_time, finish_time, next_run_time, last_error,
+    output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested, previous_state,
+    cause, reason, transition_time, id, old_state, old_lease_epoch
+)
+WHERE jobs.id = v.id AND jobs.state = v.old_state AND jobs.lease_epoch = v.old_lease_epoch;
+
+-- name: lock_runnable
+-- Up to :limit jobs of one org that may run now, in leasing order; rows
+-- another replica is leasing are skipped, not waited for.
+SELECT * FROM jobs
+WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+ORDER BY priority DESC, id LIMIT :limit
+FOR UPDATE SKIP LOCKED;
+
+-- name: lock_expired
+-- SKIP LOCKED: a job another replica's reaper is failing right now is its
+-- business; once that commits, the job no longer matches anyway.
+SELECT * FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < :now
+FOR UPDATE SKIP LOCKED;
+
+-- name: lock_overdue
+SELECT * FROM jobs WHERE state = 'RUNNING' AND start_time + timeout_us + :grace < :now
+FOR UPDATE SKIP LOCKED;
+
+-- name: leases_of
+SELECT id, lease_epoch FROM jobs WHERE state = 'RUNNING' AND worker_id = :worker_id;
+
+-- name: next_run_time
+SELECT min(next_run_time) AS next_run_time FROM jobs
+WHERE org_id = ANY(:org_ids::text[]) AND state IN ('PENDING', 'RETRYING');
+
+-- name: lock_job_for_logs
+-- The row lock makes the job's line numbers gapless across replicas.
+SELECT * FROM jobs WHERE id = :id FOR UPDATE;
+
+-- name: insert_log
+INSERT INTO logs (job_id, sequence, stream, attempt, time, text)
+SELECT * FROM unnest(
+    :job_id::text[], :sequence::bigint[], :stream::text[], :attempt::int[], :time::bigint[],
+    :text::bytea[]
+);
+
+-- name: set_log_count
+UPDATE jobs SET log_count = :log_count, log_bytes = :log_bytes WHERE id = :id;
+
+-- name: read_logs
+SELECT sequence, stream, attempt, time, text FROM logs
+WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit;
+
+-- name: upsert_artifact
+INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name, :sha256, :size_bytes)
+ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = excluded.size_bytes;
+
+-- name: purgeable
+-- SKIP LOCKED: replicas purging at once split the work instead of waiting.
+SELECT id FROM jobs
+WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+LIMIT :limit
+FOR UPDATE SKIP LOCKED;
+
+-- name: delete_logs_of
+DELETE FROM logs WHERE job_id = ANY(:ids::text[]);
+
+-- name: delete_artifacts_of
+DELETE FROM artifacts WHERE job_id = ANY(:ids::text[]);
+
+-- name: delete_jobs
+DELETE FROM jobs WHERE id = ANY(:ids::text[]);
+
+-- name: referenced_blobs
+SELECT DISTINCT sha256 FROM artifacts;
+
+-- name: count_unfinished
+SELECT org_id, state, count(*) AS jobs FROM jobs
+WHERE state IN ('PENDING', 'RUNNING', 'RETRYING') GROUP BY org_id, state;
+
+-- name: lock_orgs
+-- The orgs' waiting rows, locked until the group commits, with their
+-- committed counts. A group takes them before its first submission, so that
+-- its quota checks count what no other replica can change before this group
+-- commits. An upsert rather than SELECT ... FOR UPDATE, which locks nothing
+-- for an org without a row yet (two replicas would both count it as empty);
+-- sorted as in finish_group, which then finds them held already.
+INSERT INTO org_waiting (org_id, waiting) SELECT unnest(:org_ids::text[]), 0
+ON CONFLICT (org_id) DO UPDATE SET waiting = org_waiting.waiting
+RETURNING org_id, waiting;
+
+-- name: finish_group
+-- The last statement of every group that changes the queue or records
+-- events. It moves the orgs' waiting counts, then numbers the events from
+-- the counter row, stores them, and NOTIFYs :channel with the last sequence,
+-- which PostgreSQL delivers only on commit. It answers that sequence (NULL
+-- without events).
+--
+-- The counter row is locked only here, last, so it is held only until the
+-- COMMIT that follows at once; that lock lasting until COMMIT is what keeps
+-- sequence order equal to commit order across replicas. Org rows are locked
+-- here or by lock_orgs, always sorted and before the counter, so no two
+-- groups can deadlock over them. (PostgreSQL runs the parts of a WITH in no
+-- set order: `counter` reads `waiting` to be sure the org rows come first.)
+WITH waiting AS (
+    INSERT INTO org_waiting (org_id, waiting)
+    SELECT * FROM unnest(:moved_orgs::text[], :moved_by::bigint[])
+    ON CONFLICT (org_id) DO UPDATE SET waiting = org_waiting.waiting + excluded.waiting
+    RETURNING 1
+), counter AS (
+    UPDATE meta SET value = value + cardinality(:topic::text[])
+    WHERE key = 'last_sequence' AND cardinality(:topic::text[]) > 0
+        AND (SELECT count(*) FROM waiting) >= 0
+    RETURNING value
+), stored AS (
+    INSERT INTO events (sequence, topic, org_id, job_id, time, payload, last_of_commit)
+    SELECT counter.value - cardinality(:topic::text[]) + e.position, e.topic, e.org_id,
+        e.job_id, e.time, e.payload, e.position = cardinality(:topic::text[])
+    FROM counter, unnest(
+        :topic::text[], :org_id::text[], :job_id::text[], :time::bigint[], :payload::bytea[]
+    ) WITH ORDINALITY AS e(topic, org_id, job_id, time, payload, position)
+)
+SELECT (SELECT value FROM counter) AS last_sequence,
+    (SELECT pg_notify(:channel, value::text) FROM counter) AS notified;
+
+-- name: read_events
+SELECT sequence, topic, org_id, job_id, time, payload FROM events
+WHERE sequence > :after AND starts_with(topic, :prefix) ORDER BY sequence LIMIT :limit;
+
+-- name: read_org_events
+SELECT sequence, topic, org_id, job_id, time, payload FROM events
+WHERE org_id = :org_id AND sequence > :after AND starts_with(topic, :prefix)
+ORDER BY sequence LIMIT :limit;
+
+-- name: undelivered_events
+-- What the delivery task hands the replica's listener: every event after the
+-- last it delivered, each commit's last one marked.
+SELECT sequence, topic, org_id, job_id, time, payload, last_of_commit FROM events
+WHERE sequence > :after ORDER BY sequence LIMIT :limit;
+
+-- name: last_sequence
+SELECT value AS sequence FROM meta WHERE key = 'last_sequence';
+
+-- name: events_through
+-- The last event recorded before a time.
+SELECT max(sequence) AS sequence FROM events WHERE time < :before;
+
+-- name: delete_events_through
+DELETE FROM events WHERE sequence <= :through;
+
+-- name: purged_through
+SELECT value FROM meta WHERE key = 'events_purged_through';
+
+-- name: raise_purged_mark
+-- Idempotent, so replicas may purge at once: the mark only ever rises.
+UPDATE meta SET value = greatest(value, :through) WHERE key = 'events_purged_through';
+
+-- name: insert_token
+INSERT INTO tokens (id, org_id, role, description, secret_hash, create_time, revoke_time)
+VALUES (:id, :org_id, :role, :description, :secret_hash, :create_time, :revoke_time);
+
+-- name: select_token
+SELECT * FROM tokens WHERE id = :id;
+
+-- name: list_tokens
+SELECT * FROM tokens WHERE :org_id::text IS NULL OR org_id = :org_id ORDER BY create_time, id;
+
+-- name: revoke_token
+UPDATE tokens SET revoke_time = :now WHERE id = :id AND revoke_time IS NULL;
+
+-- name: any_token
+SELECT 1 AS found FROM tokens WHERE revoke_time IS NULL LIMIT 1;
+
+-- name: can_write
+SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off' AS writable;

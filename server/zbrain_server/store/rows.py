@@ -1,0 +1,205 @@
+"""Rows and domain objects: what a stored row means, read by column name.
+
+Both backends store the same columns with the same meaning (see their
+migrations), so the mapping lives here once. Times are integer
+microseconds; JSON columns hold the command, environment, labels and trace
+context; log text and event bodies are stored as UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from ..core.lifecycle import Change
+from ..core.model import (
+    Artifact,
+    Cause,
+    EventRecord,
+    Job,
+    JobState,
+    LogLine,
+    LogStream,
+    Role,
+)
+from ..core.tokens import Token
+from .ops import Params, Row
+
+
+def job_from_row(row: Row) -> Job:
+    """The job of a `jobs` row (its artifacts are attached apart: `with_artifacts`)."""
+    previous = row["previous_state"]
+    return Job(
+        id=row["id"],
+        org_id=row["org_id"],
+        cmd=tuple(json.loads(row["cmd"])),
+        input_json=row["input_json"],
+        env=json.loads(row["env"]),
+        timeout_us=row["timeout_us"],
+        max_retries=row["max_retries"],
+        priority=row["priority"],
+        labels=json.loads(row["labels"]),
+        state=JobState[row["state"]],
+        attempt=row["attempt"],
+        create_time_us=row["create_time"],
+        update_time_us=row["update_time"],
+        start_time_us=row["start_time"],
+        finish_time_us=row["finish_time"],
+        next_run_time_us=row["next_run_time"],
+        last_error=row["last_error"],
+        output_json=row["output_json"],
+        lease_epoch=row["lease_epoch"],
+        worker_id=row["worker_id"],
+        lease_expire_time_us=row["lease_expire_time"],
+        cancel_requested=bool(row["cancel_requested"]),
+        request_id=row["request_id"],
+        trace_context=json.loads(row["trace_context"]),
+        previous_state=JobState[previous] if previous else None,
+        cause=Cause[row["cause"]],
+        reason=row["reason"],
+        # Jobs stored before transitions were recorded: their last update.
+        transition_time_us=row["transition_time"] or row["update_time"],
+    )
+
+
+def job_params(job: Job) -> Params:
+    """The `insert_job` parameters of a new job, as `job_from_row` reads them back."""
+    return {
+        "id": job.id,
+        "org_id": job.org_id,
+        "cmd": json.dumps(list(job.cmd)),
+        "input_json": job.input_json,
+        "env": _json_map(job.env),
+        "timeout_us": job.timeout_us,
+        "max_retries": job.max_retries,
+        "priority": job.priority,
+        "labels": _json_map(job.labels),
+        "create_time": job.create_time_us,
+        "request_id": job.request_id,
+        "trace_context": _json_map(job.trace_context),
+        **_state_params(job),
+    }
+
+
+def save_params(change: Change) -> Params:
+    """The `save_job` parameters of a decided change: the new state columns,
+    then the job id and the state and lease epoch its row must still have."""
+    before = change.before
+    return {
+        **_state_params(change.after),
+        "id": change.after.id,
+        "old_state": before.state.name,
+        "old_lease_epoch": before.lease_epoch,
+    }
+
+
+def _state_params(job: Job) -> dict[str, Any]:
+    """The columns a state change writes (the others are fixed at submission)."""
+    return {
+        "state": job.state.name,
+        "attempt": job.attempt,
+        "update_time": job.update_time_us,
+        "start_time": job.start_time_us,
+        "finish_time": job.finish_time_us,
+        "next_run_time": job.next_run_time_us,
+        "last_error": job.last_error,
+        "output_json": job.output_json,
+        "lease_epoch": job.lease_epoch,
+        "worker_id": job.worker_id,
+        "lease_expire_time": job.lease_expire_time_us,
+        "cancel_requested": int(job.cancel_requested),
+        "previous_state": job.previous_state.name if job.previous_state else None,
+        "cause": job.cause.name,
+        "reason": job.reason,
+        "transition_time": job.transition_time_us,
+    }
+
+
+def _json_map(mapping: Mapping[str, str]) -> str:
+    # Most jobs have no env, labels or trace: skip the encoder for those.
+    return json.dumps(dict(mapping)) if mapping else "{}"
+
+
+def with_artifacts(jobs: Sequence[Job], rows: Iterable[Row]) -> list[Job]:
+    """The jobs with their artifacts, from `artifacts_of` rows (sorted by name)."""
+    by_job: dict[str, list[Artifact]] = {}
+    for row in rows:
+        by_job.setdefault(row["job_id"], []).append(
+            Artifact(row["name"], row["sha256"], row["size_bytes"])
+        )
+    return [
+        replace(job, artifacts=tuple(by_job[job.id])) if job.id in by_job else job for job in jobs
+    ]
+
+
+def log_params(job_id: str, line: LogLine) -> Params:
+    return {
+        "job_id": job_id,
+        "sequence": line.sequence,
+        "stream": line.stream.name,
+        "attempt": line.attempt,
+        "time": line.time_us,
+        # Bytes on both backends: PostgreSQL text cannot hold the NUL a
+        # program may print.
+        "text": line.text.encode(),
+    }
+
+
+def log_line_from_row(row: Row) -> LogLine:
+    text = row["text"]
+    return LogLine(
+        row["sequence"],
+        LogStream[row["stream"]],
+        row["attempt"],
+        row["time"],
+        # Lines SQLite stored before logs were kept as bytes are text.
+        text if isinstance(text, str) else bytes(text).decode(errors="replace"),
+    )
+
+
+def event_params(record: EventRecord) -> Params:
+    return {
+        "sequence": record.sequence,
+        "topic": record.topic,
+        "org_id": record.org_id,
+        "job_id": record.job_id,
+        "time": record.time_us,
+        "payload": record.payload,
+    }
+
+
+def event_from_row(row: Row) -> EventRecord:
+    return EventRecord(
+        row["sequence"],
+        row["topic"],
+        row["org_id"],
+        row["job_id"],
+        row["time"],
+        bytes(row["payload"]),
+    )
+
+
+def token_params(token: Token) -> Params:
+    return {
+        "id": token.id,
+        "org_id": token.org_id,
+        "role": token.role.name,
+        "description": token.description,
+        "secret_hash": token.secret_hash,
+        "create_time": token.create_time_us,
+        "revoke_time": token.revoke_time_us,
+    }
+
+
+def token_from_row(row: Row) -> Token:
+    return Token(
+        row["id"],
+        row["org_id"],
+        Role[row["role"]],
+        row["description"],
+        row["secret_hash"],
+        row["create_time"],
+        row["revoke_time"],
+    )

@@ -1,0 +1,1 @@
+"""The SQLite backend: its driver, its queries and its migrations."""

@@ -1,0 +1,160 @@
+-- Every statement the SQLite store runs, by name (see store/queries.py).
+-- Writes run inside the writer's BEGIN IMMEDIATE transaction, so a plain
+-- SELECT already sees the rows as no other writer can change them: the
+-- "lock_" queries need no locking clause here. List parameters arrive as
+-- JSON text, read with json_each.
+
+-- name: select_job
+SELECT * FROM jobs WHERE id = :id;
+
+-- name: lock_job
+SELECT * FROM jobs WHERE id = :id;
+
+-- name: lock_jobs
+-- Several jobs, in id order, as every writer of several jobs takes them.
+SELECT * FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
+
+-- name: jobs_by_request_ids
+-- The jobs holding these (org, request id) pairs, given as two lists.
+SELECT jobs.* FROM json_each(:org_ids) AS o
+JOIN json_each(:request_ids) AS r ON r.key = o.key
+JOIN jobs ON jobs.org_id = o.value AND jobs.request_id = r.value;
+
+-- name: artifacts_of
+SELECT job_id, name, sha256, size_bytes FROM artifacts
+WHERE job_id IN (SELECT value FROM json_each(:ids)) ORDER BY job_id, name;
+
+-- name: insert_job
+-- A request id another job of the org holds already is skipped: the caller
+-- counts what was inserted.
+INSERT INTO jobs (
+    id, org_id, cmd, input_json, env, timeout_us, max_retries, priority, labels,
+    create_time, state, attempt, update_time, start_time, finish_time, next_run_time,
+    last_error, output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested,
+    request_id, trace_context, previous_state, cause, reason, transition_time
+) VALUES (
+    :id, :org_id, :cmd, :input_json, :env, :timeout_us, :max_retries, :priority, :labels,
+    :create_time, :state, :attempt, :update_time, :start_time, :finish_time, :next_run_time,
+    :last_error, :output_json, :lease_epoch, :worker_id, :lease_expire_time, :cancel_requested,
+    :request_id, :trace_context, :previous_state, :cause, :reason, :transition_time
+) ON CONFLICT DO NOTHING;
+
+-- name: save_job
+-- Compare-and-set: the row is written only if nobody changed it since it was read.
+UPDATE jobs SET
+    state = :state, attempt = :attempt, update_time = :update_time,
+    start_time = :start_time, finish_time = :finish_time, next_run_time = :next_run_time,
+    last_error = :last_error, output_json = :output_json, lease_epoch = :lease_epoch,
+    worker_id = :worker_id, lease_expire_time = :lease_expire_time,
+    cancel_requested = :cancel_requested, previous_state = :previous_state, cause = :cause,
+    reason = :reason, transition_time = :transition_time
+WHERE id = :id AND state = :old_state AND lease_epoch = :old_lease_epoch;
+
+-- name: lock_runnable
+-- Up to :limit jobs of one org that may run now, in leasing order.
+SELECT * FROM jobs
+WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+ORDER BY priority DESC, id LIMIT :limit;
+
+-- name: lock_expired
+SELECT * FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < :now;
+
+-- name: lock_overdue
+SELECT * FROM jobs WHERE state = 'RUNNING' AND start_time + timeout_us + :grace < :now;
+
+-- name: leases_of
+SELECT id, lease_epoch FROM jobs WHERE state = 'RUNNING' AND worker_id = :worker_id;
+
+-- name: next_run_time
+SELECT min(next_run_time) AS next_run_time FROM jobs
+WHERE org_id IN (SELECT value FROM json_each(:org_ids)) AND state IN ('PENDING', 'RETRYING');
+
+-- name: lock_job_for_logs
+SELECT * FROM jobs WHERE id = :id;
+
+-- name: insert_log
+INSERT INTO logs (job_id, sequence, stream, attempt, time, text)
+VALUES (:job_id, :sequence, :stream, :attempt, :time, :text);
+
+-- name: set_log_count
+UPDATE jobs SET log_count = :log_count, log_bytes = :log_bytes WHERE id = :id;
+
+-- name: read_logs
+SELECT sequence, stream, attempt, time, text FROM logs
+WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit;
+
+-- name: upsert_artifact
+INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name, :sha256, :size_bytes)
+ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = excluded.size_bytes;
+
+-- name: purgeable
+SELECT id FROM jobs
+WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+LIMIT :limit;
+
+-- name: delete_logs_of
+DELETE FROM logs WHERE job_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_artifacts_of
+DELETE FROM artifacts WHERE job_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_jobs
+DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: referenced_blobs
+SELECT DISTINCT sha256 FROM artifacts;
+
+-- name: count_waiting
+SELECT org_id, count(*) AS waiting FROM jobs
+WHERE state IN ('PENDING', 'RETRYING') GROUP BY org_id;
+
+-- name: count_unfinished
+SELECT org_id, state, count(*) AS jobs FROM jobs
+WHERE state IN ('PENDING', 'RUNNING', 'RETRYING') GROUP BY org_id, state;
+
+-- name: insert_event
+INSERT INTO events (sequence, topic, org_id, job_id, time, payload)
+VALUES (:sequence, :topic, :org_id, :job_id, :time, :payload);
+
+-- name: read_events
+SELECT sequence, topic, org_id, job_id, time, payload FROM events
+WHERE sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
+ORDER BY sequence LIMIT :limit;
+
+-- name: read_org_events
+SELECT sequence, topic, org_id, job_id, time, payload FROM events
+WHERE org_id = :org_id AND sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
+ORDER BY sequence LIMIT :limit;
+
+-- name: last_sequence
+SELECT max(sequence) AS sequence FROM events;
+
+-- name: events_through
+-- The last event recorded before a time.
+SELECT max(sequence) AS sequence FROM events WHERE time < :before;
+
+-- name: delete_events_through
+DELETE FROM events WHERE sequence <= :through;
+
+-- name: purged_through
+SELECT value FROM meta WHERE key = 'events_purged_through';
+
+-- name: raise_purged_mark
+INSERT INTO meta (key, value) VALUES ('events_purged_through', :through)
+ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value);
+
+-- name: insert_token
+INSERT INTO tokens (id, org_id, role, description, secret_hash, create_time, revoke_time)
+VALUES (:id, :org_id, :role, :description, :secret_hash, :create_time, :revoke_time);
+
+-- name: select_token
+SELECT * FROM tokens WHERE id = :id;
+
+-- name: list_tokens
+SELECT * FROM tokens WHERE :org_id IS NULL OR org_id = :org_id ORDER BY create_time, id;
+
+-- name: revoke_token
+UPDATE tokens SET revoke_time = :now WHERE id = :id AND revoke_time IS NULL;
+
+-- name: any_token
+SELECT 1 AS found FROM tokens WHERE revoke_time IS NULL LIMIT 1;
