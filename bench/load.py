@@ -146,8 +146,7 @@ async def dispatch(address: str, count: int, org: str = "default") -> None:
     With `org`, the probe jobs and the worker are of that org alone, so a
     Submit load on the default org (bench.run's saturated case) keeps the
     server busy without taking the worker's slots."""
-    from zbrain import Job
-    from zbrain import Client
+    from zbrain import Client, Job
     from zbrain.worker import FunctionExecutor, Worker
 
     spec = job_pb2.JobSpec()

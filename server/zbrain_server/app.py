@@ -33,6 +33,7 @@ from .dispatch.jobs import Jobs
 from .dispatch.metrics import Telemetry
 from .dispatch.signals import JobSignals
 from .rpc.auth import AuthInterceptor
+from .rpc.codec import EVENT_CODEC
 from .rpc.job_service import JobServicer
 from .rpc.telemetry import RpcTelemetry
 from .rpc.token_service import TokenServicer
@@ -121,7 +122,7 @@ class ZBrainServer:
 
     async def start(self) -> None:
         """Open the store and start serving; on any failure, release what was started."""
-        self._store = await open_store(self.config.data_dir, self.config.store_url)
+        self._store = await open_store(self.config.data_dir, self.config.store_url, EVENT_CODEC)
         try:
             await self._start(self._store)
         except BaseException:

@@ -117,10 +117,10 @@ async def offline_token_command(args: argparse.Namespace) -> int:
 
     from .core.model import now_us
     from .dispatch.tokens import create_token
-    from .rpc.codec import token_to_proto
+    from .rpc.codec import EVENT_CODEC, token_to_proto
     from .store import open_store
 
-    store = await open_store(args.data_dir or Path("."), args.store)
+    store = await open_store(args.data_dir or Path("."), args.store, EVENT_CODEC)
     try:
         if args.action == "create":
             token, bearer = await create_token(

@@ -21,6 +21,7 @@ import pytest
 from tests.postgres import drop_schema, new_schema_url, postgres_url
 from tests.store.support import LEASE_TTL, T0, Databases, LeaseOne, Reopen, Submit, new_job
 from zbrain_server.core.model import Job, Lease
+from zbrain_server.rpc.codec import EVENT_CODEC
 from zbrain_server.store import JobStore, postgres_store, sqlite_store
 
 Backend = Callable[[Path], contextlib.AbstractAsyncContextManager[Callable[[], JobStore]]]
@@ -29,7 +30,7 @@ Backend = Callable[[Path], contextlib.AbstractAsyncContextManager[Callable[[], J
 @contextlib.asynccontextmanager
 async def sqlite_database(tmp_path: Path) -> AsyncIterator[Callable[[], JobStore]]:
     """A database file in the test's temporary directory."""
-    yield lambda: sqlite_store(tmp_path / "zbrain.db")
+    yield lambda: sqlite_store(tmp_path / "zbrain.db", EVENT_CODEC)
 
 
 @contextlib.asynccontextmanager
@@ -38,7 +39,7 @@ async def postgresql_database(tmp_path: Path) -> AsyncIterator[Callable[[], JobS
     base_url = await postgres_url()
     url, schema = new_schema_url(base_url)
     try:
-        yield lambda: postgres_store(url)
+        yield lambda: postgres_store(url, EVENT_CODEC)
     finally:
         await drop_schema(base_url, schema)
 

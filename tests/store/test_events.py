@@ -18,6 +18,7 @@ from tests.store.support import (
 from zbrain.errors import StaleLeaseError
 from zbrain_server.core import events
 from zbrain_server.core.model import AttemptOutcome, AttemptResult, EventRecord, LogStream
+from zbrain_server.rpc.codec import EVENT_CODEC
 from zbrain_server.store import JobStore
 
 KINDS = {
@@ -29,7 +30,7 @@ KINDS = {
 
 
 def kinds(records: list[EventRecord]) -> list[str]:
-    return [KINDS[type(events.decode(r.payload))] for r in records]
+    return [KINDS[type(EVENT_CODEC.decode(r.payload))] for r in records]
 
 
 async def everything(

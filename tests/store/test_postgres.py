@@ -14,6 +14,7 @@ from tests.postgres import postgres_url
 from tests.store.support import T0, Databases, Listener, new_job
 from zbrain.errors import StoreError
 from zbrain_server.core.model import JobState
+from zbrain_server.rpc.codec import EVENT_CODEC
 from zbrain_server.store import JobStore
 from zbrain_server.store.postgres.driver import PostgresDriver
 
@@ -34,7 +35,7 @@ async def blocking(conn: asyncpg.Connection) -> None:
 
 
 async def test_an_unreachable_database_is_a_store_error_naming_where() -> None:
-    store = JobStore(PostgresDriver("postgresql://postgres@127.0.0.1:1/test"))
+    store = JobStore(PostgresDriver("postgresql://postgres@127.0.0.1:1/test"), EVENT_CODEC)
 
     with pytest.raises(StoreError, match=r"cannot connect to PostgreSQL at 127\.0\.0\.1:1: "):
         await store.open()

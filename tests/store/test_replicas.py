@@ -31,6 +31,7 @@ from zbrain_server.core.model import (
     JobQuery,
     JobState,
 )
+from zbrain_server.rpc.codec import EVENT_CODEC
 from zbrain_server.store import JobStore
 
 pytestmark = pytest.mark.parametrize("databases", SHARED_BACKENDS, indirect=True)
@@ -81,7 +82,7 @@ def retries_of(records: list[EventRecord]) -> list[str]:
     """The job id of each recorded change into RETRYING."""
     retried = []
     for record in records:
-        body = events.decode(record.payload)
+        body = EVENT_CODEC.decode(record.payload)
         if isinstance(body, events.JobStateChanged) and body.to_state is JobState.RETRYING:
             retried.append(record.job_id)
     return retried

@@ -21,7 +21,7 @@ apart by its cause; a job whose cancel was requested is never retried.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from zbrain.errors import IllegalTransitionError, StaleLeaseError
 
@@ -33,6 +33,7 @@ from .model import (
     Job,
     JobState,
     NewJob,
+    evolve,
 )
 
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
@@ -150,7 +151,7 @@ def _move(
     job: Job, to_state: JobState, cause: Cause, reason: str, now_us: int, **fields: object
 ) -> Change:
     check_transition(job.state, to_state)
-    after = replace(
+    after = evolve(
         job,
         state=to_state,
         update_time_us=now_us,
@@ -158,7 +159,7 @@ def _move(
         cause=cause,
         reason=reason,
         transition_time_us=now_us,
-        **fields,  # type: ignore[arg-type]
+        **fields,
     )
     return Change(job, after)
 
@@ -210,7 +211,7 @@ def return_lease(job: Job, lease_epoch: int, now_us: int) -> Change:
 def renew_lease(job: Job, lease_epoch: int, now_us: int, lease_ttl_us: int) -> Job:
     """Extend a live lease; the state does not change."""
     check_lease(job, lease_epoch)
-    return replace(job, lease_expire_time_us=now_us + lease_ttl_us, update_time_us=now_us)
+    return evolve(job, lease_expire_time_us=now_us + lease_ttl_us, update_time_us=now_us)
 
 
 def finish_attempt(
@@ -307,7 +308,7 @@ def cancel(job: Job, now_us: int) -> tuple[Change | None, CancelOutcome]:
     if job.state is JobState.RUNNING:
         if job.cancel_requested:
             return None, CancelOutcome.CANCEL_REQUESTED
-        after = replace(
+        after = evolve(
             job,
             cancel_requested=True,
             update_time_us=now_us,

@@ -144,7 +144,7 @@ class Dispatcher:
             self._signals.changed(record.job_id)
             if not record.topic.endswith("/state"):
                 continue
-            body = events.decode(record.payload)
+            body = record.body
             if isinstance(body, events.JobSubmitted):
                 runnable = True
             elif isinstance(body, events.JobStateChanged):

@@ -1,17 +1,31 @@
 """Domain values as zbrain.v1 messages: the one place that builds the wire's
 messages from the server's objects (the HTTP edge renders the same messages
-as JSON)."""
+as JSON).
+
+The enums of `zbrain.models` are IntEnums with the wire's numbers, so a
+member is given to a message as it is (`cast` only tells the type checker):
+reading `.value` cost as much as the rest of a message's fields."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from zbrain.v1 import event_pb2, job_pb2, job_service_pb2, token_service_pb2
 
 from ..core import events
-from ..core.model import Artifact, EventRecord, Job, Lease, LogLine
+from ..core.model import (
+    Artifact,
+    Cause,
+    EventRecord,
+    Job,
+    JobState,
+    Lease,
+    LogLine,
+    LogStream,
+)
 from ..core.tokens import Token
 
 
@@ -39,7 +53,7 @@ def job_to_proto(job: Job) -> job_pb2.Job:
         max_retries=job.max_retries,
         priority=job.priority,
         labels=job.labels,
-        state=job_pb2.JobState.ValueType(job.state.value),
+        state=cast(job_pb2.JobState.ValueType, job.state),
         attempt=job.attempt,
         last_error=job.last_error,
         output_json=job.output_json,
@@ -51,9 +65,9 @@ def job_to_proto(job: Job) -> job_pb2.Job:
     )
     transition = message.last_transition
     if job.previous_state is not None:
-        transition.from_state = job_pb2.JobState.ValueType(job.previous_state.value)
-    transition.to_state = job_pb2.JobState.ValueType(job.state.value)
-    transition.cause = job_pb2.TransitionCause.ValueType(job.cause.value)
+        transition.from_state = cast(job_pb2.JobState.ValueType, job.previous_state)
+    transition.to_state = cast(job_pb2.JobState.ValueType, job.state)
+    transition.cause = cast(job_pb2.TransitionCause.ValueType, job.cause)
     transition.reason = job.reason
     transition.time.FromMicroseconds(job.transition_time_us)
     # Times are filled in place rather than made apart and copied in: this runs
@@ -91,7 +105,7 @@ def log_lines_to_proto(lines: Iterable[LogLine]) -> list[job_pb2.LogLine]:
     return [
         job_pb2.LogLine(
             sequence=line.sequence,
-            stream=job_pb2.LogStream.ValueType(line.stream.value),
+            stream=cast(job_pb2.LogStream.ValueType, line.stream),
             attempt=line.attempt,
             time=timestamp(line.time_us),
             text=line.text,
@@ -101,10 +115,9 @@ def log_lines_to_proto(lines: Iterable[LogLine]) -> list[job_pb2.LogLine]:
 
 
 def event_to_proto(record: EventRecord) -> event_pb2.Event:
-    """The full Event message of a stored event."""
-    body = events.decode(record.payload)
-    # An event stored by an earlier version is the message itself.
-    event = event_pb2.Event.FromString(record.payload) if body is None else _event_body(body)
+    """The full Event message of a stored event: its payload (the body, as
+    `EventProtobufCodec` stored it) with the record's own fields."""
+    event = event_pb2.Event.FromString(record.payload)
     event.sequence = record.sequence
     event.topic = record.topic
     event.org_id = record.org_id
@@ -113,12 +126,65 @@ def event_to_proto(record: EventRecord) -> event_pb2.Event:
     return event
 
 
+class EventProtobufCodec:
+    """Event bodies stored as a zbrain.v1.Event that carries only its payload,
+    so that streaming a stored event is one parse (`event_to_proto`). The
+    store gets this codec from the server's wiring (`core.events.EventCodec`)."""
+
+    def encode(self, body: events.Body) -> bytes:
+        return _event_body(body).SerializeToString()
+
+    def decode(self, payload: bytes) -> events.Body:
+        event = event_pb2.Event.FromString(payload)
+        kind = event.WhichOneof("payload")
+        if kind == "job_state_changed":
+            changed = event.job_state_changed
+            return events.JobStateChanged(
+                from_state=JobState(changed.from_state),
+                to_state=JobState(changed.to_state),
+                cause=_cause(changed.cause),
+                reason=changed.reason,
+                attempt=changed.attempt,
+                worker_id=changed.worker_id,
+                lease_epoch=changed.lease_epoch,
+                error=changed.error,
+                next_run_time_us=(
+                    changed.next_run_time.ToMicroseconds()
+                    if changed.HasField("next_run_time")
+                    else None
+                ),
+                output_summary=changed.output_summary,
+                artifacts=tuple(
+                    Artifact(a.name, a.sha256, a.size_bytes) for a in changed.artifacts
+                ),
+            )
+        if kind == "job_logged":
+            return events.JobLogged(
+                tuple(
+                    LogLine(
+                        line.sequence,
+                        LogStream(line.stream),
+                        line.attempt,
+                        line.time.ToMicroseconds(),
+                        line.text,
+                    )
+                    for line in event.job_logged.lines
+                )
+            )
+        if kind == "job_submitted":
+            submitted = event.job_submitted
+            return events.JobSubmitted(tuple(submitted.cmd), submitted.priority)
+        presence = event.worker_presence
+        return events.WorkerPresence(presence.worker_id, presence.connected)
+
+
 def _event_body(body: events.Body) -> event_pb2.Event:
+    """An Event message carrying only the body's payload."""
     if isinstance(body, events.JobStateChanged):
         changed = event_pb2.JobStateChanged(
-            from_state=job_pb2.JobState.ValueType(body.from_state.value),
-            to_state=job_pb2.JobState.ValueType(body.to_state.value),
-            cause=job_pb2.TransitionCause.ValueType(body.cause.value),
+            from_state=cast(job_pb2.JobState.ValueType, body.from_state),
+            to_state=cast(job_pb2.JobState.ValueType, body.to_state),
+            cause=cast(job_pb2.TransitionCause.ValueType, body.cause),
             reason=body.reason,
             attempt=body.attempt,
             worker_id=body.worker_id,
@@ -141,11 +207,22 @@ def _event_body(body: events.Body) -> event_pb2.Event:
     )
 
 
+def _cause(number: int) -> Cause:
+    """A stored cause; events written before causes were recorded have none."""
+    try:
+        return Cause(number)
+    except ValueError:
+        return Cause.UNSPECIFIED
+
+
+EVENT_CODEC = EventProtobufCodec()
+
+
 def token_to_proto(token: Token) -> token_service_pb2.TokenInfo:
     return token_service_pb2.TokenInfo(
         id=token.id,
         org_id=token.org_id,
-        role=token_service_pb2.TokenRole.ValueType(token.role.value),
+        role=cast(token_service_pb2.TokenRole.ValueType, token.role),
         description=token.description,
         create_time=timestamp(token.create_time_us),
         revoke_time=timestamp(token.revoke_time_us),

@@ -66,6 +66,17 @@ class Group:
     def moved_orgs(self) -> list[str]:
         return [org_id for org_id, delta in self.waiting.items() if delta]
 
+    def encode(self, codec: events.EventCodec) -> None:
+        """Give every event its stored form; records sharing a body (the jobs
+        of a batch) share its encoding."""
+        encoded: dict[int, bytes] = {}
+        for record in self.events:
+            if not record.payload and record.body is not None:
+                payload = encoded.get(id(record.body))
+                if payload is None:
+                    payload = encoded[id(record.body)] = codec.encode(record.body)
+                record.payload = payload
+
 
 class Tx:
     """One write of a group, as its program sees it: changes are saved as they
@@ -123,8 +134,9 @@ Outcome = tuple[_Write, Any, Exception | None]
 class WriteEngine:
     """Runs the store's writes in groups, through one driver."""
 
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Driver, codec: events.EventCodec) -> None:
         self._driver = driver
+        self._codec = codec
         self._queue: collections.deque[_Write] = collections.deque()
         self._ready = asyncio.Event()
         self._drained = asyncio.Event()  # set whenever the writer has emptied the queue
@@ -272,5 +284,6 @@ class WriteEngine:
             if savepoints and position < len(ordered):
                 yield Savepoint(release=True)
             outcomes.append((write, result, None))
+        group.encode(self._codec)
         yield from self._driver.finish(group)
         return outcomes

@@ -56,9 +56,10 @@ one huge transaction."""
 class JobStore:
     """The store of one server, over the driver of its database."""
 
-    def __init__(self, driver: Driver) -> None:
+    def __init__(self, driver: Driver, codec: events.EventCodec) -> None:
         self._driver = driver
-        self._engine = WriteEngine(driver)
+        self._codec = codec
+        self._engine = WriteEngine(driver, codec)
 
     @property
     def driver(self) -> Driver:
@@ -87,9 +88,22 @@ class JobStore:
         """Receive every committed transaction's events, in sequence order.
 
         Every change the store makes (submitted, state changed, logged) is
-        recorded as an event in the same transaction as the change itself.
+        recorded as an event in the same transaction as the change itself. The
+        listener gets each event's body, decoded when it was read back (from
+        another replica's commit).
         """
-        self._driver.set_listener(listener)
+        if listener is None:
+            self._driver.set_listener(None)
+            return
+        decode = self._codec.decode
+
+        def with_bodies(records: list[EventRecord]) -> None:
+            for record in records:
+                if record.body is None:
+                    record.body = decode(record.payload)
+            listener(records)
+
+        self._driver.set_listener(with_bodies)
 
     # -- jobs ------------------------------------------------------------------------
 

@@ -13,17 +13,66 @@ are written `:name` in both dialects; the PostgreSQL driver numbers them.
 
 from __future__ import annotations
 
+import operator
 import re
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
+from typing import Any
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.M)
+# A parameter `:name`, skipping string literals, comments and `::type` casts.
+_PARAM = re.compile(r"'(?:[^']|'')*'|--[^\n]*|(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
+# A list parameter as SQLite reads one: JSON text given to json_each.
+_JSON_LIST = re.compile(r"json_each\(:([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
-def load_queries(package: str) -> dict[str, str]:
-    """The named queries of `package`'s queries.sql, without comments."""
+class Query:
+    """A query with its `:name` parameters made positional, as drivers bind
+    fastest: `?` for each use (SQLite), or `$n` per distinct name (asyncpg).
+    sqlite3 binds named parameters one dict lookup at a time, which made a
+    1,000-job insert half again as slow as binding tuples."""
+
+    def __init__(self, sql: str, *, numbered: bool) -> None:
+        names: list[str] = []
+        uses: list[str] = []
+
+        def place(found: re.Match[str]) -> str:
+            name = found.group(1)
+            if name is None:  # a string literal or a comment: left as it is
+                return found.group(0)
+            if numbered:
+                if name not in names:
+                    names.append(name)
+                return f"${names.index(name) + 1}"
+            uses.append(name)
+            return "?"
+
+        self.lists = frozenset(_JSON_LIST.findall(sql))  # passed as JSON text
+        self.sql = _PARAM.sub(place, sql)
+        self.names = tuple(names if numbered else uses)
+        self._get: Callable[[Mapping[str, Any]], Any] | None = (
+            operator.itemgetter(*self.names) if self.names else None
+        )
+        self._single = len(self.names) == 1
+
+    def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The parameters in placeholder order."""
+        if self._get is None:
+            return ()
+        values = self._get(params)
+        return (values,) if self._single else values
+
+    def column_args(self, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        """Each parameter as the list of the rows' values, for a statement over unnest."""
+        return [[row[name] for row in rows] for name in self.names]
+
+
+def load_queries(package: str, *, numbered: bool) -> dict[str, Query]:
+    """The named queries of `package`'s queries.sql, without comments, their
+    parameters placed as the driver binds them (see `Query`)."""
     text = (resources.files(package) / "queries.sql").read_text()
     names = list(_NAME.finditer(text))
-    queries: dict[str, str] = {}
+    queries: dict[str, Query] = {}
     for found, following in zip(names, [*names[1:], None], strict=True):
         body = text[found.end() : following.start() if following else len(text)]
         sql = "\n".join(
@@ -31,7 +80,7 @@ def load_queries(package: str) -> dict[str, str]:
             for line in body.splitlines()
             if line.strip() and not line.lstrip().startswith("--")
         ).strip()
-        queries[found.group(1)] = sql.rstrip(";")
+        queries[found.group(1)] = Query(sql.rstrip(";"), numbered=numbered)
     return queries
 
 

@@ -8,6 +8,7 @@ context; log text and event bodies are stored as UTF-8 bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -27,6 +28,15 @@ from ..core.model import (
 from ..core.tokens import Token
 from .ops import Params, Row
 
+# Enum names by member: an Enum's `.name` is a descriptor, several times
+# slower than a dict lookup, and rows are written for every job change.
+# (One dict per enum: the members are IntEnums, equal to those of another
+# enum with the same number.)
+_STATE_NAMES = {state: state.name for state in JobState}
+_CAUSE_NAMES = {cause: cause.name for cause in Cause}
+_STATES = {name: state for state, name in _STATE_NAMES.items()}
+_CAUSES = {name: cause for cause, name in _CAUSE_NAMES.items()}
+
 
 def job_from_row(row: Row) -> Job:
     """The job of a `jobs` row (its artifacts are attached apart: `with_artifacts`)."""
@@ -34,14 +44,14 @@ def job_from_row(row: Row) -> Job:
     return Job(
         id=row["id"],
         org_id=row["org_id"],
-        cmd=tuple(json.loads(row["cmd"])),
+        cmd=_cmd_from_json(row["cmd"]),
         input_json=row["input_json"],
-        env=json.loads(row["env"]),
+        env=_map_from_json(row["env"]),
         timeout_us=row["timeout_us"],
         max_retries=row["max_retries"],
         priority=row["priority"],
-        labels=json.loads(row["labels"]),
-        state=JobState[row["state"]],
+        labels=_map_from_json(row["labels"]),
+        state=_STATES[row["state"]],
         attempt=row["attempt"],
         create_time_us=row["create_time"],
         update_time_us=row["update_time"],
@@ -55,9 +65,9 @@ def job_from_row(row: Row) -> Job:
         lease_expire_time_us=row["lease_expire_time"],
         cancel_requested=bool(row["cancel_requested"]),
         request_id=row["request_id"],
-        trace_context=json.loads(row["trace_context"]),
-        previous_state=JobState[previous] if previous else None,
-        cause=Cause[row["cause"]],
+        trace_context=_map_from_json(row["trace_context"]),
+        previous_state=_STATES[previous] if previous else None,
+        cause=_CAUSES[row["cause"]],
         reason=row["reason"],
         # Jobs stored before transitions were recorded: their last update.
         transition_time_us=row["transition_time"] or row["update_time"],
@@ -69,7 +79,7 @@ def job_params(job: Job) -> Params:
     return {
         "id": job.id,
         "org_id": job.org_id,
-        "cmd": json.dumps(list(job.cmd)),
+        "cmd": _json_cmd(job.cmd),
         "input_json": job.input_json,
         "env": _json_map(job.env),
         "timeout_us": job.timeout_us,
@@ -90,7 +100,7 @@ def save_params(change: Change) -> Params:
     return {
         **_state_params(change.after),
         "id": change.after.id,
-        "old_state": before.state.name,
+        "old_state": _STATE_NAMES[before.state],
         "old_lease_epoch": before.lease_epoch,
     }
 
@@ -98,7 +108,7 @@ def save_params(change: Change) -> Params:
 def _state_params(job: Job) -> dict[str, Any]:
     """The columns a state change writes (the others are fixed at submission)."""
     return {
-        "state": job.state.name,
+        "state": _STATE_NAMES[job.state],
         "attempt": job.attempt,
         "update_time": job.update_time_us,
         "start_time": job.start_time_us,
@@ -110,11 +120,28 @@ def _state_params(job: Job) -> dict[str, Any]:
         "worker_id": job.worker_id,
         "lease_expire_time": job.lease_expire_time_us,
         "cancel_requested": int(job.cancel_requested),
-        "previous_state": job.previous_state.name if job.previous_state else None,
-        "cause": job.cause.name,
+        "previous_state": _STATE_NAMES[job.previous_state] if job.previous_state else None,
+        "cause": _CAUSE_NAMES[job.cause],
         "reason": job.reason,
         "transition_time": job.transition_time_us,
     }
+
+
+@functools.lru_cache(maxsize=1024)
+def _cmd_from_json(text: str) -> tuple[str, ...]:
+    # A tuple, so jobs sharing a command may share it.
+    return tuple(json.loads(text))
+
+
+def _map_from_json(text: str) -> dict[str, str]:
+    # Most jobs have no env, labels or trace: skip the decoder for those.
+    return {} if text == "{}" else json.loads(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_cmd(cmd: tuple[str, ...]) -> str:
+    # The jobs of a batch (and of a busy queue) mostly share their command.
+    return json.dumps(list(cmd))
 
 
 def _json_map(mapping: Mapping[str, str]) -> str:
@@ -172,12 +199,7 @@ def event_params(record: EventRecord) -> Params:
 
 def event_from_row(row: Row) -> EventRecord:
     return EventRecord(
-        row["sequence"],
-        row["topic"],
-        row["org_id"],
-        row["job_id"],
-        row["time"],
-        bytes(row["payload"]),
+        row["sequence"], row["topic"], row["org_id"], row["job_id"], row["time"], row["payload"]
     )
 
 

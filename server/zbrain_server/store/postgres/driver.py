@@ -66,7 +66,7 @@ from ..ops import (
     Savepoint,
     run_async,
 )
-from ..queries import load_migrations, load_queries
+from ..queries import Query, load_migrations, load_queries
 from ..rows import event_from_row
 
 T = TypeVar("T")
@@ -95,7 +95,6 @@ _DRIVER_ERRORS = (
 # serialise, but a server set to a stricter default isolation would.)
 _CONFLICTS = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _FULL = (asyncpg.exceptions.DiskFullError, asyncpg.exceptions.OutOfMemoryError)
-_PARAM = re.compile(r"'(?:[^']|'')*'|--[^\n]*|(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 
 _CREATE_VERSION_TABLE = """
     CREATE TABLE IF NOT EXISTS schema_version (
@@ -105,40 +104,13 @@ _CREATE_VERSION_TABLE = """
 """
 
 
-class Query:
-    """A named query with its `:name` parameters numbered as asyncpg wants them."""
-
-    def __init__(self, sql: str) -> None:
-        self.names: list[str] = []
-
-        def number(found: re.Match[str]) -> str:
-            name = found.group(1)
-            if name is None:  # a string literal or a comment: left as it is
-                return found.group(0)
-            if name not in self.names:
-                self.names.append(name)
-            return f"${self.names.index(name) + 1}"
-
-        self.sql = _PARAM.sub(number, sql)
-
-    def args(self, params: Params) -> list[Any]:
-        return [params[name] for name in self.names]
-
-    def column_args(self, rows: list[Params]) -> list[list[Any]]:
-        """Each parameter as the list of the rows' values, for a statement over unnest."""
-        return [[row[name] for row in rows] for name in self.names]
-
-
 @functools.lru_cache(maxsize=256)
 def _built_query(sql: str) -> Query:
     """A query built at run time (a search's filters), numbered once per shape."""
-    return Query(sql)
+    return Query(sql, numbered=True)
 
 
-QUERIES = {
-    name: Query(sql)
-    for name, sql in load_queries(__package__ or "zbrain_server.store.postgres").items()
-}
+QUERIES = load_queries(__package__ or "zbrain_server.store.postgres", numbered=True)
 MIGRATIONS = load_migrations(__package__ or "zbrain_server.store.postgres")
 
 

@@ -21,17 +21,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from zbrain.errors import StoreConflictError, StoreError, StoreFullError
 
+from ...core.model import EventRecord
 from ..driver import Driver, EventListener
 from ..engine import Group
 from ..ops import (
@@ -48,7 +49,7 @@ from ..ops import (
     answer,
     run,
 )
-from ..queries import load_migrations, load_queries
+from ..queries import Query, load_migrations, load_queries
 from ..rows import event_params
 
 T = TypeVar("T")
@@ -56,7 +57,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 5.0  # how long a statement waits for another process's lock
-QUERIES = load_queries(__package__ or "zbrain_server.store.sqlite")
+QUERIES = load_queries(__package__ or "zbrain_server.store.sqlite", numbered=False)
 MIGRATIONS = load_migrations(__package__ or "zbrain_server.store.sqlite")
 
 
@@ -132,15 +133,18 @@ class SqliteDriver(Driver):
     # -- reads ---------------------------------------------------------------------
 
     async def fetch(self, query: str, params: Params) -> list[Row]:
-        return await self.fetch_sql(QUERIES[query], params)
+        return await self._fetch(QUERIES[query], params)
 
     async def fetch_sql(self, sql: str, params: Params) -> list[Row]:
+        return await self._fetch(_built_query(sql), params)
+
+    async def _fetch(self, query: Query, params: Params) -> list[Row]:
         if self._reader is None or self._reader_thread is None:
             raise StoreError("the store is closed")
         reader = self._reader
         with _translated("read the database"):
             return await asyncio.get_running_loop().run_in_executor(
-                self._reader_thread, _fetch, reader, sql, params
+                self._reader_thread, _fetch, reader, query, params
             )
 
     def in_list(self, column: str, param: str) -> str:
@@ -188,8 +192,10 @@ class SqliteDriver(Driver):
 
     def finish(self, group: Group) -> Program[None]:
         numbered = [
-            replace(record, sequence=self._last_sequence + i)
-            for i, record in enumerate(group.events, start=1)
+            EventRecord(
+                self._last_sequence + i, r.topic, r.org_id, r.job_id, r.time_us, r.payload, r.body
+            )
+            for i, r in enumerate(group.events, start=1)
         ]
         group.events = numbered
         if numbered:
@@ -216,16 +222,20 @@ def _execute(db: sqlite3.Connection, op: Op) -> Any:
 
 def _execute_op(db: sqlite3.Connection, op: Op) -> Any:
     if isinstance(op, Fetch):
-        return _rows(db.execute(QUERIES[op.query], _bind(op.params)))
+        return _rows(_run(db, QUERIES[op.query], op.params))
     if isinstance(op, FetchOne):
-        rows = _rows(db.execute(QUERIES[op.query], _bind(op.params)))
+        rows = _rows(_run(db, QUERIES[op.query], op.params))
         return rows[0] if rows else None
     if isinstance(op, Execute):
-        return db.execute(QUERIES[op.query], _bind(op.params)).rowcount
+        return _run(db, QUERIES[op.query], op.params).rowcount
     if isinstance(op, ExecuteMany):
         if not op.rows:
             return 0
-        return db.executemany(QUERIES[op.query], [_bind(row) for row in op.rows]).rowcount
+        query = QUERIES[op.query]
+        rows: Sequence[Params] = (
+            [_with_json(query, row) for row in op.rows] if query.lists else op.rows
+        )
+        return db.executemany(query.sql, map(query.args, rows)).rowcount
     if isinstance(op, Savepoint):
         if op.release:
             db.execute("RELEASE SAVEPOINT write")
@@ -237,14 +247,23 @@ def _execute_op(db: sqlite3.Connection, op: Op) -> Any:
     raise TypeError(f"unknown store operation {op!r}")
 
 
-def _bind(params: Params) -> Params:
+@functools.lru_cache(maxsize=256)
+def _built_query(sql: str) -> Query:
+    """A query built at run time (a search's filters), placed once per shape."""
+    return Query(sql, numbered=False)
+
+
+def _run(db: sqlite3.Connection, query: Query, params: Params) -> sqlite3.Cursor:
+    if query.lists:
+        params = _with_json(query, params)
+    return db.execute(query.sql, query.args(params))
+
+
+def _with_json(query: Query, params: Params) -> Params:
     """List parameters as the JSON text json_each reads."""
-    if any(isinstance(value, list | tuple) for value in params.values()):
-        return {
-            key: json.dumps(value) if isinstance(value, list | tuple) else value
-            for key, value in params.items()
-        }
-    return params
+    return {
+        key: json.dumps(value) if key in query.lists else value for key, value in params.items()
+    }
 
 
 def _rows(cursor: sqlite3.Cursor) -> list[Row]:
@@ -255,9 +274,9 @@ def _rows(cursor: sqlite3.Cursor) -> list[Row]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _fetch(db: sqlite3.Connection, sql: str, params: Params) -> list[Row]:
+def _fetch(db: sqlite3.Connection, query: Query, params: Params) -> list[Row]:
     """A read, in the reader thread."""
-    return _rows(db.execute(sql, _bind(params)))
+    return _rows(_run(db, query, params))
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -272,10 +291,10 @@ def _open_writer(path: Path) -> tuple[sqlite3.Connection, int, collections.Count
     try:
         db.executescript("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
         _migrate(db)
-        last = _rows(db.execute(QUERIES["last_sequence"]))[0]["sequence"] or 0
-        purged = _rows(db.execute(QUERIES["purged_through"]))
+        last = _rows(_run(db, QUERIES["last_sequence"], {}))[0]["sequence"] or 0
+        purged = _rows(_run(db, QUERIES["purged_through"], {}))
         waiting = collections.Counter(
-            {row["org_id"]: row["waiting"] for row in _rows(db.execute(QUERIES["count_waiting"]))}
+            {row["org_id"]: row["waiting"] for row in _rows(_run(db, QUERIES["count_waiting"], {}))}
         )
     except BaseException:
         db.close()
