@@ -224,8 +224,8 @@ def _execute_op(db: sqlite3.Connection, op: Op) -> Any:
     if isinstance(op, Fetch):
         return _rows(_run(db, QUERIES[op.query], op.params))
     if isinstance(op, FetchOne):
-        rows = _rows(_run(db, QUERIES[op.query], op.params))
-        return rows[0] if rows else None
+        found = _rows(_run(db, QUERIES[op.query], op.params))
+        return found[0] if found else None
     if isinstance(op, Execute):
         return _run(db, QUERIES[op.query], op.params).rowcount
     if isinstance(op, ExecuteMany):
