@@ -38,6 +38,7 @@ lint: setup check-stubs buf-lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 pytest: $(INSTALLED) postgres
 	$(PY) -m pytest

@@ -141,7 +141,8 @@ class ServerConfig:
             problems.append("the poll interval (ZBRAIN_POLL_INTERVAL) must be positive")
         if not 0 < self.default_timeout_s <= self.limits.max_timeout_s:
             problems.append(
-                "the default timeout (ZBRAIN_DEFAULT_TIMEOUT) must be positive and at most 7d"
+                "the default timeout (ZBRAIN_DEFAULT_TIMEOUT) must be positive and at most "
+                f"ZBRAIN_MAX_TIMEOUT_S ({self.limits.max_timeout_s:g}s)"
             )
         if self.default_max_retries > self.limits.max_retry_budget:
             problems.append(f"ZBRAIN_MAX_RETRIES must be at most {self.limits.max_retry_budget}")

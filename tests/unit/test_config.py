@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 from zbrain.durations import parse_duration
 from zbrain.errors import InvalidArgumentError
-from zbrain_server.config import ServerConfig
+from zbrain_server.config import Limits, ServerConfig
 
 
 def test_no_variables_means_the_defaults() -> None:
@@ -184,3 +185,21 @@ def test_the_store_is_sqlite_unless_a_postgresql_url_is_given() -> None:
 def test_a_store_that_is_not_a_postgresql_url_is_refused(url: str) -> None:
     with pytest.raises(InvalidArgumentError, match="--store"):
         ServerConfig.from_env({"ZBRAIN_STORE": url})
+
+
+LIMIT_FIELDS = [spec.name for spec in dataclasses.fields(Limits)]
+
+
+@pytest.mark.parametrize("name", LIMIT_FIELDS)
+def test_every_limit_is_set_by_its_variable(name: str) -> None:
+    # Large enough for the checks between settings (the default timeout is 1h).
+    limits = ServerConfig.from_env({f"ZBRAIN_{name.upper()}": "900000"}).limits
+
+    assert getattr(limits, name) == 900_000
+
+
+@pytest.mark.parametrize("name", LIMIT_FIELDS)
+def test_every_limit_is_documented_with_its_variable(name: str) -> None:
+    documented = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+
+    assert f"`ZBRAIN_{name.upper()}`" in documented

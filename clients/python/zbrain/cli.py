@@ -68,6 +68,9 @@ def _print_job(job: Job) -> None:
         ("started", _when(job.start_time)),
         ("finished", _when(job.finish_time)),
     ]
+    if job.last_transition is not None and job.last_transition.reason:
+        change = job.last_transition
+        rows.append(("why", f"{change.reason} ({change.cause.name}, {_when(change.time)})"))
     if job.state is JobState.RETRYING:
         rows.append(("next run", _when(job.next_run_time)))
     if job.worker_id:
@@ -407,8 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     if plugin is not None:
         plugin.register(command)
     else:
-        p = command("serve", cmd_server_missing, "run the ZBrain server (needs zbrain-server)")
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        command("serve", cmd_server_missing, "run the ZBrain server (needs zbrain-server)")
 
     p = command(
         "submit",
@@ -593,7 +595,9 @@ def _positive(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.handler is not cmd_server_missing:  # that one explains itself
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         logs.configure(
             os.environ.get("ZBRAIN_LOG_LEVEL") or "INFO",
