@@ -52,6 +52,9 @@ SERVICE_NAMES = (
 HEALTH_CHECK_INTERVAL_S = 5.0
 QUEUE_DEPTH_INTERVAL_S = 5.0
 TOKEN_CHECK_INTERVAL_S = 1.0
+# Beyond its grace, the local worker may take this long to stop what still
+# runs (a process executor's SIGTERM, then SIGKILL after 5s) and report it.
+LOCAL_WORKER_STOP_MARGIN_S = 15.0
 
 
 def _is_loopback(listen: str) -> bool:
@@ -116,6 +119,11 @@ class ZBrainServer:
         return self._store
 
     @property
+    def open_streams(self) -> int:
+        """How many long-lived streams (readers and workers) are being served."""
+        return self._auth.open_streams
+
+    @property
     def address(self) -> str:
         host = self.config.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
@@ -134,7 +142,7 @@ class ZBrainServer:
         blobs = BlobStore(config.artifact_root)
         blobs.open()
         signals = JobSignals()
-        bus = EventBus(config.event_buffer)
+        bus = EventBus(config.event_buffer, config.event_buffer_bytes)
         self._dispatcher = dispatcher = Dispatcher(store, config, signals, self.telemetry)
 
         def committed(records: list[EventRecord]) -> None:
@@ -153,7 +161,7 @@ class ZBrainServer:
         self._auth = AuthInterceptor(
             store.find_token,
             required=auth_required,
-            max_streams_per_client=config.limits.max_streams_per_client,
+            limits=config.limits,
             extra_tokens=[local_token],
         )
         server = grpc.aio.server(
@@ -194,8 +202,7 @@ class ZBrainServer:
             asyncio.create_task(self._retention(store, blobs), name="zbrain-retention"),
             asyncio.create_task(self._measure_queue(store), name="zbrain-queue-depth"),
         ]
-        if config.auth is None and not auth_required:
-            self._tasks.append(asyncio.create_task(self._watch_tokens(store), name="zbrain-auth"))
+        self._tasks.append(asyncio.create_task(self._watch_tokens(store), name="zbrain-auth"))
         if config.local_workers:
             await self._start_local_workers()
 
@@ -224,7 +231,7 @@ class ZBrainServer:
         self.stopped = True
         await self._health.enter_graceful_shutdown()
         if self._local_workers is not None:
-            await self._stop_local_workers(grace_s)
+            await self._stop_local_workers()
         if self._server is not None:
             await self._server.stop(grace_s)
         for task in self._tasks:
@@ -262,17 +269,19 @@ class ZBrainServer:
                 await self._set_serving(ok)
 
     async def _watch_tokens(self, store: JobStore) -> None:
-        """Turn auth on as soon as a token appears (made with `zbrain token create
-        --data-dir` while the server runs); it is never turned off again."""
+        """Every second: turn auth on as soon as a token appears (made with
+        `zbrain token create --data-dir`, or on another replica) unless --auth
+        says otherwise, and end the open streams that would now be refused (opened
+        without a token, or with one since revoked). Auth is never turned off again."""
         while True:
             await asyncio.sleep(TOKEN_CHECK_INTERVAL_S)
             try:
-                if await store.has_tokens():
+                if not self.auth_required and self.config.auth is None and await store.has_tokens():
                     self._auth.required = self.auth_required = True
                     log.warning("a token exists now: every call needs a token from here on")
-                    return
+                await self._auth.recheck()
             except ZBrainError as exc:
-                log.warning("could not look for tokens: %s", exc)
+                log.warning("could not check tokens: %s", exc)
 
     async def _measure_queue(self, store: JobStore) -> None:
         """Refresh the queue-depth gauge; a scrape then never waits for the database."""
@@ -317,18 +326,27 @@ class ZBrainServer:
             str(self.config.local_workers),
             "--org",
             self.config.default_org,
+            "--grace",
+            f"{self.config.worker_grace_s}s",
             env={**os.environ, "ZBRAIN_TOKEN": self._local_bearer},
         )
         log.info("started a local worker process with %d slots", self.config.local_workers)
 
-    async def _stop_local_workers(self, grace_s: float) -> None:
+    async def _stop_local_workers(self) -> None:
+        """Drain the local worker while this server still serves it: running jobs
+        get its grace to finish, then it stops them (every process of each job's
+        group) and reports them INTERRUPTED, so nothing of theirs outlives the
+        server and none waits a lease TTL to be found lost. Only a worker that
+        does not exit in time for that is killed."""
         process = self._local_workers
         if process is None or process.returncode is not None:
             return
         process.send_signal(signal.SIGTERM)
+        allowed = self.config.worker_grace_s + LOCAL_WORKER_STOP_MARGIN_S
         try:
-            await asyncio.wait_for(process.wait(), grace_s)
+            await asyncio.wait_for(process.wait(), allowed)
         except TimeoutError:
+            log.error("the local worker did not stop within %.0fs; killing it", allowed)
             process.kill()
             await process.wait()
 

@@ -52,7 +52,8 @@ class Limits:
     max_artifacts_per_job: int = 1000
     max_log_bytes_per_job: int = 64 << 20
     max_pending_per_org: int = 1_000_000
-    max_streams_per_client: int = 100
+    max_streams_per_client: int = 100  # reader streams: StreamEvents, StreamLogs, downloads
+    max_worker_streams_per_client: int = 1000  # worker streams (WorkerService.Connect)
     max_worker_concurrency: int = 10_000  # slots one worker may offer
     max_worker_orgs: int = 100  # organisations one worker may serve
     max_acquire_jobs: int = 1000  # leases one AcquireLease may ask for
@@ -61,6 +62,16 @@ class Limits:
     max_artifact_name_bytes: int = 255
     log_page_lines: int = 1000  # log lines read per StreamLogs page
     event_page_events: int = 1000  # events read per StreamEvents page
+    # One streamed response (StreamEvents, StreamLogs) holds at most this many
+    # bytes of events or lines (and at most half of max_message_bytes): a
+    # replay of huge log output then never needs a message larger than a peer
+    # accepts.
+    max_stream_message_bytes: int = 4 << 20
+
+    @property
+    def stream_message_bytes(self) -> int:
+        """The bytes of events or lines one streamed response may carry."""
+        return min(self.max_stream_message_bytes, self.max_message_bytes // 2)
 
 
 @dataclass(frozen=True)
@@ -91,7 +102,9 @@ class ServerConfig:
     retention_s: float = 7 * 86400.0
     event_retention_s: float = 86400.0
     event_buffer: int = 10_000  # live events buffered per StreamEvents subscriber
+    event_buffer_bytes: int = 8 << 20  # and bytes: past either, the subscriber is cut off
     local_workers: int = 0
+    worker_grace_s: float = 30.0  # how long the local workers' running jobs may finish on stop
     # gRPC keepalive: ping an idle connection this often, drop it when a ping
     # goes unanswered this long, so a dead worker is noticed in bounded time.
     keepalive_s: float = 10.0
@@ -165,8 +178,9 @@ class ServerConfig:
                 "--workers connects its worker over plaintext loopback; with TLS, run "
                 "`zbrain worker --tls-ca ...` instead"
             )
-        if self.event_buffer < 1:
-            problems.append("ZBRAIN_EVENT_BUFFER must be at least 1")
+        if self.event_buffer < 1 or self.event_buffer_bytes < 1:
+            problems.append("ZBRAIN_EVENT_BUFFER and ZBRAIN_EVENT_BUFFER_BYTES must be at least 1")
+
         if self.store_url is not None and not _is_postgres_url(self.store_url):
             problems.append(
                 "--store (ZBRAIN_STORE) must be a postgresql://user@host:port/database URL; "
@@ -230,6 +244,8 @@ _ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], object]], ...] = (
     ("ZBRAIN_TIMEOUT_GRACE", "timeout_grace_s", _seconds),
     ("ZBRAIN_EVENT_RETENTION", "event_retention_s", _seconds),
     ("ZBRAIN_EVENT_BUFFER", "event_buffer", _non_negative_int),
+    ("ZBRAIN_EVENT_BUFFER_BYTES", "event_buffer_bytes", _non_negative_int),
+    ("ZBRAIN_WORKER_GRACE", "worker_grace_s", _seconds),
     ("ZBRAIN_KEEPALIVE", "keepalive_s", _seconds),
     ("ZBRAIN_KEEPALIVE_TIMEOUT", "keepalive_timeout_s", _seconds),
 )

@@ -440,6 +440,14 @@ async def for_every_example(
 
 
 @pytest.fixture
+async def server(start_server: Callable[..., Awaitable[ZBrainServer]]) -> ZBrainServer:
+    """A server with auth explicitly off: a fuzzed CreateToken stores a token,
+    which would otherwise turn auth on (within a second, so at a moment that
+    depends on the machine's load) for the calls that follow."""
+    return await start_server(auth="off")
+
+
+@pytest.fixture
 async def target(server: ZBrainServer, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Target]:
     async with grpc.aio.insecure_channel(server.address) as channel:
         with grpc.insecure_channel(server.address) as blocking:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import grpc_testing  # type: ignore[import-untyped]
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from zbrain import errors
 from zbrain.errors import (
+    ERRORS_BY_CODE,
     Code,
     FailedPreconditionError,
     FieldViolation,
@@ -19,6 +22,7 @@ from zbrain.errors import (
     ZBrainError,
 )
 from zbrain.status import from_rpc_error, to_status
+from zbrain.v1 import job_service_pb2, job_service_pb2_grpc
 
 # Every class that owns a status code, with that code.
 CODES: list[tuple[type[ZBrainError], grpc.StatusCode]] = [
@@ -222,3 +226,92 @@ def test_an_error_without_message_is_named_by_its_code() -> None:
     )
 
     assert from_rpc_error(rpc_error).message == "NOT_FOUND"
+
+
+# -- from_rpc_error of the synchronous API, through grpcio-testing ---------------
+#
+# grpcio-testing fakes the synchronous gRPC API: a generated JobService stub
+# calls its fake channel, and the test ends the call with any status it likes.
+# So the mapping is checked on the sync API's grpc.RpcError (the tests above
+# see grpc.aio's), with the metadata the runtime adds to the trailers, for
+# every code, violations included, with no server to make send it.
+
+JOB_SERVICE = job_service_pb2.DESCRIPTOR.services_by_name["JobService"]
+UNOWNED_CODES = [code for code in Code if code is not Code.OK and code not in ERRORS_BY_CODE]
+
+FailSyncCall = Callable[[grpc.Status], grpc.RpcError]
+
+
+def status_of(code: Code, violations: list[FieldViolation]) -> grpc.Status:
+    """The status the server's edge sends for an error of `code` (`to_status`)."""
+    error = ERRORS_BY_CODE.get(code, ZBrainError)("it went wrong", violations=violations)
+    error.code = code  # the root error stands for the codes no class owns
+    return to_status(error)
+
+
+@pytest.fixture
+def fail_sync_call() -> Iterator[FailSyncCall]:
+    """Make a JobService.Get call on a grpcio-testing channel and end it with a status."""
+    channel = grpc_testing.channel(
+        job_service_pb2.DESCRIPTOR.services_by_name.values(), grpc_testing.strict_real_time()
+    )
+    stub = job_service_pb2_grpc.JobServiceStub(channel)
+
+    with ThreadPoolExecutor(max_workers=1) as calls:
+
+        def fail(status: grpc.Status) -> grpc.RpcError:
+            call = calls.submit(stub.Get, job_service_pb2.GetRequest(job_id="j1"), timeout=10)
+            _, request, rpc = channel.take_unary_unary(JOB_SERVICE.methods_by_name["Get"])
+            assert request == job_service_pb2.GetRequest(job_id="j1")
+            rpc.terminate(None, status.trailing_metadata, status.code, status.details)
+            with pytest.raises(grpc.RpcError) as raised:
+                call.result(timeout=10)
+            return raised.value
+
+        yield fail
+
+
+def code_id(code: Code) -> str:
+    return code.name
+
+
+@pytest.mark.parametrize("code", list(ERRORS_BY_CODE), ids=code_id)
+def test_a_sync_call_error_is_the_class_of_its_code_with_its_violations(
+    fail_sync_call: FailSyncCall, code: Code
+) -> None:
+    error = from_rpc_error(fail_sync_call(status_of(code, VIOLATIONS)))
+
+    assert type(error) is ERRORS_BY_CODE[code]
+    assert error.code is code
+    assert error.violations == tuple(VIOLATIONS)
+
+
+@pytest.mark.parametrize("code", UNOWNED_CODES, ids=code_id)
+def test_a_sync_call_error_of_a_code_no_class_owns_is_the_root_error_with_its_violations(
+    fail_sync_call: FailSyncCall, code: Code
+) -> None:
+    error = from_rpc_error(fail_sync_call(status_of(code, VIOLATIONS)))
+
+    assert type(error) is ZBrainError
+    assert error.violations == tuple(VIOLATIONS)
+
+
+@pytest.mark.parametrize("code", [Code.ABORTED, Code.UNIMPLEMENTED], ids=code_id)
+def test_the_root_error_keeps_the_code_it_was_received_with(
+    fail_sync_call: FailSyncCall, code: Code
+) -> None:
+    error = from_rpc_error(fail_sync_call(status_of(code, [])))
+
+    assert error.code is code
+
+
+def test_details_that_disagree_with_the_call_code_are_ignored(
+    fail_sync_call: FailSyncCall,
+) -> None:
+    # A proxy may end a call with its own status, keeping the server's trailers.
+    invalid = status_of(Code.INVALID_ARGUMENT, VIOLATIONS)
+
+    error = from_rpc_error(fail_sync_call(invalid._replace(code=grpc.StatusCode.NOT_FOUND)))
+
+    assert type(error) is errors.NotFoundError
+    assert error.violations == ()

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -64,11 +65,18 @@ def _duration(value: float | timedelta) -> duration_pb2.Duration:
 
 
 class Client:
-    """An asyncio client. Create it with `await Client.connect(...)`; close it when done."""
+    """An asyncio client. Create it with `await Client.connect(...)`, or
+    `Client.from_channel(...)` over a channel of your own; close it when done."""
 
-    def __init__(self, connection: Connection, *, timeout: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        timeout: float | None = 30.0,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
         self.connection = connection
-        self.channel = connection.open_channel()
+        self.channel = channel if channel is not None else connection.open_channel()
         self._stub = job_service_pb2_grpc.JobServiceStub(self.channel)
         self.timeout = timeout
 
@@ -93,6 +101,31 @@ class Client:
         connection = Connection(target or "", token, tls, tuple(options))
         connection.address  # noqa: B018 - checks the address now, not on the first call
         return cls(connection, timeout=timeout)
+
+    @classmethod
+    def from_channel(
+        cls, channel: grpc.aio.Channel, *, target: str = "", timeout: float | None = 30.0
+    ) -> Client:
+        """A client over a channel the caller opened.
+
+        `connect` builds its channel from an address, a token and TLS files.
+        A channel that needs more (other credentials, interceptors), or a
+        test's fake channel, is wrapped here instead: every method, and a
+        `Worker` given this client, then calls on it.
+
+        Args:
+            channel: The grpc.aio channel to call on. It is used as given: no
+                token or trace metadata is added. Closing the client closes it.
+            target: The address the channel dials, as `target` reports it and
+                error messages name it; default ZBRAIN_SERVER or 127.0.0.1:50051.
+            timeout: Bounds each unary call, in seconds; None waits forever.
+
+        Raises:
+            InvalidArgumentError: `target` is not a server address.
+        """
+        connection = Connection(target)
+        connection.address  # noqa: B018 - checks the address now, as connect does
+        return cls(connection, timeout=timeout, channel=channel)
 
     @property
     def target(self) -> str:
@@ -229,9 +262,10 @@ class Client:
         request = job_service_pb2.StreamLogsRequest(
             job_id=job_id, after_sequence=after, follow=follow
         )
-        async for response in self._responses(self._stub.StreamLogs(request)):
-            for line in response.lines:
-                yield _convert.log_line(line)
+        async with self._responses(self._stub.StreamLogs(request)) as responses:
+            async for response in responses:
+                for line in response.lines:
+                    yield _convert.log_line(line)
 
     async def events(
         self,
@@ -249,19 +283,26 @@ class Client:
         request = job_service_pb2.StreamEventsRequest(
             org_id=org or "", topic_prefix=topic_prefix, after_sequence=after, follow=follow
         )
-        async for response in self._responses(self._stub.StreamEvents(request)):
-            for event in response.events:
-                yield _convert.event(event)
+        async with self._responses(self._stub.StreamEvents(request)) as responses:
+            async for response in responses:
+                for event in response.events:
+                    yield _convert.event(event)
 
-    async def _responses(self, call: Any) -> AsyncIterator[Any]:
-        """A server stream's messages, errors mapped; the call ends with the iteration."""
-        try:
-            async for response in call:
-                yield response
-        except grpc.aio.AioRpcError as error:
-            raise self.connection.error(error) from None
-        finally:
-            call.cancel()
+    def _responses(self, call: Any) -> contextlib.aclosing[AsyncGenerator[Any, None]]:
+        """A server stream's messages, errors mapped, closed on leaving the block:
+        a caller that stops reading early ends the call at once, not when the
+        garbage collector gets to it."""
+
+        async def messages() -> AsyncGenerator[Any, None]:
+            try:
+                async for response in call:
+                    yield response
+            except grpc.aio.AioRpcError as error:
+                raise self.connection.error(error) from None
+            finally:
+                call.cancel()
+
+        return contextlib.aclosing(messages())
 
     async def artifacts(self, job_id: str) -> builtins.list[Artifact]:
         response = await self._call(

@@ -14,7 +14,7 @@ stores raise these errors without knowing any wire.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -49,16 +49,32 @@ class FieldViolation:
 
 
 class ZBrainError(Exception):
-    """Root of every error ZBrain raises; `code` is the matching status code."""
+    """Root of every error ZBrain raises; `code` is the matching status code.
+
+    `violations` name the bad fields of a request (google.rpc.BadRequest on the
+    wire); `reason` and `metadata` say, for programs, why an error happened
+    and what to do next (google.rpc.ErrorInfo), e.g. reason SLOW_SUBSCRIBER
+    with metadata {"resume_after_sequence": "41"}. Branch on those, never on
+    the message.
+    """
 
     code: Code = Code.UNKNOWN
 
-    def __init__(self, message: str, *, violations: Sequence[FieldViolation] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        violations: Sequence[FieldViolation] = (),
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         if violations:
             message += " (" + "; ".join(f"{v.field}: {v.description}" for v in violations) + ")"
         super().__init__(message)
         self.message = message
         self.violations = tuple(violations)
+        self.reason = reason
+        self.metadata = dict(metadata or {})
 
 
 class InvalidArgumentError(ZBrainError):
@@ -182,9 +198,26 @@ ERRORS_BY_CODE: dict[Code, type[ZBrainError]] = {
 """The class a client raises for each status code (ZBrainError for the others)."""
 
 
-def error_for(code: Code, message: str, violations: Sequence[FieldViolation] = ()) -> ZBrainError:
+ERROR_DOMAIN = "zbrain.io"
+"""The domain of ZBrain's own ErrorInfo reasons."""
+
+SLOW_SUBSCRIBER = "SLOW_SUBSCRIBER"
+"""A stream reader fell its buffer behind and was cut off; metadata
+`resume_after_sequence` says where to resume."""
+
+
+def error_for(
+    code: Code,
+    message: str,
+    violations: Sequence[FieldViolation] = (),
+    reason: str = "",
+    metadata: Mapping[str, str] | None = None,
+) -> ZBrainError:
     """The error a client raises for a status received from the server. The
     server's message already names the violations; they are kept as data too."""
     error = ERRORS_BY_CODE.get(code, ZBrainError)(message or code.name)
+    error.code = code  # the root class stands for codes no class owns: keep which
     error.violations = tuple(violations)
+    error.reason = reason
+    error.metadata = dict(metadata or {})
     return error

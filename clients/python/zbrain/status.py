@@ -13,7 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from .errors import Code, FieldViolation, ZBrainError, error_for
+from .errors import ERROR_DOMAIN, Code, FieldViolation, ZBrainError, error_for
 
 _GRPC_CODES: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -38,6 +38,13 @@ def to_status(error: ZBrainError) -> grpc.Status:
         detail = any_pb2.Any()
         detail.Pack(bad_request)
         details.append(detail)
+    if error.reason:
+        info = error_details_pb2.ErrorInfo(
+            reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+        )
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        details.append(detail)
     status = status_pb2.Status(code=error.code.value, message=error.message, details=details)
     return rpc_status.to_status(status)
 
@@ -49,21 +56,27 @@ def from_rpc_error(error: grpc.RpcError) -> ZBrainError:
     code = Code(status_code.value[0])
     if code is Code.UNAVAILABLE and not message:
         message = "server unavailable"
-    return error_for(code, message or "", violations_of(error))
+    violations: list[FieldViolation] = []
+    reason, metadata = "", {}
+    for detail in _details(error):
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations += [
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            ]
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.domain == ERROR_DOMAIN:
+                reason, metadata = info.reason, dict(info.metadata)
+    return error_for(code, message or "", violations, reason, metadata)
 
 
-def violations_of(error: grpc.RpcError) -> list[FieldViolation]:
-    """The field violations of the BadRequest details a failed call carries."""
+def _details(error: grpc.RpcError) -> list[any_pb2.Any]:
+    """The google.rpc.Status details a failed call carries, if any."""
     try:
         status = rpc_status.from_call(error)
     except (ValueError, AttributeError):
         return []
-    if status is None:
-        return []
-    found: list[FieldViolation] = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad_request = error_details_pb2.BadRequest()
-            detail.Unpack(bad_request)
-            found += [FieldViolation(v.field, v.description) for v in bad_request.field_violations]
-    return found
+    return list(status.details) if status is not None else []

@@ -69,11 +69,18 @@ class SyncClient:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def _iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
-        while True:
-            try:
-                yield self._run(anext(iterator))  # type: ignore[arg-type]
-            except StopAsyncIteration:
-                return
+        """The async iterator's items; leaving early (break, an error) closes it,
+        which ends its call on the server at once."""
+        try:
+            while True:
+                try:
+                    yield self._run(anext(iterator))  # type: ignore[arg-type]
+                except StopAsyncIteration:
+                    return
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None and not self._loop.is_closed():
+                self._run(close())
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -18,6 +18,10 @@ from .lifecycle import Change
 from .model import Artifact, Cause, EventRecord, Job, JobState, LogLine
 
 OUTPUT_SUMMARY_BYTES = 1024
+LOGGED_BYTES = 256 << 10
+"""A JobLogged event holds lines up to about this many bytes of text; more
+lines of one write make more events. So every event stays small enough for
+any stream to carry, whatever a worker sends at once."""
 
 
 @dataclass(slots=True)
@@ -126,11 +130,20 @@ def state_changed(change: Change) -> EventRecord:
     )
 
 
-def logged(job: Job, lines: Sequence[LogLine]) -> EventRecord:
-    body = JobLogged(tuple(lines))
-    return EventRecord(
-        0, job_topic(job.id, "logs"), job.org_id, job.id, lines[-1].time_us, body=body
-    )
+def logged(job: Job, lines: Sequence[LogLine]) -> list[EventRecord]:
+    """The logged events of lines appended together, one per LOGGED_BYTES of text."""
+    topic = job_topic(job.id, "logs")
+    records: list[EventRecord] = []
+    start, size = 0, 0
+    for end, line in enumerate(lines, start=1):
+        size += len(line.text)
+        if size >= LOGGED_BYTES or end == len(lines):
+            body = JobLogged(tuple(lines[start:end]))
+            records.append(
+                EventRecord(0, topic, job.org_id, job.id, lines[end - 1].time_us, body=body)
+            )
+            start, size = end, 0
+    return records
 
 
 def worker_presence(worker_id: str, org_id: str, connected: bool, time_us: int) -> EventRecord:

@@ -8,9 +8,15 @@ whatever the wire. Each operation takes the `Caller` it acts for.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import TypeVar
 
-from zbrain.errors import NotFoundError, OutOfRangeError, ResourceExhaustedError
+from zbrain.errors import (
+    SLOW_SUBSCRIBER,
+    NotFoundError,
+    OutOfRangeError,
+    ResourceExhaustedError,
+)
 
 from ..config import ServerConfig
 from ..core import lifecycle
@@ -29,12 +35,35 @@ from ..core.model import (
 )
 from ..store import JobStore
 from ..store.blobs import BlobStore
-from .bus import EventBus, SubscriberTooSlow
+from .bus import EventBus, SubscriberTooSlow, record_size
 from .dispatcher import Dispatcher
 from .signals import JobSignals, wait_for
 
+T = TypeVar("T")
+
 # A follower re-reads the store at least this often even without a nudge.
 FOLLOW_RECHECK_S = 1.0
+LINE_OVERHEAD_BYTES = 32  # what a line's fields add to its text in a message
+
+
+def chunked(items: Sequence[T], size_of: Callable[[T], int], max_bytes: int) -> Iterator[list[T]]:
+    """The items in runs of at most `max_bytes` (an item larger than that alone):
+    what one streamed message may carry."""
+    run: list[T] = []
+    size = 0
+    for item in items:
+        item_size = size_of(item)
+        if run and size + item_size > max_bytes:
+            yield run
+            run, size = [], 0
+        run.append(item)
+        size += item_size
+    if run:
+        yield run
+
+
+def line_size(line: LogLine) -> int:
+    return len(line.text.encode()) + LINE_OVERHEAD_BYTES
 
 
 class Jobs:
@@ -83,6 +112,7 @@ class Jobs:
         `follow`, new ones as they arrive until the job finishes."""
         await self.get(caller, job_id)  # NotFoundError before any line
         page = self._config.limits.log_page_lines
+        message_bytes = self._config.limits.stream_message_bytes
         with self._signals.follow(job_id) as changed:
             while True:
                 # Read the job's state before the lines: if it was finished then,
@@ -91,7 +121,8 @@ class Jobs:
                 lines = await self._store.read_logs(job_id, after, page)
                 if lines:
                     after = lines[-1].sequence
-                    yield lines
+                    for run in chunked(lines, line_size, message_bytes):
+                        yield run
                     if len(lines) == page:
                         continue
                 if not follow or finished:
@@ -112,6 +143,7 @@ class Jobs:
                 f"the oldest available is {purged + 1} (ask for after_sequence >= {purged})"
             )
         page = self._config.limits.event_page_events
+        message_bytes = self._config.limits.stream_message_bytes
         last = after
         # Subscribe before reading the backlog: an event committed meanwhile is in
         # one or both, and the sequence check below drops the copy.
@@ -120,7 +152,8 @@ class Jobs:
                 backlog = await self._store.read_events(org_id, topic_prefix, last, page)
                 if backlog:
                     last = backlog[-1].sequence
-                    yield backlog
+                    for run in chunked(backlog, record_size, message_bytes):
+                        yield run
                 if len(backlog) < page:
                     break
             while follow:
@@ -128,12 +161,16 @@ class Jobs:
                     batch = [r for r in await live.next_batch() if r.sequence > last]
                 except SubscriberTooSlow:
                     raise ResourceExhaustedError(
-                        f"subscriber too slow: more than {self._bus.buffer_size} events behind; "
-                        f"resume with after_sequence={last}"
+                        f"subscriber too slow: more than {self._bus.buffer_size} events or "
+                        f"{self._bus.buffer_bytes} bytes behind (ZBRAIN_EVENT_BUFFER, "
+                        f"ZBRAIN_EVENT_BUFFER_BYTES); resume with after_sequence={last}",
+                        reason=SLOW_SUBSCRIBER,
+                        metadata={"resume_after_sequence": str(last)},
                     ) from None
                 if batch:
                     last = batch[-1].sequence
-                    yield batch
+                    for run in chunked(batch, record_size, message_bytes):
+                        yield run
 
     async def artifact(
         self, caller: Caller, job_id: str, name: str

@@ -8,9 +8,12 @@ each operation needs through `core.access`, with `current_caller()`.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import contextvars
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -23,6 +26,7 @@ from zbrain.errors import (
 )
 from zbrain.status import to_status
 
+from ..config import Limits
 from ..core.access import ANONYMOUS_ADMIN, Caller
 from ..core.model import Role
 from ..core.tokens import Token, matches, parse_bearer
@@ -70,14 +74,32 @@ _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # -- the interceptor --------------------------------------------------------------------
 
 
+WORKER_STREAMS = frozenset({"/zbrain.v1.WorkerService/Connect"})
+"""Streams that run work, counted apart from the streams that read: readers
+can never use up what a worker needs to connect."""
+
+
+@dataclass(eq=False)
+class _OpenStream:
+    """A long-lived stream being served, and how to end it from outside."""
+
+    caller: Caller
+    anonymous: bool  # opened without a valid token, while auth was off
+    ended: asyncio.Future[ZBrainError]  # set when it must end, with the status to end it
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Authenticates every call and checks its role; sets `caller()` for the handler."""
+    """Authenticates every call and checks its role; sets `current_caller()` for
+    the handler. It also guards the long-lived streams: a client (its token,
+    else its address) holds a bounded number of reader and of worker streams,
+    and a stream that would now be refused (auth was turned on, its token was
+    revoked) is ended with UNAUTHENTICATED by `recheck`."""
 
     def __init__(
         self,
         find_token: Callable[[str], Any],
         required: bool,
-        max_streams_per_client: int,
+        limits: Limits,
         extra_tokens: Sequence[Token] = (),
     ) -> None:
         self._find_token = find_token  # async (token id) -> Token | None
@@ -85,18 +107,25 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         # are never stored, so they do not turn auth on by existing.
         self._extra_tokens = {token.id: token for token in extra_tokens}
         self.required = required
-        self._max_streams = max_streams_per_client
-        self._streams: collections.Counter[str] = collections.Counter()
+        self._limits = limits
+        self._counts: collections.Counter[tuple[bool, str]] = collections.Counter()
+        self._open: set[_OpenStream] = set()
 
     async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
         method = details.method
         if method.startswith(_OPEN_PREFIXES):
             return await continuation(details)
-        if not self.required:
-            _caller.set(ANONYMOUS_ADMIN)
-            return self._limit_streams(await continuation(details), ANONYMOUS_ADMIN)
+        metadata = dict(details.invocation_metadata or ())
         try:
-            who = await self._authenticate(dict(details.invocation_metadata or ()))
+            if self.required:
+                who = await self._authenticate(metadata)
+                anonymous = False
+            else:
+                # Auth is off: anyone may call, but a caller that presents a
+                # valid token (the local worker pool does) is known by it, so
+                # its streams survive auth being turned on.
+                who = await self._known(metadata) or ANONYMOUS_ADMIN
+                anonymous = who is ANONYMOUS_ADMIN
             needed = REQUIRED_ROLE.get(method, Role.ADMIN)
             if needed is not None and who.role is not needed and not who.is_admin:
                 raise PermissionDeniedError(
@@ -107,36 +136,89 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             handler = await continuation(details)
             return _rejecting(handler, error) if handler is not None else None
         _caller.set(who)
-        return self._limit_streams(await continuation(details), who)
+        return self._guard(await continuation(details), method, who, anonymous)
 
-    def _limit_streams(self, handler: Any, who: Caller) -> Any:
-        """Bound the long-lived streams one client (token, else address) holds open."""
-        if handler is None:
-            return None
+    @property
+    def open_streams(self) -> int:
+        """How many long-lived streams are being served now."""
+        return len(self._open)
+
+    async def recheck(self) -> None:
+        """End every open stream that would be refused now: one opened without a
+        token once auth is required, one whose token was revoked or deleted."""
+        if self.required:
+            self._end(
+                lambda stream: stream.anonymous,
+                "authentication is required now; reconnect with a token (--token or ZBRAIN_TOKEN)",
+            )
+        for token_id in {stream.caller.token_id for stream in self._open} - {""}:
+            token = self._extra_tokens.get(token_id) or await self._find_token(token_id)
+            if token is None or token.revoke_time_us is not None:
+                self._end(
+                    lambda stream, gone=token_id: stream.caller.token_id == gone,  # type: ignore[misc]
+                    "this token was revoked",
+                )
+
+    def _end(self, which: Callable[[_OpenStream], bool], why: str) -> None:
+        for stream in self._open:
+            if which(stream) and not stream.ended.done():
+                stream.ended.set_result(UnauthenticatedError(why))
+
+    def _guard(self, handler: Any, method: str, who: Caller, anonymous: bool) -> Any:
+        """The handler of a long-lived stream, bounded per client and endable by
+        `recheck`; other handlers as they are."""
+        if handler is None or not (handler.unary_stream or handler.stream_stream):
+            return handler
         kind = "unary_stream" if handler.unary_stream else "stream_stream"
         inner = getattr(handler, kind)
-        if inner is None:
-            return handler
-        streams, limit = self._streams, self._max_streams
+        worker = method in WORKER_STREAMS
+        limit = (
+            self._limits.max_worker_streams_per_client
+            if worker
+            else self._limits.max_streams_per_client
+        )
+        counts, open_streams = self._counts, self._open
 
-        async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            key = who.token_id or context.peer().rpartition(":")[0]
-            if streams[key] >= limit:
-                error = ResourceExhaustedError(
-                    f"this client has {streams[key]} streams open; the limit "
-                    f"(max_streams_per_client) is {limit}"
-                )
-                await context.abort_with_status(to_status(error))
-            streams[key] += 1
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            key = (worker, who.token_id or context.peer().rpartition(":")[0])
+            if counts[key] >= limit:
+                await context.abort_with_status(to_status(_too_many(worker, counts[key], limit)))
+            stream = _OpenStream(who, anonymous, asyncio.get_running_loop().create_future())
+            counts[key] += 1
+            open_streams.add(stream)
+            responses = inner(request, context).__aiter__()
+            step: asyncio.Future[Any] | None = None
             try:
-                async for message in inner(request, context):
+                while True:
+                    # Each next message races the stream's end, so that an idle
+                    # stream (a follower waiting for lines) ends as soon as asked.
+                    step = asyncio.ensure_future(anext(responses))
+                    await asyncio.wait((step, stream.ended), return_when=asyncio.FIRST_COMPLETED)
+                    if not step.done():
+                        await _stop(step)
+                        await context.abort_with_status(to_status(stream.ended.result()))
+                    try:
+                        message = step.result()
+                    except StopAsyncIteration:
+                        return
                     yield message
             finally:
-                streams[key] -= 1
-                if not streams[key]:
-                    del streams[key]
+                if step is not None and not step.done():  # the caller went away mid-step
+                    await _stop(step)
+                await responses.aclose()
+                open_streams.discard(stream)
+                counts[key] -= 1
+                if not counts[key]:
+                    del counts[key]
 
-        return handler._replace(**{kind: limited})
+        return handler._replace(**{kind: guarded})
+
+    async def _known(self, metadata: dict[str, str]) -> Caller | None:
+        """The caller a valid token in the metadata stands for, if any."""
+        try:
+            return await self._authenticate(metadata)
+        except ZBrainError:
+            return None
 
     async def _authenticate(self, metadata: dict[str, str]) -> Caller:
         header = metadata.get("authorization", "")
@@ -154,6 +236,25 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if token.revoke_time_us is not None:
             raise UnauthenticatedError("this token was revoked")
         return Caller(None if token.role is Role.ADMIN else token.org_id, token.role, token.id)
+
+
+async def _stop(step: asyncio.Future[Any]) -> None:
+    """Cancel a step of a stream's generator and wait until it has let go."""
+    step.cancel()
+    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+        await step
+
+
+def _too_many(worker: bool, count: int, limit: int) -> ResourceExhaustedError:
+    kind, name = (
+        ("worker", "max_worker_streams_per_client")
+        if worker
+        else ("reader", "max_streams_per_client")
+    )
+    return ResourceExhaustedError(
+        f"this client has {count} {kind} streams open; the limit ({name}) is {limit}: "
+        f"raise it with ZBRAIN_{name.upper()}"
+    )
 
 
 def _rejecting(handler: Any, error: ZBrainError) -> Any:

@@ -132,19 +132,24 @@ def _instrument(telemetry: RpcTelemetry, method: str, handler: Any) -> Any:
 
     async def streaming(request: Any, context: Any) -> Any:
         started, failed = time.perf_counter(), None
-        with trace.use_span(span(context), end_on_exit=True) as current:
-            try:
-                responses = inner_stream(request, context)
-                if inspect.isasyncgen(responses):
-                    async for message in responses:
-                        yield message
-                else:  # a handler that writes with context.write() (the health service)
-                    await responses
-            except BaseException as error:
-                failed = error
-                raise
-            finally:
-                finish(current, context, started, failed)
+        # The span is not made the current one: a stream's generator may be
+        # closed from another task, where detaching a context attached here
+        # fails (and logged a traceback for every canceled stream); nothing a
+        # stream does needs its span as a parent.
+        current = span(context)
+        try:
+            responses = inner_stream(request, context)
+            if inspect.isasyncgen(responses):
+                async for message in responses:
+                    yield message
+            else:  # a handler that writes with context.write() (the health service)
+                await responses
+        except BaseException as error:
+            failed = error
+            raise
+        finally:
+            finish(current, context, started, failed)
+            current.end()
 
     kind = "unary_stream" if handler.unary_stream else "stream_stream"
     return handler._replace(**{kind: streaming})

@@ -383,7 +383,7 @@ class JobStore:
                 "set_log_count",
                 {"id": job_id, "log_count": first - 1 + len(lines), "log_bytes": total_bytes},
             )
-            tx.record([events.logged(job, lines)])
+            tx.record(events.logged(job, lines))
             return lines
 
         return await self._engine.write(program)

@@ -117,8 +117,14 @@ class Runner:
         job, cancel = attempt.job, attempt.cancel
         events = AttemptEvents(job, _Reporter(self, attempt))
         timeout_s = job.timeout.total_seconds()
-        timer = asyncio.get_running_loop().call_later(
-            timeout_s, cancel.set, StopReason.TIMED_OUT, f"after {timeout_s:g}s"
+        # A job without a timeout (a server never sends one, but a message may
+        # lack it) runs until it ends or is stopped.
+        timer = (
+            asyncio.get_running_loop().call_later(
+                timeout_s, cancel.set, StopReason.TIMED_OUT, f"after {timeout_s:g}s"
+            )
+            if timeout_s > 0
+            else None
         )
         try:
             outcome = await self._executor.execute(job, events, cancel)
@@ -130,7 +136,8 @@ class Runner:
             )
             outcome = Outcome.failed(f"executor crashed: {type(error).__name__}: {error}")
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
         if cancel.reason is StopReason.LEASE_LOST:
             return None  # a newer attempt (or nobody) owns the job now: report nothing
         if cancel.reason is StopReason.TIMED_OUT:

@@ -20,6 +20,9 @@ from ._outbox import LeaseKey, Outbox
 log = logging.getLogger("zbrain.worker")
 
 CLOSE_TIMEOUT_S = 5.0
+# What grpc.aio raises for a write or read on a call that has already ended
+# (its own words: "RPC already finished"), as when the server restarts.
+_ENDED_CALL = (asyncio.InvalidStateError, grpc.aio.UsageError, grpc.aio.InternalError)
 
 # Statuses that no reconnect can fix: the worker stops and says why.
 FATAL = (
@@ -123,6 +126,11 @@ class Session:
                 raise SessionEnded(
                     error.details() or error.code().name, welcomed=welcomed
                 ) from None
+        except _ENDED_CALL:
+            # A write or read on a call that had already ended (the server went
+            # away): what ended it is the call's own status.
+            if not self.stopping:
+                raise SessionEnded(await _why_ended(call), welcomed=welcomed) from None
         except asyncio.CancelledError:
             # close() cancels a call the server does not end in time; only a
             # cancellation of this task itself goes on.
@@ -135,7 +143,11 @@ class Session:
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                # The writer meets the same end of the stream as the reader: what
+                # ended it is told above, once.
+                with contextlib.suppress(
+                    asyncio.CancelledError, grpc.aio.AioRpcError, *_ENDED_CALL
+                ):
                     await task
             call.cancel()
             self.ended.set()
@@ -155,6 +167,9 @@ class Session:
         if call is None:
             return
         self.stopping = True
+        if not self._tasks:  # not welcomed yet: nothing was or will be written
+            call.cancel()
+            return
         await self._outbox.flush()
         for task in self._tasks:
             task.cancel()
@@ -164,6 +179,14 @@ class Session:
             await asyncio.wait_for(self.ended.wait(), CLOSE_TIMEOUT_S)
         except TimeoutError:
             call.cancel()
+
+
+async def _why_ended(call: Any) -> str:
+    """The status details of a call that has ended."""
+    try:
+        return str(await call.details() or (await call.code()).name)
+    except Exception:  # the call object knows nothing more to say
+        return "the stream ended"
 
 
 async def _messages(call: Any) -> AsyncIterator[wpb.ConnectResponse]:

@@ -15,7 +15,6 @@ from opentelemetry import trace
 
 from .. import _convert
 from ..client import Client
-from ..errors import ZBrainError
 from ..v1 import job_service_pb2, job_service_pb2_grpc, worker_service_pb2_grpc
 from ..v1 import worker_service_pb2 as wpb
 from ._attempt import Attempt, Runner
@@ -26,6 +25,10 @@ from ._session import Hello, Session, SessionEnded
 log = logging.getLogger("zbrain.worker")
 
 FIRST_RECONNECT_DELAY_S = 0.1
+
+
+class _Unhealthy(Exception):
+    """The executor's health check failed; the worker tries again later."""
 
 
 class Worker:
@@ -102,7 +105,7 @@ class Worker:
         while not self._stopping.is_set() and (not self._draining or self._owes_server()):
             try:
                 if not self._draining:
-                    await self.executor.health_check()
+                    await self._check_executor()
                 await self._connect()
             except SessionEnded as ended:
                 if self._stopping.is_set():
@@ -117,14 +120,11 @@ class Worker:
                     ended.reason,
                     delay,
                 )
-            except ZBrainError:
-                raise
-            except Exception as error:  # an executor's health check may raise anything
+            except _Unhealthy as unhealthy:
                 log.warning(
-                    "executor %s is unhealthy (%s: %s); retrying in %.1fs",
+                    "executor %s is unhealthy (%s); retrying in %.1fs",
                     self.executor.id,
-                    type(error).__name__,
-                    error,
+                    unhealthy,
                     delay,
                 )
             self._abandon_if_reaped(loop.time())
@@ -167,6 +167,13 @@ class Worker:
         await self.shutdown()
         if self._runner_task is not None:
             await self._runner_task
+
+    async def _check_executor(self) -> None:
+        """The executor's health check; _Unhealthy with what it raised."""
+        try:
+            await self.executor.health_check()
+        except Exception as error:  # an executor's check may raise anything
+            raise _Unhealthy(f"{type(error).__name__}: {error}") from error
 
     def _owes_server(self) -> bool:
         """Whether attempts run, or lines or results wait to be reported."""
