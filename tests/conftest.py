@@ -7,6 +7,7 @@ needs; everything they start is stopped at teardown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -138,7 +139,9 @@ class Processes:
     def kill_all(self) -> None:
         """Kill every child; print what each said (pytest shows it when a test fails)."""
         for child in self.children:
-            if child.poll() is None:
+            # The whole group, even when its leader is gone: a server's local
+            # worker outlives a server killed alone, and holds the output pipe.
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
             child.wait()
             if child.stdout is not None:

@@ -41,6 +41,7 @@ from .rpc.worker_service import WorkerServicer
 from .store import JobStore, open_store
 from .store.blobs import BlobStore
 from .store.jobs import PURGE_BATCH
+from .store.sqlite.backup import serving
 
 log = logging.getLogger("zbrain.server")
 
@@ -110,6 +111,7 @@ class ZBrainServer:
         self._local_workers: asyncio.subprocess.Process | None = None
         self.stopped = False
         self.auth_required = False
+        self._held = contextlib.ExitStack()  # the data directory, while serving
 
     @property
     def store(self) -> JobStore:
@@ -130,7 +132,14 @@ class ZBrainServer:
 
     async def start(self) -> None:
         """Open the store and start serving; on any failure, release what was started."""
-        self._store = await open_store(self.config.data_dir, self.config.store_url, EVENT_CODEC)
+        if self.config.store_url is None:
+            # One server per SQLite data directory; `zbrain restore` checks it too.
+            self._held.enter_context(serving(self.config.data_dir))
+        try:
+            self._store = await open_store(self.config.data_dir, self.config.store_url, EVENT_CODEC)
+        except BaseException:
+            self._held.close()
+            raise
         try:
             await self._start(self._store)
         except BaseException:
@@ -243,6 +252,7 @@ class ZBrainServer:
             await self._dispatcher.stop()
         if self._store is not None:
             await self._store.close()
+        self._held.close()
 
     async def _set_serving(self, serving: bool) -> None:
         status = (

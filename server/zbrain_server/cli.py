@@ -20,7 +20,29 @@ Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 def register(command: Callable[..., argparse.ArgumentParser]) -> None:
-    """Add `zbrain serve` with `command(name, handler, help)`, the client's factory."""
+    """Add `zbrain serve`, `backup` and `restore` with `command(name, handler,
+    help)`, the client's factory."""
+    p = command(
+        "backup",
+        cmd_backup,
+        "copy a data directory's store (SQLite) while the server runs: zbrain backup "
+        "--data-dir DIR OUT",
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="a new directory for the backup")
+    p.add_argument("--data-dir", type=Path, required=True, help="the data directory of the server")
+    p.add_argument(
+        "--artifacts-dir", type=Path, help="where its artifacts live (default: DATA_DIR/artifacts)"
+    )
+    p = command(
+        "restore",
+        cmd_restore,
+        "copy a backup into a data directory no server is using: zbrain restore BACKUP "
+        "--data-dir DIR",
+    )
+    p.add_argument("backup", type=Path, metavar="BACKUP", help="a directory `zbrain backup` made")
+    p.add_argument("--data-dir", type=Path, required=True, help="the data directory to fill")
+    p.add_argument("--force", action="store_true", help="replace a database already there")
+
     p = command("serve", cmd_serve, "run the ZBrain server")
     p.add_argument(
         "--listen", help="address to listen on (default: $ZBRAIN_LISTEN or 127.0.0.1:50051)"
@@ -106,6 +128,28 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         await serve(config, Telemetry(record_spans=record))
     finally:
         providers.shutdown()
+    return 0
+
+
+async def cmd_backup(args: argparse.Namespace) -> int:
+    from .store.sqlite.backup import backup
+
+    copied = backup(args.data_dir, args.out, args.artifacts_dir)
+    print(
+        f"backed up {copied.jobs} jobs and {copied.blobs} artifact blobs "
+        f"({copied.bytes} bytes) to {args.out}"
+    )
+    return 0
+
+
+async def cmd_restore(args: argparse.Namespace) -> int:
+    from .store.sqlite.backup import restore
+
+    copied = restore(args.backup, args.data_dir, force=args.force)
+    print(
+        f"restored {copied.jobs} jobs and {copied.blobs} artifact blobs into {args.data_dir}; "
+        f"start it with: zbrain serve --data-dir {args.data_dir}"
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -25,6 +26,7 @@ from zbrain.errors import (
     NotFoundError,
     ResourceExhaustedError,
     StoreError,
+    StoreFullError,
 )
 
 from ..core.model import Artifact
@@ -77,7 +79,8 @@ class BlobStore:
         try:
             return await self._write(chunks, announced)
         except OSError as exc:
-            raise StoreError(f"cannot store artifact {announced.name!r}: {exc.strerror}") from exc
+            kind = StoreFullError if exc.errno in (errno.ENOSPC, errno.EDQUOT) else StoreError
+            raise kind(f"cannot store artifact {announced.name!r}: {exc.strerror}") from exc
 
     async def _write(self, chunks: AsyncIterable[bytes], announced: Artifact) -> Artifact:
         digest = hashlib.sha256()
