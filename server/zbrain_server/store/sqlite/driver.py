@@ -150,6 +150,9 @@ class SqliteDriver(Driver):
     def in_list(self, column: str, param: str) -> str:
         return f"{column} IN (SELECT value FROM json_each(:{param}))"
 
+    def map_value(self, column: str, key_param: str) -> str:
+        return f"json_extract({column}, '$.' || json_quote(:{key_param}))"
+
     # -- writes --------------------------------------------------------------------
 
     async def run_group(self, program: Program[T]) -> T:
