@@ -16,6 +16,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
+# The googleapis files the contract imports (google.api.http, google.rpc):
+# on the include path only. Their Python modules come from
+# googleapis-common-protos, so stubs are generated for zbrain/v1 alone.
+THIRD_PARTY = PROTO_ROOT / "third_party"
 PACKAGE_ROOT = ROOT / "clients" / "python"
 GENERATED = Path("zbrain") / "v1"
 INIT_TEXT = '"""Generated protobuf and gRPC stubs for zbrain.v1 (see scripts/gen_protos.py)."""\n'
@@ -33,6 +37,7 @@ def generate(out_root: Path) -> None:
         "-m",
         "grpc_tools.protoc",
         f"--proto_path={PROTO_ROOT}",
+        f"--proto_path={THIRD_PARTY}",
         f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out_root}",

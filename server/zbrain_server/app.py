@@ -32,7 +32,8 @@ from .dispatch.dispatcher import Dispatcher
 from .dispatch.jobs import Jobs
 from .dispatch.metrics import Telemetry
 from .dispatch.signals import JobSignals
-from .rpc.auth import AuthInterceptor
+from .rpc.api import Api
+from .rpc.auth import Authenticator, AuthInterceptor
 from .rpc.codec import EVENT_CODEC
 from .rpc.job_service import JobServicer
 from .rpc.telemetry import RpcTelemetry
@@ -167,7 +168,7 @@ class ZBrainServer:
         local_token, self._local_bearer = new_token(
             config.default_org, Role.WORKER, "local worker pool", now_us()
         )
-        self._auth = AuthInterceptor(
+        self._auth = Authenticator(
             store.find_token,
             required=auth_required,
             limits=config.limits,
@@ -175,16 +176,15 @@ class ZBrainServer:
         )
         server = grpc.aio.server(
             options=server_options(config),
-            interceptors=[RpcTelemetry(self.telemetry).interceptor(), self._auth],
+            interceptors=[RpcTelemetry(self.telemetry).interceptor(), AuthInterceptor(self._auth)],
         )
         jobs = Jobs(config, store, dispatcher, blobs, signals, bus)
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(config, jobs), server)
+        self._api = api = Api(config, jobs, store)
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(api), server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(config, dispatcher), server
         )
-        token_service_pb2_grpc.add_TokenServiceServicer_to_server(
-            TokenServicer(store, config.limits), server
-        )
+        token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(api), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (

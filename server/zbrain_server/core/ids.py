@@ -55,6 +55,14 @@ def new_job_ids(count: int) -> list[str]:
     return made
 
 
+def first_id_at(time_us: int) -> str:
+    """A UUID below every job id made in the millisecond of `time_us` or later,
+    and above every id made before it: ids compared with it select jobs by
+    submission time, on the primary key's order."""
+    digits = f"{(max(0, time_us) // 1000) << 80:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
+
+
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 

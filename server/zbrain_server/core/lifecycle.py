@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from zbrain.errors import IllegalTransitionError, StaleLeaseError
 
 from .model import (
     AttemptOutcome,
+    AttemptRecord,
     AttemptResult,
     CancelOutcome,
     Cause,
@@ -243,7 +245,6 @@ def end_overdue(job: Job, now_us: int, retry: RetryPolicy) -> Change:
 def _end_attempt(
     job: Job, result: AttemptResult, cause: Cause, now_us: int, retry: RetryPolicy
 ) -> Change:
-    ended = {"lease_expire_time_us": None}  # worker_id stays: who ran the last attempt
     if cause is Cause.SUCCEEDED:
         return _move(
             job,
@@ -253,7 +254,7 @@ def _end_attempt(
             now_us,
             output_json=result.output_json,
             finish_time_us=now_us,
-            **ended,
+            **_ended(job, JobState.SUCCEEDED, cause, "", now_us),
         )
     if cause is Cause.CANCELED or job.cancel_requested:
         return _move(
@@ -263,7 +264,7 @@ def _end_attempt(
             "canceled by user",
             now_us,
             finish_time_us=now_us,
-            **ended,
+            **_ended(job, JobState.CANCELED, Cause.CANCELED, result.error, now_us),
         )
     error = _describe_failure(result)
     if job.attempt <= job.max_retries:
@@ -275,7 +276,7 @@ def _end_attempt(
             now_us,
             last_error=error,
             next_run_time_us=now_us + retry.backoff_us(job.attempt),
-            **ended,
+            **_ended(job, JobState.RETRYING, cause, error, now_us),
         )
     return _move(
         job,
@@ -285,8 +286,24 @@ def _end_attempt(
         now_us,
         last_error=error,
         finish_time_us=now_us,
-        **ended,
+        **_ended(job, JobState.FAILED, cause, error, now_us),
     )
+
+
+def _ended(job: Job, to_state: JobState, cause: Cause, error: str, now_us: int) -> dict[str, Any]:
+    """The fields an ended attempt changes: no lease any more (worker_id stays:
+    who ran the last attempt), and the attempt added to the job's history."""
+    record = AttemptRecord(
+        number=job.attempt,
+        worker_id=job.worker_id,
+        lease_epoch=job.lease_epoch,
+        start_time_us=job.start_time_us or now_us,
+        end_time_us=now_us,
+        cause=cause,
+        end_state=to_state,
+        error=error,
+    )
+    return {"lease_expire_time_us": None, "attempts": (*job.attempts, record)}
 
 
 def _describe_failure(result: AttemptResult) -> str:

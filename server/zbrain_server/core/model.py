@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Artifact",
     "AttemptOutcome",
+    "AttemptRecord",
     "AttemptResult",
     "CancelOutcome",
     "Cause",
@@ -87,6 +88,20 @@ class NewJob:
 
 
 @dataclass(slots=True)
+class AttemptRecord:
+    """One ended attempt of a job: who ran it, when, and how it ended."""
+
+    number: int
+    worker_id: str
+    lease_epoch: int
+    start_time_us: int
+    end_time_us: int
+    cause: Cause  # why it ended
+    end_state: JobState  # the state the job went to
+    error: str = ""
+
+
+@dataclass(slots=True)
 class Job:
     """A stored job, with its last transition (previous state, cause, reason, time)."""
 
@@ -119,6 +134,7 @@ class Job:
     reason: str
     transition_time_us: int
     artifacts: tuple[Artifact, ...] = ()
+    attempts: tuple[AttemptRecord, ...] = ()  # the ended ones, oldest first
 
 
 _JOB_FIELDS = tuple(spec.name for spec in fields(Job))
@@ -173,6 +189,10 @@ class JobQuery:
     newest_first: bool = True
     limit: int = 50
     after_id: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)  # every one must match
+    # Submitted at or after / before these times (to the millisecond: ids hold it).
+    created_after_us: int | None = None
+    created_before_us: int | None = None
 
 
 @dataclass(slots=True)

@@ -89,6 +89,10 @@ class Dispatcher:
     def connected_workers(self) -> int:
         return len(self._sessions)
 
+    def sessions(self) -> list[WorkerSession]:
+        """The worker streams connected to this server, by worker id."""
+        return sorted(self._sessions.values(), key=lambda session: session.worker_id)
+
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._pump_loop(), name="zbrain-dispatch"),

@@ -37,6 +37,7 @@ from ..store import JobStore
 from ..store.blobs import BlobStore
 from .bus import EventBus, SubscriberTooSlow, record_size
 from .dispatcher import Dispatcher
+from .sessions import WorkerSession
 from .signals import JobSignals, wait_for
 
 T = TypeVar("T")
@@ -181,6 +182,18 @@ class Jobs:
         if artifact is None:
             raise NotFoundError(f"job {job.id} has no artifact named {name!r}")
         return artifact, self._blobs.read(artifact.sha256)
+
+    def workers(self, caller: Caller, org_id: str) -> list[WorkerSession]:
+        """The workers connected to this server that the caller may see, by id:
+        an admin sees all (or those serving `org_id`), others only those
+        serving their own organisation. Each replica knows its own workers
+        only (docs/http.md)."""
+        wanted = caller.org_id or org_id
+        return [
+            session
+            for session in self._dispatcher.sessions()
+            if not wanted or wanted in session.org_ids
+        ]
 
     # -- workers on the unary API -------------------------------------------------------
 

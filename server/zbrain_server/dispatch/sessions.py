@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from ..core.model import Lease
+from ..core.model import Lease, now_us
 
 
 @dataclass(eq=False)
@@ -58,6 +58,12 @@ class WorkerSession(Consumer):
     silent: bool = False
     draining: bool = False  # the worker is shutting down: no new work, ever
     takes_batches: bool = False  # it reads a pass's leases as one message
+    # What ListWorkers shows: where it connected from, its labels, when its
+    # stream opened and when it last sent anything (microseconds).
+    address: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    connected_at_us: int = field(default_factory=now_us)
+    last_heard_at_us: int = field(default_factory=now_us)
 
     @property
     def free_slots(self) -> int:

@@ -27,6 +27,7 @@ from ..core.model import (
     LogStream,
 )
 from ..core.tokens import Token
+from ..dispatch.sessions import WorkerSession
 
 
 def timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:
@@ -83,6 +84,23 @@ def job_to_proto(job: Job) -> job_pb2.Job:
         message.next_run_time.FromMicroseconds(job.next_run_time_us)
     if job.lease_expire_time_us is not None:
         message.lease_expire_time.FromMicroseconds(job.lease_expire_time_us)
+    for record in job.attempts:
+        ended = message.attempts.add(
+            number=record.number,
+            worker_id=record.worker_id,
+            lease_epoch=record.lease_epoch,
+            cause=cast(job_pb2.TransitionCause.ValueType, record.cause),
+            end_state=cast(job_pb2.JobState.ValueType, record.end_state),
+            error=record.error,
+        )
+        ended.start_time.FromMicroseconds(record.start_time_us)
+        ended.end_time.FromMicroseconds(record.end_time_us)
+    if job.state is JobState.RUNNING:  # the attempt under way
+        running = message.attempts.add(
+            number=job.attempt, worker_id=job.worker_id, lease_epoch=job.lease_epoch
+        )
+        if job.start_time_us is not None:
+            running.start_time.FromMicroseconds(job.start_time_us)
     return message
 
 
@@ -226,4 +244,20 @@ def token_to_proto(token: Token) -> token_service_pb2.TokenInfo:
         description=token.description,
         create_time=timestamp(token.create_time_us),
         revoke_time=timestamp(token.revoke_time_us),
+    )
+
+
+def worker_to_proto(session: WorkerSession) -> job_service_pb2.Worker:
+    """A connected worker as ListWorkers shows it."""
+    return job_service_pb2.Worker(
+        id=session.worker_id,
+        address=session.address,
+        org_ids=session.org_ids,
+        labels=session.labels,
+        slots_used=len(session.active),
+        slots=session.capacity,
+        lease_job_ids=sorted(session.active),
+        connect_time=timestamp(session.connected_at_us),
+        last_heard_time=timestamp(session.last_heard_at_us),
+        draining=session.draining,
     )

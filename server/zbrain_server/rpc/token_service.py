@@ -1,4 +1,5 @@
-"""The RPC handlers of zbrain.v1.TokenService (admin tokens only; see auth.REQUIRED_ROLE)."""
+"""zbrain.v1.TokenService on gRPC (admin tokens only; see auth.REQUIRED_ROLE):
+each RPC hands its request to its operation (`api.Api`)."""
 
 from __future__ import annotations
 
@@ -7,40 +8,31 @@ import grpc
 from zbrain.v1 import token_service_pb2 as pb
 from zbrain.v1 import token_service_pb2_grpc
 
-from ..config import Limits
-from ..core.model import now_us
-from ..dispatch.tokens import create_token
-from ..store import JobStore
-from . import validation
-from .codec import token_to_proto
+from .api import Api
+from .auth import current_caller
 from .errors import rpc_errors
 
 
 class TokenServicer(token_service_pb2_grpc.TokenServiceServicer):
-    """zbrain.v1.TokenService over the store."""
+    """zbrain.v1.TokenService over the API's operations."""
 
-    def __init__(self, store: JobStore, limits: Limits) -> None:
-        self._store = store
-        self._limits = limits
+    def __init__(self, api: Api) -> None:
+        self._api = api
 
     @rpc_errors
     async def CreateToken(
         self, request: pb.CreateTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateTokenResponse:
-        org_id, role, description = validation.new_token(request, self._limits)
-        token, bearer = await create_token(self._store, org_id, role, description)
-        return pb.CreateTokenResponse(token=token_to_proto(token), secret=bearer)
+        return await self._api.create_token(current_caller(), request)
 
     @rpc_errors
     async def ListTokens(
         self, request: pb.ListTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListTokensResponse:
-        tokens = await self._store.list_tokens(request.org_id or None)
-        return pb.ListTokensResponse(tokens=[token_to_proto(t) for t in tokens])
+        return await self._api.list_tokens(current_caller(), request)
 
     @rpc_errors
     async def RevokeToken(
         self, request: pb.RevokeTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.RevokeTokenResponse:
-        token = await self._store.revoke_token(validation.token_id(request.token_id), now_us())
-        return pb.RevokeTokenResponse(token=token_to_proto(token))
+        return await self._api.revoke_token(current_caller(), request)

@@ -283,6 +283,17 @@ def list_query(request: job_service_pb2.ListRequest, org_id: str, limits: Limits
         v.add("order", "must be a ListOrder value")
     if request.page_size < 0:
         v.add("page_size", "must not be negative")
+    labels = _plain_dict(request.labels)
+    if labels:
+        _check_string_map(
+            labels,
+            "labels",
+            v,
+            max_entries=limits.max_labels,
+            max_entry_bytes=limits.max_label_bytes,
+        )
+    after_us = _time_or_none(request, "create_time_after", v)
+    before_us = _time_or_none(request, "create_time_before", v)
     v.raise_if_any("invalid list request")
 
     newest_first = request.order != job_service_pb2.LIST_ORDER_OLDEST_FIRST
@@ -291,11 +302,31 @@ def list_query(request: job_service_pb2.ListRequest, org_id: str, limits: Limits
         states=tuple(sorted(set(states))),
         newest_first=newest_first,
         limit=min(request.page_size or DEFAULT_PAGE_SIZE, limits.max_page_size),
+        labels=labels,
+        created_after_us=after_us,
+        created_before_us=before_us,
     )
     if request.page_token:
-        after_id = _decode_page_token(request.page_token, _fingerprint(query))
-        query = JobQuery(query.org_id, query.states, query.newest_first, query.limit, after_id)
+        query.after_id = _decode_page_token(request.page_token, _fingerprint(query))
     return query
+
+
+def _time_or_none(request: job_service_pb2.ListRequest, field: str, v: Violations) -> int | None:
+    if not request.HasField(field):  # type: ignore[arg-type]
+        return None
+    try:
+        us: int = getattr(request, field).ToMicroseconds()
+    except ValueError:
+        v.add(field, "must be a valid timestamp")
+        return None
+    return us
+
+
+def page_size(value: int, limits: Limits) -> int:
+    """A request's page size: 0 means the default, and the limit caps it."""
+    if value < 0:
+        raise _bad("invalid page size", "page_size", "must not be negative")
+    return min(value or DEFAULT_PAGE_SIZE, limits.max_page_size)
 
 
 def next_page_token(query: JobQuery, page: Sequence[Job]) -> str:
@@ -308,7 +339,16 @@ def next_page_token(query: JobQuery, page: Sequence[Job]) -> str:
 
 def _fingerprint(query: JobQuery) -> str:
     """Binds a page token to its filters: reusing it with others is an error."""
-    key = json.dumps([query.org_id, [s.name for s in query.states], query.newest_first])
+    key = json.dumps(
+        [
+            query.org_id,
+            [s.name for s in query.states],
+            query.newest_first,
+            sorted(query.labels.items()),
+            query.created_after_us,
+            query.created_before_us,
+        ]
+    )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

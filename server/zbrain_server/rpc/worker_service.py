@@ -31,7 +31,7 @@ from zbrain.v1 import worker_service_pb2_grpc
 
 from ..config import ServerConfig
 from ..core.access import request_orgs
-from ..core.model import AttemptResult, Lease
+from ..core.model import AttemptResult, Lease, now_us
 from ..dispatch.dispatcher import Dispatcher
 from ..dispatch.sessions import CancelNotice, DrainAcknowledgement, WorkerSession
 from . import codec, validation
@@ -54,7 +54,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[wpb.ConnectResponse]:
         try:
-            session, held = await self._hello(request_iterator)
+            session, held = await self._hello(request_iterator, context.peer())
             rejected = await self._dispatcher.connect(session, held)
         except ZBrainError as error:
             await abort_with(context, error)
@@ -106,7 +106,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             log.info("worker %s disconnected: %s", session.worker_id, reason)
 
     async def _hello(
-        self, requests: AsyncIterator[wpb.ConnectRequest]
+        self, requests: AsyncIterator[wpb.ConnectRequest], peer: str
     ) -> tuple[WorkerSession, list[tuple[str, int]]]:
         first = await anext(requests, None)
         if first is None or not first.HasField("hello"):
@@ -116,6 +116,8 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         worker_id, org_ids, concurrency, held = validation.hello(hello, orgs, self._config.limits)
         session = WorkerSession(worker_id, org_ids, concurrency)
         session.takes_batches = hello.accepts_lease_batches
+        session.address = peer
+        session.labels = dict(hello.labels)
         return session, held
 
     async def _read(
@@ -134,6 +136,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
             async for request in requests:
                 if session.closed:
                     break
+                session.last_heard_at_us = now_us()
                 if session.silent:
                     session.heard_from()
                     self._dispatcher.kick()

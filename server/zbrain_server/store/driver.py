@@ -69,6 +69,11 @@ class Driver(abc.ABC):
     def in_list(self, column: str, param: str) -> str:
         """SQL saying that `column` is one of the list parameter `param`."""
 
+    @abc.abstractmethod
+    def map_value(self, column: str, key_param: str) -> str:
+        """SQL for the value of a JSON-object column (labels) at the key that
+        the parameter `key_param` holds (NULL when absent)."""
+
     async def fetch_one(self, query: str, params: Params) -> Row | None:
         """The first row of a named query, or None."""
         rows = await self.fetch(query, params)

@@ -18,6 +18,7 @@ from typing import Any
 from zbrain.errors import NotFoundError, ZBrainError
 
 from ..core import events, lifecycle
+from ..core.ids import first_id_at
 from ..core.lifecycle import Change, RetryPolicy
 from ..core.model import (
     Artifact,
@@ -202,6 +203,16 @@ class JobStore:
         if query.after_id is not None:
             where.append("id < :after_id" if query.newest_first else "id > :after_id")
             params["after_id"] = query.after_id
+        if query.created_after_us is not None:
+            where.append("id >= :min_id")
+            params["min_id"] = first_id_at(query.created_after_us)
+        if query.created_before_us is not None:
+            where.append("id < :max_id")
+            params["max_id"] = first_id_at(query.created_before_us)
+        for i, (key, value) in enumerate(sorted(query.labels.items())):
+            where.append(f"{self._driver.map_value('labels', f'label_key{i}')} = :label_value{i}")
+            params[f"label_key{i}"] = key
+            params[f"label_value{i}"] = value
         order = "DESC" if query.newest_first else "ASC"
         sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT :limit"
         rows = await self._driver.fetch_sql(sql, params)

@@ -17,6 +17,7 @@ from typing import Any
 from ..core.lifecycle import Change
 from ..core.model import (
     Artifact,
+    AttemptRecord,
     Cause,
     EventRecord,
     Job,
@@ -71,6 +72,7 @@ def job_from_row(row: Row) -> Job:
         reason=row["reason"],
         # Jobs stored before transitions were recorded: their last update.
         transition_time_us=row["transition_time"] or row["update_time"],
+        attempts=_attempts_from_json(row["attempts"]),
     )
 
 
@@ -124,7 +126,46 @@ def _state_params(job: Job) -> dict[str, Any]:
         "cause": _CAUSE_NAMES[job.cause],
         "reason": job.reason,
         "transition_time": job.transition_time_us,
+        "attempts": _json_attempts(job.attempts),
     }
+
+
+def _attempts_from_json(text: str) -> tuple[AttemptRecord, ...]:
+    if text == "[]":  # most jobs read have not ended an attempt yet
+        return ()
+    return tuple(
+        AttemptRecord(
+            number=entry["number"],
+            worker_id=entry["worker_id"],
+            lease_epoch=entry["lease_epoch"],
+            start_time_us=entry["start_time"],
+            end_time_us=entry["end_time"],
+            cause=_CAUSES.get(entry["cause"], Cause.UNSPECIFIED),
+            end_state=_STATES[entry["end_state"]],
+            error=entry["error"],
+        )
+        for entry in json.loads(text)
+    )
+
+
+def _json_attempts(attempts: Sequence[AttemptRecord]) -> str:
+    if not attempts:
+        return "[]"
+    return json.dumps(
+        [
+            {
+                "number": a.number,
+                "worker_id": a.worker_id,
+                "lease_epoch": a.lease_epoch,
+                "start_time": a.start_time_us,
+                "end_time": a.end_time_us,
+                "cause": _CAUSE_NAMES[a.cause],
+                "end_state": _STATE_NAMES[a.end_state],
+                "error": a.error,
+            }
+            for a in attempts
+        ]
+    )
 
 
 @functools.lru_cache(maxsize=1024)

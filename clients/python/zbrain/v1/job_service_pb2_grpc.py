@@ -106,6 +106,11 @@ class JobServiceStub:
                 request_serializer=zbrain_dot_v1_dot_job__service__pb2.UploadArtifactRequest.SerializeToString,
                 response_deserializer=zbrain_dot_v1_dot_job__service__pb2.UploadArtifactResponse.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/zbrain.v1.JobService/ListWorkers',
+                request_serializer=zbrain_dot_v1_dot_job__service__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=zbrain_dot_v1_dot_job__service__pb2.ListWorkersResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
@@ -219,6 +224,15 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """ListWorkers lists the workers connected to this server (over
+        WorkerService.Connect), page by page: admins see every worker, other
+        callers only those serving their organisation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -291,6 +305,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.UploadArtifact,
                     request_deserializer=zbrain_dot_v1_dot_job__service__pb2.UploadArtifactRequest.FromString,
                     response_serializer=zbrain_dot_v1_dot_job__service__pb2.UploadArtifactResponse.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=zbrain_dot_v1_dot_job__service__pb2.ListWorkersRequest.FromString,
+                    response_serializer=zbrain_dot_v1_dot_job__service__pb2.ListWorkersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -673,6 +692,33 @@ class JobService:
             '/zbrain.v1.JobService/UploadArtifact',
             zbrain_dot_v1_dot_job__service__pb2.UploadArtifactRequest.SerializeToString,
             zbrain_dot_v1_dot_job__service__pb2.UploadArtifactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zbrain.v1.JobService/ListWorkers',
+            zbrain_dot_v1_dot_job__service__pb2.ListWorkersRequest.SerializeToString,
+            zbrain_dot_v1_dot_job__service__pb2.ListWorkersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,11 @@ class JobServiceStub:
     """UploadArtifact streams one artifact of a leased job: a header first,
     then the content in chunks.
     """
+    ListWorkers: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListWorkersRequest, _job_service_pb2.ListWorkersResponse]
+    """ListWorkers lists the workers connected to this server (over
+    WorkerService.Connect), page by page: admins see every worker, other
+    callers only those serving their organisation.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
@@ -126,6 +131,11 @@ class JobServiceAsyncStub(JobServiceStub):
     UploadArtifact: _aio.StreamUnaryMultiCallable[_job_service_pb2.UploadArtifactRequest, _job_service_pb2.UploadArtifactResponse]  # type: ignore[assignment]
     """UploadArtifact streams one artifact of a leased job: a header first,
     then the content in chunks.
+    """
+    ListWorkers: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListWorkersRequest, _job_service_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """ListWorkers lists the workers connected to this server (over
+    WorkerService.Connect), page by page: admins see every worker, other
+    callers only those serving their organisation.
     """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -257,6 +267,17 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_job_service_pb2.UploadArtifactResponse, _abc.Awaitable[_job_service_pb2.UploadArtifactResponse]]:
         """UploadArtifact streams one artifact of a leased job: a header first,
         then the content in chunks.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWorkers(
+        self,
+        request: _job_service_pb2.ListWorkersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.ListWorkersResponse, _abc.Awaitable[_job_service_pb2.ListWorkersResponse]]:
+        """ListWorkers lists the workers connected to this server (over
+        WorkerService.Connect), page by page: admins see every worker, other
+        callers only those serving their organisation.
         """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

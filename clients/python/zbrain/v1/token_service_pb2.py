@@ -22,32 +22,39 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dzbrain/v1/token_service.proto\x12\tzbrain.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x01\n\tTokenInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.zbrain.v1.TokenRole\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x12\x43reateTokenRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\"\n\x04role\x18\x02 \x01(\x0e\x32\x14.zbrain.v1.TokenRole\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"J\n\x13\x43reateTokenResponse\x12#\n\x05token\x18\x01 \x01(\x0b\x32\x14.zbrain.v1.TokenInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\"#\n\x11ListTokensRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\":\n\x12ListTokensResponse\x12$\n\x06tokens\x18\x01 \x03(\x0b\x32\x14.zbrain.v1.TokenInfo\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\":\n\x13RevokeTokenResponse\x12#\n\x05token\x18\x01 \x01(\x0b\x32\x14.zbrain.v1.TokenInfo*k\n\tTokenRole\x12\x1a\n\x16TOKEN_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11TOKEN_ROLE_CLIENT\x10\x01\x12\x15\n\x11TOKEN_ROLE_WORKER\x10\x02\x12\x14\n\x10TOKEN_ROLE_ADMIN\x10\x03\x32\xf5\x01\n\x0cTokenService\x12L\n\x0b\x43reateToken\x12\x1d.zbrain.v1.CreateTokenRequest\x1a\x1e.zbrain.v1.CreateTokenResponse\x12I\n\nListTokens\x12\x1c.zbrain.v1.ListTokensRequest\x1a\x1d.zbrain.v1.ListTokensResponse\x12L\n\x0bRevokeToken\x12\x1d.zbrain.v1.RevokeTokenRequest\x1a\x1e.zbrain.v1.RevokeTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dzbrain/v1/token_service.proto\x12\tzbrain.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x01\n\tTokenInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.zbrain.v1.TokenRole\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x12\x43reateTokenRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\"\n\x04role\x18\x02 \x01(\x0e\x32\x14.zbrain.v1.TokenRole\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"J\n\x13\x43reateTokenResponse\x12#\n\x05token\x18\x01 \x01(\x0b\x32\x14.zbrain.v1.TokenInfo\x12\x0e\n\x06secret\x18\x02 \x01(\t\"#\n\x11ListTokensRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\":\n\x12ListTokensResponse\x12$\n\x06tokens\x18\x01 \x03(\x0b\x32\x14.zbrain.v1.TokenInfo\"&\n\x12RevokeTokenRequest\x12\x10\n\x08token_id\x18\x01 \x01(\t\":\n\x13RevokeTokenResponse\x12#\n\x05token\x18\x01 \x01(\x0b\x32\x14.zbrain.v1.TokenInfo*k\n\tTokenRole\x12\x1a\n\x16TOKEN_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11TOKEN_ROLE_CLIENT\x10\x01\x12\x15\n\x11TOKEN_ROLE_WORKER\x10\x02\x12\x14\n\x10TOKEN_ROLE_ADMIN\x10\x03\x32\xc9\x02\n\x0cTokenService\x12\x63\n\x0b\x43reateToken\x12\x1d.zbrain.v1.CreateTokenRequest\x1a\x1e.zbrain.v1.CreateTokenResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/tokens:\x01*\x12]\n\nListTokens\x12\x1c.zbrain.v1.ListTokensRequest\x1a\x1d.zbrain.v1.ListTokensResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/tokens\x12u\n\x0bRevokeToken\x12\x1d.zbrain.v1.RevokeTokenRequest\x1a\x1e.zbrain.v1.RevokeTokenResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/tokens/{token_id}:revoke:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zbrain.v1.token_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOKENROLE']._serialized_start=642
-  _globals['_TOKENROLE']._serialized_end=749
-  _globals['_TOKENINFO']._serialized_start=78
-  _globals['_TOKENINFO']._serialized_end=272
-  _globals['_CREATETOKENREQUEST']._serialized_start=274
-  _globals['_CREATETOKENREQUEST']._serialized_end=367
-  _globals['_CREATETOKENRESPONSE']._serialized_start=369
-  _globals['_CREATETOKENRESPONSE']._serialized_end=443
-  _globals['_LISTTOKENSREQUEST']._serialized_start=445
-  _globals['_LISTTOKENSREQUEST']._serialized_end=480
-  _globals['_LISTTOKENSRESPONSE']._serialized_start=482
-  _globals['_LISTTOKENSRESPONSE']._serialized_end=540
-  _globals['_REVOKETOKENREQUEST']._serialized_start=542
-  _globals['_REVOKETOKENREQUEST']._serialized_end=580
-  _globals['_REVOKETOKENRESPONSE']._serialized_start=582
-  _globals['_REVOKETOKENRESPONSE']._serialized_end=640
-  _globals['_TOKENSERVICE']._serialized_start=752
-  _globals['_TOKENSERVICE']._serialized_end=997
+  _globals['_TOKENSERVICE'].methods_by_name['CreateToken']._loaded_options = None
+  _globals['_TOKENSERVICE'].methods_by_name['CreateToken']._serialized_options = b'\202\323\344\223\002\017\"\n/v1/tokens:\001*'
+  _globals['_TOKENSERVICE'].methods_by_name['ListTokens']._loaded_options = None
+  _globals['_TOKENSERVICE'].methods_by_name['ListTokens']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/tokens'
+  _globals['_TOKENSERVICE'].methods_by_name['RevokeToken']._loaded_options = None
+  _globals['_TOKENSERVICE'].methods_by_name['RevokeToken']._serialized_options = b'\202\323\344\223\002!\"\034/v1/tokens/{token_id}:revoke:\001*'
+  _globals['_TOKENROLE']._serialized_start=672
+  _globals['_TOKENROLE']._serialized_end=779
+  _globals['_TOKENINFO']._serialized_start=108
+  _globals['_TOKENINFO']._serialized_end=302
+  _globals['_CREATETOKENREQUEST']._serialized_start=304
+  _globals['_CREATETOKENREQUEST']._serialized_end=397
+  _globals['_CREATETOKENRESPONSE']._serialized_start=399
+  _globals['_CREATETOKENRESPONSE']._serialized_end=473
+  _globals['_LISTTOKENSREQUEST']._serialized_start=475
+  _globals['_LISTTOKENSREQUEST']._serialized_end=510
+  _globals['_LISTTOKENSRESPONSE']._serialized_start=512
+  _globals['_LISTTOKENSRESPONSE']._serialized_end=570
+  _globals['_REVOKETOKENREQUEST']._serialized_start=572
+  _globals['_REVOKETOKENREQUEST']._serialized_end=610
+  _globals['_REVOKETOKENRESPONSE']._serialized_start=612
+  _globals['_REVOKETOKENRESPONSE']._serialized_end=670
+  _globals['_TOKENSERVICE']._serialized_start=782
+  _globals['_TOKENSERVICE']._serialized_end=1111
 # @@protoc_insertion_point(module_scope)

@@ -277,6 +277,9 @@ class PostgresDriver(Driver):
     def in_list(self, column: str, param: str) -> str:
         return f"{column} = ANY(:{param}::text[])"
 
+    def map_value(self, column: str, key_param: str) -> str:
+        return f"({column}::jsonb ->> :{key_param}::text)"
+
     # -- writes --------------------------------------------------------------------
 
     async def run_group(self, program: Program[T]) -> T:

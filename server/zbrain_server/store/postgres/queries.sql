@@ -54,17 +54,18 @@ UPDATE jobs SET
     last_error = v.last_error, output_json = v.output_json, lease_epoch = v.lease_epoch,
     worker_id = v.worker_id, lease_expire_time = v.lease_expire_time,
     cancel_requested = v.cancel_requested, previous_state = v.previous_state, cause = v.cause,
-    reason = v.reason, transition_time = v.transition_time
+    reason = v.reason, transition_time = v.transition_time, attempts = v.attempts
 FROM unnest(
     :state::text[], :attempt::int[], :update_time::bigint[], :start_time::bigint[],
     :finish_time::bigint[], :next_run_time::bigint[], :last_error::text[], :output_json::text[],
     :lease_epoch::bigint[], :worker_id::text[], :lease_expire_time::bigint[],
     :cancel_requested::int[], :previous_state::text[], :cause::text[], :reason::text[],
-    :transition_time::bigint[], :id::text[], :old_state::text[], :old_lease_epoch::bigint[]
+    :transition_time::bigint[], :attempts::text[], :id::text[], :old_state::text[],
+    :old_lease_epoch::bigint[]
 ) AS v(
     state, attempt, update_time, start_time, finish_time, next_run_time, last_error,
     output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested, previous_state,
-    cause, reason, transition_time, id, old_state, old_lease_epoch
+    cause, reason, transition_time, attempts, id, old_state, old_lease_epoch
 )
 WHERE jobs.id = v.id AND jobs.state = v.old_state AND jobs.lease_epoch = v.old_lease_epoch;
 

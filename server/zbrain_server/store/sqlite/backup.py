@@ -20,6 +20,8 @@ from pathlib import Path
 
 from zbrain.errors import FailedPreconditionError, StoreError
 
+from .driver import make_data_dir
+
 DATABASE = "zbrain.db"
 ARTIFACTS = "artifacts"
 SERVER_LOCK = "server.lock"
@@ -39,7 +41,7 @@ def serving(data_dir: Path) -> Iterator[None]:
     """Hold the data directory for one server: a second server, or a restore,
     is refused while this one runs. (An advisory lock: it ends with the process,
     however it ends.)"""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_data_dir(data_dir)
     with (data_dir / SERVER_LOCK).open("a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -61,6 +61,14 @@ QUERIES = load_queries(__package__ or "zbrain_server.store.sqlite", numbered=Fal
 MIGRATIONS = load_migrations(__package__ or "zbrain_server.store.sqlite")
 
 
+
+def make_data_dir(path: Path) -> None:
+    """Create the data directory, or say plainly why it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the data directory {path}: {exc.strerror}") from exc
+
 class SqliteDriver(Driver):
     """The driver of one SQLite file."""
 
@@ -85,12 +93,7 @@ class SqliteDriver(Driver):
     # -- connections -------------------------------------------------------------
 
     async def open(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create the data directory {self.path.parent}: {exc.strerror}"
-            ) from exc
+        make_data_dir(self.path.parent)
         loop = asyncio.get_running_loop()
         writer_thread = ThreadPoolExecutor(1, thread_name_prefix="zbrain-sqlite-writer")
         reader_thread = ThreadPoolExecutor(1, thread_name_prefix="zbrain-sqlite-reader")
@@ -149,6 +152,9 @@ class SqliteDriver(Driver):
 
     def in_list(self, column: str, param: str) -> str:
         return f"{column} IN (SELECT value FROM json_each(:{param}))"
+
+    def map_value(self, column: str, key_param: str) -> str:
+        return f"json_extract({column}, '$.' || json_quote(:{key_param}))"
 
     # -- writes --------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ UPDATE jobs SET
     last_error = :last_error, output_json = :output_json, lease_epoch = :lease_epoch,
     worker_id = :worker_id, lease_expire_time = :lease_expire_time,
     cancel_requested = :cancel_requested, previous_state = :previous_state, cause = :cause,
-    reason = :reason, transition_time = :transition_time
+    reason = :reason, transition_time = :transition_time, attempts = :attempts
 WHERE id = :id AND state = :old_state AND lease_epoch = :old_lease_epoch;
 
 -- name: lock_runnable
