@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from zbrain.v1 import job_pb2 as zbrain_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15zbrain/v1/event.proto\x12\tzbrain.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13zbrain/v1/job.proto\"\xca\x02\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x30\n\rjob_submitted\x18\n \x01(\x0b\x32\x17.zbrain.v1.JobSubmittedH\x00\x12\x37\n\x11job_state_changed\x18\x0b \x01(\x0b\x32\x1a.zbrain.v1.JobStateChangedH\x00\x12*\n\njob_logged\x18\x0c \x01(\x0b\x32\x14.zbrain.v1.JobLoggedH\x00\x12\x34\n\x0fworker_presence\x18\r \x01(\x0b\x32\x19.zbrain.v1.WorkerPresenceH\x00\x42\t\n\x07payload\"-\n\x0cJobSubmitted\x12\x0b\n\x03\x63md\x18\x01 \x03(\t\x12\x10\n\x08priority\x18\x02 \x01(\x05\"\xd7\x02\n\x0fJobStateChanged\x12\'\n\nfrom_state\x18\x01 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12%\n\x08to_state\x18\x02 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x31\n\rnext_run_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eoutput_summary\x18\x08 \x01(\t\x12&\n\tartifacts\x18\t \x03(\x0b\x32\x13.zbrain.v1.Artifact\x12\x13\n\x0blease_epoch\x18\n \x01(\x03\x12)\n\x05\x63\x61use\x18\x0b \x01(\x0e\x32\x1a.zbrain.v1.TransitionCause\".\n\tJobLogged\x12!\n\x05lines\x18\x01 \x03(\x0b\x32\x12.zbrain.v1.LogLine\"6\n\x0eWorkerPresence\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15zbrain/v1/event.proto\x12\tzbrain.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13zbrain/v1/job.proto\"\xfe\x02\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\x05 \x01(\t\x12\x30\n\rjob_submitted\x18\n \x01(\x0b\x32\x17.zbrain.v1.JobSubmittedH\x00\x12\x37\n\x11job_state_changed\x18\x0b \x01(\x0b\x32\x1a.zbrain.v1.JobStateChangedH\x00\x12*\n\njob_logged\x18\x0c \x01(\x0b\x32\x14.zbrain.v1.JobLoggedH\x00\x12\x34\n\x0fworker_presence\x18\r \x01(\x0b\x32\x19.zbrain.v1.WorkerPresenceH\x00\x12\x32\n\x0eschedule_fired\x18\x0e \x01(\x0b\x32\x18.zbrain.v1.ScheduleFiredH\x00\x42\t\n\x07payload\"\x98\x01\n\x0cJobSubmitted\x12\x0b\n\x03\x63md\x18\x01 \x03(\t\x12\x10\n\x08priority\x18\x02 \x01(\x05\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12\x31\n\rnext_run_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ndepends_on\x18\x05 \x03(\t\"\xd7\x02\n\x0fJobStateChanged\x12\'\n\nfrom_state\x18\x01 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12%\n\x08to_state\x18\x02 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12\x11\n\tworker_id\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x31\n\rnext_run_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0eoutput_summary\x18\x08 \x01(\t\x12&\n\tartifacts\x18\t \x03(\x0b\x32\x13.zbrain.v1.Artifact\x12\x13\n\x0blease_epoch\x18\n \x01(\x03\x12)\n\x05\x63\x61use\x18\x0b \x01(\x0e\x32\x1a.zbrain.v1.TransitionCause\".\n\tJobLogged\x12!\n\x05lines\x18\x01 \x03(\x0b\x32\x12.zbrain.v1.LogLine\"6\n\x0eWorkerPresence\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x11\n\tconnected\x18\x02 \x01(\x08\"\x8e\x01\n\rScheduleFired\x12\x13\n\x0bschedule_id\x18\x01 \x01(\t\x12-\n\ttick_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\x03 \x01(\t\x12\x16\n\x0eskipped_reason\x18\x04 \x01(\t\x12\x11\n\ttriggered\x18\x05 \x01(\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,13 +34,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'zbrain.v1.event_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENT']._serialized_start=91
-  _globals['_EVENT']._serialized_end=421
-  _globals['_JOBSUBMITTED']._serialized_start=423
-  _globals['_JOBSUBMITTED']._serialized_end=468
-  _globals['_JOBSTATECHANGED']._serialized_start=471
-  _globals['_JOBSTATECHANGED']._serialized_end=814
-  _globals['_JOBLOGGED']._serialized_start=816
-  _globals['_JOBLOGGED']._serialized_end=862
-  _globals['_WORKERPRESENCE']._serialized_start=864
-  _globals['_WORKERPRESENCE']._serialized_end=918
+  _globals['_EVENT']._serialized_end=473
+  _globals['_JOBSUBMITTED']._serialized_start=476
+  _globals['_JOBSUBMITTED']._serialized_end=628
+  _globals['_JOBSTATECHANGED']._serialized_start=631
+  _globals['_JOBSTATECHANGED']._serialized_end=974
+  _globals['_JOBLOGGED']._serialized_start=976
+  _globals['_JOBLOGGED']._serialized_end=1022
+  _globals['_WORKERPRESENCE']._serialized_start=1024
+  _globals['_WORKERPRESENCE']._serialized_end=1078
+  _globals['_SCHEDULEFIRED']._serialized_start=1081
+  _globals['_SCHEDULEFIRED']._serialized_end=1223
 # @@protoc_insertion_point(module_scope)

@@ -37,6 +37,7 @@ class Event(_message.Message):
     JOB_STATE_CHANGED_FIELD_NUMBER: _builtins.int
     JOB_LOGGED_FIELD_NUMBER: _builtins.int
     WORKER_PRESENCE_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIRED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Global sequence number: strictly increasing, never reused."""
     topic: _builtins.str
@@ -67,6 +68,10 @@ class Event(_message.Message):
     def worker_presence(self) -> Global___WorkerPresence:
         """A worker connected or disconnected."""
 
+    @_builtins.property
+    def schedule_fired(self) -> Global___ScheduleFired:
+        """A schedule ticked."""
+
     def __init__(
         self,
         *,
@@ -79,12 +84,13 @@ class Event(_message.Message):
         job_state_changed: Global___JobStateChanged | None = ...,
         job_logged: Global___JobLogged | None = ...,
         worker_presence: Global___WorkerPresence | None = ...,
+        schedule_fired: Global___ScheduleFired | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["job_logged", b"job_logged", "job_state_changed", b"job_state_changed", "job_submitted", b"job_submitted", "payload", b"payload", "time", b"time", "worker_presence", b"worker_presence"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job_logged", b"job_logged", "job_state_changed", b"job_state_changed", "job_submitted", b"job_submitted", "payload", b"payload", "schedule_fired", b"schedule_fired", "time", b"time", "worker_presence", b"worker_presence"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "job_logged", b"job_logged", "job_state_changed", b"job_state_changed", "job_submitted", b"job_submitted", "org_id", b"org_id", "payload", b"payload", "sequence", b"sequence", "time", b"time", "topic", b"topic", "worker_presence", b"worker_presence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "job_logged", b"job_logged", "job_state_changed", b"job_state_changed", "job_submitted", b"job_submitted", "org_id", b"org_id", "payload", b"payload", "schedule_fired", b"schedule_fired", "sequence", b"sequence", "time", b"time", "topic", b"topic", "worker_presence", b"worker_presence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["job_submitted", "job_state_changed", "job_logged", "worker_presence"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["job_submitted", "job_state_changed", "job_logged", "worker_presence", "schedule_fired"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -98,21 +104,39 @@ class JobSubmitted(_message.Message):
 
     CMD_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    NEXT_RUN_TIME_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
     priority: _builtins.int
     """The job's priority."""
+    state: _job_pb2.JobState.ValueType
+    """The state it was accepted in: PENDING, or BLOCKED when it waits for
+    other jobs (CANCELED when one of those had failed already).
+    """
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command that will run."""
+
+    @_builtins.property
+    def next_run_time(self) -> _timestamp_pb2.Timestamp:
+        """When it may run, for a delayed job."""
+
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The ids of the jobs it waits for."""
 
     def __init__(
         self,
         *,
         cmd: _abc.Iterable[_builtins.str] | None = ...,
         priority: _builtins.int = ...,
+        state: _job_pb2.JobState.ValueType = ...,
+        next_run_time: _timestamp_pb2.Timestamp | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["next_run_time", b"next_run_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cmd", b"cmd", "priority", b"priority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cmd", b"cmd", "depends_on", b"depends_on", "next_run_time", b"next_run_time", "priority", b"priority", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -233,3 +257,43 @@ class WorkerPresence(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WorkerPresence: _TypeAlias = WorkerPresence  # noqa: Y015
+
+@_typing.final
+class ScheduleFired(_message.Message):
+    """ScheduleFired records one tick of a schedule (topic "schedules/{id}")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_ID_FIELD_NUMBER: _builtins.int
+    TICK_TIME_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    SKIPPED_REASON_FIELD_NUMBER: _builtins.int
+    TRIGGERED_FIELD_NUMBER: _builtins.int
+    schedule_id: _builtins.str
+    """The schedule's id."""
+    job_id: _builtins.str
+    """The job it submitted; empty when the tick submitted nothing."""
+    skipped_reason: _builtins.str
+    """Why the tick submitted nothing (overlap policy, missed ticks), in words."""
+    triggered: _builtins.bool
+    """True for a TriggerSchedule rather than a tick."""
+    @_builtins.property
+    def tick_time(self) -> _timestamp_pb2.Timestamp:
+        """The tick: the time the schedule said, not when the server got to it."""
+
+    def __init__(
+        self,
+        *,
+        schedule_id: _builtins.str = ...,
+        tick_time: _timestamp_pb2.Timestamp | None = ...,
+        job_id: _builtins.str = ...,
+        skipped_reason: _builtins.str = ...,
+        triggered: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["tick_time", b"tick_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "schedule_id", b"schedule_id", "skipped_reason", b"skipped_reason", "tick_time", b"tick_time", "triggered", b"triggered"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleFired: _TypeAlias = ScheduleFired  # noqa: Y015

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13zbrain/v1/job.proto\x12\tzbrain.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x01\n\nTransition\x12\'\n\nfrom_state\x18\x01 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12%\n\x08to_state\x18\x02 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12)\n\x05\x63\x61use\x18\x03 \x01(\x0e\x32\x1a.zbrain.v1.TransitionCause\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd7\x02\n\x07JobSpec\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63md\x18\x02 \x03(\t\x12\x12\n\ninput_json\x18\x03 \x01(\t\x12(\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x1b.zbrain.v1.JobSpec.EnvEntry\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x0bmax_retries\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12.\n\x06labels\x18\x08 \x03(\x0b\x32\x1e.zbrain.v1.JobSpec.LabelsEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_max_retries\"<\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\"\xa1\x07\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0b\n\x03\x63md\x18\x03 \x03(\t\x12\x12\n\ninput_json\x18\x04 \x01(\t\x12$\n\x03\x65nv\x18\x05 \x03(\x0b\x32\x17.zbrain.v1.Job.EnvEntry\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bmax_retries\x18\x07 \x01(\x05\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12*\n\x06labels\x18\t \x03(\x0b\x32\x1a.zbrain.v1.Job.LabelsEntry\x12\"\n\x05state\x18\n \x01(\x0e\x32\x13.zbrain.v1.JobState\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\x05\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rnext_run_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x11 \x01(\t\x12\x13\n\x0boutput_json\x18\x12 \x01(\t\x12&\n\tartifacts\x18\x13 \x03(\x0b\x32\x13.zbrain.v1.Artifact\x12\x13\n\x0blease_epoch\x18\x14 \x01(\x03\x12\x11\n\tworker_id\x18\x15 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x17 \x01(\x08\x12\x12\n\nrequest_id\x18\x18 \x01(\t\x12.\n\x0flast_transition\x18\x19 \x01(\x0b\x32\x15.zbrain.v1.Transition\x12$\n\x08\x61ttempts\x18\x1a \x03(\x0b\x32\x12.zbrain.v1.Attempt\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x02\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x13\n\x0blease_epoch\x18\x03 \x01(\x03\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05\x63\x61use\x18\x06 \x01(\x0e\x32\x1a.zbrain.v1.TransitionCause\x12&\n\tend_state\x18\x07 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\x8a\x01\n\x07LogLine\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12$\n\x06stream\x18\x02 \x01(\x0e\x32\x14.zbrain.v1.LogStream\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x05 \x01(\t*\xb2\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x16\n\x12JOB_STATE_RETRYING\x10\x05\x12\x16\n\x12JOB_STATE_CANCELED\x10\x06*\xac\x03\n\x0fTransitionCause\x12 \n\x1cTRANSITION_CAUSE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTRANSITION_CAUSE_SUBMITTED\x10\x01\x12\x1b\n\x17TRANSITION_CAUSE_LEASED\x10\x02\x12\x1e\n\x1aTRANSITION_CAUSE_SUCCEEDED\x10\x03\x12#\n\x1fTRANSITION_CAUSE_ATTEMPT_FAILED\x10\x04\x12&\n\"TRANSITION_CAUSE_ATTEMPT_TIMED_OUT\x10\x05\x12\"\n\x1eTRANSITION_CAUSE_LEASE_EXPIRED\x10\x06\x12\x1c\n\x18TRANSITION_CAUSE_OVERDUE\x10\x07\x12%\n!TRANSITION_CAUSE_CANCEL_REQUESTED\x10\x08\x12\x1d\n\x19TRANSITION_CAUSE_CANCELED\x10\t\x12#\n\x1fTRANSITION_CAUSE_LEASE_RETURNED\x10\n\x12 \n\x1cTRANSITION_CAUSE_INTERRUPTED\x10\x0b*l\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02\x12\x15\n\x11LOG_STREAM_SYSTEM\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13zbrain/v1/job.proto\x12\tzbrain.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\nDependency\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03ref\x18\x02 \x01(\t\x12\x31\n\tcondition\x18\x03 \x01(\x0e\x32\x1e.zbrain.v1.DependencyCondition\"W\n\x0cParentResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12\x13\n\x0boutput_json\x18\x03 \x01(\t\"\xc1\x01\n\nTransition\x12\'\n\nfrom_state\x18\x01 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12%\n\x08to_state\x18\x02 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12)\n\x05\x63\x61use\x18\x03 \x01(\x0e\x32\x1a.zbrain.v1.TransitionCause\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12(\n\x04time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x03\n\x07JobSpec\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63md\x18\x02 \x03(\t\x12\x12\n\ninput_json\x18\x03 \x01(\t\x12(\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x1b.zbrain.v1.JobSpec.EnvEntry\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x18\n\x0bmax_retries\x18\x06 \x01(\x05H\x00\x88\x01\x01\x12\x10\n\x08priority\x18\x07 \x01(\x05\x12.\n\x06labels\x18\x08 \x03(\x0b\x32\x1e.zbrain.v1.JobSpec.LabelsEntry\x12)\n\ndepends_on\x18\t \x03(\x0b\x32\x15.zbrain.v1.Dependency\x12\x0b\n\x03ref\x18\n \x01(\t\x12*\n\x06run_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05\x64\x65lay\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0e\n\x0c_max_retries\"<\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\"\x84\x08\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0b\n\x03\x63md\x18\x03 \x03(\t\x12\x12\n\ninput_json\x18\x04 \x01(\t\x12$\n\x03\x65nv\x18\x05 \x03(\x0b\x32\x17.zbrain.v1.Job.EnvEntry\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bmax_retries\x18\x07 \x01(\x05\x12\x10\n\x08priority\x18\x08 \x01(\x05\x12*\n\x06labels\x18\t \x03(\x0b\x32\x1a.zbrain.v1.Job.LabelsEntry\x12\"\n\x05state\x18\n \x01(\x0e\x32\x13.zbrain.v1.JobState\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\x05\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inish_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rnext_run_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\x11 \x01(\t\x12\x13\n\x0boutput_json\x18\x12 \x01(\t\x12&\n\tartifacts\x18\x13 \x03(\x0b\x32\x13.zbrain.v1.Artifact\x12\x13\n\x0blease_epoch\x18\x14 \x01(\x03\x12\x11\n\tworker_id\x18\x15 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\x17 \x01(\x08\x12\x12\n\nrequest_id\x18\x18 \x01(\t\x12.\n\x0flast_transition\x18\x19 \x01(\x0b\x32\x15.zbrain.v1.Transition\x12$\n\x08\x61ttempts\x18\x1a \x03(\x0b\x32\x12.zbrain.v1.Attempt\x12)\n\ndepends_on\x18\x1b \x03(\x0b\x32\x15.zbrain.v1.Dependency\x12\x11\n\tchild_ids\x18\x1c \x03(\t\x12\x10\n\x08rerun_of\x18\x1d \x01(\t\x12\x11\n\trerun_ids\x18\x1e \x03(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x81\x02\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x13\n\x0blease_epoch\x18\x03 \x01(\x03\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05\x63\x61use\x18\x06 \x01(\x0e\x32\x1a.zbrain.v1.TransitionCause\x12&\n\tend_state\x18\x07 \x01(\x0e\x32\x13.zbrain.v1.JobState\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"\x8a\x01\n\x07LogLine\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12$\n\x06stream\x18\x02 \x01(\x0e\x32\x14.zbrain.v1.LogStream\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x05 \x01(\t*\xc9\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_PENDING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x16\n\x12JOB_STATE_RETRYING\x10\x05\x12\x16\n\x12JOB_STATE_CANCELED\x10\x06\x12\x15\n\x11JOB_STATE_BLOCKED\x10\x07*\x82\x01\n\x13\x44\x65pendencyCondition\x12$\n DEPENDENCY_CONDITION_UNSPECIFIED\x10\x00\x12\"\n\x1e\x44\x45PENDENCY_CONDITION_SUCCEEDED\x10\x01\x12!\n\x1d\x44\x45PENDENCY_CONDITION_FINISHED\x10\x02*\xf3\x03\n\x0fTransitionCause\x12 \n\x1cTRANSITION_CAUSE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTRANSITION_CAUSE_SUBMITTED\x10\x01\x12\x1b\n\x17TRANSITION_CAUSE_LEASED\x10\x02\x12\x1e\n\x1aTRANSITION_CAUSE_SUCCEEDED\x10\x03\x12#\n\x1fTRANSITION_CAUSE_ATTEMPT_FAILED\x10\x04\x12&\n\"TRANSITION_CAUSE_ATTEMPT_TIMED_OUT\x10\x05\x12\"\n\x1eTRANSITION_CAUSE_LEASE_EXPIRED\x10\x06\x12\x1c\n\x18TRANSITION_CAUSE_OVERDUE\x10\x07\x12%\n!TRANSITION_CAUSE_CANCEL_REQUESTED\x10\x08\x12\x1d\n\x19TRANSITION_CAUSE_CANCELED\x10\t\x12#\n\x1fTRANSITION_CAUSE_LEASE_RETURNED\x10\n\x12 \n\x1cTRANSITION_CAUSE_INTERRUPTED\x10\x0b\x12&\n\"TRANSITION_CAUSE_DEPENDENCY_FAILED\x10\x0c\x12\x1d\n\x19TRANSITION_CAUSE_RELEASED\x10\r*l\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02\x12\x15\n\x11LOG_STREAM_SYSTEM\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,30 +41,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB_ENVENTRY']._serialized_options = b'8\001'
   _globals['_JOB_LABELSENTRY']._loaded_options = None
   _globals['_JOB_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=2037
-  _globals['_JOBSTATE']._serialized_end=2215
-  _globals['_TRANSITIONCAUSE']._serialized_start=2218
-  _globals['_TRANSITIONCAUSE']._serialized_end=2646
-  _globals['_LOGSTREAM']._serialized_start=2648
-  _globals['_LOGSTREAM']._serialized_end=2756
-  _globals['_TRANSITION']._serialized_start=100
-  _globals['_TRANSITION']._serialized_end=293
-  _globals['_JOBSPEC']._serialized_start=296
-  _globals['_JOBSPEC']._serialized_end=639
-  _globals['_JOBSPEC_ENVENTRY']._serialized_start=534
-  _globals['_JOBSPEC_ENVENTRY']._serialized_end=576
-  _globals['_JOBSPEC_LABELSENTRY']._serialized_start=578
-  _globals['_JOBSPEC_LABELSENTRY']._serialized_end=623
-  _globals['_ARTIFACT']._serialized_start=641
-  _globals['_ARTIFACT']._serialized_end=701
-  _globals['_JOB']._serialized_start=704
-  _globals['_JOB']._serialized_end=1633
-  _globals['_JOB_ENVENTRY']._serialized_start=534
-  _globals['_JOB_ENVENTRY']._serialized_end=576
-  _globals['_JOB_LABELSENTRY']._serialized_start=578
-  _globals['_JOB_LABELSENTRY']._serialized_end=623
-  _globals['_ATTEMPT']._serialized_start=1636
-  _globals['_ATTEMPT']._serialized_end=1893
-  _globals['_LOGLINE']._serialized_start=1896
-  _globals['_LOGLINE']._serialized_end=2034
+  _globals['_JOBSTATE']._serialized_start=2461
+  _globals['_JOBSTATE']._serialized_end=2662
+  _globals['_DEPENDENCYCONDITION']._serialized_start=2665
+  _globals['_DEPENDENCYCONDITION']._serialized_end=2795
+  _globals['_TRANSITIONCAUSE']._serialized_start=2798
+  _globals['_TRANSITIONCAUSE']._serialized_end=3297
+  _globals['_LOGSTREAM']._serialized_start=3299
+  _globals['_LOGSTREAM']._serialized_end=3407
+  _globals['_DEPENDENCY']._serialized_start=99
+  _globals['_DEPENDENCY']._serialized_end=191
+  _globals['_PARENTRESULT']._serialized_start=193
+  _globals['_PARENTRESULT']._serialized_end=280
+  _globals['_TRANSITION']._serialized_start=283
+  _globals['_TRANSITION']._serialized_end=476
+  _globals['_JOBSPEC']._serialized_start=479
+  _globals['_JOBSPEC']._serialized_end=964
+  _globals['_JOBSPEC_ENVENTRY']._serialized_start=859
+  _globals['_JOBSPEC_ENVENTRY']._serialized_end=901
+  _globals['_JOBSPEC_LABELSENTRY']._serialized_start=903
+  _globals['_JOBSPEC_LABELSENTRY']._serialized_end=948
+  _globals['_ARTIFACT']._serialized_start=966
+  _globals['_ARTIFACT']._serialized_end=1026
+  _globals['_JOB']._serialized_start=1029
+  _globals['_JOB']._serialized_end=2057
+  _globals['_JOB_ENVENTRY']._serialized_start=859
+  _globals['_JOB_ENVENTRY']._serialized_end=901
+  _globals['_JOB_LABELSENTRY']._serialized_start=903
+  _globals['_JOB_LABELSENTRY']._serialized_end=948
+  _globals['_ATTEMPT']._serialized_start=2060
+  _globals['_ATTEMPT']._serialized_end=2317
+  _globals['_LOGLINE']._serialized_start=2320
+  _globals['_LOGLINE']._serialized_end=2458
 # @@protoc_insertion_point(module_scope)

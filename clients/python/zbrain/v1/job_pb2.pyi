@@ -40,7 +40,13 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     JOB_STATE_RETRYING: _JobState.ValueType  # 5
     """An attempt failed and another one is scheduled at next_run_time."""
     JOB_STATE_CANCELED: _JobState.ValueType  # 6
-    """Canceled by a user before it could finish (terminal)."""
+    """Canceled by a user before it could finish, or because a job it depended
+    on ended in a way that can no longer meet its condition (terminal).
+    """
+    JOB_STATE_BLOCKED: _JobState.ValueType  # 7
+    """Waiting for the jobs it depends on; never leased until they meet its
+    conditions (see JobSpec.depends_on).
+    """
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """JobState is where a job is in its life. The allowed transitions are
@@ -60,8 +66,42 @@ JOB_STATE_FAILED: JobState.ValueType  # 4
 JOB_STATE_RETRYING: JobState.ValueType  # 5
 """An attempt failed and another one is scheduled at next_run_time."""
 JOB_STATE_CANCELED: JobState.ValueType  # 6
-"""Canceled by a user before it could finish (terminal)."""
+"""Canceled by a user before it could finish, or because a job it depended
+on ended in a way that can no longer meet its condition (terminal).
+"""
+JOB_STATE_BLOCKED: JobState.ValueType  # 7
+"""Waiting for the jobs it depends on; never leased until they meet its
+conditions (see JobSpec.depends_on).
+"""
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
+
+class _DependencyCondition:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DependencyConditionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DependencyCondition.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEPENDENCY_CONDITION_UNSPECIFIED: _DependencyCondition.ValueType  # 0
+    """Same as DEPENDENCY_CONDITION_SUCCEEDED."""
+    DEPENDENCY_CONDITION_SUCCEEDED: _DependencyCondition.ValueType  # 1
+    """The parent must succeed; if it fails or is canceled, the child is
+    canceled with cause DEPENDENCY_FAILED.
+    """
+    DEPENDENCY_CONDITION_FINISHED: _DependencyCondition.ValueType  # 2
+    """The parent must finish, in any terminal state."""
+
+class DependencyCondition(_DependencyCondition, metaclass=_DependencyConditionEnumTypeWrapper):
+    """DependencyCondition says what a job needs of a job it depends on."""
+
+DEPENDENCY_CONDITION_UNSPECIFIED: DependencyCondition.ValueType  # 0
+"""Same as DEPENDENCY_CONDITION_SUCCEEDED."""
+DEPENDENCY_CONDITION_SUCCEEDED: DependencyCondition.ValueType  # 1
+"""The parent must succeed; if it fails or is canceled, the child is
+canceled with cause DEPENDENCY_FAILED.
+"""
+DEPENDENCY_CONDITION_FINISHED: DependencyCondition.ValueType  # 2
+"""The parent must finish, in any terminal state."""
+Global___DependencyCondition: _TypeAlias = DependencyCondition  # noqa: Y015
 
 class _TransitionCause:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -109,6 +149,12 @@ class _TransitionCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trans
     """The worker stopped the attempt because it was shutting down (to
     RETRYING or FAILED).
     """
+    TRANSITION_CAUSE_DEPENDENCY_FAILED: _TransitionCause.ValueType  # 12
+    """A job it depended on ended in a way that can no longer meet its
+    condition (to CANCELED); the reason names that job.
+    """
+    TRANSITION_CAUSE_RELEASED: _TransitionCause.ValueType  # 13
+    """Every job it depended on met its condition (BLOCKED to PENDING)."""
 
 class TransitionCause(_TransitionCause, metaclass=_TransitionCauseEnumTypeWrapper):
     """TransitionCause says why a job changed state (or, for CANCEL_REQUESTED,
@@ -157,6 +203,12 @@ TRANSITION_CAUSE_INTERRUPTED: TransitionCause.ValueType  # 11
 """The worker stopped the attempt because it was shutting down (to
 RETRYING or FAILED).
 """
+TRANSITION_CAUSE_DEPENDENCY_FAILED: TransitionCause.ValueType  # 12
+"""A job it depended on ended in a way that can no longer meet its
+condition (to CANCELED); the reason names that job.
+"""
+TRANSITION_CAUSE_RELEASED: TransitionCause.ValueType  # 13
+"""Every job it depended on met its condition (BLOCKED to PENDING)."""
 Global___TransitionCause: _TypeAlias = TransitionCause  # noqa: Y015
 
 class _LogStream:
@@ -190,6 +242,66 @@ LOG_STREAM_SYSTEM: LogStream.ValueType  # 3
 truncation marker).
 """
 Global___LogStream: _TypeAlias = LogStream  # noqa: Y015
+
+@_typing.final
+class Dependency(_message.Message):
+    """Dependency names a job another job waits for."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    REF_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The parent's id: a job stored already, of the same organisation."""
+    ref: _builtins.str
+    """Or, within one SubmitBatch, the `ref` of another job of the batch."""
+    condition: Global___DependencyCondition.ValueType
+    """What the child needs of the parent."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        ref: _builtins.str = ...,
+        condition: Global___DependencyCondition.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "job_id", b"job_id", "ref", b"ref"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dependency: _TypeAlias = Dependency  # noqa: Y015
+
+@_typing.final
+class ParentResult(_message.Message):
+    """ParentResult is what a started job sees of a job it depended on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    OUTPUT_JSON_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The parent's id."""
+    state: Global___JobState.ValueType
+    """The state it ended in."""
+    output_json: _builtins.str
+    """Its output JSON, when it succeeded; empty otherwise."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        state: Global___JobState.ValueType = ...,
+        output_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "output_json", b"output_json", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParentResult: _TypeAlias = ParentResult  # noqa: Y015
 
 @_typing.final
 class Transition(_message.Message):
@@ -285,6 +397,10 @@ class JobSpec(_message.Message):
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    REF_FIELD_NUMBER: _builtins.int
+    RUN_AT_FIELD_NUMBER: _builtins.int
+    DELAY_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """The organisation that owns the job. Empty means the server's default
     organisation (ZDEFAULT_ORG_ID).
@@ -300,6 +416,10 @@ class JobSpec(_message.Message):
     priority: _builtins.int
     """Higher runs first among the runnable jobs of an organisation; ties run
     in submission order. Defaults to 0.
+    """
+    ref: _builtins.str
+    """A name for this job within one SubmitBatch, for other jobs of the batch
+    to depend on (Dependency.ref). Unique within the batch.
     """
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -321,6 +441,23 @@ class JobSpec(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Free-form labels for filtering and routing."""
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dependency]:
+        """The jobs this one waits for, each with a condition. Until every
+        condition holds the job is BLOCKED; when one can no longer hold, it is
+        CANCELED (cause DEPENDENCY_FAILED), and so are the jobs waiting for it.
+        """
+
+    @_builtins.property
+    def run_at(self) -> _timestamp_pb2.Timestamp:
+        """Run no earlier than this time (a delayed job); it waits PENDING with its
+        next_run_time set. At most one of run_at and delay.
+        """
+
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """Run no earlier than this long after it is accepted."""
+
     def __init__(
         self,
         *,
@@ -332,10 +469,14 @@ class JobSpec(_message.Message):
         max_retries: _builtins.int | None = ...,
         priority: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        depends_on: _abc.Iterable[Global___Dependency] | None = ...,
+        ref: _builtins.str = ...,
+        run_at: _timestamp_pb2.Timestamp | None = ...,
+        delay: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "max_retries", b"max_retries", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "delay", b"delay", "max_retries", b"max_retries", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "cmd", b"cmd", "env", b"env", "input_json", b"input_json", "labels", b"labels", "max_retries", b"max_retries", "org_id", b"org_id", "priority", b"priority", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "cmd", b"cmd", "delay", b"delay", "depends_on", b"depends_on", "env", b"env", "input_json", b"input_json", "labels", b"labels", "max_retries", b"max_retries", "org_id", b"org_id", "priority", b"priority", "ref", b"ref", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
@@ -447,6 +588,10 @@ class Job(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LAST_TRANSITION_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    CHILD_IDS_FIELD_NUMBER: _builtins.int
+    RERUN_OF_FIELD_NUMBER: _builtins.int
+    RERUN_IDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id: a UUID in the time-ordered UUIDv7 layout."""
     org_id: _builtins.str
@@ -475,6 +620,8 @@ class Job(_message.Message):
     """
     request_id: _builtins.str
     """The client's idempotency key from SubmitRequest.request_id, if any."""
+    rerun_of: _builtins.str
+    """The job this one reruns (see JobService.Rerun), if any."""
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command, as an argv list."""
@@ -529,6 +676,18 @@ class Job(_message.Message):
         one (without an end time).
         """
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dependency]:
+        """The jobs this one waits for, or waited for, with their conditions."""
+
+    @_builtins.property
+    def child_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The jobs that wait for this one (filled in by Get)."""
+
+    @_builtins.property
+    def rerun_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The jobs that rerun this one (filled in by Get)."""
+
     def __init__(
         self,
         *,
@@ -558,10 +717,14 @@ class Job(_message.Message):
         request_id: _builtins.str = ...,
         last_transition: Global___Transition | None = ...,
         attempts: _abc.Iterable[Global___Attempt] | None = ...,
+        depends_on: _abc.Iterable[Global___Dependency] | None = ...,
+        child_ids: _abc.Iterable[_builtins.str] | None = ...,
+        rerun_of: _builtins.str = ...,
+        rerun_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "last_transition", b"last_transition", "lease_expire_time", b"lease_expire_time", "next_run_time", b"next_run_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "cmd", b"cmd", "create_time", b"create_time", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "last_transition", b"last_transition", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "child_ids", b"child_ids", "cmd", b"cmd", "create_time", b"create_time", "depends_on", b"depends_on", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "last_transition", b"last_transition", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "rerun_ids", b"rerun_ids", "rerun_of", b"rerun_of", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -434,6 +434,58 @@ class CancelResponse(_message.Message):
 Global___CancelResponse: _TypeAlias = CancelResponse  # noqa: Y015
 
 @_typing.final
+class RerunRequest(_message.Message):
+    """RerunRequest is the input of Rerun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    INPUT_JSON_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The finished job to run again."""
+    input_json: _builtins.str
+    """A new input as JSON text; unset keeps the job's input."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        input_json: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_input_json", b"_input_json", "input_json", b"input_json"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_input_json", b"_input_json", "input_json", b"input_json", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__input_json: _TypeAlias = _typing.Literal["input_json"]  # noqa: Y015
+    _WhichOneofArgType__input_json: _TypeAlias = _typing.Literal["_input_json", b"_input_json"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__input_json) -> _WhichOneofReturnType__input_json | None: ...
+
+Global___RerunRequest: _TypeAlias = RerunRequest  # noqa: Y015
+
+@_typing.final
+class RerunResponse(_message.Message):
+    """RerunResponse is the output of Rerun."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _job_pb2.Job:
+        """The new job."""
+
+    def __init__(
+        self,
+        *,
+        job: _job_pb2.Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunResponse: _TypeAlias = RerunResponse  # noqa: Y015
+
+@_typing.final
 class StreamLogsRequest(_message.Message):
     """StreamLogsRequest is the input of StreamLogs."""
 
@@ -677,6 +729,7 @@ class Lease(_message.Message):
     LEASE_EPOCH_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
+    PARENTS_FIELD_NUMBER: _builtins.int
     lease_epoch: _builtins.int
     """The fencing token every report about this attempt must carry."""
     @_builtins.property
@@ -693,6 +746,10 @@ class Lease(_message.Message):
         its trace.
         """
 
+    @_builtins.property
+    def parents(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.ParentResult]:
+        """The jobs the leased one depended on, as they ended."""
+
     def __init__(
         self,
         *,
@@ -700,10 +757,11 @@ class Lease(_message.Message):
         lease_epoch: _builtins.int = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        parents: _abc.Iterable[_job_pb2.ParentResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "job", b"job", "lease_epoch", b"lease_epoch", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "job", b"job", "lease_epoch", b"lease_epoch", "parents", b"parents", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -61,6 +61,11 @@ class JobServiceStub:
                 request_serializer=zbrain_dot_v1_dot_job__service__pb2.CancelRequest.SerializeToString,
                 response_deserializer=zbrain_dot_v1_dot_job__service__pb2.CancelResponse.FromString,
                 _registered_method=True)
+        self.Rerun = channel.unary_unary(
+                '/zbrain.v1.JobService/Rerun',
+                request_serializer=zbrain_dot_v1_dot_job__service__pb2.RerunRequest.SerializeToString,
+                response_deserializer=zbrain_dot_v1_dot_job__service__pb2.RerunResponse.FromString,
+                _registered_method=True)
         self.StreamLogs = channel.unary_stream(
                 '/zbrain.v1.JobService/StreamLogs',
                 request_serializer=zbrain_dot_v1_dot_job__service__pb2.StreamLogsRequest.SerializeToString,
@@ -151,6 +156,14 @@ class JobServiceServicer:
         """Cancel stops a job: a pending or retrying job is canceled at once, a
         running one is marked and its worker told to stop, a finished one is
         left as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rerun(self, request, context):
+        """Rerun submits a new job with the spec of a finished one (its input
+        optionally replaced), linked to it both ways (Job.rerun_of, rerun_ids).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -260,6 +273,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.Cancel,
                     request_deserializer=zbrain_dot_v1_dot_job__service__pb2.CancelRequest.FromString,
                     response_serializer=zbrain_dot_v1_dot_job__service__pb2.CancelResponse.SerializeToString,
+            ),
+            'Rerun': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerun,
+                    request_deserializer=zbrain_dot_v1_dot_job__service__pb2.RerunRequest.FromString,
+                    response_serializer=zbrain_dot_v1_dot_job__service__pb2.RerunResponse.SerializeToString,
             ),
             'StreamLogs': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamLogs,
@@ -449,6 +467,33 @@ class JobService:
             '/zbrain.v1.JobService/Cancel',
             zbrain_dot_v1_dot_job__service__pb2.CancelRequest.SerializeToString,
             zbrain_dot_v1_dot_job__service__pb2.CancelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/zbrain.v1.JobService/Rerun',
+            zbrain_dot_v1_dot_job__service__pb2.RerunRequest.SerializeToString,
+            zbrain_dot_v1_dot_job__service__pb2.RerunResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,10 @@ class JobServiceStub:
     running one is marked and its worker told to stop, a finished one is
     left as it is.
     """
+    Rerun: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.RerunRequest, _job_service_pb2.RerunResponse]
+    """Rerun submits a new job with the spec of a finished one (its input
+    optionally replaced), linked to it both ways (Job.rerun_of, rerun_ids).
+    """
     StreamLogs: _grpc.UnaryStreamMultiCallable[_job_service_pb2.StreamLogsRequest, _job_service_pb2.StreamLogsResponse]
     """StreamLogs sends a job's log lines from a sequence number on and, with
     follow, new lines as they arrive until the job finishes.
@@ -104,6 +108,10 @@ class JobServiceAsyncStub(JobServiceStub):
     """Cancel stops a job: a pending or retrying job is canceled at once, a
     running one is marked and its worker told to stop, a finished one is
     left as it is.
+    """
+    Rerun: _aio.UnaryUnaryMultiCallable[_job_service_pb2.RerunRequest, _job_service_pb2.RerunResponse]  # type: ignore[assignment]
+    """Rerun submits a new job with the spec of a finished one (its input
+    optionally replaced), linked to it both ways (Job.rerun_of, rerun_ids).
     """
     StreamLogs: _aio.UnaryStreamMultiCallable[_job_service_pb2.StreamLogsRequest, _job_service_pb2.StreamLogsResponse]  # type: ignore[assignment]
     """StreamLogs sends a job's log lines from a sequence number on and, with
@@ -186,6 +194,16 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         """Cancel stops a job: a pending or retrying job is canceled at once, a
         running one is marked and its worker told to stop, a finished one is
         left as it is.
+        """
+
+    @_abc_1.abstractmethod
+    def Rerun(
+        self,
+        request: _job_service_pb2.RerunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.RerunResponse, _abc.Awaitable[_job_service_pb2.RerunResponse]]:
+        """Rerun submits a new job with the spec of a finished one (its input
+        optionally replaced), linked to it both ways (Job.rerun_of, rerun_ids).
         """
 
     @_abc_1.abstractmethod
