@@ -61,10 +61,10 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def run_load(*args: str) -> dict[str, Any]:
+def run_load(*args: str, module: str = "bench.load") -> dict[str, Any]:
     """Run one load generator in its own process and return what it measured."""
     out = subprocess.run(
-        [sys.executable, "-m", "bench.load", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -72,7 +72,7 @@ def run_load(*args: str) -> dict[str, Any]:
         timeout=600,
     )
     if out.returncode != 0:
-        raise RuntimeError(f"bench.load {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -236,6 +236,7 @@ def suite(tiny: bool, repeat: int, sections: set[str]) -> list[Figure]:
     figures += [ceiling_unary, ceiling_stream]
     if "sqlite" in sections:
         figures += embedded(tiny, repeat, ceiling_unary, ceiling_stream)
+        figures += workflows(tiny, repeat)
     if "postgresql" in sections:
         figures += replicated(tiny, repeat, ceiling_unary)
     return figures
@@ -351,6 +352,45 @@ def embedded(
         figures.append(Figure("server RSS with 100 connected workers", "MB", [server.rss_mb()]))
         holder.wait(60)
     return figures
+
+
+def workflows(tiny: bool, repeat: int) -> list[Figure]:
+    """Dependencies and delayed jobs (bench/workflows.py), each on a new server."""
+    run = functools.partial(run_load, module="bench.workflows")
+    figures: list[Figure] = []
+    with Server() as server:
+        figures += measure(
+            repeat,
+            lambda: run("release", server.address, "20" if tiny else "300"),
+            {
+                "p50_ms": ("graph: parent's finish to child's start p50", "ms"),
+                "p99_ms": ("graph: parent's finish to child's start p99", "ms"),
+            },
+        )
+    with Server() as server:
+        figures += measure(
+            repeat,
+            lambda: run("delayed", server.address, "20" if tiny else "200"),
+            {
+                "p50_ms": ("delayed job: start after its time p50", "ms"),
+                "p99_ms": ("delayed job: start after its time p99", "ms"),
+            },
+        )
+    if not tiny:
+        figures += measure(
+            repeat,
+            functools.partial(on_fresh_workflow_server, "graphs"),
+            {
+                "fan_rate": ("graph: 1,000-job fan-out and fan-in", "jobs/s"),
+                "chain_rate": ("graph: 1,000-deep chain", "jobs/s"),
+            },
+        )
+    return figures
+
+
+def on_fresh_workflow_server(mode: str, *args: str) -> dict[str, Any]:
+    with Server() as server:
+        return run_load(mode, server.address, *args, module="bench.workflows")
 
 
 def e2e_on_fresh_replicas(count: int, jobs: str) -> dict[str, Any]:

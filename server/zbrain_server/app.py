@@ -18,6 +18,10 @@ from zbrain.errors import ZBrainError
 from zbrain.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
+    schedule_pb2,
+    schedule_pb2_grpc,
+    template_pb2,
+    template_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
     worker_service_pb2,
@@ -28,16 +32,18 @@ from .config import ServerConfig
 from .core.model import EventRecord, Role, now_us
 from .core.tokens import new_token
 from .dispatch.bus import EventBus
+from .dispatch.delays import DelayedJobs
 from .dispatch.dispatcher import Dispatcher
 from .dispatch.jobs import Jobs
 from .dispatch.metrics import Telemetry
+from .dispatch.scheduler import Scheduler
 from .dispatch.signals import JobSignals
 from .rpc.api import Api
 from .rpc.auth import Authenticator, AuthInterceptor
 from .rpc.codec import EVENT_CODEC
 from .rpc.job_service import JobServicer
 from .rpc.telemetry import RpcTelemetry
-from .rpc.token_service import TokenServicer
+from .rpc.unary_services import unary_servicer
 from .rpc.worker_service import WorkerServicer
 from .store import JobStore, open_store
 from .store.blobs import BlobStore
@@ -46,10 +52,15 @@ from .store.sqlite.backup import serving
 
 log = logging.getLogger("zbrain.server")
 
+TOKEN_SERVICE = token_service_pb2.DESCRIPTOR.services_by_name["TokenService"]
+TEMPLATE_SERVICE = template_pb2.DESCRIPTOR.services_by_name["TemplateService"]
+SCHEDULE_SERVICE = schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"]
 SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
-    token_service_pb2.DESCRIPTOR.services_by_name["TokenService"].full_name,
+    TOKEN_SERVICE.full_name,
+    TEMPLATE_SERVICE.full_name,
+    SCHEDULE_SERVICE.full_name,
 )
 HEALTH_CHECK_INTERVAL_S = 5.0
 QUEUE_DEPTH_INTERVAL_S = 5.0
@@ -107,6 +118,8 @@ class ZBrainServer:
         self._store: JobStore | None = None
         self._server: grpc.aio.Server | None = None
         self._dispatcher: Dispatcher | None = None
+        self._delayed: DelayedJobs | None = None
+        self._scheduler: Scheduler | None = None
         self._health = health.aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self._local_workers: asyncio.subprocess.Process | None = None
@@ -154,12 +167,14 @@ class ZBrainServer:
         signals = JobSignals()
         bus = EventBus(config.event_buffer, config.event_buffer_bytes)
         self._dispatcher = dispatcher = Dispatcher(store, config, signals, self.telemetry)
+        self._delayed = delayed = DelayedJobs(store, config.poll_interval_s)
 
         def committed(records: list[EventRecord]) -> None:
             # Called by the store after a commit: it must never fail the writer.
             try:
                 bus.publish(records)
                 dispatcher.observe(records)
+                delayed.observe(records)
             except Exception:
                 log.exception("handling committed events failed")
 
@@ -180,11 +195,21 @@ class ZBrainServer:
         )
         jobs = Jobs(config, store, dispatcher, blobs, signals, bus)
         self._api = api = Api(config, jobs, store)
+        self._scheduler = Scheduler(store, config, api.schedules.job_for)
+        api.schedules.attach(self._scheduler)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(api), server)
         worker_service_pb2_grpc.add_WorkerServiceServicer_to_server(
             WorkerServicer(config, dispatcher), server
         )
-        token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(api), server)
+        token_service_pb2_grpc.add_TokenServiceServicer_to_server(
+            unary_servicer(token_service_pb2_grpc.TokenServiceServicer, TOKEN_SERVICE, api), server
+        )
+        template_pb2_grpc.add_TemplateServiceServicer_to_server(
+            unary_servicer(template_pb2_grpc.TemplateServiceServicer, TEMPLATE_SERVICE, api), server
+        )
+        schedule_pb2_grpc.add_ScheduleServiceServicer_to_server(
+            unary_servicer(schedule_pb2_grpc.ScheduleServiceServicer, SCHEDULE_SERVICE, api), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -205,6 +230,8 @@ class ZBrainServer:
         await server.start()
         self._server = server
         await dispatcher.start()
+        self._delayed.start()
+        self._scheduler.start()
         await self._set_serving(True)
         self._tasks = [
             asyncio.create_task(self._watch_health(store), name="zbrain-health"),
@@ -248,6 +275,9 @@ class ZBrainServer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for timer in (self._scheduler, self._delayed):
+            if timer is not None:
+                await timer.stop()
         if self._dispatcher is not None:
             await self._dispatcher.stop()
         if self._store is not None:

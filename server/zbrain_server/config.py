@@ -42,7 +42,13 @@ class Limits:
     max_timeout_s: float = 7 * 86400.0
     max_retry_budget: int = 100  # the largest max_retries a job may ask for
     max_page_size: int = 1000
-    max_batch_jobs: int = 10_000
+    max_batch_jobs: int = 10_000  # also the largest graph one SubmitBatch may hold
+    max_dependencies_per_job: int = 1000
+    max_graph_depth: int = 10_000  # jobs from a graph's roots to its deepest job
+    max_delay_s: float = 366 * 86400.0  # how far ahead a delayed job may be set
+    max_parent_outputs_bytes: int = 4 << 20  # parents' outputs one lease carries
+    max_template_parameters: int = 100
+    max_schedules_per_org: int = 10_000
     max_request_id_bytes: int = 128
     max_message_bytes: int = 16 << 20
     max_log_line_bytes: int = 16 << 10
@@ -103,6 +109,9 @@ class ServerConfig:
     event_retention_s: float = 86400.0
     event_buffer: int = 10_000  # live events buffered per StreamEvents subscriber
     event_buffer_bytes: int = 8 << 20  # and bytes: past either, the subscriber is cut off
+    # A schedule's tick reached later than this (no server ran) is missed and
+    # follows the schedule's catch-up policy instead of firing.
+    schedule_grace_s: float = 15.0
     local_workers: int = 0
     worker_grace_s: float = 30.0  # how long the local workers' running jobs may finish on stop
     # gRPC keepalive: ping an idle connection this often, drop it when a ping
@@ -246,6 +255,7 @@ _ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], object]], ...] = (
     ("ZBRAIN_EVENT_BUFFER", "event_buffer", _non_negative_int),
     ("ZBRAIN_EVENT_BUFFER_BYTES", "event_buffer_bytes", _non_negative_int),
     ("ZBRAIN_WORKER_GRACE", "worker_grace_s", _seconds),
+    ("ZBRAIN_SCHEDULE_GRACE", "schedule_grace_s", _seconds),
     ("ZBRAIN_KEEPALIVE", "keepalive_s", _seconds),
     ("ZBRAIN_KEEPALIVE_TIMEOUT", "keepalive_timeout_s", _seconds),
 )

@@ -72,7 +72,8 @@ async def test_a_replay_of_huge_output_stays_under_the_message_limit(start_serve
 
 
 async def test_a_stalled_reader_is_cut_off_with_where_to_resume(start_server) -> None:
-    server = await start_server(event_buffer_bytes=256 << 10)
+    # A long lease: printing this much may take a while on a busy machine.
+    server = await start_server(event_buffer_bytes=256 << 10, lease_ttl_s=120.0)
     async with await Client.connect(server.address) as client:
         job = await client.submit(["print"])
         stub = job_service_pb2_grpc.JobServiceStub(client.channel)

@@ -12,7 +12,7 @@ from tests.unit.fakes import FakeChannel, job_message, rpc_error
 from zbrain import Client, SyncClient
 from zbrain.errors import JobFailedError, NotFoundError
 from zbrain.models import LogLine, LogStream
-from zbrain.v1 import job_pb2, job_service_pb2
+from zbrain.v1 import job_pb2, job_service_pb2, schedule_pb2, template_pb2
 
 
 @pytest.fixture
@@ -72,3 +72,26 @@ def test_a_failed_call_raises_the_error_class_of_its_code(
 
     with pytest.raises(NotFoundError, match="job j9 not found"):
         client.get("j9")
+
+
+def test_templates_and_schedules_block_and_convert(
+    client: SyncClient, channel: FakeChannel
+) -> None:
+    channel.answer(
+        "SubmitTemplate",
+        template_pb2.SubmitTemplateResponse(job=job_message("t1"), template_version=2),
+    )
+    channel.answer(
+        "PauseSchedule",
+        schedule_pb2.PauseScheduleResponse(
+            schedule=schedule_pb2.Schedule(id="nightly", paused=True)
+        ),
+    )
+
+    job = client.templates.submit("report", {"day": "mon", "size": 3})
+    paused = client.schedules.pause("nightly")
+
+    [request] = channel.requests("SubmitTemplate")
+    assert (request.name, dict(request.parameters)) == ("report", {"day": "mon", "size": "3"})
+    assert job.id == "t1"
+    assert (paused.id, paused.paused) == ("nightly", True)

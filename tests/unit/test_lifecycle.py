@@ -38,6 +38,11 @@ LEGAL = {
     (JobState.RUNNING, JobState.PENDING),  # a lease returned before its worker saw it
     (JobState.RETRYING, JobState.RUNNING),
     (JobState.RETRYING, JobState.CANCELED),
+    (JobState.SCHEDULED, JobState.PENDING),  # a delayed job's time came
+    (JobState.SCHEDULED, JobState.CANCELED),
+    (JobState.BLOCKED, JobState.PENDING),  # released
+    (JobState.BLOCKED, JobState.SCHEDULED),  # released before its own time
+    (JobState.BLOCKED, JobState.CANCELED),  # a parent failed, or canceled
 }
 ALL_PAIRS = list(itertools.product(JobState, JobState))
 

@@ -6,14 +6,36 @@ their enums, never import the generated code.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
 
-from .models import Artifact, Cause, Event, Job, JobState, LogLine, LogStream, Transition
-from .v1 import event_pb2, job_pb2
+from .models import (
+    Artifact,
+    CatchUpPolicy,
+    Cause,
+    Dependency,
+    DependencyCondition,
+    Event,
+    Job,
+    JobSpecView,
+    JobState,
+    LogLine,
+    LogStream,
+    OverlapPolicy,
+    ParameterType,
+    ParentResult,
+    Schedule,
+    ScheduleTemplate,
+    Template,
+    TemplateParameter,
+    Transition,
+)
+from .v1 import event_pb2, job_pb2, job_service_pb2, schedule_pb2, template_pb2
 
 
 def _time(message: Any, field: str, zone: tzinfo) -> datetime | None:
@@ -65,7 +87,7 @@ def job(message: job_pb2.Job) -> Job:
         max_retries=message.max_retries,
         priority=message.priority,
         labels=dict(message.labels),
-        state=JobState(message.state),
+        state=_enum(JobState, message.state) or JobState.UNSPECIFIED,
         attempt=message.attempt,
         create_time=_time(message, "create_time", zone),
         update_time=_time(message, "update_time", zone),
@@ -82,6 +104,33 @@ def job(message: job_pb2.Job) -> Job:
             if message.HasField("last_transition")
             else None
         ),
+        depends_on=tuple(dependency(d) for d in message.depends_on),
+        child_ids=tuple(message.child_ids),
+        rerun_of=message.rerun_of,
+        rerun_ids=tuple(message.rerun_ids),
+    )
+
+
+def dependency(message: job_pb2.Dependency) -> Dependency:
+    return Dependency(
+        message.job_id,
+        _enum(DependencyCondition, message.condition) or DependencyCondition.SUCCEEDED,
+    )
+
+
+def leased_job(lease: job_service_pb2.Lease) -> Job:
+    """The job of a lease, with its parents' results."""
+    converted = job(lease.job)
+    if not lease.parents:
+        return converted
+    return dataclasses.replace(converted, parents=tuple(parent_result(p) for p in lease.parents))
+
+
+def parent_result(message: job_pb2.ParentResult) -> ParentResult:
+    return ParentResult(
+        job_id=message.job_id,
+        state=_enum(JobState, message.state) or JobState.UNSPECIFIED,
+        output=json.loads(message.output_json) if message.output_json else None,
     )
 
 
@@ -111,3 +160,82 @@ def event(message: event_pb2.Event) -> Event:
         type=kind,
         data=data,
     )
+
+
+def job_spec_view(message: job_pb2.JobSpec) -> JobSpecView:
+    return JobSpecView(
+        cmd=tuple(message.cmd),
+        input=json.loads(message.input_json) if message.input_json else None,
+        env=dict(message.env),
+        timeout=message.timeout.ToTimedelta() if message.HasField("timeout") else None,
+        max_retries=message.max_retries if message.HasField("max_retries") else None,
+        priority=message.priority,
+        labels=dict(message.labels),
+    )
+
+
+def template(message: template_pb2.Template) -> Template:
+    return Template(
+        org_id=message.org_id,
+        name=message.name,
+        version=message.version,
+        job=job_spec_view(message.job),
+        parameters=tuple(
+            TemplateParameter(
+                name=p.name,
+                type=_enum(ParameterType, p.type) or ParameterType.STRING,
+                required=p.required,
+                default=json.loads(p.default_json) if p.default_json else None,
+                description=p.description,
+            )
+            for p in message.parameters
+        ),
+        description=message.description,
+        create_time=_time(message, "create_time", _local_zone()),
+    )
+
+
+def schedule(message: schedule_pb2.Schedule, upcoming: Iterable[Any] = ()) -> Schedule:
+    zone = _local_zone()
+    return Schedule(
+        id=message.id,
+        org_id=message.org_id,
+        cron=message.cron,
+        time_zone=message.time_zone,
+        interval=message.interval.ToTimedelta() if message.HasField("interval") else None,
+        job=job_spec_view(message.job) if message.HasField("job") else None,
+        template=(
+            ScheduleTemplate(
+                message.template.name,
+                message.template.version,
+                {name: _param(text) for name, text in message.template.parameters.items()},
+            )
+            if message.HasField("template")
+            else None
+        ),
+        overlap=_enum(OverlapPolicy, message.overlap) or OverlapPolicy.SKIP,
+        catch_up=_enum(CatchUpPolicy, message.catch_up) or CatchUpPolicy.SKIP,
+        paused=message.paused,
+        next_fire_time=_time(message, "next_fire_time", zone),
+        last_fire_time=_time(message, "last_fire_time", zone),
+        last_job_id=message.last_job_id,
+        create_time=_time(message, "create_time", zone),
+        update_time=_time(message, "update_time", zone),
+        upcoming=tuple(
+            datetime.fromtimestamp(t.seconds, zone).replace(microsecond=t.nanos // 1000)
+            for t in upcoming
+        ),
+    )
+
+
+def param_text(value: Any) -> str:
+    """A template parameter's value as the wire takes it: text as it is,
+    anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _param(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # bare text, as a string parameter may be given

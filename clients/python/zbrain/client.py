@@ -13,9 +13,9 @@ import contextlib
 import hashlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import duration_pb2
@@ -23,10 +23,45 @@ from google.protobuf import duration_pb2
 from . import _convert
 from .connection import Connection, TlsFiles
 from .errors import JobFailedError, ZBrainError
-from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine
+from .models import (
+    Artifact,
+    CancelOutcome,
+    Dependency,
+    DependencyCondition,
+    Event,
+    Job,
+    JobState,
+    LogLine,
+)
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
+from .workflows import Schedules, Templates
 
 T = TypeVar("T")
+_KEEP: Any = object()  # rerun's input when none is given
+
+
+DependencyLike = str | Dependency | job_pb2.Dependency
+"""A job to wait for: its id (its success is needed), a `Dependency` (an id
+and a condition), or `ref(name)` for another job of the same batch."""
+
+
+def ref(
+    name: str, condition: DependencyCondition = DependencyCondition.SUCCEEDED
+) -> job_pb2.Dependency:
+    """A dependency on the job of the same `submit_batch` whose `ref` is `name`."""
+    return job_pb2.Dependency(
+        ref=name, condition=cast(job_pb2.DependencyCondition.ValueType, condition)
+    )
+
+
+def _dependency(item: DependencyLike) -> job_pb2.Dependency:
+    if isinstance(item, job_pb2.Dependency):
+        return item
+    if isinstance(item, str):
+        return job_pb2.Dependency(job_id=item)
+    return job_pb2.Dependency(
+        job_id=item.job_id, condition=cast(job_pb2.DependencyCondition.ValueType, item.condition)
+    )
 
 
 def job_spec(
@@ -39,8 +74,14 @@ def job_spec(
     max_retries: int | None = None,
     priority: int = 0,
     labels: Mapping[str, str] | None = None,
+    depends_on: Iterable[DependencyLike] = (),
+    ref: str = "",
+    run_at: datetime | None = None,
+    delay: float | timedelta | None = None,
 ) -> job_pb2.JobSpec:
-    """Build a JobSpec; `input` is any JSON-serialisable value, `timeout` seconds or a timedelta."""
+    """Build a JobSpec; `input` is any JSON-serialisable value, `timeout` and
+    `delay` seconds or a timedelta, `run_at` an aware datetime. `depends_on`
+    names the jobs to wait for; `ref` names this one for others of a batch."""
     if isinstance(cmd, str):
         raise TypeError("cmd must be an argv list such as ['echo', 'hi'], not a shell string")
     spec = job_pb2.JobSpec(
@@ -50,11 +91,19 @@ def job_spec(
         env=dict(env or {}),
         priority=priority,
         labels=dict(labels or {}),
+        depends_on=[_dependency(item) for item in depends_on],
+        ref=ref,
     )
     if timeout is not None:
         spec.timeout.CopyFrom(_duration(timeout))
     if max_retries is not None:
         spec.max_retries = max_retries
+    if run_at is not None:
+        if run_at.tzinfo is None:
+            raise TypeError("run_at must be an aware datetime (with a time zone)")
+        spec.run_at.FromDatetime(run_at)
+    if delay is not None:
+        spec.delay.CopyFrom(_duration(delay))
     return spec
 
 
@@ -79,6 +128,10 @@ class Client:
         self.channel = channel if channel is not None else connection.open_channel()
         self._stub = job_service_pb2_grpc.JobServiceStub(self.channel)
         self.timeout = timeout
+        self.templates = Templates(self)
+        """Job templates: create, get, list, delete, submit."""
+        self.schedules = Schedules(self)
+        """Schedules: create, get, list, update, delete, pause, resume, trigger."""
 
     @classmethod
     async def connect(
@@ -160,11 +213,16 @@ class Client:
         priority: int = 0,
         labels: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        depends_on: Iterable[DependencyLike] = (),
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
     ) -> Job:
         """Submit one job; it is durable when this returns.
 
         A `request_id` makes the call idempotent: submitting again with the
-        same id returns the first job instead of creating another.
+        same id returns the first job instead of creating another. With
+        `depends_on` the job waits BLOCKED for those jobs; with `run_at` or
+        `delay` it waits SCHEDULED until then (docs/workflows.md).
         """
         spec = job_spec(
             cmd,
@@ -175,16 +233,29 @@ class Client:
             max_retries=max_retries,
             priority=priority,
             labels=labels,
+            depends_on=depends_on,
+            run_at=run_at,
+            delay=delay,
         )
         request = job_service_pb2.SubmitRequest(job=spec, request_id=request_id or "")
         response = await self._call(self._stub.Submit(request, timeout=self.timeout))
         return _convert.job(response.job)
 
     async def submit_batch(self, specs: Iterable[job_pb2.JobSpec]) -> builtins.list[str]:
-        """Submit many jobs (built with `job_spec`) atomically; return their ids in order."""
+        """Submit many jobs (built with `job_spec`) atomically; return their ids
+        in order. A graph is one batch: jobs name each other with `ref`."""
         request = job_service_pb2.SubmitBatchRequest(jobs=list(specs))
         response = await self._call(self._stub.SubmitBatch(request, timeout=self.timeout))
         return list(response.job_ids)
+
+    async def rerun(self, job_id: str, *, input: Any = _KEEP) -> Job:
+        """Submit a finished job again as a new job (its input replaced if
+        given), linked to it by `rerun_of`."""
+        request = job_service_pb2.RerunRequest(job_id=job_id)
+        if input is not _KEEP:
+            request.input_json = json.dumps(input)
+        response = await self._call(self._stub.Rerun(request, timeout=self.timeout))
+        return _convert.job(response.job)
 
     async def get(self, job_id: str) -> Job:
         response = await self._call(
@@ -200,10 +271,13 @@ class Client:
         oldest_first: bool = False,
         limit: int | None = None,
         page_size: int = 100,
+        labels: Mapping[str, str] | None = None,
     ) -> AsyncIterator[Job]:
-        """Iterate over jobs, newest first unless `oldest_first`, fetching pages as needed."""
+        """Iterate over jobs, newest first unless `oldest_first`, fetching pages
+        as needed; with `labels`, only jobs carrying every one of them."""
         request = job_service_pb2.ListRequest(
             org_id=org or "",
+            labels=dict(labels or {}),
             states=[job_pb2.JobState.ValueType(s.value) for s in states],
             order=job_service_pb2.LIST_ORDER_OLDEST_FIRST
             if oldest_first

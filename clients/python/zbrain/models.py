@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,12 +26,15 @@ class _NamedIntEnum(enum.IntEnum):
 class JobState(_NamedIntEnum):
     """Where a job is in its life (zbrain.v1.JobState)."""
 
+    UNSPECIFIED = 0  # a state this client does not know (from a newer server)
     PENDING = 1  # runnable now, waiting for a worker
     RUNNING = 2  # leased by a worker for the current attempt
     SUCCEEDED = 3  # terminal: an attempt succeeded
     FAILED = 4  # terminal: an attempt failed with no retries left
     RETRYING = 5  # an attempt failed; the next one runs at next_run_time
-    CANCELED = 6  # terminal: canceled by a user
+    CANCELED = 6  # terminal: canceled by a user, or because a job it needed failed
+    BLOCKED = 7  # waiting for the jobs it depends on; never leased until they are done
+    SCHEDULED = 8  # a delayed job waiting for its time (next_run_time); PENDING then
 
     @property
     def is_terminal(self) -> bool:
@@ -39,11 +42,19 @@ class JobState(_NamedIntEnum):
 
     @property
     def is_runnable(self) -> bool:
+        """Whether a worker may lease it (once its next_run_time has come)."""
         return self in RUNNABLE_STATES
+
+    @property
+    def is_waiting(self) -> bool:
+        """Whether it waits to run: runnable, blocked or delayed (what the
+        waiting-jobs quota counts)."""
+        return self in WAITING_STATES
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED})
 RUNNABLE_STATES = frozenset({JobState.PENDING, JobState.RETRYING})
+WAITING_STATES = RUNNABLE_STATES | {JobState.BLOCKED, JobState.SCHEDULED}
 
 
 class Cause(_NamedIntEnum):
@@ -62,6 +73,16 @@ class Cause(_NamedIntEnum):
     CANCELED = 9  # canceled by a user
     LEASE_RETURNED = 10  # the lease never reached its worker (to PENDING, not counted)
     INTERRUPTED = 11  # the worker stopped it because it was shutting down
+    DEPENDENCY_FAILED = 12  # a job it depended on can no longer meet its condition (to CANCELED)
+    RELEASED = 13  # every job it depended on met its condition (BLOCKED to PENDING)
+    DUE = 17  # a delayed job's time came (SCHEDULED to PENDING)
+
+
+class DependencyCondition(_NamedIntEnum):
+    """What a job needs of a job it depends on (zbrain.v1.DependencyCondition)."""
+
+    SUCCEEDED = 1  # the parent must succeed; otherwise the child is canceled
+    FINISHED = 2  # the parent must end, in any way
 
 
 class CancelOutcome(_NamedIntEnum):
@@ -90,6 +111,33 @@ class AttemptOutcome(_NamedIntEnum):
     INTERRUPTED = 5  # stopped because the worker is shutting down; retried while retries remain
 
 
+class ParameterType(_NamedIntEnum):
+    """What a template parameter's value must be (zbrain.v1.ParameterType)."""
+
+    STRING = 1
+    INTEGER = 2
+    NUMBER = 3
+    BOOLEAN = 4
+    JSON = 5  # any JSON value
+
+
+class OverlapPolicy(_NamedIntEnum):
+    """What a schedule's tick does while the last tick's job still runs
+    (zbrain.v1.OverlapPolicy)."""
+
+    ALLOW = 1  # submit anyway
+    SKIP = 2  # submit nothing for this tick (the default)
+    CANCEL_PREVIOUS = 3  # cancel the running one, then submit
+
+
+class CatchUpPolicy(_NamedIntEnum):
+    """What happens to a schedule's ticks missed while no server ran
+    (zbrain.v1.CatchUpPolicy)."""
+
+    SKIP = 1  # they submit nothing (the default)
+    RUN_ONCE = 2  # together they submit one job, for the latest of them
+
+
 class Role(_NamedIntEnum):
     """What an API token may do (zbrain.v1.TokenRole)."""
 
@@ -113,6 +161,30 @@ class Artifact:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "sha256": self.sha256, "size_bytes": self.size_bytes}
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """A job another job waits for, and what it needs of it."""
+
+    job_id: str
+    condition: DependencyCondition = DependencyCondition.SUCCEEDED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "condition": self.condition.name}
+
+
+@dataclass(frozen=True)
+class ParentResult:
+    """What a started job sees of a job it depended on: how it ended and,
+    when it succeeded, its output."""
+
+    job_id: str
+    state: JobState
+    output: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "state": self.state.name, "output": self.output}
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -165,6 +237,12 @@ class Job:
     worker_id: str
     cancel_requested: bool
     last_transition: Transition | None = None
+    depends_on: tuple[Dependency, ...] = ()  # the jobs it waits (or waited) for
+    child_ids: tuple[str, ...] = ()  # the jobs waiting for it (filled in by get)
+    rerun_of: str = ""  # the job it reruns, if any
+    rerun_ids: tuple[str, ...] = ()  # the jobs rerunning it (filled in by get)
+    # For a job a worker runs: how the jobs it depended on ended, and their outputs.
+    parents: tuple[ParentResult, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: enums by name, times in ISO 8601, durations in seconds."""
@@ -191,6 +269,10 @@ class Job:
             "worker_id": self.worker_id,
             "cancel_requested": self.cancel_requested,
             "last_transition": self.last_transition.to_dict() if self.last_transition else None,
+            "depends_on": [d.to_dict() for d in self.depends_on],
+            "child_ids": list(self.child_ids),
+            "rerun_of": self.rerun_of,
+            "rerun_ids": list(self.rerun_ids),
         }
 
 
@@ -228,4 +310,128 @@ class Event:
             "time": _iso(self.time),
             "type": self.type,
             **self.data,
+        }
+
+
+@dataclass(frozen=True)
+class JobSpecView:
+    """The job a template or schedule submits, as stored with it."""
+
+    cmd: tuple[str, ...]
+    input: Any
+    env: Mapping[str, str]
+    timeout: timedelta | None  # None: the server's default
+    max_retries: int | None  # None: the server's default
+    priority: int
+    labels: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "cmd": list(self.cmd),
+            "input": self.input,
+            "env": dict(self.env),
+            "timeout_s": self.timeout.total_seconds() if self.timeout is not None else None,
+            "max_retries": self.max_retries,
+            "priority": self.priority,
+            "labels": dict(self.labels),
+        }
+
+
+@dataclass(frozen=True)
+class TemplateParameter:
+    """One `{{ name }}` of a template: its type, whether a submission must give
+    it, and the value it takes otherwise (`default`; None for none)."""
+
+    name: str
+    type: ParameterType = ParameterType.STRING
+    required: bool = False
+    default: Any = None
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type.name,
+            "required": self.required,
+            "default": self.default,
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True)
+class Template:
+    """One version of a named job template."""
+
+    org_id: str
+    name: str
+    version: int
+    job: JobSpecView
+    parameters: tuple[TemplateParameter, ...]
+    description: str
+    create_time: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "org_id": self.org_id,
+            "name": self.name,
+            "version": self.version,
+            "job": self.job.to_dict(),
+            "parameters": [p.to_dict() for p in self.parameters],
+            "description": self.description,
+            "create_time": _iso(self.create_time),
+        }
+
+
+@dataclass(frozen=True)
+class ScheduleTemplate:
+    """The template a schedule submits: its name, version (0: the latest at
+    each tick) and parameters."""
+
+    name: str
+    version: int = 0
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "params": dict(self.params)}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A schedule: when it ticks, what each tick submits, and its policies."""
+
+    id: str
+    org_id: str
+    cron: str  # a 5-field cron expression in time_zone, or ""
+    time_zone: str
+    interval: timedelta | None  # or a fixed interval
+    job: JobSpecView | None
+    template: ScheduleTemplate | None
+    overlap: OverlapPolicy
+    catch_up: CatchUpPolicy
+    paused: bool
+    next_fire_time: datetime | None
+    last_fire_time: datetime | None
+    last_job_id: str
+    create_time: datetime | None
+    update_time: datetime | None
+    upcoming: tuple[datetime, ...] = ()  # the next fire times (get and create)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "org_id": self.org_id,
+            "cron": self.cron,
+            "time_zone": self.time_zone,
+            "interval_s": self.interval.total_seconds() if self.interval is not None else None,
+            "job": self.job.to_dict() if self.job is not None else None,
+            "template": self.template.to_dict() if self.template is not None else None,
+            "overlap": self.overlap.name,
+            "catch_up": self.catch_up.name,
+            "paused": self.paused,
+            "next_fire_time": _iso(self.next_fire_time),
+            "last_fire_time": _iso(self.last_fire_time),
+            "last_job_id": self.last_job_id,
+            "create_time": _iso(self.create_time),
+            "update_time": _iso(self.update_time),
+            "upcoming": [_iso(t) for t in self.upcoming],
         }

@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
-from datetime import timedelta
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
-from .client import Client
+from .client import _KEEP, Client, DependencyLike
 from .connection import TlsFiles
 from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine
 from .v1 import job_pb2
+from .workflows import Schedules, Templates
 
 T = TypeVar("T")
+A = TypeVar("A")
+P = ParamSpec("P")
 
 
 class SyncClient:
@@ -46,6 +58,10 @@ class SyncClient:
         except BaseException:
             self._stop_loop()
             raise
+        self.templates = SyncTemplates(self._run, self._client.templates)
+        """See `Client.templates`."""
+        self.schedules = SyncSchedules(self._run, self._client.schedules)
+        """See `Client.schedules`."""
 
     @classmethod
     def connect(
@@ -109,6 +125,9 @@ class SyncClient:
         priority: int = 0,
         labels: Mapping[str, str] | None = None,
         request_id: str | None = None,
+        depends_on: Iterable[DependencyLike] = (),
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
     ) -> Job:
         """See `Client.submit`."""
         return self._run(
@@ -122,8 +141,15 @@ class SyncClient:
                 priority=priority,
                 labels=labels,
                 request_id=request_id,
+                depends_on=depends_on,
+                run_at=run_at,
+                delay=delay,
             )
         )
+
+    def rerun(self, job_id: str, *, input: Any = _KEEP) -> Job:
+        """See `Client.rerun`."""
+        return self._run(self._client.rerun(job_id, input=input))
 
     def submit_batch(self, specs: Iterable[job_pb2.JobSpec]) -> builtins.list[str]:
         """See `Client.submit_batch`."""
@@ -141,6 +167,7 @@ class SyncClient:
         oldest_first: bool = False,
         limit: int | None = None,
         page_size: int = 100,
+        labels: Mapping[str, str] | None = None,
     ) -> Iterator[Job]:
         """See `Client.list`."""
         return self._iterate(
@@ -150,6 +177,7 @@ class SyncClient:
                 oldest_first=oldest_first,
                 limit=limit,
                 page_size=page_size,
+                labels=labels,
             )
         )
 
@@ -189,3 +217,50 @@ class SyncClient:
     def download(self, job_id: str, name: str, destination: Path) -> Artifact:
         """See `Client.download`."""
         return self._run(self._client.download(job_id, name, destination))
+
+
+Run = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+class _Blocking(Generic[A]):
+    """The methods of an async object (`A`), each run to its end on the client's loop."""
+
+    def __init__(self, run: Run, inner: A) -> None:
+        self._run = run
+        self._inner = inner
+
+
+def _blocking(
+    method: Callable[Concatenate[A, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[_Blocking[A], P], T]:
+    """The blocking form of an async method, with its signature and docstring."""
+
+    @functools.wraps(method)
+    def call(self: _Blocking[A], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = self._run(method(self._inner, *args, **kwargs))
+        return result
+
+    return call
+
+
+class SyncTemplates(_Blocking[Templates]):
+    """`Client.templates` without `await`."""
+
+    create = _blocking(Templates.create)
+    get = _blocking(Templates.get)
+    list = _blocking(Templates.list)
+    delete = _blocking(Templates.delete)
+    submit = _blocking(Templates.submit)
+
+
+class SyncSchedules(_Blocking[Schedules]):
+    """`Client.schedules` without `await`."""
+
+    create = _blocking(Schedules.create)
+    update = _blocking(Schedules.update)
+    get = _blocking(Schedules.get)
+    list = _blocking(Schedules.list)
+    delete = _blocking(Schedules.delete)
+    pause = _blocking(Schedules.pause)
+    resume = _blocking(Schedules.resume)
+    trigger = _blocking(Schedules.trigger)

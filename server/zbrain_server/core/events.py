@@ -26,10 +26,14 @@ any stream to carry, whatever a worker sends at once."""
 
 @dataclass(slots=True)
 class JobSubmitted:
-    """A job was accepted."""
+    """A job was accepted: PENDING, SCHEDULED (until `next_run_time_us`),
+    BLOCKED (waiting for `depends_on`) or CANCELED (a job it needed failed)."""
 
     cmd: tuple[str, ...]
     priority: int
+    state: JobState = JobState.PENDING
+    next_run_time_us: int | None = None
+    depends_on: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -65,7 +69,19 @@ class WorkerPresence:
     connected: bool
 
 
-Body = JobSubmitted | JobStateChanged | JobLogged | WorkerPresence
+@dataclass(slots=True)
+class ScheduleFired:
+    """A schedule's tick came: the job it submitted, or why it submitted none."""
+
+    schedule_id: str
+    tick_time_us: int
+    job_id: str = ""
+    skipped_reason: str = ""
+    triggered: bool = False  # by TriggerSchedule rather than a tick
+    missed_ticks: int = 0  # missed before it, skipped or folded into it
+
+
+Body = JobSubmitted | JobStateChanged | JobLogged | WorkerPresence | ScheduleFired
 
 
 def job_topic(job_id: str, kind: str) -> str:
@@ -89,13 +105,15 @@ class EventCodec(Protocol):
 def submitted(jobs: Sequence[Job]) -> list[EventRecord]:
     """The submitted events of new jobs. The jobs of a batch mostly share their
     command, so they share one body, which the store encodes once."""
-    bodies: dict[tuple[tuple[str, ...], int], JobSubmitted] = {}
+    bodies: dict[tuple[object, ...], JobSubmitted] = {}
     records = []
     for job in jobs:
-        key = (job.cmd, job.priority)
+        delayed = job.next_run_time_us if job.state is JobState.SCHEDULED else None
+        parents = tuple(d.job_id for d in job.depends_on)
+        key = (job.cmd, job.priority, job.state, delayed, parents)
         body = bodies.get(key)
         if body is None:
-            body = bodies[key] = JobSubmitted(job.cmd, job.priority)
+            body = bodies[key] = JobSubmitted(job.cmd, job.priority, job.state, delayed, parents)
         records.append(
             EventRecord(
                 0, job_topic(job.id, "state"), job.org_id, job.id, job.create_time_us, body=body
@@ -117,7 +135,7 @@ def state_changed(change: Change) -> EventRecord:
     )
     if after.state in (JobState.RETRYING, JobState.FAILED):
         body.error = after.last_error
-    if after.state is JobState.RETRYING:
+    if after.state in (JobState.RETRYING, JobState.SCHEDULED):
         body.next_run_time_us = after.next_run_time_us
     if after.state is JobState.SUCCEEDED:
         body.output_summary = after.output_json.encode()[:OUTPUT_SUMMARY_BYTES].decode(
@@ -144,6 +162,10 @@ def logged(job: Job, lines: Sequence[LogLine]) -> list[EventRecord]:
             )
             start, size = end, 0
     return records
+
+
+def schedule_fired(org_id: str, body: ScheduleFired, time_us: int) -> EventRecord:
+    return EventRecord(0, f"schedules/{body.schedule_id}", org_id, body.job_id, time_us, body=body)
 
 
 def worker_presence(worker_id: str, org_id: str, connected: bool, time_us: int) -> EventRecord:

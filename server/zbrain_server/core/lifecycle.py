@@ -13,14 +13,22 @@ stale read can never overwrite a newer one.
     RUNNING  --failure, none left-->      FAILED
     RUNNING  --canceled by worker-->      CANCELED
     RETRYING --cancel-->   CANCELED
+    SCHEDULED --its time comes-->           PENDING
+    BLOCKED  --every parent met its condition-->  PENDING (or SCHEDULED)
+    BLOCKED  --a parent can no longer meet it-->  CANCELED
+    BLOCKED, SCHEDULED --cancel-->          CANCELED
 
 A timed-out, lost or interrupted attempt is a failure like any other, told
-apart by its cause; a job whose cancel was requested is never retried.
+apart by its cause; a job whose cancel was requested is never retried. A job
+is accepted PENDING, SCHEDULED when delayed, or BLOCKED while it waits for
+other jobs (see `accepted`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +40,7 @@ from .model import (
     AttemptResult,
     CancelOutcome,
     Cause,
+    DependencyCondition,
     Job,
     JobState,
     NewJob,
@@ -50,9 +59,13 @@ ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
         }
     ),
     JobState.RETRYING: frozenset({JobState.RUNNING, JobState.CANCELED}),
+    JobState.SCHEDULED: frozenset({JobState.PENDING, JobState.CANCELED}),
+    JobState.BLOCKED: frozenset({JobState.PENDING, JobState.SCHEDULED, JobState.CANCELED}),
     JobState.SUCCEEDED: frozenset(),
     JobState.FAILED: frozenset(),
     JobState.CANCELED: frozenset(),
+    # A state a client does not know; no job is ever in it on the server.
+    JobState.UNSPECIFIED: frozenset(),
 }
 
 
@@ -105,12 +118,15 @@ OVERDUE_ERROR = "timed out (enforced by the server)"
 
 
 def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
-    """A job just submitted: PENDING, runnable from now, no attempt yet.
+    """A job just submitted, no attempt yet: PENDING, runnable from now, or
+    SCHEDULED until its run_at time. (Dependencies are `accepted`'s part.)
 
     The stores make it from the NewJob rather than read it back from its row,
     which would parse the JSON columns just written. It shares the NewJob's
     values, which nobody changes in place.
     """
+    run_at_us = new.run_at_us
+    delayed = run_at_us is not None and run_at_us > now_us
     return Job(
         id=job_id,
         org_id=new.org_id,
@@ -121,13 +137,13 @@ def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
         max_retries=new.max_retries,
         priority=new.priority,
         labels=new.labels,
-        state=JobState.PENDING,
+        state=JobState.SCHEDULED if delayed else JobState.PENDING,
         attempt=0,
         create_time_us=now_us,
         update_time_us=now_us,
         start_time_us=None,
         finish_time_us=None,
-        next_run_time_us=now_us,
+        next_run_time_us=run_at_us if delayed else now_us,
         last_error="",
         output_json="",
         lease_epoch=0,
@@ -140,6 +156,81 @@ def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
         cause=Cause.SUBMITTED,
         reason="submitted",
         transition_time_us=now_us,
+        rerun_of=new.rerun_of,
+    )
+
+
+def accepted(job: Job, waiting_on: int, failed: tuple[str, JobState] | None) -> Job:
+    """A submitted job with dependencies, as stored: BLOCKED while `waiting_on`
+    of its parents have yet to meet their conditions, or CANCELED at once when
+    one (`failed`: its id and state) can no longer meet it."""
+    if failed is not None:
+        return dependency_failed(job, *failed, job.create_time_us).after
+    if waiting_on:
+        plural = "s" if waiting_on > 1 else ""
+        return evolve(
+            job,
+            state=JobState.BLOCKED,
+            waiting_on=waiting_on,
+            reason=f"submitted; waiting for {waiting_on} job{plural}",
+        )
+    return job
+
+
+def condition_met(condition: DependencyCondition, parent_state: JobState) -> bool | None:
+    """Whether a parent in this state meets the condition: None while it may
+    still run (not terminal), then True or False for good."""
+    if not parent_state.is_terminal:
+        return None
+    return condition is DependencyCondition.FINISHED or parent_state is JobState.SUCCEEDED
+
+
+def release(job: Job, now_us: int) -> Change:
+    """A blocked job whose parents all met their conditions: runnable, or
+    SCHEDULED while its own run_at time is still to come."""
+    run_at = job.next_run_time_us or now_us
+    later = run_at > now_us
+    return _move(
+        job,
+        JobState.SCHEDULED if later else JobState.PENDING,
+        Cause.RELEASED,
+        "every job it waited for is done",
+        now_us,
+        waiting_on=0,
+        next_run_time_us=run_at if later else now_us,
+    )
+
+
+def dependency_failed(job: Job, parent_id: str, parent_state: JobState, now_us: int) -> Change:
+    """A waiting job whose parent ended in a way that can never meet its
+    condition: it will not run."""
+    return _move(
+        job,
+        JobState.CANCELED,
+        Cause.DEPENDENCY_FAILED,
+        f"job {parent_id} it depends on ended {parent_state.name}",
+        now_us,
+        finish_time_us=now_us,
+        next_run_time_us=None,
+    )
+
+
+def due(job: Job, now_us: int) -> Change:
+    """A delayed job whose time came: runnable."""
+    return _move(job, JobState.PENDING, Cause.DUE, "its scheduled time came", now_us)
+
+
+def canceled_with(job: Job, ancestor_id: str, now_us: int) -> Change:
+    """A job waiting downstream of a job a user canceled: canceled with it."""
+    return _move(
+        job,
+        JobState.CANCELED,
+        Cause.CANCELED,
+        f"canceled with job {ancestor_id}, which it waited for",
+        now_us,
+        finish_time_us=now_us,
+        next_run_time_us=None,
+        cancel_requested=True,
     )
 
 
@@ -318,8 +409,32 @@ def _describe_failure(result: AttemptResult) -> str:
     return "failed"
 
 
+# What a rerun does not take over from the job it reruns: its identity and
+# place in a graph or schedule. Every other field of the spec is copied, so a
+# field a job gains is rerun with it.
+_NOT_RERUN = frozenset({"request_id", "trace_context", "depends_on", "run_at_us", "rerun_of"})
+_RERUN_FIELDS = tuple(
+    spec.name for spec in dataclasses.fields(NewJob) if spec.name not in _NOT_RERUN
+)
+
+
+def rerun(job: Job, input_json: str | None, trace_context: Mapping[str, str]) -> NewJob:
+    """A new job with the spec of a finished one (its input replaced if
+    given), linked to it by rerun_of; IllegalTransitionError unless it finished."""
+    if not job.state.is_terminal:
+        raise IllegalTransitionError(
+            f"job {job.id} is {job.state.name}; only a finished job (SUCCEEDED, FAILED or "
+            "CANCELED) can be rerun"
+        )
+    spec = {name: getattr(job, name) for name in _RERUN_FIELDS}
+    if input_json is not None:
+        spec["input_json"] = input_json
+    return NewJob(**spec, trace_context=trace_context, rerun_of=job.id)
+
+
 def cancel(job: Job, now_us: int) -> tuple[Change | None, CancelOutcome]:
-    """Cancel a job: at once when waiting, by request when running, not at all when done."""
+    """Cancel a job: at once when waiting (also blocked or delayed), by request
+    when running, not at all when done."""
     if job.state.is_terminal:
         return None, CancelOutcome.ALREADY_TERMINAL
     if job.state is JobState.RUNNING:

@@ -27,6 +27,8 @@ from zbrain.models import (
     AttemptOutcome,
     CancelOutcome,
     Cause,
+    Dependency,
+    DependencyCondition,
     JobState,
     LogStream,
     Role,
@@ -42,6 +44,9 @@ __all__ = [
     "AttemptResult",
     "CancelOutcome",
     "Cause",
+    "Dependency",
+    "DependencyCondition",
+    "Edge",
     "EventRecord",
     "Job",
     "JobQuery",
@@ -51,6 +56,7 @@ __all__ = [
     "LogRecord",
     "LogStream",
     "NewJob",
+    "ParentOutcome",
     "Role",
     "evolve",
     "is_org_id",
@@ -72,6 +78,15 @@ def now_us() -> int:
 
 
 @dataclass(slots=True)
+class Edge:
+    """A dependency as submitted: on a stored job (its id) or on another job
+    of the same batch (its index in the batch)."""
+
+    parent: str | int
+    condition: DependencyCondition = DependencyCondition.SUCCEEDED
+
+
+@dataclass(slots=True)
 class NewJob:
     """A validated job as submitted, before the store gives it an id and times."""
 
@@ -85,6 +100,9 @@ class NewJob:
     labels: Mapping[str, str] = field(default_factory=dict)
     request_id: str = ""
     trace_context: Mapping[str, str] = field(default_factory=dict)
+    depends_on: tuple[Edge, ...] = ()
+    run_at_us: int | None = None  # a delayed job: not before this time
+    rerun_of: str = ""  # the job this one reruns
 
 
 @dataclass(slots=True)
@@ -135,6 +153,14 @@ class Job:
     transition_time_us: int
     artifacts: tuple[Artifact, ...] = ()
     attempts: tuple[AttemptRecord, ...] = ()  # the ended ones, oldest first
+    # Workflows (see store.graph): the jobs it waits for, how many of those
+    # have yet to meet their condition, whether any job waits for it, its
+    # distance from the roots of its graph, and the job it reruns.
+    depends_on: tuple[Dependency, ...] = ()
+    waiting_on: int = 0
+    has_children: bool = False
+    depth: int = 0
+    rerun_of: str = ""
 
 
 _JOB_FIELDS = tuple(spec.name for spec in fields(Job))
@@ -151,12 +177,23 @@ def evolve(job: Job, **changes: Any) -> Job:
 
 
 @dataclass(slots=True)
+class ParentOutcome:
+    """How a job another one depended on ended, as the started child sees it."""
+
+    job_id: str
+    state: JobState
+    output_json: str  # "" unless it succeeded, or when left out (output_omitted)
+    output_omitted: bool = False
+
+
+@dataclass(slots=True)
 class Lease:
     """A job handed to a worker for one attempt, fenced by `lease_epoch`."""
 
     job: Job
     lease_epoch: int
     expire_time_us: int
+    parents: tuple[ParentOutcome, ...] = ()
 
 
 @dataclass(slots=True)

@@ -117,8 +117,12 @@ class Dispatcher:
     # -- client operations -----------------------------------------------------
 
     async def submit(self, jobs: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+        limits = self._config.limits
         created = await self._store.create_jobs(
-            jobs, now_us(), pending_limit=self._config.limits.max_pending_per_org
+            jobs,
+            now_us(),
+            pending_limit=limits.max_pending_per_org,
+            max_depth=limits.max_graph_depth - 1,  # edges below the roots
         )
         self.kick()
         self._telemetry.submitted(job for job, deduplicated in created if not deduplicated)
@@ -150,7 +154,7 @@ class Dispatcher:
                 continue
             body = record.body
             if isinstance(body, events.JobSubmitted):
-                runnable = True
+                runnable = runnable or body.state.is_runnable
             elif isinstance(body, events.JobStateChanged):
                 runnable = runnable or body.to_state.is_runnable
                 if body.cause is Cause.CANCEL_REQUESTED:
@@ -167,9 +171,7 @@ class Dispatcher:
     ) -> list[Lease]:
         """Lease up to max_jobs, waiting up to wait_s for jobs to become runnable."""
         if wait_s <= 0:
-            leases = await self._store.lease_jobs(
-                worker_id, org_ids, max_jobs, now_us(), self._lease_ttl_us
-            )
+            leases = await self._lease(worker_id, org_ids, max_jobs)
             self._telemetry.leased(leases)
             return leases
         waiter = LeaseWaiter(worker_id, tuple(org_ids), max_jobs)
@@ -192,6 +194,16 @@ class Dispatcher:
         finally:
             waiter.capacity = 0  # a pass that still holds it in its snapshot skips it
             self._consumers.remove(waiter)
+
+    async def _lease(self, worker_id: str, org_ids: Sequence[str], max_jobs: int) -> list[Lease]:
+        return await self._store.lease_jobs(
+            worker_id,
+            org_ids,
+            max_jobs,
+            now_us(),
+            self._lease_ttl_us,
+            parent_outputs_bytes=self._config.limits.max_parent_outputs_bytes,
+        )
 
     def _give_back_later(self, future: asyncio.Future[list[Lease]]) -> None:
         if not future.cancelled() and future.result():
@@ -410,9 +422,7 @@ class Dispatcher:
                 if isinstance(consumer, LeaseWaiter):
                     consumer.leasing = True
                 try:
-                    leases = await self._store.lease_jobs(
-                        consumer.worker_id, orgs, wanted, now_us(), self._lease_ttl_us
-                    )
+                    leases = await self._lease(consumer.worker_id, orgs, wanted)
                 finally:
                     if isinstance(consumer, LeaseWaiter):
                         consumer.leasing = False

@@ -8,7 +8,7 @@ whatever the wire. Each operation takes the `Caller` it acts for.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from zbrain.errors import (
@@ -97,6 +97,24 @@ class Jobs:
         job = await self._store.get_job(job_id)
         check_visible(caller, job.org_id, f"job {job_id}")
         return job
+
+    async def links(self, job: Job) -> tuple[list[str], list[str]]:
+        """The ids of the jobs that wait (or waited) for a job, and of its reruns."""
+        if not job.has_children:
+            return [], (await self._store.job_links(job.id))[1]
+        return await self._store.job_links(job.id)
+
+    async def rerun(
+        self,
+        caller: Caller,
+        job_id: str,
+        input_json: str | None,
+        trace_context: Mapping[str, str],
+    ) -> Job:
+        """Submit a finished job again as a new job linked to it (`lifecycle.rerun`)."""
+        job = await self.get(caller, job_id)
+        [(created, _)] = await self.submit([lifecycle.rerun(job, input_json, trace_context)])
+        return created
 
     async def list_jobs(self, query: JobQuery) -> list[Job]:
         """One page of jobs (the query's org is already the caller's to read)."""

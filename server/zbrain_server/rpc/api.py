@@ -20,7 +20,7 @@ import base64
 import binascii
 import re
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from zbrain.errors import FieldViolation, InvalidArgumentError
 from zbrain.v1 import job_pb2
@@ -34,7 +34,9 @@ from ..dispatch.jobs import Jobs
 from ..dispatch.tokens import create_token
 from ..store import JobStore
 from . import codec, validation
+from .schedules import ScheduleApi
 from .telemetry import current_trace_context
+from .templates import TemplateApi
 
 Operation = Callable[..., Any]
 """`async (caller, request) -> response`, or for a server-streaming RPC an
@@ -50,28 +52,49 @@ def operation_name(method: str) -> str:
 
 
 class Api:
-    """zbrain.v1.JobService and TokenService, transport-neutral."""
+    """zbrain.v1's operations, transport-neutral: JobService and TokenService
+    here, TemplateService and ScheduleService in their parts (`templates`,
+    `schedules`)."""
 
     def __init__(self, config: ServerConfig, jobs: Jobs, store: JobStore) -> None:
         self._config = config
         self._jobs = jobs
         self._store = store
+        self.templates = TemplateApi(self, store)
+        self.schedules = ScheduleApi(self, store)
+
+    @property
+    def config(self) -> ServerConfig:
+        return self._config
+
+    @property
+    def jobs(self) -> Jobs:
+        return self._jobs
 
     def operation(self, method: str) -> Operation | None:
         """The operation of a full method name, or None when there is none
         (WorkerService.Connect, a session rather than an operation, lives in
         `worker_service`)."""
-        found = getattr(self, operation_name(method), None)
-        return found if callable(found) and not operation_name(method).startswith("_") else None
+        name = operation_name(method)
+        if name.startswith("_"):
+            return None
+        for part in (self, self.templates, self.schedules):
+            found = getattr(part, name, None)
+            if callable(found):
+                return cast(Operation, found)
+        return None
 
-    def _new_job(
+    def new_job(
         self,
         caller: Caller,
         spec: job_pb2.JobSpec,
         field: str,
         trace: dict[str, str],
         request_id: str = "",
+        refs: dict[str, int] | None = None,
     ) -> NewJob:
+        """A JobSpec validated into the job to submit, in the org the caller
+        may act on (for templates and schedules too)."""
         config = self._config
         return validation.new_job(
             spec,
@@ -82,13 +105,14 @@ class Api:
             limits=config.limits,
             request_id=request_id,
             trace_context=trace,
+            refs=refs,
         )
 
     # -- clients ---------------------------------------------------------------------
 
     async def submit(self, caller: Caller, request: pb.SubmitRequest) -> pb.SubmitResponse:
         # The job remembers the submitting call's trace, so its attempts join it.
-        new = self._new_job(caller, request.job, "job", current_trace_context(), request.request_id)
+        new = self.new_job(caller, request.job, "job", current_trace_context(), request.request_id)
         [(job, deduplicated)] = await self._jobs.submit([new])
         return pb.SubmitResponse(job=codec.job_to_proto(job), deduplicated=deduplicated)
 
@@ -96,16 +120,22 @@ class Api:
         self, caller: Caller, request: pb.SubmitBatchRequest
     ) -> pb.SubmitBatchResponse:
         validation.batch(request.jobs, self._config.limits)
+        refs = validation.batch_refs(request.jobs)
         trace = current_trace_context()
         new = [
-            self._new_job(caller, spec, f"jobs[{i}]", trace) for i, spec in enumerate(request.jobs)
+            self.new_job(caller, spec, f"jobs[{i}]", trace, refs=refs)
+            for i, spec in enumerate(request.jobs)
         ]
         created = await self._jobs.submit(new)
         return pb.SubmitBatchResponse(job_ids=[job.id for job, _ in created])
 
     async def get(self, caller: Caller, request: pb.GetRequest) -> pb.GetResponse:
         job = await self._jobs.get(caller, validation.check_job_id(request.job_id))
-        return pb.GetResponse(job=codec.job_to_proto(job))
+        message = codec.job_to_proto(job)
+        children, reruns = await self._jobs.links(job)
+        message.child_ids.extend(children)
+        message.rerun_ids.extend(reruns)
+        return pb.GetResponse(job=message)
 
     async def list(self, caller: Caller, request: pb.ListRequest) -> pb.ListResponse:
         org_id = request_org(caller, request.org_id, self._config.default_org)
@@ -121,6 +151,16 @@ class Api:
         return pb.CancelResponse(
             job=codec.job_to_proto(job), outcome=pb.CancelOutcome.ValueType(outcome.value)
         )
+
+    async def rerun(self, caller: Caller, request: pb.RerunRequest) -> pb.RerunResponse:
+        job_id = validation.check_job_id(request.job_id)
+        input_json = (
+            validation.input_json(request.input_json, "input_json", self._config.limits)
+            if request.HasField("input_json")
+            else None
+        )
+        job = await self._jobs.rerun(caller, job_id, input_json, current_trace_context())
+        return pb.RerunResponse(job=codec.job_to_proto(job))
 
     async def stream_logs(
         self, caller: Caller, request: pb.StreamLogsRequest

@@ -59,6 +59,30 @@ REQUIRED_ROLE: dict[str, Role | None] = {
             "StreamEvents",
             "ListArtifacts",
             "DownloadArtifact",
+            "Rerun",
+        )
+    },
+    **{
+        "/zbrain.v1.TemplateService/" + name: Role.CLIENT
+        for name in (
+            "CreateTemplate",
+            "GetTemplate",
+            "ListTemplates",
+            "DeleteTemplate",
+            "SubmitTemplate",
+        )
+    },
+    **{
+        "/zbrain.v1.ScheduleService/" + name: Role.CLIENT
+        for name in (
+            "CreateSchedule",
+            "GetSchedule",
+            "ListSchedules",
+            "UpdateSchedule",
+            "DeleteSchedule",
+            "PauseSchedule",
+            "ResumeSchedule",
+            "TriggerSchedule",
         )
     },
     **{
@@ -72,6 +96,10 @@ REQUIRED_ROLE: dict[str, Role | None] = {
     "/zbrain.v1.TokenService/RevokeToken": Role.ADMIN,
 }
 """The role each method needs (admins may call all); None: open to anyone."""
+
+WORKERS_MAY_READ = frozenset({_JOBS + "Get"})
+"""Client methods a worker token may call too: a started job's worker reads
+the outputs of the jobs it depended on that its lease left out."""
 
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
@@ -137,6 +165,8 @@ class Authenticator:
         """PermissionDeniedError unless the caller's role may call `method`
         (a full method name, "/zbrain.v1.JobService/Submit")."""
         needed = REQUIRED_ROLE.get(method, Role.ADMIN)
+        if who.role is Role.WORKER and method in WORKERS_MAY_READ:
+            return
         if needed is not None and who.role is not needed and not who.is_admin:
             raise PermissionDeniedError(
                 f"a {who.role.label} token cannot call {method.rsplit('/', 1)[-1]}; "

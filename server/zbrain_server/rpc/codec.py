@@ -13,7 +13,14 @@ from typing import cast
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from zbrain.v1 import event_pb2, job_pb2, job_service_pb2, token_service_pb2
+from zbrain.v1 import (
+    event_pb2,
+    job_pb2,
+    job_service_pb2,
+    schedule_pb2,
+    template_pb2,
+    token_service_pb2,
+)
 
 from ..core import events
 from ..core.model import (
@@ -26,6 +33,8 @@ from ..core.model import (
     LogLine,
     LogStream,
 )
+from ..core.schedules import Schedule
+from ..core.templates import Template
 from ..core.tokens import Token
 from ..dispatch.sessions import WorkerSession
 
@@ -36,6 +45,15 @@ def timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:
     ts = timestamp_pb2.Timestamp()
     ts.FromMicroseconds(us)
     return ts
+
+
+def timestamps(times_us: Iterable[int]) -> list[timestamp_pb2.Timestamp]:
+    stamps = []
+    for us in times_us:
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromMicroseconds(us)
+        stamps.append(stamp)
+    return stamps
 
 
 def duration(us: int) -> duration_pb2.Duration:
@@ -63,7 +81,13 @@ def job_to_proto(job: Job) -> job_pb2.Job:
         worker_id=job.worker_id,
         cancel_requested=job.cancel_requested,
         request_id=job.request_id,
+        rerun_of=job.rerun_of,
     )
+    for dependency in job.depends_on:
+        message.depends_on.add(
+            job_id=dependency.job_id,
+            condition=cast(job_pb2.DependencyCondition.ValueType, dependency.condition),
+        )
     transition = message.last_transition
     if job.previous_state is not None:
         transition.from_state = cast(job_pb2.JobState.ValueType, job.previous_state)
@@ -116,6 +140,15 @@ def lease_to_proto(lease: Lease) -> job_service_pb2.Lease:
         lease_epoch=lease.lease_epoch,
         expire_time=timestamp(lease.expire_time_us),
         trace_context=lease.job.trace_context,
+        parents=[
+            job_pb2.ParentResult(
+                job_id=parent.job_id,
+                state=cast(job_pb2.JobState.ValueType, parent.state),
+                output_json=parent.output_json,
+                output_omitted=parent.output_omitted,
+            )
+            for parent in lease.parents
+        ],
     )
 
 
@@ -191,7 +224,27 @@ class EventProtobufCodec:
             )
         if kind == "job_submitted":
             submitted = event.job_submitted
-            return events.JobSubmitted(tuple(submitted.cmd), submitted.priority)
+            return events.JobSubmitted(
+                tuple(submitted.cmd),
+                submitted.priority,
+                JobState(submitted.state or JobState.PENDING),
+                (
+                    submitted.next_run_time.ToMicroseconds()
+                    if submitted.HasField("next_run_time")
+                    else None
+                ),
+                tuple(submitted.depends_on),
+            )
+        if kind == "schedule_fired":
+            fired = event.schedule_fired
+            return events.ScheduleFired(
+                fired.schedule_id,
+                fired.tick_time.ToMicroseconds(),
+                fired.job_id,
+                fired.skipped_reason,
+                fired.triggered,
+                fired.missed_ticks,
+            )
         presence = event.worker_presence
         return events.WorkerPresence(presence.worker_id, presence.connected)
 
@@ -217,9 +270,25 @@ def _event_body(body: events.Body) -> event_pb2.Event:
     if isinstance(body, events.JobLogged):
         return event_pb2.Event(job_logged=event_pb2.JobLogged(lines=log_lines_to_proto(body.lines)))
     if isinstance(body, events.JobSubmitted):
-        return event_pb2.Event(
-            job_submitted=event_pb2.JobSubmitted(cmd=body.cmd, priority=body.priority)
+        submitted = event_pb2.JobSubmitted(
+            cmd=body.cmd,
+            priority=body.priority,
+            state=cast(job_pb2.JobState.ValueType, body.state),
+            depends_on=body.depends_on,
         )
+        if body.next_run_time_us is not None:
+            submitted.next_run_time.FromMicroseconds(body.next_run_time_us)
+        return event_pb2.Event(job_submitted=submitted)
+    if isinstance(body, events.ScheduleFired):
+        fired = event_pb2.ScheduleFired(
+            schedule_id=body.schedule_id,
+            job_id=body.job_id,
+            skipped_reason=body.skipped_reason,
+            triggered=body.triggered,
+            missed_ticks=body.missed_ticks,
+        )
+        fired.tick_time.FromMicroseconds(body.tick_time_us)
+        return event_pb2.Event(schedule_fired=fired)
     return event_pb2.Event(
         worker_presence=event_pb2.WorkerPresence(worker_id=body.worker_id, connected=body.connected)
     )
@@ -234,6 +303,58 @@ def _cause(number: int) -> Cause:
 
 
 EVENT_CODEC = EventProtobufCodec()
+
+
+def template_to_proto(template: Template) -> template_pb2.Template:
+    message = template_pb2.Template(
+        org_id=template.org_id,
+        name=template.name,
+        version=template.version,
+        job=job_pb2.JobSpec.FromString(template.job_spec),
+        parameters=[
+            template_pb2.Parameter(
+                name=p.name,
+                type=cast(template_pb2.ParameterType.ValueType, p.type),
+                required=p.required,
+                default_json=p.default_json,
+                description=p.description,
+            )
+            for p in template.parameters
+        ],
+        description=template.description,
+    )
+    message.create_time.FromMicroseconds(template.create_time_us)
+    return message
+
+
+def schedule_to_proto(schedule: Schedule) -> schedule_pb2.Schedule:
+    message = schedule_pb2.Schedule(
+        id=schedule.id,
+        org_id=schedule.org_id,
+        cron=schedule.cron,
+        time_zone=schedule.time_zone,
+        overlap=cast(schedule_pb2.OverlapPolicy.ValueType, schedule.overlap),
+        catch_up=cast(schedule_pb2.CatchUpPolicy.ValueType, schedule.catch_up),
+        paused=schedule.paused,
+        last_job_id=schedule.last_job_id,
+    )
+    if schedule.interval_us:
+        message.interval.FromMicroseconds(schedule.interval_us)
+    if schedule.template is not None:
+        message.template.name = schedule.template.name
+        message.template.version = schedule.template.version
+        message.template.parameters.update(schedule.template.parameters)
+    else:
+        message.job.ParseFromString(schedule.job_spec)
+    for field, us in (
+        ("next_fire_time", schedule.next_fire_time_us),
+        ("last_fire_time", schedule.last_fire_time_us),
+        ("create_time", schedule.create_time_us),
+        ("update_time", schedule.update_time_us),
+    ):
+        if us is not None:
+            getattr(message, field).FromMicroseconds(us)
+    return message
 
 
 def token_to_proto(token: Token) -> token_service_pb2.TokenInfo:

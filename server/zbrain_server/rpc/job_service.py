@@ -54,6 +54,12 @@ class JobServicer(job_service_pb2_grpc.JobServiceServicer):
     ) -> pb.CancelResponse:
         return await self._api.cancel(current_caller(), request)
 
+    @rpc_errors
+    async def Rerun(
+        self, request: pb.RerunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RerunResponse:
+        return await self._api.rerun(current_caller(), request)
+
     @rpc_stream_errors
     async def StreamLogs(
         self, request: pb.StreamLogsRequest, context: grpc.aio.ServicerContext

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import graphlib
 import hashlib
 import json
 import re
@@ -30,6 +31,8 @@ from ..core.model import (
     Artifact,
     AttemptOutcome,
     AttemptResult,
+    DependencyCondition,
+    Edge,
     Job,
     JobQuery,
     JobState,
@@ -49,12 +52,16 @@ RESERVED_ENV_PREFIX = "ZBRAIN_"
 # LD_LIBRARY_PATH, LD_AUDIT, ...), a classic way to escape what cmd says.
 LOADER_ENV_PREFIXES = ("LD_", "DYLD_")
 DEFAULT_PAGE_SIZE = 50
+REF_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+REF_RULE = "must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
 
 E = TypeVar("E", bound=enum.IntEnum)
 
 
 def _enum_or_none(kind: type[E], number: int) -> E | None:
     """The enum member for a wire number, or None for UNSPECIFIED and unknown numbers."""
+    if not number:
+        return None
     try:
         return kind(number)
     except ValueError:
@@ -122,6 +129,23 @@ def _check_json(text: str, field: str, violations: Violations) -> None:
         violations.add(field, "is nested too deeply")
 
 
+def _check_input(input_json: str, field: str, limits: Limits, v: Violations) -> None:
+    input_bytes = len(input_json.encode())
+    if input_bytes > limits.max_input_bytes:
+        v.add(field, f"is {input_bytes} bytes; the limit is {limits.max_input_bytes}")
+    else:
+        _check_json(input_json, field, v)
+
+
+def input_json(text: str, field: str, limits: Limits) -> str:
+    """A job's input as JSON text ("null" for none), or INVALID_ARGUMENT."""
+    v = Violations()
+    text = text or "null"
+    _check_input(text, field, limits, v)
+    v.raise_if_any("invalid input")
+    return text
+
+
 def _check_text(value: str, field: str, violations: Violations) -> None:
     if "\x00" in value:
         violations.add(field, "must not contain NUL characters")
@@ -171,10 +195,13 @@ def new_job(
     limits: Limits,
     request_id: str = "",
     trace_context: Mapping[str, str] | None = None,
+    refs: Mapping[str, int] | None = None,
+    now: int | None = None,
 ) -> NewJob:
     """Validate a JobSpec and turn it into a NewJob, or raise naming every bad
     field. `org_id` is the org it goes to, the caller's choice already
-    resolved (`core.access.request_org`)."""
+    resolved (`core.access.request_org`); `refs` are the batch's job refs by
+    index (`batch_refs`), which its dependencies may name."""
     v = Violations()
     if not is_org_id(org_id):  # matched first: the field name costs more
         check_org_id(org_id, f"{field}.org_id", v)
@@ -195,13 +222,7 @@ def new_job(
             _check_text(arg, f"{field}.cmd[{i}]", v)
 
     input_json = spec.input_json or "null"
-    input_bytes = len(input_json.encode())
-    if input_bytes > limits.max_input_bytes:
-        v.add(
-            f"{field}.input_json", f"is {input_bytes} bytes; the limit is {limits.max_input_bytes}"
-        )
-    else:
-        _check_json(input_json, f"{field}.input_json", v)
+    _check_input(input_json, f"{field}.input_json", limits, v)
 
     # Plain dicts, made once: a protobuf map iterates through the slow Mapping mixins.
     env, labels = _plain_dict(spec.env), _plain_dict(spec.labels)
@@ -252,6 +273,13 @@ def new_job(
             v.add("request_id", f"must be at most {limits.max_request_id_bytes} bytes")
         _check_text(request_id, "request_id", v)
 
+    depends_on = _dependencies(spec, field, refs, limits, v) if spec.depends_on else ()
+    run_at_us = (
+        _run_at(spec, field, limits, v, now)
+        if spec.HasField("run_at") or spec.HasField("delay")
+        else None
+    )
+
     v.raise_if_any("invalid job")
     return NewJob(
         org_id=org_id,
@@ -264,7 +292,124 @@ def new_job(
         labels=labels,
         request_id=request_id,
         trace_context=dict(trace_context or {}),
+        depends_on=depends_on,
+        run_at_us=run_at_us,
     )
+
+
+def _dependencies(
+    spec: job_pb2.JobSpec,
+    field: str,
+    refs: Mapping[str, int] | None,
+    limits: Limits,
+    v: Violations,
+) -> tuple[Edge, ...]:
+    """The job's dependencies, each on a stored job (its id) or on a job of
+    the batch (its ref, as an index)."""
+    if len(spec.depends_on) > limits.max_dependencies_per_job:
+        v.add(
+            f"{field}.depends_on",
+            f"names {len(spec.depends_on)} jobs; the limit (max_dependencies_per_job) is "
+            f"{limits.max_dependencies_per_job}",
+        )
+        return ()
+    edges: list[Edge] = []
+    seen: set[str | int] = set()
+    for j, dependency in enumerate(spec.depends_on):
+        where = f"{field}.depends_on[{j}]"
+        condition = _enum_or_none(DependencyCondition, dependency.condition)
+        if condition is None and dependency.condition:
+            v.add(f"{where}.condition", "must be SUCCEEDED or FINISHED")
+        parent: str | int
+        if bool(dependency.job_id) == bool(dependency.ref):
+            v.add(where, "must name either a job_id or a ref of the same batch")
+            continue
+        if dependency.job_id:
+            if not is_job_id(dependency.job_id):
+                v.add(f"{where}.job_id", "is not a job id")
+                continue
+            parent = dependency.job_id
+        else:
+            index = (refs or {}).get(dependency.ref)
+            if index is None:
+                v.add(
+                    f"{where}.ref",
+                    f"names no job of this batch: there is no job with ref {dependency.ref!r}"
+                    if refs is not None
+                    else "refs name jobs of one SubmitBatch; Submit takes job ids",
+                )
+                continue
+            if spec.ref == dependency.ref:
+                v.add(f"{where}.ref", "a job cannot depend on itself")
+                continue
+            parent = index
+        if parent in seen:
+            v.add(where, "names a job this job already depends on")
+            continue
+        seen.add(parent)
+        edges.append(Edge(parent, condition or DependencyCondition.SUCCEEDED))
+    return tuple(edges)
+
+
+def _run_at(
+    spec: job_pb2.JobSpec, field: str, limits: Limits, v: Violations, now: int | None
+) -> int | None:
+    """When a delayed job may run (run_at, or now plus delay); None when not delayed."""
+    if spec.HasField("run_at") and spec.HasField("delay"):
+        v.add(f"{field}.run_at", "give either run_at or delay, not both")
+        return None
+    now = now_us() if now is None else now
+    latest = now + int(limits.max_delay_s * 1_000_000)
+    if spec.HasField("delay"):
+        delay = duration_us(spec.delay)
+        if delay < 0 or spec.delay.nanos < 0:
+            v.add(f"{field}.delay", "must not be negative")
+            return None
+        at = now + delay
+        where = f"{field}.delay"
+    else:
+        at = spec.run_at.seconds * 1_000_000 + spec.run_at.nanos // 1000
+        where = f"{field}.run_at"
+    if at > latest:
+        v.add(where, f"is more than {limits.max_delay_s / 86400:.0f} days ahead (max_delay_s)")
+        return None
+    return at
+
+
+def batch_refs(specs: Sequence[job_pb2.JobSpec]) -> dict[str, int]:
+    """The jobs of a batch by ref; INVALID_ARGUMENT for a ref used twice, or
+    for dependencies between the batch's jobs that go round in a cycle."""
+    refs: dict[str, int] = {}
+    v = Violations()
+    for i, spec in enumerate(specs):
+        if not spec.ref:
+            continue
+        if not REF_PATTERN.match(spec.ref):
+            v.add(f"jobs[{i}].ref", REF_RULE)
+        elif spec.ref in refs:
+            v.add(f"jobs[{i}].ref", f"{spec.ref!r} is also the ref of jobs[{refs[spec.ref]}]")
+        else:
+            refs[spec.ref] = i
+    v.raise_if_any("invalid batch")
+    waits = {
+        i: [refs[d.ref] for d in spec.depends_on if d.ref in refs and d.ref != spec.ref]
+        for i, spec in enumerate(specs)
+    }
+    try:
+        graphlib.TopologicalSorter(waits).prepare()
+    except graphlib.CycleError as cycle:
+        # graphlib lists each node before the one that waits for it: reversed,
+        # each waits for the next.
+        ring = list(reversed(cycle.args[1]))
+        path = " -> ".join(f"jobs[{i}] ({specs[i].ref!r})" for i in ring)
+        first, then = ring[0], ring[1]
+        j = next(j for j, d in enumerate(specs[first].depends_on) if d.ref == specs[then].ref)
+        raise _bad(
+            "dependency cycle",
+            f"jobs[{first}].depends_on[{j}].ref",
+            f"the batch's dependencies go round in a cycle: {path}",
+        ) from None
+    return refs
 
 
 def list_query(request: job_service_pb2.ListRequest, org_id: str, limits: Limits) -> JobQuery:

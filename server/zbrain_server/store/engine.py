@@ -33,6 +33,7 @@ from zbrain.errors import FailedPreconditionError, StoreConflictError, StoreErro
 from ..core import events
 from ..core.lifecycle import Change
 from ..core.model import EventRecord
+from . import graph
 from .ops import ExecuteMany, Program, RollbackToSavepoint, Savepoint
 from .rows import save_params
 from .rules import quota_exceeded, waiting_changes
@@ -90,7 +91,17 @@ class Tx:
 
     def save(self, changes: Sequence[Change], *, record: bool = True) -> Program[None]:
         """Write decided changes; FailedPreconditionError if any row changed
-        since it was read (the compare-and-set on state and lease epoch)."""
+        since it was read (the compare-and-set on state and lease epoch).
+        The jobs waiting for any job these changes end are settled with them
+        (`graph.settle`), in this transaction."""
+        yield from self.write(changes, record=record)
+        finished = graph.newly_finished(changes)
+        if finished:
+            yield from graph.settle(self, finished)
+
+    def write(self, changes: Sequence[Change], *, record: bool = True) -> Program[None]:
+        """`save` without settling children: for `graph` itself, which walks
+        the graph down in a loop of its own."""
         if not changes:
             return
         saved = yield ExecuteMany("save_job", [save_params(change) for change in changes])

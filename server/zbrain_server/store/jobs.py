@@ -12,10 +12,11 @@ tests/store/ holds every backend to it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
-from zbrain.errors import NotFoundError, ZBrainError
+from zbrain.errors import NotFoundError, StoreConflictError, ZBrainError
 
 from ..core import events, lifecycle
 from ..core.ids import first_id_at
@@ -34,9 +35,10 @@ from ..core.model import (
     NewJob,
 )
 from ..core.tokens import Token
+from . import graph
 from .driver import Driver, EventListener
 from .engine import Tx, WriteEngine
-from .ops import Execute, ExecuteMany, Fetch, FetchOne, Program
+from .ops import Execute, ExecuteMany, Fetch, FetchOne, Params, Program
 from .rows import (
     event_from_row,
     job_from_row,
@@ -48,6 +50,8 @@ from .rows import (
     with_artifacts,
 )
 from .rules import finish_all, leases, plan_submission, round_robin, within_log_budget
+from .schedules import ScheduleStore
+from .templates import TemplateStore
 
 PURGE_BATCH = 5000
 """Finished jobs deleted per retention write, so a long backlog never holds
@@ -61,6 +65,8 @@ class JobStore:
         self._driver = driver
         self._codec = codec
         self._engine = WriteEngine(driver, codec)
+        self.templates = TemplateStore(driver, self._engine)
+        self.schedules = ScheduleStore(driver, self._engine, self)
 
     @property
     def driver(self) -> Driver:
@@ -109,50 +115,85 @@ class JobStore:
     # -- jobs ------------------------------------------------------------------------
 
     async def create_jobs(
-        self, jobs: Sequence[NewJob], now_us: int, *, pending_limit: int | None = None
+        self,
+        jobs: Sequence[NewJob],
+        now_us: int,
+        *,
+        pending_limit: int | None = None,
+        max_depth: int | None = None,
     ) -> list[tuple[Job, bool]]:
         """Store new jobs atomically (all or none).
 
-        With `pending_limit`, an org may hold at most that many PENDING or
-        RETRYING jobs afterwards; otherwise ResourceExhaustedError, nothing stored.
+        With `pending_limit`, an org may hold at most that many waiting jobs
+        afterwards; otherwise ResourceExhaustedError, nothing stored.
 
         A job whose request_id matches an earlier job of the same org is not
         created again: that earlier job is returned with True beside it.
+
+        Jobs with dependencies are linked to their parents (`graph.plan`):
+        InvalidArgumentError when a parent is not a job of the child's org or
+        the graph would be deeper than `max_depth` jobs below its roots.
         """
 
         def program(tx: Tx) -> Program[list[tuple[Job, bool]]]:
-            keys = sorted({(new.org_id, new.request_id) for new in jobs if new.request_id})
-            earlier = yield from self._jobs_by_request_ids(keys)
-            results = plan_submission(jobs, now_us, earlier)
-            created = [job for job, deduplicated in results if not deduplicated]
-            # Request ids in one order, so that two batches sharing some never deadlock.
-            created.sort(key=lambda job: (job.org_id, job.request_id))
-            inserted = yield ExecuteMany("insert_job", [job_params(job) for job in created])
-            if inserted < len(created):
-                # Another writer (a replica's group, a moment ago) holds one of
-                # these request ids: answer with its job instead.
-                held = yield from self._jobs_by_request_ids(
-                    sorted({(job.org_id, job.request_id) for job in created if job.request_id})
-                )
-                ours = {job.id for job in created}
-                lost = {key for key, job in held.items() if job.id not in ours}
-                results = [
-                    (held[(job.org_id, job.request_id)], True)
-                    if (job.org_id, job.request_id) in lost
-                    else (job, deduplicated)
-                    for job, deduplicated in results
-                ]
-                created = [job for job, deduplicated in results if not deduplicated]
-            tx.waiting.update(job.org_id for job in created)
-            if pending_limit is not None:
-                tx.check_quota(pending_limit)
-            tx.record(events.submitted(created))
-            return results
+            return (yield from self.submit_program(tx, jobs, now_us, pending_limit, max_depth))
 
         # Declared even without a limit: the group then holds the org counts
         # while inserting, so a request id another replica's group is inserting
         # makes this one wait only in the lock order (see WriteEngine.write).
         return await self._engine.write(program, quota_orgs=[job.org_id for job in jobs])
+
+    def submit_program(
+        self,
+        tx: Tx,
+        jobs: Sequence[NewJob],
+        now_us: int,
+        pending_limit: int | None,
+        max_depth: int | None,
+    ) -> Program[list[tuple[Job, bool]]]:
+        """The write of `create_jobs`, for writes that submit among other things
+        (a schedule's tick). Its caller declares the jobs' orgs as quota_orgs."""
+        keys = sorted({(new.org_id, new.request_id) for new in jobs if new.request_id})
+        earlier = yield from self._jobs_by_request_ids(keys)
+        results = plan_submission(jobs, now_us, earlier)
+        edges: list[Params] = []
+        if any(new.depends_on for new in jobs):
+            parent_ids = graph.stored_parent_ids(jobs, results)
+            rows = (yield Fetch("lock_jobs", {"ids": parent_ids})) if parent_ids else []
+            parents = {job.id: job for job in map(job_from_row, rows)}
+            results, edges = graph.plan(jobs, results, parents, max_depth or sys.maxsize)
+            yield from graph.mark_parents(list(parents.values()))
+        created = [job for job, deduplicated in results if not deduplicated]
+        # Request ids in one order, so that two batches sharing some never deadlock.
+        created.sort(key=lambda job: (job.org_id, job.request_id))
+        inserted = yield ExecuteMany("insert_job", [job_params(job) for job in created])
+        if inserted < len(created):
+            if edges:  # the graph was planned on jobs that are not new after all
+                raise StoreConflictError("a request id was taken concurrently")
+            # Another writer (a replica's group, a moment ago) holds one of
+            # these request ids: answer with its job instead.
+            held = yield from self._jobs_by_request_ids(
+                sorted({(job.org_id, job.request_id) for job in created if job.request_id})
+            )
+            ours = {job.id for job in created}
+            lost = {key for key, job in held.items() if job.id not in ours}
+            results = [
+                (held[(job.org_id, job.request_id)], True)
+                if (job.org_id, job.request_id) in lost
+                else (job, deduplicated)
+                for job, deduplicated in results
+            ]
+            created = [job for job, deduplicated in results if not deduplicated]
+        linked = [graph.link_params(job) for job in created if graph.is_linked(job)]
+        if linked:
+            yield ExecuteMany("set_links", linked)
+        if edges:
+            yield ExecuteMany("insert_edge", edges)
+        tx.waiting.update(job.org_id for job in created if job.state.is_waiting)
+        if pending_limit is not None:
+            tx.check_quota(pending_limit)
+        tx.record(events.submitted(created))
+        return results
 
     def _jobs_by_request_ids(
         self, keys: list[tuple[str, str]]
@@ -187,6 +228,14 @@ class JobStore:
         [job] = await self._read_artifacts([job_from_row(row)])
         return job
 
+    async def job_links(self, job_id: str) -> tuple[list[str], list[str]]:
+        """The ids of the jobs waiting (or that waited) for a job, and of those
+        rerunning it: up to `graph.CHILDREN_SHOWN` of each, oldest first."""
+        params = {"id": job_id, "limit": graph.CHILDREN_SHOWN}
+        children = await self._driver.fetch("children_of", params)
+        reruns = await self._driver.fetch("reruns_of", params)
+        return [row["id"] for row in children], [row["id"] for row in reruns]
+
     async def _read_artifacts(self, jobs: list[Job]) -> list[Job]:
         if not jobs:
             return jobs
@@ -219,18 +268,29 @@ class JobStore:
         return await self._read_artifacts([job_from_row(row) for row in rows])
 
     async def cancel_job(self, job_id: str, now_us: int) -> tuple[Job, CancelOutcome]:
-        """Cancel a job as the lifecycle decides; return it as stored after."""
+        """Cancel a job as the lifecycle decides, and every job waiting
+        downstream of it; return it as stored after."""
 
         def program(tx: Tx) -> Program[tuple[Job, CancelOutcome]]:
-            job = job_from_row((yield from self._lock_job(job_id)))
-            change, outcome = lifecycle.cancel(job, now_us)
-            if change is not None:
-                yield from tx.save([change])
-                job = change.after
+            job, outcome = yield from self.cancel_program(tx, job_id, now_us)
             [job] = yield from self._attach_artifacts([job])
             return job, outcome
 
         return await self._engine.write(program)
+
+    def cancel_program(
+        self, tx: Tx, job_id: str, now_us: int
+    ) -> Program[tuple[Job, CancelOutcome]]:
+        """The write of `cancel_job`, for writes that cancel among other things
+        (a schedule canceling its last tick's job)."""
+        job = job_from_row((yield from self._lock_job(job_id)))
+        change, outcome = lifecycle.cancel(job, now_us)
+        if change is None:
+            return job, outcome
+        if job.has_children:  # nothing waiting for it runs, whatever its condition
+            yield from graph.cancel_descendants(tx, job, now_us)
+        yield from tx.save([change])
+        return change.after, outcome
 
     # -- leases ----------------------------------------------------------------------
 
@@ -241,12 +301,16 @@ class JobStore:
         max_jobs: int,
         now_us: int,
         lease_ttl_us: int,
+        *,
+        parent_outputs_bytes: int = 4 << 20,
     ) -> list[Lease]:
         """Lease up to max_jobs runnable jobs of the given orgs to a worker.
 
         Within an org, higher priority first, then submission order; the
         slots are shared round-robin between orgs, starting with the first
-        org given, so that callers can rotate it for fairness.
+        org given, so that callers can rotate it for fairness. A job that
+        depended on others carries how they ended and their outputs, up to
+        `parent_outputs_bytes` of outputs per lease (`graph.with_parents`).
         """
 
         def program(tx: Tx) -> Program[list[Lease]]:
@@ -261,7 +325,7 @@ class JobStore:
                 for job in round_robin(per_org, max_jobs)
             ]
             yield from tx.save(changes)
-            return leases(changes)
+            return (yield from graph.with_parents(leases(changes), parent_outputs_bytes))
 
         # Rows locked but not chosen (another org's turn) are released at commit.
         return await self._engine.write(program)
@@ -355,6 +419,24 @@ class JobStore:
 
         return await self._engine.write(program)
 
+    async def promote_due(self, now_us: int, limit: int) -> list[Job]:
+        """Make up to `limit` delayed jobs whose time has come PENDING, the
+        earliest first; the jobs as changed."""
+
+        def program(tx: Tx) -> Program[list[Job]]:
+            rows = yield Fetch("lock_due", {"now": now_us, "limit": limit})
+            changes = [lifecycle.due(job_from_row(row), now_us) for row in rows]
+            yield from tx.save(changes)
+            return [change.after for change in changes]
+
+        return await self._engine.write(program)
+
+    async def next_due_time(self) -> int | None:
+        """When the earliest delayed (SCHEDULED) job falls due, if any waits."""
+        row = await self._driver.fetch_one("next_due_time", {})
+        earliest = row["next_run_time"] if row is not None else None
+        return int(earliest) if earliest is not None else None
+
     async def next_run_time(self, org_ids: Sequence[str]) -> int | None:
         """The earliest time a job of these orgs becomes runnable, if any waits."""
         row = await self._driver.fetch_one("next_run_time", {"org_ids": list(org_ids)})
@@ -439,14 +521,19 @@ class JobStore:
             rows = yield Fetch("purgeable", {"before": finished_before_us, "limit": PURGE_BATCH})
             ids = [row["id"] for row in rows]
             if ids:
-                for statement in ("delete_logs_of", "delete_artifacts_of", "delete_jobs"):
+                for statement in (
+                    "delete_logs_of",
+                    "delete_artifacts_of",
+                    "delete_edges_of",
+                    "delete_jobs",
+                ):
                     yield Execute(statement, {"ids": ids})
             return len(ids)
 
         return await self._engine.write(program)
 
     async def count_unfinished(self) -> dict[tuple[str, JobState], int]:
-        """How many jobs are PENDING, RUNNING or RETRYING, by org and state."""
+        """How many jobs are in each unfinished state, by org and state."""
         rows = await self._driver.fetch("count_unfinished", {})
         return {(row["org_id"], JobState[row["state"]]): row["jobs"] for row in rows}
 

@@ -19,6 +19,8 @@ from ..core.model import (
     Artifact,
     AttemptRecord,
     Cause,
+    Dependency,
+    DependencyCondition,
     EventRecord,
     Job,
     JobState,
@@ -73,6 +75,25 @@ def job_from_row(row: Row) -> Job:
         # Jobs stored before transitions were recorded: their last update.
         transition_time_us=row["transition_time"] or row["update_time"],
         attempts=_attempts_from_json(row["attempts"]),
+        depends_on=_dependencies_from_json(row["depends_on"]),
+        waiting_on=row["waiting_on"],
+        has_children=bool(row["has_children"]),
+        depth=row["depth"],
+        rerun_of=row["rerun_of"],
+    )
+
+
+def dependencies_json(dependencies: Sequence[Dependency]) -> str:
+    """The `depends_on` column of a job, as `job_from_row` reads it back."""
+    return json.dumps([{"job_id": d.job_id, "condition": d.condition.name} for d in dependencies])
+
+
+def _dependencies_from_json(text: str) -> tuple[Dependency, ...]:
+    if text == "[]":  # most jobs depend on none
+        return ()
+    return tuple(
+        Dependency(entry["job_id"], DependencyCondition[entry["condition"]])
+        for entry in json.loads(text)
     )
 
 

@@ -105,11 +105,11 @@ def within_log_budget(
 
 
 def waiting_changes(changes: Sequence[Change]) -> dict[str, int]:
-    """How each org's count of waiting (PENDING or RETRYING) jobs moves with these
-    changes; orgs whose count stays put are left out."""
+    """How each org's count of waiting jobs (`JobState.is_waiting`) moves with
+    these changes; orgs whose count stays put are left out."""
     moved: collections.Counter[str] = collections.Counter()
     for change in changes:
-        was, now = change.before.state.is_runnable, change.after.state.is_runnable
+        was, now = change.before.state.is_waiting, change.after.state.is_waiting
         if was != now:
             moved[change.after.org_id] += 1 if now else -1
     return {org_id: delta for org_id, delta in moved.items() if delta}

@@ -110,8 +110,9 @@ class JobSubmitted(_message.Message):
     priority: _builtins.int
     """The job's priority."""
     state: _job_pb2.JobState.ValueType
-    """The state it was accepted in: PENDING, or BLOCKED when it waits for
-    other jobs (CANCELED when one of those had failed already).
+    """The state it was accepted in: PENDING; SCHEDULED when delayed; BLOCKED
+    when it waits for other jobs; CANCELED when one of those had failed
+    already (the job's last_transition says which).
     """
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -269,6 +270,7 @@ class ScheduleFired(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     SKIPPED_REASON_FIELD_NUMBER: _builtins.int
     TRIGGERED_FIELD_NUMBER: _builtins.int
+    MISSED_TICKS_FIELD_NUMBER: _builtins.int
     schedule_id: _builtins.str
     """The schedule's id."""
     job_id: _builtins.str
@@ -277,6 +279,10 @@ class ScheduleFired(_message.Message):
     """Why the tick submitted nothing (overlap policy, missed ticks), in words."""
     triggered: _builtins.bool
     """True for a TriggerSchedule rather than a tick."""
+    missed_ticks: _builtins.int
+    """How many ticks were missed (no server ran) before this one and, as the
+    catch-up policy says, skipped (SKIP) or folded into this one (RUN_ONCE).
+    """
     @_builtins.property
     def tick_time(self) -> _timestamp_pb2.Timestamp:
         """The tick: the time the schedule said, not when the server got to it."""
@@ -289,10 +295,11 @@ class ScheduleFired(_message.Message):
         job_id: _builtins.str = ...,
         skipped_reason: _builtins.str = ...,
         triggered: _builtins.bool = ...,
+        missed_ticks: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tick_time", b"tick_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "schedule_id", b"schedule_id", "skipped_reason", b"skipped_reason", "tick_time", b"tick_time", "triggered", b"triggered"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "missed_ticks", b"missed_ticks", "schedule_id", b"schedule_id", "skipped_reason", b"skipped_reason", "tick_time", b"tick_time", "triggered", b"triggered"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

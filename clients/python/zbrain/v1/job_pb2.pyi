@@ -47,6 +47,10 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     """Waiting for the jobs it depends on; never leased until they meet its
     conditions (see JobSpec.depends_on).
     """
+    JOB_STATE_SCHEDULED: _JobState.ValueType  # 8
+    """A delayed job waiting for its time (JobSpec.run_at or delay); PENDING
+    from then on (cause DUE). Never leased before.
+    """
 
 class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
     """JobState is where a job is in its life. The allowed transitions are
@@ -72,6 +76,10 @@ on ended in a way that can no longer meet its condition (terminal).
 JOB_STATE_BLOCKED: JobState.ValueType  # 7
 """Waiting for the jobs it depends on; never leased until they meet its
 conditions (see JobSpec.depends_on).
+"""
+JOB_STATE_SCHEDULED: JobState.ValueType  # 8
+"""A delayed job waiting for its time (JobSpec.run_at or delay); PENDING
+from then on (cause DUE). Never leased before.
 """
 Global___JobState: _TypeAlias = JobState  # noqa: Y015
 
@@ -155,6 +163,8 @@ class _TransitionCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trans
     """
     TRANSITION_CAUSE_RELEASED: _TransitionCause.ValueType  # 13
     """Every job it depended on met its condition (BLOCKED to PENDING)."""
+    TRANSITION_CAUSE_DUE: _TransitionCause.ValueType  # 17
+    """A delayed job's time came (SCHEDULED to PENDING)."""
 
 class TransitionCause(_TransitionCause, metaclass=_TransitionCauseEnumTypeWrapper):
     """TransitionCause says why a job changed state (or, for CANCEL_REQUESTED,
@@ -209,6 +219,8 @@ condition (to CANCELED); the reason names that job.
 """
 TRANSITION_CAUSE_RELEASED: TransitionCause.ValueType  # 13
 """Every job it depended on met its condition (BLOCKED to PENDING)."""
+TRANSITION_CAUSE_DUE: TransitionCause.ValueType  # 17
+"""A delayed job's time came (SCHEDULED to PENDING)."""
 Global___TransitionCause: _TypeAlias = TransitionCause  # noqa: Y015
 
 class _LogStream:
@@ -282,22 +294,28 @@ class ParentResult(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     OUTPUT_JSON_FIELD_NUMBER: _builtins.int
+    OUTPUT_OMITTED_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The parent's id."""
     state: Global___JobState.ValueType
     """The state it ended in."""
     output_json: _builtins.str
-    """Its output JSON, when it succeeded; empty otherwise."""
+    """Its output JSON, when it succeeded; empty otherwise, and when omitted."""
+    output_omitted: _builtins.bool
+    """True when the output was left out because the parents' outputs together
+    pass the lease's budget (see docs/workflows.md): read it with Get.
+    """
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         state: Global___JobState.ValueType = ...,
         output_json: _builtins.str = ...,
+        output_omitted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "output_json", b"output_json", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "output_json", b"output_json", "output_omitted", b"output_omitted", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -450,8 +468,8 @@ class JobSpec(_message.Message):
 
     @_builtins.property
     def run_at(self) -> _timestamp_pb2.Timestamp:
-        """Run no earlier than this time (a delayed job); it waits PENDING with its
-        next_run_time set. At most one of run_at and delay.
+        """Run no earlier than this time (a delayed job): it waits SCHEDULED, its
+        next_run_time set, then becomes PENDING. At most one of run_at and delay.
         """
 
     @_builtins.property

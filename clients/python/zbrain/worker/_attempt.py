@@ -4,6 +4,7 @@ timeout and in the submitter's trace, and report how it ended."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -14,6 +15,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from .. import _convert
 from ..connection import Connection
 from ..logs import job_fields
 from ..models import Artifact, AttemptOutcome, Job
@@ -26,6 +28,7 @@ log = logging.getLogger("zbrain.worker")
 
 EXECUTE_SPAN = "zbrain.job.execute"
 UPLOAD_CHUNK_BYTES = 256 << 10
+GET_TIMEOUT_S = 30.0
 
 
 class Attempt:
@@ -33,6 +36,8 @@ class Attempt:
 
     def __init__(self, lease: job_service_pb2.Lease, job: Job) -> None:
         self.key = (lease.job.id, lease.lease_epoch)
+        # Parents whose outputs the lease left out, read with Get before the run.
+        self.omitted_parents = tuple(p.job_id for p in lease.parents if p.output_omitted)
         self.job = job
         self.trace_context = dict(lease.trace_context)
         self.cancel = Cancellation()
@@ -114,6 +119,8 @@ class Runner:
 
     async def _execute(self, attempt: Attempt) -> Outcome | None:
         """Run one attempt and queue its result; None when the lease was lost."""
+        if attempt.omitted_parents:
+            attempt.job = await self._with_parent_outputs(attempt)
         job, cancel = attempt.job, attempt.cancel
         events = AttemptEvents(job, _Reporter(self, attempt))
         timeout_s = job.timeout.total_seconds()
@@ -158,6 +165,24 @@ class Runner:
             )
         )
         return outcome
+
+    async def _with_parent_outputs(self, attempt: Attempt) -> Job:
+        """The job with the outputs its lease left out (past the server's
+        budget for one lease) read from the server, one parent at a time."""
+        outputs = {}
+        for job_id in attempt.omitted_parents:
+            request = job_service_pb2.GetRequest(job_id=job_id)
+            try:
+                response = await self._jobs.Get(request, timeout=GET_TIMEOUT_S)
+            except grpc.aio.AioRpcError as error:
+                log.warning("could not read the output of parent %s: %s", job_id, error.details())
+                continue
+            outputs[job_id] = _convert.job(response.job).output
+        parents = tuple(
+            dataclasses.replace(p, output=outputs[p.job_id]) if p.job_id in outputs else p
+            for p in attempt.job.parents
+        )
+        return dataclasses.replace(attempt.job, parents=parents)
 
     def log(self, attempt: Attempt, line: job_pb2.LogLine) -> None:
         self._outbox.log(attempt.key, line)

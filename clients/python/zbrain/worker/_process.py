@@ -92,6 +92,10 @@ class ProcessExecutor(Executor):
             ZBRAIN_OUTPUT=str(output_path),
             ZBRAIN_ARTIFACTS_DIR=str(artifacts_dir),
         )
+        if job.parents:  # how the jobs it depended on ended, with their outputs
+            parents_path = workdir / "parents.json"
+            parents_path.write_text(json.dumps([parent.to_dict() for parent in job.parents]))
+            env["ZBRAIN_PARENTS"] = str(parents_path)
         try:
             process = await asyncio.create_subprocess_exec(
                 *job.cmd,

@@ -253,7 +253,7 @@ class Worker:
                 attempt.cancel.set(reason, body.reason)
 
     def _start(self, lease: job_service_pb2.Lease) -> None:
-        attempt = Attempt(lease, _convert.job(lease.job))
+        attempt = Attempt(lease, _convert.leased_job(lease))
         self._attempts[attempt.job.id] = attempt
         attempt.task = asyncio.create_task(
             self._runner.run(attempt, self._finished), name=f"job-{attempt.job.id}"

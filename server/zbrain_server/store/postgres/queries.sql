@@ -137,7 +137,8 @@ SELECT DISTINCT sha256 FROM artifacts;
 
 -- name: count_unfinished
 SELECT org_id, state, count(*) AS jobs FROM jobs
-WHERE state IN ('PENDING', 'RUNNING', 'RETRYING') GROUP BY org_id, state;
+WHERE state IN ('PENDING', 'RUNNING', 'RETRYING', 'BLOCKED', 'SCHEDULED')
+GROUP BY org_id, state;
 
 -- name: lock_orgs
 -- The orgs' waiting rows, locked until the group commits, with their
@@ -234,3 +235,129 @@ SELECT 1 AS found FROM tokens WHERE revoke_time IS NULL LIMIT 1;
 
 -- name: can_write
 SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off' AS writable;
+
+-- Workflows: dependencies (store/graph.py), delayed jobs, reruns.
+
+-- name: set_links
+UPDATE jobs SET depends_on = v.depends_on, waiting_on = v.waiting_on,
+    has_children = v.has_children, depth = v.depth, rerun_of = v.rerun_of
+FROM unnest(
+    :id::text[], :depends_on::text[], :waiting_on::int[], :has_children::int[], :depth::int[],
+    :rerun_of::text[]
+) AS v(id, depends_on, waiting_on, has_children, depth, rerun_of)
+WHERE jobs.id = v.id;
+
+-- name: insert_edge
+INSERT INTO job_edges (parent_id, child_id, condition)
+SELECT * FROM unnest(:parent_id::text[], :child_id::text[], :condition::text[]);
+
+-- name: mark_parents
+UPDATE jobs SET has_children = 1 WHERE id = ANY(:ids::text[]);
+
+-- name: lock_blocked_children
+-- The BLOCKED children of some jobs, one row per edge, with its condition;
+-- locked in id order, so replicas settling two parents of one child take
+-- turns (and then read the count the other left).
+SELECT jobs.*, job_edges.parent_id, job_edges.condition AS edge_condition
+FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
+WHERE job_edges.parent_id = ANY(:ids::text[]) AND jobs.state = 'BLOCKED'
+ORDER BY jobs.id
+FOR UPDATE OF jobs;
+
+-- name: set_waiting_on
+UPDATE jobs SET waiting_on = v.waiting_on
+FROM unnest(:id::text[], :waiting_on::int[]) AS v(id, waiting_on)
+WHERE jobs.id = v.id;
+
+-- name: parent_outcomes
+SELECT id, state, output_json FROM jobs WHERE id = ANY(:ids::text[]);
+
+-- name: children_of
+SELECT child_id AS id FROM job_edges WHERE parent_id = :id ORDER BY child_id LIMIT :limit;
+
+-- name: reruns_of
+SELECT id FROM jobs WHERE rerun_of = :id ORDER BY id LIMIT :limit;
+
+-- name: delete_edges_of
+DELETE FROM job_edges WHERE parent_id = ANY(:ids::text[]) OR child_id = ANY(:ids::text[]);
+
+-- name: lock_due
+-- Delayed jobs whose time came, the earliest first; replicas promoting at
+-- once split them.
+SELECT * FROM jobs WHERE state = 'SCHEDULED' AND next_run_time <= :now
+ORDER BY next_run_time LIMIT :limit
+FOR UPDATE SKIP LOCKED;
+
+-- name: next_due_time
+SELECT min(next_run_time) AS next_run_time FROM jobs WHERE state = 'SCHEDULED';
+
+-- Templates (store/templates.py).
+
+-- name: insert_template
+-- A version another replica stored a moment ago is skipped: the caller
+-- counts what was inserted, and tries again as the next version.
+INSERT INTO templates (org_id, name, version, job_spec, parameters, description, create_time)
+VALUES (:org_id, :name, :version, :job_spec, :parameters, :description, :create_time)
+ON CONFLICT DO NOTHING;
+
+-- name: latest_template
+SELECT * FROM templates WHERE org_id = :org_id AND name = :name ORDER BY version DESC LIMIT 1;
+
+-- name: select_template
+SELECT * FROM templates WHERE org_id = :org_id AND name = :name AND version = :version;
+
+-- name: list_templates
+-- The latest version of each template after a name, by name.
+SELECT DISTINCT ON (name) * FROM templates
+WHERE org_id = :org_id AND name > :after
+ORDER BY name, version DESC LIMIT :limit;
+
+-- name: delete_template
+DELETE FROM templates WHERE org_id = :org_id AND name = :name;
+
+-- Schedules (store/schedules.py).
+
+-- name: insert_schedule
+INSERT INTO schedules (
+    org_id, id, cron, time_zone, interval_us, job_spec, template_name,
+    template_version, template_parameters, overlap, catch_up, paused, next_fire_time,
+    last_fire_time, last_job_id, create_time, update_time
+) VALUES (
+    :org_id, :id, :cron, :time_zone, :interval_us, :job_spec, :template_name,
+    :template_version, :template_parameters, :overlap, :catch_up, :paused, :next_fire_time,
+    :last_fire_time, :last_job_id, :create_time, :update_time
+) ON CONFLICT DO NOTHING;
+
+-- name: save_schedule
+UPDATE schedules SET
+    cron = :cron, time_zone = :time_zone, interval_us = :interval_us,
+    job_spec = :job_spec, template_name = :template_name,
+    template_version = :template_version, template_parameters = :template_parameters,
+    overlap = :overlap, catch_up = :catch_up, paused = :paused, next_fire_time = :next_fire_time,
+    last_fire_time = :last_fire_time, last_job_id = :last_job_id, create_time = :create_time,
+    update_time = :update_time
+WHERE org_id = :org_id AND id = :id;
+
+-- name: select_schedule
+SELECT * FROM schedules WHERE org_id = :org_id AND id = :id;
+
+-- name: lock_schedule
+-- The row lock makes a tick fire once: a replica that waited on it reads
+-- the next tick the other one stored.
+SELECT * FROM schedules WHERE org_id = :org_id AND id = :id FOR UPDATE;
+
+-- name: list_schedules
+SELECT * FROM schedules WHERE org_id = :org_id AND id > :after ORDER BY id LIMIT :limit;
+
+-- name: count_schedules
+SELECT count(*) AS schedules FROM schedules WHERE org_id = :org_id;
+
+-- name: delete_schedule
+DELETE FROM schedules WHERE org_id = :org_id AND id = :id;
+
+-- name: due_schedules
+SELECT org_id, id, next_fire_time FROM schedules
+WHERE next_fire_time <= :now ORDER BY next_fire_time LIMIT :limit;
+
+-- name: next_fire_time
+SELECT min(next_fire_time) AS next_fire_time FROM schedules;

@@ -1,0 +1,165 @@
+"""zbrain.v1.ScheduleService's operations (see `api` for how operations are
+defined and called), and the job of a schedule's tick (`job_for`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from zbrain.models import Role
+from zbrain.v1 import job_pb2
+from zbrain.v1 import schedule_pb2 as pb
+
+from ..core import schedules
+from ..core.access import Caller, request_org
+from ..core.model import NewJob, now_us
+from ..core.schedules import Schedule
+from ..dispatch.scheduler import Scheduler
+from ..store import JobStore
+from . import codec, validation, validation_workflows
+
+if TYPE_CHECKING:
+    from .api import Api
+
+UPCOMING = 5
+"""Next fire times shown with a schedule."""
+
+
+class ScheduleApi:
+    """Schedules: their resource operations, and triggering one by hand."""
+
+    def __init__(self, api: Api, store: JobStore) -> None:
+        self._api = api
+        self._store = store
+        self._scheduler: Scheduler | None = None
+
+    def attach(self, scheduler: Scheduler) -> None:
+        """The scheduler to tell of new timing and to trigger through."""
+        self._scheduler = scheduler
+
+    async def job_for(self, schedule: Schedule) -> NewJob:
+        """The job a schedule submits: its JobSpec, or its template with its
+        parameters, validated as any submission in the schedule's org."""
+        caller = Caller(schedule.org_id, Role.CLIENT, f"schedule:{schedule.id}")
+        if schedule.template is None:
+            spec = job_pb2.JobSpec.FromString(schedule.job_spec)
+            spec.org_id = schedule.org_id
+            return self._api.new_job(caller, spec, "schedule.job", {})
+        ref = schedule.template
+        template = await self._api.templates.find(schedule.org_id, ref.name, ref.version)
+        return self._api.templates.job(caller, template, ref.parameters, "")
+
+    async def create_schedule(
+        self, caller: Caller, request: pb.CreateScheduleRequest
+    ) -> pb.CreateScheduleResponse:
+        schedule = await self._checked(caller, request.schedule)
+        limit = self._api.config.limits.max_schedules_per_org
+        stored = await self._store.schedules.create(schedule, max_per_org=limit)
+        self._nudge(stored)
+        return pb.CreateScheduleResponse(
+            schedule=codec.schedule_to_proto(stored),
+            upcoming=codec.timestamps(schedules.upcoming(stored, UPCOMING)),
+        )
+
+    async def get_schedule(
+        self, caller: Caller, request: pb.GetScheduleRequest
+    ) -> pb.GetScheduleResponse:
+        schedule = await self._find(caller, request.org_id, request.schedule_id)
+        return pb.GetScheduleResponse(
+            schedule=codec.schedule_to_proto(schedule),
+            upcoming=codec.timestamps(schedules.upcoming(schedule, UPCOMING)),
+        )
+
+    async def list_schedules(
+        self, caller: Caller, request: pb.ListSchedulesRequest
+    ) -> pb.ListSchedulesResponse:
+        org_id = self._org(caller, request.org_id)
+        size = validation.page_size(request.page_size, self._api.config.limits)
+        after = validation_workflows.page_token(request.page_token)
+        found = await self._store.schedules.list(org_id, after, size + 1)
+        page = found[:size]
+        return pb.ListSchedulesResponse(
+            schedules=[codec.schedule_to_proto(s) for s in page],
+            next_page_token=validation_workflows.next_page_token(
+                page[-1].id if page else "", len(found) > size
+            ),
+        )
+
+    async def update_schedule(
+        self, caller: Caller, request: pb.UpdateScheduleRequest
+    ) -> pb.UpdateScheduleResponse:
+        before = await self._find(caller, request.schedule.org_id, request.schedule.id)
+        changed = await self._checked(caller, request.schedule)
+        kept = replace(
+            changed,
+            create_time_us=before.create_time_us,
+            last_fire_time_us=before.last_fire_time_us,
+            last_job_id=before.last_job_id,
+        )
+        stored = await self._store.schedules.save(kept)
+        self._nudge(stored)
+        return pb.UpdateScheduleResponse(schedule=codec.schedule_to_proto(stored))
+
+    async def delete_schedule(
+        self, caller: Caller, request: pb.DeleteScheduleRequest
+    ) -> pb.DeleteScheduleResponse:
+        org_id = self._org(caller, request.org_id)
+        await self._store.schedules.delete(
+            org_id, validation_workflows.schedule_id(request.schedule_id)
+        )
+        return pb.DeleteScheduleResponse()
+
+    async def pause_schedule(
+        self, caller: Caller, request: pb.PauseScheduleRequest
+    ) -> pb.PauseScheduleResponse:
+        schedule = await self._find(caller, request.org_id, request.schedule_id)
+        paused = replace(schedule, paused=True, next_fire_time_us=None, update_time_us=now_us())
+        stored = await self._store.schedules.save(paused)
+        return pb.PauseScheduleResponse(schedule=codec.schedule_to_proto(stored))
+
+    async def resume_schedule(
+        self, caller: Caller, request: pb.ResumeScheduleRequest
+    ) -> pb.ResumeScheduleResponse:
+        schedule = await self._find(caller, request.org_id, request.schedule_id)
+        now = now_us()
+        resumed = replace(
+            schedule,
+            paused=False,
+            next_fire_time_us=schedules.next_tick(schedule, now),
+            update_time_us=now,
+        )
+        stored = await self._store.schedules.save(resumed)
+        self._nudge(stored)
+        return pb.ResumeScheduleResponse(schedule=codec.schedule_to_proto(stored))
+
+    async def trigger_schedule(
+        self, caller: Caller, request: pb.TriggerScheduleRequest
+    ) -> pb.TriggerScheduleResponse:
+        schedule = await self._find(caller, request.org_id, request.schedule_id)
+        assert self._scheduler is not None, "the server attaches its scheduler at start"
+        job = await self._scheduler.trigger(schedule)
+        return pb.TriggerScheduleResponse(job=codec.job_to_proto(job))
+
+    async def _checked(self, caller: Caller, message: pb.Schedule) -> Schedule:
+        """The schedule a request describes, its job (or template) checked as
+        a tick would make it, so a bad one is refused now, not at its tick."""
+        org_id = self._org(caller, message.org_id)
+        schedule = validation_workflows.new_schedule(
+            message, org_id, self._api.config.limits, now_us(), "schedule"
+        )
+        await self.job_for(schedule)
+        return schedule
+
+    async def _find(self, caller: Caller, org: str, schedule_id: str) -> Schedule:
+        org_id = self._org(caller, org)
+        return await self._store.schedules.get(
+            org_id, validation_workflows.schedule_id(schedule_id)
+        )
+
+    def _org(self, caller: Caller, requested: str) -> str:
+        org_id = request_org(caller, requested, self._api.config.default_org)
+        return validation.valid_org(org_id, "org_id")
+
+    def _nudge(self, schedule: Schedule) -> None:
+        if self._scheduler is not None:
+            self._scheduler.nudge(schedule.next_fire_time_us)

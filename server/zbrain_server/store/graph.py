@@ -1,0 +1,265 @@
+"""Job dependencies in the store: linking a submitted graph, releasing and
+canceling waiting children when a parent ends, and what a started child sees
+of its parents.
+
+A dependency is a row of `job_edges` (parent, child, condition), indexed by
+parent, and the child's `depends_on` column lists its parents for reading.
+A child counts the parents still to meet their conditions (`waiting_on`) and
+a parent knows whether any child waits for it (`has_children`), so that:
+
+- a job without dependencies costs nothing more to submit or to finish;
+- when a parent with children ends, the write that ends it reads only its
+  own BLOCKED children through the index, counts each one down, and releases
+  or cancels it in the same transaction (`settle`, called by `Tx.save` for
+  every job it makes terminal); a canceled child with children of its own
+  continues the walk. No task ever scans blocked jobs.
+
+On PostgreSQL the rows are locked as they are read (parents before their
+children, children in id order), so two replicas finishing two parents of one
+child count it down one after the other, and a child submitted while its
+parent ends either sees it ended or is seen by it.
+"""
+
+from __future__ import annotations
+
+import collections
+import graphlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from zbrain.errors import FieldViolation, InvalidArgumentError
+
+from ..core import lifecycle
+from ..core.lifecycle import Change
+from ..core.model import (
+    Dependency,
+    DependencyCondition,
+    Job,
+    JobState,
+    Lease,
+    NewJob,
+    ParentOutcome,
+    evolve,
+)
+from .ops import Execute, ExecuteMany, Fetch, Params, Program
+from .rows import dependencies_json, job_from_row
+
+if TYPE_CHECKING:
+    from .engine import Tx
+
+CHILDREN_SHOWN = 1000
+"""At most this many children (and reruns) of a job are listed by Get."""
+
+
+def plan(
+    jobs: Sequence[NewJob],
+    results: list[tuple[Job, bool]],
+    stored: dict[str, Job],
+    max_depth: int,
+) -> tuple[list[tuple[Job, bool]], list[Params]]:
+    """Link the new jobs of a submission to their parents: each one's state
+    (BLOCKED, or CANCELED at once when a parent already ended the wrong way),
+    its depth, and the edge rows to insert.
+
+    `results` are the submission's jobs as `rules.plan_submission` made them
+    (a repeated request id stands for an earlier job); `stored` holds every
+    stored job named as a parent (`stored_parent_ids`), read under lock. A
+    parent named by its index in the batch is the job the batch made (or
+    found stored) there. Raises
+    InvalidArgumentError, naming the job and the dependency, for a parent
+    that is not a job of the child's organisation or a graph deeper than
+    `max_depth`.
+    """
+    planned = list(results)
+    order = graphlib.TopologicalSorter(
+        {
+            i: [edge.parent for edge in new.depends_on if isinstance(edge.parent, int)]
+            for i, new in enumerate(jobs)
+        }
+    ).static_order()  # the edge layer refused cycles; a parent comes before its children
+    edges: list[Params] = []
+    parents_in_batch: set[int] = set()
+    for i in order:
+        new = jobs[i]
+        job, deduplicated = planned[i]
+        if deduplicated or not new.depends_on:
+            continue
+        waiting, failed, depth = 0, None, 0
+        depends_on: dict[str, Dependency] = {}
+        for j, edge in enumerate(new.depends_on):
+            field = f"jobs[{i}].depends_on[{j}]"
+            if isinstance(edge.parent, int) and not planned[edge.parent][1]:
+                parent = planned[edge.parent][0]  # new in this batch
+                parents_in_batch.add(edge.parent)
+            else:
+                parent_id = (
+                    edge.parent if isinstance(edge.parent, str) else planned[edge.parent][0].id
+                )
+                found = stored.get(parent_id)
+                if found is None or found.org_id != new.org_id:
+                    raise _refused(
+                        field + ".job_id",
+                        f"there is no job {parent_id} in organisation {new.org_id!r}",
+                    )
+                parent = found
+            if parent.id in depends_on:  # named twice (by id and by ref): once is enough
+                continue
+            met = lifecycle.condition_met(edge.condition, parent.state)
+            if met is None:
+                waiting += 1
+            elif not met and failed is None:
+                failed = (parent.id, parent.state)
+            depth = max(depth, parent.depth + 1)
+            depends_on[parent.id] = Dependency(parent.id, edge.condition)
+            edges.append(
+                {"parent_id": parent.id, "child_id": job.id, "condition": edge.condition.name}
+            )
+        if depth > max_depth:
+            raise _refused(
+                f"jobs[{i}].depends_on",
+                f"makes a graph {depth + 1} jobs deep; the limit (max_graph_depth) is "
+                f"{max_depth + 1}",
+            )
+        linked = evolve(job, depends_on=tuple(depends_on.values()), depth=depth)
+        planned[i] = (lifecycle.accepted(linked, waiting, failed), False)
+    for i in parents_in_batch:
+        planned[i] = (evolve(planned[i][0], has_children=True), False)
+    return planned, edges
+
+
+def _refused(field: str, description: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        f"{field} {description}", violations=[FieldViolation(field, description)]
+    )
+
+
+def stored_parent_ids(jobs: Sequence[NewJob], results: list[tuple[Job, bool]]) -> list[str]:
+    """The ids of stored jobs a submission names as parents, sorted (lock
+    order): by id, or by the index of a job the batch found stored already."""
+    ids = set()
+    for new in jobs:
+        for edge in new.depends_on:
+            if isinstance(edge.parent, str):
+                ids.add(edge.parent)
+            elif results[edge.parent][1]:
+                ids.add(results[edge.parent][0].id)
+    return sorted(ids)
+
+
+def link_params(job: Job) -> Params:
+    """The `set_links` parameters of a job: the graph columns (and rerun_of)
+    that `insert_job` leaves at their defaults, written apart so that a job
+    without any pays nothing for them."""
+    return {
+        "id": job.id,
+        "depends_on": dependencies_json(job.depends_on),
+        "waiting_on": job.waiting_on,
+        "has_children": int(job.has_children),
+        "depth": job.depth,
+        "rerun_of": job.rerun_of,
+    }
+
+
+def is_linked(job: Job) -> bool:
+    """Whether a new job has graph columns to write (see `link_params`)."""
+    return bool(job.depends_on or job.has_children or job.rerun_of)
+
+
+def mark_parents(parents: Sequence[Job]) -> Program[None]:
+    """Note on stored parents that a child now waits for them."""
+    ids = [parent.id for parent in parents if not parent.has_children]
+    if ids:
+        yield Execute("mark_parents", {"ids": ids})
+
+
+# -- a parent ended ----------------------------------------------------------------
+
+
+def newly_finished(changes: Sequence[Change]) -> list[Job]:
+    """The jobs these changes made terminal that have children to settle."""
+    return [
+        change.after
+        for change in changes
+        if change.after.has_children
+        and change.after.state.is_terminal
+        and not change.before.state.is_terminal
+    ]
+
+
+def settle(tx: Tx, finished: list[Job]) -> Program[None]:
+    """The BLOCKED children of jobs that just ended: each counted down, and
+    released when none is left to wait for, or canceled (cause
+    DEPENDENCY_FAILED) when this parent ended the wrong way for it, then the
+    children of those, and so on down the graph."""
+    frontier = finished
+    while frontier:
+        now_us = max(parent.update_time_us for parent in frontier)
+        parents = {parent.id: parent for parent in frontier}
+        rows = yield Fetch("lock_blocked_children", {"ids": sorted(parents)})
+        children: dict[str, Job] = {}
+        met: collections.Counter[str] = collections.Counter()
+        failed: dict[str, Job] = {}
+        for row in rows:
+            child = children.setdefault(row["id"], job_from_row(row))
+            parent = parents[row["parent_id"]]
+            condition = DependencyCondition[row["edge_condition"]]
+            if lifecycle.condition_met(condition, parent.state):
+                met[child.id] += 1
+            else:
+                failed.setdefault(child.id, parent)
+        changes: list[Change] = []
+        counts: list[Params] = []
+        for child in children.values():
+            if child.id in failed:
+                parent = failed[child.id]
+                changes.append(lifecycle.dependency_failed(child, parent.id, parent.state, now_us))
+                continue
+            left = child.waiting_on - met[child.id]
+            counts.append({"id": child.id, "waiting_on": max(left, 0)})
+            if left <= 0:
+                changes.append(lifecycle.release(child, now_us))
+        if counts:
+            yield ExecuteMany("set_waiting_on", counts)
+        yield from tx.write(changes)
+        frontier = newly_finished(changes)
+
+
+def cancel_descendants(tx: Tx, root: Job, now_us: int) -> Program[None]:
+    """Cancel every BLOCKED job downstream of `root`, which a user is
+    canceling: whatever their conditions, nothing waiting for it runs."""
+    frontier = [root.id]
+    while frontier:
+        rows = yield Fetch("lock_blocked_children", {"ids": sorted(frontier)})
+        children = {row["id"]: job_from_row(row) for row in rows}
+        changes = [lifecycle.canceled_with(child, root.id, now_us) for child in children.values()]
+        yield from tx.write(changes)
+        frontier = [child.id for child in children.values() if child.has_children]
+
+
+# -- a child starts -----------------------------------------------------------------
+
+
+def with_parents(leases: list[Lease], budget_bytes: int) -> Program[list[Lease]]:
+    """The leases, each with how its parents ended and their outputs, as far
+    as `budget_bytes` of output per lease allows (beyond it an output is
+    left out and marked so: the worker reads it with Get)."""
+    ids = sorted({d.job_id for lease in leases for d in lease.job.depends_on})
+    if not ids:
+        return leases
+    rows = yield Fetch("parent_outcomes", {"ids": ids})
+    ended = {row["id"]: row for row in rows}
+    for lease in leases:
+        left = budget_bytes
+        outcomes = []
+        for dependency in lease.job.depends_on:
+            row = ended.get(dependency.job_id)
+            if row is None:  # purged by retention since: nothing to tell
+                continue
+            state = JobState[row["state"]]
+            output = row["output_json"] if state is JobState.SUCCEEDED else ""
+            size = len(output.encode())
+            omitted = size > left
+            left -= 0 if omitted else size
+            outcomes.append(ParentOutcome(row["id"], state, "" if omitted else output, omitted))
+        lease.parents = tuple(outcomes)
+    return leases

@@ -1,0 +1,72 @@
+"""Template parameters: declared, typed, and put into text and JSON without
+ever building a shell command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zbrain.errors import InvalidArgumentError
+from zbrain.models import ParameterType
+from zbrain_server.core import templates
+from zbrain_server.core.templates import Parameter, Template
+
+
+def template(*parameters: Parameter) -> Template:
+    return Template("acme", "t", 1, b"", parameters, "", 0)
+
+
+def test_values_take_given_text_typed_defaults_and_refuse_what_is_wrong() -> None:
+    t = template(
+        Parameter("who", required=True),
+        Parameter("n", ParameterType.INTEGER, default_json="3"),
+        Parameter("ratio", ParameterType.NUMBER),
+        Parameter("on", ParameterType.BOOLEAN, default_json="false"),
+        Parameter("extra", ParameterType.JSON),
+    )
+
+    assert templates.values(t, {"who": "world", "ratio": "0.5", "extra": '{"a": [1]}'}) == {
+        "who": "world",
+        "n": 3,
+        "ratio": 0.5,
+        "on": False,
+        "extra": {"a": [1]},
+    }
+    for given, field in (
+        ({}, "parameters[who]"),
+        ({"who": "x", "n": "2.5"}, "parameters[n]"),
+        ({"who": "x", "n": "true"}, "parameters[n]"),
+        ({"who": "x", "on": "yes"}, "parameters[on]"),
+        ({"who": "x", "ratio": "NaN"}, "parameters[ratio]"),
+        ({"who": "x", "bogus": "1"}, "parameters[bogus]"),
+    ):
+        with pytest.raises(InvalidArgumentError) as refused:
+            templates.values(t, given)
+        assert refused.value.violations[0].field == field, given
+
+
+def test_text_is_rendered_and_a_whole_json_string_becomes_the_typed_value() -> None:
+    values = {"who": "a b; rm -rf /", "n": 3, "cfg": {"k": True}}
+
+    assert templates.render_text("hello {{ who }} x{{n}}", values) == "hello a b; rm -rf / x3"
+    rendered = json.loads(
+        templates.render_json('{"n": "{{ n }}", "label": "n={{ n }}", "cfg": "{{cfg}}"}', values)
+    )
+    assert rendered == {"n": 3, "label": "n=3", "cfg": {"k": True}}
+
+
+def test_a_template_must_declare_what_it_uses_once_with_defaults_of_their_types() -> None:
+    used = templates.placeholders(["run {{ day }}", '{"x": "{{ size }}"}'])
+    assert used == {"day", "size"}
+
+    for parameters, words in (
+        ((Parameter("day"),), "size"),
+        ((Parameter("day"), Parameter("size"), Parameter("day")), "twice"),
+        ((Parameter("day"), Parameter("size", ParameterType.INTEGER, default_json='"x"')), "whole"),
+        ((Parameter("day", required=True, default_json='"mon"'), Parameter("size")), "default"),
+        ((Parameter("1day"), Parameter("day"), Parameter("size")), "letters"),
+    ):
+        with pytest.raises(InvalidArgumentError) as refused:
+            templates.check_parameters(parameters, used, "template")
+        assert words in str(refused.value.violations), parameters
