@@ -71,6 +71,7 @@ class Api:
         field: str,
         trace: dict[str, str],
         request_id: str = "",
+        request_id_field: str = "request_id",
     ) -> NewJob:
         config = self._config
         return validation.new_job(
@@ -82,6 +83,7 @@ class Api:
             limits=config.limits,
             request_id=request_id,
             trace_context=trace,
+            request_id_field=request_id_field,
         )
 
     # -- clients ---------------------------------------------------------------------
@@ -95,13 +97,21 @@ class Api:
     async def submit_batch(
         self, caller: Caller, request: pb.SubmitBatchRequest
     ) -> pb.SubmitBatchResponse:
-        validation.batch(request.jobs, self._config.limits)
+        request_ids = validation.batch(request.jobs, request.request_ids, self._config.limits)
         trace = current_trace_context()
         new = [
-            self._new_job(caller, spec, f"jobs[{i}]", trace) for i, spec in enumerate(request.jobs)
+            self._new_job(caller, spec, f"jobs[{i}]", trace, request_id, f"request_ids[{i}]")
+            for i, (spec, request_id) in enumerate(zip(request.jobs, request_ids, strict=True))
         ]
+        validation.distinct_request_ids(new)
         created = await self._jobs.submit(new)
-        return pb.SubmitBatchResponse(job_ids=[job.id for job, _ in created])
+        response = pb.SubmitBatchResponse(job_ids=[job.id for job, _ in created])
+        if request.return_jobs:
+            response.submitted.extend(
+                pb.SubmitResponse(job=codec.job_to_proto(job), deduplicated=deduplicated)
+                for job, deduplicated in created
+            )
+        return response
 
     async def get(self, caller: Caller, request: pb.GetRequest) -> pb.GetResponse:
         job = await self._jobs.get(caller, validation.check_job_id(request.job_id))

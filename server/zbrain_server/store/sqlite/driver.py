@@ -61,13 +61,13 @@ QUERIES = load_queries(__package__ or "zbrain_server.store.sqlite", numbered=Fal
 MIGRATIONS = load_migrations(__package__ or "zbrain_server.store.sqlite")
 
 
-
 def make_data_dir(path: Path) -> None:
     """Create the data directory, or say plainly why it cannot be."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create the data directory {path}: {exc.strerror}") from exc
+
 
 class SqliteDriver(Driver):
     """The driver of one SQLite file."""
