@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from tests.conftest import field_violations
-from zbrain import Client, JobState
+from zbrain import Client, Job, JobState
 from zbrain.errors import InvalidArgumentError
 from zbrain.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
@@ -77,6 +77,7 @@ async def test_an_invalid_submit_fails_alone_and_the_others_are_stored(
     )
 
     first, no_cmd, bad_env, last = outcomes
+    assert isinstance(first, Job) and isinstance(last, Job)
     assert isinstance(no_cmd, InvalidArgumentError)
     assert [v.field for v in no_cmd.violations] == ["job.cmd"]
     assert isinstance(bad_env, InvalidArgumentError)
