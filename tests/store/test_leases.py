@@ -671,7 +671,11 @@ async def test_no_leasing_is_planned_for_writes_that_add_no_jobs(
 ) -> None:
     job = await submit()
     asked: list[frozenset[str]] = []
-    store.lease_on_submit(lambda orgs: asked.append(orgs))  # type: ignore[func-returns-value]
+
+    def plan(orgs: frozenset[str]) -> None:
+        asked.append(orgs)
+
+    store.lease_on_submit(plan)
 
     await store.cancel_job(job.id, T0)
 
