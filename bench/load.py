@@ -128,6 +128,84 @@ async def submit_figures(addresses: str, inflight: int, seconds: float) -> dict[
     }
 
 
+async def client_submit(address: str, inflight: int, seconds: float) -> None:
+    """`submit`, through the friendly `zbrain.Client` (its defaults) instead of raw stubs."""
+    from zbrain import Client
+
+    latencies: list[float] = []
+    async with await Client.connect(address) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def loop() -> None:
+            while time.perf_counter() < deadline:
+                begun = time.perf_counter()
+                await client.submit(["true"], input={"n": 1})
+                latencies.append((time.perf_counter() - begun) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(inflight)))
+        elapsed = time.perf_counter() - started
+    emit(
+        rate=len(latencies) / elapsed,
+        p50_ms=statistics.median(latencies),
+        p99_ms=percentile(latencies, 0.99),
+    )
+
+
+async def submit_to_start(address: str, count: int) -> None:
+    """From just before `Client.submit` to the first statement of the job's
+    function in an SDK worker process (default settings) on an idle server.
+
+    The worker prints when each function started (`time.perf_counter`, the
+    machine's monotonic clock, the same in every process here). Probes and
+    worker are of an org of their own, so jobs other figures left behind wait."""
+    from zbrain import Client
+
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.load",
+        "start-worker",
+        address,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert worker.stdout is not None
+    try:
+        assert (await worker.stdout.readline()).strip() == b"ready"
+        latencies = []
+        async with await Client.connect(address) as client:
+            for probe in range(count):
+                begun = time.perf_counter()
+                await client.submit(["true"], input=probe, org="start-probe")
+                line = await asyncio.wait_for(worker.stdout.readline(), 10)
+                number, started = line.split()
+                assert int(number) == probe, line
+                latencies.append((float(started) - begun) * 1000)
+                await asyncio.sleep(0.01)  # the worker has reported and is idle again
+    finally:
+        worker.terminate()
+        await worker.wait()
+    emit(p50_ms=statistics.median(latencies), p99_ms=percentile(latencies, 0.99))
+
+
+async def start_worker(address: str) -> None:
+    """An SDK worker (default settings) whose function prints when it started."""
+    from zbrain import Client, Job
+    from zbrain.worker import FunctionExecutor, Worker
+
+    async def note(job: Job) -> None:
+        started = time.perf_counter()
+        print(job.input, started, flush=True)
+
+    async with (
+        await Client.connect(address) as client,
+        Worker(client, FunctionExecutor(note), orgs=["start-probe"]),
+    ):
+        await asyncio.sleep(0.5)  # connected and waiting for work
+        print("ready", flush=True)
+        await asyncio.Event().wait()
+
+
 async def batch(address: str, size: int, batches: int) -> None:
     async with grpc.aio.insecure_channel(
         address, options=[("grpc.max_send_message_length", 64 << 20)]
@@ -368,6 +446,9 @@ def main() -> None:
         "echo-unary": lambda: echo_unary(args[0], int(args[1]), float(args[2])),
         "echo-stream": lambda: echo_stream(args[0], int(args[1]), int(args[2])),
         "submit": lambda: submit(args[0], int(args[1]), float(args[2])),
+        "client-submit": lambda: client_submit(args[0], int(args[1]), float(args[2])),
+        "submit-to-start": lambda: submit_to_start(args[0], int(args[1])),
+        "start-worker": lambda: start_worker(args[0]),
         "batch": lambda: batch(args[0], int(args[1]), int(args[2])),
         "dispatch": lambda: dispatch(args[0], int(args[1]), *args[2:]),
         "e2e": lambda: e2e(args[0], int(args[1]), int(args[2])),

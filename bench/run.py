@@ -262,6 +262,17 @@ def embedded(
             )
             rate.ceiling = ceiling_unary.median if inflight == "64" else None
             figures += [rate, p50, p99]
+        rate, p50, p99 = measure(
+            repeat,
+            functools.partial(run_load, "client-submit", server.address, "64", seconds),
+            {
+                "rate": ("Submit @64 through zbrain.Client", "jobs/s"),
+                "p50_ms": ("Submit @64 through zbrain.Client p50", "ms"),
+                "p99_ms": ("Submit @64 through zbrain.Client p99", "ms"),
+            },
+        )
+        rate.ceiling = ceiling_unary.median
+        figures += [rate, p50, p99]
         for size in ("100", "1000"):
             figures += measure(
                 repeat,
@@ -271,6 +282,15 @@ def embedded(
         figures.append(Figure("server RSS after submits", "MB", [server.rss_mb()]))
 
     probes = "50" if tiny else "500"
+    with Server() as server:
+        figures += measure(
+            repeat,
+            lambda: run_load("submit-to-start", server.address, probes),
+            {
+                "p50_ms": ("submit to start p50 (Client to SDK worker, idle)", "ms"),
+                "p99_ms": ("submit to start p99", "ms"),
+            },
+        )
     with Server() as server:
         figures += measure(
             repeat,

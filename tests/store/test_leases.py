@@ -6,10 +6,11 @@ import asyncio
 
 import pytest
 
-from tests.store.support import LEASE_TTL, RETRY, SECOND, T0, LeaseOne, Submit
-from zbrain.errors import NotFoundError, StaleLeaseError
+from tests.store.support import LEASE_TTL, RETRY, SECOND, T0, LeaseOne, Submit, new_job
+from zbrain.errors import NotFoundError, ResourceExhaustedError, StaleLeaseError
 from zbrain_server.core.model import AttemptOutcome, AttemptResult, Job, JobState, Lease
 from zbrain_server.store import JobStore
+from zbrain_server.store.jobs import LeaseClaim, SubmitLeasing
 
 FAILED = AttemptResult(AttemptOutcome.FAILED, error="exit 1")
 SUCCEEDED = AttemptResult(AttemptOutcome.SUCCEEDED, output_json='{"ok": true}')
@@ -636,3 +637,63 @@ async def test_next_run_time_is_the_earliest_of_the_given_orgs(
 
     assert await store.next_run_time(["late", "middle"]) == T0 + 10
     assert await store.next_run_time(["nobody"]) is None
+
+
+# -- lease_on_submit -------------------------------------------------------------
+
+
+async def test_jobs_are_leased_in_the_commit_that_stores_them(store: JobStore) -> None:
+    asked: list[frozenset[str]] = []
+    answered: list[list[LeaseClaim] | None] = []
+
+    def plan(orgs: frozenset[str]) -> SubmitLeasing:
+        asked.append(orgs)
+        claims = [LeaseClaim("w1", ["acme"], 2), LeaseClaim("w2", ["other", "acme"], 5)]
+        return SubmitLeasing(claims, T0 + SECOND, LEASE_TTL, answered.append)
+
+    store.lease_on_submit(plan)
+    created = await store.create_jobs([new_job() for _ in range(3)], T0)
+
+    assert asked == [frozenset({"acme"})]
+    [claims] = answered
+    assert claims is not None
+    assert [[lease.job.id for lease in claim.leases] for claim in claims] == [
+        [job.id for job, _ in created[:2]],
+        [created[2][0].id],
+    ]
+    stored = await store.get_job(created[2][0].id)
+    assert stored.state is JobState.RUNNING and stored.worker_id == "w2"
+    assert stored == claims[1].leases[0].job
+
+
+async def test_no_leasing_is_planned_for_writes_that_add_no_jobs(
+    store: JobStore, submit: Submit
+) -> None:
+    job = await submit()
+    asked: list[frozenset[str]] = []
+
+    def plan(orgs: frozenset[str]) -> None:
+        asked.append(orgs)
+
+    store.lease_on_submit(plan)
+
+    await store.cancel_job(job.id, T0)
+
+    assert asked == []
+
+
+async def test_jobs_over_quota_are_not_stored_and_nothing_is_leased(
+    store: JobStore, submit: Submit
+) -> None:
+    await submit()
+    answered: list[list[LeaseClaim] | None] = []
+    store.lease_on_submit(
+        lambda orgs: SubmitLeasing([LeaseClaim("w1", ["acme"], 5)], T0, LEASE_TTL, answered.append)
+    )
+
+    with pytest.raises(ResourceExhaustedError):
+        await store.create_jobs([new_job(), new_job()], T0, pending_limit=2)
+
+    # The group of one failed whole: the claim is answered with nothing kept.
+    assert answered == [None]
+    assert await leased_ids(store, ["acme"], 5) != []

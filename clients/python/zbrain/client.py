@@ -21,6 +21,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from . import _convert
+from ._coalesce import SubmitCoalescer
 from .connection import Connection, TlsFiles
 from .errors import JobFailedError, ZBrainError
 from .models import (
@@ -123,11 +124,17 @@ class Client:
         *,
         timeout: float | None = 30.0,
         channel: grpc.aio.Channel | None = None,
+        coalesce: bool = True,
     ) -> None:
         self.connection = connection
         self.channel = channel if channel is not None else connection.open_channel()
         self._stub = job_service_pb2_grpc.JobServiceStub(self.channel)
         self.timeout = timeout
+        self._coalescer = (
+            SubmitCoalescer(self._stub, lambda: self.timeout, connection.error)
+            if coalesce
+            else None
+        )
         self.templates = Templates(self)
         """Job templates: create, get, list, delete, submit."""
         self.schedules = Schedules(self)
@@ -142,6 +149,7 @@ class Client:
         tls: TlsFiles | None = None,
         timeout: float | None = 30.0,
         options: Sequence[tuple[str, Any]] = (),
+        coalesce: bool = True,
     ) -> Client:
         """Open a channel to `target` (default: ZBRAIN_SERVER or 127.0.0.1:50051).
 
@@ -149,15 +157,22 @@ class Client:
         the ZBRAIN_TLS_* files) turns on TLS; `options` are extra gRPC channel
         arguments. The channel connects lazily: a server that is down shows up
         as UnavailableError on the first call. `timeout` bounds each unary call.
-        A bad address is InvalidArgumentError at once.
+        A bad address is InvalidArgumentError at once. With `coalesce` (the
+        default), submits made concurrently travel to the server together
+        (see `submit`).
         """
         connection = Connection(target or "", token, tls, tuple(options))
         connection.address  # noqa: B018 - checks the address now, not on the first call
-        return cls(connection, timeout=timeout)
+        return cls(connection, timeout=timeout, coalesce=coalesce)
 
     @classmethod
     def from_channel(
-        cls, channel: grpc.aio.Channel, *, target: str = "", timeout: float | None = 30.0
+        cls,
+        channel: grpc.aio.Channel,
+        *,
+        target: str = "",
+        timeout: float | None = 30.0,
+        coalesce: bool = True,
     ) -> Client:
         """A client over a channel the caller opened.
 
@@ -172,13 +187,14 @@ class Client:
             target: The address the channel dials, as `target` reports it and
                 error messages name it; default ZBRAIN_SERVER or 127.0.0.1:50051.
             timeout: Bounds each unary call, in seconds; None waits forever.
+            coalesce: Send concurrent submits together, as `connect` does.
 
         Raises:
             InvalidArgumentError: `target` is not a server address.
         """
         connection = Connection(target)
         connection.address  # noqa: B018 - checks the address now, as connect does
-        return cls(connection, timeout=timeout, channel=channel)
+        return cls(connection, timeout=timeout, channel=channel, coalesce=coalesce)
 
     @property
     def target(self) -> str:
@@ -223,6 +239,12 @@ class Client:
         same id returns the first job instead of creating another. With
         `depends_on` the job waits BLOCKED for those jobs; with `run_at` or
         `delay` it waits SCHEDULED until then (docs/workflows.md).
+
+        Submits made concurrently (many tasks of one client) are sent
+        together as one SubmitBatch, which costs the server far less than a
+        call each; every caller still gets its own job or its own error, and
+        a lone submit goes out at once, alone. `coalesce=False` on `connect`
+        sends one call per submit.
         """
         spec = job_spec(
             cmd,
@@ -238,7 +260,10 @@ class Client:
             delay=delay,
         )
         request = job_service_pb2.SubmitRequest(job=spec, request_id=request_id or "")
-        response = await self._call(self._stub.Submit(request, timeout=self.timeout))
+        if self._coalescer is not None:
+            response = await self._coalescer.submit(request)
+        else:
+            response = await self._call(self._stub.Submit(request, timeout=self.timeout))
         return _convert.job(response.job)
 
     async def submit_batch(self, specs: Iterable[job_pb2.JobSpec]) -> builtins.list[str]:

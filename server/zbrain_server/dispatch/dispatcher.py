@@ -5,9 +5,13 @@ AcquireLease calls waiting for work (`LeaseWaiter`). One pump task hands
 runnable jobs to consumers with free slots whenever something may have
 become runnable (a submit, a freed slot, a retry falling due): a kick
 coalesces any number of such events into one pass, so a burst of submits
-leases in few transactions. Both worker paths lease through
-`JobStore.lease_jobs`; a background ticker reaps expired leases and
-enforces timeouts, and is only a safety net for wake-ups, never the hot path.
+leases in few transactions. Before that, new jobs go to worker streams with
+free slots in the very commit that stores them (`JobStore.lease_on_submit`),
+and those leases are pushed as soon as it is done: a job submitted to an
+idle worker costs one fsync and no dispatch pass. Both worker paths lease
+through the store's one lease program; a background ticker reaps expired
+leases and enforces timeouts, and is only a safety net for wake-ups, never
+the hot path.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ..core.model import (
     now_us,
 )
 from ..store import JobStore
+from ..store.jobs import LeaseClaim, SubmitLeasing
 from .metrics import Telemetry
 from .sessions import CancelNotice, Consumer, DrainAcknowledgement, LeaseWaiter, WorkerSession
 from .signals import JobSignals
@@ -76,6 +81,7 @@ class Dispatcher:
         self._kick = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        store.lease_on_submit(self._lease_on_submit)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -380,6 +386,55 @@ class Dispatcher:
             )
         if job.state is JobState.RETRYING:
             self.kick()  # the pass schedules a wake-up for its next_run_time
+
+    # -- leasing in the commit that stores new jobs -------------------------------
+
+    def _lease_on_submit(self, orgs: frozenset[str]) -> SubmitLeasing | None:
+        """Claim the free slots of worker streams serving `orgs` for jobs a
+        group is about to store. The slots stay reserved (no pass leases them
+        too) until `_leased_on_submit` hands out what the commit leased."""
+        sessions = [
+            consumer
+            for consumer in self._consumers
+            if isinstance(consumer, WorkerSession)
+            and not consumer.closed
+            and consumer.free_slots > 0
+            and not orgs.isdisjoint(consumer.org_ids)
+        ]
+        if not sessions:
+            return None
+        claims = []
+        for session in sessions:
+            claims.append(LeaseClaim(session.worker_id, session.orgs_in_turn(), session.free_slots))
+            session.reserved += claims[-1].max_jobs
+
+        def done(leased: list[LeaseClaim] | None) -> None:
+            for session, claim in zip(sessions, claims, strict=True):
+                session.reserved -= claim.max_jobs
+            if leased is not None:
+                self._leased_on_submit(sessions, leased)
+
+        return SubmitLeasing(
+            claims,
+            now_us(),
+            self._lease_ttl_us,
+            done,
+            parent_outputs_bytes=self._config.limits.max_parent_outputs_bytes,
+        )
+
+    def _leased_on_submit(self, sessions: list[WorkerSession], claims: list[LeaseClaim]) -> None:
+        """Push what a commit leased; a worker that left or began draining
+        meanwhile gives its leases back, as after a dispatch pass."""
+        for session, claim in zip(sessions, claims, strict=True):
+            if not claim.leases:
+                continue
+            self._telemetry.leased(claim.leases)
+            if session.closed or session.draining:
+                asyncio.get_running_loop().create_task(self._give_back(claim.leases))
+                continue
+            for lease in claim.leases:
+                self._holders[lease.job.id] = session
+            session.deliver(claim.leases)
 
     # -- the dispatch pass -----------------------------------------------------
 

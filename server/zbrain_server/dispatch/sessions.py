@@ -17,11 +17,14 @@ class Consumer:
     org_ids: tuple[str, ...]
     capacity: int
     active: dict[str, int] = field(default_factory=dict)  # job id -> lease epoch
+    # Slots a group commit storing new jobs is leasing right now (see
+    # `Dispatcher._lease_on_submit`): not free, not yet active.
+    reserved: int = 0
     _next_org: int = 0
 
     @property
     def free_slots(self) -> int:
-        return self.capacity - len(self.active)
+        return self.capacity - len(self.active) - self.reserved
 
     def orgs_in_turn(self) -> list[str]:
         """Its orgs, starting one further each call, so no org always goes first."""
@@ -69,7 +72,7 @@ class WorkerSession(Consumer):
     def free_slots(self) -> int:
         if self.silent or self.draining:
             return 0
-        return self.capacity - len(self.active)
+        return self.capacity - len(self.active) - self.reserved
 
     def heard_from(self) -> None:
         """The worker sent something: it is alive, so it may take work again."""

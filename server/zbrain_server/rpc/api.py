@@ -92,6 +92,7 @@ class Api:
         trace: dict[str, str],
         request_id: str = "",
         refs: dict[str, int] | None = None,
+        request_id_field: str = "request_id",
     ) -> NewJob:
         """A JobSpec validated into the job to submit, in the org the caller
         may act on (for templates and schedules too)."""
@@ -106,6 +107,7 @@ class Api:
             request_id=request_id,
             trace_context=trace,
             refs=refs,
+            request_id_field=request_id_field,
         )
 
     # -- clients ---------------------------------------------------------------------
@@ -119,15 +121,30 @@ class Api:
     async def submit_batch(
         self, caller: Caller, request: pb.SubmitBatchRequest
     ) -> pb.SubmitBatchResponse:
-        validation.batch(request.jobs, self._config.limits)
+        request_ids = validation.batch(request.jobs, request.request_ids, self._config.limits)
         refs = validation.batch_refs(request.jobs)
         trace = current_trace_context()
         new = [
-            self.new_job(caller, spec, f"jobs[{i}]", trace, refs=refs)
-            for i, spec in enumerate(request.jobs)
+            self.new_job(
+                caller,
+                spec,
+                f"jobs[{i}]",
+                trace,
+                request_id,
+                refs=refs,
+                request_id_field=f"request_ids[{i}]",
+            )
+            for i, (spec, request_id) in enumerate(zip(request.jobs, request_ids, strict=True))
         ]
+        validation.distinct_request_ids(new)
         created = await self._jobs.submit(new)
-        return pb.SubmitBatchResponse(job_ids=[job.id for job, _ in created])
+        response = pb.SubmitBatchResponse(job_ids=[job.id for job, _ in created])
+        if request.return_jobs:
+            response.submitted.extend(
+                pb.SubmitResponse(job=codec.job_to_proto(job), deduplicated=deduplicated)
+                for job, deduplicated in created
+            )
+        return response
 
     async def get(self, caller: Caller, request: pb.GetRequest) -> pb.GetResponse:
         job = await self._jobs.get(caller, validation.check_job_id(request.job_id))

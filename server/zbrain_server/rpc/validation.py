@@ -197,6 +197,7 @@ def new_job(
     trace_context: Mapping[str, str] | None = None,
     refs: Mapping[str, int] | None = None,
     now: int | None = None,
+    request_id_field: str = "request_id",
 ) -> NewJob:
     """Validate a JobSpec and turn it into a NewJob, or raise naming every bad
     field. `org_id` is the org it goes to, the caller's choice already
@@ -270,8 +271,8 @@ def new_job(
 
     if request_id:
         if len(request_id.encode()) > limits.max_request_id_bytes:
-            v.add("request_id", f"must be at most {limits.max_request_id_bytes} bytes")
-        _check_text(request_id, "request_id", v)
+            v.add(request_id_field, f"must be at most {limits.max_request_id_bytes} bytes")
+        _check_text(request_id, request_id_field, v)
 
     depends_on = _dependencies(spec, field, refs, limits, v) if spec.depends_on else ()
     run_at_us = (
@@ -590,8 +591,13 @@ def attempt_result(result: job_service_pb2.AttemptResult, field: str = "result")
     )
 
 
-def batch(specs: Sequence[job_pb2.JobSpec], limits: Limits) -> None:
-    """A SubmitBatch holds at least one job and at most max_batch_jobs."""
+def batch(
+    specs: Sequence[job_pb2.JobSpec], request_ids: Sequence[str], limits: Limits
+) -> Sequence[str]:
+    """A SubmitBatch holds at least one job and at most max_batch_jobs, and
+    either no request ids or one per job; returns one request id per job (""
+    for none). Each id itself is checked with its job (`new_job`), and that no
+    two are alike once the jobs' orgs are known (`distinct_request_ids`)."""
     if not specs:
         raise _bad("empty batch", "jobs", "must hold at least one job")
     if len(specs) > limits.max_batch_jobs:
@@ -600,6 +606,33 @@ def batch(specs: Sequence[job_pb2.JobSpec], limits: Limits) -> None:
             "jobs",
             f"holds {len(specs)} jobs; the limit (max_batch_jobs) is {limits.max_batch_jobs}",
         )
+    if not request_ids:
+        return [""] * len(specs)
+    if len(request_ids) != len(specs):
+        raise _bad(
+            "request ids do not match the jobs",
+            "request_ids",
+            f"holds {len(request_ids)} ids for {len(specs)} jobs; give one per job "
+            '("" for a job without one) or none',
+        )
+    return request_ids
+
+
+def distinct_request_ids(jobs: Sequence[NewJob]) -> None:
+    """No request id twice for one org in a batch: both jobs would be new to
+    the store, which could keep only one of them. The second is named."""
+    seen: set[tuple[str, str]] = set()
+    for i, job in enumerate(jobs):
+        if not job.request_id:
+            continue
+        key = (job.org_id, job.request_id)
+        if key in seen:
+            raise _bad(
+                "request id repeated in the batch",
+                f"request_ids[{i}]",
+                "is also an earlier job's of the same organisation; each job needs its own",
+            )
+        seen.add(key)
 
 
 def after_sequence(value: int, field: str = "after_sequence") -> int:

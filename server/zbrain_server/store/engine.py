@@ -13,6 +13,12 @@ SQLite file locked by another process) is run again, up to WRITE_TRIES
 times: alone, in the next group, when only its own statement failed; with
 the whole group when the group's own statements did.
 
+A group whose writes may add waiting jobs (they declare quota_orgs) may run
+a follow-up last, after all its writes, in a savepoint of its own
+(`WriteEngine.follow`): the dispatcher leases the new jobs to idle workers
+there, so a job is stored and leased in one commit (one fsync) and its lease
+is pushed right after that commit, with no dispatch pass in between.
+
 The driver supplies the transaction (`run_group`), the counts of waiting
 jobs a quota is checked against (`lock_orgs`), the numbering of events
 (`finish`), and what follows a commit (`committed`); see `store.driver`.
@@ -142,6 +148,22 @@ class _Write:
 Outcome = tuple[_Write, Any, Exception | None]
 
 
+@dataclass(eq=False)
+class FollowUp:
+    """Work run last in one group's transaction, after every write of the group
+    and in a savepoint of its own (see `WriteEngine.follow`).
+
+    `program(tx)` may read and write; its changes commit with the group's.
+    `then(result)` is called
+    on the event loop once the group has committed, before its writers are
+    answered, with the program's result; with None when the follow-up or the
+    whole group failed, so nothing it did was kept.
+    """
+
+    program: Callable[[Tx], Program[Any]]
+    then: Callable[[Any], None]
+
+
 class WriteEngine:
     """Runs the store's writes in groups, through one driver."""
 
@@ -153,6 +175,13 @@ class WriteEngine:
         self._drained = asyncio.Event()  # set whenever the writer has emptied the queue
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._follow: Callable[[frozenset[str]], FollowUp | None] | None = None
+
+    def follow(self, plan: Callable[[frozenset[str]], FollowUp | None] | None) -> None:
+        """Ask `plan(orgs)`, on the event loop, as each group forms whose writes
+        may add waiting jobs to `orgs` (their quota_orgs), for a follow-up to
+        run last in that group (None: none this time); None stops asking."""
+        self._follow = plan
 
     async def write(
         self, program: Callable[[Tx], Program[T]], *, quota_orgs: Iterable[str] = ()
@@ -217,24 +246,39 @@ class WriteEngine:
 
     async def _commit(self, writes: list[_Write]) -> None:
         """Run a group of writes in one transaction, then answer their callers."""
+        follow_up = None
+        if self._follow is not None:
+            adding = frozenset().union(*(write.quota_orgs for write in writes))
+            follow_up = self._follow(adding) if adding else None
+        followed: Any = None
         tries = 1
-        while True:
-            try:
-                group = Group()
-                outcomes: list[Outcome] = await self._driver.run_group(self._group(writes, group))
-                break
-            except StoreConflictError as error:
-                if tries == WRITE_TRIES:
+        try:
+            while True:
+                try:
+                    group = Group()
+                    outcomes: list[Outcome]
+                    outcomes, followed = await self._driver.run_group(
+                        self._group(writes, group, follow_up)
+                    )
+                    break
+                except StoreConflictError as error:
+                    if tries == WRITE_TRIES:
+                        self._fail(writes, error)
+                        return
+                    tries += 1
+                    log.info("running %d writes again: %s", len(writes), error)
+                except Exception as error:
                     self._fail(writes, error)
                     return
-                tries += 1
-                log.info("running %d writes again: %s", len(writes), error)
-            except Exception as error:
-                self._fail(writes, error)
-                return
-            except BaseException:
-                self._fail(writes, StoreError("write canceled"))
-                raise
+                except BaseException:
+                    self._fail(writes, StoreError("write canceled"))
+                    raise
+        finally:
+            if follow_up is not None:
+                try:
+                    follow_up.then(followed)
+                except Exception:  # its failure must not stop the writer
+                    log.exception("handling a group's follow-up failed")
         try:
             self._driver.committed(group)
         except Exception:  # a listener's failure must not stop the writer
@@ -259,10 +303,13 @@ class WriteEngine:
             if not write.future.done():
                 write.future.set_exception(error)
 
-    def _group(self, writes: list[_Write], group: Group) -> Program[list[Outcome]]:
+    def _group(
+        self, writes: list[_Write], group: Group, follow_up: FollowUp | None
+    ) -> Program[tuple[list[Outcome], Any]]:
         """The program of one group transaction: each write in a savepoint of
         its own (a group of one needs none: its failure fails the transaction),
-        then the driver's `finish`.
+        the follow-up if any, then the driver's `finish`. Returns the writes'
+        outcomes and the follow-up's result (None if it failed).
 
         Writes that may raise an org's waiting count run last, after the
         driver has locked the counts of all orgs the group changes, so that a
@@ -295,6 +342,18 @@ class WriteEngine:
             if savepoints and position < len(ordered):
                 yield Savepoint(release=True)
             outcomes.append((write, result, None))
+        followed = None
+        if follow_up is not None:
+            yield Savepoint(release=savepoints)
+            tx = Tx(group)
+            try:
+                followed = yield from follow_up.program(tx)
+            except Exception as error:  # the writes keep what they did
+                log.warning("a group's follow-up failed and was undone: %s", error)
+                yield RollbackToSavepoint()
+                followed = None
+            else:
+                group.add(tx)
         group.encode(self._codec)
         yield from self._driver.finish(group)
-        return outcomes
+        return outcomes, followed

@@ -13,7 +13,8 @@ tests/store/ holds every backend to it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from zbrain.errors import NotFoundError, StoreConflictError, ZBrainError
@@ -37,7 +38,7 @@ from ..core.model import (
 from ..core.tokens import Token
 from . import graph
 from .driver import Driver, EventListener
-from .engine import Tx, WriteEngine
+from .engine import FollowUp, Tx, WriteEngine
 from .ops import Execute, ExecuteMany, Fetch, FetchOne, Params, Program
 from .rows import (
     event_from_row,
@@ -56,6 +57,30 @@ from .templates import TemplateStore
 PURGE_BATCH = 5000
 """Finished jobs deleted per retention write, so a long backlog never holds
 one huge transaction."""
+
+
+@dataclass(eq=False)
+class LeaseClaim:
+    """Free slots of one worker that new jobs may fill in the commit that
+    stores them (`JobStore.lease_on_submit`); `leases` holds what they got."""
+
+    worker_id: str
+    org_ids: Sequence[str]
+    max_jobs: int
+    leases: list[Lease] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class SubmitLeasing:
+    """The claims to fill in one group that stores new jobs, and what to do
+    once it has committed: `done(claims)` with their leases filled, or
+    `done(None)` when nothing was leased (the group or the leasing failed)."""
+
+    claims: list[LeaseClaim]
+    now_us: int
+    lease_ttl_us: int
+    done: Callable[[list[LeaseClaim] | None], None]
+    parent_outputs_bytes: int = 4 << 20  # as lease_jobs takes it
 
 
 class JobStore:
@@ -312,6 +337,23 @@ class JobStore:
         depended on others carries how they ended and their outputs, up to
         `parent_outputs_bytes` of outputs per lease (`graph.with_parents`).
         """
+        # Rows locked but not chosen (another org's turn) are released at commit.
+        return await self._engine.write(
+            self._lease_program(
+                worker_id, org_ids, max_jobs, now_us, lease_ttl_us, parent_outputs_bytes
+            )
+        )
+
+    def _lease_program(
+        self,
+        worker_id: str,
+        org_ids: Sequence[str],
+        max_jobs: int,
+        now_us: int,
+        lease_ttl_us: int,
+        parent_outputs_bytes: int,
+    ) -> Callable[[Tx], Program[list[Lease]]]:
+        """The write of `lease_jobs`, to run alone or after a group's submits."""
 
         def program(tx: Tx) -> Program[list[Lease]]:
             per_org = []
@@ -327,8 +369,47 @@ class JobStore:
             yield from tx.save(changes)
             return (yield from graph.with_parents(leases(changes), parent_outputs_bytes))
 
-        # Rows locked but not chosen (another org's turn) are released at commit.
-        return await self._engine.write(program)
+        return program
+
+    def lease_on_submit(self, plan: Callable[[frozenset[str]], SubmitLeasing | None]) -> None:
+        """Lease new jobs in the same transaction that stores them.
+
+        As each group of writes that may add waiting jobs to `orgs` forms,
+        `plan(orgs)` is asked (on the event loop) for the free slots to fill;
+        after the group's writes, each claim is leased as `lease_jobs` would
+        lease it, from those orgs, and the group commits the jobs and their
+        leases at once. An org found with no more runnable jobs is not asked
+        again for the next claims of that group.
+        """
+
+        def follow(orgs: frozenset[str]) -> FollowUp | None:
+            leasing = plan(orgs)
+            if leasing is None:
+                return None
+
+            def program(tx: Tx) -> Program[list[LeaseClaim]]:
+                exhausted: set[str] = set()
+                for claim in leasing.claims:
+                    claim.leases = []  # a group run again starts afresh
+                    wanted = [org for org in claim.org_ids if org in orgs and org not in exhausted]
+                    if not wanted:
+                        continue
+                    lease = self._lease_program(
+                        claim.worker_id,
+                        wanted,
+                        claim.max_jobs,
+                        leasing.now_us,
+                        leasing.lease_ttl_us,
+                        leasing.parent_outputs_bytes,
+                    )
+                    claim.leases = yield from lease(tx)
+                    if len(claim.leases) < claim.max_jobs:
+                        exhausted.update(wanted)
+                return leasing.claims
+
+            return FollowUp(program, leasing.done)
+
+        self._engine.follow(follow)
 
     async def leases_of(self, worker_id: str) -> list[tuple[str, int]]:
         """The (job id, lease epoch) of every attempt leased to a worker and running."""

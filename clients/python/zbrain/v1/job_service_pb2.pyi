@@ -186,20 +186,36 @@ class SubmitBatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    REQUEST_IDS_FIELD_NUMBER: _builtins.int
+    RETURN_JOBS_FIELD_NUMBER: _builtins.int
+    return_jobs: _builtins.bool
+    """Answer with each job in full (submitted) besides its id, as Submit
+    would: clients that send concurrent Submits as one batch set it.
+    """
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.JobSpec]:
         """The jobs to run; all are stored in one transaction, or none when any is
         invalid.
         """
 
+    @_builtins.property
+    def request_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional idempotency keys, as Submit's request_id: none, or one per job
+        in the order of jobs ("" for a job without one), no key twice. A job
+        whose key matches an earlier job of its organisation is not created
+        again; the earlier job is answered in its place.
+        """
+
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[_job_pb2.JobSpec] | None = ...,
+        request_ids: _abc.Iterable[_builtins.str] | None = ...,
+        return_jobs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "request_ids", b"request_ids", "return_jobs", b"return_jobs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -212,18 +228,26 @@ class SubmitBatchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_IDS_FIELD_NUMBER: _builtins.int
+    SUBMITTED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The ids of the stored jobs, in request order."""
+
+    @_builtins.property
+    def submitted(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitResponse]:
+        """With return_jobs: what Submit would have answered for each job, in
+        request order.
+        """
 
     def __init__(
         self,
         *,
         job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        submitted: _abc.Iterable[Global___SubmitResponse] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_ids", b"job_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_ids", b"job_ids", "submitted", b"submitted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
