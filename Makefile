@@ -8,7 +8,10 @@ INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 DATA_DIR ?= zbrain-data
 
-.PHONY: setup run test lint format protos check-stubs buf-lint pytest postgres bench bench-smoke clean
+BUF := node_modules/.bin/buf
+
+.PHONY: setup run test lint format protos check-stubs buf-lint buf-breaking contract-baseline \
+        pytest postgres bench bench-smoke clean
 
 setup: $(INSTALLED) $(NODE_INSTALLED)
 
@@ -34,12 +37,12 @@ run: $(INSTALLED)
 ## test: every check, every test, and the benchmarks once in a tiny configuration.
 test: setup lint bench-smoke pytest
 
-lint: setup check-stubs buf-lint
+lint: setup check-stubs buf-lint buf-breaking
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-pytest: $(INSTALLED) postgres
+pytest: $(INSTALLED) $(NODE_INSTALLED) postgres
 	$(PY) -m pytest
 
 # The PostgreSQL store's tests use the server at 127.0.0.1:5432 (database test);
@@ -73,7 +76,16 @@ check-stubs: $(INSTALLED)
 	$(PY) scripts/gen_protos.py --check
 
 buf-lint: $(NODE_INSTALLED)
-	node_modules/.bin/buf lint
+	$(BUF) lint
+
+# The compatibility guard: protos/ against the contract as last released.
+buf-breaking: $(INSTALLED) $(NODE_INSTALLED)
+	$(PY) scripts/contract.py check
+
+## contract-baseline: after a release, REF=<its commit or tag> makes its protos the baseline.
+contract-baseline: $(INSTALLED) $(NODE_INSTALLED)
+	@test -n "$(REF)" || { echo "usage: make contract-baseline REF=<released commit or tag>" >&2; exit 2; }
+	$(PY) scripts/contract.py baseline $(REF)
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
