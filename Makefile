@@ -8,10 +8,11 @@ INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 DATA_DIR ?= zbrain-data
 
+TS := clients/typescript
 BUF := node_modules/.bin/buf
 
-.PHONY: setup run test lint format protos check-stubs buf-lint buf-breaking contract-baseline \
-        pytest postgres bench bench-smoke clean
+.PHONY: setup run test lint format protos check-stubs check-ts-stubs buf-lint buf-breaking \
+        contract-baseline pytest postgres bench bench-smoke clean
 
 setup: $(INSTALLED) $(NODE_INSTALLED)
 
@@ -23,7 +24,9 @@ $(INSTALLED): pyproject.toml clients/python/pyproject.toml server/pyproject.toml
 	$(PY) -m pip install --quiet -e ./clients/python -e ./server --group dev
 	touch $@
 
-$(NODE_INSTALLED): package.json package-lock.json
+# One lockfile for the repository's Node tooling and the TypeScript client
+# (an npm workspace, clients/typescript).
+$(NODE_INSTALLED): package.json package-lock.json $(TS)/package.json
 	npm ci --silent --no-audit --no-fund
 	touch $@
 
@@ -37,7 +40,7 @@ run: $(INSTALLED)
 ## test: every check, every test, and the benchmarks once in a tiny configuration.
 test: setup lint bench-smoke pytest
 
-lint: setup check-stubs buf-lint buf-breaking
+lint: setup check-stubs check-ts-stubs buf-lint buf-breaking
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -68,12 +71,22 @@ format: $(INSTALLED)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## protos: regenerate the committed Python stubs from protos/.
-protos: $(INSTALLED)
+## protos: regenerate the committed Python stubs and TypeScript code from protos/.
+protos: $(INSTALLED) $(NODE_INSTALLED)
 	$(PY) scripts/gen_protos.py
+	$(BUF) generate
 
 check-stubs: $(INSTALLED)
 	$(PY) scripts/gen_protos.py --check
+
+# buf.gen.yaml's output, generated again into a scratch folder and compared.
+check-ts-stubs: $(NODE_INSTALLED)
+	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	  $(BUF) generate -o "$$scratch" && \
+	  if ! diff -r $(TS)/src/gen "$$scratch/$(TS)/src/gen"; then \
+	    echo "Generated TypeScript in $(TS)/src/gen is stale against protos/." >&2; \
+	    echo "Run \`make protos\` and commit the result." >&2; exit 1; \
+	  fi && echo "Generated TypeScript matches protos/."
 
 buf-lint: $(NODE_INSTALLED)
 	$(BUF) lint
