@@ -12,7 +12,7 @@ TS := clients/typescript
 BUF := node_modules/.bin/buf
 
 .PHONY: setup run test lint format protos check-stubs check-ts-stubs buf-lint buf-breaking \
-        contract-baseline pytest postgres bench bench-smoke clean
+        contract-baseline ts-build ts-test pytest postgres bench bench-smoke clean
 
 setup: $(INSTALLED) $(NODE_INSTALLED)
 
@@ -38,12 +38,13 @@ run: $(INSTALLED)
 	$(BIN)/zbrain serve --data-dir $(DATA_DIR) --workers 4 --metrics-listen $(METRICS_LISTEN)
 
 ## test: every check, every test, and the benchmarks once in a tiny configuration.
-test: setup lint bench-smoke pytest
+test: setup lint bench-smoke pytest ts-test
 
-lint: setup check-stubs check-ts-stubs buf-lint buf-breaking
+lint: setup check-stubs check-ts-stubs buf-lint buf-breaking ts-build
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	npm run --silent --workspace $(TS) format:check
 
 pytest: $(INSTALLED) $(NODE_INSTALLED) postgres
 	$(PY) -m pytest
@@ -67,9 +68,10 @@ bench: $(INSTALLED)
 bench-smoke: $(INSTALLED)
 	$(PY) -m bench.run --tiny --repeat 1
 
-format: $(INSTALLED)
+format: $(INSTALLED) $(NODE_INSTALLED)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+	npm run --silent --workspace $(TS) format
 
 ## protos: regenerate the committed Python stubs and TypeScript code from protos/.
 protos: $(INSTALLED) $(NODE_INSTALLED)
@@ -100,5 +102,14 @@ contract-baseline: $(INSTALLED) $(NODE_INSTALLED)
 	@test -n "$(REF)" || { echo "usage: make contract-baseline REF=<released commit or tag>" >&2; exit 2; }
 	$(PY) scripts/contract.py baseline $(REF)
 
+# The TypeScript client: type-checked (strict) and compiled, tests included.
+ts-build: $(NODE_INSTALLED)
+	npm run --silent --workspace $(TS) build
+	npm run --silent --workspace $(TS) build:test
+
+# Its tests start real servers from .venv.
+ts-test: $(INSTALLED) ts-build
+	npm run --silent --workspace $(TS) test:run
+
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules $(TS)/node_modules .pytest_cache .mypy_cache .ruff_cache $(TS)/dist $(TS)/build
