@@ -3,6 +3,8 @@
  *
  * - {@link ZBrainClient}: submit, inspect, list, cancel and wait for jobs, and
  *   follow their logs and the event stream.
+ * - {@link Worker}: run jobs in this process with a handler, over the same
+ *   WorkerService.Connect protocol as the Python SDK.
  * - Errors are {@link ZBrainError} subclasses mapped from gRPC status codes,
  *   with the request's field violations readable.
  *
@@ -55,3 +57,5 @@ export {
   type StateChange,
   type Transition,
 } from "./models.js";
+export { AttemptStoppedError, type Handler, type JobContext, type Logger, type StopReason } from "./worker/attempt.js";
+export { Worker, type WorkerOptions } from "./worker/worker.js";

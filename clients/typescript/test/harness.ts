@@ -14,7 +14,7 @@ import { createInterface } from "node:readline";
 import type { TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { type JobState, ZBrainClient } from "@zbrain/client";
+import { type JobState, Worker, type WorkerOptions, ZBrainClient } from "@zbrain/client";
 
 const run = promisify(execFile);
 
@@ -22,6 +22,8 @@ const run = promisify(execFile);
 export const ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
 export const ZBRAIN = join(ROOT, ".venv", "bin", "zbrain");
 export const PYTHON = join(ROOT, ".venv", "bin", "python");
+/** The fixture worker program, compiled beside this file. */
+export const WORKER_PROGRAM = fileURLToPath(new URL("./fixtures/worker.js", import.meta.url));
 
 /** Short leases and retries keep the end-to-end tests quick (as the Python tests' TEST_CONFIG). */
 const SERVER_ENV = {
@@ -119,6 +121,7 @@ export interface TestServer {
 /** Starts servers and processes for one test, and stops them all when it ends. */
 export class Harness {
   private readonly children: Child[] = [];
+  private readonly workers: { readonly worker: Worker; readonly running: Promise<void> }[] = [];
   private readonly clients: ZBrainClient[] = [];
   private readonly directories: string[] = [];
 
@@ -155,6 +158,22 @@ export class Harness {
     return client;
   }
 
+  /**
+   * A worker in this process, serving until the test ends. Signals stay the
+   * test runner's; `running` is its `run()`.
+   */
+  runWorker(options: WorkerOptions): { readonly worker: Worker; readonly running: Promise<void> } {
+    const worker = new Worker({ signals: [], logger: quiet, ...options });
+    const started = { worker, running: worker.run() };
+    this.workers.push(started);
+    return started;
+  }
+
+  /** The fixture worker (test/fixtures/worker.ts) in a process of its own. */
+  worker(server: TestServer, env: Readonly<Record<string, string>>): Child {
+    return this.spawn("TS worker", process.execPath, [WORKER_PROGRAM], { ZBRAIN_SERVER: server.address, ...env });
+  }
+
   spawn(name: string, command: string, args: readonly string[], env: Readonly<Record<string, string>> = {}): Child {
     const child = new Child(
       name,
@@ -169,6 +188,10 @@ export class Harness {
   }
 
   private async cleanup(): Promise<void> {
+    for (const { worker, running } of this.workers) {
+      await worker.shutdown(0);
+      await running.catch(() => undefined); // a test that expected it to fail has said so
+    }
     for (const client of this.clients) {
       client.close();
     }
@@ -176,6 +199,9 @@ export class Harness {
     await Promise.all(this.directories.map((dir) => rm(dir, { recursive: true, force: true })));
   }
 }
+
+/** In-process workers say nothing unless a test fails: their words would bury the report. */
+const quiet = { info: () => undefined, warn: () => undefined };
 
 /** Run the `zbrain` command line; resolves with its standard output. */
 export async function cli(...args: string[]): Promise<string> {
