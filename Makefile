@@ -40,7 +40,9 @@ run: $(INSTALLED)
 ## test: every check, every test, and the benchmarks once in a tiny configuration.
 test: setup lint bench-smoke pytest ts-test
 
-lint: setup check-stubs check-ts-stubs buf-lint buf-breaking ts-build
+# The contract first: a proto change that breaks it fails at buf-breaking,
+# whether or not the generated code was regenerated after it.
+lint: setup buf-lint buf-breaking check-stubs check-ts-stubs ts-build
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
