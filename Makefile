@@ -8,7 +8,11 @@ INSTALLED := $(VENV)/.installed
 NODE_INSTALLED := node_modules/.installed
 DATA_DIR ?= zbrain-data
 
-.PHONY: setup run test lint format protos check-stubs buf-lint pytest postgres bench bench-smoke clean
+TS := clients/typescript
+BUF := node_modules/.bin/buf
+
+.PHONY: setup run test lint format protos check-stubs check-ts-stubs buf-lint buf-breaking \
+        contract-baseline ts-build ts-test pytest postgres bench bench-smoke clean
 
 setup: $(INSTALLED) $(NODE_INSTALLED)
 
@@ -20,7 +24,9 @@ $(INSTALLED): pyproject.toml clients/python/pyproject.toml server/pyproject.toml
 	$(PY) -m pip install --quiet -e ./clients/python -e ./server --group dev
 	touch $@
 
-$(NODE_INSTALLED): package.json package-lock.json
+# One lockfile for the repository's Node tooling and the TypeScript client
+# (an npm workspace, clients/typescript).
+$(NODE_INSTALLED): package.json package-lock.json $(TS)/package.json
 	npm ci --silent --no-audit --no-fund
 	touch $@
 
@@ -32,15 +38,18 @@ run: $(INSTALLED)
 	$(BIN)/zbrain serve --data-dir $(DATA_DIR) --workers 4 --metrics-listen $(METRICS_LISTEN)
 
 ## test: every check, every test, and the benchmarks once in a tiny configuration.
-test: setup lint bench-smoke pytest
+test: setup lint bench-smoke pytest ts-test
 
-lint: setup check-stubs buf-lint
+# The contract first: a proto change that breaks it fails at buf-breaking,
+# whether or not the generated code was regenerated after it.
+lint: setup buf-lint buf-breaking check-stubs check-ts-stubs ts-build
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	npm run --silent --workspace $(TS) format:check
 
-pytest: $(INSTALLED) postgres
+pytest: $(INSTALLED) $(NODE_INSTALLED) postgres
 	$(PY) -m pytest
 
 # The PostgreSQL store's tests use the server at 127.0.0.1:5432 (database test);
@@ -62,19 +71,48 @@ bench: $(INSTALLED)
 bench-smoke: $(INSTALLED)
 	$(PY) -m bench.run --tiny --repeat 1
 
-format: $(INSTALLED)
+format: $(INSTALLED) $(NODE_INSTALLED)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+	npm run --silent --workspace $(TS) format
 
-## protos: regenerate the committed Python stubs from protos/.
-protos: $(INSTALLED)
+## protos: regenerate the committed Python stubs and TypeScript code from protos/.
+protos: $(INSTALLED) $(NODE_INSTALLED)
 	$(PY) scripts/gen_protos.py
+	$(BUF) generate
 
 check-stubs: $(INSTALLED)
 	$(PY) scripts/gen_protos.py --check
 
+# buf.gen.yaml's output, generated again into a scratch folder and compared.
+check-ts-stubs: $(NODE_INSTALLED)
+	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	  $(BUF) generate -o "$$scratch" && \
+	  if ! diff -r $(TS)/src/gen "$$scratch/$(TS)/src/gen"; then \
+	    echo "Generated TypeScript in $(TS)/src/gen is stale against protos/." >&2; \
+	    echo "Run \`make protos\` and commit the result." >&2; exit 1; \
+	  fi && echo "Generated TypeScript matches protos/."
+
 buf-lint: $(NODE_INSTALLED)
-	node_modules/.bin/buf lint
+	$(BUF) lint
+
+# The compatibility guard: protos/ against the contract as last released.
+buf-breaking: $(INSTALLED) $(NODE_INSTALLED)
+	$(PY) scripts/contract.py check
+
+## contract-baseline: after a release, REF=<its commit or tag> makes its protos the baseline.
+contract-baseline: $(INSTALLED) $(NODE_INSTALLED)
+	@test -n "$(REF)" || { echo "usage: make contract-baseline REF=<released commit or tag>" >&2; exit 2; }
+	$(PY) scripts/contract.py baseline $(REF)
+
+# The TypeScript client: type-checked (strict) and compiled, tests included.
+ts-build: $(NODE_INSTALLED)
+	npm run --silent --workspace $(TS) build
+	npm run --silent --workspace $(TS) build:test
+
+# Its tests start real servers from .venv.
+ts-test: $(INSTALLED) ts-build
+	npm run --silent --workspace $(TS) test:run
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules $(TS)/node_modules .pytest_cache .mypy_cache .ruff_cache $(TS)/dist $(TS)/build

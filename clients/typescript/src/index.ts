@@ -1,0 +1,61 @@
+/**
+ * ZBrain's TypeScript client and worker for Node.js.
+ *
+ * - {@link ZBrainClient}: submit, inspect, list, cancel and wait for jobs, and
+ *   follow their logs and the event stream.
+ * - {@link Worker}: run jobs in this process with a handler, over the same
+ *   WorkerService.Connect protocol as the Python SDK.
+ * - Errors are {@link ZBrainError} subclasses mapped from gRPC status codes,
+ *   with the request's field violations readable.
+ *
+ * The generated messages and service descriptors are under
+ * `@zbrain/client/gen/zbrain/v1/*_pb.js` for calls this layer does not wrap.
+ *
+ * @module
+ */
+export {
+  ZBrainClient,
+  type EventsOptions,
+  type JobOptions,
+  type JobSpec,
+  type ListOptions,
+  type LogsOptions,
+  type SubmitOptions,
+  type WaitOptions,
+} from "./client.js";
+export { DEFAULT_SERVER, type ConnectionOptions, type TlsOptions } from "./connection.js";
+export {
+  AlreadyExistsError,
+  CanceledError,
+  Code,
+  DeadlineExceededError,
+  FailedPreconditionError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  OutOfRangeError,
+  PermissionDeniedError,
+  ResourceExhaustedError,
+  UnauthenticatedError,
+  UnavailableError,
+  ZBrainError,
+  type ZBrainErrorOptions,
+  type FieldViolation,
+} from "./errors.js";
+export {
+  AttemptOutcome,
+  CancelOutcome,
+  JobState,
+  LogStream,
+  TransitionCause,
+  isTerminal,
+  type Artifact,
+  type Event,
+  type EventPayload,
+  type Job,
+  type LogLine,
+  type StateChange,
+  type Transition,
+} from "./models.js";
+export { AttemptStoppedError, type Handler, type JobContext, type Logger, type StopReason } from "./worker/attempt.js";
+export { Worker, type WorkerOptions } from "./worker/worker.js";

@@ -1,0 +1,251 @@
+/**
+ * The values the client returns, converted from the generated messages at
+ * the edge: camelCase fields, `Date` times, durations in milliseconds, JSON
+ * parsed, and 64-bit counters as numbers (sequences and epochs stay far
+ * below 2^53). The enums are the generated ones, so their numbers are the
+ * wire's.
+ *
+ * @module
+ */
+import { type Duration, type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
+import type * as event_pb from "./gen/zbrain/v1/event_pb.js";
+import {
+  JobState,
+  type LogStream,
+  type TransitionCause,
+  type Artifact as ArtifactMessage,
+  type Job as JobMessage,
+  type LogLine as LogLineMessage,
+} from "./gen/zbrain/v1/job_pb.js";
+
+export { AttemptOutcome, CancelOutcome } from "./gen/zbrain/v1/job_service_pb.js";
+export { JobState, LogStream, TransitionCause } from "./gen/zbrain/v1/job_pb.js";
+
+/** One file a job produced, stored content-addressed by its SHA-256. */
+export interface Artifact {
+  readonly name: string;
+  readonly sha256: string;
+  readonly sizeBytes: number;
+}
+
+/** A job's last state change, and why it happened. */
+export interface Transition {
+  readonly fromState: JobState;
+  readonly toState: JobState;
+  /** Branch on this, never on the words of `reason`; treat an unknown value like UNSPECIFIED. */
+  readonly cause: TransitionCause;
+  readonly reason: string;
+  readonly time: Date | undefined;
+}
+
+/** A job as the server reported it. */
+export interface Job {
+  /** A UUIDv7: its text sorts in submission order. */
+  readonly id: string;
+  readonly orgId: string;
+  readonly cmd: readonly string[];
+  /** The input, parsed; null when there is none. */
+  readonly input: unknown;
+  /** The input as the server holds it, exact even where JSON.parse is not (integers beyond 2^53). */
+  readonly inputJson: string;
+  readonly env: Readonly<Record<string, string>>;
+  /** Wall-clock limit of one attempt. */
+  readonly timeoutMs: number;
+  readonly maxRetries: number;
+  readonly priority: number;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly state: JobState;
+  /** Attempts started so far. */
+  readonly attempt: number;
+  readonly createTime: Date | undefined;
+  readonly updateTime: Date | undefined;
+  readonly startTime: Date | undefined;
+  readonly finishTime: Date | undefined;
+  readonly nextRunTime: Date | undefined;
+  readonly lastError: string;
+  /** The output, parsed; null when there is none. */
+  readonly output: unknown;
+  readonly outputJson: string;
+  readonly artifacts: readonly Artifact[];
+  /** The fencing token of the current lease; it increases with every attempt. */
+  readonly leaseEpoch: number;
+  readonly workerId: string;
+  readonly leaseExpireTime: Date | undefined;
+  readonly cancelRequested: boolean;
+  readonly requestId: string;
+  readonly lastTransition: Transition | undefined;
+}
+
+/** One line of a job's output. */
+export interface LogLine {
+  /** Per job, from 1 without gaps: pass the last one seen as `after` to resume. */
+  readonly sequence: number;
+  readonly stream: LogStream;
+  readonly attempt: number;
+  readonly time: Date | undefined;
+  readonly text: string;
+}
+
+/** A job's state change, as an event carries it. */
+export interface StateChange {
+  readonly fromState: JobState;
+  readonly toState: JobState;
+  readonly cause: TransitionCause;
+  readonly reason: string;
+  readonly attempt: number;
+  readonly workerId: string;
+  readonly error: string;
+  readonly nextRunTime: Date | undefined;
+  /** The start of the output (at most 1 KiB of its JSON), when it succeeded. */
+  readonly outputSummary: string;
+  readonly artifacts: readonly Artifact[];
+  readonly leaseEpoch: number;
+}
+
+/**
+ * What an event says happened, discriminated by `case` (the name of the
+ * proto's oneof field). `case` is undefined for a kind of event this client
+ * does not know yet: a newer server may send those.
+ */
+export type EventPayload =
+  | { readonly case: "jobSubmitted"; readonly value: { readonly cmd: readonly string[]; readonly priority: number } }
+  | { readonly case: "jobStateChanged"; readonly value: StateChange }
+  | { readonly case: "jobLogged"; readonly value: { readonly lines: readonly LogLine[] } }
+  | { readonly case: "workerPresence"; readonly value: { readonly workerId: string; readonly connected: boolean } }
+  | { readonly case: undefined; readonly value?: undefined };
+
+/** One recorded change. */
+export interface Event {
+  /** Global and strictly increasing: pass the last one seen as `after` to resume. */
+  readonly sequence: number;
+  /** Such as `jobs/{job_id}/state`, `jobs/{job_id}/logs` or `workers/{worker_id}`. */
+  readonly topic: string;
+  readonly orgId: string;
+  /** The job the event is about; empty for a worker's. */
+  readonly jobId: string;
+  readonly time: Date | undefined;
+  readonly payload: EventPayload;
+}
+
+const TERMINAL_STATES: ReadonlySet<JobState> = new Set([JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELED]);
+
+/** Whether a job in this state is finished for good (SUCCEEDED, FAILED or CANCELED). */
+export function isTerminal(state: JobState): boolean {
+  return TERMINAL_STATES.has(state);
+}
+
+// -- from the generated messages ------------------------------------------------
+
+function date(value: Timestamp | undefined): Date | undefined {
+  return value === undefined ? undefined : timestampDate(value);
+}
+
+export function durationMs(value: Duration | undefined): number {
+  return value === undefined ? 0 : Number(value.seconds) * 1000 + Math.floor(value.nanos / 1e6);
+}
+
+function parsed(json: string): unknown {
+  return json === "" ? null : JSON.parse(json);
+}
+
+function artifact(message: ArtifactMessage): Artifact {
+  return { name: message.name, sha256: message.sha256, sizeBytes: Number(message.sizeBytes) };
+}
+
+export function jobFrom(message: JobMessage): Job {
+  const transition = message.lastTransition;
+  return {
+    id: message.id,
+    orgId: message.orgId,
+    cmd: message.cmd,
+    input: parsed(message.inputJson),
+    inputJson: message.inputJson,
+    env: message.env,
+    timeoutMs: durationMs(message.timeout),
+    maxRetries: message.maxRetries,
+    priority: message.priority,
+    labels: message.labels,
+    state: message.state,
+    attempt: message.attempt,
+    createTime: date(message.createTime),
+    updateTime: date(message.updateTime),
+    startTime: date(message.startTime),
+    finishTime: date(message.finishTime),
+    nextRunTime: date(message.nextRunTime),
+    lastError: message.lastError,
+    output: parsed(message.outputJson),
+    outputJson: message.outputJson,
+    artifacts: message.artifacts.map(artifact),
+    leaseEpoch: Number(message.leaseEpoch),
+    workerId: message.workerId,
+    leaseExpireTime: date(message.leaseExpireTime),
+    cancelRequested: message.cancelRequested,
+    requestId: message.requestId,
+    lastTransition:
+      transition === undefined
+        ? undefined
+        : {
+            fromState: transition.fromState,
+            toState: transition.toState,
+            cause: transition.cause,
+            reason: transition.reason,
+            time: date(transition.time),
+          },
+  };
+}
+
+export function logLineFrom(message: LogLineMessage): LogLine {
+  return {
+    sequence: Number(message.sequence),
+    stream: message.stream,
+    attempt: message.attempt,
+    time: date(message.time),
+    text: message.text,
+  };
+}
+
+function payloadFrom(payload: event_pb.Event["payload"]): EventPayload {
+  switch (payload.case) {
+    case "jobSubmitted":
+      return { case: payload.case, value: { cmd: payload.value.cmd, priority: payload.value.priority } };
+    case "jobStateChanged": {
+      const change = payload.value;
+      return {
+        case: payload.case,
+        value: {
+          fromState: change.fromState,
+          toState: change.toState,
+          cause: change.cause,
+          reason: change.reason,
+          attempt: change.attempt,
+          workerId: change.workerId,
+          error: change.error,
+          nextRunTime: date(change.nextRunTime),
+          outputSummary: change.outputSummary,
+          artifacts: change.artifacts.map(artifact),
+          leaseEpoch: Number(change.leaseEpoch),
+        },
+      };
+    }
+    case "jobLogged":
+      return { case: payload.case, value: { lines: payload.value.lines.map(logLineFrom) } };
+    case "workerPresence":
+      return {
+        case: payload.case,
+        value: { workerId: payload.value.workerId, connected: payload.value.connected },
+      };
+    default:
+      return { case: undefined };
+  }
+}
+
+export function eventFrom(message: event_pb.Event): Event {
+  return {
+    sequence: Number(message.sequence),
+    topic: message.topic,
+    orgId: message.orgId,
+    jobId: message.jobId,
+    time: date(message.time),
+    payload: payloadFrom(message.payload),
+  };
+}
