@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from zbrain.errors import NotFoundError, StaleLeaseError, ZBrainError
 from zbrain.logs import job_fields
@@ -162,7 +162,10 @@ class Dispatcher:
             if isinstance(body, events.JobSubmitted):
                 runnable = runnable or body.state.is_runnable
             elif isinstance(body, events.JobStateChanged):
-                runnable = runnable or body.to_state.is_runnable
+                # A job leaving RUNNING, on any replica, may free room under
+                # its org's or its key's limit.
+                freed = body.from_state is JobState.RUNNING is not body.to_state
+                runnable = runnable or body.to_state.is_runnable or freed
                 if body.cause is Cause.CANCEL_REQUESTED:
                     self._tell_holder(record.job_id, body.lease_epoch, CANCELED_BY_USER)
                 elif body.to_state is not JobState.RUNNING:
@@ -201,7 +204,13 @@ class Dispatcher:
             waiter.capacity = 0  # a pass that still holds it in its snapshot skips it
             self._consumers.remove(waiter)
 
-    async def _lease(self, worker_id: str, org_ids: Sequence[str], max_jobs: int) -> list[Lease]:
+    async def _lease(
+        self,
+        worker_id: str,
+        org_ids: Sequence[str],
+        max_jobs: int,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Lease]:
         return await self._store.lease_jobs(
             worker_id,
             org_ids,
@@ -209,6 +218,7 @@ class Dispatcher:
             now_us(),
             self._lease_ttl_us,
             parent_outputs_bytes=self._config.limits.max_parent_outputs_bytes,
+            labels=labels,
         )
 
     def _give_back_later(self, future: asyncio.Future[list[Lease]]) -> None:
@@ -405,7 +415,14 @@ class Dispatcher:
             return None
         claims = []
         for session in sessions:
-            claims.append(LeaseClaim(session.worker_id, session.orgs_in_turn(), session.free_slots))
+            claims.append(
+                LeaseClaim(
+                    session.worker_id,
+                    session.orgs_in_turn(),
+                    session.free_slots,
+                    labels=session.labels,
+                )
+            )
             session.reserved += claims[-1].max_jobs
 
         def done(leased: list[LeaseClaim] | None) -> None:
@@ -477,7 +494,8 @@ class Dispatcher:
                 if isinstance(consumer, LeaseWaiter):
                     consumer.leasing = True
                 try:
-                    leases = await self._lease(consumer.worker_id, orgs, wanted)
+                    labels = consumer.labels if isinstance(consumer, WorkerSession) else None
+                    leases = await self._lease(consumer.worker_id, orgs, wanted, labels)
                 finally:
                     if isinstance(consumer, LeaseWaiter):
                         consumer.leasing = False
@@ -518,19 +536,22 @@ class Dispatcher:
                 raise outcome
 
     async def _schedule_wakeup(self) -> None:
-        """Wake the pump when the earliest waiting retry falls due."""
+        """Wake the pump when the earliest waiting retry falls due, or when a
+        limit that held jobs back may let one go (a rate's next start)."""
+        limit_us = self._store.take_limit_wakeup()
         idle_orgs = sorted({org for c in self._consumers if c.free_slots > 0 for org in c.org_ids})
         if not idle_orgs:
             return
+        now = now_us()
         due_us = await self._store.next_run_time(idle_orgs)
-        if due_us is None:
+        # A due time passed means runnable now but not leased (raced a submit,
+        # or held by a limit): the next kick, or the limit's wake-up, takes it.
+        wakeups = [when for when in (due_us, limit_us) if when is not None and when > now]
+        if not wakeups:
             return
-        delay = max(0.0, (due_us - now_us()) / 1e6)
-        if delay <= 0:
-            return  # runnable now but not leased (raced a submit): the next kick takes it
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self.kick)
+        self._timer = asyncio.get_running_loop().call_later((min(wakeups) - now) / 1e6, self.kick)
 
     # -- background duties ------------------------------------------------------
 

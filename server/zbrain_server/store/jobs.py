@@ -13,7 +13,7 @@ tests/store/ holds every backend to it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ from . import graph
 from .driver import Driver, EventListener
 from .engine import FollowUp, Tx, WriteEngine
 from .ops import Execute, ExecuteMany, Fetch, FetchOne, Params, Program
+from .orgs import OrgStore, charge, runnable_of_org, settings_of
 from .rows import (
     event_from_row,
     job_from_row,
@@ -68,6 +69,7 @@ class LeaseClaim:
     org_ids: Sequence[str]
     max_jobs: int
     leases: list[Lease] = field(default_factory=list)
+    labels: Mapping[str, str] = field(default_factory=dict)  # the worker's, for `requires`
 
 
 @dataclass(eq=False)
@@ -92,6 +94,21 @@ class JobStore:
         self._engine = WriteEngine(driver, codec)
         self.templates = TemplateStore(driver, self._engine)
         self.schedules = ScheduleStore(driver, self._engine, self)
+        self.orgs = OrgStore(driver, self._engine)
+        self._limit_wakeup_us: int | None = None
+
+    def take_limit_wakeup(self) -> int | None:
+        """When leasing may find jobs that a limit held back (a rate's next
+        start, a lock another replica held), as found by the lease writes
+        since the last call; None when none was."""
+        wakeup, self._limit_wakeup_us = self._limit_wakeup_us, None
+        return wakeup
+
+    def _wake_at(self, when_us: int | None) -> None:
+        if when_us is not None and (
+            self._limit_wakeup_us is None or when_us < self._limit_wakeup_us
+        ):
+            self._limit_wakeup_us = when_us
 
     @property
     def driver(self) -> Driver:
@@ -328,19 +345,29 @@ class JobStore:
         lease_ttl_us: int,
         *,
         parent_outputs_bytes: int = 4 << 20,
+        labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:
         """Lease up to max_jobs runnable jobs of the given orgs to a worker.
 
         Within an org, higher priority first, then submission order; the
         slots are shared round-robin between orgs, starting with the first
-        org given, so that callers can rotate it for fairness. A job that
-        depended on others carries how they ended and their outputs, up to
-        `parent_outputs_bytes` of outputs per lease (`graph.with_parents`).
+        org given, so that callers can rotate it for fairness. Only jobs whose
+        `requires` the worker's `labels` meet are leased, and each org's
+        settings hold (pauses, running jobs, starts per second, concurrency
+        keys: `orgs.runnable_of_org`). A job that depended on others carries
+        how they ended and their outputs, up to `parent_outputs_bytes` of
+        outputs per lease (`graph.with_parents`).
         """
         # Rows locked but not chosen (another org's turn) are released at commit.
         return await self._engine.write(
             self._lease_program(
-                worker_id, org_ids, max_jobs, now_us, lease_ttl_us, parent_outputs_bytes
+                worker_id,
+                org_ids,
+                max_jobs,
+                now_us,
+                lease_ttl_us,
+                parent_outputs_bytes,
+                labels or {},
             )
         )
 
@@ -352,19 +379,23 @@ class JobStore:
         now_us: int,
         lease_ttl_us: int,
         parent_outputs_bytes: int,
+        labels: Mapping[str, str],
     ) -> Callable[[Tx], Program[list[Lease]]]:
         """The write of `lease_jobs`, to run alone or after a group's submits."""
 
         def program(tx: Tx) -> Program[list[Lease]]:
-            per_org = []
+            settings = yield from settings_of(org_ids)
+            turns = []
             for org_id in org_ids:
-                rows = yield Fetch(
-                    "lock_runnable", {"org_id": org_id, "now": now_us, "limit": max_jobs}
-                )
-                per_org.append([job_from_row(row) for row in rows])
+                turn = yield from runnable_of_org(settings[org_id], labels, max_jobs, now_us)
+                self._wake_at(turn.retry_at_us)
+                turns.append(turn)
+            chosen = round_robin([turn.jobs for turn in turns], max_jobs)
+            picked = {job.id for job in chosen}
+            for turn in turns:
+                yield from charge(turn, sum(job.id in picked for job in turn.jobs))
             changes = [
-                lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us)
-                for job in round_robin(per_org, max_jobs)
+                lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us) for job in chosen
             ]
             yield from tx.save(changes)
             return (yield from graph.with_parents(leases(changes), parent_outputs_bytes))
@@ -378,8 +409,9 @@ class JobStore:
         `plan(orgs)` is asked (on the event loop) for the free slots to fill;
         after the group's writes, each claim is leased as `lease_jobs` would
         lease it, from those orgs, and the group commits the jobs and their
-        leases at once. An org found with no more runnable jobs is not asked
-        again for the next claims of that group.
+        leases at once. An org found with no more runnable jobs for a worker's
+        labels is not asked again for the next claims with those labels in
+        that group.
         """
 
         def follow(orgs: frozenset[str]) -> FollowUp | None:
@@ -388,10 +420,15 @@ class JobStore:
                 return None
 
             def program(tx: Tx) -> Program[list[LeaseClaim]]:
-                exhausted: set[str] = set()
+                exhausted: set[tuple[str, frozenset[tuple[str, str]]]] = set()
                 for claim in leasing.claims:
                     claim.leases = []  # a group run again starts afresh
-                    wanted = [org for org in claim.org_ids if org in orgs and org not in exhausted]
+                    offered = frozenset(claim.labels.items())
+                    wanted = [
+                        org
+                        for org in claim.org_ids
+                        if org in orgs and (org, offered) not in exhausted
+                    ]
                     if not wanted:
                         continue
                     lease = self._lease_program(
@@ -401,10 +438,11 @@ class JobStore:
                         leasing.now_us,
                         leasing.lease_ttl_us,
                         leasing.parent_outputs_bytes,
+                        claim.labels,
                     )
                     claim.leases = yield from lease(tx)
                     if len(claim.leases) < claim.max_jobs:
-                        exhausted.update(wanted)
+                        exhausted.update((org, offered) for org in wanted)
                 return leasing.claims
 
             return FollowUp(program, leasing.done)

@@ -31,12 +31,14 @@ INSERT INTO jobs (
     id, org_id, cmd, input_json, env, timeout_us, max_retries, priority, labels,
     create_time, state, attempt, update_time, start_time, finish_time, next_run_time,
     last_error, output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested,
-    request_id, trace_context, previous_state, cause, reason, transition_time
+    request_id, trace_context, previous_state, cause, reason, transition_time,
+    concurrency_key, concurrency_limit, requires
 ) VALUES (
     :id, :org_id, :cmd, :input_json, :env, :timeout_us, :max_retries, :priority, :labels,
     :create_time, :state, :attempt, :update_time, :start_time, :finish_time, :next_run_time,
     :last_error, :output_json, :lease_epoch, :worker_id, :lease_expire_time, :cancel_requested,
-    :request_id, :trace_context, :previous_state, :cause, :reason, :transition_time
+    :request_id, :trace_context, :previous_state, :cause, :reason, :transition_time,
+    :concurrency_key, :concurrency_limit, :requires
 ) ON CONFLICT DO NOTHING;
 
 -- name: save_job
@@ -51,10 +53,63 @@ UPDATE jobs SET
 WHERE id = :id AND state = :old_state AND lease_epoch = :old_lease_epoch;
 
 -- name: lock_runnable
--- Up to :limit jobs of one org that may run now, in leasing order.
+-- Up to :limit jobs of one org that may run now, in leasing order: those the
+-- worker's labels (a JSON object) meet, matching none of the paused label
+-- selectors (a JSON array of objects), and not of a skipped concurrency key.
 SELECT * FROM jobs
 WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+    AND (requires = '{}' OR NOT EXISTS (
+        SELECT 1 FROM json_each(jobs.requires) AS r
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(json(:worker_labels)) AS w
+            WHERE w.key = r.key AND (r.value = '' OR w.value = r.value))))
+    AND (:paused_selectors = '[]' OR NOT EXISTS (
+        SELECT 1 FROM json_each(json(:paused_selectors)) AS s
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(s.value) AS p
+            WHERE (SELECT l.value FROM json_each(jobs.labels) AS l WHERE l.key = p.key)
+                IS NOT p.value)))
+    AND concurrency_key NOT IN (SELECT value FROM json_each(:skipped_keys))
 ORDER BY priority DESC, id LIMIT :limit;
+
+-- name: org_settings_of
+SELECT * FROM org_settings WHERE org_id IN (SELECT value FROM json_each(:org_ids));
+
+-- name: save_org_settings
+INSERT INTO org_settings (
+    org_id, max_running_jobs, max_starts_per_second, max_waiting_jobs, max_log_bytes,
+    max_artifact_bytes, retention_days, paused, paused_selectors, update_time
+) VALUES (
+    :org_id, :max_running_jobs, :max_starts_per_second, :max_waiting_jobs, :max_log_bytes,
+    :max_artifact_bytes, :retention_days, :paused, :paused_selectors, :update_time
+) ON CONFLICT (org_id) DO UPDATE SET
+    max_running_jobs = excluded.max_running_jobs,
+    max_starts_per_second = excluded.max_starts_per_second,
+    max_waiting_jobs = excluded.max_waiting_jobs, max_log_bytes = excluded.max_log_bytes,
+    max_artifact_bytes = excluded.max_artifact_bytes, retention_days = excluded.retention_days,
+    paused = excluded.paused, paused_selectors = excluded.paused_selectors,
+    update_time = excluded.update_time;
+
+-- name: lock_org_settings
+SELECT * FROM org_settings WHERE org_id = :org_id;
+
+-- name: try_lock_limit
+-- The writer holds the whole database: a limit's count needs no lock of its own.
+SELECT 1 AS locked;
+
+-- name: count_running
+SELECT count(*) AS running FROM jobs WHERE org_id = :org_id AND state = 'RUNNING';
+
+-- name: count_running_key
+SELECT count(*) AS running FROM jobs
+WHERE org_id = :org_id AND state = 'RUNNING' AND concurrency_key = :concurrency_key;
+
+-- name: select_bucket
+SELECT tokens, refill_time FROM org_buckets WHERE org_id = :org_id;
+
+-- name: save_bucket
+INSERT INTO org_buckets (org_id, tokens, refill_time) VALUES (:org_id, :tokens, :refill_time)
+ON CONFLICT (org_id) DO UPDATE SET tokens = excluded.tokens, refill_time = excluded.refill_time;
 
 -- name: lock_expired
 SELECT * FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < :now;
