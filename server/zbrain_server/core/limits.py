@@ -53,6 +53,9 @@ class Hold(enum.Enum):
 
 NO_WORKER_MATCHES = "waiting: no connected worker matches"
 
+DAY_US = 86_400 * 1_000_000
+"""A retention day, in microseconds."""
+
 
 def key_limit(concurrency_limit: int) -> int:
     """A job's limit on its key: 0 (unset) means one at a time."""

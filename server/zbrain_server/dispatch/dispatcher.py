@@ -25,8 +25,9 @@ from zbrain.errors import NotFoundError, StaleLeaseError, ZBrainError
 from zbrain.logs import job_fields
 
 from ..config import ServerConfig
-from ..core import events, lifecycle
+from ..core import events, lifecycle, limits
 from ..core.lifecycle import RetryPolicy
+from ..core.limits import OrgSettings
 from ..core.model import (
     AttemptResult,
     CancelOutcome,
@@ -78,6 +79,11 @@ class Dispatcher:
         self._consumers: list[Consumer] = []
         self._sessions: dict[str, WorkerSession] = {}
         self._holders: dict[str, WorkerSession] = {}  # job id -> session holding its lease
+        # Every org's settings as stored, read again each tick (applied within
+        # a second on every replica): the limits checked outside the lease
+        # transaction (log bytes) and what `zbrain get` explains.
+        self._org_settings: dict[str, OrgSettings] = {}
+        self._org_log_limits: dict[str, int] = {}
         self._kick = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -95,11 +101,20 @@ class Dispatcher:
     def connected_workers(self) -> int:
         return len(self._sessions)
 
+    def has_worker_for(self, org_id: str, requires: Mapping[str, str]) -> bool:
+        """Whether a worker stream connected here serves the org and offers
+        the labels a job requires (draining or not: it is connected)."""
+        return any(
+            org_id in session.org_ids and limits.meets(requires, session.labels)
+            for session in self._sessions.values()
+        )
+
     def sessions(self) -> list[WorkerSession]:
         """The worker streams connected to this server, by worker id."""
         return sorted(self._sessions.values(), key=lambda session: session.worker_id)
 
     async def start(self) -> None:
+        await self.refresh_org_settings()
         self._tasks = [
             asyncio.create_task(self._pump_loop(), name="zbrain-dispatch"),
             asyncio.create_task(self._tick_loop(), name="zbrain-reaper"),
@@ -242,7 +257,11 @@ class Dispatcher:
     ) -> list[LogLine]:
         try:
             lines = await self._store.append_logs(
-                job_id, lease_epoch, records, max_bytes=self._config.limits.max_log_bytes_per_job
+                job_id,
+                lease_epoch,
+                records,
+                max_bytes=self._config.limits.max_log_bytes_per_job,
+                org_max_bytes=self._org_log_limits,
             )
         except StaleLeaseError:
             self._lease_ended(job_id, lease_epoch)
@@ -555,10 +574,21 @@ class Dispatcher:
 
     # -- background duties ------------------------------------------------------
 
+    def org_settings(self, org_id: str) -> OrgSettings:
+        """An org's settings as last read (at most a tick old)."""
+        return self._org_settings.get(org_id) or OrgSettings(org_id)
+
+    async def refresh_org_settings(self) -> None:
+        """Read every org's settings again (each tick, and after a change here)."""
+        stored = await self._store.orgs.all_set()
+        self._org_settings = {settings.org_id: settings for settings in stored}
+        self._org_log_limits = {s.org_id: s.max_log_bytes for s in stored if s.max_log_bytes}
+
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self._config.poll_interval_s)
             try:
+                await self.refresh_org_settings()
                 await self.reap()
             except ZBrainError as error:  # the store is down, say: health reports it
                 log.warning("reaping leases failed: %s; trying again next tick", error)

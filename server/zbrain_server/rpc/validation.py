@@ -256,6 +256,18 @@ def new_job(
             max_entry_bytes=limits.max_label_bytes,
         )
 
+    requires = _plain_dict(spec.requires)
+    if requires:
+        _check_string_map(
+            requires,
+            f"{field}.requires",
+            v,
+            max_entries=limits.max_labels,
+            max_entry_bytes=limits.max_label_bytes,
+        )
+    if spec.concurrency_key or spec.concurrency_limit:
+        _check_concurrency(spec, field, limits, v)
+
     if spec.HasField("timeout"):
         timeout_us = duration_us(spec.timeout)
         if spec.timeout.nanos < 0 or spec.timeout.nanos >= 1_000_000_000 or timeout_us <= 0:
@@ -295,7 +307,29 @@ def new_job(
         trace_context=dict(trace_context or {}),
         depends_on=depends_on,
         run_at_us=run_at_us,
+        concurrency_key=spec.concurrency_key,
+        concurrency_limit=spec.concurrency_limit,
+        requires=requires,
     )
+
+
+MAX_CONCURRENCY_LIMIT = 100_000
+"""The largest concurrency_limit a job may ask for its key."""
+
+
+def _check_concurrency(spec: job_pb2.JobSpec, field: str, limits: Limits, v: Violations) -> None:
+    key, limit = spec.concurrency_key, spec.concurrency_limit
+    if not key:
+        v.add(f"{field}.concurrency_limit", "needs a concurrency_key to limit")
+    elif len(key.encode()) > limits.max_label_bytes:
+        v.add(f"{field}.concurrency_key", f"must be at most {limits.max_label_bytes} bytes")
+    else:
+        _check_text(key, f"{field}.concurrency_key", v)
+    if not 0 <= limit <= MAX_CONCURRENCY_LIMIT:
+        v.add(
+            f"{field}.concurrency_limit",
+            f"must be between 0 (meaning 1) and {MAX_CONCURRENCY_LIMIT}",
+        )
 
 
 def _dependencies(
@@ -672,6 +706,16 @@ def hello(
         )
     if len(message.leases) > most:
         raise _bad("too many held leases", "hello.leases", f"at most {most}")
+    if message.labels:  # what jobs' `requires` are matched against
+        v = Violations()
+        _check_string_map(
+            _plain_dict(message.labels),
+            "hello.labels",
+            v,
+            max_entries=limits.max_labels,
+            max_entry_bytes=limits.max_label_bytes,
+        )
+        v.raise_if_any("invalid worker labels")
     held = [lease_ref(ref, f"hello.leases[{i}]") for i, ref in enumerate(message.leases)]
     return worker_id, orgs, message.concurrency, held
 

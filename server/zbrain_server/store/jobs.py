@@ -167,7 +167,8 @@ class JobStore:
         """Store new jobs atomically (all or none).
 
         With `pending_limit`, an org may hold at most that many waiting jobs
-        afterwards; otherwise ResourceExhaustedError, nothing stored.
+        afterwards (or its own max_waiting_jobs, when set); otherwise
+        ResourceExhaustedError, nothing stored.
 
         A job whose request_id matches an earlier job of the same org is not
         created again: that earlier job is returned with True beside it.
@@ -233,7 +234,12 @@ class JobStore:
             yield ExecuteMany("insert_edge", edges)
         tx.waiting.update(job.org_id for job in created if job.state.is_waiting)
         if pending_limit is not None:
-            tx.check_quota(pending_limit)
+            orgs = sorted({job.org_id for job in created})
+            settings = (yield from settings_of(orgs)) if orgs else {}
+            tx.check_quota(
+                pending_limit,
+                {org: s.max_waiting_jobs for org, s in settings.items() if s.max_waiting_jobs},
+            )
         tx.record(events.submitted(created))
         return results
 
@@ -571,18 +577,21 @@ class JobStore:
         records: Sequence[LogRecord],
         *,
         max_bytes: int | None = None,
+        org_max_bytes: Mapping[str, int] | None = None,
     ) -> list[LogLine]:
         """Append lines to a leased job, numbering them; StaleLeaseError if not live.
 
-        With `max_bytes`, lines past the job's log budget are dropped and one
-        SYSTEM line says so; after that the job's log takes nothing more.
+        With `max_bytes` (or `org_max_bytes[org]`, the job's org's own), lines
+        past the job's log budget are dropped and one SYSTEM line says so;
+        after that the job's log takes nothing more.
         """
 
         def program(tx: Tx) -> Program[list[LogLine]]:
             row = yield from self._lock_job(job_id, "lock_job_for_logs")
             job = job_from_row(row)
             lifecycle.check_lease(job, lease_epoch)
-            kept, total_bytes = within_log_budget(records, row["log_bytes"], max_bytes)
+            limit = org_max_bytes.get(job.org_id, max_bytes) if org_max_bytes else max_bytes
+            kept, total_bytes = within_log_budget(records, row["log_bytes"], limit)
             first = row["log_count"] + 1
             lines = [
                 LogLine(first + i, stream, job.attempt, time_us, text)
@@ -632,13 +641,25 @@ class JobStore:
 
     # -- retention -------------------------------------------------------------------
 
-    async def purge_finished(self, finished_before_us: int) -> int:
-        """Delete terminal jobs finished before the time, with logs and artifacts;
-        at most PURGE_BATCH per call: how many."""
+    async def purge_finished(
+        self, finished_before_us: int, own: Mapping[str, int] | None = None
+    ) -> int:
+        """Delete terminal jobs finished before the time (`own[org]` for an org
+        with a retention of its own), with logs and artifacts; at most
+        PURGE_BATCH per call: how many."""
+        own = own or {}
 
         def program(tx: Tx) -> Program[int]:
-            rows = yield Fetch("purgeable", {"before": finished_before_us, "limit": PURGE_BATCH})
+            rows = yield Fetch(
+                "purgeable",
+                {"before": finished_before_us, "limit": PURGE_BATCH, "own_orgs": sorted(own)},
+            )
             ids = [row["id"] for row in rows]
+            for org_id, before in sorted(own.items()):
+                if len(ids) >= PURGE_BATCH:
+                    break
+                params = {"org_id": org_id, "before": before, "limit": PURGE_BATCH - len(ids)}
+                ids += [row["id"] for row in (yield Fetch("purgeable_of_org", params))]
             if ids:
                 for statement in (
                     "delete_logs_of",

@@ -197,11 +197,27 @@ class OrgStore:
         rows = await self._driver.fetch("org_settings_of", {"org_ids": [org_id]})
         return settings_from_row(rows[0]) if rows else OrgSettings(org_id)
 
-    async def get_many(self, org_ids: Sequence[str]) -> dict[str, OrgSettings]:
-        """The settings of several orgs, defaults for those never set."""
-        rows = await self._driver.fetch("org_settings_of", {"org_ids": list(org_ids)})
-        found = {row["org_id"]: settings_from_row(row) for row in rows}
-        return {org_id: found.get(org_id) or OrgSettings(org_id) for org_id in org_ids}
+    async def running(self, org_id: str, concurrency_key: str) -> tuple[int, int]:
+        """How many jobs of an org run now, and of those, how many with a key."""
+        row = await self._driver.fetch_one("count_running", {"org_id": org_id})
+        params = {"org_id": org_id, "concurrency_key": concurrency_key}
+        keyed = (
+            await self._driver.fetch_one("count_running_key", params) if concurrency_key else None
+        )
+        return int(row["running"]) if row else 0, int(keyed["running"]) if keyed else 0
+
+    async def starts_left(self, settings: OrgSettings, now_us: int) -> int | None:
+        """How many starts an org's rate allows now; None without a rate."""
+        rate = settings.max_starts_per_second
+        if not rate:
+            return None
+        row = await self._driver.fetch_one("select_bucket", {"org_id": settings.org_id})
+        stored = Bucket(row["tokens"], row["refill_time"]) if row else full_bucket(rate, now_us)
+        return stored.refilled(rate, now_us).starts()
+
+    async def all_set(self) -> list[OrgSettings]:
+        """The settings of every org whose settings were ever changed."""
+        return [settings_from_row(row) for row in await self._driver.fetch("all_org_settings", {})]
 
     async def update(self, org_id: str, now_us: int, limits: Mapping[str, Any]) -> OrgSettings:
         """Set some limits (by OrgSettings field name), keeping the others."""

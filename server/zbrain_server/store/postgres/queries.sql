@@ -176,11 +176,22 @@ INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name,
 ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = excluded.size_bytes;
 
 -- name: purgeable
+-- Of every org but those with retention days of their own (:own_orgs).
 -- SKIP LOCKED: replicas purging at once split the work instead of waiting.
 SELECT id FROM jobs
 WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+    AND NOT (org_id = ANY(:own_orgs::text[]))
 LIMIT :limit
 FOR UPDATE SKIP LOCKED;
+
+-- name: purgeable_of_org
+SELECT id FROM jobs
+WHERE org_id = :org_id AND finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+LIMIT :limit
+FOR UPDATE SKIP LOCKED;
+
+-- name: all_org_settings
+SELECT * FROM org_settings;
 
 -- name: delete_logs_of
 DELETE FROM logs WHERE job_id = ANY(:ids::text[]);
