@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import logging
@@ -244,7 +245,7 @@ class ZBrainServer:
         self._tasks = [
             asyncio.create_task(self._watch_health(store), name="zbrain-health"),
             asyncio.create_task(self._retention(store, blobs), name="zbrain-retention"),
-            asyncio.create_task(self._measure_queue(store), name="zbrain-queue-depth"),
+            asyncio.create_task(self._measure_queue(store, dispatcher), name="zbrain-queue-depth"),
         ]
         self._tasks.append(asyncio.create_task(self._watch_tokens(store), name="zbrain-auth"))
         if config.local_workers:
@@ -331,11 +332,17 @@ class ZBrainServer:
             except ZBrainError as exc:
                 log.warning("could not check tokens: %s", exc)
 
-    async def _measure_queue(self, store: JobStore) -> None:
-        """Refresh the queue-depth gauge; a scrape then never waits for the database."""
+    async def _measure_queue(self, store: JobStore, dispatcher: Dispatcher) -> None:
+        """Refresh the queue-depth and unmatched-jobs gauges; a scrape then
+        never waits for the database."""
         while True:
             try:
                 self.telemetry.set_queue_depth(await store.count_unfinished())
+                unmatched: collections.Counter[str] = collections.Counter()
+                for org_id, requires, jobs in await store.runnable_requirements():
+                    if not dispatcher.has_worker_for(org_id, requires):
+                        unmatched[org_id] += jobs
+                self.telemetry.set_unmatched(unmatched)
             except ZBrainError as exc:
                 log.warning("could not measure the queue: %s", exc)
             await asyncio.sleep(QUEUE_DEPTH_INTERVAL_S)

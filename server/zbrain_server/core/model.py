@@ -240,6 +240,9 @@ class JobQuery:
     # Submitted at or after / before these times (to the millisecond: ids hold it).
     created_after_us: int | None = None
     created_before_us: int | None = None
+    # Only runnable jobs no connected worker can take (applied by the edge,
+    # which knows the workers; the store reads the runnable states).
+    unmatched: bool = False
 
 
 @dataclass(slots=True)

@@ -105,6 +105,11 @@ class Jobs:
         await self._dispatcher.refresh_org_settings()
         self._dispatcher.kick()
 
+    def has_worker_for(self, job: Job) -> bool:
+        """Whether a worker connected here serves the job's org with the
+        labels it requires."""
+        return self._dispatcher.has_worker_for(job.org_id, job.requires)
+
     async def waiting_reason(self, job: Job) -> str:
         """For a runnable job (PENDING or RETRYING, due) what holds it, in
         words (`core.limits.hold`); "" for any other job. Workers are those
@@ -120,7 +125,7 @@ class Jobs:
             org_running=org_running,
             key_running=key_running,
             bucket_starts=await self._store.orgs.starts_left(settings, now_us()),
-            worker_matches=self._dispatcher.has_worker_for(job.org_id, job.requires),
+            worker_matches=self.has_worker_for(job),
         )
         _, reason = limits.hold(
             job.requires, job.labels, job.concurrency_key, job.concurrency_limit, facts

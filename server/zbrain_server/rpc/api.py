@@ -161,9 +161,11 @@ class Api:
         org_id = request_org(caller, request.org_id, self._config.default_org)
         query = validation.list_query(request, org_id, self._config.limits)
         jobs = await self._jobs.list_jobs(query)
+        token = validation.next_page_token(query, jobs)  # the page as read, before filtering
+        if query.unmatched:
+            jobs = [job for job in jobs if not self._jobs.has_worker_for(job)]
         return pb.ListResponse(
-            jobs=[codec.job_to_proto(job) for job in jobs],
-            next_page_token=validation.next_page_token(query, jobs),
+            jobs=[codec.job_to_proto(job) for job in jobs], next_page_token=token
         )
 
     async def cancel(self, caller: Caller, request: pb.CancelRequest) -> pb.CancelResponse:

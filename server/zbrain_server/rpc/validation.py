@@ -20,7 +20,7 @@ from typing import TypeVar
 from google.protobuf import duration_pb2
 
 from zbrain.errors import FieldViolation, InvalidArgumentError
-from zbrain.models import Role
+from zbrain.models import RUNNABLE_STATES, Role
 from zbrain.protocol import TRUNCATION_MARK
 from zbrain.v1 import job_pb2, job_service_pb2, token_service_pb2, worker_service_pb2
 
@@ -477,6 +477,11 @@ def list_query(request: job_service_pb2.ListRequest, org_id: str, limits: Limits
     v.raise_if_any("invalid list request")
 
     newest_first = request.order != job_service_pb2.LIST_ORDER_OLDEST_FIRST
+    if request.unmatched:  # only runnable jobs can be unmatched
+        states = [s for s in states or RUNNABLE_STATES if s in RUNNABLE_STATES]
+        if not states:
+            v.add("unmatched", "only runnable jobs (PENDING, RETRYING) can be unmatched")
+            v.raise_if_any("invalid list request")
     query = JobQuery(
         org_id=org_id,
         states=tuple(sorted(set(states))),
@@ -485,6 +490,7 @@ def list_query(request: job_service_pb2.ListRequest, org_id: str, limits: Limits
         labels=labels,
         created_after_us=after_us,
         created_before_us=before_us,
+        unmatched=request.unmatched,
     )
     if request.page_token:
         query.after_id = _decode_page_token(request.page_token, _fingerprint(query))
@@ -527,6 +533,7 @@ def _fingerprint(query: JobQuery) -> str:
             sorted(query.labels.items()),
             query.created_after_us,
             query.created_before_us,
+            *(["unmatched"] if query.unmatched else []),
         ]
     )
     return hashlib.sha256(key.encode()).hexdigest()[:16]

@@ -12,6 +12,7 @@ tests/store/ holds every backend to it.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -671,6 +672,11 @@ class JobStore:
             return len(ids)
 
         return await self._engine.write(program)
+
+    async def runnable_requirements(self) -> list[tuple[str, dict[str, str], int]]:
+        """How many runnable jobs there are, by org and the labels they require."""
+        rows = await self._driver.fetch("runnable_requirements", {})
+        return [(row["org_id"], json.loads(row["requires"]), row["jobs"]) for row in rows]
 
     async def count_unfinished(self) -> dict[tuple[str, JobState], int]:
         """How many jobs are in each unfinished state, by org and state."""

@@ -205,6 +205,12 @@ DELETE FROM jobs WHERE id = ANY(:ids::text[]);
 -- name: referenced_blobs
 SELECT DISTINCT sha256 FROM artifacts;
 
+-- name: runnable_requirements
+-- Runnable jobs by org and the worker labels they require, for the count of
+-- jobs no connected worker can take.
+SELECT org_id, requires, count(*) AS jobs FROM jobs
+WHERE state IN ('PENDING', 'RETRYING') GROUP BY org_id, requires;
+
 -- name: count_unfinished
 SELECT org_id, state, count(*) AS jobs FROM jobs
 WHERE state IN ('PENDING', 'RUNNING', 'RETRYING', 'BLOCKED', 'SCHEDULED')

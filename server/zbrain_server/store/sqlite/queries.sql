@@ -173,6 +173,12 @@ SELECT DISTINCT sha256 FROM artifacts;
 SELECT org_id, count(*) AS waiting FROM jobs
 WHERE state IN ('PENDING', 'RETRYING', 'BLOCKED', 'SCHEDULED') GROUP BY org_id;
 
+-- name: runnable_requirements
+-- Runnable jobs by org and the worker labels they require, for the count of
+-- jobs no connected worker can take.
+SELECT org_id, requires, count(*) AS jobs FROM jobs
+WHERE state IN ('PENDING', 'RETRYING') GROUP BY org_id, requires;
+
 -- name: count_unfinished
 SELECT org_id, state, count(*) AS jobs FROM jobs
 WHERE state IN ('PENDING', 'RUNNING', 'RETRYING', 'BLOCKED', 'SCHEDULED')
