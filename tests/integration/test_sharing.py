@@ -4,6 +4,7 @@ labels, pauses and fairness with real `zbrain worker` processes (docs/limits.md)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -125,7 +126,7 @@ async def test_a_concurrency_key_runs_its_jobs_one_at_a_time_in_order(
     ended = [await client.get(job.id) for job in jobs]
     starts = [job.start_time for job in ended]
     assert starts == sorted(starts), "in submission order"
-    for earlier, later in zip(ended, ended[1:], strict=False):
+    for earlier, later in itertools.pairwise(ended):
         assert earlier.finish_time is not None and later.start_time is not None
         assert earlier.finish_time <= later.start_time, "one at a time"
 
