@@ -337,7 +337,7 @@ class Dispatcher:
             old.closed = True
             old.outbox.put_nowait(None)
         for job in adopted:
-            session.active[job.id] = job.lease_epoch
+            session.hold(job.id, job.lease_epoch, job.org_id)
             self._holders[job.id] = session
             if job.cancel_requested:  # asked while the worker was away
                 self._tell_holder(job.id, job.lease_epoch, CANCELED_BY_USER)
@@ -397,7 +397,7 @@ class Dispatcher:
         if cause in (Cause.LEASE_EXPIRED, Cause.OVERDUE):
             self._tell_holder(job_id, lease_epoch, _REAPED[cause])
             session.silent = session.silent or cause is Cause.LEASE_EXPIRED
-        del session.active[job_id]
+        session.release(job_id)
         del self._holders[job_id]
         self.kick()
 
