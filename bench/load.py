@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import statistics
 import sys
 import time
@@ -260,10 +261,12 @@ async def fairness(address: str, backlog: int, probes: int) -> None:
     """Org "small"'s dispatch latency (Submit acknowledged to worker received)
     while org "big" has `backlog` jobs queued and every worker slot busy.
 
-    One SDK worker in this process serves both orgs with 16 slots; each of
-    big's jobs takes 20 ms, so its backlog outlasts the probes (20,000 take
-    25 s; the probes, one every 50 ms, about 10 s). What a probe waits for is
-    a slot coming free and its org's turn for it."""
+    One SDK worker in this process serves both orgs with 8 slots; big's jobs
+    take 0 to 40 ms (20 ms on average, spread so that slots come free one at
+    a time rather than in waves), so its backlog outlasts the probes (20,000
+    take 50 s; the probes, one every 50 ms, about 10 s) while the server is
+    far from saturated. What a probe waits for is the next slot coming free
+    and its org's turn for it: fairness gives it that very slot."""
     from zbrain import Client, Job
     from zbrain.worker import FunctionExecutor, Worker
 
@@ -275,7 +278,7 @@ async def fairness(address: str, backlog: int, probes: int) -> None:
             received[job.id] = time.perf_counter()
             arrived.set()
         else:
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(random.uniform(0.0, 0.04))
 
     big = job_pb2.JobSpec()
     big.CopyFrom(SPEC)
@@ -292,7 +295,7 @@ async def fairness(address: str, backlog: int, probes: int) -> None:
             await stub.SubmitBatch(job_service_pb2.SubmitBatchRequest(jobs=[big] * size))
         async with (
             await Client.connect(address) as client,
-            Worker(client, FunctionExecutor(run), orgs=["big", "small"], concurrency=16),
+            Worker(client, FunctionExecutor(run), orgs=["big", "small"], concurrency=8),
         ):
             await asyncio.sleep(0.5)  # every slot is busy with big's jobs
             latencies = []
