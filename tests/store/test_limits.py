@@ -203,6 +203,7 @@ async def test_replicas_hold_the_running_limit_and_the_key_limit_together(
 ) -> None:
     a, b = await databases.open(), await databases.open()
     await a.orgs.update("acme", T0, {"max_running_jobs": 3})
+    await b.orgs.all_set()  # as a replica's dispatcher does every tick
     await a.create_jobs(
         [new_job() for _ in range(30)] + [new_job(concurrency_key="k") for _ in range(30)], T0
     )

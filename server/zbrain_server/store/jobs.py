@@ -41,7 +41,7 @@ from . import graph
 from .driver import Driver, EventListener
 from .engine import FollowUp, Tx, WriteEngine
 from .ops import Execute, ExecuteMany, Fetch, FetchOne, Params, Program
-from .orgs import OrgStore, charge, runnable_of_org, settings_of
+from .orgs import OrgStore, charge, runnable_of_org
 from .rows import (
     event_from_row,
     job_from_row,
@@ -124,6 +124,7 @@ class JobStore:
     async def open(self) -> None:
         """Connect and run pending schema migrations."""
         await self._driver.open()
+        await self.orgs.all_set()  # which orgs have settings (see OrgStore)
 
     async def close(self) -> None:
         """Finish pending writes and release the database."""
@@ -236,7 +237,7 @@ class JobStore:
         tx.waiting.update(job.org_id for job in created if job.state.is_waiting)
         if pending_limit is not None:
             orgs = sorted({job.org_id for job in created})
-            settings = (yield from settings_of(orgs)) if orgs else {}
+            settings = yield from self.orgs.settings_of(orgs)
             tx.check_quota(
                 pending_limit,
                 {org: s.max_waiting_jobs for org, s in settings.items() if s.max_waiting_jobs},
@@ -391,7 +392,7 @@ class JobStore:
         """The write of `lease_jobs`, to run alone or after a group's submits."""
 
         def program(tx: Tx) -> Program[list[Lease]]:
-            settings = yield from settings_of(org_ids)
+            settings = yield from self.orgs.settings_of(org_ids)
             turns = []
             for org_id in org_ids:
                 turn = yield from runnable_of_org(settings[org_id], labels, max_jobs, now_us)

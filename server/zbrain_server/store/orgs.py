@@ -79,13 +79,6 @@ def _selectors_json(selectors: Sequence[Mapping[str, str]]) -> str:
     return json.dumps([dict(selector) for selector in selectors]) if selectors else "[]"
 
 
-def settings_of(org_ids: Sequence[str]) -> Program[dict[str, OrgSettings]]:
-    """The settings of these orgs, defaults for those never set."""
-    rows = yield Fetch("org_settings_of", {"org_ids": list(org_ids)})
-    found = {row["org_id"]: settings_from_row(row) for row in rows}
-    return {org_id: found.get(org_id) or OrgSettings(org_id) for org_id in org_ids}
-
-
 def runnable_of_org(
     settings: OrgSettings,
     worker_labels: Mapping[str, str],
@@ -186,11 +179,29 @@ def charge(turn: OrgTurn, leased: int) -> Program[None]:
 
 
 class OrgStore:
-    """Org settings in the job store's database and transactions."""
+    """Org settings in the job store's database and transactions.
+
+    It remembers which orgs have settings stored at all (`all_set`, read at
+    open and on every dispatcher tick, and every change made here), so that
+    the writes on the hot path (submit, lease) of an org that never had any
+    skip reading them. An org's first settings made on another replica
+    therefore apply here from the next read of `all_set` (a tick, a second),
+    and every later change from its commit on.
+    """
 
     def __init__(self, driver: Driver, engine: WriteEngine) -> None:
         self._driver = driver
         self._engine = engine
+        self._known: frozenset[str] = frozenset()
+
+    def settings_of(self, org_ids: Sequence[str]) -> Program[dict[str, OrgSettings]]:
+        """The settings of these orgs, in a write; defaults for those never set."""
+        found: dict[str, OrgSettings] = {}
+        stored = [org_id for org_id in org_ids if org_id in self._known]
+        if stored:
+            rows = yield Fetch("org_settings_of", {"org_ids": stored})
+            found = {row["org_id"]: settings_from_row(row) for row in rows}
+        return {org_id: found.get(org_id) or OrgSettings(org_id) for org_id in org_ids}
 
     async def get(self, org_id: str) -> OrgSettings:
         """An org's settings; defaults (update_time_us None) when never set."""
@@ -217,7 +228,11 @@ class OrgStore:
 
     async def all_set(self) -> list[OrgSettings]:
         """The settings of every org whose settings were ever changed."""
-        return [settings_from_row(row) for row in await self._driver.fetch("all_org_settings", {})]
+        stored = [
+            settings_from_row(row) for row in await self._driver.fetch("all_org_settings", {})
+        ]
+        self._known = frozenset(settings.org_id for settings in stored)
+        return stored
 
     async def update(self, org_id: str, now_us: int, limits: Mapping[str, Any]) -> OrgSettings:
         """Set some limits (by OrgSettings field name), keeping the others."""
@@ -246,4 +261,6 @@ class OrgStore:
             yield Execute("save_org_settings", settings_params(updated))
             return updated
 
-        return await self._engine.write(program)
+        settings = await self._engine.write(program)
+        self._known |= {org_id}
+        return settings
