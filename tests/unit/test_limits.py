@@ -29,11 +29,11 @@ def test_a_worker_meets_a_jobs_requirements_by_value_or_by_key(
     assert limits.meets(requires, labels) is meets
 
 
-def test_a_selector_pauses_the_jobs_holding_all_its_pairs() -> None:
-    settings = OrgSettings("acme", paused_selectors=({"team": "data", "env": "prod"},))
+def test_a_selector_matches_the_jobs_holding_all_its_pairs() -> None:
+    selector = {"team": "data", "env": "prod"}
 
-    assert limits.paused(settings, {"team": "data", "env": "prod", "x": "1"})
-    assert not limits.paused(settings, {"team": "data"})
+    assert limits.selected({"team": "data", "env": "prod", "x": "1"}, selector)
+    assert not limits.selected({"team": "data"}, selector)
 
 
 def test_pausing_a_selector_twice_keeps_it_once_and_resuming_removes_it() -> None:

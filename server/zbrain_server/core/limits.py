@@ -77,11 +77,6 @@ def selected(labels: Mapping[str, str], selector: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
-def paused(settings: OrgSettings, labels: Mapping[str, str]) -> bool:
-    """Whether a job with these labels is paused in its org."""
-    return settings.paused or any(selected(labels, s) for s in settings.paused_selectors)
-
-
 def with_selector(
     selectors: Sequence[Mapping[str, str]], selector: Mapping[str, str], *, present: bool
 ) -> tuple[Mapping[str, str], ...]:

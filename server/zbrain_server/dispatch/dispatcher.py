@@ -27,7 +27,6 @@ from zbrain.logs import job_fields
 from ..config import ServerConfig
 from ..core import events, lifecycle, limits
 from ..core.lifecycle import RetryPolicy
-from ..core.limits import OrgSettings
 from ..core.model import (
     AttemptResult,
     CancelOutcome,
@@ -79,10 +78,8 @@ class Dispatcher:
         self._consumers: list[Consumer] = []
         self._sessions: dict[str, WorkerSession] = {}
         self._holders: dict[str, WorkerSession] = {}  # job id -> session holding its lease
-        # Every org's settings as stored, read again each tick (applied within
-        # a second on every replica): the limits checked outside the lease
-        # transaction (log bytes) and what `zbrain get` explains.
-        self._org_settings: dict[str, OrgSettings] = {}
+        # The orgs' own log limits, read again each tick (applied within a
+        # second on every replica): a log append is too frequent to read them.
         self._org_log_limits: dict[str, int] = {}
         self._kick = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
@@ -574,14 +571,9 @@ class Dispatcher:
 
     # -- background duties ------------------------------------------------------
 
-    def org_settings(self, org_id: str) -> OrgSettings:
-        """An org's settings as last read (at most a tick old)."""
-        return self._org_settings.get(org_id) or OrgSettings(org_id)
-
     async def refresh_org_settings(self) -> None:
         """Read every org's settings again (each tick, and after a change here)."""
         stored = await self._store.orgs.all_set()
-        self._org_settings = {settings.org_id: settings for settings in stored}
         self._org_log_limits = {s.org_id: s.max_log_bytes for s in stored if s.max_log_bytes}
 
     async def _tick_loop(self) -> None:
