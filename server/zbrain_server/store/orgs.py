@@ -194,6 +194,10 @@ class OrgStore:
         self._engine = engine
         self._known: frozenset[str] = frozenset()
 
+    def has_settings(self, org_id: str) -> bool:
+        """Whether the org has settings stored (as last read: see the class)."""
+        return org_id in self._known
+
     def settings_of(self, org_ids: Sequence[str]) -> Program[dict[str, OrgSettings]]:
         """The settings of these orgs, in a write; defaults for those never set."""
         found: dict[str, OrgSettings] = {}
