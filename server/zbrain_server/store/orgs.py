@@ -8,7 +8,7 @@ SQLite, whose writer holds the whole database): the count read under it
 cannot change before the transaction commits. A concurrency key is locked
 and counted the same way. The lock is only tried, never waited for: a
 replica finding it held skips that org or key this pass and asks the
-dispatcher to try again soon (`JobStore.limit_wakeup_us`).
+dispatcher to try again soon (`JobStore.take_limit_wakeup`).
 """
 
 from __future__ import annotations
@@ -119,7 +119,9 @@ def runnable_of_org(
     key_room: dict[str, int] = {}
     chosen: dict[str, Job] = {}
     for _ in range(KEY_PASSES):
-        limit = room + len(chosen)  # rows chosen already are read again
+        # The jobs chosen already come first again (the rows read past the
+        # skipped keys' jobs all come after them), then as many new ones.
+        limit = room
         rows = yield Fetch(
             "lock_runnable", {**params, "limit": limit, "skipped_keys": list(skipped_keys)}
         )
