@@ -41,8 +41,11 @@ def print_settings(settings: OrgSettings) -> None:
         ("max running", _limit(settings.max_running_jobs)),
         ("max starts/s", _limit(settings.max_starts_per_second)),
         ("max waiting", _limit(settings.max_waiting_jobs, default="the server's")),
-        ("max log bytes", _limit(settings.max_log_bytes, " per job")),
-        ("max artifact bytes", _limit(settings.max_artifact_bytes, " per job")),
+        ("max log bytes", _limit(settings.max_log_bytes, " per job", default="the server's")),
+        (
+            "max artifact bytes",
+            _limit(settings.max_artifact_bytes, " per job", default="the server's"),
+        ),
         ("retention", _limit(settings.retention_days, " days", default="the server's")),
         ("updated", updated.isoformat(timespec="seconds") if updated else "never"),
     ]
