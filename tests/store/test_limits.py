@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
+from tests.postgres import postgres_url
 from tests.store.support import LEASE_TTL, SECOND, SHARED_BACKENDS, T0, Databases, new_job
 from zbrain.errors import NotFoundError, ResourceExhaustedError
 from zbrain_server.core.model import AttemptOutcome, AttemptResult, JobState, Lease
 from zbrain_server.store import JobStore
+from zbrain_server.store.postgres.driver import PostgresDriver
 
 from .support import RETRY
 
@@ -219,3 +222,27 @@ async def test_replicas_hold_the_running_limit_and_the_key_limit_together(
     assert sum(map(len, leased)) == 3
     assert await running(a) == 3
     assert (await a.orgs.running("acme", "k"))[1] <= 1
+
+
+@pytest.mark.parametrize("databases", SHARED_BACKENDS, indirect=True)
+async def test_a_keys_first_job_locked_by_another_replica_holds_back_the_keys_next(
+    databases: Databases,
+) -> None:
+    store = await databases.open()
+    [(first, _), (second, _), (other, _)] = await store.create_jobs(
+        [new_job(concurrency_key="k"), new_job(concurrency_key="k"), new_job()], T0
+    )
+    assert isinstance(store.driver, PostgresDriver)
+    replica = await asyncpg.connect(await postgres_url())
+    try:
+        await replica.execute(f'SET search_path TO "{store.driver.schema}"')
+        async with replica.transaction():  # another replica, in the middle of leasing it
+            await replica.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", first.id)
+            leased = await store.lease_jobs("w", ["acme"], 5, T0, LEASE_TTL)
+    finally:
+        await replica.close()
+
+    assert [lease.job.id for lease in leased] == [other.id], "the key's order is kept"
+    [then] = await store.lease_jobs("w", ["acme"], 5, T0, LEASE_TTL)
+    assert then.job.id == first.id
+    assert second.id != first.id

@@ -134,8 +134,8 @@ def runnable_of_org(
             key = job.concurrency_key
             if key:
                 if key not in key_room:
-                    key_room[key] = yield from _key_room(org_id, key, job.concurrency_limit)
-                    if key_room[key] < 0:  # its lock is held elsewhere
+                    key_room[key] = yield from _key_room(job, params)
+                    if key_room[key] < 0:  # held elsewhere: its lock, or its first job
                         turn.retry_at_us = now_us + CONTENDED_RETRY_US
                 if key_room[key] <= 0:
                     # The key's later jobs wait too, so it keeps its order.
@@ -156,13 +156,18 @@ def _try_lock(name: str) -> Program[bool]:
     return bool(row["locked"])
 
 
-def _key_room(org_id: str, key: str, concurrency_limit: int) -> Program[int]:
-    """How many more jobs of a key may start now; -1 when another replica
-    holds the key's lock."""
+def _key_room(job: Job, params: Mapping[str, object]) -> Program[int]:
+    """How many more jobs of `job`'s key may start now, `job` first; -1 when
+    another replica holds the key's lock, or the key's first job (a job read
+    past, locked, ahead of `job`: leasing `job` would break the key's order)."""
+    org_id, key = job.org_id, job.concurrency_key
     if not (yield from _try_lock(f"key:{org_id}:{key}")):
         return -1
+    head = yield FetchOne("key_head", {**params, "concurrency_key": key})
+    if head is not None and head["id"] != job.id:
+        return -1
     row = yield FetchOne("count_running_key", {"org_id": org_id, "concurrency_key": key})
-    return key_limit(concurrency_limit) - int(row["running"])
+    return key_limit(job.concurrency_limit) - int(row["running"])
 
 
 def charge(turn: OrgTurn, leased: int) -> Program[None]:

@@ -125,6 +125,24 @@ SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0)) AS locked;
 -- name: count_running
 SELECT count(*) AS running FROM jobs WHERE org_id = :org_id AND state = 'RUNNING';
 
+-- name: key_head
+-- The first job of a concurrency key that the worker could lease now, in
+-- leasing order (filters as lock_runnable's), locked by another replica or
+-- not: a replica that read past it (SKIP LOCKED) must not lease the next one.
+SELECT id FROM jobs
+WHERE org_id = :org_id AND concurrency_key = :concurrency_key
+    AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+    AND (requires = '{}' OR NOT EXISTS (
+        SELECT 1 FROM jsonb_each_text(requires::jsonb) AS r
+        WHERE NOT coalesce(
+            jsonb_exists(:worker_labels::jsonb, r.key)
+                AND (r.value = '' OR :worker_labels::jsonb ->> r.key = r.value),
+            false)))
+    AND (:paused_selectors::jsonb = '[]'::jsonb OR NOT EXISTS (
+        SELECT 1 FROM jsonb_array_elements(:paused_selectors::jsonb) AS s(selector)
+        WHERE labels::jsonb @> s.selector))
+ORDER BY priority DESC, id LIMIT 1;
+
 -- name: count_running_key
 SELECT count(*) AS running FROM jobs
 WHERE org_id = :org_id AND state = 'RUNNING' AND concurrency_key = :concurrency_key;

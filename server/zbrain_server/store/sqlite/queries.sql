@@ -100,6 +100,25 @@ SELECT 1 AS locked;
 -- name: count_running
 SELECT count(*) AS running FROM jobs WHERE org_id = :org_id AND state = 'RUNNING';
 
+-- name: key_head
+-- The first job of a concurrency key that the worker could lease now, in
+-- leasing order (filters as lock_runnable's).
+SELECT id FROM jobs
+WHERE org_id = :org_id AND concurrency_key = :concurrency_key
+    AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+    AND (requires = '{}' OR NOT EXISTS (
+        SELECT 1 FROM json_each(jobs.requires) AS r
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(json(:worker_labels)) AS w
+            WHERE w.key = r.key AND (r.value = '' OR w.value = r.value))))
+    AND (:paused_selectors = '[]' OR NOT EXISTS (
+        SELECT 1 FROM json_each(json(:paused_selectors)) AS s
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(s.value) AS p
+            WHERE (SELECT l.value FROM json_each(jobs.labels) AS l WHERE l.key = p.key)
+                IS NOT p.value)))
+ORDER BY priority DESC, id LIMIT 1;
+
 -- name: count_running_key
 SELECT count(*) AS running FROM jobs
 WHERE org_id = :org_id AND state = 'RUNNING' AND concurrency_key = :concurrency_key;
