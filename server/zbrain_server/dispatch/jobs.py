@@ -19,8 +19,9 @@ from zbrain.errors import (
 )
 
 from ..config import ServerConfig
-from ..core import lifecycle, limits
+from ..core import lifecycle
 from ..core.access import Caller, check_visible
+from ..core.limits import WaitingFacts, hold
 from ..core.model import (
     Artifact,
     AttemptResult,
@@ -120,14 +121,14 @@ class Jobs:
             return ""
         settings = await self._store.orgs.get(job.org_id)
         org_running, key_running = await self._store.orgs.running(job.org_id, job.concurrency_key)
-        facts = limits.WaitingFacts(
+        facts = WaitingFacts(
             settings=settings,
             org_running=org_running,
             key_running=key_running,
             bucket_starts=await self._store.orgs.starts_left(settings, now_us()),
             worker_matches=self.has_worker_for(job),
         )
-        _, reason = limits.hold(
+        _, reason = hold(
             job.requires, job.labels, job.concurrency_key, job.concurrency_limit, facts
         )
         return reason

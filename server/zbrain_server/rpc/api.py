@@ -54,8 +54,8 @@ def operation_name(method: str) -> str:
 
 class Api:
     """zbrain.v1's operations, transport-neutral: JobService and TokenService
-    here, TemplateService and ScheduleService in their parts (`templates`,
-    `schedules`)."""
+    here, TemplateService, ScheduleService and OrgService in their parts
+    (`templates`, `schedules`, `orgs`)."""
 
     def __init__(self, config: ServerConfig, jobs: Jobs, store: JobStore) -> None:
         self._config = config
