@@ -302,6 +302,16 @@ def embedded(
         )
     figures += measure(
         repeat,
+        functools.partial(
+            on_fresh_server, (), "fairness", "300" if tiny else "20000", "20" if tiny else "200"
+        ),
+        {
+            "p50_ms": ("small org's dispatch p50, big org 20k queued (fairness)", "ms"),
+            "p99_ms": ("small org's dispatch p99, big org 20k queued (fairness)", "ms"),
+        },
+    )
+    figures += measure(
+        repeat,
         functools.partial(dispatch_under_submit_load, probes),
         {
             "p50_ms": ("dispatch latency p50, server saturated by Submit @64", "ms"),

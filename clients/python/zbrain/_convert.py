@@ -26,6 +26,7 @@ from .models import (
     JobState,
     LogLine,
     LogStream,
+    OrgSettings,
     OverlapPolicy,
     ParameterType,
     ParentResult,
@@ -34,8 +35,9 @@ from .models import (
     Template,
     TemplateParameter,
     Transition,
+    WorkerInfo,
 )
-from .v1 import event_pb2, job_pb2, job_service_pb2, schedule_pb2, template_pb2
+from .v1 import event_pb2, job_pb2, job_service_pb2, org_pb2, schedule_pb2, template_pb2
 
 
 def _time(message: Any, field: str, zone: tzinfo) -> datetime | None:
@@ -108,6 +110,10 @@ def job(message: job_pb2.Job) -> Job:
         child_ids=tuple(message.child_ids),
         rerun_of=message.rerun_of,
         rerun_ids=tuple(message.rerun_ids),
+        concurrency_key=message.concurrency_key,
+        concurrency_limit=message.concurrency_limit,
+        requires=dict(message.requires),
+        waiting_reason=message.waiting_reason,
     )
 
 
@@ -239,3 +245,34 @@ def _param(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text  # bare text, as a string parameter may be given
+
+
+def org_settings(message: org_pb2.OrgSettings) -> OrgSettings:
+    return OrgSettings(
+        org_id=message.org_id,
+        max_running_jobs=message.max_running_jobs,
+        max_starts_per_second=message.max_starts_per_second,
+        max_waiting_jobs=message.max_waiting_jobs,
+        max_log_bytes=message.max_log_bytes,
+        max_artifact_bytes=message.max_artifact_bytes,
+        retention_days=message.retention_days,
+        paused=message.paused,
+        paused_selectors=tuple(dict(s.labels) for s in message.paused_selectors),
+        update_time=_time(message, "update_time", _local_zone()),
+    )
+
+
+def worker(message: job_service_pb2.Worker) -> WorkerInfo:
+    zone = _local_zone()
+    return WorkerInfo(
+        id=message.id,
+        address=message.address,
+        org_ids=tuple(message.org_ids),
+        labels=dict(message.labels),
+        slots_used=message.slots_used,
+        slots=message.slots,
+        lease_job_ids=tuple(message.lease_job_ids),
+        connect_time=_time(message, "connect_time", zone),
+        last_heard_time=_time(message, "last_heard_time", zone),
+        draining=message.draining,
+    )

@@ -73,6 +73,16 @@ def _print_job(job: Job) -> None:
         rows.append(("why", f"{change.reason} ({change.cause.name}, {_when(change.time)})"))
     if job.state is JobState.RETRYING:
         rows.append(("next run", _when(job.next_run_time)))
+    if job.waiting_reason:
+        rows.append(("waiting", job.waiting_reason.removeprefix("waiting: ")))
+    if job.concurrency_key:
+        rows.append(
+            ("key", f"{job.concurrency_key} (at most {job.concurrency_limit or 1} at once)")
+        )
+    if job.requires:
+        rows.append(
+            ("requires", " ".join(f"{k}={v}" if v else k for k, v in sorted(job.requires.items())))
+        )
     if job.worker_id:
         rows.append(("worker", job.worker_id))
     if job.env:
@@ -95,7 +105,8 @@ def _print_job(job: Job) -> None:
         print(f"{key:<{width}}  {value}")
 
 
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Rows under headers, in columns as wide as their widest cell."""
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
     ]
@@ -113,6 +124,27 @@ def _key_value(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
+
+
+def _requirement(text: str) -> tuple[str, str]:
+    """KEY=VALUE (the worker label must equal it) or KEY (it must be present)."""
+    key, _, value = text.partition("=")
+    if not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE or KEY, got {text!r}")
+    return key, value
+
+
+def _not_negative(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError("must be 0 (none of its own) or more")
+        return value
+
+    return parse
 
 
 def _duration(text: str) -> float:
@@ -151,7 +183,8 @@ def _read_input(text: str | None) -> Any:
 # -- commands ---------------------------------------------------------------------
 
 
-async def _connect(args: argparse.Namespace) -> Client:
+async def connect_from_args(args: argparse.Namespace) -> Client:
+    """A client for the --server, --token and --tls-* flags."""
     return await Client.connect(
         args.server, token=args.token, tls=TlsFiles(args.tls_ca, args.tls_cert, args.tls_key)
     )
@@ -165,7 +198,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError(
             "nothing to run: give the command after --, e.g. zbrain submit -- echo hello"
         )
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         job = await client.submit(
             cmd,
             org=args.org,
@@ -176,6 +209,9 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             priority=args.priority,
             labels=dict(args.label),
             request_id=args.request_id,
+            concurrency_key=args.concurrency_key or "",
+            concurrency_limit=args.concurrency_limit,
+            requires=dict(args.requires),
         )
         if args.wait:
             job = await client.wait(job.id)
@@ -189,14 +225,14 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 
 
 async def cmd_get(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         job = await client.get(args.id)
     _print_json(job.to_dict()) if args.json else _print_job(job)
     return 0
 
 
 async def cmd_wait(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         try:
             job = await client.wait(args.id, timeout=args.timeout)
         except TimeoutError:
@@ -210,11 +246,15 @@ async def cmd_wait(args: argparse.Namespace) -> int:
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         jobs = [
             job
             async for job in client.list(
-                org=args.org, states=args.state, oldest_first=args.oldest_first, limit=args.limit
+                org=args.org,
+                states=args.state,
+                oldest_first=args.oldest_first,
+                limit=args.limit,
+                unmatched=args.unmatched,
             )
         ]
     if args.json:
@@ -225,12 +265,12 @@ async def cmd_list(args: argparse.Namespace) -> int:
         [job.id, job.state.name, str(job.attempt), _when(job.create_time), _short_cmd(job.cmd)]
         for job in jobs
     ]
-    _print_table(["ID", "STATE", "ATTEMPT", "CREATED", "COMMAND"], rows)
+    print_table(["ID", "STATE", "ATTEMPT", "CREATED", "COMMAND"], rows)
     return 0
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         job, outcome = await client.cancel(args.id)
     if args.json:
         _print_json({"outcome": outcome.name, "job": job.to_dict()})
@@ -247,7 +287,7 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 async def cmd_logs(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         async for line in client.logs(args.id, follow=args.follow, after=args.after):
             if args.json:
                 _print_json(
@@ -285,7 +325,7 @@ def _describe(event: Event) -> str:
 
 
 async def cmd_events(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         async for event in client.events(
             org=args.org, topic_prefix=args.topic or "", after=args.after, follow=args.follow
         ):
@@ -300,7 +340,7 @@ async def cmd_events(args: argparse.Namespace) -> int:
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         job = await client.get(args.id)
         async for event in client.events(
             org=job.org_id, topic_prefix=f"jobs/{job.id}/", follow=not job.state.is_terminal
@@ -319,13 +359,13 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 
 async def cmd_artifacts(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         artifacts = await client.artifacts(args.id)
     if args.json:
         for artifact in artifacts:
             _print_json(vars(artifact))
     else:
-        _print_table(
+        print_table(
             ["NAME", "SIZE", "SHA256"], [[a.name, str(a.size_bytes), a.sha256] for a in artifacts]
         )
     return 0
@@ -335,7 +375,7 @@ async def cmd_download(args: argparse.Namespace) -> int:
     destination = Path(args.output or Path(args.name).name)
     if destination.is_dir():
         destination = destination / Path(args.name).name
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         artifact = await client.download(args.id, args.name, destination)
     print(f"{destination} ({artifact.size_bytes} bytes, sha256 {artifact.sha256})")
     return 0
@@ -365,6 +405,18 @@ async def cmd_token(args: argparse.Namespace) -> int:
     from .tokens import run_token_command
 
     return await run_token_command(args)
+
+
+async def cmd_org(args: argparse.Namespace) -> int:
+    from .orgs_command import run_org_command
+
+    return await run_org_command(args)
+
+
+async def cmd_workers(args: argparse.Namespace) -> int:
+    from .orgs_command import run_workers_command
+
+    return await run_workers_command(args)
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
@@ -453,6 +505,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--request-id", help="idempotency key: resubmitting with it returns the first job"
     )
     p.add_argument(
+        "--concurrency-key",
+        metavar="KEY",
+        help="jobs of the org with this key run at most --concurrency-limit at once, in order",
+    )
+    p.add_argument(
+        "--concurrency-limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="how many jobs of the key may run at once (default 1)",
+    )
+    p.add_argument(
+        "--requires",
+        type=_requirement,
+        action="append",
+        default=[],
+        metavar="K=V|K",
+        help="only a worker with this label (or label key) runs it (repeatable)",
+    )
+    p.add_argument(
         "--wait", action="store_true", help="wait for the job to finish; exit 1 unless it succeeded"
     )
     p.add_argument(
@@ -479,6 +551,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=50, help="at most this many jobs (default 50)")
     p.add_argument("--oldest-first", action="store_true", help="oldest first (queue order)")
+    p.add_argument(
+        "--unmatched",
+        action="store_true",
+        help="only runnable jobs no connected worker can take (org or labels)",
+    )
+
+    p = command("workers", cmd_workers, "list the workers connected to the server", remote, as_json)
+    p.add_argument("--org", help="only workers serving this organisation (admins)")
+
+    p = command("org", cmd_org, "an organisation's limits and pauses: get, set, pause, resume")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = actions.add_parser("get", help="show an organisation's settings", parents=[remote, as_json])
+    a.add_argument("org", help="the organisation")
+    a = actions.add_parser(
+        "set", help="change limits (admins); 0 removes the org's own", parents=[remote, as_json]
+    )
+    a.add_argument("org", help="the organisation")
+    a.add_argument(
+        "--max-running", type=_not_negative(int), metavar="N", help="running jobs at once"
+    )
+    a.add_argument(
+        "--max-starts-per-second",
+        type=_not_negative(float),
+        metavar="R",
+        help="job starts per second",
+    )
+    a.add_argument("--max-waiting", type=_not_negative(int), metavar="N", help="waiting jobs")
+    a.add_argument(
+        "--max-log-bytes", type=_not_negative(int), metavar="B", help="log bytes stored per job"
+    )
+    a.add_argument(
+        "--max-artifact-bytes", type=_not_negative(int), metavar="B", help="artifact bytes per job"
+    )
+    a.add_argument(
+        "--retention-days", type=_not_negative(int), metavar="D", help="days finished jobs are kept"
+    )
+    for action, what in (("pause", "start none of its jobs (admins)"), ("resume", "lift a pause")):
+        a = actions.add_parser(action, help=what, parents=[remote, as_json])
+        a.add_argument("org", help="the organisation")
+        a.add_argument(
+            "--selector",
+            type=_key_value,
+            action="append",
+            default=[],
+            metavar="K=V",
+            help="only the jobs carrying this label (repeatable: all of them)",
+        )
 
     p = command("cancel", cmd_cancel, "cancel a job", remote, as_json)
     p.add_argument("id", help="job id")

@@ -243,6 +243,12 @@ class Job:
     rerun_ids: tuple[str, ...] = ()  # the jobs rerunning it (filled in by get)
     # For a job a worker runs: how the jobs it depended on ended, and their outputs.
     parents: tuple[ParentResult, ...] = ()
+    # Sharing (docs/limits.md): its concurrency key and that key's limit, the
+    # worker labels it requires, and, from get, what holds it while it waits.
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
+    requires: Mapping[str, str] = field(default_factory=dict)
+    waiting_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: enums by name, times in ISO 8601, durations in seconds."""
@@ -273,6 +279,10 @@ class Job:
             "child_ids": list(self.child_ids),
             "rerun_of": self.rerun_of,
             "rerun_ids": list(self.rerun_ids),
+            "concurrency_key": self.concurrency_key,
+            "concurrency_limit": self.concurrency_limit,
+            "requires": dict(self.requires),
+            "waiting_reason": self.waiting_reason,
         }
 
 
@@ -434,4 +444,65 @@ class Schedule:
             "create_time": _iso(self.create_time),
             "update_time": _iso(self.update_time),
             "upcoming": [_iso(t) for t in self.upcoming],
+        }
+
+
+@dataclass(frozen=True)
+class OrgSettings:
+    """What an organisation may use (zbrain.v1.OrgSettings); 0 means none of
+    its own: the server's default where it has one, else no limit."""
+
+    org_id: str
+    max_running_jobs: int = 0
+    max_starts_per_second: float = 0.0
+    max_waiting_jobs: int = 0
+    max_log_bytes: int = 0  # per job
+    max_artifact_bytes: int = 0  # per job
+    retention_days: int = 0
+    paused: bool = False
+    paused_selectors: tuple[Mapping[str, str], ...] = ()
+    update_time: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "org_id": self.org_id,
+            "max_running_jobs": self.max_running_jobs,
+            "max_starts_per_second": self.max_starts_per_second,
+            "max_waiting_jobs": self.max_waiting_jobs,
+            "max_log_bytes": self.max_log_bytes,
+            "max_artifact_bytes": self.max_artifact_bytes,
+            "retention_days": self.retention_days,
+            "paused": self.paused,
+            "paused_selectors": [dict(selector) for selector in self.paused_selectors],
+            "update_time": _iso(self.update_time),
+        }
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker connected to the server (zbrain.v1.Worker)."""
+
+    id: str
+    address: str
+    org_ids: tuple[str, ...]
+    labels: Mapping[str, str]
+    slots_used: int
+    slots: int
+    lease_job_ids: tuple[str, ...]
+    connect_time: datetime | None
+    last_heard_time: datetime | None
+    draining: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "address": self.address,
+            "org_ids": list(self.org_ids),
+            "labels": dict(self.labels),
+            "slots_used": self.slots_used,
+            "slots": self.slots,
+            "lease_job_ids": list(self.lease_job_ids),
+            "connect_time": _iso(self.connect_time),
+            "last_heard_time": _iso(self.last_heard_time),
+            "draining": self.draining,
         }

@@ -36,6 +36,11 @@ export interface JobOptions {
   /** Higher runs first among an organisation's runnable jobs. */
   readonly priority?: number;
   readonly labels?: Readonly<Record<string, string>>;
+  /** Jobs of the org sharing this key run at most `concurrencyLimit` (default 1) at once, in order. */
+  readonly concurrencyKey?: string;
+  readonly concurrencyLimit?: number;
+  /** Only a worker whose labels hold these pairs runs the job ("" asks for the key alone). */
+  readonly requires?: Readonly<Record<string, string>>;
 }
 
 /** One job of a `submitBatch`. */
@@ -277,6 +282,9 @@ function jobSpec(spec: JobSpec): JobSpecMessage {
     env: { ...spec.env },
     priority: spec.priority ?? 0,
     labels: { ...spec.labels },
+    concurrencyKey: spec.concurrencyKey ?? "",
+    concurrencyLimit: spec.concurrencyLimit ?? 0,
+    requires: { ...spec.requires },
     ...(spec.timeoutMs === undefined ? {} : { timeout: durationFromMs(spec.timeoutMs) }),
     ...(spec.maxRetries === undefined ? {} : { maxRetries: spec.maxRetries }),
   });

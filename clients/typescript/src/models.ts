@@ -74,6 +74,13 @@ export interface Job {
   readonly cancelRequested: boolean;
   readonly requestId: string;
   readonly lastTransition: Transition | undefined;
+  /** At most `concurrencyLimit` (0: one) jobs of the org with this key run at once (docs/limits.md). */
+  readonly concurrencyKey: string;
+  readonly concurrencyLimit: number;
+  /** The worker labels it needs: a value, or "" for the key alone. */
+  readonly requires: Readonly<Record<string, string>>;
+  /** From get, for a runnable job that waits: what holds it, in words. */
+  readonly waitingReason: string;
 }
 
 /** One line of a job's output. */
@@ -181,6 +188,10 @@ export function jobFrom(message: JobMessage): Job {
     leaseExpireTime: date(message.leaseExpireTime),
     cancelRequested: message.cancelRequested,
     requestId: message.requestId,
+    concurrencyKey: message.concurrencyKey,
+    concurrencyLimit: message.concurrencyLimit,
+    requires: message.requires,
+    waitingReason: message.waitingReason,
     lastTransition:
       transition === undefined
         ? undefined

@@ -31,6 +31,9 @@ test("a submitted job reads back with its command, input, environment and limits
     maxRetries: 2,
     priority: 5,
     labels: { team: "a" },
+    concurrencyKey: "customer-42",
+    concurrencyLimit: 2,
+    requires: { gpu: "a100", region: "" },
   });
   const job = await client.get(submitted.id);
 
@@ -44,6 +47,10 @@ test("a submitted job reads back with its command, input, environment and limits
   assert.equal(job.maxRetries, 2);
   assert.equal(job.priority, 5);
   assert.deepEqual(job.labels, { team: "a" });
+  assert.equal(job.concurrencyKey, "customer-42");
+  assert.equal(job.concurrencyLimit, 2);
+  assert.deepEqual(job.requires, { gpu: "a100", region: "" });
+  assert.equal(job.waitingReason, "waiting: no connected worker matches");
   assert.ok(job.createTime instanceof Date);
   assert.equal(job.output, null);
 });

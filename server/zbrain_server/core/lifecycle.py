@@ -157,6 +157,9 @@ def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
         reason="submitted",
         transition_time_us=now_us,
         rerun_of=new.rerun_of,
+        concurrency_key=new.concurrency_key,
+        concurrency_limit=new.concurrency_limit,
+        requires=new.requires,
     )
 
 

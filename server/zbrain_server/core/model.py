@@ -103,6 +103,12 @@ class NewJob:
     depends_on: tuple[Edge, ...] = ()
     run_at_us: int | None = None  # a delayed job: not before this time
     rerun_of: str = ""  # the job this one reruns
+    # Sharing (see core.limits): at most concurrency_limit jobs of the org
+    # with this key run at once, and only workers whose labels meet
+    # `requires` lease it.
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
+    requires: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -161,6 +167,10 @@ class Job:
     has_children: bool = False
     depth: int = 0
     rerun_of: str = ""
+    # Sharing (see NewJob and core.limits).
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
+    requires: Mapping[str, str] = field(default_factory=dict)
 
 
 _JOB_FIELDS = tuple(spec.name for spec in fields(Job))
@@ -230,6 +240,9 @@ class JobQuery:
     # Submitted at or after / before these times (to the millisecond: ids hold it).
     created_after_us: int | None = None
     created_before_us: int | None = None
+    # Only runnable jobs no connected worker can take (applied by the edge,
+    # which knows the workers; the store reads the runnable states).
+    unmatched: bool = False
 
 
 @dataclass(slots=True)

@@ -80,6 +80,9 @@ def job_from_row(row: Row) -> Job:
         has_children=bool(row["has_children"]),
         depth=row["depth"],
         rerun_of=row["rerun_of"],
+        concurrency_key=row["concurrency_key"],
+        concurrency_limit=row["concurrency_limit"],
+        requires=_map_from_json(row["requires"]),
     )
 
 
@@ -112,6 +115,9 @@ def job_params(job: Job) -> Params:
         "create_time": job.create_time_us,
         "request_id": job.request_id,
         "trace_context": _json_map(job.trace_context),
+        "concurrency_key": job.concurrency_key,
+        "concurrency_limit": job.concurrency_limit,
+        "requires": _json_map(job.requires),
         **_state_params(job),
     }
 

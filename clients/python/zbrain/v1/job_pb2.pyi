@@ -407,6 +407,26 @@ class JobSpec(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RequiresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ORG_ID_FIELD_NUMBER: _builtins.int
     CMD_FIELD_NUMBER: _builtins.int
     INPUT_JSON_FIELD_NUMBER: _builtins.int
@@ -419,6 +439,9 @@ class JobSpec(_message.Message):
     REF_FIELD_NUMBER: _builtins.int
     RUN_AT_FIELD_NUMBER: _builtins.int
     DELAY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    REQUIRES_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """The organisation that owns the job. Empty means the server's default
     organisation (ZDEFAULT_ORG_ID).
@@ -438,6 +461,15 @@ class JobSpec(_message.Message):
     ref: _builtins.str
     """A name for this job within one SubmitBatch, for other jobs of the batch
     to depend on (Dependency.ref). Unique within the batch.
+    """
+    concurrency_key: _builtins.str
+    """Jobs of an organisation sharing a concurrency key run at most
+    concurrency_limit at once, in order (priority, then submission), over
+    every replica. Empty means no key.
+    """
+    concurrency_limit: _builtins.int
+    """How many jobs of its concurrency key may run at once; 0 means 1. Only
+    with a concurrency_key.
     """
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -476,6 +508,12 @@ class JobSpec(_message.Message):
     def delay(self) -> _duration_pb2.Duration:
         """Run no earlier than this long after it is accepted."""
 
+    @_builtins.property
+    def requires(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The worker labels it needs: a worker leases it only if its labels hold
+        every pair (an empty value asks only that the key be present).
+        """
+
     def __init__(
         self,
         *,
@@ -491,10 +529,13 @@ class JobSpec(_message.Message):
         ref: _builtins.str = ...,
         run_at: _timestamp_pb2.Timestamp | None = ...,
         delay: _duration_pb2.Duration | None = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        requires: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "delay", b"delay", "max_retries", b"max_retries", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "cmd", b"cmd", "delay", b"delay", "depends_on", b"depends_on", "env", b"env", "input_json", b"input_json", "labels", b"labels", "max_retries", b"max_retries", "org_id", b"org_id", "priority", b"priority", "ref", b"ref", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "cmd", b"cmd", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "delay", b"delay", "depends_on", b"depends_on", "env", b"env", "input_json", b"input_json", "labels", b"labels", "max_retries", b"max_retries", "org_id", b"org_id", "priority", b"priority", "ref", b"ref", "requires", b"requires", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
@@ -580,6 +621,26 @@ class Job(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RequiresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     ORG_ID_FIELD_NUMBER: _builtins.int
     CMD_FIELD_NUMBER: _builtins.int
@@ -610,6 +671,10 @@ class Job(_message.Message):
     CHILD_IDS_FIELD_NUMBER: _builtins.int
     RERUN_OF_FIELD_NUMBER: _builtins.int
     RERUN_IDS_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    REQUIRES_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id: a UUID in the time-ordered UUIDv7 layout."""
     org_id: _builtins.str
@@ -640,6 +705,15 @@ class Job(_message.Message):
     """The client's idempotency key from SubmitRequest.request_id, if any."""
     rerun_of: _builtins.str
     """The job this one reruns (see JobService.Rerun), if any."""
+    concurrency_key: _builtins.str
+    """Its concurrency key, if any (see JobSpec.concurrency_key)."""
+    concurrency_limit: _builtins.int
+    """How many jobs of its key may run at once, when it has a key."""
+    waiting_reason: _builtins.str
+    """For a runnable job that is waiting, what holds it, for people: for
+    example "waiting: no connected worker matches" or "waiting: the
+    organisation's limit of 2 running jobs is reached" (filled in by Get).
+    """
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command, as an argv list."""
@@ -706,6 +780,10 @@ class Job(_message.Message):
     def rerun_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The jobs that rerun this one (filled in by Get)."""
 
+    @_builtins.property
+    def requires(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The worker labels it needs (see JobSpec.requires)."""
+
     def __init__(
         self,
         *,
@@ -739,10 +817,14 @@ class Job(_message.Message):
         child_ids: _abc.Iterable[_builtins.str] | None = ...,
         rerun_of: _builtins.str = ...,
         rerun_ids: _abc.Iterable[_builtins.str] | None = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        requires: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        waiting_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "last_transition", b"last_transition", "lease_expire_time", b"lease_expire_time", "next_run_time", b"next_run_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "child_ids", b"child_ids", "cmd", b"cmd", "create_time", b"create_time", "depends_on", b"depends_on", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "last_transition", b"last_transition", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "rerun_ids", b"rerun_ids", "rerun_of", b"rerun_of", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "child_ids", b"child_ids", "cmd", b"cmd", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "create_time", b"create_time", "depends_on", b"depends_on", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "last_transition", b"last_transition", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "requires", b"requires", "rerun_ids", b"rerun_ids", "rerun_of", b"rerun_of", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
