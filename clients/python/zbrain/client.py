@@ -33,6 +33,7 @@ from .models import (
     Job,
     JobState,
     LogLine,
+    Resources,
 )
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from .workflows import Schedules, Templates
@@ -79,10 +80,14 @@ def job_spec(
     ref: str = "",
     run_at: datetime | None = None,
     delay: float | timedelta | None = None,
+    resources: Resources | None = None,
+    network: bool = False,
 ) -> job_pb2.JobSpec:
     """Build a JobSpec; `input` is any JSON-serialisable value, `timeout` and
     `delay` seconds or a timedelta, `run_at` an aware datetime. `depends_on`
-    names the jobs to wait for; `ref` names this one for others of a batch."""
+    names the jobs to wait for; `ref` names this one for others of a batch.
+    `resources` bounds what an attempt may use; `network` asks a sandboxed
+    worker for the network (docs/sandbox.md)."""
     if isinstance(cmd, str):
         raise TypeError("cmd must be an argv list such as ['echo', 'hi'], not a shell string")
     spec = job_pb2.JobSpec(
@@ -94,7 +99,10 @@ def job_spec(
         labels=dict(labels or {}),
         depends_on=[_dependency(item) for item in depends_on],
         ref=ref,
+        network=network,
     )
+    if resources:
+        spec.resources.CopyFrom(_convert.resources_to_proto(resources))
     if timeout is not None:
         spec.timeout.CopyFrom(_duration(timeout))
     if max_retries is not None:
@@ -232,6 +240,8 @@ class Client:
         depends_on: Iterable[DependencyLike] = (),
         run_at: datetime | None = None,
         delay: float | timedelta | None = None,
+        resources: Resources | None = None,
+        network: bool = False,
     ) -> Job:
         """Submit one job; it is durable when this returns.
 
@@ -258,6 +268,8 @@ class Client:
             depends_on=depends_on,
             run_at=run_at,
             delay=delay,
+            resources=resources,
+            network=network,
         )
         request = job_service_pb2.SubmitRequest(job=spec, request_id=request_id or "")
         if self._coalescer is not None:

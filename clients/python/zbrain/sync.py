@@ -25,7 +25,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from .client import _KEEP, Client, DependencyLike
 from .connection import TlsFiles
-from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine
+from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine, Resources
 from .v1 import job_pb2
 from .workflows import Schedules, Templates
 
@@ -128,6 +128,8 @@ class SyncClient:
         depends_on: Iterable[DependencyLike] = (),
         run_at: datetime | None = None,
         delay: float | timedelta | None = None,
+        resources: Resources | None = None,
+        network: bool = False,
     ) -> Job:
         """See `Client.submit`."""
         return self._run(
@@ -144,6 +146,8 @@ class SyncClient:
                 depends_on=depends_on,
                 run_at=run_at,
                 delay=delay,
+                resources=resources,
+                network=network,
             )
         )
 

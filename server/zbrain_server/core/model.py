@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from zbrain.models import (
+    NO_RESOURCES,
     Artifact,
     AttemptOutcome,
     CancelOutcome,
@@ -31,6 +32,7 @@ from zbrain.models import (
     DependencyCondition,
     JobState,
     LogStream,
+    Resources,
     Role,
 )
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from .events import Body
 
 __all__ = [
+    "NO_RESOURCES",
     "Artifact",
     "AttemptOutcome",
     "AttemptRecord",
@@ -57,6 +60,7 @@ __all__ = [
     "LogStream",
     "NewJob",
     "ParentOutcome",
+    "Resources",
     "Role",
     "evolve",
     "is_org_id",
@@ -103,6 +107,8 @@ class NewJob:
     depends_on: tuple[Edge, ...] = ()
     run_at_us: int | None = None  # a delayed job: not before this time
     rerun_of: str = ""  # the job this one reruns
+    resources: Resources = NO_RESOURCES  # what one attempt may use
+    network: bool = False  # asks a sandboxed worker for the network
 
 
 @dataclass(slots=True)
@@ -161,6 +167,9 @@ class Job:
     has_children: bool = False
     depth: int = 0
     rerun_of: str = ""
+    # What one attempt may use, and whether it asks a sandbox for the network.
+    resources: Resources = NO_RESOURCES
+    network: bool = False
 
 
 _JOB_FIELDS = tuple(spec.name for spec in fields(Job))

@@ -82,7 +82,10 @@ def job_to_proto(job: Job) -> job_pb2.Job:
         cancel_requested=job.cancel_requested,
         request_id=job.request_id,
         rerun_of=job.rerun_of,
+        network=job.network,
     )
+    if job.resources:
+        message.resources.CopyFrom(job_pb2.Resources(**job.resources.to_dict()))
     for dependency in job.depends_on:
         message.depends_on.add(
             job_id=dependency.job_id,

@@ -31,7 +31,8 @@ INSERT INTO jobs (
     id, org_id, cmd, input_json, env, timeout_us, max_retries, priority, labels,
     create_time, state, attempt, update_time, start_time, finish_time, next_run_time,
     last_error, output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested,
-    request_id, trace_context, previous_state, cause, reason, transition_time
+    request_id, trace_context, previous_state, cause, reason, transition_time,
+    resources, network
 )
 SELECT * FROM unnest(
     :id::text[], :org_id::text[], :cmd::text[], :input_json::text[], :env::text[],
@@ -41,7 +42,7 @@ SELECT * FROM unnest(
     :last_error::text[], :output_json::text[], :lease_epoch::bigint[], :worker_id::text[],
     :lease_expire_time::bigint[], :cancel_requested::int[], :request_id::text[],
     :trace_context::text[], :previous_state::text[], :cause::text[], :reason::text[],
-    :transition_time::bigint[]
+    :transition_time::bigint[], :resources::text[], :network::int[]
 )
 ON CONFLICT (org_id, request_id) WHERE request_id != '' DO NOTHING;
 
