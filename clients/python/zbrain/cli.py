@@ -554,7 +554,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="organisation to serve (repeatable; default: the server's default)",
     )
     p.add_argument("--id", dest="worker_id", help="worker id (default: HOST-PID)")
-    p.add_argument("--mode", help="how jobs run: process (default; $ZWORKER_MODE) or echo")
+    p.add_argument(
+        "--mode",
+        help="how jobs run: process (default; $ZWORKER_MODE), sandbox (process isolated "
+        "with bubblewrap) or echo",
+    )
+    p.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="in sandbox mode, give jobs that ask for it the network ($ZWORKER_ALLOW_NETWORK)",
+    )
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="most resident memory a job may use, e.g. 512M ($ZWORKER_MAX_MEMORY)",
+    )
+    p.add_argument(
+        "--max-cpu",
+        metavar="DURATION",
+        help="most CPU time each process of a job may use, e.g. 5m ($ZWORKER_MAX_CPU)",
+    )
+    p.add_argument(
+        "--max-processes",
+        metavar="N",
+        help="most processes of the job's user at once ($ZWORKER_MAX_PROCESSES)",
+    )
+    p.add_argument(
+        "--max-open-files",
+        metavar="N",
+        help="most open files of each process of a job ($ZWORKER_MAX_OPEN_FILES)",
+    )
+    p.add_argument(
+        "--max-file-size",
+        metavar="SIZE",
+        help="largest file a job may write, e.g. 1G ($ZWORKER_MAX_FILE_SIZE)",
+    )
     p.add_argument(
         "--temp-dir",
         type=Path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 from collections.abc import Callable
@@ -12,8 +13,35 @@ from pathlib import Path
 from . import telemetry
 from .client import Client
 from .connection import TlsFiles
+from .durations import parse_duration
 from .errors import ZBrainError
-from .worker import EchoExecutor, Executor, ProcessExecutor, Worker
+from .models import Resources
+from .sizes import parse_size
+from .worker import EchoExecutor, Executor, ProcessExecutor, SandboxExecutor, Worker
+
+# The worker's maxima for a job's resources: flag, variable, parser.
+MAXIMA: dict[str, tuple[str, str, Callable[[str], float]]] = {
+    "memory_bytes": ("max_memory", "ZWORKER_MAX_MEMORY", parse_size),
+    "cpu_seconds": ("max_cpu", "ZWORKER_MAX_CPU", parse_duration),
+    "processes": ("max_processes", "ZWORKER_MAX_PROCESSES", int),
+    "open_files": ("max_open_files", "ZWORKER_MAX_OPEN_FILES", int),
+    "file_size_bytes": ("max_file_size", "ZWORKER_MAX_FILE_SIZE", parse_size),
+}
+
+
+def worker_maxima(args: argparse.Namespace) -> Resources:
+    """The bounds on every job's resources from the flags, else the variables."""
+    values = {}
+    for name, (flag, variable, parse) in MAXIMA.items():
+        text = getattr(args, flag, None) or os.environ.get(variable) or ""
+        try:
+            value = parse(text) if text else 0
+        except ValueError as exc:
+            raise ZBrainError(f"--{flag.replace('_', '-')} / ${variable}: {exc}") from None
+        if value < 0:
+            raise ZBrainError(f"--{flag.replace('_', '-')} / ${variable} must not be negative")
+        values[name] = math.ceil(value)  # CPU time is limited in whole seconds
+    return Resources(**values)
 
 
 async def run_worker_command(args: argparse.Namespace) -> int:
@@ -25,12 +53,19 @@ async def run_worker_command(args: argparse.Namespace) -> int:
     temp_dir = args.temp_dir or (
         Path(os.environ["ZWORKER_TEMP_DIR"]) if os.environ.get("ZWORKER_TEMP_DIR") else None
     )
+    maxima = worker_maxima(args)
+    allow_network = bool(
+        getattr(args, "allow_network", False)
+        or os.environ.get("ZWORKER_ALLOW_NETWORK", "").lower() in ("1", "true", "yes")
+    )
     executors: dict[str, Callable[[], Executor]] = {
-        "process": lambda: ProcessExecutor(temp_dir),
+        "process": lambda: ProcessExecutor(temp_dir, maxima=maxima),
+        "sandbox": lambda: _sandbox(temp_dir, maxima, allow_network),
         "echo": EchoExecutor,
     }
     if mode not in executors:
         raise ZBrainError(f"unknown worker mode {mode!r}; choose from {', '.join(executors)}")
+    executor = executors[mode]()  # a sandbox that cannot work refuses here
     providers = telemetry.configure(
         f"zbrain-worker-{args.worker_id or os.getpid()}", exporter=telemetry.exporter_from_env()
     )
@@ -42,7 +77,7 @@ async def run_worker_command(args: argparse.Namespace) -> int:
         ) as client:
             worker = Worker(
                 client,
-                executors[mode](),
+                executor,
                 worker_id=args.worker_id,
                 orgs=args.org,
                 concurrency=concurrency,
@@ -57,3 +92,10 @@ async def run_worker_command(args: argparse.Namespace) -> int:
     finally:
         providers.shutdown()
     return 0
+
+
+def _sandbox(temp_dir: Path | None, maxima: Resources, allow_network: bool) -> SandboxExecutor:
+    """A sandbox executor proved to work on this machine (else the error says why)."""
+    executor = SandboxExecutor(temp_dir, maxima=maxima, allow_network=allow_network)
+    executor.probe()
+    return executor
