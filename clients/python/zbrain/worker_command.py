@@ -7,6 +7,7 @@ import asyncio
 import math
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,6 +67,7 @@ async def run_worker_command(args: argparse.Namespace) -> int:
     if mode not in executors:
         raise ZBrainError(f"unknown worker mode {mode!r}; choose from {', '.join(executors)}")
     executor = executors[mode]()  # a sandbox that cannot work refuses here
+    _watch_children_with_pidfds()
     providers = telemetry.configure(
         f"zbrain-worker-{args.worker_id or os.getpid()}", exporter=telemetry.exporter_from_env()
     )
@@ -99,3 +101,19 @@ def _sandbox(temp_dir: Path | None, maxima: Resources, allow_network: bool) -> S
     executor = SandboxExecutor(temp_dir, maxima=maxima, allow_network=allow_network)
     executor.probe()
     return executor
+
+
+def _watch_children_with_pidfds() -> None:
+    """On Python 3.11, learn of job processes' exits through pidfds in the
+    event loop rather than the default watcher's thread per child (a thread
+    started and joined for every command). Python 3.12 does this by itself.
+    The worker command owns its loop, so it may choose; SDK users keep theirs."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # the kernel may lack pidfds (before 5.3)
+    except OSError:
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)
