@@ -31,6 +31,8 @@ test("a submitted job reads back with its command, input, environment and limits
     maxRetries: 2,
     priority: 5,
     labels: { team: "a" },
+    resources: { memoryBytes: 64 * 2 ** 20, cpuSeconds: 5 },
+    network: true,
   });
   const job = await client.get(submitted.id);
 
@@ -44,6 +46,14 @@ test("a submitted job reads back with its command, input, environment and limits
   assert.equal(job.maxRetries, 2);
   assert.equal(job.priority, 5);
   assert.deepEqual(job.labels, { team: "a" });
+  assert.deepEqual(job.resources, {
+    memoryBytes: 64 * 2 ** 20,
+    cpuSeconds: 5,
+    processes: 0,
+    openFiles: 0,
+    fileSizeBytes: 0,
+  });
+  assert.equal(job.network, true);
   assert.ok(job.createTime instanceof Date);
   assert.equal(job.output, null);
 });
