@@ -118,6 +118,25 @@ async def test_rlimits_are_set_before_the_program_runs_and_bounded_by_the_worker
     assert stored.resources == Resources(open_files=20, cpu_seconds=5)
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_jobs_folder_is_removed_once_its_attempt_ended(
+    server: ZBrainServer, client: Client, processes: Processes, tmp_path: Path, mode: str
+) -> None:
+    temp_dir = tmp_path / "jobs"
+    processes.spawn(
+        "worker", "--server", server.address, "--mode", mode, "--temp-dir", str(temp_dir)
+    )
+    plain = await client.submit(["true"])
+    cluttered = await client.submit(
+        ["sh", "-c", 'mkdir -p a/b && touch a/b/c "$ZBRAIN_ARTIFACTS_DIR/x"']
+    )
+
+    for job in (plain, cluttered):
+        assert (await finished(client, job.id)).state is JobState.SUCCEEDED
+
+    await eventually(lambda: truth(not any(temp_dir.iterdir())), timeout=10)
+
+
 async def test_impossible_limits_are_refused_at_submit_naming_each_field(client: Client) -> None:
     with pytest.raises(InvalidArgumentError) as refused:
         await client.submit(["true"], resources=Resources(memory_bytes=1000, open_files=-1))
