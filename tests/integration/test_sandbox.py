@@ -263,3 +263,15 @@ async def test_sandbox_mode_refuses_to_start_without_bwrap(
     said = worker.stdout.read()
     assert "sandbox mode needs bubblewrap" in said
     assert "apt-get install bubblewrap" in said
+
+
+async def test_a_job_that_removes_its_artifact_folder_still_succeeds(
+    server: ZBrainServer, client: Client, processes: Processes
+) -> None:
+    processes.worker(server.address)
+    job = await client.submit(["sh", "-c", 'rmdir "$ZBRAIN_ARTIFACTS_DIR"'])
+
+    done = await finished(client, job.id)
+
+    assert done.state is JobState.SUCCEEDED, done.last_error
+    assert done.artifacts == ()

@@ -268,7 +268,10 @@ class ProcessExecutor(Executor):
 
     async def _upload_artifacts(self, folder: Path, events: AttemptEvents) -> None:
         """Upload every regular file under the artifact folder; symlinks are skipped."""
-        if not os.listdir(folder):  # most jobs leave none: no walk
+        try:
+            if not os.listdir(folder):  # most jobs leave none: no walk
+                return
+        except OSError:  # the job removed the folder (or made it something else)
             return
         for path in sorted(folder.rglob("*")):
             if path.is_symlink() or not path.is_file():
