@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -501,6 +502,25 @@ async def many_workers(address: str, count: int, seconds: float) -> None:
     emit(workers=count)
 
 
+async def spawn_ceiling(seconds: float) -> None:
+    """The command-job ceiling: /bin/true spawned and reaped one after another
+    from one Python process, by the cheapest call (posix_spawn, a vfork), with
+    no pipes, folder or event loop. The local process worker's `true` figure
+    is given as a ratio to it."""
+    emit(rate=_spawn_true_for(seconds))
+
+
+def _spawn_true_for(seconds: float) -> float:
+    """Spawns of /bin/true per second, each waited for, for `seconds`."""
+    environment = dict(os.environ)
+    spawned = 0
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        os.waitpid(os.posix_spawn("/bin/true", ["/bin/true"], environment), 0)
+        spawned += 1
+    return spawned / elapsed
+
+
 def main() -> None:
     mode, *args = sys.argv[1:]
     runs = {
@@ -516,6 +536,7 @@ def main() -> None:
         "fairness": lambda: fairness(args[0], int(args[1]), int(args[2])),
         "e2e": lambda: e2e(args[0], int(args[1]), int(args[2])),
         "e2e-process": lambda: end_to_end(args[0], int(args[1]), SPEC),
+        "spawn-ceiling": lambda: spawn_ceiling(float(args[0])),
         "sdk-worker": lambda: sdk_worker(args[0]),
         "events": lambda: events(args[0], int(args[1]), int(args[2])),
         "logs": lambda: logs(args[0], int(args[1])),

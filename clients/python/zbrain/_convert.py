@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf import json_format, timestamp_pb2
 
 from .models import (
+    NO_RESOURCES,
     Artifact,
     CatchUpPolicy,
     Cause,
@@ -30,6 +31,7 @@ from .models import (
     OverlapPolicy,
     ParameterType,
     ParentResult,
+    Resources,
     Schedule,
     ScheduleTemplate,
     Template,
@@ -114,7 +116,23 @@ def job(message: job_pb2.Job) -> Job:
         concurrency_limit=message.concurrency_limit,
         requires=dict(message.requires),
         waiting_reason=message.waiting_reason,
+        resources=resources(message.resources) if message.HasField("resources") else NO_RESOURCES,
+        network=message.network,
     )
+
+
+def resources(message: job_pb2.Resources) -> Resources:
+    return Resources(
+        memory_bytes=message.memory_bytes,
+        cpu_seconds=message.cpu_seconds,
+        processes=message.processes,
+        open_files=message.open_files,
+        file_size_bytes=message.file_size_bytes,
+    )
+
+
+def resources_to_proto(value: Resources) -> job_pb2.Resources:
+    return job_pb2.Resources(**value.to_dict())
 
 
 def dependency(message: job_pb2.Dependency) -> Dependency:

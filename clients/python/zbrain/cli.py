@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -22,7 +23,8 @@ from .client import Client
 from .connection import TlsFiles, default_server
 from .durations import parse_duration
 from .errors import ZBrainError
-from .models import Event, Job, JobState
+from .models import Event, Job, JobState, Resources
+from .sizes import format_size, parse_size
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -52,6 +54,23 @@ def _short_cmd(cmd: Sequence[str], width: int = 48) -> str:
 
 def _stopping(job: Job) -> bool:
     return job.cancel_requested and job.state is JobState.RUNNING
+
+
+def _describe_resources(resources: Resources, network: bool) -> str:
+    parts = []
+    if resources.memory_bytes:
+        parts.append(f"memory {format_size(resources.memory_bytes)}")
+    if resources.cpu_seconds:
+        parts.append(f"cpu {resources.cpu_seconds}s")
+    if resources.processes:
+        parts.append(f"processes {resources.processes}")
+    if resources.open_files:
+        parts.append(f"open files {resources.open_files}")
+    if resources.file_size_bytes:
+        parts.append(f"file size {format_size(resources.file_size_bytes)}")
+    if network:
+        parts.append("network")
+    return ", ".join(parts)
 
 
 def _print_job(job: Job) -> None:
@@ -89,6 +108,8 @@ def _print_job(job: Job) -> None:
         rows.append(("env", " ".join(f"{k}={v}" for k, v in sorted(job.env.items()))))
     if job.labels:
         rows.append(("labels", " ".join(f"{k}={v}" for k, v in sorted(job.labels.items()))))
+    if job.resources or job.network:
+        rows.append(("limits", _describe_resources(job.resources, job.network)))
     if job.last_error:
         rows.append(("error", job.last_error))
     if job.output is not None:
@@ -157,6 +178,13 @@ def _duration(text: str) -> float:
     return value
 
 
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _state(text: str) -> JobState:
     try:
         return JobState[text.upper()]
@@ -212,6 +240,14 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             concurrency_key=args.concurrency_key or "",
             concurrency_limit=args.concurrency_limit,
             requires=dict(args.requires),
+            resources=Resources(
+                memory_bytes=args.memory or 0,
+                cpu_seconds=math.ceil(args.cpu or 0),
+                processes=args.processes or 0,
+                open_files=args.open_files or 0,
+                file_size_bytes=args.file_size or 0,
+            ),
+            network=args.network,
         )
         if args.wait:
             job = await client.wait(job.id)
@@ -504,6 +540,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--request-id", help="idempotency key: resubmitting with it returns the first job"
     )
+    p.add_argument("--memory", type=_size, metavar="SIZE", help="memory limit, e.g. 512M")
+    p.add_argument(
+        "--cpu", type=_duration, metavar="DURATION", help="CPU time limit of each process, e.g. 30s"
+    )
+    p.add_argument("--processes", type=int, metavar="N", help="process limit (RLIMIT_NPROC)")
+    p.add_argument("--open-files", type=int, metavar="N", help="open files limit per process")
+    p.add_argument("--file-size", type=_size, metavar="SIZE", help="largest file it may write")
+    p.add_argument("--network", action="store_true", help="ask a sandboxed worker for the network")
     p.add_argument(
         "--concurrency-key",
         metavar="KEY",
@@ -673,7 +717,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="organisation to serve (repeatable; default: the server's default)",
     )
     p.add_argument("--id", dest="worker_id", help="worker id (default: HOST-PID)")
-    p.add_argument("--mode", help="how jobs run: process (default; $ZWORKER_MODE) or echo")
+    p.add_argument(
+        "--mode",
+        help="how jobs run: process (default; $ZWORKER_MODE), sandbox (process isolated "
+        "with bubblewrap) or echo",
+    )
+    p.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="in sandbox mode, give jobs that ask for it the network ($ZWORKER_ALLOW_NETWORK)",
+    )
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="most resident memory a job may use, e.g. 512M ($ZWORKER_MAX_MEMORY)",
+    )
+    p.add_argument(
+        "--max-cpu",
+        metavar="DURATION",
+        help="most CPU time each process of a job may use, e.g. 5m ($ZWORKER_MAX_CPU)",
+    )
+    p.add_argument(
+        "--max-processes",
+        metavar="N",
+        help="most processes of the job's user at once ($ZWORKER_MAX_PROCESSES)",
+    )
+    p.add_argument(
+        "--max-open-files",
+        metavar="N",
+        help="most open files of each process of a job ($ZWORKER_MAX_OPEN_FILES)",
+    )
+    p.add_argument(
+        "--max-file-size",
+        metavar="SIZE",
+        help="largest file a job may write, e.g. 1G ($ZWORKER_MAX_FILE_SIZE)",
+    )
     p.add_argument(
         "--temp-dir",
         type=Path,

@@ -33,6 +33,7 @@ from .models import (
     Job,
     JobState,
     LogLine,
+    Resources,
     WorkerInfo,
 )
 from .orgs import Orgs
@@ -84,6 +85,8 @@ def job_spec(
     concurrency_key: str = "",
     concurrency_limit: int = 0,
     requires: Mapping[str, str] | None = None,
+    resources: Resources | None = None,
+    network: bool = False,
 ) -> job_pb2.JobSpec:
     """Build a JobSpec; `input` is any JSON-serialisable value, `timeout` and
     `delay` seconds or a timedelta, `run_at` an aware datetime. `depends_on`
@@ -91,7 +94,8 @@ def job_spec(
     At most `concurrency_limit` (0: one) jobs of the org with the same
     `concurrency_key` run at once, in order; only a worker whose labels hold
     every pair of `requires` (an empty value: the key alone) takes the job
-    (docs/limits.md)."""
+    (docs/limits.md). `resources` bounds what an attempt may use; `network` asks a sandboxed
+    worker for the network (docs/sandbox.md)."""
     if isinstance(cmd, str):
         raise TypeError("cmd must be an argv list such as ['echo', 'hi'], not a shell string")
     spec = job_pb2.JobSpec(
@@ -106,7 +110,10 @@ def job_spec(
         concurrency_key=concurrency_key,
         concurrency_limit=concurrency_limit,
         requires=dict(requires or {}),
+        network=network,
     )
+    if resources:
+        spec.resources.CopyFrom(_convert.resources_to_proto(resources))
     if timeout is not None:
         spec.timeout.CopyFrom(_duration(timeout))
     if max_retries is not None:
@@ -249,6 +256,8 @@ class Client:
         concurrency_key: str = "",
         concurrency_limit: int = 0,
         requires: Mapping[str, str] | None = None,
+        resources: Resources | None = None,
+        network: bool = False,
     ) -> Job:
         """Submit one job; it is durable when this returns.
 
@@ -281,6 +290,8 @@ class Client:
             concurrency_key=concurrency_key,
             concurrency_limit=concurrency_limit,
             requires=requires,
+            resources=resources,
+            network=network,
         )
         request = job_service_pb2.SubmitRequest(job=spec, request_id=request_id or "")
         if self._coalescer is not None:

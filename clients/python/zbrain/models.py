@@ -75,6 +75,7 @@ class Cause(_NamedIntEnum):
     INTERRUPTED = 11  # the worker stopped it because it was shutting down
     DEPENDENCY_FAILED = 12  # a job it depended on can no longer meet its condition (to CANCELED)
     RELEASED = 13  # every job it depended on met its condition (BLOCKED to PENDING)
+    RESOURCE_LIMIT_EXCEEDED = 14  # the worker stopped it over a resource limit
     DUE = 17  # a delayed job's time came (SCHEDULED to PENDING)
 
 
@@ -109,6 +110,35 @@ class AttemptOutcome(_NamedIntEnum):
     CANCELED = 3  # stopped because a cancel was requested
     TIMED_OUT = 4  # stopped at the job's timeout; retried while retries remain
     INTERRUPTED = 5  # stopped because the worker is shutting down; retried while retries remain
+    RESOURCE_LIMIT_EXCEEDED = 6  # went over a resource limit; retried while retries remain
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What one attempt of a job may use (zbrain.v1.Resources); 0 is no limit
+    of the job's own. Workers clamp each to their maxima (docs/sandbox.md)."""
+
+    memory_bytes: int = 0  # resident memory of all its processes together
+    cpu_seconds: int = 0  # CPU time of each process
+    processes: int = 0  # processes of the job's user at once (RLIMIT_NPROC)
+    open_files: int = 0  # open descriptors of each process
+    file_size_bytes: int = 0  # largest file a process may write
+
+    def __bool__(self) -> bool:
+        """Whether any limit is set."""
+        return any(self.to_dict().values())
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "memory_bytes": self.memory_bytes,
+            "cpu_seconds": self.cpu_seconds,
+            "processes": self.processes,
+            "open_files": self.open_files,
+            "file_size_bytes": self.file_size_bytes,
+        }
+
+
+NO_RESOURCES = Resources()
 
 
 class ParameterType(_NamedIntEnum):
@@ -249,6 +279,8 @@ class Job:
     concurrency_limit: int = 0
     requires: Mapping[str, str] = field(default_factory=dict)
     waiting_reason: str = ""
+    resources: Resources = NO_RESOURCES  # what one attempt may use
+    network: bool = False  # asks for the network in a sandboxed worker
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: enums by name, times in ISO 8601, durations in seconds."""
@@ -283,6 +315,8 @@ class Job:
             "concurrency_limit": self.concurrency_limit,
             "requires": dict(self.requires),
             "waiting_reason": self.waiting_reason,
+            "resources": self.resources.to_dict(),
+            "network": self.network,
         }
 
 

@@ -25,7 +25,16 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from .client import _KEEP, Client, DependencyLike
 from .connection import TlsFiles
-from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine, WorkerInfo
+from .models import (
+    Artifact,
+    CancelOutcome,
+    Event,
+    Job,
+    JobState,
+    LogLine,
+    Resources,
+    WorkerInfo,
+)
 from .orgs import Orgs
 from .v1 import job_pb2
 from .workflows import Schedules, Templates
@@ -134,6 +143,8 @@ class SyncClient:
         concurrency_key: str = "",
         concurrency_limit: int = 0,
         requires: Mapping[str, str] | None = None,
+        resources: Resources | None = None,
+        network: bool = False,
     ) -> Job:
         """See `Client.submit`."""
         return self._run(
@@ -153,6 +164,8 @@ class SyncClient:
                 concurrency_key=concurrency_key,
                 concurrency_limit=concurrency_limit,
                 requires=requires,
+                resources=resources,
+                network=network,
             )
         )
 

@@ -34,6 +34,8 @@ test("a submitted job reads back with its command, input, environment and limits
     concurrencyKey: "customer-42",
     concurrencyLimit: 2,
     requires: { gpu: "a100", region: "" },
+    resources: { memoryBytes: 64 * 2 ** 20, cpuSeconds: 5 },
+    network: true,
   });
   const job = await client.get(submitted.id);
 
@@ -51,6 +53,14 @@ test("a submitted job reads back with its command, input, environment and limits
   assert.equal(job.concurrencyLimit, 2);
   assert.deepEqual(job.requires, { gpu: "a100", region: "" });
   assert.equal(job.waitingReason, "waiting: no connected worker matches");
+  assert.deepEqual(job.resources, {
+    memoryBytes: 64 * 2 ** 20,
+    cpuSeconds: 5,
+    processes: 0,
+    openFiles: 0,
+    fileSizeBytes: 0,
+  });
+  assert.equal(job.network, true);
   assert.ok(job.createTime instanceof Date);
   assert.equal(job.output, null);
 });

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from zbrain.models import (
+    NO_RESOURCES,
     Artifact,
     AttemptOutcome,
     CancelOutcome,
@@ -31,6 +32,7 @@ from zbrain.models import (
     DependencyCondition,
     JobState,
     LogStream,
+    Resources,
     Role,
 )
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from .events import Body
 
 __all__ = [
+    "NO_RESOURCES",
     "Artifact",
     "AttemptOutcome",
     "AttemptRecord",
@@ -57,6 +60,7 @@ __all__ = [
     "LogStream",
     "NewJob",
     "ParentOutcome",
+    "Resources",
     "Role",
     "evolve",
     "is_org_id",
@@ -109,6 +113,8 @@ class NewJob:
     concurrency_key: str = ""
     concurrency_limit: int = 0
     requires: Mapping[str, str] = field(default_factory=dict)
+    resources: Resources = NO_RESOURCES  # what one attempt may use
+    network: bool = False  # asks a sandboxed worker for the network
 
 
 @dataclass(slots=True)
@@ -171,6 +177,9 @@ class Job:
     concurrency_key: str = ""
     concurrency_limit: int = 0
     requires: Mapping[str, str] = field(default_factory=dict)
+    # What one attempt may use, and whether it asks a sandbox for the network.
+    resources: Resources = NO_RESOURCES
+    network: bool = False
 
 
 _JOB_FIELDS = tuple(spec.name for spec in fields(Job))

@@ -87,7 +87,10 @@ def job_to_proto(job: Job) -> job_pb2.Job:
         concurrency_key=job.concurrency_key,
         concurrency_limit=job.concurrency_limit,
         requires=job.requires,
+        network=job.network,
     )
+    if job.resources:
+        message.resources.CopyFrom(job_pb2.Resources(**job.resources.to_dict()))
     for dependency in job.depends_on:
         message.depends_on.add(
             job_id=dependency.job_id,

@@ -27,6 +27,7 @@ from zbrain.v1 import job_pb2, job_service_pb2, token_service_pb2, worker_servic
 from ..config import Limits
 from ..core.ids import is_job_id
 from ..core.model import (
+    NO_RESOURCES,
     ORG_ID_RULE,
     Artifact,
     AttemptOutcome,
@@ -39,6 +40,7 @@ from ..core.model import (
     LogRecord,
     LogStream,
     NewJob,
+    Resources,
     is_org_id,
     now_us,
 )
@@ -293,6 +295,12 @@ def new_job(
         else None
     )
 
+    resources = (
+        _resources(spec.resources, f"{field}.resources", v)
+        if spec.HasField("resources")
+        else NO_RESOURCES
+    )
+
     v.raise_if_any("invalid job")
     return NewJob(
         org_id=org_id,
@@ -310,6 +318,8 @@ def new_job(
         concurrency_key=spec.concurrency_key,
         concurrency_limit=spec.concurrency_limit,
         requires=requires,
+        resources=resources,
+        network=spec.network,
     )
 
 
@@ -330,6 +340,36 @@ def _check_concurrency(spec: job_pb2.JobSpec, field: str, limits: Limits, v: Vio
             f"{field}.concurrency_limit",
             f"must be between 0 (meaning 1) and {MAX_CONCURRENCY_LIMIT}",
         )
+
+
+# The smallest value each resource limit may take when set: below them no
+# program starts (a process needs its three standard descriptors), so such a
+# limit is a mistake to name at submit rather than a failure at every attempt.
+RESOURCE_MINIMUMS = {
+    "memory_bytes": 1 << 20,
+    "cpu_seconds": 1,
+    "processes": 1,
+    "open_files": 3,
+    "file_size_bytes": 1,
+}
+
+
+def _resources(message: job_pb2.Resources, field: str, v: Violations) -> Resources:
+    """A job's resource limits (each 0 for none, else at least its minimum)."""
+    values = {
+        "memory_bytes": message.memory_bytes,
+        "cpu_seconds": message.cpu_seconds,
+        "processes": message.processes,
+        "open_files": message.open_files,
+        "file_size_bytes": message.file_size_bytes,
+    }
+    if not any(values.values()):
+        return NO_RESOURCES
+    for name, value in values.items():
+        minimum = RESOURCE_MINIMUMS[name]
+        if value < 0 or 0 < value < minimum:
+            v.add(f"{field}.{name}", f"must be 0 (no limit) or at least {minimum}")
+    return Resources(**values)
 
 
 def _dependencies(
@@ -617,7 +657,11 @@ def attempt_result(result: job_service_pb2.AttemptResult, field: str = "result")
     outcome = _enum_or_none(AttemptOutcome, result.outcome)
     v = Violations()
     if outcome is None:
-        v.add(f"{field}.outcome", "must be SUCCEEDED, FAILED, CANCELED, TIMED_OUT or INTERRUPTED")
+        v.add(
+            f"{field}.outcome",
+            "must be SUCCEEDED, FAILED, CANCELED, TIMED_OUT, INTERRUPTED or "
+            "RESOURCE_LIMIT_EXCEEDED",
+        )
     if result.output_json:
         _check_json(result.output_json, f"{field}.output_json", v)
     v.raise_if_any("invalid attempt result")

@@ -163,6 +163,11 @@ class _TransitionCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trans
     """
     TRANSITION_CAUSE_RELEASED: _TransitionCause.ValueType  # 13
     """Every job it depended on met its condition (BLOCKED to PENDING)."""
+    TRANSITION_CAUSE_RESOURCE_LIMIT_EXCEEDED: _TransitionCause.ValueType  # 14
+    """The worker stopped the attempt because it went over one of its resource
+    limits (memory, CPU time, file size, ...); the error names the limit
+    (to RETRYING while retries remain, else FAILED).
+    """
     TRANSITION_CAUSE_DUE: _TransitionCause.ValueType  # 17
     """A delayed job's time came (SCHEDULED to PENDING)."""
 
@@ -219,6 +224,11 @@ condition (to CANCELED); the reason names that job.
 """
 TRANSITION_CAUSE_RELEASED: TransitionCause.ValueType  # 13
 """Every job it depended on met its condition (BLOCKED to PENDING)."""
+TRANSITION_CAUSE_RESOURCE_LIMIT_EXCEEDED: TransitionCause.ValueType  # 14
+"""The worker stopped the attempt because it went over one of its resource
+limits (memory, CPU time, file size, ...); the error names the limit
+(to RETRYING while retries remain, else FAILED).
+"""
 TRANSITION_CAUSE_DUE: TransitionCause.ValueType  # 17
 """A delayed job's time came (SCHEDULED to PENDING)."""
 Global___TransitionCause: _TypeAlias = TransitionCause  # noqa: Y015
@@ -442,6 +452,8 @@ class JobSpec(_message.Message):
     CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     REQUIRES_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """The organisation that owns the job. Empty means the server's default
     organisation (ZDEFAULT_ORG_ID).
@@ -470,6 +482,11 @@ class JobSpec(_message.Message):
     concurrency_limit: _builtins.int
     """How many jobs of its concurrency key may run at once; 0 means 1. Only
     with a concurrency_key.
+    """
+    network: _builtins.bool
+    """In a sandboxed worker (ZWORKER_MODE=sandbox), whether the job may use
+    the network; the worker must allow it too (--allow-network). Other
+    workers share their network with every job and ignore it.
     """
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -514,6 +531,13 @@ class JobSpec(_message.Message):
         every pair (an empty value asks only that the key be present).
         """
 
+    @_builtins.property
+    def resources(self) -> Global___Resources:
+        """What one attempt may use (memory, CPU time, processes, open files, file
+        size). Unset or 0 fields mean no limit of the job's own; the worker's
+        maxima apply either way (docs/sandbox.md).
+        """
+
     def __init__(
         self,
         *,
@@ -532,16 +556,61 @@ class JobSpec(_message.Message):
         concurrency_key: _builtins.str = ...,
         concurrency_limit: _builtins.int = ...,
         requires: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        resources: Global___Resources | None = ...,
+        network: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "delay", b"delay", "max_retries", b"max_retries", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "delay", b"delay", "max_retries", b"max_retries", "resources", b"resources", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "cmd", b"cmd", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "delay", b"delay", "depends_on", b"depends_on", "env", b"env", "input_json", b"input_json", "labels", b"labels", "max_retries", b"max_retries", "org_id", b"org_id", "priority", b"priority", "ref", b"ref", "requires", b"requires", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "cmd", b"cmd", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "delay", b"delay", "depends_on", b"depends_on", "env", b"env", "input_json", b"input_json", "labels", b"labels", "max_retries", b"max_retries", "network", b"network", "org_id", b"org_id", "priority", b"priority", "ref", b"ref", "requires", b"requires", "resources", b"resources", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
 
 Global___JobSpec: _TypeAlias = JobSpec  # noqa: Y015
+
+@_typing.final
+class Resources(_message.Message):
+    """Resources bounds what one attempt of a job may use. Each field 0 means no
+    limit of the job's own; a worker clamps every value to its own maximum.
+    A job stopped by one fails with cause RESOURCE_LIMIT_EXCEEDED.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    CPU_SECONDS_FIELD_NUMBER: _builtins.int
+    PROCESSES_FIELD_NUMBER: _builtins.int
+    OPEN_FILES_FIELD_NUMBER: _builtins.int
+    FILE_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    memory_bytes: _builtins.int
+    """Resident memory of the job's processes together, in bytes (at least
+    1 MiB when set).
+    """
+    cpu_seconds: _builtins.int
+    """CPU time of each of the job's processes, in whole seconds."""
+    processes: _builtins.int
+    """Processes (and threads) the job's user may have at once (RLIMIT_NPROC)."""
+    open_files: _builtins.int
+    """Open file descriptors of each process (at least 3 when set)."""
+    file_size_bytes: _builtins.int
+    """Largest file a process may write, in bytes."""
+    def __init__(
+        self,
+        *,
+        memory_bytes: _builtins.int = ...,
+        cpu_seconds: _builtins.int = ...,
+        processes: _builtins.int = ...,
+        open_files: _builtins.int = ...,
+        file_size_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_seconds", b"cpu_seconds", "file_size_bytes", b"file_size_bytes", "memory_bytes", b"memory_bytes", "open_files", b"open_files", "processes", b"processes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Resources: _TypeAlias = Resources  # noqa: Y015
 
 @_typing.final
 class Artifact(_message.Message):
@@ -675,6 +744,8 @@ class Job(_message.Message):
     CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
     REQUIRES_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id: a UUID in the time-ordered UUIDv7 layout."""
     org_id: _builtins.str
@@ -714,6 +785,8 @@ class Job(_message.Message):
     example "waiting: no connected worker matches" or "waiting: the
     organisation's limit of 2 running jobs is reached" (filled in by Get).
     """
+    network: _builtins.bool
+    """Whether the job asked for the network in a sandboxed worker."""
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command, as an argv list."""
@@ -784,6 +857,10 @@ class Job(_message.Message):
     def requires(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The worker labels it needs (see JobSpec.requires)."""
 
+    @_builtins.property
+    def resources(self) -> Global___Resources:
+        """What one attempt may use, as submitted (see JobSpec.resources)."""
+
     def __init__(
         self,
         *,
@@ -821,10 +898,12 @@ class Job(_message.Message):
         concurrency_limit: _builtins.int = ...,
         requires: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         waiting_reason: _builtins.str = ...,
+        resources: Global___Resources | None = ...,
+        network: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "last_transition", b"last_transition", "lease_expire_time", b"lease_expire_time", "next_run_time", b"next_run_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "last_transition", b"last_transition", "lease_expire_time", b"lease_expire_time", "next_run_time", b"next_run_time", "resources", b"resources", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "child_ids", b"child_ids", "cmd", b"cmd", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "create_time", b"create_time", "depends_on", b"depends_on", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "last_transition", b"last_transition", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "requires", b"requires", "rerun_ids", b"rerun_ids", "rerun_of", b"rerun_of", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "child_ids", b"child_ids", "cmd", b"cmd", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "create_time", b"create_time", "depends_on", b"depends_on", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "last_transition", b"last_transition", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "network", b"network", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "requires", b"requires", "rerun_ids", b"rerun_ids", "rerun_of", b"rerun_of", "resources", b"resources", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

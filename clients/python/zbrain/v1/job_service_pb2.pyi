@@ -97,6 +97,11 @@ class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attemp
     """The worker stopped the attempt because it is shutting down; it is
     retried while retries remain.
     """
+    ATTEMPT_OUTCOME_RESOURCE_LIMIT_EXCEEDED: _AttemptOutcome.ValueType  # 6
+    """The attempt went over one of its resource limits (JobSpec.resources or
+    the worker's maxima); the error names the limit. It is retried while
+    retries remain.
+    """
 
 class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
     """AttemptOutcome is how a worker says an attempt ended."""
@@ -116,6 +121,11 @@ retried while retries remain.
 ATTEMPT_OUTCOME_INTERRUPTED: AttemptOutcome.ValueType  # 5
 """The worker stopped the attempt because it is shutting down; it is
 retried while retries remain.
+"""
+ATTEMPT_OUTCOME_RESOURCE_LIMIT_EXCEEDED: AttemptOutcome.ValueType  # 6
+"""The attempt went over one of its resource limits (JobSpec.resources or
+the worker's maxima); the error names the limit. It is retried while
+retries remain.
 """
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 

@@ -32,7 +32,7 @@ INSERT INTO jobs (
     create_time, state, attempt, update_time, start_time, finish_time, next_run_time,
     last_error, output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested,
     request_id, trace_context, previous_state, cause, reason, transition_time,
-    concurrency_key, concurrency_limit, requires
+    concurrency_key, concurrency_limit, requires, resources, network
 )
 SELECT * FROM unnest(
     :id::text[], :org_id::text[], :cmd::text[], :input_json::text[], :env::text[],
@@ -43,7 +43,7 @@ SELECT * FROM unnest(
     :lease_expire_time::bigint[], :cancel_requested::int[], :request_id::text[],
     :trace_context::text[], :previous_state::text[], :cause::text[], :reason::text[],
     :transition_time::bigint[], :concurrency_key::text[], :concurrency_limit::int[],
-    :requires::text[]
+    :requires::text[], :resources::text[], :network::int[]
 )
 ON CONFLICT (org_id, request_id) WHERE request_id != '' DO NOTHING;
 

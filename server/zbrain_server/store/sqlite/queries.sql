@@ -32,13 +32,13 @@ INSERT INTO jobs (
     create_time, state, attempt, update_time, start_time, finish_time, next_run_time,
     last_error, output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested,
     request_id, trace_context, previous_state, cause, reason, transition_time,
-    concurrency_key, concurrency_limit, requires
+    concurrency_key, concurrency_limit, requires, resources, network
 ) VALUES (
     :id, :org_id, :cmd, :input_json, :env, :timeout_us, :max_retries, :priority, :labels,
     :create_time, :state, :attempt, :update_time, :start_time, :finish_time, :next_run_time,
     :last_error, :output_json, :lease_epoch, :worker_id, :lease_expire_time, :cancel_requested,
     :request_id, :trace_context, :previous_state, :cause, :reason, :transition_time,
-    :concurrency_key, :concurrency_limit, :requires
+    :concurrency_key, :concurrency_limit, :requires, :resources, :network
 ) ON CONFLICT DO NOTHING;
 
 -- name: save_job

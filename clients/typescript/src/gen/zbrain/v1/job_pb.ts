@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zbrain/v1/job.proto.
  */
 export const file_zbrain_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChN6YnJhaW4vdjEvam9iLnByb3RvEgl6YnJhaW4udjEiXAoKRGVwZW5kZW5jeRIOCgZqb2JfaWQYASABKAkSCwoDcmVmGAIgASgJEjEKCWNvbmRpdGlvbhgDIAEoDjIeLnpicmFpbi52MS5EZXBlbmRlbmN5Q29uZGl0aW9uIm8KDFBhcmVudFJlc3VsdBIOCgZqb2JfaWQYASABKAkSIgoFc3RhdGUYAiABKA4yEy56YnJhaW4udjEuSm9iU3RhdGUSEwoLb3V0cHV0X2pzb24YAyABKAkSFgoOb3V0cHV0X29taXR0ZWQYBCABKAgiwQEKClRyYW5zaXRpb24SJwoKZnJvbV9zdGF0ZRgBIAEoDjITLnpicmFpbi52MS5Kb2JTdGF0ZRIlCgh0b19zdGF0ZRgCIAEoDjITLnpicmFpbi52MS5Kb2JTdGF0ZRIpCgVjYXVzZRgDIAEoDjIaLnpicmFpbi52MS5UcmFuc2l0aW9uQ2F1c2USDgoGcmVhc29uGAQgASgJEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIv4ECgdKb2JTcGVjEg4KBm9yZ19pZBgBIAEoCRILCgNjbWQYAiADKAkSEgoKaW5wdXRfanNvbhgDIAEoCRIoCgNlbnYYBCADKAsyGy56YnJhaW4udjEuSm9iU3BlYy5FbnZFbnRyeRIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKC21heF9yZXRyaWVzGAYgASgFSACIAQESEAoIcHJpb3JpdHkYByABKAUSLgoGbGFiZWxzGAggAygLMh4uemJyYWluLnYxLkpvYlNwZWMuTGFiZWxzRW50cnkSKQoKZGVwZW5kc19vbhgJIAMoCzIVLnpicmFpbi52MS5EZXBlbmRlbmN5EgsKA3JlZhgKIAEoCRIqCgZydW5fYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKBWRlbGF5GAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhcKD2NvbmN1cnJlbmN5X2tleRgNIAEoCRIZChFjb25jdXJyZW5jeV9saW1pdBgOIAEoBRIyCghyZXF1aXJlcxgPIAMoCzIgLnpicmFpbi52MS5Kb2JTcGVjLlJlcXVpcmVzRW50cnkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDVJlcXVpcmVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIOCgxfbWF4X3JldHJpZXMiPAoIQXJ0aWZhY3QSDAoEbmFtZRgBIAEoCRIOCgZzaGEyNTYYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoAyKxCQoDSm9iEgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRILCgNjbWQYAyADKAkSEgoKaW5wdXRfanNvbhgEIAEoCRIkCgNlbnYYBSADKAsyFy56YnJhaW4udjEuSm9iLkVudkVudHJ5EioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLbWF4X3JldHJpZXMYByABKAUSEAoIcHJpb3JpdHkYCCABKAUSKgoGbGFiZWxzGAkgAygLMhouemJyYWluLnYxLkpvYi5MYWJlbHNFbnRyeRIiCgVzdGF0ZRgKIAEoDjITLnpicmFpbi52MS5Kb2JTdGF0ZRIPCgdhdHRlbXB0GAsgASgFEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW5leHRfcnVuX3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmxhc3RfZXJyb3IYESABKAkSEwoLb3V0cHV0X2pzb24YEiABKAkSJgoJYXJ0aWZhY3RzGBMgAygLMhMuemJyYWluLnYxLkFydGlmYWN0EhMKC2xlYXNlX2Vwb2NoGBQgASgDEhEKCXdvcmtlcl9pZBgVIAEoCRI1ChFsZWFzZV9leHBpcmVfdGltZRgWIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY2FuY2VsX3JlcXVlc3RlZBgXIAEoCBISCgpyZXF1ZXN0X2lkGBggASgJEi4KD2xhc3RfdHJhbnNpdGlvbhgZIAEoCzIVLnpicmFpbi52MS5UcmFuc2l0aW9uEiQKCGF0dGVtcHRzGBogAygLMhIuemJyYWluLnYxLkF0dGVtcHQSKQoKZGVwZW5kc19vbhgbIAMoCzIVLnpicmFpbi52MS5EZXBlbmRlbmN5EhEKCWNoaWxkX2lkcxgcIAMoCRIQCghyZXJ1bl9vZhgdIAEoCRIRCglyZXJ1bl9pZHMYHiADKAkSFwoPY29uY3VycmVuY3lfa2V5GB8gASgJEhkKEWNvbmN1cnJlbmN5X2xpbWl0GCAgASgFEi4KCHJlcXVpcmVzGCEgAygLMhwuemJyYWluLnYxLkpvYi5SZXF1aXJlc0VudHJ5EhYKDndhaXRpbmdfcmVhc29uGCIgASgJGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1SZXF1aXJlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEigQIKB0F0dGVtcHQSDgoGbnVtYmVyGAEgASgFEhEKCXdvcmtlcl9pZBgCIAEoCRITCgtsZWFzZV9lcG9jaBgDIAEoAxIuCgpzdGFydF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFY2F1c2UYBiABKA4yGi56YnJhaW4udjEuVHJhbnNpdGlvbkNhdXNlEiYKCWVuZF9zdGF0ZRgHIAEoDjITLnpicmFpbi52MS5Kb2JTdGF0ZRINCgVlcnJvchgIIAEoCSKKAQoHTG9nTGluZRIQCghzZXF1ZW5jZRgBIAEoAxIkCgZzdHJlYW0YAiABKA4yFC56YnJhaW4udjEuTG9nU3RyZWFtEg8KB2F0dGVtcHQYAyABKAUSKAoEdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEdGV4dBgFIAEoCSriAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUQVRFX1BFTkRJTkcQARIVChFKT0JfU1RBVEVfUlVOTklORxACEhcKE0pPQl9TVEFURV9TVUNDRUVERUQQAxIUChBKT0JfU1RBVEVfRkFJTEVEEAQSFgoSSk9CX1NUQVRFX1JFVFJZSU5HEAUSFgoSSk9CX1NUQVRFX0NBTkNFTEVEEAYSFQoRSk9CX1NUQVRFX0JMT0NLRUQQBxIXChNKT0JfU1RBVEVfU0NIRURVTEVEEAgqggEKE0RlcGVuZGVuY3lDb25kaXRpb24SJAogREVQRU5ERU5DWV9DT05ESVRJT05fVU5TUEVDSUZJRUQQABIiCh5ERVBFTkRFTkNZX0NPTkRJVElPTl9TVUNDRUVERUQQARIhCh1ERVBFTkRFTkNZX0NPTkRJVElPTl9GSU5JU0hFRBACKo0ECg9UcmFuc2l0aW9uQ2F1c2USIAocVFJBTlNJVElPTl9DQVVTRV9VTlNQRUNJRklFRBAAEh4KGlRSQU5TSVRJT05fQ0FVU0VfU1VCTUlUVEVEEAESGwoXVFJBTlNJVElPTl9DQVVTRV9MRUFTRUQQAhIeChpUUkFOU0lUSU9OX0NBVVNFX1NVQ0NFRURFRBADEiMKH1RSQU5TSVRJT05fQ0FVU0VfQVRURU1QVF9GQUlMRUQQBBImCiJUUkFOU0lUSU9OX0NBVVNFX0FUVEVNUFRfVElNRURfT1VUEAUSIgoeVFJBTlNJVElPTl9DQVVTRV9MRUFTRV9FWFBJUkVEEAYSHAoYVFJBTlNJVElPTl9DQVVTRV9PVkVSRFVFEAcSJQohVFJBTlNJVElPTl9DQVVTRV9DQU5DRUxfUkVRVUVTVEVEEAgSHQoZVFJBTlNJVElPTl9DQVVTRV9DQU5DRUxFRBAJEiMKH1RSQU5TSVRJT05fQ0FVU0VfTEVBU0VfUkVUVVJORUQQChIgChxUUkFOU0lUSU9OX0NBVVNFX0lOVEVSUlVQVEVEEAsSJgoiVFJBTlNJVElPTl9DQVVTRV9ERVBFTkRFTkNZX0ZBSUxFRBAMEh0KGVRSQU5TSVRJT05fQ0FVU0VfUkVMRUFTRUQQDRIYChRUUkFOU0lUSU9OX0NBVVNFX0RVRRARKmwKCUxvZ1N0cmVhbRIaChZMT0dfU1RSRUFNX1VOU1BFQ0lGSUVEEAASFQoRTE9HX1NUUkVBTV9TVERPVVQQARIVChFMT0dfU1RSRUFNX1NUREVSUhACEhUKEUxPR19TVFJFQU1fU1lTVEVNEANiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChN6YnJhaW4vdjEvam9iLnByb3RvEgl6YnJhaW4udjEiXAoKRGVwZW5kZW5jeRIOCgZqb2JfaWQYASABKAkSCwoDcmVmGAIgASgJEjEKCWNvbmRpdGlvbhgDIAEoDjIeLnpicmFpbi52MS5EZXBlbmRlbmN5Q29uZGl0aW9uIm8KDFBhcmVudFJlc3VsdBIOCgZqb2JfaWQYASABKAkSIgoFc3RhdGUYAiABKA4yEy56YnJhaW4udjEuSm9iU3RhdGUSEwoLb3V0cHV0X2pzb24YAyABKAkSFgoOb3V0cHV0X29taXR0ZWQYBCABKAgiwQEKClRyYW5zaXRpb24SJwoKZnJvbV9zdGF0ZRgBIAEoDjITLnpicmFpbi52MS5Kb2JTdGF0ZRIlCgh0b19zdGF0ZRgCIAEoDjITLnpicmFpbi52MS5Kb2JTdGF0ZRIpCgVjYXVzZRgDIAEoDjIaLnpicmFpbi52MS5UcmFuc2l0aW9uQ2F1c2USDgoGcmVhc29uGAQgASgJEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrgFCgdKb2JTcGVjEg4KBm9yZ19pZBgBIAEoCRILCgNjbWQYAiADKAkSEgoKaW5wdXRfanNvbhgDIAEoCRIoCgNlbnYYBCADKAsyGy56YnJhaW4udjEuSm9iU3BlYy5FbnZFbnRyeRIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKC21heF9yZXRyaWVzGAYgASgFSACIAQESEAoIcHJpb3JpdHkYByABKAUSLgoGbGFiZWxzGAggAygLMh4uemJyYWluLnYxLkpvYlNwZWMuTGFiZWxzRW50cnkSKQoKZGVwZW5kc19vbhgJIAMoCzIVLnpicmFpbi52MS5EZXBlbmRlbmN5EgsKA3JlZhgKIAEoCRIqCgZydW5fYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKBWRlbGF5GAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhcKD2NvbmN1cnJlbmN5X2tleRgNIAEoCRIZChFjb25jdXJyZW5jeV9saW1pdBgOIAEoBRIyCghyZXF1aXJlcxgPIAMoCzIgLnpicmFpbi52MS5Kb2JTcGVjLlJlcXVpcmVzRW50cnkSJwoJcmVzb3VyY2VzGBAgASgLMhQuemJyYWluLnYxLlJlc291cmNlcxIPCgduZXR3b3JrGBEgASgIGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1SZXF1aXJlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoMX21heF9yZXRyaWVzInYKCVJlc291cmNlcxIUCgxtZW1vcnlfYnl0ZXMYASABKAMSEwoLY3B1X3NlY29uZHMYAiABKAMSEQoJcHJvY2Vzc2VzGAMgASgFEhIKCm9wZW5fZmlsZXMYBCABKAUSFwoPZmlsZV9zaXplX2J5dGVzGAUgASgDIjwKCEFydGlmYWN0EgwKBG5hbWUYASABKAkSDgoGc2hhMjU2GAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMi6wkKA0pvYhIKCgJpZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSCwoDY21kGAMgAygJEhIKCmlucHV0X2pzb24YBCABKAkSJAoDZW52GAUgAygLMhcuemJyYWluLnYxLkpvYi5FbnZFbnRyeRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC21heF9yZXRyaWVzGAcgASgFEhAKCHByaW9yaXR5GAggASgFEioKBmxhYmVscxgJIAMoCzIaLnpicmFpbi52MS5Kb2IuTGFiZWxzRW50cnkSIgoFc3RhdGUYCiABKA4yEy56YnJhaW4udjEuSm9iU3RhdGUSDwoHYXR0ZW1wdBgLIAEoBRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1uZXh0X3J1bl90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpsYXN0X2Vycm9yGBEgASgJEhMKC291dHB1dF9qc29uGBIgASgJEiYKCWFydGlmYWN0cxgTIAMoCzITLnpicmFpbi52MS5BcnRpZmFjdBITCgtsZWFzZV9lcG9jaBgUIAEoAxIRCgl3b3JrZXJfaWQYFSABKAkSNQoRbGVhc2VfZXhwaXJlX3RpbWUYFiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYFyABKAgSEgoKcmVxdWVzdF9pZBgYIAEoCRIuCg9sYXN0X3RyYW5zaXRpb24YGSABKAsyFS56YnJhaW4udjEuVHJhbnNpdGlvbhIkCghhdHRlbXB0cxgaIAMoCzISLnpicmFpbi52MS5BdHRlbXB0EikKCmRlcGVuZHNfb24YGyADKAsyFS56YnJhaW4udjEuRGVwZW5kZW5jeRIRCgljaGlsZF9pZHMYHCADKAkSEAoIcmVydW5fb2YYHSABKAkSEQoJcmVydW5faWRzGB4gAygJEhcKD2NvbmN1cnJlbmN5X2tleRgfIAEoCRIZChFjb25jdXJyZW5jeV9saW1pdBggIAEoBRIuCghyZXF1aXJlcxghIAMoCzIcLnpicmFpbi52MS5Kb2IuUmVxdWlyZXNFbnRyeRIWCg53YWl0aW5nX3JlYXNvbhgiIAEoCRInCglyZXNvdXJjZXMYIyABKAsyFC56YnJhaW4udjEuUmVzb3VyY2VzEg8KB25ldHdvcmsYJCABKAgaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDVJlcXVpcmVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKBAgoHQXR0ZW1wdBIOCgZudW1iZXIYASABKAUSEQoJd29ya2VyX2lkGAIgASgJEhMKC2xlYXNlX2Vwb2NoGAMgASgDEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVjYXVzZRgGIAEoDjIaLnpicmFpbi52MS5UcmFuc2l0aW9uQ2F1c2USJgoJZW5kX3N0YXRlGAcgASgOMhMuemJyYWluLnYxLkpvYlN0YXRlEg0KBWVycm9yGAggASgJIooBCgdMb2dMaW5lEhAKCHNlcXVlbmNlGAEgASgDEiQKBnN0cmVhbRgCIAEoDjIULnpicmFpbi52MS5Mb2dTdHJlYW0SDwoHYXR0ZW1wdBgDIAEoBRIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgR0ZXh0GAUgASgJKuIBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfUEVORElORxABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIWChJKT0JfU1RBVEVfUkVUUllJTkcQBRIWChJKT0JfU1RBVEVfQ0FOQ0VMRUQQBhIVChFKT0JfU1RBVEVfQkxPQ0tFRBAHEhcKE0pPQl9TVEFURV9TQ0hFRFVMRUQQCCqCAQoTRGVwZW5kZW5jeUNvbmRpdGlvbhIkCiBERVBFTkRFTkNZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEiIKHkRFUEVOREVOQ1lfQ09ORElUSU9OX1NVQ0NFRURFRBABEiEKHURFUEVOREVOQ1lfQ09ORElUSU9OX0ZJTklTSEVEEAIquwQKD1RyYW5zaXRpb25DYXVzZRIgChxUUkFOU0lUSU9OX0NBVVNFX1VOU1BFQ0lGSUVEEAASHgoaVFJBTlNJVElPTl9DQVVTRV9TVUJNSVRURUQQARIbChdUUkFOU0lUSU9OX0NBVVNFX0xFQVNFRBACEh4KGlRSQU5TSVRJT05fQ0FVU0VfU1VDQ0VFREVEEAMSIwofVFJBTlNJVElPTl9DQVVTRV9BVFRFTVBUX0ZBSUxFRBAEEiYKIlRSQU5TSVRJT05fQ0FVU0VfQVRURU1QVF9USU1FRF9PVVQQBRIiCh5UUkFOU0lUSU9OX0NBVVNFX0xFQVNFX0VYUElSRUQQBhIcChhUUkFOU0lUSU9OX0NBVVNFX09WRVJEVUUQBxIlCiFUUkFOU0lUSU9OX0NBVVNFX0NBTkNFTF9SRVFVRVNURUQQCBIdChlUUkFOU0lUSU9OX0NBVVNFX0NBTkNFTEVEEAkSIwofVFJBTlNJVElPTl9DQVVTRV9MRUFTRV9SRVRVUk5FRBAKEiAKHFRSQU5TSVRJT05fQ0FVU0VfSU5URVJSVVBURUQQCxImCiJUUkFOU0lUSU9OX0NBVVNFX0RFUEVOREVOQ1lfRkFJTEVEEAwSHQoZVFJBTlNJVElPTl9DQVVTRV9SRUxFQVNFRBANEiwKKFRSQU5TSVRJT05fQ0FVU0VfUkVTT1VSQ0VfTElNSVRfRVhDRUVERUQQDhIYChRUUkFOU0lUSU9OX0NBVVNFX0RVRRARKmwKCUxvZ1N0cmVhbRIaChZMT0dfU1RSRUFNX1VOU1BFQ0lGSUVEEAASFQoRTE9HX1NUUkVBTV9TVERPVVQQARIVChFMT0dfU1RSRUFNX1NUREVSUhACEhUKEUxPR19TVFJFQU1fU1lTVEVNEANiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Dependency names a job another job waits for.
@@ -265,6 +265,24 @@ export type JobSpec = Message<"zbrain.v1.JobSpec"> & {
    * @generated from field: map<string, string> requires = 15;
    */
   requires: { [key: string]: string };
+
+  /**
+   * What one attempt may use (memory, CPU time, processes, open files, file
+   * size). Unset or 0 fields mean no limit of the job's own; the worker's
+   * maxima apply either way (docs/sandbox.md).
+   *
+   * @generated from field: zbrain.v1.Resources resources = 16;
+   */
+  resources?: Resources | undefined;
+
+  /**
+   * In a sandboxed worker (ZWORKER_MODE=sandbox), whether the job may use
+   * the network; the worker must allow it too (--allow-network). Other
+   * workers share their network with every job and ignore it.
+   *
+   * @generated from field: bool network = 17;
+   */
+  network: boolean;
 };
 
 /**
@@ -273,6 +291,58 @@ export type JobSpec = Message<"zbrain.v1.JobSpec"> & {
  */
 export const JobSpecSchema: GenMessage<JobSpec> = /*@__PURE__*/
   messageDesc(file_zbrain_v1_job, 3);
+
+/**
+ * Resources bounds what one attempt of a job may use. Each field 0 means no
+ * limit of the job's own; a worker clamps every value to its own maximum.
+ * A job stopped by one fails with cause RESOURCE_LIMIT_EXCEEDED.
+ *
+ * @generated from message zbrain.v1.Resources
+ */
+export type Resources = Message<"zbrain.v1.Resources"> & {
+  /**
+   * Resident memory of the job's processes together, in bytes (at least
+   * 1 MiB when set).
+   *
+   * @generated from field: int64 memory_bytes = 1;
+   */
+  memoryBytes: bigint;
+
+  /**
+   * CPU time of each of the job's processes, in whole seconds.
+   *
+   * @generated from field: int64 cpu_seconds = 2;
+   */
+  cpuSeconds: bigint;
+
+  /**
+   * Processes (and threads) the job's user may have at once (RLIMIT_NPROC).
+   *
+   * @generated from field: int32 processes = 3;
+   */
+  processes: number;
+
+  /**
+   * Open file descriptors of each process (at least 3 when set).
+   *
+   * @generated from field: int32 open_files = 4;
+   */
+  openFiles: number;
+
+  /**
+   * Largest file a process may write, in bytes.
+   *
+   * @generated from field: int64 file_size_bytes = 5;
+   */
+  fileSizeBytes: bigint;
+};
+
+/**
+ * Describes the message zbrain.v1.Resources.
+ * Use `create(ResourcesSchema)` to create a new message.
+ */
+export const ResourcesSchema: GenMessage<Resources> = /*@__PURE__*/
+  messageDesc(file_zbrain_v1_job, 4);
 
 /**
  * Artifact describes one file a job produced.
@@ -308,7 +378,7 @@ export type Artifact = Message<"zbrain.v1.Artifact"> & {
  * Use `create(ArtifactSchema)` to create a new message.
  */
 export const ArtifactSchema: GenMessage<Artifact> = /*@__PURE__*/
-  messageDesc(file_zbrain_v1_job, 4);
+  messageDesc(file_zbrain_v1_job, 5);
 
 /**
  * Job is a submitted job with everything the server knows about it.
@@ -557,6 +627,20 @@ export type Job = Message<"zbrain.v1.Job"> & {
    * @generated from field: string waiting_reason = 34;
    */
   waitingReason: string;
+
+  /**
+   * What one attempt may use, as submitted (see JobSpec.resources).
+   *
+   * @generated from field: zbrain.v1.Resources resources = 35;
+   */
+  resources?: Resources | undefined;
+
+  /**
+   * Whether the job asked for the network in a sandboxed worker.
+   *
+   * @generated from field: bool network = 36;
+   */
+  network: boolean;
 };
 
 /**
@@ -564,7 +648,7 @@ export type Job = Message<"zbrain.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_zbrain_v1_job, 5);
+  messageDesc(file_zbrain_v1_job, 6);
 
 /**
  * Attempt is one attempt at running a job.
@@ -635,7 +719,7 @@ export type Attempt = Message<"zbrain.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
-  messageDesc(file_zbrain_v1_job, 6);
+  messageDesc(file_zbrain_v1_job, 7);
 
 /**
  * LogLine is one line of a job's output.
@@ -686,7 +770,7 @@ export type LogLine = Message<"zbrain.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_zbrain_v1_job, 7);
+  messageDesc(file_zbrain_v1_job, 8);
 
 /**
  * JobState is where a job is in its life. The allowed transitions are
@@ -918,6 +1002,15 @@ export enum TransitionCause {
    * @generated from enum value: TRANSITION_CAUSE_RELEASED = 13;
    */
   RELEASED = 13,
+
+  /**
+   * The worker stopped the attempt because it went over one of its resource
+   * limits (memory, CPU time, file size, ...); the error names the limit
+   * (to RETRYING while retries remain, else FAILED).
+   *
+   * @generated from enum value: TRANSITION_CAUSE_RESOURCE_LIMIT_EXCEEDED = 14;
+   */
+  RESOURCE_LIMIT_EXCEEDED = 14,
 
   /**
    * A delayed job's time came (SCHEDULED to PENDING).
