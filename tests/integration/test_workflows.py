@@ -176,6 +176,34 @@ async def test_a_job_of_another_org_cannot_be_depended_on(server: ZBrainServer, 
     assert refused.value.violations[0].field == "jobs[0].depends_on[0].job_id"
 
 
+async def test_a_graph_crossing_organisations_is_refused_whole(
+    server: ZBrainServer, client: Client
+):
+    stub = job_service_pb2_grpc.JobServiceStub(client.channel)
+    theirs = await client.submit(["true"], org="other")
+    cases = [
+        (  # a job of the default org waiting for an existing job of "other"
+            "jobs[1].depends_on[0].job_id",
+            [job_spec(["true"], ref="a"), job_spec(["true"], depends_on=[theirs.id, ref("a")])],
+        ),
+        (  # refs between jobs of two organisations in one batch
+            "jobs[1].depends_on[0].ref",
+            [
+                job_spec(["true"], ref="a", org="other"),
+                job_spec(["true"], ref="b", depends_on=[ref("a")]),
+            ],
+        ),
+    ]
+    for field, specs in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SubmitBatch(job_service_pb2.SubmitBatchRequest(jobs=specs))
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert field in field_violations(refused.value)
+
+    assert [job async for job in client.list()] == []
+    assert [job.id async for job in client.list(org="other")] == [theirs.id]
+
+
 async def test_canceling_a_job_cancels_everything_downstream(server: ZBrainServer, client: Client):
     ids = await client.submit_batch(
         [

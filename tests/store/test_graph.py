@@ -164,6 +164,21 @@ async def test_a_parent_of_another_org_or_unknown_is_refused_and_nothing_is_stor
     assert not (await store.get_job(other.id)).has_children
 
 
+async def test_a_ref_to_a_job_of_another_org_in_the_batch_is_refused_and_nothing_is_stored(
+    store: JobStore,
+) -> None:
+    batch = [new_job(org_id="other"), new_job(), new_job(depends_on=(Edge(1), Edge(0)))]
+
+    with pytest.raises(InvalidArgumentError) as refused:
+        await store.create_jobs(batch, T0)
+
+    [violation] = refused.value.violations
+    assert violation.field == "jobs[2].depends_on[1].ref"
+    assert "jobs[0]" in violation.description and "'other'" in violation.description
+    for org_id in ("acme", "other"):
+        assert await store.list_jobs(JobQuery(org_id=org_id)) == []
+
+
 async def test_a_graph_deeper_than_the_limit_is_refused(store: JobStore) -> None:
     ids = await chain(store, 3)
 

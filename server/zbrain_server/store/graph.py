@@ -65,10 +65,10 @@ def plan(
     (a repeated request id stands for an earlier job); `stored` holds every
     stored job named as a parent (`stored_parent_ids`), read under lock. A
     parent named by its index in the batch is the job the batch made (or
-    found stored) there. Raises
-    InvalidArgumentError, naming the job and the dependency, for a parent
-    that is not a job of the child's organisation or a graph deeper than
-    `max_depth`.
+    found stored) there. Raises InvalidArgumentError, naming the job and the
+    dependency, for a parent that is not a job of the child's organisation
+    (stored, or in the batch: a graph never crosses organisations) or a graph
+    deeper than `max_depth`.
     """
     planned = list(results)
     order = graphlib.TopologicalSorter(
@@ -88,20 +88,18 @@ def plan(
         depends_on: dict[str, Dependency] = {}
         for j, edge in enumerate(new.depends_on):
             field = f"jobs[{i}].depends_on[{j}]"
+            found: Job | None
             if isinstance(edge.parent, int) and not planned[edge.parent][1]:
-                parent = planned[edge.parent][0]  # new in this batch
+                found = planned[edge.parent][0]  # new in this batch
                 parents_in_batch.add(edge.parent)
             else:
                 parent_id = (
                     edge.parent if isinstance(edge.parent, str) else planned[edge.parent][0].id
                 )
                 found = stored.get(parent_id)
-                if found is None or found.org_id != new.org_id:
-                    raise _refused(
-                        field + ".job_id",
-                        f"there is no job {parent_id} in organisation {new.org_id!r}",
-                    )
-                parent = found
+            if found is None or found.org_id != new.org_id:
+                raise _foreign_parent(field, edge.parent, found, new.org_id)
+            parent = found
             if parent.id in depends_on:  # named twice (by id and by ref): once is enough
                 continue
             met = lifecycle.condition_met(edge.condition, parent.state)
@@ -125,6 +123,25 @@ def plan(
     for i in parents_in_batch:
         planned[i] = (evolve(planned[i][0], has_children=True), False)
     return planned, edges
+
+
+def _foreign_parent(
+    field: str, named: str | int, found: Job | None, org_id: str
+) -> InvalidArgumentError:
+    """The refusal of a parent that is not a job of the child's organisation:
+    a stored one is answered as if it did not exist (ids of other
+    organisations are not to be probed); one of the batch, whose organisation
+    the caller chose, is named as such."""
+    if isinstance(named, int):
+        where = f"jobs[{named}]"
+        if found is not None:
+            where += f", a job of organisation {found.org_id!r}"
+        return _refused(
+            field + ".ref",
+            f"names {where}; a job of organisation {org_id!r} may depend only on jobs of "
+            "its own organisation",
+        )
+    return _refused(field + ".job_id", f"there is no job {named} in organisation {org_id!r}")
 
 
 def _refused(field: str, description: str) -> InvalidArgumentError:
