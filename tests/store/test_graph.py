@@ -230,6 +230,28 @@ async def test_parent_outputs_past_the_budget_are_left_out_and_marked(store: Job
     assert (parent.output_json, parent.output_omitted) == ("", True)
 
 
+async def test_retention_keeps_a_finished_parent_while_a_child_still_waits_on_it(
+    store: JobStore,
+) -> None:
+    # c waits for a (succeeded, counted down already) and b (still running).
+    [(a, _), (b, _), (c, _)] = await store.create_jobs(
+        [new_job(), new_job(), new_job(depends_on=(Edge(0), Edge(1)))], T0
+    )
+    leases = await store.lease_jobs("w1", ["acme"], 2, T0 + 1, LEASE_TTL)
+    by_id = {lease.job.id: lease for lease in leases}
+    await store.finish_attempt(a.id, by_id[a.id].lease_epoch, SUCCEEDED, T0 + 2, RETRY)
+    assert (await store.get_job(c.id)).state is JobState.BLOCKED
+
+    assert await store.purge_finished(T0 + 10 * SECOND) == 0
+
+    await store.finish_attempt(b.id, by_id[b.id].lease_epoch, SUCCEEDED, T0 + 3, RETRY)
+    [lease] = await store.lease_jobs("w1", ["acme"], 1, T0 + 4, LEASE_TTL)
+    assert [p.job_id for p in lease.parents] == [a.id, b.id]  # a's result reached c
+    assert await store.purge_finished(T0 + 10 * SECOND) == 0  # c runs: it may be retried
+    await store.finish_attempt(c.id, lease.lease_epoch, SUCCEEDED, T0 + 5, RETRY)
+    assert await store.purge_finished(T0 + 10 * SECOND) == 3
+
+
 async def test_get_links_list_children_and_reruns(store: JobStore) -> None:
     a, b = await chain(store, 2)
     [(rerun, _)] = await store.create_jobs([new_job(rerun_of=a)], T0 + 1)

@@ -118,10 +118,16 @@ ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = 
 
 -- name: purgeable
 -- SKIP LOCKED: replicas purging at once split the work instead of waiting.
-SELECT id FROM jobs
+-- A finished parent stays while a child of it has not finished: every lease
+-- of the child (a retry's too) carries the parent's result.
+SELECT id FROM jobs AS finished
 WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
 LIMIT :limit
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE OF finished SKIP LOCKED;
 
 -- name: delete_logs_of
 DELETE FROM logs WHERE job_id = ANY(:ids::text[]);

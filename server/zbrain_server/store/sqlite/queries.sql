@@ -88,8 +88,14 @@ INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name,
 ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = excluded.size_bytes;
 
 -- name: purgeable
-SELECT id FROM jobs
+-- A finished parent stays while a child of it has not finished: every lease
+-- of the child (a retry's too) carries the parent's result.
+SELECT id FROM jobs AS finished
 WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
 LIMIT :limit;
 
 -- name: delete_logs_of
