@@ -4,6 +4,7 @@ with a real server and real `zbrain worker` processes."""
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -340,6 +341,20 @@ async def test_a_schedule_fires_once_per_tick_with_its_labels(server: ZBrainServ
     assert (await client.schedules.get("every-second")).upcoming == ()
     triggered = await client.schedules.trigger("every-second")
     assert triggered.labels["zbrain.schedule"] == "every-second"
+
+
+async def test_pausing_twice_or_resuming_a_running_schedule_changes_nothing(
+    server: ZBrainServer, client: Client
+):
+    running = await client.schedules.create("hourly", every=3600, job=job_spec(["true"]))
+
+    assert await client.schedules.resume("hourly") == replace(running, upcoming=())
+    paused = await client.schedules.pause("hourly")
+    assert paused.paused and paused.next_fire_time is None
+    assert await client.schedules.pause("hourly") == paused
+    resumed = await client.schedules.resume("hourly")
+    assert resumed.next_fire_time == running.next_fire_time
+    assert [job async for job in client.list()] == []  # no tick fired along the way
 
 
 async def test_a_schedule_on_a_template_and_a_bad_schedule(server: ZBrainServer, client: Client):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -137,6 +137,37 @@ def last_tick(schedule: Schedule, at_or_before_us: int) -> int:
         return at_or_before_us // schedule.interval_us * schedule.interval_us
     after = _datetime(at_or_before_us + 1, schedule.time_zone)
     return _us(next(CronSim(schedule.cron, after, reverse=True)))
+
+
+def paused(schedule: Schedule, now_us: int) -> Schedule | None:
+    """The schedule paused (no next tick); None when it is paused already:
+    pausing twice changes nothing."""
+    if schedule.paused:
+        return None
+    return replace(schedule, paused=True, next_fire_time_us=None, update_time_us=now_us)
+
+
+def resumed(schedule: Schedule, now_us: int) -> Schedule | None:
+    """The schedule ticking again from the first tick after now, without
+    catching up; None when it is not paused: resuming a running schedule
+    changes nothing (its next tick, even a due one, stays)."""
+    if not schedule.paused:
+        return None
+    return replace(
+        schedule, paused=False, next_fire_time_us=next_tick(schedule, now_us), update_time_us=now_us
+    )
+
+
+def updated(stored: Schedule, new: Schedule) -> Schedule:
+    """A stored schedule replaced by `new` (timing, job, policies, paused),
+    keeping what belongs to its history: when it was made, its last tick and
+    that tick's job (which CANCEL_PREVIOUS cancels)."""
+    return replace(
+        new,
+        create_time_us=stored.create_time_us,
+        last_fire_time_us=stored.last_fire_time_us,
+        last_job_id=stored.last_job_id,
+    )
 
 
 def upcoming(schedule: Schedule, count: int) -> list[int]:

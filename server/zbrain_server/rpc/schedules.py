@@ -3,7 +3,6 @@ defined and called), and the job of a schedule's tick (`job_for`)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from zbrain.models import Role
@@ -88,15 +87,10 @@ class ScheduleApi:
     async def update_schedule(
         self, caller: Caller, request: pb.UpdateScheduleRequest
     ) -> pb.UpdateScheduleResponse:
-        before = await self._find(caller, request.schedule.org_id, request.schedule.id)
         changed = await self._checked(caller, request.schedule)
-        kept = replace(
-            changed,
-            create_time_us=before.create_time_us,
-            last_fire_time_us=before.last_fire_time_us,
-            last_job_id=before.last_job_id,
+        stored = await self._store.schedules.change(
+            changed.org_id, changed.id, lambda before: schedules.updated(before, changed)
         )
-        stored = await self._store.schedules.save(kept)
         self._nudge(stored)
         return pb.UpdateScheduleResponse(schedule=codec.schedule_to_proto(stored))
 
@@ -112,23 +106,21 @@ class ScheduleApi:
     async def pause_schedule(
         self, caller: Caller, request: pb.PauseScheduleRequest
     ) -> pb.PauseScheduleResponse:
-        schedule = await self._find(caller, request.org_id, request.schedule_id)
-        paused = replace(schedule, paused=True, next_fire_time_us=None, update_time_us=now_us())
-        stored = await self._store.schedules.save(paused)
+        org_id, schedule_id = self._key(caller, request.org_id, request.schedule_id)
+        now = now_us()
+        stored = await self._store.schedules.change(
+            org_id, schedule_id, lambda schedule: schedules.paused(schedule, now)
+        )
         return pb.PauseScheduleResponse(schedule=codec.schedule_to_proto(stored))
 
     async def resume_schedule(
         self, caller: Caller, request: pb.ResumeScheduleRequest
     ) -> pb.ResumeScheduleResponse:
-        schedule = await self._find(caller, request.org_id, request.schedule_id)
+        org_id, schedule_id = self._key(caller, request.org_id, request.schedule_id)
         now = now_us()
-        resumed = replace(
-            schedule,
-            paused=False,
-            next_fire_time_us=schedules.next_tick(schedule, now),
-            update_time_us=now,
+        stored = await self._store.schedules.change(
+            org_id, schedule_id, lambda schedule: schedules.resumed(schedule, now)
         )
-        stored = await self._store.schedules.save(resumed)
         self._nudge(stored)
         return pb.ResumeScheduleResponse(schedule=codec.schedule_to_proto(stored))
 
@@ -151,10 +143,11 @@ class ScheduleApi:
         return schedule
 
     async def _find(self, caller: Caller, org: str, schedule_id: str) -> Schedule:
-        org_id = self._org(caller, org)
-        return await self._store.schedules.get(
-            org_id, validation_workflows.schedule_id(schedule_id)
-        )
+        return await self._store.schedules.get(*self._key(caller, org, schedule_id))
+
+    def _key(self, caller: Caller, org: str, schedule_id: str) -> tuple[str, str]:
+        """The org and id a request names, validated."""
+        return self._org(caller, org), validation_workflows.schedule_id(schedule_id)
 
     def _org(self, caller: Caller, requested: str) -> str:
         org_id = request_org(caller, requested, self._api.config.default_org)
