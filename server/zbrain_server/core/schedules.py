@@ -17,11 +17,12 @@ every other tick follows its overlap policy.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from cronsim import CronSim, CronSimError
 
@@ -34,6 +35,9 @@ SCHEDULE_ID_RULE = (
     "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 )
 MIN_INTERVAL_US = 1_000_000
+MAX_INTERVAL_US = 366 * 86_400_000_000
+"""Intervals run from one second to a year (366 days, as far as a delayed job waits)."""
+MAX_CRON_CHARS = 256
 MISSED_COUNTED = 100_000
 """Missed cron ticks are counted one by one up to this many (for the record
 of what was skipped); past it the count says "at least"."""
@@ -91,9 +95,13 @@ def check_timing(cron: str, time_zone: str, interval_us: int) -> None:
     if interval_us:
         if interval_us < MIN_INTERVAL_US:
             raise TimingError("interval", "the interval must be at least one second")
+        if interval_us > MAX_INTERVAL_US:
+            raise TimingError("interval", "the interval must be at most 366 days")
         if time_zone:
             raise TimingError("time_zone", "a time zone applies to cron expressions only")
         return
+    if len(cron) > MAX_CRON_CHARS:
+        raise TimingError("cron", f"a cron expression is at most {MAX_CRON_CHARS} characters")
     if len(cron.split()) != 5:
         raise TimingError(
             "cron", f"{cron!r} is not a 5-field cron expression (minute hour day month weekday)"
@@ -106,14 +114,24 @@ def check_timing(cron: str, time_zone: str, interval_us: int) -> None:
 
 
 def _zone(name: str) -> ZoneInfo:
+    """The zone of an IANA name; TimingError for anything else. Only names
+    of the time zone database's list are opened: ZoneInfo itself would try
+    to read any relative path as a zone file ("America" is a folder, so an
+    OSError; "zone.tab" is no zone)."""
     if not name:
         return ZoneInfo("UTC")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    if name not in _known_zones():
         raise TimingError(
-            "time_zone", f"{name!r} is not a known time zone (such as Europe/Paris)"
-        ) from None
+            "time_zone", f"{name[:80]!r} is not a known time zone (such as Europe/Paris)"
+        )
+    return ZoneInfo(name)
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    """The IANA time zone names this machine knows (read once: it scans the
+    zone files)."""
+    return frozenset(available_timezones())
 
 
 def describe(schedule: Schedule) -> str:

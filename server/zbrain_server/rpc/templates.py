@@ -84,7 +84,7 @@ class TemplateApi:
     ) -> NewJob:
         """The job a template makes with these parameters, validated as any
         submission (INVALID_ARGUMENT naming a bad parameter first)."""
-        spec = validation_workflows.rendered_spec(template, parameters)
+        spec = validation_workflows.rendered_spec(template, parameters, self._api.config.limits)
         return self._api.new_job(
             caller,
             _in_org(spec, template.org_id),

@@ -90,6 +90,25 @@ def duration_us(d: duration_pb2.Duration) -> int:
     return d.seconds * 1_000_000 + d.nanos // 1000
 
 
+MAX_DURATION_SECONDS = 315_576_000_000
+"""A google.protobuf.Duration's range: about 10,000 years either way."""
+
+
+def checked_duration_us(d: duration_pb2.Duration, field: str, v: Violations) -> int | None:
+    """A Duration as microseconds; None with a violation naming `field` when
+    it is not a valid Duration (nanos out of range or of the other sign than
+    seconds, seconds past the type's range)."""
+    if (
+        abs(d.seconds) > MAX_DURATION_SECONDS
+        or abs(d.nanos) >= 1_000_000_000
+        or (d.seconds > 0 > d.nanos)
+        or (d.seconds < 0 < d.nanos)
+    ):
+        v.add(field, "is not a valid duration (nanos within a second, of the sign of seconds)")
+        return None
+    return duration_us(d)
+
+
 # -- inbound -------------------------------------------------------------------
 
 
@@ -362,15 +381,21 @@ def _run_at(
     now = now_us() if now is None else now
     latest = now + int(limits.max_delay_s * 1_000_000)
     if spec.HasField("delay"):
-        delay = duration_us(spec.delay)
-        if delay < 0 or spec.delay.nanos < 0:
-            v.add(f"{field}.delay", "must not be negative")
+        where = f"{field}.delay"
+        delay = checked_duration_us(spec.delay, where, v)
+        if delay is None:
+            return None
+        if delay < 0:
+            v.add(where, "must not be negative")
             return None
         at = now + delay
-        where = f"{field}.delay"
     else:
-        at = spec.run_at.seconds * 1_000_000 + spec.run_at.nanos // 1000
         where = f"{field}.run_at"
+        try:
+            at = spec.run_at.ToMicroseconds()
+        except ValueError:
+            v.add(where, "must be a valid timestamp (years 1 to 9999, nanos within a second)")
+            return None
     if at > latest:
         v.add(where, f"is more than {limits.max_delay_s / 86400:.0f} days ahead (max_delay_s)")
         return None
