@@ -3,7 +3,9 @@ with a real server and real `zbrain worker` processes."""
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ import grpc
 import pytest
 
 from tests.conftest import ON_EVERY_STORE, Processes, eventually, field_violations
+from tests.integration.test_workers import raw_worker
 from zbrain import Client
 from zbrain.client import job_spec, ref
 from zbrain.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
@@ -27,6 +30,9 @@ from zbrain.models import (
 )
 from zbrain.v1 import job_service_pb2, job_service_pb2_grpc
 from zbrain_server.app import ZBrainServer
+from zbrain_server.config import Limits
+
+StartServer = Callable[..., Awaitable[ZBrainServer]]
 
 pytestmark = ON_EVERY_STORE
 
@@ -129,6 +135,67 @@ async def test_a_started_child_reads_its_parents_results(
             {"job_id": flaky.id, "state": "FAILED", "output": None},
         ]
     }
+
+
+def parents_of(lease: job_service_pb2.Lease) -> list[tuple[str, str, bool]]:
+    return [(p.job_id, p.output_json, p.output_omitted) for p in lease.parents]
+
+
+async def test_leases_carry_the_parents_outputs_that_fit_and_the_worker_reads_the_rest(
+    start_server: StartServer, processes: Processes
+):
+    server = await start_server(limits=Limits(max_parent_outputs_bytes=1000))
+    async with await Client.connect(server.address, timeout=10) as client:
+        stub = job_service_pb2_grpc.JobServiceStub(client.channel)
+        acquire = job_service_pb2.AcquireLeaseRequest(worker_id="by-hand", org_ids=["default"])
+        big, small = json.dumps("x" * 2000), '{"n": 1}'
+        a, b, c = await client.submit_batch(
+            [
+                job_spec(["true"], ref="a"),
+                job_spec(["true"], ref="b"),
+                job_spec(["true"], depends_on=[ref("a"), ref("b")]),
+            ]
+        )
+        acquire.max_jobs = 2
+        for lease in (await stub.AcquireLease(acquire)).leases:
+            output = big if lease.job.id == a else small
+            result = job_service_pb2.AttemptResult(
+                outcome=job_service_pb2.ATTEMPT_OUTCOME_SUCCEEDED, output_json=output
+            )
+            await stub.CompleteLease(
+                job_service_pb2.CompleteLeaseRequest(
+                    job_id=lease.job.id, lease_epoch=lease.lease_epoch, result=result
+                )
+            )
+
+        # Leased by a dispatch pass, once the last parent's end released it.
+        acquire.max_jobs = 1
+        [leased] = (await stub.AcquireLease(acquire)).leases
+        assert leased.job.id == c
+        assert parents_of(leased) == [(a, "", True), (b, small, False)]
+
+        # Leased to a connected worker in the commit that stores it.
+        async with raw_worker(server, worker_id="w", org_ids=["default"], concurrency=1) as (
+            call,
+            _,
+        ):
+            d = await client.submit(["true"], depends_on=[a, b])
+            response = await call.read()
+            [pushed] = response.leases.leases if response.HasField("leases") else [response.lease]
+        assert pushed.job.id == d.id
+        assert parents_of(pushed) == parents_of(leased)
+
+        # A worker reads the omitted output before the job starts.
+        processes.worker(server.address)
+        e = await client.submit([PY, "-c", ECHO_PARENTS], depends_on=[a, b])
+        done = await client.wait(e.id, timeout=30)
+        assert done.state is JobState.SUCCEEDED, done.last_error
+        assert done.output == {
+            "parents": [
+                {"job_id": a, "state": "SUCCEEDED", "output": "x" * 2000},
+                {"job_id": b, "state": "SUCCEEDED", "output": {"n": 1}},
+            ]
+        }
 
 
 async def test_a_graph_is_refused_whole_naming_the_job_and_the_edge(

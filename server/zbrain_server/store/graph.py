@@ -259,24 +259,44 @@ def cancel_descendants(tx: Tx, root: Job, now_us: int) -> Program[None]:
 def with_parents(leases: list[Lease], budget_bytes: int) -> Program[list[Lease]]:
     """The leases, each with how its parents ended and their outputs, as far
     as `budget_bytes` of output per lease allows (beyond it an output is
-    left out and marked so: the worker reads it with Get)."""
+    left out and marked so: the worker reads it with Get).
+
+    The outputs' sizes are read first and only the outputs that fit are read
+    after, so a child of many parents with large outputs costs the server
+    no more memory than its budget."""
     ids = sorted({d.job_id for lease in leases for d in lease.job.depends_on})
     if not ids:
         return leases
     rows = yield Fetch("parent_outcomes", {"ids": ids})
-    ended = {row["id"]: row for row in rows}
+    ended = {row["id"]: (JobState[row["state"]], row["output_bytes"] or 0) for row in rows}
+    fitting: list[list[tuple[str, JobState, bool]]] = []  # per lease: id, state, omitted
     for lease in leases:
         left = budget_bytes
         outcomes = []
         for dependency in lease.job.depends_on:
-            row = ended.get(dependency.job_id)
-            if row is None:  # purged by retention since: nothing to tell
+            if dependency.job_id not in ended:  # purged by retention since: nothing to tell
                 continue
-            state = JobState[row["state"]]
-            output = row["output_json"] if state is JobState.SUCCEEDED else ""
-            size = len(output.encode())
+            state, size = ended[dependency.job_id]
+            size = size if state is JobState.SUCCEEDED else 0
             omitted = size > left
             left -= 0 if omitted else size
-            outcomes.append(ParentOutcome(row["id"], state, "" if omitted else output, omitted))
-        lease.parents = tuple(outcomes)
+            outcomes.append((dependency.job_id, state, omitted))
+        fitting.append(outcomes)
+    wanted = sorted(
+        {
+            job_id
+            for outcomes in fitting
+            for job_id, state, omitted in outcomes
+            if state is JobState.SUCCEEDED and not omitted
+        }
+    )
+    outputs: dict[str, str] = {}
+    if wanted:
+        rows = yield Fetch("parent_outputs", {"ids": wanted})
+        outputs = {row["id"]: row["output_json"] for row in rows}
+    for lease, outcomes in zip(leases, fitting, strict=True):
+        lease.parents = tuple(
+            ParentOutcome(job_id, state, "" if omitted else outputs.get(job_id, ""), omitted)
+            for job_id, state, omitted in outcomes
+        )
     return leases

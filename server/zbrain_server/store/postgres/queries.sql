@@ -276,7 +276,12 @@ FROM unnest(:id::text[], :waiting_on::int[]) AS v(id, waiting_on)
 WHERE jobs.id = v.id;
 
 -- name: parent_outcomes
-SELECT id, state, output_json FROM jobs WHERE id = ANY(:ids::text[]);
+-- How parents ended and the size of their outputs in bytes (UTF-8), without
+-- the outputs: those that fit in a lease are read apart (parent_outputs).
+SELECT id, state, octet_length(output_json) AS output_bytes FROM jobs WHERE id = ANY(:ids::text[]);
+
+-- name: parent_outputs
+SELECT id, output_json FROM jobs WHERE id = ANY(:ids::text[]);
 
 -- name: children_of
 SELECT child_id AS id FROM job_edges WHERE parent_id = :id ORDER BY child_id LIMIT :limit;

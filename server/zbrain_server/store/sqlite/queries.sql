@@ -190,7 +190,13 @@ ORDER BY jobs.id;
 UPDATE jobs SET waiting_on = :waiting_on WHERE id = :id;
 
 -- name: parent_outcomes
-SELECT id, state, output_json FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+-- How parents ended and the size of their outputs in bytes (UTF-8), without
+-- the outputs: those that fit in a lease are read apart (parent_outputs).
+SELECT id, state, length(CAST(output_json AS BLOB)) AS output_bytes
+FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: parent_outputs
+SELECT id, output_json FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: children_of
 SELECT child_id AS id FROM job_edges WHERE parent_id = :id ORDER BY child_id LIMIT :limit;
