@@ -106,6 +106,47 @@ async def test_a_failed_parent_cancels_every_job_downstream_with_the_cause(
     assert b in (await store.get_job(c)).reason
 
 
+async def test_a_cascade_follows_each_jobs_conditions_all_the_way_down(store: JobStore) -> None:
+    # a fails; b needs a to succeed; c only needs b finished; d needs c to
+    # succeed; e needs b to succeed and c finished; f needs e finished.
+    ids = [
+        job.id
+        for job, _ in await store.create_jobs(
+            [
+                new_job(),
+                new_job(depends_on=(Edge(0),)),
+                new_job(depends_on=(Edge(1, FINISHED),)),
+                new_job(depends_on=(Edge(2),)),
+                new_job(depends_on=(Edge(1), Edge(2, FINISHED))),
+                new_job(depends_on=(Edge(4, FINISHED),)),
+            ],
+            T0,
+        )
+    ]
+    a, b, _, d, e, _ = ids
+
+    await run(store, a, FAILED, T0 + SECOND)
+
+    assert await states(store, ids) == [
+        JobState.FAILED,
+        JobState.CANCELED,  # b: a failed
+        JobState.PENDING,  # c: b finished
+        JobState.BLOCKED,  # d: waits for c
+        JobState.CANCELED,  # e: b did not succeed
+        JobState.PENDING,  # f: e finished
+    ]
+    assert b in (await store.get_job(e)).reason
+    assert (await store.get_job(d)).waiting_on == 1
+
+
+async def test_canceling_the_root_of_a_deep_chain_cancels_all_of_it(store: JobStore) -> None:
+    ids = await chain(store, 300)
+
+    await store.cancel_job(ids[0], T0 + 1)
+
+    assert set(await states(store, ids)) == {JobState.CANCELED}
+
+
 async def test_a_finished_condition_runs_after_a_failed_parent(store: JobStore) -> None:
     [(parent, _), (cleanup, _)] = await store.create_jobs(
         [new_job(), new_job(depends_on=(Edge(0, FINISHED),))], T0

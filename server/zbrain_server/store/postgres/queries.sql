@@ -270,6 +270,34 @@ WHERE job_edges.parent_id = ANY(:ids::text[]) AND jobs.state = 'BLOCKED'
 ORDER BY jobs.id
 FOR UPDATE OF jobs;
 
+-- name: lock_blocked_downstream
+-- Every BLOCKED job downstream of some jobs through BLOCKED jobs, in one
+-- read however deep the graph: one row per edge that comes from those jobs
+-- or from another of these, with its condition; locked in id order (and
+-- checked BLOCKED again once locked).
+WITH RECURSIVE down(id) AS (
+    SELECT job_edges.child_id FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
+    WHERE job_edges.parent_id = ANY(:ids::text[]) AND jobs.state = 'BLOCKED'
+    UNION
+    -- Each step looks its children up in the edges' index. (The LIMIT, never
+    -- reached, keeps the planner from joining a whole scan of the edges by
+    -- hash at every step: it misjudges the work table as larger than the
+    -- one row a chain has, and a deep chain then costs its length squared.)
+    SELECT step.child_id FROM down
+    CROSS JOIN LATERAL (
+        SELECT job_edges.child_id FROM job_edges
+        WHERE job_edges.parent_id = down.id LIMIT 1000000000
+    ) AS step
+    JOIN jobs ON jobs.id = step.child_id
+    WHERE jobs.state = 'BLOCKED'
+)
+SELECT jobs.*, job_edges.parent_id, job_edges.condition AS edge_condition
+FROM jobs JOIN job_edges ON job_edges.child_id = jobs.id
+WHERE jobs.id IN (SELECT id FROM down) AND jobs.state = 'BLOCKED'
+  AND (job_edges.parent_id = ANY(:ids::text[]) OR job_edges.parent_id IN (SELECT id FROM down))
+ORDER BY jobs.id
+FOR UPDATE OF jobs;
+
 -- name: set_waiting_on
 UPDATE jobs SET waiting_on = v.waiting_on
 FROM unnest(:id::text[], :waiting_on::int[]) AS v(id, waiting_on)

@@ -186,6 +186,25 @@ FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
 WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids)) AND jobs.state = 'BLOCKED'
 ORDER BY jobs.id;
 
+-- name: lock_blocked_downstream
+-- Every BLOCKED job downstream of some jobs through BLOCKED jobs, in one
+-- read however deep the graph: one row per edge that comes from those jobs
+-- or from another of these, with its condition.
+WITH RECURSIVE down(id) AS (
+    SELECT job_edges.child_id FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
+    WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids)) AND jobs.state = 'BLOCKED'
+    UNION
+    SELECT job_edges.child_id FROM down
+    JOIN job_edges ON job_edges.parent_id = down.id
+    JOIN jobs ON jobs.id = job_edges.child_id
+    WHERE jobs.state = 'BLOCKED'
+)
+SELECT jobs.*, job_edges.parent_id, job_edges.condition AS edge_condition
+FROM down JOIN jobs ON jobs.id = down.id JOIN job_edges ON job_edges.child_id = jobs.id
+WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids))
+   OR job_edges.parent_id IN (SELECT id FROM down)
+ORDER BY jobs.id;
+
 -- name: set_waiting_on
 UPDATE jobs SET waiting_on = :waiting_on WHERE id = :id;
 
