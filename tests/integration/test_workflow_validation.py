@@ -4,13 +4,15 @@ with details a client can always read, and the server stays whole."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from tests.conftest import field_violations
 from zbrain import Client
-from zbrain.client import job_spec
+from zbrain.client import job_spec, ref
 from zbrain.v1 import (
     job_pb2,
     job_service_pb2,
@@ -21,6 +23,7 @@ from zbrain.v1 import (
     template_pb2_grpc,
 )
 from zbrain_server.app import ZBrainServer
+from zbrain_server.config import Limits
 
 TRAILERS_LIMIT = 8 << 10  # what a gRPC peer accepts by default
 DAY_S = 86_400
@@ -187,3 +190,21 @@ async def test_error_details_stay_under_the_trailers_limit_however_many_violatio
     violations = field_violations(refused.value)
     assert 1 < len(violations) < 3000
     assert "more problems not listed" in violations[""]
+
+
+async def test_a_graph_with_more_edges_than_the_limit_is_refused_before_anything_else(
+    start_server: Callable[..., Awaitable[ZBrainServer]],
+) -> None:
+    server = await start_server(limits=Limits(max_batch_dependencies=100))
+    async with await Client.connect(server.address, timeout=10) as client:
+        stub = job_service_pb2_grpc.JobServiceStub(client.channel)
+        roots = [job_spec(["true"], ref=f"r{i}") for i in range(20)]
+        fan_in = [job_spec(["true"], depends_on=[ref(f"r{i}") for i in range(20)])] * 6
+
+        fields = await refused_fields(
+            stub.SubmitBatch(job_service_pb2.SubmitBatchRequest(jobs=roots + fan_in))
+        )
+
+        assert "120 dependencies" in fields["jobs"]
+        assert [job async for job in client.list()] == []
+        await client.submit_batch(roots + fan_in[:5])  # 100 is allowed

@@ -619,8 +619,9 @@ def attempt_result(result: job_service_pb2.AttemptResult, field: str = "result")
 def batch(
     specs: Sequence[job_pb2.JobSpec], request_ids: Sequence[str], limits: Limits
 ) -> Sequence[str]:
-    """A SubmitBatch holds at least one job and at most max_batch_jobs, and
-    either no request ids or one per job; returns one request id per job (""
+    """A SubmitBatch holds at least one job and at most max_batch_jobs, with
+    at most max_batch_dependencies dependencies in all, and either no
+    request ids or one per job; returns one request id per job (""
     for none). Each id itself is checked with its job (`new_job`), and that no
     two are alike once the jobs' orgs are known (`distinct_request_ids`)."""
     if not specs:
@@ -630,6 +631,14 @@ def batch(
             "batch too large",
             "jobs",
             f"holds {len(specs)} jobs; the limit (max_batch_jobs) is {limits.max_batch_jobs}",
+        )
+    edges = sum(len(spec.depends_on) for spec in specs)
+    if edges > limits.max_batch_dependencies:
+        raise _bad(
+            "graph too large",
+            "jobs",
+            f"hold {edges} dependencies in all; the limit (max_batch_dependencies) is "
+            f"{limits.max_batch_dependencies}",
         )
     if not request_ids:
         return [""] * len(specs)
