@@ -424,6 +424,32 @@ async def test_pausing_twice_or_resuming_a_running_schedule_changes_nothing(
     assert [job async for job in client.list()] == []  # no tick fired along the way
 
 
+async def test_a_schedule_whose_template_is_deleted_skips_its_ticks_saying_why(
+    server: ZBrainServer, client: Client
+):
+    await client.templates.create("nightly", job_spec(["true"]))
+    for schedule_id, on in (
+        ("on-template", {"template": "nightly"}),
+        ("on-job", {"job": job_spec(["true"])}),
+    ):
+        await client.schedules.create(schedule_id, every=1, overlap=OverlapPolicy.ALLOW, **on)
+    await client.templates.delete("nightly")
+
+    async def skipped() -> bool:
+        reasons = [
+            event.data.get("skipped_reason", "")
+            async for event in client.events(topic_prefix="schedules/on-template")
+        ]
+        return any("could not be made" in reason for reason in reasons)
+
+    async def fired_after(count: int) -> bool:
+        return len([job async for job in client.list(labels={"zbrain.schedule": "on-job"})]) > count
+
+    await eventually(skipped, timeout=20)
+    fired = len([job async for job in client.list(labels={"zbrain.schedule": "on-job"})])
+    await eventually(lambda: fired_after(fired), timeout=20)  # the other schedule goes on
+
+
 async def test_a_schedule_on_a_template_and_a_bad_schedule(server: ZBrainServer, client: Client):
     await client.templates.create(
         "report",
