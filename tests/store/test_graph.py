@@ -6,6 +6,7 @@ and a refused graph stores nothing."""
 from __future__ import annotations
 
 import asyncio
+import collections
 
 import pytest
 
@@ -362,3 +363,35 @@ async def test_replicas_ending_two_parents_at_once_release_the_child_once(
 
     released = await first.get_job(child.id)
     assert (released.state, released.waiting_on) == (JobState.PENDING, 0)
+
+
+async def cancel_a_chain_while_its_root_fails(first: JobStore, second: JobStore) -> None:
+    """Fail a chain's root through `first` while `second` cancels its middle:
+    every job below the root ends CANCELED, each with one transition."""
+    ids = await chain(first, 40)
+    [lease] = await first.lease_jobs("w1", ["acme"], 1, T0 + 1, LEASE_TTL)
+
+    await asyncio.gather(
+        first.finish_attempt(ids[0], lease.lease_epoch, FAILED, T0 + 2, RETRY),
+        second.cancel_job(ids[20], T0 + 2),
+    )
+
+    jobs = [await first.get_job(job_id) for job_id in ids[1:]]
+    assert {job.state for job in jobs} == {JobState.CANCELED}
+    assert {job.cause for job in jobs} <= {Cause.DEPENDENCY_FAILED, Cause.CANCELED}
+    events = await first.read_events("acme", "", 0, 10_000)
+    ended = [event.job_id for event in events if event.job_id in ids[1:]]
+    assert collections.Counter(ended) == dict.fromkeys(ids[1:], 2)  # submitted, ended once
+
+
+async def test_a_cancel_while_the_root_of_its_chain_fails_ends_each_job_once(
+    store: JobStore,
+) -> None:
+    await cancel_a_chain_while_its_root_fails(store, store)
+
+
+@pytest.mark.parametrize("databases", SHARED_BACKENDS, indirect=True)
+async def test_replicas_canceling_a_chain_while_its_root_fails_end_each_job_once(
+    databases: Databases,
+) -> None:
+    await cancel_a_chain_while_its_root_fails(await databases.open(), await databases.open())
