@@ -208,3 +208,33 @@ async def test_a_graph_with_more_edges_than_the_limit_is_refused_before_anything
         assert "120 dependencies" in fields["jobs"]
         assert [job async for job in client.list()] == []
         await client.submit_batch(roots + fan_in[:5])  # 100 is allowed
+
+
+async def test_an_acquire_answers_the_leases_that_fit_and_returns_the_rest(
+    start_server: Callable[..., Awaitable[ZBrainServer]],
+) -> None:
+    server = await start_server(limits=Limits(max_message_bytes=2 << 20))
+    async with await Client.connect(server.address, timeout=10) as client:
+        stub = job_service_pb2_grpc.JobServiceStub(client.channel)
+        acquire = job_service_pb2.AcquireLeaseRequest(worker_id="w", org_ids=["default"])
+        parent = await client.submit(["true"])
+        acquire.max_jobs = 1
+        [lease] = (await stub.AcquireLease(acquire)).leases
+        output = job_service_pb2.AttemptResult(
+            outcome=job_service_pb2.ATTEMPT_OUTCOME_SUCCEEDED, output_json='"' + "x" * 600_000 + '"'
+        )
+        await stub.CompleteLease(
+            job_service_pb2.CompleteLeaseRequest(
+                job_id=parent.id, lease_epoch=lease.lease_epoch, result=output
+            )
+        )
+        # Each child's lease carries the parent's 600 kB: five do not fit in 2 MiB.
+        children = await client.submit_batch([job_spec(["true"], depends_on=[parent.id])] * 5)
+
+        acquire.max_jobs = 5
+        first = (await stub.AcquireLease(acquire)).leases
+        second = (await stub.AcquireLease(acquire)).leases
+
+        assert 1 <= len(first) < 5
+        assert sorted(lease.job.id for lease in [*first, *second]) == sorted(children)
+        assert all(lease.job.attempt == 1 for lease in second)  # given back unspent

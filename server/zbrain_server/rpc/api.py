@@ -43,6 +43,8 @@ Operation = Callable[..., Any]
 async generator `(caller, request) -> response messages`."""
 
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
+RESPONSE_MARGIN_BYTES = 64 << 10
+"""Room kept in an answer of max_message_bytes for what frames it."""
 
 
 def operation_name(method: str) -> str:
@@ -252,7 +254,18 @@ class Api:
         if time_remaining_s is not None:
             wait_s = min(wait_s, max(0.0, time_remaining_s - 0.5))
         leases = await self._jobs.acquire(worker_id, org_ids, max_jobs, wait_s)
-        return pb.AcquireLeaseResponse(leases=[codec.lease_to_proto(lease) for lease in leases])
+        response = pb.AcquireLeaseResponse()
+        left = config.limits.max_message_bytes - RESPONSE_MARGIN_BYTES
+        for i, lease in enumerate(leases):
+            message = codec.lease_to_proto(lease)
+            left -= message.ByteSize() + 8  # the field's tag and length
+            if left < 0 and response.leases:
+                # Past what one answer may carry (large inputs, or parents'
+                # outputs): the rest go back to the queue, not to waste.
+                await self._jobs.give_back(leases[i:])
+                break
+            response.leases.append(message)
+        return response
 
     async def renew_lease(
         self, caller: Caller, request: pb.RenewLeaseRequest
