@@ -238,3 +238,18 @@ async def test_an_acquire_answers_the_leases_that_fit_and_returns_the_rest(
         assert 1 <= len(first) < 5
         assert sorted(lease.job.id for lease in [*first, *second]) == sorted(children)
         assert all(lease.job.attempt == 1 for lease in second)  # given back unspent
+
+
+async def test_pages_of_large_templates_and_schedules_are_cut_to_fit(
+    start_server: Callable[..., Awaitable[ZBrainServer]],
+) -> None:
+    server = await start_server(limits=Limits(max_message_bytes=2 << 20))
+    async with await Client.connect(server.address, timeout=10) as client:
+        large = job_spec(["true"], input="x" * 600_000)  # five do not fit in one answer
+        names = [f"t{i}" for i in range(5)]
+        for name in names:
+            await client.templates.create(name, large)
+            await client.schedules.create(name, every=3600, job=large, paused=True)
+
+        assert [t.name for t in await client.templates.list()] == names
+        assert [s.id for s in await client.schedules.list()] == names

@@ -76,11 +76,13 @@ class ScheduleApi:
         size = validation.page_size(request.page_size, self._api.config.limits)
         after = validation_workflows.page_token(request.page_token)
         found = await self._store.schedules.list(org_id, after, size + 1)
-        page = found[:size]
+        page = validation_workflows.fitting(
+            [codec.schedule_to_proto(s) for s in found[:size]], self._api.answer_bytes
+        )
         return pb.ListSchedulesResponse(
-            schedules=[codec.schedule_to_proto(s) for s in page],
+            schedules=page,
             next_page_token=validation_workflows.next_page_token(
-                page[-1].id if page else "", len(found) > size
+                page[-1].id if page else "", len(found) > len(page)
             ),
         )
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from zbrain.errors import FieldViolation, InvalidArgumentError
 from zbrain.models import CatchUpPolicy, OverlapPolicy, ParameterType
@@ -207,6 +210,24 @@ def page_token(token: str, field: str = "page_token") -> str:
             "invalid page token",
             violations=[FieldViolation(field, "is not a token a previous page returned")],
         ) from None
+
+
+M = TypeVar("M", bound=Message)
+
+
+def fitting(messages: Sequence[M], max_bytes: int) -> list[M]:
+    """The first messages of an answer whose sizes fit in `max_bytes` (at
+    least one): a page of large templates or schedules, or leases of large
+    jobs, is cut short rather than failing as an answer past the message
+    limit (a page's token then continues after the last one given)."""
+    kept: list[M] = []
+    left = max_bytes
+    for message in messages:
+        left -= message.ByteSize() + 8  # the field's tag and length
+        if left < 0 and kept:
+            break
+        kept.append(message)
+    return kept
 
 
 def next_page_token(last: str, more: bool) -> str:
