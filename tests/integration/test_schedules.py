@@ -129,6 +129,7 @@ async def test_a_schedule_whose_tick_fails_unexpectedly_stops_no_other(
         )
 
         await eventually(lambda: ticked(client, 2), timeout=20)
+        assert (await client.schedules.get("broken")).upcoming == ()
 
     failures = [r for r in caplog.records if "broken" in r.getMessage() and r.exc_info]
     assert len(failures) == 1  # reported once, not at every turn

@@ -12,7 +12,7 @@ from zbrain.v1 import schedule_pb2 as pb
 from ..core import schedules
 from ..core.access import Caller, request_org
 from ..core.model import NewJob, now_us
-from ..core.schedules import Schedule
+from ..core.schedules import Schedule, TimingError
 from ..dispatch.scheduler import Scheduler
 from ..store import JobStore
 from . import codec, validation, validation_workflows
@@ -57,7 +57,7 @@ class ScheduleApi:
         self._nudge(stored)
         return pb.CreateScheduleResponse(
             schedule=codec.schedule_to_proto(stored),
-            upcoming=codec.timestamps(schedules.upcoming(stored, UPCOMING)),
+            upcoming=codec.timestamps(_upcoming(stored)),
         )
 
     async def get_schedule(
@@ -66,7 +66,7 @@ class ScheduleApi:
         schedule = await self._find(caller, request.org_id, request.schedule_id)
         return pb.GetScheduleResponse(
             schedule=codec.schedule_to_proto(schedule),
-            upcoming=codec.timestamps(schedules.upcoming(schedule, UPCOMING)),
+            upcoming=codec.timestamps(_upcoming(schedule)),
         )
 
     async def list_schedules(
@@ -158,3 +158,13 @@ class ScheduleApi:
     def _nudge(self, schedule: Schedule) -> None:
         if self._scheduler is not None:
             self._scheduler.nudge(schedule.next_fire_time_us)
+
+
+def _upcoming(schedule: Schedule) -> list[int]:
+    """The next fire times to show; none when this server cannot step the
+    schedule (a stored time zone its zone list lacks, as on a replica of
+    another machine), which is still shown."""
+    try:
+        return schedules.upcoming(schedule, UPCOMING)
+    except TimingError:
+        return []
