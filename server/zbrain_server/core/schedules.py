@@ -130,11 +130,16 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
+MACHINE_ZONES = frozenset({"localtime", "posixrules"})
+"""Names in some zone lists that stand for a machine's own settings: replicas
+on two machines would tick a schedule in two zones."""
+
+
 @functools.cache
 def _known_zones() -> frozenset[str]:
     """The IANA time zone names this machine knows (read once: it scans the
-    zone files)."""
-    return frozenset(available_timezones())
+    zone files), but for those that mean the machine's own zone."""
+    return frozenset(available_timezones()) - MACHINE_ZONES
 
 
 def describe(schedule: Schedule) -> str:
