@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from zbrain.errors import InvalidArgumentError
+from zbrain.errors import FieldViolation, InvalidArgumentError
 from zbrain.models import ParameterType
 from zbrain_server.core import templates
 from zbrain_server.core.templates import Parameter, Template
@@ -101,3 +101,17 @@ def test_a_template_must_declare_what_it_uses_once_with_defaults_of_their_types(
         with pytest.raises(InvalidArgumentError) as refused:
             templates.check_parameters(parameters, used, "template")
         assert words in str(refused.value.violations), parameters
+
+
+def test_unknown_parameters_past_a_few_are_counted_not_listed() -> None:
+    t = template(Parameter("who"))
+
+    with pytest.raises(InvalidArgumentError) as refused:
+        templates.values(t, {f"p{i}" + "x" * 1000: "1" for i in range(10_000)})
+
+    violations = refused.value.violations
+    assert len(violations) == templates.UNKNOWN_LISTED + 1
+    assert all(len(v.field) < 100 for v in violations)
+    assert violations[-1] == FieldViolation(
+        "parameters", f"and {10_000 - templates.UNKNOWN_LISTED} more unknown parameters"
+    )

@@ -26,6 +26,10 @@ from typing import Any
 from zbrain.errors import FieldViolation, InvalidArgumentError
 from zbrain.models import ParameterType
 
+UNKNOWN_LISTED = 20
+"""Unknown parameters of a submission named one by one; the rest are counted."""
+NAME_SHOWN = 64
+"""Characters of a parameter name an answer repeats (a declared one has at most 64)."""
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z][A-Za-z0-9_]*)\s*\}\}")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 NAME_RULE = "must be 1 to 64 letters, digits or '_', starting with a letter"
@@ -140,13 +144,23 @@ def values(template: Template, given: Mapping[str, str]) -> dict[str, Any]:
     InvalidArgumentError naming the parameter when one is unknown, missing or
     not of its type."""
     declared = {parameter.name: parameter for parameter in template.parameters}
+    unknown = sorted(set(given) - set(declared))
     violations = [
         FieldViolation(
-            f"parameters[{name}]",
-            f"template {template.name!r} version {template.version} has no parameter {name!r}",
+            f"parameters[{name[:NAME_SHOWN]}]",
+            f"template {template.name!r} version {template.version} has no parameter "
+            f"{name[:NAME_SHOWN]!r}",
         )
-        for name in sorted(set(given) - set(declared))
+        for name in unknown[:UNKNOWN_LISTED]
     ]
+    if (
+        len(unknown) > UNKNOWN_LISTED
+    ):  # a request of a million names is not answered a million times
+        violations.append(
+            FieldViolation(
+                "parameters", f"and {len(unknown) - UNKNOWN_LISTED} more unknown parameters"
+            )
+        )
     resolved: dict[str, Any] = {}
     for name, parameter in declared.items():
         field = f"parameters[{name}]"
