@@ -535,6 +535,11 @@ class Dispatcher:
                 consumer.deliver(leases)
         await self._schedule_wakeup()
 
+    async def give_back(self, leases: list[Lease]) -> None:
+        """Return leases their worker will never receive (they did not fit in
+        its answer): the jobs are runnable again at once, no attempt spent."""
+        await self._give_back(leases)
+
     async def _give_back(self, leases: list[Lease]) -> None:
         """A worker left or began draining while jobs were leased to it: return them."""
         await self._return_leases([(lease.job.id, lease.lease_epoch) for lease in leases])

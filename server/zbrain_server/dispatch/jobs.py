@@ -255,6 +255,10 @@ class Jobs:
     ) -> list[Lease]:
         return await self._dispatcher.acquire(worker_id, org_ids, max_jobs, wait_s)
 
+    async def give_back(self, leases: list[Lease]) -> None:
+        """Return leases acquired but not handed to their worker."""
+        await self._dispatcher.give_back(leases)
+
     async def _own_lease(self, caller: Caller, job_id: str) -> None:
         """A worker bound to an org may report only on that org's jobs."""
         if caller.org_id is not None:  # unrestricted callers need no extra read

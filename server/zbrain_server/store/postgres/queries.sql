@@ -196,17 +196,29 @@ ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = 
 -- name: purgeable
 -- Of every org but those with retention days of their own (:own_orgs).
 -- SKIP LOCKED: replicas purging at once split the work instead of waiting.
-SELECT id FROM jobs
+-- A finished parent stays while a child of it has not finished: every lease
+-- of the child (a retry's too) carries the parent's result.
+SELECT id FROM jobs AS finished
 WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
-    AND NOT (org_id = ANY(:own_orgs::text[]))
+  AND NOT (org_id = ANY(:own_orgs::text[]))
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
 LIMIT :limit
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE OF finished SKIP LOCKED;
 
 -- name: purgeable_of_org
-SELECT id FROM jobs
-WHERE org_id = :org_id AND finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+-- As purgeable, for one org with retention days of its own.
+SELECT id FROM jobs AS finished
+WHERE org_id = :org_id AND finish_time < :before
+  AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
 LIMIT :limit
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE OF finished SKIP LOCKED;
 
 -- name: all_org_settings
 SELECT * FROM org_settings;
@@ -358,13 +370,46 @@ WHERE job_edges.parent_id = ANY(:ids::text[]) AND jobs.state = 'BLOCKED'
 ORDER BY jobs.id
 FOR UPDATE OF jobs;
 
+-- name: lock_blocked_downstream
+-- Every BLOCKED job downstream of some jobs through BLOCKED jobs, in one
+-- read however deep the graph: one row per edge that comes from those jobs
+-- or from another of these, with its condition; locked in id order (and
+-- checked BLOCKED again once locked).
+WITH RECURSIVE down(id) AS (
+    SELECT job_edges.child_id FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
+    WHERE job_edges.parent_id = ANY(:ids::text[]) AND jobs.state = 'BLOCKED'
+    UNION
+    -- Each step looks its children up in the edges' index. (The LIMIT, never
+    -- reached, keeps the planner from joining a whole scan of the edges by
+    -- hash at every step: it misjudges the work table as larger than the
+    -- one row a chain has, and a deep chain then costs its length squared.)
+    SELECT step.child_id FROM down
+    CROSS JOIN LATERAL (
+        SELECT job_edges.child_id FROM job_edges
+        WHERE job_edges.parent_id = down.id LIMIT 1000000000
+    ) AS step
+    JOIN jobs ON jobs.id = step.child_id
+    WHERE jobs.state = 'BLOCKED'
+)
+SELECT jobs.*, job_edges.parent_id, job_edges.condition AS edge_condition
+FROM jobs JOIN job_edges ON job_edges.child_id = jobs.id
+WHERE jobs.id IN (SELECT id FROM down) AND jobs.state = 'BLOCKED'
+  AND (job_edges.parent_id = ANY(:ids::text[]) OR job_edges.parent_id IN (SELECT id FROM down))
+ORDER BY jobs.id
+FOR UPDATE OF jobs;
+
 -- name: set_waiting_on
 UPDATE jobs SET waiting_on = v.waiting_on
 FROM unnest(:id::text[], :waiting_on::int[]) AS v(id, waiting_on)
 WHERE jobs.id = v.id;
 
 -- name: parent_outcomes
-SELECT id, state, output_json FROM jobs WHERE id = ANY(:ids::text[]);
+-- How parents ended and the size of their outputs in bytes (UTF-8), without
+-- the outputs: those that fit in a lease are read apart (parent_outputs).
+SELECT id, state, octet_length(output_json) AS output_bytes FROM jobs WHERE id = ANY(:ids::text[]);
+
+-- name: parent_outputs
+SELECT id, output_json FROM jobs WHERE id = ANY(:ids::text[]);
 
 -- name: children_of
 SELECT child_id AS id FROM job_edges WHERE parent_id = :id ORDER BY child_id LIMIT :limit;

@@ -163,14 +163,26 @@ ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = 
 
 -- name: purgeable
 -- Of every org but those with retention days of their own (:own_orgs).
-SELECT id FROM jobs
+-- A finished parent stays while a child of it has not finished: every lease
+-- of the child (a retry's too) carries the parent's result.
+SELECT id FROM jobs AS finished
 WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
-    AND org_id NOT IN (SELECT value FROM json_each(:own_orgs))
+  AND org_id NOT IN (SELECT value FROM json_each(:own_orgs))
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
 LIMIT :limit;
 
 -- name: purgeable_of_org
-SELECT id FROM jobs
-WHERE org_id = :org_id AND finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+-- As purgeable, for one org with retention days of its own.
+SELECT id FROM jobs AS finished
+WHERE org_id = :org_id AND finish_time < :before
+  AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
 LIMIT :limit;
 
 -- name: all_org_settings
@@ -270,11 +282,36 @@ FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
 WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids)) AND jobs.state = 'BLOCKED'
 ORDER BY jobs.id;
 
+-- name: lock_blocked_downstream
+-- Every BLOCKED job downstream of some jobs through BLOCKED jobs, in one
+-- read however deep the graph: one row per edge that comes from those jobs
+-- or from another of these, with its condition.
+WITH RECURSIVE down(id) AS (
+    SELECT job_edges.child_id FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
+    WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids)) AND jobs.state = 'BLOCKED'
+    UNION
+    SELECT job_edges.child_id FROM down
+    JOIN job_edges ON job_edges.parent_id = down.id
+    JOIN jobs ON jobs.id = job_edges.child_id
+    WHERE jobs.state = 'BLOCKED'
+)
+SELECT jobs.*, job_edges.parent_id, job_edges.condition AS edge_condition
+FROM down JOIN jobs ON jobs.id = down.id JOIN job_edges ON job_edges.child_id = jobs.id
+WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids))
+   OR job_edges.parent_id IN (SELECT id FROM down)
+ORDER BY jobs.id;
+
 -- name: set_waiting_on
 UPDATE jobs SET waiting_on = :waiting_on WHERE id = :id;
 
 -- name: parent_outcomes
-SELECT id, state, output_json FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+-- How parents ended and the size of their outputs in bytes (UTF-8), without
+-- the outputs: those that fit in a lease are read apart (parent_outputs).
+SELECT id, state, length(CAST(output_json AS BLOB)) AS output_bytes
+FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: parent_outputs
+SELECT id, output_json FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: children_of
 SELECT child_id AS id FROM job_edges WHERE parent_id = :id ORDER BY child_id LIMIT :limit;
