@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from google.protobuf.message import Message
 
-from zbrain.errors import ResourceExhaustedError, ZBrainError
+from zbrain.errors import SLOW_SUBSCRIBER, ResourceExhaustedError, ZBrainError
 from zbrain.v1 import job_service_pb2 as pb
 
 from ..core.access import Caller
@@ -44,6 +44,7 @@ CLOSE_CODE_BASE = 4000  # + the google.rpc code
 SLOW_READER_CODE = CLOSE_CODE_BASE + 8  # RESOURCE_EXHAUSTED
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
 MAX_INCOMING_FRAME_BYTES = 4096  # a reader sends nothing but pings and the close
+REFUSAL_GRACE_S = 5.0  # how long a refused handshake's close may wait for the peer
 
 
 def last_sequence(message: Message) -> int | None:
@@ -113,48 +114,16 @@ async def websocket(
     await socket.prepare(request)
     open_sockets.add(socket)
     reader = asyncio.create_task(_drain_incoming(socket))
-    sent = after
     try:
-        async with context.messages(responses) as messages:
-            while True:
-                step = asyncio.ensure_future(anext(messages))
-                await asyncio.wait((step, reader), return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():  # the reader left
-                    step.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await step
-                    return socket
-                try:
-                    message = step.result()
-                except StopAsyncIteration:
-                    await socket.close(code=CLOSE_NORMAL, message=b"end of stream")
-                    return socket
-                sequence = last_sequence(message)
-                try:
-                    await asyncio.wait_for(
-                        socket.send_str(codec.to_json(message)), context.send_timeout_s
-                    )
-                except TimeoutError:
-                    # The frame is in the socket's buffer: it is the reader's to
-                    # read before the close; resume after it.
-                    resume = sequence if sequence is not None else sent
-                    await _close(
-                        request,
-                        socket,
-                        ResourceExhaustedError(
-                            f"the reader took more than {context.send_timeout_s:g}s to take "
-                            f"a frame; reconnect with from={resume}",
-                            reason="SLOW_SUBSCRIBER",
-                            metadata={"resume_after_sequence": str(resume)},
-                        ),
-                    )
-                    return socket
-                except ConnectionError:
-                    return socket
-                if sequence is not None:
-                    sent = sequence
-    except ZBrainError as error:
-        await _close(request, socket, error)
+        ending = await _send_all(socket, reader, responses, context, after)
+        # The stream is let go of first: a reader cut off no longer counts
+        # while its close waits for it.
+        if ending is None:
+            await socket.close(code=CLOSE_NORMAL, message=b"end of stream")
+        else:
+            await _close(request, socket, ending, context.send_timeout_s)
+    except ConnectionError:
+        pass  # the reader left
     finally:
         open_sockets.discard(socket)
         reader.cancel()
@@ -163,10 +132,56 @@ async def websocket(
     return socket
 
 
-async def _close(request: web.Request, socket: web.WebSocketResponse, error: ZBrainError) -> None:
+async def _send_all(
+    socket: web.WebSocketResponse,
+    reader: asyncio.Task[None],
+    responses: AsyncIterator[Message],
+    context: StreamContext,
+    sent: int,
+) -> ZBrainError | None:
+    """Send the stream's messages until it ends (None) or fails (the error
+    to close with); ConnectionError when the reader leaves."""
+    try:
+        async with context.messages(responses) as messages:
+            while True:
+                step = asyncio.ensure_future(anext(messages))
+                await asyncio.wait((step, reader), return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    step.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await step
+                    raise ConnectionResetError("the reader left")
+                try:
+                    message = step.result()
+                except StopAsyncIteration:
+                    return None
+                sequence = last_sequence(message)
+                try:
+                    await asyncio.wait_for(
+                        socket.send_str(codec.to_json(message)), context.send_timeout_s
+                    )
+                except TimeoutError:
+                    # Only the wait for the network timed out: the frame is in the
+                    # socket's buffer, the reader's to read before the close.
+                    resume = sequence if sequence is not None else sent
+                    return ResourceExhaustedError(
+                        f"the reader took more than {context.send_timeout_s:g}s to take a "
+                        f"frame; reconnect with from={resume}",
+                        reason=SLOW_SUBSCRIBER,
+                        metadata={"resume_after_sequence": str(resume)},
+                    )
+                if sequence is not None:
+                    sent = sequence
+    except ZBrainError as error:
+        return error
+
+
+async def _close(
+    request: web.Request, socket: web.WebSocketResponse, error: ZBrainError, grace_s: float
+) -> None:
     """A last frame with the error's google.rpc.Status, then the close frame
-    (4000 + its code, its message cut to fit) — or, from a peer that reads
-    nothing at all, just the end of the connection."""
+    (4000 + its code, a reason that fits). Both are written at once; a peer
+    that has not read them within `grace_s` is disconnected."""
     reason = error.message
     resume = error.metadata.get("resume_after_sequence")
     if resume is not None:
@@ -174,11 +189,10 @@ async def _close(request: web.Request, socket: web.WebSocketResponse, error: ZBr
     encoded = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore").encode()
     frame = json.dumps({"error": json.loads(codec.error_json(error))})
     try:
-        await asyncio.wait_for(socket.send_str(frame), 1.0)
-        await asyncio.wait_for(
-            socket.close(code=CLOSE_CODE_BASE + error.code.value, message=encoded), 1.0
-        )
-    except (TimeoutError, ConnectionError):
+        async with asyncio.timeout(grace_s):
+            await socket.send_str(frame)
+            await socket.close(code=CLOSE_CODE_BASE + error.code.value, message=encoded)
+    except TimeoutError:
         if request.transport is not None:
             request.transport.abort()
 
@@ -253,5 +267,5 @@ async def refuse_websocket(request: web.Request, error: ZBrainError) -> web.WebS
     WebSocket sees the close code and the frame, never an HTTP status."""
     socket = web.WebSocketResponse(compress=False, max_msg_size=MAX_INCOMING_FRAME_BYTES)
     await socket.prepare(request)
-    await _close(request, socket, error)
+    await _close(request, socket, error, REFUSAL_GRACE_S)
     return socket
