@@ -63,10 +63,13 @@ class Http:
         return self.session.ws_connect(self.base + path, **kwargs)
 
 
+StartHttp = Callable[..., Awaitable[Http]]
+
+
 @pytest.fixture
 async def start_http(
     start_server: Callable[..., Awaitable[ZBrainServer]],
-) -> AsyncIterator[Callable[..., Awaitable[Http]]]:
+) -> AsyncIterator[StartHttp]:
     """Start a server with its HTTP port (config overrides as for start_server)."""
     sessions: list[aiohttp.ClientSession] = []
 
@@ -82,5 +85,5 @@ async def start_http(
 
 
 @pytest.fixture
-async def http(start_http: Callable[..., Awaitable[Http]]) -> Http:
+async def http(start_http: StartHttp) -> Http:
     return await start_http()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
@@ -22,7 +22,7 @@ from .conftest import Http
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
 
-def violations(answer: dict) -> dict[str, str]:
+def violations(answer: dict[str, Any]) -> dict[str, str]:
     """field -> description of the BadRequest detail of an error answer."""
     found = {}
     for detail in answer.get("details", []):
@@ -89,7 +89,7 @@ async def test_every_annotated_route_reaches_its_operation(http: Http) -> None:
     for route in routes:
         path = re.sub(r"\{[^}]*\}", missing_job, route.template)
         query = "?follow=false" if route.streaming else ""
-        body = {} if route.body else None
+        body: dict[str, Any] | None = {} if route.body else None
         status, answer = await http.call(route.http_method, path + query, body)
         assert status not in (405, 500), (route.template, status, answer)
         if status == 404:
