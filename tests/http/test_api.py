@@ -146,7 +146,7 @@ async def test_unknown_paths_and_methods_have_their_own_statuses(http: Http) -> 
 
 
 async def test_a_body_over_the_message_limit_is_refused_with_413(
-    start_http: Callable[..., Awaitable[Http]],
+    start_http: StartHttp,
 ) -> None:
     http = await start_http(limits=Limits(max_message_bytes=1 << 16))
     status, answer = await http.call("POST", "/v1/jobs", data=b" " * (1 << 17))
@@ -155,7 +155,7 @@ async def test_a_body_over_the_message_limit_is_refused_with_413(
 
 
 async def test_auth_needs_a_bearer_token_and_the_right_role(
-    start_http: Callable[..., Awaitable[Http]],
+    start_http: StartHttp,
 ) -> None:
     http = await start_http(auth="required")
     client = await http.token("team-a", Role.CLIENT)
@@ -177,7 +177,7 @@ async def test_auth_needs_a_bearer_token_and_the_right_role(
 
 
 async def test_another_organisations_job_is_not_found(
-    start_http: Callable[..., Awaitable[Http]],
+    start_http: StartHttp,
 ) -> None:
     http = await start_http(auth="required")
     team_a = await http.token("team-a", Role.CLIENT)
