@@ -17,7 +17,7 @@ from zbrain_server.config import Limits
 from zbrain_server.http.routes import routes_of
 from zbrain_server.http.server import SERVICES
 
-from .conftest import Http
+from .conftest import Http, StartHttp
 
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
 
