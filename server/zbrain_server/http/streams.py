@@ -44,7 +44,7 @@ CLOSE_CODE_BASE = 4000  # + the google.rpc code
 SLOW_READER_CODE = CLOSE_CODE_BASE + 8  # RESOURCE_EXHAUSTED
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
 MAX_INCOMING_FRAME_BYTES = 4096  # a reader sends nothing but pings and the close
-REFUSAL_GRACE_S = 5.0  # how long a refused handshake's close may wait for the peer
+CLOSE_GRACE_S = 5.0  # how long a closing socket's last frames may wait for the peer
 
 
 def last_sequence(message: Message) -> int | None:
@@ -121,7 +121,7 @@ async def websocket(
         if ending is None:
             await socket.close(code=CLOSE_NORMAL, message=b"end of stream")
         else:
-            await _close(request, socket, ending, context.send_timeout_s)
+            await _close(request, socket, ending)
     except ConnectionError:
         pass  # the reader left
     finally:
@@ -176,12 +176,10 @@ async def _send_all(
         return error
 
 
-async def _close(
-    request: web.Request, socket: web.WebSocketResponse, error: ZBrainError, grace_s: float
-) -> None:
+async def _close(request: web.Request, socket: web.WebSocketResponse, error: ZBrainError) -> None:
     """A last frame with the error's google.rpc.Status, then the close frame
-    (4000 + its code, a reason that fits). Both are written at once; a peer
-    that has not read them within `grace_s` is disconnected."""
+    (4000 + its code, a reason that fits); a peer that has not read them
+    within CLOSE_GRACE_S (one that reads nothing at all) is disconnected."""
     reason = error.message
     resume = error.metadata.get("resume_after_sequence")
     if resume is not None:
@@ -189,7 +187,7 @@ async def _close(
     encoded = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore").encode()
     frame = json.dumps({"error": json.loads(codec.error_json(error))})
     try:
-        async with asyncio.timeout(grace_s):
+        async with asyncio.timeout(CLOSE_GRACE_S):
             await socket.send_str(frame)
             await socket.close(code=CLOSE_CODE_BASE + error.code.value, message=encoded)
     except TimeoutError:
@@ -267,5 +265,5 @@ async def refuse_websocket(request: web.Request, error: ZBrainError) -> web.WebS
     WebSocket sees the close code and the frame, never an HTTP status."""
     socket = web.WebSocketResponse(compress=False, max_msg_size=MAX_INCOMING_FRAME_BYTES)
     await socket.prepare(request)
-    await _close(request, socket, error, REFUSAL_GRACE_S)
+    await _close(request, socket, error)
     return socket
