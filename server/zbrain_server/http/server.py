@@ -85,6 +85,7 @@ class HttpServer:
         self._listen = listen
         self._routes = RouteTable(routes_of(SERVICES))
         self.sessions = Sessions()
+        self._event_json = streams.EventJson()
         self._sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -170,6 +171,7 @@ class HttpServer:
                 request.remote or "",
                 session.id if session else "",
                 self._config.limits.stream_send_timeout_s,
+                self._event_json,
             )
             if route.full_method == DOWNLOAD:
                 return await streams.download(request, operation(who, message), context)
