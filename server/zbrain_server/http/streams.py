@@ -46,9 +46,9 @@ CLOSE_CODE_BASE = 4000  # + the google.rpc code
 SLOW_READER_CODE = CLOSE_CODE_BASE + 8  # RESOURCE_EXHAUSTED
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
 MAX_INCOMING_FRAME_BYTES = 4096  # a reader sends nothing but pings and the close
-FRAME_INTERVAL_S = 0.05
+FRAME_INTERVAL_S = 0.1
 """A socket sends at most one frame per interval (each holding all that came
-meanwhile): a browser sees changes within 50 ms, and the server's work per
+meanwhile): a browser sees changes within 100 ms, and the server's work per
 watcher stays bounded however fast events come (bench: 100 watchers)."""
 CLOSE_GRACE_S = 5.0  # how long a closing socket's last frames may wait for the peer
 
