@@ -19,7 +19,8 @@ README_URL = "http://127.0.0.1:8080"
 
 def http_examples() -> str:
     section = README.split("## HTTP API", 1)[1].split("\n## ", 1)[0]
-    [block] = re.findall(r"```sh\n(.*?)```", section, re.S)
+    blocks: list[str] = re.findall(r"```sh\n(.*?)```", section, re.S)
+    [block] = blocks
     return block
 
 
