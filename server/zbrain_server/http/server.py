@@ -11,6 +11,7 @@ loops back through gRPC.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import ssl
@@ -194,6 +195,8 @@ class HttpServer:
         browser session of the cookie (a mutating request then needs the CSRF
         header), else nobody (anonymous while auth is off). The role is
         checked for the RPC `method` as on gRPC."""
+        if not self._auth.required:
+            _check_host(request)
         authorization = request.headers.get(hdrs.AUTHORIZATION, "")
         session = None
         if not authorization:
@@ -353,6 +356,22 @@ def _check_origin(request: web.Request) -> None:
         raise PermissionDeniedError(
             f"cross-origin request refused: Origin {origin} is not this server ({request.host})"
         )
+
+
+def _check_host(request: web.Request) -> None:
+    """With auth off, answer only requests addressed to an IP address or
+    localhost: a page whose own domain was made to resolve to this machine
+    (DNS rebinding) is then same-origin with nothing here it can call."""
+    host = request.url.host or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise PermissionDeniedError(
+            f"this server has auth off, so it answers only requests to an IP address or "
+            f"localhost, not to {host!r}: use http://127.0.0.1:PORT, or turn auth on"
+        ) from None
 
 
 async def _static(request: web.Request) -> web.StreamResponse:
