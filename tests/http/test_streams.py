@@ -59,6 +59,31 @@ async def test_an_event_socket_resumes_from_its_last_sequence_without_gaps_or_du
     assert len(set(seen)) == 65
 
 
+async def test_sockets_joining_a_shared_feed_at_different_places_each_get_everything_once(
+    http: Http,
+) -> None:
+    """Sockets following the same events share one feed; one joining late,
+    from far back or from now, still gets every event after its `from` once."""
+    await submit_batch(http, 10)
+    got: dict[str, list[int]] = {"first": [], "back": [], "now": []}
+    async with http.websocket("/v1/events:stream?from=0&topic=jobs/") as first:
+        while len(got["first"]) < 10:
+            got["first"] += sequences(await first.receive_json(timeout=10))
+        await submit_batch(http, 10)
+        now = (await recorded_sequences(http))[-1]
+        async with (
+            http.websocket("/v1/events:stream?from=3&topic=jobs/") as back,
+            http.websocket(f"/v1/events:stream?from={now}&topic=jobs/") as late,
+        ):
+            await submit_batch(http, 10)
+            recorded = await recorded_sequences(http)
+            for name, ws, start in (("first", first, 0), ("back", back, 3), ("now", late, now)):
+                expected = [s for s in recorded if s > start]
+                while len(got[name]) < len(expected):
+                    got[name] += sequences(await ws.receive_json(timeout=10))
+                assert got[name] == expected, name
+
+
 async def test_a_log_socket_follows_a_running_job_resumes_and_ends_with_it(http: Http) -> None:
     job_id = await http.submit(["true"])
     _, epoch = await lease(http)

@@ -37,6 +37,7 @@ from ..core.access import Caller
 from ..rpc.api import Api
 from ..rpc.auth import Authenticator
 from . import codec, streams
+from .feeds import Feeds
 from .routes import MethodNotAllowedError, RouteTable, routes_of
 from .sessions import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Session, Sessions, csrf_matches
 
@@ -49,6 +50,7 @@ SERVICES = (
     schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
 )
 DOWNLOAD = "/zbrain.v1.JobService/DownloadArtifact"
+STREAM_EVENTS = "/zbrain.v1.JobService/StreamEvents"
 STREAM_ALIASES = {"from": "after_sequence", "topic": "topic_prefix"}
 """Short query names the stream routes take (`/v1/events:stream?from=41&topic=job.`)."""
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -87,6 +89,9 @@ class HttpServer:
         self._routes = RouteTable(routes_of(SERVICES))
         self.sessions = Sessions()
         self._event_json = streams.EventJson()
+        self._feeds = Feeds(
+            api, self._event_json.frame, config.event_buffer_bytes, streams.FRAME_INTERVAL_S
+        )
         self._sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -127,6 +132,7 @@ class HttpServer:
         """Close the sockets (1001, going away) and stop taking requests."""
         for socket in list(self._sockets):
             await socket.close(code=1001, message=b"server shutting down")
+        await self._feeds.stop()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -180,8 +186,13 @@ class HttpServer:
                 return await streams.ndjson(request, operation(who, message), context)
             if "follow" in message.DESCRIPTOR.fields_by_name and "follow" not in request.query:
                 message.follow = True  # a socket follows unless told not to
+            source = (
+                self._feeds.follow(who, message)
+                if route.full_method == STREAM_EVENTS and message.follow
+                else streams.unshared(operation(who, message))
+            )
             return await streams.websocket(
-                request, operation(who, message), context, message.after_sequence, self._sockets
+                request, source, context, message.after_sequence, self._sockets
             )
         except ZBrainError as error:
             if websocket:

@@ -50,6 +50,9 @@ FRAME_INTERVAL_S = 0.1
 """A socket sends at most one frame per interval (each holding all that came
 meanwhile): a browser sees changes within 100 ms, and the server's work per
 watcher stays bounded however fast events come (bench: 100 watchers)."""
+PACED_BELOW = 100
+"""Frames of fewer items than this are paced by FRAME_INTERVAL_S; larger ones
+are a backlog being caught up with, sent as fast as the reader takes them."""
 CLOSE_GRACE_S = 5.0  # how long a closing socket's last frames may wait for the peer
 
 
@@ -85,14 +88,27 @@ class EventJson:
         return found
 
 
+def _sequenced(message: Message) -> list[Any]:
+    """The items (events, log lines) of a stream's response message."""
+    for field, value in message.ListFields():
+        if (
+            field.is_repeated
+            and field.message_type is not None
+            and "sequence" in field.message_type.fields_by_name
+        ):
+            return list(value)
+    return []
+
+
+def _items(message: Message) -> int:
+    return len(_sequenced(message))
+
+
 def last_sequence(message: Message) -> int | None:
     """The sequence of the last item (event or log line) of a stream's
     response message, or None when it carries none."""
-    for field, value in message.ListFields():
-        items = field.message_type is not None and "sequence" in field.message_type.fields_by_name
-        if items and field.is_repeated and value:
-            return int(value[-1].sequence)
-    return None
+    items = _sequenced(message)
+    return int(items[-1].sequence) if items else None
 
 
 class StreamContext:
@@ -135,7 +151,7 @@ class StreamContext:
 
 async def websocket(
     request: web.Request,
-    responses: AsyncGenerator[Message, None],
+    source: AsyncGenerator[tuple[Message, bytes | None], None],
     context: StreamContext,
     after: int,
     open_sockets: set[web.WebSocketResponse],
@@ -166,7 +182,7 @@ async def websocket(
     # They are raced once for the socket's life, not once per frame: a
     # hundred watchers then cost little more than their writes.
     reader = asyncio.create_task(_drain_incoming(socket))
-    sending = asyncio.create_task(_send_all(socket, responses, context, after))
+    sending = asyncio.create_task(_send_all(socket, source, context, after))
     try:
         await asyncio.wait((sending, reader, stream.ended), return_when=asyncio.FIRST_COMPLETED)
         ending: ZBrainError | None
@@ -199,19 +215,21 @@ async def websocket(
 
 async def _send_all(
     socket: web.WebSocketResponse,
-    responses: AsyncGenerator[Message, None],
+    source: AsyncGenerator[tuple[Message, bytes | None], None],
     context: StreamContext,
     sent: int,
 ) -> ZBrainError | None:
     """Send the stream's messages until it ends (None) or fails (the error
-    to close with)."""
+    to close with). A message comes with its frame's bytes when a feed
+    encoded it for every socket; otherwise it is encoded here."""
     try:
-        async with contextlib.aclosing(responses) as messages:
-            async for message in messages:
+        async with contextlib.aclosing(source) as messages:
+            async for message, shared in messages:
                 sequence = last_sequence(message)
+                data = shared if shared is not None else context.frames.frame(message).encode()
                 try:
                     async with asyncio.timeout(context.send_timeout_s):
-                        await socket.send_str(context.frames.frame(message))
+                        await socket.send_frame(data, WSMsgType.TEXT)
                 except TimeoutError:
                     # Only the wait for the network timed out: the frame is in the
                     # socket's buffer, the reader's to read before the close.
@@ -224,12 +242,22 @@ async def _send_all(
                     )
                 if sequence is not None:
                     sent = sequence
-                # What arrives meanwhile waits in the stream's bounded buffer
-                # and goes out together in the next frame.
-                await asyncio.sleep(FRAME_INTERVAL_S)
+                if shared is None and _items(message) < PACED_BELOW:
+                    # What arrives meanwhile waits in the stream's bounded buffer
+                    # and goes out together in the next frame (a feed paces itself).
+                    await asyncio.sleep(FRAME_INTERVAL_S)
     except ZBrainError as error:
         return error
     return None
+
+
+async def unshared(
+    responses: AsyncGenerator[Message, None],
+) -> AsyncGenerator[tuple[Message, bytes | None], None]:
+    """A stream's own messages, as a socket's source (none shares its frames)."""
+    async with contextlib.aclosing(responses):
+        async for message in responses:
+            yield message, None
 
 
 async def _close(request: web.Request, socket: web.WebSocketResponse, error: ZBrainError) -> None:
