@@ -27,8 +27,8 @@ import contextlib
 import json
 import mimetypes
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, cast
 
 from aiohttp import WSMsgType, web
 from google.protobuf.message import Message
@@ -46,9 +46,9 @@ CLOSE_CODE_BASE = 4000  # + the google.rpc code
 SLOW_READER_CODE = CLOSE_CODE_BASE + 8  # RESOURCE_EXHAUSTED
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
 MAX_INCOMING_FRAME_BYTES = 4096  # a reader sends nothing but pings and the close
-FRAME_INTERVAL_S = 0.1
+FRAME_INTERVAL_S = 0.25
 """A socket sends at most one frame per interval (each holding all that came
-meanwhile): a browser sees changes within 100 ms, and the server's work per
+meanwhile): a browser sees changes within 250 ms, and the server's work per
 watcher stays bounded however fast events come (bench: 100 watchers)."""
 PACED_BELOW = 100
 """Frames of fewer items than this are paced by FRAME_INTERVAL_S; larger ones
@@ -88,7 +88,7 @@ class EventJson:
         return found
 
 
-def _sequenced(message: Message) -> list[Any]:
+def _sequenced(message: Message) -> Sequence[Any]:
     """The items (events, log lines) of a stream's response message."""
     for field, value in message.ListFields():
         if (
@@ -96,8 +96,8 @@ def _sequenced(message: Message) -> list[Any]:
             and field.message_type is not None
             and "sequence" in field.message_type.fields_by_name
         ):
-            return list(value)
-    return []
+            return cast(Sequence[Any], value)
+    return ()
 
 
 def _items(message: Message) -> int:
