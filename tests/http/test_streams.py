@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import eventually
+from zbrain.models import Role
 from zbrain_server.config import Limits
 
 from .conftest import Http, StartHttp
@@ -220,3 +221,22 @@ async def test_a_slow_reader_is_cut_off_naming_where_to_resume_while_memory_stay
 
 async def _is(value: int, expected: int) -> bool:
     return value == expected
+
+
+async def test_sockets_need_a_token_and_see_only_their_organisation(start_http: StartHttp) -> None:
+    http = await start_http(auth="required")
+    team_a = await http.token("team-a", Role.CLIENT)
+    theirs = await http.submit(["true"], token=await http.token("team-b", Role.CLIENT))
+    async with http.websocket("/v1/events:stream") as ws:
+        assert (await ws.receive_json(timeout=10))["error"]["code"] == 16
+        await ws.receive(timeout=10)
+        assert ws.close_code == 4016
+    bearer = {"Authorization": f"Bearer {team_a}"}
+    async with http.websocket(f"/v1/jobs/{theirs}/logs:stream", headers=bearer) as ws:
+        assert (await ws.receive_json(timeout=10))["error"]["code"] == 5
+        await ws.receive(timeout=10)
+        assert ws.close_code == 4005
+    ours = await http.submit(["true"], token=team_a)
+    async with http.websocket("/v1/events:stream?follow=false", headers=bearer) as ws:
+        frame = await ws.receive_json(timeout=10)
+        assert {event["jobId"] for event in frame["events"]} == {ours}
