@@ -292,7 +292,9 @@ async def ndjson(
 ) -> web.StreamResponse:
     """Serve a stream as newline-delimited JSON. An error before the first
     message is the response's status; a later one is a last line
-    `{"error": <google.rpc.Status>}`."""
+    `{"error": <google.rpc.Status>}`. A reader that does not take a line
+    within the send timeout is disconnected (it resumes with `from=`, as a
+    socket would)."""
     async with context.messages(responses) as messages:
         first = await anext(messages, None)  # a ZBrainError here is the answer's status
         response = web.StreamResponse(
@@ -300,13 +302,23 @@ async def ndjson(
         )
         await response.prepare(request)
         try:
-            message = first
-            while message is not None:
-                await response.write(context.frames.frame(message).encode() + b"\n")
-                message = await anext(messages, None)
+            async with asyncio.timeout(None) as deadline:
+                message = first
+                while message is not None:
+                    deadline.reschedule(asyncio.get_running_loop().time() + context.send_timeout_s)
+                    await response.write(context.frames.frame(message).encode() + b"\n")
+                    deadline.reschedule(None)
+                    message = await anext(messages, None)
         except ZBrainError as error:
             line = json.dumps({"error": json.loads(codec.error_json(error))})
-            await response.write(line.encode() + b"\n")
+            with contextlib.suppress(ConnectionError):
+                await response.write(line.encode() + b"\n")
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except ConnectionError:
+            return response  # the reader left
         await response.write_eof()
         return response
 
