@@ -9,7 +9,9 @@ import re
 from typing import Any
 
 import grpc
+import pytest
 
+from zbrain.errors import ZBrainError
 from zbrain.models import Role
 from zbrain.v1 import job_pb2, job_service_pb2_grpc
 from zbrain.v1 import job_service_pb2 as pb
@@ -291,3 +293,11 @@ async def test_with_auth_off_only_requests_to_an_ip_or_localhost_are_answered(
     assert (status, answer["code"]) == (403, 7)
     status, _ = await http.call("GET", "/v1/jobs", headers={"Host": f"localhost:{http.port}"})
     assert status == 200
+
+
+async def test_a_taken_http_port_is_refused_with_a_message(
+    start_http: StartHttp, start_server: Any
+) -> None:
+    http = await start_http()
+    with pytest.raises(ZBrainError, match=f"cannot listen for HTTP on 127.0.0.1:{http.port}"):
+        await start_server(http_listen=f"127.0.0.1:{http.port}")
