@@ -15,11 +15,14 @@ import ipaddress
 import json
 import logging
 import ssl
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Status, StatusCode
 
 from zbrain.errors import (
     FieldViolation,
@@ -36,6 +39,7 @@ from ..config import ServerConfig
 from ..core.access import Caller
 from ..rpc.api import Api
 from ..rpc.auth import Authenticator
+from ..rpc.telemetry import RpcTelemetry
 from . import codec, streams
 from .feeds import Feeds
 from .routes import MethodNotAllowedError, RouteTable, routes_of
@@ -81,8 +85,16 @@ class HttpServer:
     """The HTTP/JSON API and the console of one ZBrain server: `await
     start()`, then `await stop()`."""
 
-    def __init__(self, config: ServerConfig, api: Api, auth: Authenticator, listen: str) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        api: Api,
+        auth: Authenticator,
+        listen: str,
+        telemetry: RpcTelemetry,
+    ) -> None:
         self._config = config
+        self._telemetry = telemetry
         self._api = api
         self._auth = auth
         self._listen = listen
@@ -169,7 +181,7 @@ class HttpServer:
             if operation is None:  # an annotated RPC without an operation: a bug
                 raise ZBrainError(f"{route.full_method} has no operation")
             if not route.streaming:
-                answer = await operation(who, message)
+                answer = await self._unary(route.full_method, request, operation, who, message)
                 return web.Response(text=codec.to_json(answer), content_type="application/json")
             context = streams.StreamContext(
                 self._auth,
@@ -198,6 +210,27 @@ class HttpServer:
             if websocket:
                 return await streams.refuse_websocket(request, error)
             return error_response(error)
+
+    async def _unary(
+        self, method: str, request: web.Request, operation: Any, who: Caller, message: Any
+    ) -> Any:
+        """A unary operation in a server span (in the caller's trace when its
+        `traceparent` header names one), its duration recorded by status, as
+        the gRPC edge records its calls."""
+        started, code = time.perf_counter(), "OK"
+        parent = propagate.extract(dict(request.headers))
+        attributes = {"rpc.system": "http", "rpc.method": method.lstrip("/")}
+        span = self._telemetry.start_rpc_span(method.lstrip("/"), parent, attributes)
+        with trace.use_span(span, end_on_exit=True):
+            try:
+                return await operation(who, message)
+            except ZBrainError as error:
+                code = error.code.name
+                span.set_status(Status(StatusCode.ERROR, code))
+                raise
+            finally:
+                span.set_attribute("rpc.grpc.status_code", code)
+                self._telemetry.record_rpc(method.lstrip("/"), code, started)
 
     async def _caller(
         self, request: web.Request, method: str, *, checks_origin: bool
