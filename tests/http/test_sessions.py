@@ -40,6 +40,7 @@ async def test_a_signed_in_browser_reads_with_its_cookie_and_writes_with_the_csr
 
     status, answer = await http.call("GET", "/v1/session", headers=cookie)
     assert answer["signedIn"] and answer["authRequired"]
+    assert (answer["role"], answer["orgId"], answer["csrfToken"]) == ("client", "team-a", csrf)
     status, _ = await http.call("GET", "/v1/jobs", headers=cookie)
     assert status == 200
     submit = {"job": {"cmd": ["true"]}}

@@ -283,7 +283,7 @@ class HttpServer:
         """GET: who this browser is; POST {"token"}: sign in; DELETE: sign out."""
         try:
             if request.method == "GET":
-                return self._whoami(request)
+                return await self._whoami(request)
             if request.method not in ("POST", "DELETE"):
                 allowed = ["DELETE", "GET", "POST"]
                 raise MethodNotAllowedError(request.method, "/v1/session", allowed)
@@ -294,11 +294,18 @@ class HttpServer:
         except ZBrainError as error:
             return error_response(error)
 
-    def _whoami(self, request: web.Request) -> web.Response:
-        session = self.sessions.find(request.cookies.get(SESSION_COOKIE, ""))
+    async def _whoami(self, request: web.Request) -> web.Response:
+        """Whether auth is on, and who this browser is signed in as (its
+        session's token authenticated again: a revoked one is signed out)."""
         answer: dict[str, Any] = {"authRequired": self._auth.required, "signedIn": False}
+        session = self.sessions.find(request.cookies.get(SESSION_COOKIE, ""))
         if session is not None:
-            answer.update(signedIn=True, tokenId=session.token_id, csrfToken=session.csrf)
+            try:
+                who = await self._auth.authenticate(session.authorization)
+            except UnauthenticatedError:
+                self._end_session(session.id, "this token was revoked")
+            else:
+                answer.update(_signed_in(who, session))
         return web.json_response(answer)
 
     async def _sign_in(self, request: web.Request) -> web.Response:
@@ -315,16 +322,8 @@ class HttpServer:
         authorization = f"Bearer {token.strip()}"
         who = await self._auth.authenticate(authorization)
         session = self.sessions.create(authorization, who.token_id)
-        response = web.json_response(
-            {
-                "authRequired": self._auth.required,
-                "signedIn": True,
-                "tokenId": who.token_id,
-                "role": who.role.label,
-                "orgId": who.org_id or "",
-                "csrfToken": session.csrf,
-            }
-        )
+        answer = {"authRequired": self._auth.required, **_signed_in(who, session)}
+        response = web.json_response(answer)
         secure = self._config.tls_cert is not None
         response.set_cookie(
             SESSION_COOKIE, session.id, path="/", httponly=True, samesite="Strict", secure=secure
@@ -350,6 +349,17 @@ class HttpServer:
         """Forget a session and end its streams at once."""
         self.sessions.end(session_id)
         self._auth.end(lambda stream: stream.session == session_id, why)
+
+
+def _signed_in(who: Caller, session: Session) -> dict[str, Any]:
+    """What /v1/session says of a signed-in browser ("orgId" is empty for an admin)."""
+    return {
+        "signedIn": True,
+        "tokenId": who.token_id,
+        "role": who.role.label,
+        "orgId": who.org_id or "",
+        "csrfToken": session.csrf,
+    }
 
 
 def error_response(error: ZBrainError) -> web.Response:
