@@ -210,6 +210,11 @@ class HttpServer:
             if websocket:
                 return await streams.refuse_websocket(request, error)
             return error_response(error)
+        except Exception:  # a bug: logged here, answered as a status, never a traceback
+            if websocket:
+                raise  # the socket may be open already: aiohttp logs it and drops it
+            log.exception("HTTP %s %s failed", request.method, request.path)
+            return error_response(ZBrainError("internal error: the server's log has the details"))
 
     async def _unary(
         self, method: str, request: web.Request, operation: Any, who: Caller, message: Any
