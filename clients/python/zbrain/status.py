@@ -38,8 +38,15 @@ many violations a request has or however long the names it sent."""
 
 
 def to_status(error: ZBrainError) -> grpc.Status:
-    """The gRPC status (with BadRequest details) that carries `error`, its
-    message and violations cut to fit in trailers (see MAX_MESSAGE_BYTES)."""
+    """The gRPC status (with BadRequest details) that carries `error`."""
+    return rpc_status.to_status(status_message(error))
+
+
+def status_message(error: ZBrainError) -> status_pb2.Status:
+    """The google.rpc.Status that carries `error`: its code, its message, its
+    field violations as a BadRequest detail and its reason as an ErrorInfo,
+    message and violations cut to fit in trailers (see MAX_MESSAGE_BYTES).
+    Both edges send it, gRPC in its trailers and HTTP as the JSON body."""
     details = []
     if error.violations:
         bad_request = error_details_pb2.BadRequest(field_violations=_fitting(error.violations))
@@ -54,8 +61,7 @@ def to_status(error: ZBrainError) -> grpc.Status:
         detail.Pack(info)
         details.append(detail)
     message = _cut(error.message, MAX_MESSAGE_BYTES)
-    status = status_pb2.Status(code=error.code.value, message=message, details=details)
-    return rpc_status.to_status(status)
+    return status_pb2.Status(code=error.code.value, message=message, details=details)
 
 
 def _fitting(
