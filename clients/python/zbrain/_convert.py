@@ -277,6 +277,8 @@ def org_settings(message: org_pb2.OrgSettings) -> OrgSettings:
         paused=message.paused,
         paused_selectors=tuple(dict(s.labels) for s in message.paused_selectors),
         update_time=_time(message, "update_time", _local_zone()),
+        log_bytes_used=message.log_bytes_used,
+        artifact_bytes_used=message.artifact_bytes_used,
     )
 
 

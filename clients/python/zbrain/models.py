@@ -490,12 +490,14 @@ class OrgSettings:
     max_running_jobs: int = 0
     max_starts_per_second: float = 0.0
     max_waiting_jobs: int = 0
-    max_log_bytes: int = 0  # per job
-    max_artifact_bytes: int = 0  # per job
+    max_log_bytes: int = 0  # all its stored jobs together
+    max_artifact_bytes: int = 0  # all its stored jobs together
     retention_days: int = 0
     paused: bool = False
     paused_selectors: tuple[Mapping[str, str], ...] = ()
     update_time: datetime | None = None
+    log_bytes_used: int = 0  # what its stored jobs hold now
+    artifact_bytes_used: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -509,6 +511,8 @@ class OrgSettings:
             "paused": self.paused,
             "paused_selectors": [dict(selector) for selector in self.paused_selectors],
             "update_time": _iso(self.update_time),
+            "log_bytes_used": self.log_bytes_used,
+            "artifact_bytes_used": self.artifact_bytes_used,
         }
 
 

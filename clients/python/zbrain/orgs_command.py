@@ -27,6 +27,13 @@ def _limit(value: float, unit: str = "", *, default: str = "") -> str:
     return f"none of its own ({default})" if default else "none"
 
 
+def _usage(used: int, quota: int) -> str:
+    """Storage used against the org's quota on it, e.g. "1200 of 4096 (29%)"."""
+    if not quota:
+        return f"{used} stored, no quota"
+    return f"{used} of {quota} ({100 * used // quota}%)"
+
+
 def print_settings(settings: OrgSettings) -> None:
     """An org's settings as `zbrain org get` shows them."""
     selectors = [
@@ -41,11 +48,8 @@ def print_settings(settings: OrgSettings) -> None:
         ("max running", _limit(settings.max_running_jobs)),
         ("max starts/s", _limit(settings.max_starts_per_second)),
         ("max waiting", _limit(settings.max_waiting_jobs, default="the server's")),
-        ("max log bytes", _limit(settings.max_log_bytes, " per job", default="the server's")),
-        (
-            "max artifact bytes",
-            _limit(settings.max_artifact_bytes, " per job", default="the server's"),
-        ),
+        ("log bytes", _usage(settings.log_bytes_used, settings.max_log_bytes)),
+        ("artifact bytes", _usage(settings.artifact_bytes_used, settings.max_artifact_bytes)),
         ("retention", _limit(settings.retention_days, " days", default="the server's")),
         ("updated", updated.isoformat(timespec="seconds") if updated else "never"),
     ]

@@ -14,6 +14,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from zbrain.errors import ResourceExhaustedError, ZBrainError
+
 
 @dataclass(slots=True)
 class OrgSettings:
@@ -38,6 +40,24 @@ class OrgSettings:
         """Whether leasing must count and lock for this org (running jobs or
         starts per second); pauses are a filter and need neither."""
         return self.max_running_jobs > 0 or self.max_starts_per_second > 0
+
+
+@dataclass(frozen=True, slots=True)
+class OrgUsage:
+    """The storage an organisation's stored jobs hold, against its quotas
+    (max_log_bytes, max_artifact_bytes)."""
+
+    log_bytes: int = 0
+    artifact_bytes: int = 0
+
+
+def artifact_quota_exceeded(org_id: str, used: int, adding: int, quota: int) -> ZBrainError:
+    """The refusal of an upload past the org's artifact quota."""
+    return ResourceExhaustedError(
+        f"organisation {org_id!r} stores {used} bytes of artifacts; this one "
+        f"({adding} bytes) would pass its quota (max_artifact_bytes) of {quota} bytes: "
+        "retention frees room as old jobs go, or an admin may raise the quota"
+    )
 
 
 class Hold(enum.Enum):

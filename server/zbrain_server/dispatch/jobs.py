@@ -21,7 +21,7 @@ from zbrain.errors import (
 from ..config import ServerConfig
 from ..core import lifecycle
 from ..core.access import Caller, check_visible
-from ..core.limits import WaitingFacts, hold
+from ..core.limits import WaitingFacts, artifact_quota_exceeded, hold
 from ..core.model import (
     Artifact,
     AttemptResult,
@@ -288,21 +288,30 @@ class Jobs:
         announced: Artifact,
         chunks: AsyncIterator[bytes],
     ) -> Artifact:
-        """Store an artifact of a leased job. The lease and the job's room are
-        checked before any content is read, so a stale worker wastes nothing."""
+        """Store an artifact of a leased job. The lease, the job's room and
+        the org's artifact quota are checked before any content is read, so a
+        stale worker wastes nothing; the quota again when the artifact is
+        recorded (uploads of one org may run at once)."""
         job = await self.get(caller, job_id)
         lifecycle.check_lease(job, lease_epoch)
-        settings = await self._store.orgs.get(job.org_id)
-        self._check_artifact_room(job, announced, settings.max_artifact_bytes)
+        self._check_artifact_room(job, announced)
+        quota = (await self._store.orgs.get(job.org_id)).max_artifact_bytes
+        if quota:
+            used = (await self._store.orgs.usage(job.org_id)).artifact_bytes
+            replaced = sum(a.size_bytes for a in job.artifacts if a.name == announced.name)
+            if used - replaced + announced.size_bytes > quota:
+                raise artifact_quota_exceeded(
+                    job.org_id, used, announced.size_bytes - replaced, quota
+                )
         stored = await self._blobs.write(chunks, announced, self._config.limits.max_artifact_bytes)
-        await self._store.add_artifact(job_id, lease_epoch, stored)
+        await self._store.add_artifact(job_id, lease_epoch, stored, org_max_bytes=quota)
         self._signals.changed(job_id)
         return stored
 
-    def _check_artifact_room(self, job: Job, announced: Artifact, org_max_bytes: int) -> None:
+    def _check_artifact_room(self, job: Job, announced: Artifact) -> None:
         """RESOURCE_EXHAUSTED when the job may hold no more (or no larger)
-        artifacts: `org_max_bytes`, the org's own limit when not 0, replaces
-        the server's max_artifacts_bytes_per_job."""
+        artifacts (the server's max_artifacts_per_job and
+        max_artifacts_bytes_per_job)."""
         limits = self._config.limits
         others = [a for a in job.artifacts if a.name != announced.name]
         if len(others) >= limits.max_artifacts_per_job:
@@ -311,11 +320,9 @@ class Jobs:
                 f"(max_artifacts_per_job) is {limits.max_artifacts_per_job}"
             )
         total = sum(a.size_bytes for a in others) + announced.size_bytes
-        limit, which = limits.max_artifacts_bytes_per_job, "max_artifacts_bytes_per_job"
-        if org_max_bytes:
-            limit, which = org_max_bytes, "the organisation's max_artifact_bytes"
+        limit = limits.max_artifacts_bytes_per_job
         if total > limit:
             raise ResourceExhaustedError(
                 f"job {job.id}'s artifacts would total {total} bytes; "
-                f"the limit ({which}) is {limit}"
+                f"the limit (max_artifacts_bytes_per_job) is {limit}"
             )

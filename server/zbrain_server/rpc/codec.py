@@ -24,7 +24,7 @@ from zbrain.v1 import (
 )
 
 from ..core import events
-from ..core.limits import OrgSettings
+from ..core.limits import OrgSettings, OrgUsage
 from ..core.model import (
     Artifact,
     Cause,
@@ -392,8 +392,8 @@ def worker_to_proto(session: WorkerSession) -> job_service_pb2.Worker:
     )
 
 
-def org_settings_to_proto(settings: OrgSettings) -> org_pb2.OrgSettings:
-    """An org's settings as OrgService shows them."""
+def org_settings_to_proto(settings: OrgSettings, usage: OrgUsage) -> org_pb2.OrgSettings:
+    """An org's settings, and its storage usage, as OrgService shows them."""
     return org_pb2.OrgSettings(
         org_id=settings.org_id,
         max_running_jobs=settings.max_running_jobs,
@@ -407,4 +407,6 @@ def org_settings_to_proto(settings: OrgSettings) -> org_pb2.OrgSettings:
             org_pb2.LabelSelector(labels=selector) for selector in settings.paused_selectors
         ],
         update_time=timestamp(settings.update_time_us),
+        log_bytes_used=usage.log_bytes,
+        artifact_bytes_used=usage.artifact_bytes,
     )

@@ -38,13 +38,18 @@ class OrgApi:
 
     async def _changed(self, settings: OrgSettings) -> pb.OrgSettings:
         await self._api.jobs.settings_changed()
-        return codec.org_settings_to_proto(settings)
+        return await self._shown(settings)
+
+    async def _shown(self, settings: OrgSettings) -> pb.OrgSettings:
+        """The settings with the org's storage usage beside them."""
+        usage = await self._store.orgs.usage(settings.org_id)
+        return codec.org_settings_to_proto(settings, usage)
 
     async def get_org_settings(
         self, caller: Caller, request: pb.GetOrgSettingsRequest
     ) -> pb.GetOrgSettingsResponse:
         settings = await self._store.orgs.get(self._org(caller, request.org_id))
-        return pb.GetOrgSettingsResponse(settings=codec.org_settings_to_proto(settings))
+        return pb.GetOrgSettingsResponse(settings=await self._shown(settings))
 
     async def update_org_settings(
         self, caller: Caller, request: pb.UpdateOrgSettingsRequest

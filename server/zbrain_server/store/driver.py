@@ -94,8 +94,9 @@ class Driver(abc.ABC):
     @abc.abstractmethod
     def finish(self, group: Group) -> Program[None]:
         """The group's last statements: move the waiting counts by
-        `group.waiting`, number and store `group.events` in commit order, and
-        set `group.last_sequence`."""
+        `group.waiting` and the orgs' storage usage by `group.usage_moves()`,
+        number and store `group.events` in commit order, and set
+        `group.last_sequence`."""
 
     @abc.abstractmethod
     def committed(self, group: Group) -> None:

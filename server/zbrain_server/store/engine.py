@@ -19,9 +19,15 @@ a follow-up last, after all its writes, in a savepoint of its own
 there, so a job is stored and leased in one commit (one fsync) and its lease
 is pushed right after that commit, with no dispatch pass in between.
 
+The bytes of logs and artifacts a group adds to (or retention takes from)
+each org are summed over the group and moved in the driver's `finish`, one
+row per org per group, so an org's storage total costs its busy appenders
+no turn at a row of their own (`Tx.add_usage`, `Tx.usage`).
+
 The driver supplies the transaction (`run_group`), the counts of waiting
-jobs a quota is checked against (`lock_orgs`), the numbering of events
-(`finish`), and what follows a commit (`committed`); see `store.driver`.
+jobs a quota is checked against (`lock_orgs`), the numbering of events and
+the moves of usage (`finish`), and what follows a commit (`committed`); see
+`store.driver`.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from ..core import events
 from ..core.lifecycle import Change
 from ..core.model import EventRecord
 from . import graph
-from .ops import ExecuteMany, Program, RollbackToSavepoint, Savepoint
+from .ops import ExecuteMany, FetchOne, Program, RollbackToSavepoint, Savepoint
 from .rows import save_params
 from .rules import quota_exceeded, waiting_changes
 
@@ -56,12 +62,14 @@ WRITE_TRIES = 3
 
 class Group:
     """The writes of one transaction together: their events and what they did
-    to the orgs' waiting counts, for the driver's `finish`; and the committed
-    counts of the orgs whose quotas its writes check."""
+    to the orgs' waiting counts and storage usage, for the driver's `finish`;
+    and the committed counts of the orgs whose quotas its writes check."""
 
     def __init__(self) -> None:
         self.events: list[EventRecord] = []
         self.waiting: collections.Counter[str] = collections.Counter()
+        self.log_bytes: collections.Counter[str] = collections.Counter()
+        self.artifact_bytes: collections.Counter[str] = collections.Counter()
         self.locked: dict[str, int] | None = None  # org -> committed waiting count
         self.last_sequence: int | None = None  # set by the driver's finish
 
@@ -69,6 +77,15 @@ class Group:
         """Take in what a write that succeeded did."""
         self.events += tx.events
         self.waiting.update(tx.waiting)
+        self.log_bytes.update(tx.log_bytes)
+        self.artifact_bytes.update(tx.artifact_bytes)
+
+    def usage_moves(self) -> list[tuple[str, int, int]]:
+        """(org, log bytes, artifact bytes) for each org whose usage the group
+        moves, sorted by org (the order rows are locked in)."""
+        orgs = sorted(org for org in {*self.log_bytes, *self.artifact_bytes})
+        moves = [(org, self.log_bytes[org], self.artifact_bytes[org]) for org in orgs]
+        return [move for move in moves if move[1] or move[2]]
 
     def moved_orgs(self) -> list[str]:
         return [org_id for org_id, delta in self.waiting.items() if delta]
@@ -93,6 +110,8 @@ class Tx:
     def __init__(self, group: Group) -> None:
         self.events: list[EventRecord] = []
         self.waiting: collections.Counter[str] = collections.Counter()
+        self.log_bytes: collections.Counter[str] = collections.Counter()
+        self.artifact_bytes: collections.Counter[str] = collections.Counter()
         self._group = group
 
     def save(self, changes: Sequence[Change], *, record: bool = True) -> Program[None]:
@@ -120,6 +139,25 @@ class Tx:
     def record(self, records: Iterable[EventRecord]) -> None:
         """Record events with this write (numbered when the group commits)."""
         self.events += records
+
+    def add_usage(self, org_id: str, *, log_bytes: int = 0, artifact_bytes: int = 0) -> None:
+        """Move the org's storage usage (negative: give back) with this write;
+        the group moves the org's row once, by its sum, in its `finish`."""
+        self.log_bytes[org_id] += log_bytes
+        self.artifact_bytes[org_id] += artifact_bytes
+
+    def usage(self, org_id: str) -> Program[tuple[int, int]]:
+        """The org's storage usage (log bytes, artifact bytes) as this write
+        sees it: the committed row, plus what the group's earlier writes and
+        this one moved. Read without a lock: on PostgreSQL, replicas committing
+        at once may each add one group's worth past a quota."""
+        row = yield FetchOne("select_org_usage", {"org_id": org_id})
+        logs, artifacts = (row["log_bytes"], row["artifact_bytes"]) if row else (0, 0)
+        group = self._group
+        return (
+            int(logs) + group.log_bytes[org_id] + self.log_bytes[org_id],
+            int(artifacts) + group.artifact_bytes[org_id] + self.artifact_bytes[org_id],
+        )
 
     def check_quota(self, limit: int, own: Mapping[str, int] | None = None) -> None:
         """ResourceExhaustedError when this write leaves an org it adds to with

@@ -23,6 +23,7 @@ from zbrain.errors import NotFoundError, StoreConflictError, ZBrainError
 from ..core import events, lifecycle
 from ..core.ids import first_id_at
 from ..core.lifecycle import Change, RetryPolicy
+from ..core.limits import artifact_quota_exceeded
 from ..core.model import (
     Artifact,
     AttemptResult,
@@ -34,6 +35,7 @@ from ..core.model import (
     Lease,
     LogLine,
     LogRecord,
+    LogStream,
     NewJob,
 )
 from ..core.tokens import Token
@@ -52,7 +54,15 @@ from .rows import (
     token_params,
     with_artifacts,
 )
-from .rules import finish_all, leases, plan_submission, round_robin, within_log_budget
+from .rules import (
+    ORG_LOG_QUOTA_MARK,
+    finish_all,
+    leases,
+    plan_submission,
+    round_robin,
+    within_log_budget,
+    within_org_log_quota,
+)
 from .schedules import ScheduleStore
 from .templates import TemplateStore
 
@@ -583,17 +593,32 @@ class JobStore:
     ) -> list[LogLine]:
         """Append lines to a leased job, numbering them; StaleLeaseError if not live.
 
-        With `max_bytes` (or `org_max_bytes[org]`, the job's org's own), lines
-        past the job's log budget are dropped and one SYSTEM line says so;
-        after that the job's log takes nothing more.
+        With `max_bytes`, lines past the job's log budget are dropped and one
+        SYSTEM line says so; after that the job's log takes nothing more.
+        With `org_max_bytes[org]`, the job's org's quota on the log bytes all
+        its stored jobs hold, lines past it are dropped and one SYSTEM line
+        says so; after that the job's log takes nothing more (one more read
+        per append, for the orgs with a quota only).
         """
 
         def program(tx: Tx) -> Program[list[LogLine]]:
             row = yield from self._lock_job(job_id, "lock_job_for_logs")
             job = job_from_row(row)
             lifecycle.check_lease(job, lease_epoch)
-            limit = org_max_bytes.get(job.org_id, max_bytes) if org_max_bytes else max_bytes
-            kept, total_bytes = within_log_budget(records, row["log_bytes"], limit)
+            fitting, over_quota = list(records), False
+            quota = org_max_bytes.get(job.org_id) if org_max_bytes else None
+            if quota:
+                if row["log_count"]:
+                    last = yield FetchOne(
+                        "log_line", {"job_id": job_id, "sequence": row["log_count"]}
+                    )
+                    if last is not None and log_line_from_row(last).text == ORG_LOG_QUOTA_MARK:
+                        return []
+                used, _ = yield from tx.usage(job.org_id)
+                fitting, over_quota = within_org_log_quota(records, used, quota)
+            kept, total_bytes = within_log_budget(fitting, row["log_bytes"], max_bytes)
+            if over_quota and len(kept) == len(fitting):  # the job's own mark not added
+                kept.append((LogStream.SYSTEM, records[len(fitting)][1], ORG_LOG_QUOTA_MARK))
             first = row["log_count"] + 1
             lines = [
                 LogLine(first + i, stream, job.attempt, time_us, text)
@@ -606,6 +631,7 @@ class JobStore:
                 "set_log_count",
                 {"id": job_id, "log_count": first - 1 + len(lines), "log_bytes": total_bytes},
             )
+            tx.add_usage(job.org_id, log_bytes=total_bytes - row["log_bytes"])
             tx.record(events.logged(job, lines))
             return lines
 
@@ -620,11 +646,23 @@ class JobStore:
 
     # -- artifacts -------------------------------------------------------------------
 
-    async def add_artifact(self, job_id: str, lease_epoch: int, artifact: Artifact) -> None:
-        """Record an uploaded artifact of a leased job (replacing one of the same name)."""
+    async def add_artifact(
+        self, job_id: str, lease_epoch: int, artifact: Artifact, *, org_max_bytes: int = 0
+    ) -> None:
+        """Record an uploaded artifact of a leased job (replacing one of the
+        same name); ResourceExhaustedError when it would take the org's
+        artifacts past `org_max_bytes` (0: no quota)."""
 
         def program(tx: Tx) -> Program[None]:
-            lifecycle.check_lease(job_from_row((yield from self._lock_job(job_id))), lease_epoch)
+            job = job_from_row((yield from self._lock_job(job_id)))
+            lifecycle.check_lease(job, lease_epoch)
+            row = yield FetchOne("artifact_size", {"job_id": job_id, "name": artifact.name})
+            added = artifact.size_bytes - (row["size_bytes"] if row else 0)
+            if org_max_bytes and added > 0:
+                _, used = yield from tx.usage(job.org_id)
+                if used + added > org_max_bytes:
+                    raise artifact_quota_exceeded(job.org_id, used, added, org_max_bytes)
+            tx.add_usage(job.org_id, artifact_bytes=added)
             yield Execute(
                 "upsert_artifact",
                 {
@@ -663,6 +701,12 @@ class JobStore:
                 params = {"org_id": org_id, "before": before, "limit": PURGE_BATCH - len(ids)}
                 ids += [row["id"] for row in (yield Fetch("purgeable_of_org", params))]
             if ids:
+                for row in (yield Fetch("usage_of_jobs", {"ids": ids})):
+                    tx.add_usage(
+                        row["org_id"],
+                        log_bytes=-int(row["log_bytes"]),
+                        artifact_bytes=-int(row["artifact_bytes"]),
+                    )
                 for statement in (
                     "delete_logs_of",
                     "delete_artifacts_of",

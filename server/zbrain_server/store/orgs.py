@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core.limits import Bucket, OrgSettings, full_bucket, key_limit, with_selector
+from ..core.limits import Bucket, OrgSettings, OrgUsage, full_bucket, key_limit, with_selector
 from ..core.model import Job
 from .driver import Driver
 from .engine import Tx, WriteEngine
@@ -218,6 +218,11 @@ class OrgStore:
         """An org's settings; defaults (update_time_us None) when never set."""
         rows = await self._driver.fetch("org_settings_of", {"org_ids": [org_id]})
         return settings_from_row(rows[0]) if rows else OrgSettings(org_id)
+
+    async def usage(self, org_id: str) -> OrgUsage:
+        """The storage the org's stored jobs hold, as last committed."""
+        row = await self._driver.fetch_one("select_org_usage", {"org_id": org_id})
+        return OrgUsage(int(row["log_bytes"]), int(row["artifact_bytes"])) if row else OrgUsage()
 
     async def running(self, org_id: str, concurrency_key: str) -> tuple[int, int]:
         """How many jobs of an org run now, and of those, how many with a key."""

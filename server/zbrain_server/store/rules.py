@@ -1,6 +1,7 @@
 """The decisions every backend's writes share, apart from any SQL: in-batch
 deduplication, applying a batch of attempt outcomes, fair leasing across
-organisations, the per-job log budget, and the waiting-jobs quota."""
+organisations, the per-job log budget, the per-org storage quotas, and the
+waiting-jobs quota."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from ..core.lifecycle import Change, RetryPolicy
 from ..core.model import AttemptResult, Job, Lease, LogRecord, LogStream, NewJob
 
 LOG_LIMIT_MARK = "[log limit reached: further output of this job is not stored]"
+ORG_LOG_QUOTA_MARK = (
+    "[the organisation's log quota (max_log_bytes) is reached: "
+    "further output of this job is not stored]"
+)
 
 
 def plan_submission(
@@ -102,6 +107,21 @@ def within_log_budget(
         stored += size
         kept.append(record)
     return kept, stored
+
+
+def within_org_log_quota(
+    records: Sequence[LogRecord], used: int, quota: int
+) -> tuple[list[LogRecord], bool]:
+    """The records that fit in what is left of the org's log quota (`used`
+    bytes of `quota`), and whether some did not (the caller then adds
+    ORG_LOG_QUOTA_MARK, after which the job's log takes nothing more)."""
+    kept: list[LogRecord] = []
+    for record in records:
+        used += len(record[2].encode())
+        if used > quota:
+            return kept, True
+        kept.append(record)
+    return kept, False
 
 
 def waiting_changes(changes: Sequence[Change]) -> dict[str, int]:

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13zbrain/v1/org.proto\x12\tzbrain.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\rLabelSelector\x12\x34\n\x06labels\x18\x01 \x03(\x0b\x32$.zbrain.v1.LabelSelector.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb0\x02\n\x0bOrgSettings\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x18\n\x10max_running_jobs\x18\x02 \x01(\x05\x12\x1d\n\x15max_starts_per_second\x18\x03 \x01(\x01\x12\x18\n\x10max_waiting_jobs\x18\x04 \x01(\x05\x12\x15\n\rmax_log_bytes\x18\x05 \x01(\x03\x12\x1a\n\x12max_artifact_bytes\x18\x06 \x01(\x03\x12\x16\n\x0eretention_days\x18\x07 \x01(\x05\x12\x0e\n\x06paused\x18\x08 \x01(\x08\x12\x32\n\x10paused_selectors\x18\t \x03(\x0b\x32\x18.zbrain.v1.LabelSelector\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\'\n\x15GetOrgSettingsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"B\n\x16GetOrgSettingsResponse\x12(\n\x08settings\x18\x01 \x01(\x0b\x32\x16.zbrain.v1.OrgSettings\"\xe6\x02\n\x18UpdateOrgSettingsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x1d\n\x10max_running_jobs\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\"\n\x15max_starts_per_second\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10max_waiting_jobs\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x1a\n\rmax_log_bytes\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1f\n\x12max_artifact_bytes\x18\x06 \x01(\x03H\x04\x88\x01\x01\x12\x1b\n\x0eretention_days\x18\x07 \x01(\x05H\x05\x88\x01\x01\x42\x13\n\x11_max_running_jobsB\x18\n\x16_max_starts_per_secondB\x13\n\x11_max_waiting_jobsB\x10\n\x0e_max_log_bytesB\x15\n\x13_max_artifact_bytesB\x11\n\x0f_retention_days\"E\n\x19UpdateOrgSettingsResponse\x12(\n\x08settings\x18\x01 \x01(\x0b\x32\x16.zbrain.v1.OrgSettings\"M\n\x0fPauseOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12*\n\x08selector\x18\x02 \x01(\x0b\x32\x18.zbrain.v1.LabelSelector\"<\n\x10PauseOrgResponse\x12(\n\x08settings\x18\x01 \x01(\x0b\x32\x16.zbrain.v1.OrgSettings\"N\n\x10ResumeOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12*\n\x08selector\x18\x02 \x01(\x0b\x32\x18.zbrain.v1.LabelSelector\"=\n\x11ResumeOrgResponse\x12(\n\x08settings\x18\x01 \x01(\x0b\x32\x16.zbrain.v1.OrgSettings2\xe5\x03\n\nOrgService\x12y\n\x0eGetOrgSettings\x12 .zbrain.v1.GetOrgSettingsRequest\x1a!.zbrain.v1.GetOrgSettingsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/orgs/{org_id}/settings\x12\x85\x01\n\x11UpdateOrgSettings\x12#.zbrain.v1.UpdateOrgSettingsRequest\x1a$.zbrain.v1.UpdateOrgSettingsResponse\"%\x82\xd3\xe4\x93\x02\x1f\x32\x1a/v1/orgs/{org_id}/settings:\x01*\x12g\n\x08PauseOrg\x12\x1a.zbrain.v1.PauseOrgRequest\x1a\x1b.zbrain.v1.PauseOrgResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/orgs/{org_id}:pause:\x01*\x12k\n\tResumeOrg\x12\x1b.zbrain.v1.ResumeOrgRequest\x1a\x1c.zbrain.v1.ResumeOrgResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/orgs/{org_id}:resume:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13zbrain/v1/org.proto\x12\tzbrain.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\rLabelSelector\x12\x34\n\x06labels\x18\x01 \x03(\x0b\x32$.zbrain.v1.LabelSelector.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xe5\x02\n\x0bOrgSettings\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x18\n\x10max_running_jobs\x18\x02 \x01(\x05\x12\x1d\n\x15max_starts_per_second\x18\x03 \x01(\x01\x12\x18\n\x10max_waiting_jobs\x18\x04 \x01(\x05\x12\x15\n\rmax_log_bytes\x18\x05 \x01(\x03\x12\x1a\n\x12max_artifact_bytes\x18\x06 \x01(\x03\x12\x16\n\x0eretention_days\x18\x07 \x01(\x05\x12\x0e\n\x06paused\x18\x08 \x01(\x08\x12\x32\n\x10paused_selectors\x18\t \x03(\x0b\x32\x18.zbrain.v1.LabelSelector\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0elog_bytes_used\x18\x0b \x01(\x03\x12\x1b\n\x13\x61rtifact_bytes_used\x18\x0c \x01(\x03\"\'\n\x15GetOrgSettingsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"B\n\x16GetOrgSettingsResponse\x12(\n\x08settings\x18\x01 \x01(\x0b\x32\x16.zbrain.v1.OrgSettings\"\xe6\x02\n\x18UpdateOrgSettingsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x1d\n\x10max_running_jobs\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\"\n\x15max_starts_per_second\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10max_waiting_jobs\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x1a\n\rmax_log_bytes\x18\x05 \x01(\x03H\x03\x88\x01\x01\x12\x1f\n\x12max_artifact_bytes\x18\x06 \x01(\x03H\x04\x88\x01\x01\x12\x1b\n\x0eretention_days\x18\x07 \x01(\x05H\x05\x88\x01\x01\x42\x13\n\x11_max_running_jobsB\x18\n\x16_max_starts_per_secondB\x13\n\x11_max_waiting_jobsB\x10\n\x0e_max_log_bytesB\x15\n\x13_max_artifact_bytesB\x11\n\x0f_retention_days\"E\n\x19UpdateOrgSettingsResponse\x12(\n\x08settings\x18\x01 \x01(\x0b\x32\x16.zbrain.v1.OrgSettings\"M\n\x0fPauseOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12*\n\x08selector\x18\x02 \x01(\x0b\x32\x18.zbrain.v1.LabelSelector\"<\n\x10PauseOrgResponse\x12(\n\x08settings\x18\x01 \x01(\x0b\x32\x16.zbrain.v1.OrgSettings\"N\n\x10ResumeOrgRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12*\n\x08selector\x18\x02 \x01(\x0b\x32\x18.zbrain.v1.LabelSelector\"=\n\x11ResumeOrgResponse\x12(\n\x08settings\x18\x01 \x01(\x0b\x32\x16.zbrain.v1.OrgSettings2\xe5\x03\n\nOrgService\x12y\n\x0eGetOrgSettings\x12 .zbrain.v1.GetOrgSettingsRequest\x1a!.zbrain.v1.GetOrgSettingsResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/orgs/{org_id}/settings\x12\x85\x01\n\x11UpdateOrgSettings\x12#.zbrain.v1.UpdateOrgSettingsRequest\x1a$.zbrain.v1.UpdateOrgSettingsResponse\"%\x82\xd3\xe4\x93\x02\x1f\x32\x1a/v1/orgs/{org_id}/settings:\x01*\x12g\n\x08PauseOrg\x12\x1a.zbrain.v1.PauseOrgRequest\x1a\x1b.zbrain.v1.PauseOrgResponse\"\"\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/orgs/{org_id}:pause:\x01*\x12k\n\tResumeOrg\x12\x1b.zbrain.v1.ResumeOrgRequest\x1a\x1c.zbrain.v1.ResumeOrgResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/orgs/{org_id}:resume:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,23 +48,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LABELSELECTOR_LABELSENTRY']._serialized_start=168
   _globals['_LABELSELECTOR_LABELSENTRY']._serialized_end=213
   _globals['_ORGSETTINGS']._serialized_start=216
-  _globals['_ORGSETTINGS']._serialized_end=520
-  _globals['_GETORGSETTINGSREQUEST']._serialized_start=522
-  _globals['_GETORGSETTINGSREQUEST']._serialized_end=561
-  _globals['_GETORGSETTINGSRESPONSE']._serialized_start=563
-  _globals['_GETORGSETTINGSRESPONSE']._serialized_end=629
-  _globals['_UPDATEORGSETTINGSREQUEST']._serialized_start=632
-  _globals['_UPDATEORGSETTINGSREQUEST']._serialized_end=990
-  _globals['_UPDATEORGSETTINGSRESPONSE']._serialized_start=992
-  _globals['_UPDATEORGSETTINGSRESPONSE']._serialized_end=1061
-  _globals['_PAUSEORGREQUEST']._serialized_start=1063
-  _globals['_PAUSEORGREQUEST']._serialized_end=1140
-  _globals['_PAUSEORGRESPONSE']._serialized_start=1142
-  _globals['_PAUSEORGRESPONSE']._serialized_end=1202
-  _globals['_RESUMEORGREQUEST']._serialized_start=1204
-  _globals['_RESUMEORGREQUEST']._serialized_end=1282
-  _globals['_RESUMEORGRESPONSE']._serialized_start=1284
-  _globals['_RESUMEORGRESPONSE']._serialized_end=1345
-  _globals['_ORGSERVICE']._serialized_start=1348
-  _globals['_ORGSERVICE']._serialized_end=1833
+  _globals['_ORGSETTINGS']._serialized_end=573
+  _globals['_GETORGSETTINGSREQUEST']._serialized_start=575
+  _globals['_GETORGSETTINGSREQUEST']._serialized_end=614
+  _globals['_GETORGSETTINGSRESPONSE']._serialized_start=616
+  _globals['_GETORGSETTINGSRESPONSE']._serialized_end=682
+  _globals['_UPDATEORGSETTINGSREQUEST']._serialized_start=685
+  _globals['_UPDATEORGSETTINGSREQUEST']._serialized_end=1043
+  _globals['_UPDATEORGSETTINGSRESPONSE']._serialized_start=1045
+  _globals['_UPDATEORGSETTINGSRESPONSE']._serialized_end=1114
+  _globals['_PAUSEORGREQUEST']._serialized_start=1116
+  _globals['_PAUSEORGREQUEST']._serialized_end=1193
+  _globals['_PAUSEORGRESPONSE']._serialized_start=1195
+  _globals['_PAUSEORGRESPONSE']._serialized_end=1255
+  _globals['_RESUMEORGREQUEST']._serialized_start=1257
+  _globals['_RESUMEORGREQUEST']._serialized_end=1335
+  _globals['_RESUMEORGRESPONSE']._serialized_start=1337
+  _globals['_RESUMEORGRESPONSE']._serialized_end=1398
+  _globals['_ORGSERVICE']._serialized_start=1401
+  _globals['_ORGSERVICE']._serialized_end=1886
 # @@protoc_insertion_point(module_scope)

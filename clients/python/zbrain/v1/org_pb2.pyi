@@ -82,6 +82,8 @@ class OrgSettings(_message.Message):
     PAUSED_FIELD_NUMBER: _builtins.int
     PAUSED_SELECTORS_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    LOG_BYTES_USED_FIELD_NUMBER: _builtins.int
+    ARTIFACT_BYTES_USED_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """The organisation."""
     max_running_jobs: _builtins.int
@@ -95,17 +97,26 @@ class OrgSettings(_message.Message):
     a submit past it is refused with RESOURCE_EXHAUSTED.
     """
     max_log_bytes: _builtins.int
-    """Log bytes stored per job of the organisation; lines past it are dropped
-    and one SYSTEM line says so.
+    """Log bytes all its stored jobs may hold together (a quota on the
+    organisation's total); lines past it are dropped and one SYSTEM line in
+    the job's log says so, until retention frees room.
     """
     max_artifact_bytes: _builtins.int
-    """Artifact bytes stored per job of the organisation; an upload past it
-    is refused with RESOURCE_EXHAUSTED.
+    """Artifact bytes all its stored jobs may hold together; an upload past it
+    is refused with RESOURCE_EXHAUSTED naming the quota.
     """
     retention_days: _builtins.int
     """Finished jobs are deleted this many days after they finish."""
     paused: _builtins.bool
     """True while the whole organisation is paused."""
+    log_bytes_used: _builtins.int
+    """Output only: the log bytes its stored jobs hold now (against
+    max_log_bytes).
+    """
+    artifact_bytes_used: _builtins.int
+    """Output only: the artifact bytes its stored jobs hold now (against
+    max_artifact_bytes).
+    """
     @_builtins.property
     def paused_selectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___LabelSelector]:
         """The label selectors paused within it."""
@@ -127,10 +138,12 @@ class OrgSettings(_message.Message):
         paused: _builtins.bool = ...,
         paused_selectors: _abc.Iterable[Global___LabelSelector] | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        log_bytes_used: _builtins.int = ...,
+        artifact_bytes_used: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_artifact_bytes", b"max_artifact_bytes", "max_log_bytes", b"max_log_bytes", "max_running_jobs", b"max_running_jobs", "max_starts_per_second", b"max_starts_per_second", "max_waiting_jobs", b"max_waiting_jobs", "org_id", b"org_id", "paused", b"paused", "paused_selectors", b"paused_selectors", "retention_days", b"retention_days", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_bytes_used", b"artifact_bytes_used", "log_bytes_used", b"log_bytes_used", "max_artifact_bytes", b"max_artifact_bytes", "max_log_bytes", b"max_log_bytes", "max_running_jobs", b"max_running_jobs", "max_starts_per_second", b"max_starts_per_second", "max_waiting_jobs", b"max_waiting_jobs", "org_id", b"org_id", "paused", b"paused", "paused_selectors", b"paused_selectors", "retention_days", b"retention_days", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -325,7 +325,8 @@ class PostgresDriver(Driver):
 
     def finish(self, group: Group) -> Program[None]:
         moved = sorted((org_id, delta) for org_id, delta in group.waiting.items() if delta)
-        if not moved and not group.events:
+        usage = group.usage_moves()
+        if not moved and not group.events and not usage:
             return
         records = group.events
         row = yield FetchOne(
@@ -333,6 +334,9 @@ class PostgresDriver(Driver):
             {
                 "moved_orgs": [org_id for org_id, _ in moved],
                 "moved_by": [delta for _, delta in moved],
+                "usage_orgs": [org_id for org_id, _, _ in usage],
+                "usage_logs": [log_bytes for _, log_bytes, _ in usage],
+                "usage_artifacts": [artifact_bytes for _, _, artifact_bytes in usage],
                 "topic": [r.topic for r in records],
                 "org_id": [r.org_id for r in records],
                 "job_id": [r.job_id for r in records],

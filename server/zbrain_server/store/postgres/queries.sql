@@ -268,17 +268,29 @@ RETURNING org_id, waiting;
 -- COMMIT that follows at once; that lock lasting until COMMIT is what keeps
 -- sequence order equal to commit order across replicas. Org rows are locked
 -- here or by lock_orgs, always sorted and before the counter, so no two
--- groups can deadlock over them. (PostgreSQL runs the parts of a WITH in no
--- set order: `counter` reads `waiting` to be sure the org rows come first.)
+-- groups can deadlock over them. The orgs' storage usage rows (org_usage,
+-- the sums of the group's log and artifact bytes) are locked only here,
+-- after the waiting rows and before the counter. (PostgreSQL runs the parts
+-- of a WITH in no set order: `usage` reads `waiting` and `counter` reads
+-- `usage` to be sure of that order.)
 WITH waiting AS (
     INSERT INTO org_waiting (org_id, waiting)
     SELECT * FROM unnest(:moved_orgs::text[], :moved_by::bigint[])
     ON CONFLICT (org_id) DO UPDATE SET waiting = org_waiting.waiting + excluded.waiting
     RETURNING 1
+), usage AS (
+    INSERT INTO org_usage (org_id, log_bytes, artifact_bytes)
+    SELECT u.org_id, u.log_bytes, u.artifact_bytes
+    FROM unnest(:usage_orgs::text[], :usage_logs::bigint[], :usage_artifacts::bigint[])
+        AS u(org_id, log_bytes, artifact_bytes)
+    WHERE (SELECT count(*) FROM waiting) >= 0
+    ON CONFLICT (org_id) DO UPDATE SET log_bytes = org_usage.log_bytes + excluded.log_bytes,
+        artifact_bytes = org_usage.artifact_bytes + excluded.artifact_bytes
+    RETURNING 1
 ), counter AS (
     UPDATE meta SET value = value + cardinality(:topic::text[])
     WHERE key = 'last_sequence' AND cardinality(:topic::text[]) > 0
-        AND (SELECT count(*) FROM waiting) >= 0
+        AND (SELECT count(*) FROM usage) >= 0
     RETURNING value
 ), stored AS (
     INSERT INTO events (sequence, topic, org_id, job_id, time, payload, last_of_commit)
@@ -500,3 +512,20 @@ WHERE next_fire_time <= :now ORDER BY next_fire_time LIMIT :limit;
 
 -- name: next_fire_time
 SELECT min(next_fire_time) AS next_fire_time FROM schedules;
+
+-- name: select_org_usage
+SELECT log_bytes, artifact_bytes FROM org_usage WHERE org_id = :org_id;
+
+-- name: usage_of_jobs
+-- What deleting these jobs gives back to their orgs' storage usage.
+SELECT org_id, sum(log_bytes) AS log_bytes,
+    coalesce(sum((SELECT sum(size_bytes) FROM artifacts WHERE artifacts.job_id = jobs.id)), 0)
+        AS artifact_bytes
+FROM jobs WHERE id = ANY(:ids::text[]) GROUP BY org_id;
+
+-- name: artifact_size
+SELECT size_bytes FROM artifacts WHERE job_id = :job_id AND name = :name;
+
+-- name: log_line
+SELECT sequence, stream, attempt, time, text FROM logs
+WHERE job_id = :job_id AND sequence = :sequence;

@@ -204,6 +204,15 @@ class SqliteDriver(Driver):
             for i, r in enumerate(group.events, start=1)
         ]
         group.events = numbered
+        usage = group.usage_moves()
+        if usage:
+            yield ExecuteMany(
+                "add_org_usage",
+                [
+                    {"org_id": org_id, "log_bytes": logs, "artifact_bytes": artifacts}
+                    for org_id, logs, artifacts in usage
+                ],
+            )
         if numbered:
             yield ExecuteMany("insert_event", [event_params(record) for record in numbered])
             group.last_sequence = numbered[-1].sequence

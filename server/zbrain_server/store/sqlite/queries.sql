@@ -399,3 +399,27 @@ WHERE next_fire_time <= :now ORDER BY next_fire_time LIMIT :limit;
 
 -- name: next_fire_time
 SELECT min(next_fire_time) AS next_fire_time FROM schedules;
+
+-- name: select_org_usage
+SELECT log_bytes, artifact_bytes FROM org_usage WHERE org_id = :org_id;
+
+-- name: add_org_usage
+-- One row per org a group moved (the group's sum), in the group's finish.
+INSERT INTO org_usage (org_id, log_bytes, artifact_bytes)
+VALUES (:org_id, :log_bytes, :artifact_bytes)
+ON CONFLICT (org_id) DO UPDATE SET log_bytes = org_usage.log_bytes + excluded.log_bytes,
+    artifact_bytes = org_usage.artifact_bytes + excluded.artifact_bytes;
+
+-- name: usage_of_jobs
+-- What deleting these jobs gives back to their orgs' storage usage.
+SELECT org_id, sum(log_bytes) AS log_bytes,
+    coalesce(sum((SELECT sum(size_bytes) FROM artifacts WHERE artifacts.job_id = jobs.id)), 0)
+        AS artifact_bytes
+FROM jobs WHERE id IN (SELECT value FROM json_each(:ids)) GROUP BY org_id;
+
+-- name: artifact_size
+SELECT size_bytes FROM artifacts WHERE job_id = :job_id AND name = :name;
+
+-- name: log_line
+SELECT sequence, stream, attempt, time, text FROM logs
+WHERE job_id = :job_id AND sequence = :sequence;
