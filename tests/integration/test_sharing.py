@@ -144,6 +144,28 @@ async def test_a_small_org_is_served_while_a_big_backlog_waits(
     assert states.count(JobState.SUCCEEDED) < len(backlog), "small did not wait for big"
 
 
+async def test_an_orgs_storage_quotas_hold_over_all_its_jobs(
+    client: Client, server, processes: Processes
+) -> None:
+    await client.orgs.update("default", max_log_bytes=1000, max_artifact_bytes=1000)
+    processes.worker(server.address, "--id", "w")
+    print_600 = "head -c 600 /dev/zero | tr '\\0' a; echo"
+
+    first = await client.submit(["sh", "-c", f"{print_600}; echo 12345 > $ZBRAIN_ARTIFACTS_DIR/a"])
+    assert (await client.wait(first.id, timeout=60)).state is JobState.SUCCEEDED
+    second = await client.submit(
+        ["sh", "-c", f"{print_600}; head -c 2000 /dev/zero > $ZBRAIN_ARTIFACTS_DIR/big"]
+    )
+    ended = await client.wait(second.id, timeout=60)
+
+    texts = [line.text async for line in client.logs(second.id)]
+    assert texts[-1].startswith("[the organisation's log quota (max_log_bytes) is reached")
+    assert not any(text.startswith("aaa") for text in texts), "the line past the quota is dropped"
+    assert ended.state is not JobState.SUCCEEDED and "max_artifact_bytes" in ended.last_error
+    settings = await client.orgs.get("default")
+    assert (settings.log_bytes_used, settings.artifact_bytes_used) == (600, 6)
+
+
 async def test_changing_an_orgs_settings_needs_an_admin(start_server) -> None:
     server = await start_server(auth="required")
     _, admin_token = await create_token(server.store, "ops", Role.ADMIN, "admin")
@@ -183,6 +205,9 @@ def test_the_org_and_workers_commands(server_process: str, processes: Processes)
     shown = json.loads(zbrain("org", "get", "default", "--json"))
     assert (shown["max_running_jobs"], shown["max_starts_per_second"]) == (2, 10.0)
     assert "max running" in zbrain("org", "get", "default")
+    zbrain("org", "set", "default", "--max-log-bytes", "4096")
+    assert shown["log_bytes_used"] == 0
+    assert "0 of 4096 (0%)" in zbrain("org", "get", "default")
 
     async def listed() -> bool:
         return "region=eu" in zbrain("workers")
