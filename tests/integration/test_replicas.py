@@ -297,3 +297,44 @@ async def test_the_running_limit_of_an_org_holds_across_replicas(
     assert all(job.state is JobState.SUCCEEDED for job in done), [j.last_error for j in done]
     assert len({job.worker_id for job in done}) == 2, "workers of both replicas took jobs"
     assert most == 3
+
+
+async def test_a_job_is_unmatched_only_if_no_worker_on_any_replica_matches(
+    replicas: Replicas, processes: Processes
+) -> None:
+    from zbrain_server.core.limits import NO_WORKER_MATCHES
+
+    here, there = replicas.start(2)
+    gpu = processes.worker(there, "--id", "gpu", "--label", "gpu=a100", "--concurrency", "1")
+    client = await Client.connect(here)
+    try:
+        await client.orgs.update("default", max_running_jobs=1)
+        running = await client.submit(["sleep", "60"], requires={"gpu": "a100"})
+        waiting = await client.submit(["true"], requires={"gpu": "a100"})
+        nobody = await client.submit(["true"], requires={"gpu": "h100"})
+
+        async def held_by_the_limit() -> bool:
+            reason = (await client.get(waiting.id)).waiting_reason
+            return reason.startswith("waiting: the organisation runs 1 jobs")
+
+        await eventually(held_by_the_limit)  # not "no connected worker matches"
+        assert (await client.get(running.id)).state is JobState.RUNNING
+        assert [j.id async for j in client.list(unmatched=True)] == [nobody.id]
+
+        async def shown_with_its_lease() -> bool:  # slots are published every few seconds
+            [shown] = await client.workers()
+            assert (shown.id, shown.labels) == ("gpu", {"gpu": "a100"})
+            assert shown.replica_id, "the replica it is connected to is named"
+            return shown.lease_job_ids == (running.id,)
+
+        await eventually(shown_with_its_lease)
+
+        os.killpg(gpu.pid, signal.SIGKILL)  # its replica sees it leave, then tells the other
+
+        async def unmatched_now() -> bool:
+            return (await client.get(waiting.id)).waiting_reason == NO_WORKER_MATCHES
+
+        await eventually(unmatched_now)
+        assert await client.workers() == []
+    finally:
+        await client.close()

@@ -295,4 +295,5 @@ def worker(message: job_service_pb2.Worker) -> WorkerInfo:
         connect_time=_time(message, "connect_time", zone),
         last_heard_time=_time(message, "last_heard_time", zone),
         draining=message.draining,
+        replica_id=message.replica_id,
     )

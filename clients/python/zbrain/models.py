@@ -530,6 +530,7 @@ class WorkerInfo:
     connect_time: datetime | None
     last_heard_time: datetime | None
     draining: bool
+    replica_id: str = ""  # the server replica it is connected to
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -543,4 +544,5 @@ class WorkerInfo:
             "connect_time": _iso(self.connect_time),
             "last_heard_time": _iso(self.last_heard_time),
             "draining": self.draining,
+            "replica_id": self.replica_id,
         }

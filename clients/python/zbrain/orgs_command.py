@@ -83,13 +83,26 @@ async def run_org_command(args: argparse.Namespace) -> int:
     return 0
 
 
+WORKER_COLUMNS = [
+    "ID",
+    "ADDRESS",
+    "ORGS",
+    "LABELS",
+    "SLOTS",
+    "LEASES",
+    "CONNECTED",
+    "LAST HEARD",
+    "REPLICA",
+]
+
+
 def _ago(time: datetime | None) -> str:
     return time.isoformat(timespec="seconds") if time else "-"
 
 
 def print_workers(workers: list[WorkerInfo]) -> None:
     print_table(
-        ["ID", "ADDRESS", "ORGS", "LABELS", "SLOTS", "LEASES", "CONNECTED", "LAST HEARD"],
+        WORKER_COLUMNS,
         [
             [
                 worker.id + (" (draining)" if worker.draining else ""),
@@ -100,6 +113,7 @@ def print_workers(workers: list[WorkerInfo]) -> None:
                 " ".join(worker.lease_job_ids) or "-",
                 _ago(worker.connect_time),
                 _ago(worker.last_heard_time),
+                worker.replica_id or "-",
             ]
             for worker in workers
         ],

@@ -271,5 +271,22 @@ class EventRecord:
     body: Body | None = field(default=None, compare=False)  # the same event as `payload`
 
 
+@dataclass(slots=True)
+class WorkerPresence:
+    """A worker stream connected to some replica, as every replica sees it
+    (ListWorkers; whether a waiting job has a worker that matches)."""
+
+    replica_id: str
+    worker_id: str
+    address: str
+    org_ids: tuple[str, ...]
+    labels: Mapping[str, str]
+    slots: int
+    lease_job_ids: tuple[str, ...]
+    draining: bool
+    connected_at_us: int
+    last_heard_at_us: int
+
+
 LogRecord = tuple[LogStream, int, str]
 """A log line as a worker sends it: stream, time in microseconds, text."""

@@ -43,6 +43,7 @@ from ..core.model import (
 from ..store import JobStore
 from ..store.jobs import LeaseClaim, SubmitLeasing
 from .metrics import Telemetry
+from .presence import WorkerDirectory
 from .sessions import CancelNotice, Consumer, DrainAcknowledgement, LeaseWaiter, WorkerSession
 from .signals import JobSignals
 
@@ -77,6 +78,8 @@ class Dispatcher:
         self._lease_ttl_us = int(config.lease_ttl_s * 1e6)
         self._consumers: list[Consumer] = []
         self._sessions: dict[str, WorkerSession] = {}
+        # Every replica's workers, for ListWorkers and unmatched jobs.
+        self.directory = WorkerDirectory(store, self.sessions)
         self._holders: dict[str, WorkerSession] = {}  # job id -> session holding its lease
         # The orgs' own log limits, read again each tick (applied within a
         # second on every replica): a log append is too frequent to read them.
@@ -99,12 +102,13 @@ class Dispatcher:
         return len(self._sessions)
 
     def has_worker_for(self, org_id: str, requires: Mapping[str, str]) -> bool:
-        """Whether a worker stream connected here serves the org and offers
-        the labels a job requires (draining or not: it is connected)."""
+        """Whether a worker stream connected here, or to another replica,
+        serves the org and offers the labels a job requires (draining or
+        not: it is connected)."""
         return any(
             org_id in session.org_ids and limits.meets(requires, session.labels)
             for session in self._sessions.values()
-        )
+        ) or self.directory.other_matches(org_id, requires)
 
     def sessions(self) -> list[WorkerSession]:
         """The worker streams connected to this server, by worker id."""
@@ -116,6 +120,7 @@ class Dispatcher:
             asyncio.create_task(self._pump_loop(), name="zbrain-dispatch"),
             asyncio.create_task(self._tick_loop(), name="zbrain-reaper"),
         ]
+        self.directory.start()
         self.kick()
 
     async def stop(self) -> None:
@@ -127,6 +132,7 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.directory.stop()
 
     def kick(self) -> None:
         """Something may have become runnable: run a dispatch pass soon."""
@@ -343,6 +349,7 @@ class Dispatcher:
                 self._tell_holder(job.id, job.lease_epoch, CANCELED_BY_USER)
         self._sessions[session.worker_id] = session
         self._consumers.append(session)
+        self.directory.changed()
         self.kick()
         await self._record_presence(session, connected=True)
         return rejected
@@ -359,6 +366,7 @@ class Dispatcher:
         for job_id in session.active:
             if self._holders.get(job_id) is session:
                 del self._holders[job_id]
+        self.directory.changed()
         self.kick()
         await self._record_presence(session, connected=False)
 

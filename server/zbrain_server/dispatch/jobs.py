@@ -33,13 +33,13 @@ from ..core.model import (
     LogLine,
     LogRecord,
     NewJob,
+    WorkerPresence,
     now_us,
 )
 from ..store import JobStore
 from ..store.blobs import BlobStore
 from .bus import EventBus, SubscriberTooSlow, record_size
 from .dispatcher import Dispatcher
-from .sessions import WorkerSession
 from .signals import JobSignals, wait_for
 
 T = TypeVar("T")
@@ -236,16 +236,16 @@ class Jobs:
             raise NotFoundError(f"job {job.id} has no artifact named {name!r}")
         return artifact, self._blobs.read(artifact.sha256)
 
-    def workers(self, caller: Caller, org_id: str) -> list[WorkerSession]:
-        """The workers connected to this server that the caller may see, by id:
-        an admin sees all (or those serving `org_id`), others only those
-        serving their own organisation. Each replica knows its own workers
-        only (docs/http.md)."""
+    def workers(self, caller: Caller, org_id: str) -> list[WorkerPresence]:
+        """The workers connected to any replica that the caller may see, by
+        id: an admin sees all (or those serving `org_id`), others only those
+        serving their own organisation. Another replica's workers are as it
+        last published them (`dispatch.presence`)."""
         wanted = caller.org_id or org_id
         return [
-            session
-            for session in self._dispatcher.sessions()
-            if not wanted or wanted in session.org_ids
+            worker
+            for worker in self._dispatcher.directory.workers()
+            if not wanted or wanted in worker.org_ids
         ]
 
     # -- workers on the unary API -------------------------------------------------------

@@ -34,11 +34,11 @@ from ..core.model import (
     Lease,
     LogLine,
     LogStream,
+    WorkerPresence,
 )
 from ..core.schedules import Schedule
 from ..core.templates import Template
 from ..core.tokens import Token
-from ..dispatch.sessions import WorkerSession
 
 
 def timestamp(us: int | None) -> timestamp_pb2.Timestamp | None:
@@ -376,19 +376,20 @@ def token_to_proto(token: Token) -> token_service_pb2.TokenInfo:
     )
 
 
-def worker_to_proto(session: WorkerSession) -> job_service_pb2.Worker:
+def worker_to_proto(worker: WorkerPresence) -> job_service_pb2.Worker:
     """A connected worker as ListWorkers shows it."""
     return job_service_pb2.Worker(
-        id=session.worker_id,
-        address=session.address,
-        org_ids=session.org_ids,
-        labels=session.labels,
-        slots_used=len(session.active),
-        slots=session.capacity,
-        lease_job_ids=sorted(session.active),
-        connect_time=timestamp(session.connected_at_us),
-        last_heard_time=timestamp(session.last_heard_at_us),
-        draining=session.draining,
+        id=worker.worker_id,
+        address=worker.address,
+        org_ids=worker.org_ids,
+        labels=worker.labels,
+        slots_used=len(worker.lease_job_ids),
+        slots=worker.slots,
+        lease_job_ids=worker.lease_job_ids,
+        connect_time=timestamp(worker.connected_at_us),
+        last_heard_time=timestamp(worker.last_heard_at_us),
+        draining=worker.draining,
+        replica_id=worker.replica_id,
     )
 
 

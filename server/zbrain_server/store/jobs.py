@@ -65,6 +65,7 @@ from .rules import (
 )
 from .schedules import ScheduleStore
 from .templates import TemplateStore
+from .workers import WorkerStore
 
 PURGE_BATCH = 5000
 """Finished jobs deleted per retention write, so a long backlog never holds
@@ -106,6 +107,7 @@ class JobStore:
         self.templates = TemplateStore(driver, self._engine)
         self.schedules = ScheduleStore(driver, self._engine, self)
         self.orgs = OrgStore(driver, self._engine)
+        self.workers = WorkerStore(driver, self._engine)
         self._limit_wakeup_us: int | None = None
 
     def take_limit_wakeup(self) -> int | None:

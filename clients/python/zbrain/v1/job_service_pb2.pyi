@@ -1226,6 +1226,7 @@ class Worker(_message.Message):
     CONNECT_TIME_FIELD_NUMBER: _builtins.int
     LAST_HEARD_TIME_FIELD_NUMBER: _builtins.int
     DRAINING_FIELD_NUMBER: _builtins.int
+    REPLICA_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The worker's id."""
     address: _builtins.str
@@ -1236,6 +1237,11 @@ class Worker(_message.Message):
     """How many jobs it runs at once."""
     draining: _builtins.bool
     """True once it said it is shutting down: it takes no new work."""
+    replica_id: _builtins.str
+    """The server replica it is connected to (several replicas share one
+    PostgreSQL store; a worker of another replica is shown as that replica
+    last published it, within a few seconds).
+    """
     @_builtins.property
     def org_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The organisations it serves."""
@@ -1269,10 +1275,11 @@ class Worker(_message.Message):
         connect_time: _timestamp_pb2.Timestamp | None = ...,
         last_heard_time: _timestamp_pb2.Timestamp | None = ...,
         draining: _builtins.bool = ...,
+        replica_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "last_heard_time", b"last_heard_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "connect_time", b"connect_time", "draining", b"draining", "id", b"id", "labels", b"labels", "last_heard_time", b"last_heard_time", "lease_job_ids", b"lease_job_ids", "org_ids", b"org_ids", "slots", b"slots", "slots_used", b"slots_used"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "connect_time", b"connect_time", "draining", b"draining", "id", b"id", "labels", b"labels", "last_heard_time", b"last_heard_time", "lease_job_ids", b"lease_job_ids", "org_ids", b"org_ids", "replica_id", b"replica_id", "slots", b"slots", "slots_used", b"slots_used"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -529,3 +529,23 @@ SELECT size_bytes FROM artifacts WHERE job_id = :job_id AND name = :name;
 -- name: log_line
 SELECT sequence, stream, attempt, time, text FROM logs
 WHERE job_id = :job_id AND sequence = :sequence;
+
+-- name: delete_replica_workers
+DELETE FROM connected_workers WHERE replica_id = :replica_id;
+
+-- name: insert_connected_worker
+INSERT INTO connected_workers (
+    replica_id, worker_id, address, org_ids, labels, slots, lease_job_ids, draining,
+    connect_time, last_heard_time, refresh_time
+)
+SELECT * FROM unnest(
+    :replica_id::text[], :worker_id::text[], :address::text[], :org_ids::text[],
+    :labels::text[], :slots::int[], :lease_job_ids::text[], :draining::boolean[],
+    :connect_time::bigint[], :last_heard_time::bigint[], :refresh_time::bigint[]
+);
+
+-- name: delete_expired_workers
+DELETE FROM connected_workers WHERE refresh_time < :before;
+
+-- name: connected_workers
+SELECT * FROM connected_workers WHERE refresh_time >= :after ORDER BY worker_id, replica_id;
