@@ -246,3 +246,18 @@ async def test_a_keys_first_job_locked_by_another_replica_holds_back_the_keys_ne
     [then] = await store.lease_jobs("w", ["acme"], 5, T0, LEASE_TTL)
     assert then.job.id == first.id
     assert second.id != first.id
+
+
+async def test_slots_rotate_among_an_orgs_concurrency_keys(store: JobStore) -> None:
+    backlog = [new_job(concurrency_key="big", concurrency_limit=100) for _ in range(30)]
+    await store.create_jobs(backlog, T0)
+    [(small, _)] = await store.create_jobs([new_job(concurrency_key="small")], T0)
+    await store.create_jobs([new_job() for _ in range(2)], T0)
+
+    one_at_a_time = [await store.lease_jobs("w", ["acme"], 1, T0, LEASE_TTL) for _ in range(2)]
+
+    assert small.id in {lease.job.id for [lease] in one_at_a_time}, "its turn came"
+    rest = [lease.job for lease in await store.lease_jobs("w", ["acme"], 40, T0, LEASE_TTL)]
+    big_ids = [job.id for job in rest if job.concurrency_key == "big"]
+    assert big_ids == sorted(big_ids), "a key keeps its order"
+    assert len(rest) == 29 + 2

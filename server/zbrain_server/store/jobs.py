@@ -407,7 +407,9 @@ class JobStore:
             settings = yield from self.orgs.settings_of(org_ids)
             turns = []
             for org_id in org_ids:
-                turn = yield from runnable_of_org(settings[org_id], labels, max_jobs, now_us)
+                turn = yield from runnable_of_org(
+                    settings[org_id], labels, max_jobs, now_us, self.orgs.key_turns
+                )
                 self._wake_at(turn.retry_at_us)
                 turns.append(turn)
             chosen = round_robin([turn.jobs for turn in turns], max_jobs)

@@ -29,6 +29,14 @@ KEY_PASSES = 4
 """How many times one org's turn reads runnable jobs again past the jobs of
 concurrency keys at their limit, before leaving the rest to the next pass."""
 
+MAX_LISTED_KEYS = 64
+"""How many of an org's concurrency keys with runnable jobs a lease lists to
+rotate among (by name); keys past it wait until the listed ones run dry."""
+
+MAX_ROTATED_KEYS = 8
+"""How many of those groups one lease reads jobs of, from the one whose turn
+it is; the next lease goes on from the last served."""
+
 CONTENDED_RETRY_US = 20_000
 """How soon the dispatcher tries again an org or key another replica was
 leasing (its lock was held)."""
@@ -84,9 +92,13 @@ def runnable_of_org(
     worker_labels: Mapping[str, str],
     wanted: int,
     now_us: int,
+    rotation: dict[str, int] | None = None,
 ) -> Program[OrgTurn]:
     """Lock and return up to `wanted` jobs of one org that a worker with these
-    labels may lease now, within the org's limits and its keys' limits."""
+    labels may lease now, within the org's limits and its keys' limits; when
+    they include jobs of a concurrency key and other keys have jobs waiting,
+    the slots rotate among the keys (`_rotate_keys`; `rotation`, org -> the
+    next key's turn, is kept by the caller across leases)."""
     turn = OrgTurn(settings)
     if settings.paused:
         return turn
@@ -117,6 +129,7 @@ def runnable_of_org(
     }
     skipped_keys: list[str] = []
     key_room: dict[str, int] = {}
+    key_cap: dict[str, int] = {}  # each key's room before this lease took any
     chosen: dict[str, Job] = {}
     for _ in range(KEY_PASSES):
         # The jobs chosen already come first again (the rows read past the
@@ -134,7 +147,7 @@ def runnable_of_org(
             key = job.concurrency_key
             if key:
                 if key not in key_room:
-                    key_room[key] = yield from _key_room(job, params)
+                    key_room[key] = key_cap[key] = yield from _key_room(job, params)
                     if key_room[key] < 0:  # held elsewhere: its lock, or its first job
                         turn.retry_at_us = now_us + CONTENDED_RETRY_US
                 if key_room[key] <= 0:
@@ -148,7 +161,69 @@ def runnable_of_org(
         if len(chosen) >= room or not skipped or len(rows) < limit:
             break
     turn.jobs = list(chosen.values())
+    if rotation is not None and any(job.concurrency_key for job in turn.jobs):
+        turn.jobs = yield from _rotate_keys(turn, room, params, key_cap, rotation, now_us)
     return turn
+
+
+def _rotate_keys(
+    turn: OrgTurn,
+    room: int,
+    params: Mapping[str, object],
+    key_cap: dict[str, int],
+    rotation: dict[str, int],
+    now_us: int,
+) -> Program[list[Job]]:
+    """The org's jobs to lease, the slots going round-robin among its groups
+    (each concurrency key with runnable jobs, and the jobs without a key),
+    starting with the group whose turn it is: a key with a large backlog then
+    cannot hold every slot while another key's one job waits. Each group
+    keeps its own order (its first jobs, read in leasing order) and its
+    limit; at most MAX_ROTATED_KEYS groups are read per lease, and the turn
+    moves on past the last group served."""
+    org_id = turn.settings.org_id
+    listed = yield Fetch("runnable_keys", {"org_id": org_id, "limit": MAX_LISTED_KEYS})
+    unkeyed = [job for job in turn.jobs if not job.concurrency_key]
+    groups = ([""] if unkeyed else []) + [row["key"] for row in listed]
+    if len(groups) < 2:
+        return turn.jobs
+    start = rotation.get(org_id, 0) % len(groups)
+    order = (groups[start:] + groups[:start])[:MAX_ROTATED_KEYS]
+    pools: dict[str, list[Job]] = {"": unkeyed}
+    for group in order:
+        if group:
+            pools[group] = yield from _key_jobs(group, room, params, key_cap, turn, now_us)
+    picked: list[Job] = []
+    served = 0
+    for depth in range(room):  # one job of each group per round
+        for position, group in enumerate(order):
+            if len(picked) == room:
+                break
+            if depth < len(pools[group]):
+                picked.append(pools[group][depth])
+                served = max(served, position + 1)
+    rotation[org_id] = start + served
+    return picked
+
+
+def _key_jobs(
+    key: str,
+    limit: int,
+    params: Mapping[str, object],
+    key_cap: dict[str, int],
+    turn: OrgTurn,
+    now_us: int,
+) -> Program[list[Job]]:
+    """The first jobs of one key the lease may take (its limit, its order)."""
+    rows = yield Fetch("lock_runnable_of_key", {**params, "concurrency_key": key, "limit": limit})
+    jobs = [job_from_row(row) for row in rows]
+    if not jobs:
+        return jobs
+    if key not in key_cap:
+        key_cap[key] = yield from _key_room(jobs[0], params)
+        if key_cap[key] < 0:
+            turn.retry_at_us = now_us + CONTENDED_RETRY_US
+    return jobs[: max(key_cap[key], 0)]
 
 
 def _try_lock(name: str) -> Program[bool]:
@@ -200,6 +275,9 @@ class OrgStore:
         self._driver = driver
         self._engine = engine
         self._known: frozenset[str] = frozenset()
+        # Whose turn it is among each org's concurrency keys (`_rotate_keys`),
+        # this replica's own: one int per org that leased keyed jobs.
+        self.key_turns: dict[str, int] = {}
 
     def has_settings(self, org_id: str) -> bool:
         """Whether the org has settings stored (as last read: see the class)."""

@@ -91,6 +91,40 @@ WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <=
 ORDER BY priority DESC, id LIMIT :limit
 FOR UPDATE SKIP LOCKED;
 
+-- name: lock_runnable_of_key
+-- lock_runnable's jobs of one concurrency key only, in the key's order (for
+-- the rotation among an org's keys: jobs_runnable_by_key).
+SELECT * FROM jobs
+WHERE org_id = :org_id AND concurrency_key != '' AND state IN ('PENDING', 'RETRYING')
+    AND next_run_time <= :now
+    AND (requires = '{}' OR NOT EXISTS (
+        SELECT 1 FROM jsonb_each_text(requires::jsonb) AS r
+        WHERE NOT coalesce(
+            jsonb_exists(:worker_labels::jsonb, r.key)
+                AND (r.value = '' OR :worker_labels::jsonb ->> r.key = r.value),
+            false)))
+    AND (:paused_selectors::jsonb = '[]'::jsonb OR NOT EXISTS (
+        SELECT 1 FROM jsonb_array_elements(:paused_selectors::jsonb) AS s(selector)
+        WHERE labels::jsonb @> s.selector))
+    AND concurrency_key = :concurrency_key
+ORDER BY priority DESC, id LIMIT :limit
+FOR UPDATE SKIP LOCKED;
+
+-- name: runnable_keys
+-- The concurrency keys of an org with runnable jobs, by name, up to :limit:
+-- a loose index scan (one index probe per key) over jobs_runnable_by_key, so
+-- it costs the same with 20 or 20,000 jobs queued.
+WITH RECURSIVE k(key) AS (
+    SELECT (SELECT min(concurrency_key) FROM jobs
+        WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND concurrency_key != '')
+    UNION ALL
+    SELECT (SELECT min(concurrency_key) FROM jobs
+        WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND concurrency_key != ''
+            AND concurrency_key > k.key)
+    FROM k WHERE k.key IS NOT NULL
+)
+SELECT key FROM k WHERE key IS NOT NULL LIMIT :limit;
+
 -- name: org_settings_of
 SELECT * FROM org_settings WHERE org_id = ANY(:org_ids::text[]);
 

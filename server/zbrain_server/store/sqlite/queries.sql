@@ -72,6 +72,41 @@ WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <=
     AND concurrency_key NOT IN (SELECT value FROM json_each(:skipped_keys))
 ORDER BY priority DESC, id LIMIT :limit;
 
+-- name: lock_runnable_of_key
+-- lock_runnable's jobs of one concurrency key only, in the key's order (for
+-- the rotation among an org's keys: jobs_runnable_by_key).
+SELECT * FROM jobs
+WHERE org_id = :org_id AND concurrency_key != '' AND state IN ('PENDING', 'RETRYING')
+    AND next_run_time <= :now
+    AND (requires = '{}' OR NOT EXISTS (
+        SELECT 1 FROM json_each(jobs.requires) AS r
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(json(:worker_labels)) AS w
+            WHERE w.key = r.key AND (r.value = '' OR w.value = r.value))))
+    AND (:paused_selectors = '[]' OR NOT EXISTS (
+        SELECT 1 FROM json_each(json(:paused_selectors)) AS s
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(s.value) AS p
+            WHERE (SELECT l.value FROM json_each(jobs.labels) AS l WHERE l.key = p.key)
+                IS NOT p.value)))
+    AND concurrency_key = :concurrency_key
+ORDER BY priority DESC, id LIMIT :limit;
+
+-- name: runnable_keys
+-- The concurrency keys of an org with runnable jobs, by name, up to :limit:
+-- a loose index scan (one index probe per key) over jobs_runnable_by_key, so
+-- it costs the same with 20 or 20,000 jobs queued.
+WITH RECURSIVE k(key) AS (
+    SELECT (SELECT min(concurrency_key) FROM jobs
+        WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND concurrency_key != '')
+    UNION ALL
+    SELECT (SELECT min(concurrency_key) FROM jobs
+        WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND concurrency_key != ''
+            AND concurrency_key > k.key)
+    FROM k WHERE k.key IS NOT NULL
+)
+SELECT key FROM k WHERE key IS NOT NULL LIMIT :limit;
+
 -- name: org_settings_of
 SELECT * FROM org_settings WHERE org_id IN (SELECT value FROM json_each(:org_ids));
 

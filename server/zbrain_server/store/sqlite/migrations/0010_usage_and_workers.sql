@@ -32,3 +32,10 @@ CREATE TABLE connected_workers (
     refresh_time     INTEGER NOT NULL,
     PRIMARY KEY (replica_id, worker_id)
 );
+
+-- The runnable jobs of each concurrency key, in the key's leasing order: the
+-- lease rotates among an org's keys (store/orgs.py), listing them with one
+-- index probe per key and reading each key's first jobs. Jobs without a key
+-- are not in it, so their submits pay nothing for it.
+CREATE INDEX jobs_runnable_by_key ON jobs (org_id, concurrency_key, priority DESC, id)
+    WHERE state IN ('PENDING', 'RETRYING') AND concurrency_key != '';
