@@ -258,9 +258,11 @@ async def dispatch(address: str, count: int, org: str = "default") -> None:
     emit(p50_ms=statistics.median(latencies), p99_ms=percentile(latencies, 0.99))
 
 
-async def fairness(address: str, backlog: int, probes: int) -> None:
+async def fairness(address: str, backlog: int, probes: int, by: str = "org") -> None:
     """Org "small"'s dispatch latency (Submit acknowledged to worker received)
-    while org "big" has `backlog` jobs queued and every worker slot busy.
+    while org "big" has `backlog` jobs queued and every worker slot busy. With
+    `by` "key", the same within one org: concurrency key "small" (limit 1)
+    against key "big" (limit 1000), so the slots rotate among keys, not orgs.
 
     One SDK worker in this process serves both orgs with 8 slots; big's jobs
     take 0 to 40 ms (20 ms on average, spread so that slots come free one at
@@ -275,7 +277,7 @@ async def fairness(address: str, backlog: int, probes: int) -> None:
     arrived = asyncio.Event()
 
     async def run(job: Job) -> None:
-        if job.org_id == "small":
+        if job.org_id == "small" or job.concurrency_key == "small":
             received[job.id] = time.perf_counter()
             arrived.set()
         else:
@@ -287,6 +289,10 @@ async def fairness(address: str, backlog: int, probes: int) -> None:
     small = job_pb2.JobSpec()
     small.CopyFrom(SPEC)
     small.org_id = "small"
+    if by == "key":
+        big.org_id = small.org_id = "big"
+        big.concurrency_key, big.concurrency_limit = "big", 1000
+        small.concurrency_key = "small"
     async with grpc.aio.insecure_channel(
         address, options=[("grpc.max_send_message_length", 64 << 20)]
     ) as channel:
@@ -533,7 +539,7 @@ def main() -> None:
         "start-worker": lambda: start_worker(args[0]),
         "batch": lambda: batch(args[0], int(args[1]), int(args[2])),
         "dispatch": lambda: dispatch(args[0], int(args[1]), *args[2:]),
-        "fairness": lambda: fairness(args[0], int(args[1]), int(args[2])),
+        "fairness": lambda: fairness(args[0], int(args[1]), int(args[2]), *args[3:]),
         "e2e": lambda: e2e(args[0], int(args[1]), int(args[2])),
         "e2e-process": lambda: end_to_end(args[0], int(args[1]), SPEC),
         "spawn-ceiling": lambda: spawn_ceiling(float(args[0])),

@@ -319,6 +319,21 @@ def embedded(
     )
     figures += measure(
         repeat,
+        functools.partial(
+            on_fresh_server,
+            (),
+            "fairness",
+            "300" if tiny else "20000",
+            "20" if tiny else "200",
+            "key",
+        ),
+        {
+            "p50_ms": ("small key's dispatch p50, big key 20k queued (key fairness)", "ms"),
+            "p99_ms": ("small key's dispatch p99, big key 20k queued (key fairness)", "ms"),
+        },
+    )
+    figures += measure(
+        repeat,
         functools.partial(dispatch_under_submit_load, probes),
         {
             "p50_ms": ("dispatch latency p50, server saturated by Submit @64", "ms"),
