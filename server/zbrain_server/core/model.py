@@ -232,6 +232,9 @@ class JobQuery:
     created_before_us: int | None = None
 
 
+EVENT_OVERHEAD_BYTES = 200  # what a held event costs beyond its payload and topic
+
+
 @dataclass(slots=True)
 class EventRecord:
     """One recorded change: its body (`core.events`), and `payload`, the body's
@@ -247,6 +250,13 @@ class EventRecord:
     time_us: int
     payload: bytes = b""
     body: Body | None = field(default=None, compare=False)  # the same event as `payload`
+
+
+def event_size(record: EventRecord) -> int:
+    """What holding an event costs, in bytes (close to its memory and to its
+    share of a streamed message): what live buffers and replay pages are
+    bounded by. The stores' `read_events` queries count the same way."""
+    return len(record.payload) + len(record.topic) + EVENT_OVERHEAD_BYTES
 
 
 LogRecord = tuple[LogStream, int, str]

@@ -32,10 +32,11 @@ from ..core.model import (
     LogLine,
     LogRecord,
     NewJob,
+    event_size,
 )
 from ..store import JobStore
 from ..store.blobs import BlobStore
-from .bus import EventBus, SubscriberTooSlow, record_size
+from .bus import EventBus, SubscriberTooSlow
 from .dispatcher import Dispatcher
 from .sessions import WorkerSession
 from .signals import JobSignals, wait_for
@@ -167,14 +168,14 @@ class Jobs:
         # Subscribe before reading the backlog: an event committed meanwhile is in
         # one or both, and the sequence check below drops the copy.
         with self._bus.subscribe(org_id, topic_prefix) as live:
-            while True:
-                backlog = await self._store.read_events(org_id, topic_prefix, last, page)
-                if backlog:
-                    last = backlog[-1].sequence
-                    for run in chunked(backlog, record_size, message_bytes):
-                        yield run
-                if len(backlog) < page:
-                    break
+            # The backlog a page of one message at a time: a reader that stops
+            # reading holds one message here, however large the history.
+            while backlog := await self._store.read_events(
+                org_id, topic_prefix, last, page, max_bytes=message_bytes
+            ):
+                last = backlog[-1].sequence
+                for run in chunked(backlog, event_size, message_bytes):
+                    yield run
             while follow:
                 try:
                     batch = [r for r in await live.next_batch() if r.sequence > last]
@@ -188,7 +189,7 @@ class Jobs:
                     ) from None
                 if batch:
                     last = batch[-1].sequence
-                    for run in chunked(batch, record_size, message_bytes):
+                    for run in chunked(batch, event_size, message_bytes):
                         yield run
 
     async def artifact(

@@ -23,6 +23,7 @@ from ..core import events, lifecycle
 from ..core.ids import first_id_at
 from ..core.lifecycle import Change, RetryPolicy
 from ..core.model import (
+    EVENT_OVERHEAD_BYTES,
     Artifact,
     AttemptResult,
     CancelOutcome,
@@ -54,6 +55,7 @@ from .rules import finish_all, leases, plan_submission, round_robin, within_log_
 from .schedules import ScheduleStore
 from .templates import TemplateStore
 
+UNBOUNDED_BYTES = 1 << 62  # a page bounded by its count of events only
 PURGE_BATCH = 5000
 """Finished jobs deleted per retention write, so a long backlog never holds
 one huge transaction."""
@@ -631,10 +633,24 @@ class JobStore:
         await self._engine.write(program)
 
     async def read_events(
-        self, org_id: str | None, topic_prefix: str, after_sequence: int, limit: int
+        self,
+        org_id: str | None,
+        topic_prefix: str,
+        after_sequence: int,
+        limit: int,
+        *,
+        max_bytes: int = UNBOUNDED_BYTES,
     ) -> list[EventRecord]:
-        """Events after a sequence, of one org (None: all) under a topic prefix, in order."""
-        params: dict[str, Any] = {"after": after_sequence, "prefix": topic_prefix, "limit": limit}
+        """Events after a sequence, of one org (None: all) under a topic prefix,
+        in order: at most `limit` of them and `max_bytes` of them by
+        `event_size`, but at least one. An empty list: no more."""
+        params: dict[str, Any] = {
+            "after": after_sequence,
+            "prefix": topic_prefix,
+            "limit": limit,
+            "max_bytes": max_bytes,
+            "overhead": EVENT_OVERHEAD_BYTES,
+        }
         if org_id is None:
             rows = await self._driver.fetch("read_events", params)
         else:

@@ -186,13 +186,41 @@ SELECT (SELECT value FROM counter) AS last_sequence,
     (SELECT pg_notify(:channel, value::text) FROM counter) AS notified;
 
 -- name: read_events
+-- A page of a replay: at most :limit events and :max_bytes bytes (but at
+-- least one event), sizes counted as core.model.event_size counts them, so a
+-- reader that stops reading holds about one streamed message. The sizes are
+-- summed before any payload is read (octet_length of a stored value reads
+-- its header only).
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE sequence > :after AND starts_with(topic, :prefix) ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, octet_length(payload) + octet_length(topic) + :overhead AS size
+            FROM events WHERE sequence > :after AND starts_with(topic, :prefix)
+            ORDER BY sequence LIMIT :limit
+        ) AS candidates
+    ) AS sized WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: read_org_events
+-- As read_events, for one org.
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE org_id = :org_id AND sequence > :after AND starts_with(topic, :prefix)
-ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, octet_length(payload) + octet_length(topic) + :overhead AS size
+            FROM events
+            WHERE org_id = :org_id AND sequence > :after AND starts_with(topic, :prefix)
+            ORDER BY sequence LIMIT :limit
+        ) AS candidates
+    ) AS sized WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: undelivered_events
 -- What the delivery task hands the replica's listener: every event after the

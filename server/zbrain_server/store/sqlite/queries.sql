@@ -118,14 +118,40 @@ INSERT INTO events (sequence, topic, org_id, job_id, time, payload)
 VALUES (:sequence, :topic, :org_id, :job_id, :time, :payload);
 
 -- name: read_events
+-- A page of a replay: at most :limit events and :max_bytes bytes (but at
+-- least one event), sizes counted as core.model.event_size counts them, so a
+-- reader that stops reading holds about one streamed message. The sizes are
+-- summed before any payload is read (length() of a BLOB reads no content).
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
-ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, length(payload) + length(topic) + :overhead AS size FROM events
+            WHERE sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
+            ORDER BY sequence LIMIT :limit
+        )
+    ) WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: read_org_events
+-- As read_events, for one org.
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE org_id = :org_id AND sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
-ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, length(payload) + length(topic) + :overhead AS size FROM events
+            WHERE org_id = :org_id AND sequence > :after
+                AND substr(topic, 1, length(:prefix)) = :prefix
+            ORDER BY sequence LIMIT :limit
+        )
+    ) WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: last_sequence
 SELECT max(sequence) AS sequence FROM events;
