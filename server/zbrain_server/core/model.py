@@ -161,6 +161,10 @@ class Job:
     has_children: bool = False
     depth: int = 0
     rerun_of: str = ""
+    # The worker process its lease went to (WorkerHello.incarnation_id; ""
+    # when the worker sent none), so that a worker restarted under the same id
+    # tells its predecessor's leases from those on their way to itself.
+    worker_incarnation: str = ""
 
 
 _JOB_FIELDS = tuple(spec.name for spec in fields(Job))

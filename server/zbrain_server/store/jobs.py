@@ -69,6 +69,7 @@ class LeaseClaim:
     worker_id: str
     org_ids: Sequence[str]
     max_jobs: int
+    incarnation: str = ""  # the worker process (WorkerHello.incarnation_id)
     leases: list[Lease] = field(default_factory=list)
 
 
@@ -330,8 +331,10 @@ class JobStore:
         lease_ttl_us: int,
         *,
         parent_outputs_bytes: int = 4 << 20,
+        incarnation: str = "",
     ) -> list[Lease]:
-        """Lease up to max_jobs runnable jobs of the given orgs to a worker.
+        """Lease up to max_jobs runnable jobs of the given orgs to a worker
+        (to its process `incarnation`, when known).
 
         Within an org, higher priority first, then submission order; the
         slots are shared round-robin between orgs, starting with the first
@@ -342,13 +345,20 @@ class JobStore:
         # Rows locked but not chosen (another org's turn) are released at commit.
         return await self._engine.write(
             self._lease_program(
-                worker_id, org_ids, max_jobs, now_us, lease_ttl_us, parent_outputs_bytes
+                worker_id,
+                incarnation,
+                org_ids,
+                max_jobs,
+                now_us,
+                lease_ttl_us,
+                parent_outputs_bytes,
             )
         )
 
     def _lease_program(
         self,
         worker_id: str,
+        incarnation: str,
         org_ids: Sequence[str],
         max_jobs: int,
         now_us: int,
@@ -365,7 +375,7 @@ class JobStore:
                 )
                 per_org.append([job_from_row(row) for row in rows])
             changes = [
-                lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us)
+                lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us, incarnation)
                 for job in round_robin(per_org, max_jobs)
             ]
             yield from tx.save(changes)
@@ -398,6 +408,7 @@ class JobStore:
                         continue
                     lease = self._lease_program(
                         claim.worker_id,
+                        claim.incarnation,
                         wanted,
                         claim.max_jobs,
                         leasing.now_us,
@@ -413,10 +424,11 @@ class JobStore:
 
         self._engine.follow(follow)
 
-    async def leases_of(self, worker_id: str) -> list[tuple[str, int]]:
-        """The (job id, lease epoch) of every attempt leased to a worker and running."""
+    async def leases_of(self, worker_id: str) -> list[tuple[str, int, str]]:
+        """The (job id, lease epoch, worker incarnation) of every attempt leased
+        to a worker and running."""
         rows = await self._driver.fetch("leases_of", {"worker_id": worker_id})
-        return [(row["id"], row["lease_epoch"]) for row in rows]
+        return [(row["id"], row["lease_epoch"], row["worker_incarnation"]) for row in rows]
 
     async def return_lease(self, job_id: str, lease_epoch: int, now_us: int) -> Job:
         """Give back a lease nobody started: the job is PENDING again, its attempt
@@ -425,6 +437,22 @@ class JobStore:
         def program(tx: Tx) -> Program[Job]:
             job = job_from_row((yield from self._lock_job(job_id)))
             change = lifecycle.return_lease(job, lease_epoch, now_us)
+            yield from tx.save([change])
+            return change.after
+
+        return await self._engine.write(program)
+
+    async def lose_to_restart(
+        self, job_id: str, lease_epoch: int, now_us: int, retry: RetryPolicy
+    ) -> Job:
+        """End a lease whose worker was restarted under the same id as a lost,
+        counted attempt (`lifecycle.lose_to_restart`); StaleLeaseError when
+        the lease is not live."""
+
+        def program(tx: Tx) -> Program[Job]:
+            job = job_from_row((yield from self._lock_job(job_id)))
+            [job] = yield from self._attach_artifacts([job])
+            change = lifecycle.lose_to_restart(job, lease_epoch, now_us, retry)
             yield from tx.save([change])
             return change.after
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,10 @@ class Hello:
     orgs: tuple[str, ...]
     concurrency: int
     labels: dict[str, str] = field(default_factory=dict)
+    # New for each Worker, kept through its reconnects: the server tells this
+    # worker's leases from those of an earlier process under the same id
+    # (WorkerHello.incarnation_id).
+    incarnation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def message(self, held: Sequence[LeaseKey], *, draining: bool) -> wpb.ConnectRequest:
         return wpb.ConnectRequest(
@@ -60,6 +65,7 @@ class Hello:
                 labels=self.labels,
                 leases=[wpb.LeaseRef(job_id=job_id, lease_epoch=epoch) for job_id, epoch in held],
                 accepts_lease_batches=True,
+                incarnation_id=self.incarnation_id,
             )
         )
 

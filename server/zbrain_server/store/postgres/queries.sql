@@ -52,20 +52,22 @@ UPDATE jobs SET
     state = v.state, attempt = v.attempt, update_time = v.update_time,
     start_time = v.start_time, finish_time = v.finish_time, next_run_time = v.next_run_time,
     last_error = v.last_error, output_json = v.output_json, lease_epoch = v.lease_epoch,
-    worker_id = v.worker_id, lease_expire_time = v.lease_expire_time,
-    cancel_requested = v.cancel_requested, previous_state = v.previous_state, cause = v.cause,
-    reason = v.reason, transition_time = v.transition_time, attempts = v.attempts
+    worker_id = v.worker_id, worker_incarnation = v.worker_incarnation,
+    lease_expire_time = v.lease_expire_time, cancel_requested = v.cancel_requested,
+    previous_state = v.previous_state, cause = v.cause, reason = v.reason,
+    transition_time = v.transition_time, attempts = v.attempts
 FROM unnest(
     :state::text[], :attempt::int[], :update_time::bigint[], :start_time::bigint[],
     :finish_time::bigint[], :next_run_time::bigint[], :last_error::text[], :output_json::text[],
-    :lease_epoch::bigint[], :worker_id::text[], :lease_expire_time::bigint[],
-    :cancel_requested::int[], :previous_state::text[], :cause::text[], :reason::text[],
-    :transition_time::bigint[], :attempts::text[], :id::text[], :old_state::text[],
-    :old_lease_epoch::bigint[]
+    :lease_epoch::bigint[], :worker_id::text[], :worker_incarnation::text[],
+    :lease_expire_time::bigint[], :cancel_requested::int[], :previous_state::text[],
+    :cause::text[], :reason::text[], :transition_time::bigint[], :attempts::text[],
+    :id::text[], :old_state::text[], :old_lease_epoch::bigint[]
 ) AS v(
     state, attempt, update_time, start_time, finish_time, next_run_time, last_error,
-    output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested, previous_state,
-    cause, reason, transition_time, attempts, id, old_state, old_lease_epoch
+    output_json, lease_epoch, worker_id, worker_incarnation, lease_expire_time,
+    cancel_requested, previous_state, cause, reason, transition_time, attempts, id,
+    old_state, old_lease_epoch
 )
 WHERE jobs.id = v.id AND jobs.state = v.old_state AND jobs.lease_epoch = v.old_lease_epoch;
 
@@ -88,7 +90,8 @@ SELECT * FROM jobs WHERE state = 'RUNNING' AND start_time + timeout_us + :grace 
 FOR UPDATE SKIP LOCKED;
 
 -- name: leases_of
-SELECT id, lease_epoch FROM jobs WHERE state = 'RUNNING' AND worker_id = :worker_id;
+SELECT id, lease_epoch, worker_incarnation FROM jobs
+WHERE state = 'RUNNING' AND worker_id = :worker_id;
 
 -- name: next_run_time
 SELECT min(next_run_time) AS next_run_time FROM jobs

@@ -45,8 +45,8 @@ UPDATE jobs SET
     state = :state, attempt = :attempt, update_time = :update_time,
     start_time = :start_time, finish_time = :finish_time, next_run_time = :next_run_time,
     last_error = :last_error, output_json = :output_json, lease_epoch = :lease_epoch,
-    worker_id = :worker_id, lease_expire_time = :lease_expire_time,
-    cancel_requested = :cancel_requested, previous_state = :previous_state, cause = :cause,
+    worker_id = :worker_id, worker_incarnation = :worker_incarnation,
+    lease_expire_time = :lease_expire_time, cancel_requested = :cancel_requested, previous_state = :previous_state, cause = :cause,
     reason = :reason, transition_time = :transition_time, attempts = :attempts
 WHERE id = :id AND state = :old_state AND lease_epoch = :old_lease_epoch;
 
@@ -63,7 +63,8 @@ SELECT * FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < :now;
 SELECT * FROM jobs WHERE state = 'RUNNING' AND start_time + timeout_us + :grace < :now;
 
 -- name: leases_of
-SELECT id, lease_epoch FROM jobs WHERE state = 'RUNNING' AND worker_id = :worker_id;
+SELECT id, lease_epoch, worker_incarnation FROM jobs
+WHERE state = 'RUNNING' AND worker_id = :worker_id;
 
 -- name: next_run_time
 SELECT min(next_run_time) AS next_run_time FROM jobs
