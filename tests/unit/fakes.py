@@ -167,6 +167,10 @@ class FakeChannel:
     async def close(self, grace: float | None = None) -> None:
         self.closed = True
 
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        """Always connected: a worker between streams waits out its own delay."""
+        return grpc.ChannelConnectivity.READY
+
     def _record(self, name: str, request: Message, timeout: float | None) -> None:
         # A copy: the client may reuse a request object for the next call.
         sent = type(request)()
