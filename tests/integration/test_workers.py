@@ -530,6 +530,9 @@ async def test_two_hundred_jobs_across_four_workers_run_exactly_once(
     ledger = tmp_path / "ran.txt"
     for n in range(4):
         processes.worker(server.address, "--id", f"w{n}", "--concurrency", "4")
+    # All of them, before the jobs: on a busy machine the first worker up
+    # would otherwise run all 200 before the others have started.
+    await eventually(lambda: _workers_connected(server, 4), timeout=60)
     jobs = [
         await client.submit(["sh", "-c", f'echo "$ZBRAIN_JOB_ID" >> {ledger}'], max_retries=0)
         for _ in range(200)
@@ -575,6 +578,13 @@ async def test_worker_reconnects_after_server_restart(
         job = await client.submit(["echo", "back"])
         done = await client.wait(job.id, timeout=30)
     assert done.state is JobState.SUCCEEDED
+
+
+async def _workers_connected(server: ZBrainServer, count: int) -> bool:
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        listed = await stub.ListWorkers(job_service_pb2.ListWorkersRequest())
+    return len(listed.workers) >= count
 
 
 def _store_flag(store_url: str | None) -> tuple[str, ...]:
