@@ -53,7 +53,6 @@ SEED_VARIABLE = "ZBRAIN_CHAOS_SEED"
 # gRPC's default backoff (which grows to two minutes).
 FAST_RECONNECT = (
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
 # Why an attempt that ran may be followed by another run of its job: its

@@ -89,8 +89,10 @@ def channel_options() -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.initial_reconnect_backoff_ms", int(RECONNECT_FIRST_S * 1000)),
-        ("grpc.min_reconnect_backoff_ms", int(RECONNECT_FIRST_S * 1000)),
         ("grpc.max_reconnect_backoff_ms", int(RECONNECT_MAX_S * 1000)),
+        # Not grpc.min_reconnect_backoff_ms: gRPC takes it as the time one
+        # connection attempt may last (grpc/grpc#12830), and at 100 ms a busy
+        # machine failed handshakes ("tcp handshaker shutdown").
     ]
 
 
@@ -175,7 +177,11 @@ class Connection:
         # are all there is to tell a TLS mismatch from a server that is down,
         # and they only choose the advice given here.
         lowered = details.lower()
-        if any(sign in lowered for sign in ("ssl", "handshake", "certificate", "tls")):
+        # Only over TLS: a plaintext connection attempt that timed out says
+        # "tcp handshaker shutdown", which is no TLS problem.
+        over_tls = (self.tls or TlsFiles()).resolved() is not None
+        signs = ("ssl", "handshake", "certificate", "tls")
+        if over_tls and any(sign in lowered for sign in signs):
             return UnavailableError(
                 f"TLS with the ZBrain server at {target} failed ({details}); check --tls-ca "
                 "(the CA that signed the server's certificate) and, for mutual TLS, "
