@@ -211,6 +211,16 @@ class LogLine:
     text: str
 
 
+LINE_OVERHEAD_BYTES = 32  # what a line's fields add to its text in a message
+
+
+def line_size(line: LogLine) -> int:
+    """What a line costs a streamed message, in bytes: what StreamLogs
+    messages and the pages of lines read for them are bounded by. The
+    stores' `read_logs` queries count the same way."""
+    return len(line.text.encode()) + LINE_OVERHEAD_BYTES
+
+
 @dataclass(slots=True)
 class AttemptResult:
     """The outcome of one attempt as its worker reported it."""

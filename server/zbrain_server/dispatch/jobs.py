@@ -33,6 +33,7 @@ from ..core.model import (
     LogRecord,
     NewJob,
     event_size,
+    line_size,
 )
 from ..store import JobStore
 from ..store.blobs import BlobStore
@@ -45,7 +46,6 @@ T = TypeVar("T")
 
 # A follower re-reads the store at least this often even without a nudge.
 FOLLOW_RECHECK_S = 1.0
-LINE_OVERHEAD_BYTES = 32  # what a line's fields add to its text in a message
 
 
 def chunked(items: Sequence[T], size_of: Callable[[T], int], max_bytes: int) -> Iterator[list[T]]:
@@ -62,10 +62,6 @@ def chunked(items: Sequence[T], size_of: Callable[[T], int], max_bytes: int) -> 
         size += item_size
     if run:
         yield run
-
-
-def line_size(line: LogLine) -> int:
-    return len(line.text.encode()) + LINE_OVERHEAD_BYTES
 
 
 class Jobs:
@@ -138,13 +134,14 @@ class Jobs:
                 # Read the job's state before the lines: if it was finished then,
                 # every line it will ever have is already stored.
                 finished = (await self._store.get_job(job_id)).state.is_terminal
-                lines = await self._store.read_logs(job_id, after, page)
+                # A page of one message at a time: a reader that stops reading
+                # holds one message here, however much the job printed.
+                lines = await self._store.read_logs(job_id, after, page, max_bytes=message_bytes)
                 if lines:
                     after = lines[-1].sequence
                     for run in chunked(lines, line_size, message_bytes):
                         yield run
-                    if len(lines) == page:
-                        continue
+                    continue
                 if not follow or finished:
                     return
                 await wait_for(changed, FOLLOW_RECHECK_S)

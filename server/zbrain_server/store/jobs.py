@@ -24,6 +24,7 @@ from ..core.ids import first_id_at
 from ..core.lifecycle import Change, RetryPolicy
 from ..core.model import (
     EVENT_OVERHEAD_BYTES,
+    LINE_OVERHEAD_BYTES,
     Artifact,
     AttemptResult,
     CancelOutcome,
@@ -592,11 +593,25 @@ class JobStore:
 
         return await self._engine.write(program)
 
-    async def read_logs(self, job_id: str, after_sequence: int, limit: int) -> list[LogLine]:
-        """Up to limit lines with a sequence above after_sequence, in order."""
-        rows = await self._driver.fetch(
-            "read_logs", {"job_id": job_id, "after": after_sequence, "limit": limit}
-        )
+    async def read_logs(
+        self,
+        job_id: str,
+        after_sequence: int,
+        limit: int,
+        *,
+        max_bytes: int = UNBOUNDED_BYTES,
+    ) -> list[LogLine]:
+        """Lines with a sequence above after_sequence, in order: at most
+        `limit` of them and `max_bytes` of them by `line_size`, but at least
+        one. An empty list: no more."""
+        params = {
+            "job_id": job_id,
+            "after": after_sequence,
+            "limit": limit,
+            "max_bytes": max_bytes,
+            "overhead": LINE_OVERHEAD_BYTES,
+        }
+        rows = await self._driver.fetch("read_logs", params)
         return [log_line_from_row(row) for row in rows]
 
     # -- artifacts -------------------------------------------------------------------

@@ -81,8 +81,21 @@ VALUES (:job_id, :sequence, :stream, :attempt, :time, :text);
 UPDATE jobs SET log_count = :log_count, log_bytes = :log_bytes WHERE id = :id;
 
 -- name: read_logs
+-- A page of a job's lines: at most :limit lines and :max_bytes bytes (but at
+-- least one line), sizes counted as core.model.line_size counts them, so a
+-- reader that stops reading holds about one streamed message.
 SELECT sequence, stream, attempt, time, text FROM logs
-WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit;
+WHERE job_id = :job_id AND sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, length(CAST(text AS BLOB)) + :overhead AS size FROM logs
+            WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit
+        )
+    ) WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: upsert_artifact
 INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name, :sha256, :size_bytes)
