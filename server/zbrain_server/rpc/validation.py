@@ -54,6 +54,7 @@ RESERVED_ENV_PREFIX = "ZBRAIN_"
 # LD_LIBRARY_PATH, LD_AUDIT, ...), a classic way to escape what cmd says.
 LOADER_ENV_PREFIXES = ("LD_", "DYLD_")
 DEFAULT_PAGE_SIZE = 50
+MAX_INCARNATION_BYTES = 128  # WorkerHello.incarnation_id (the SDKs send 32 hex digits)
 REF_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 REF_RULE = "must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
 
@@ -780,8 +781,14 @@ def hello(
     message: worker_service_pb2.WorkerHello, org_ids: Sequence[str], limits: Limits
 ) -> tuple[str, tuple[str, ...], int, list[tuple[str, int]]]:
     """A worker's hello: its id, its orgs (resolved), its slots and the leases
-    it claims back."""
+    it claims back (its `incarnation_id` is checked, and taken as it is)."""
     worker_id, orgs = worker_identity(message.worker_id, org_ids, limits, "hello.")
+    if len(message.incarnation_id.encode()) > MAX_INCARNATION_BYTES:
+        raise _bad(
+            "invalid incarnation id",
+            "hello.incarnation_id",
+            f"must be at most {MAX_INCARNATION_BYTES} bytes",
+        )
     most = limits.max_worker_concurrency
     if not 0 < message.concurrency <= most:
         raise _bad(
