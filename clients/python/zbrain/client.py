@@ -297,9 +297,13 @@ class Client:
         limit: int | None = None,
         page_size: int = 100,
         labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> AsyncIterator[Job]:
         """Iterate over jobs, newest first unless `oldest_first`, fetching pages
-        as needed; with `labels`, only jobs carrying every one of them."""
+        as needed; with `labels`, only jobs carrying every one of them; with
+        `created_after` or `created_before` (aware datetimes), only jobs
+        submitted at or after, or before, that time."""
         request = job_service_pb2.ListRequest(
             org_id=org or "",
             labels=dict(labels or {}),
@@ -309,6 +313,10 @@ class Client:
             else job_service_pb2.LIST_ORDER_NEWEST_FIRST,
             page_size=min(page_size, limit) if limit else page_size,
         )
+        if created_after is not None:
+            request.create_time_after.FromDatetime(created_after)
+        if created_before is not None:
+            request.create_time_before.FromDatetime(created_before)
         seen = 0
         while True:
             response = await self._call(self._stub.List(request, timeout=self.timeout))

@@ -242,3 +242,15 @@ def graph_json(jobs: list[Job], partial: bool) -> dict[str, Any]:
         ],
         "partial": partial,
     }
+
+
+def batch_spec(body: Any, where: str) -> job_pb2.JobSpec:
+    """One line of `zbrain submit --batch`: a job with the fields of a graph
+    file's job, plus `org`; its `after` names stored jobs by id."""
+    fields = dict(_mapping(body, where, "the line"))
+    org = fields.pop("org", None)
+    if org is not None and not isinstance(org, str):
+        raise _bad(where, "'org' must be text")
+    spec = _spec("the line", fields, set(), org, where)
+    spec.ref = ""
+    return spec

@@ -168,6 +168,8 @@ class SyncClient:
         limit: int | None = None,
         page_size: int = 100,
         labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
     ) -> Iterator[Job]:
         """See `Client.list`."""
         return self._iterate(
@@ -178,6 +180,8 @@ class SyncClient:
                 limit=limit,
                 page_size=page_size,
                 labels=labels,
+                created_after=created_after,
+                created_before=created_before,
             )
         )
 

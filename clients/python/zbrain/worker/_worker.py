@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from opentelemetry import trace
 
 from .. import _convert
+from ..logs import ensure_handler
 from ..client import Client
 from ..v1 import job_service_pb2, job_service_pb2_grpc, worker_service_pb2_grpc
 from ..v1 import worker_service_pb2 as wpb
@@ -93,6 +94,7 @@ class Worker:
         """
         delay = FIRST_RECONNECT_DELAY_S
         loop = asyncio.get_running_loop()
+        ensure_handler()  # a program that set up no logging still sees these lines
         log.info(
             "worker %s (%s, %d slots, orgs %s) connecting to %s",
             self.worker_id,
