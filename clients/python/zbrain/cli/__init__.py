@@ -471,7 +471,7 @@ def build_parser(with_plugin: bool = True) -> argparse.ArgumentParser:
     )
 
     p = client_command(
-        "completion", _completion, "print a shell completion script: bash, zsh or fish"
+        "completion", cmd_completion, "print a shell completion script: bash, zsh or fish"
     )
     p.add_argument("shell", choices=("bash", "zsh", "fish"))
     return parser
@@ -530,7 +530,13 @@ def _job_flags() -> argparse.ArgumentParser:
     return p
 
 
-def _command_words(p: argparse.ArgumentParser) -> None:
+def _command_words(p: argparse.ArgumentParser, after_dashes_only: bool = False) -> None:
+    """The job's command: the words after `--` (main takes them apart before
+    parsing, so a name before them cannot swallow the options between)."""
+    if after_dashes_only:
+        p.set_defaults(cmd=[])
+        p.usage = f"{p.prog} [OPTIONS] -- CMD [ARGS...]"
+        return
     p.add_argument(
         "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command to run, after --"
     )
@@ -595,7 +601,7 @@ def _schedule_commands(
     a.add_argument("--paused", action="store_true", help="create it paused")
     for flag in _job_flags()._actions:
         a._add_action(flag)
-    _command_words(a)
+    _command_words(a, after_dashes_only=True)
     _action(actions, "list", "list schedules", org)
     for name, help in (
         ("get", "show a schedule and its next fire times"),
@@ -634,7 +640,7 @@ def _template_commands(
     a.add_argument("--description", default="", help="what the template is for")
     for flag in _job_flags()._actions:
         a._add_action(flag)
-    _command_words(a)
+    _command_words(a, after_dashes_only=True)
     _action(actions, "list", "list templates (latest versions)", org)
     for name, help in (
         ("get", "show a template"),
@@ -682,7 +688,7 @@ def _token_commands(client_command: ClientCommand) -> None:
     a.add_argument("token_id", help="the token's id (the part after zbt_)")
 
 
-async def _completion(args: argparse.Namespace) -> int:
+async def cmd_completion(args: argparse.Namespace) -> int:
     from ._completion import script
 
     sys.stdout.write(script(build_parser(), args.shell))
@@ -708,15 +714,12 @@ def _attach_dashed_values(argv: list[str], parser: argparse.ArgumentParser) -> l
     """`--timeout -5s` as `--timeout=-5s`: argparse takes a value that starts
     with a dash and a digit for an option, and says only "expected one
     argument"; attached, the value reaches its check, which says what is
-    wrong with it. Nothing after `--` is touched."""
+    wrong with it."""
     options = _value_options(parser)
     joined: list[str] = []
     i = 0
     while i < len(argv):
         word = argv[i]
-        if word == "--":
-            joined += argv[i:]
-            break
         following = argv[i + 1] if i + 1 < len(argv) else ""
         if word in options and following[:1] == "-" and following[1:2].isdigit():
             joined.append(f"{word}={following}")
@@ -744,7 +747,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(SHORT_HELP, end="")
         return 0
     parser = build_parser()
-    args, unknown = parser.parse_known_args(_attach_dashed_values(words, parser))
+    # The words after `--` are a job's command, never options of ours.
+    head, command_words = (
+        (words[: words.index("--")], words[words.index("--") + 1 :])
+        if "--" in words
+        else (words, None)
+    )
+    args, unknown = parser.parse_known_args(_attach_dashed_values(head, parser))
+    if command_words is not None:
+        if hasattr(args, "cmd"):
+            args.cmd = [*args.cmd, *command_words]
+        else:
+            unknown += ["--", *command_words]
     handler: Command | None = getattr(args, "handler", None)
     if handler is None:
         print(SHORT_HELP, end="")

@@ -41,11 +41,11 @@ def wants_colour(stream: TextIO) -> bool:
 
 
 def duration(seconds: float) -> str:
-    """A span as people read it: 850ms, 4.2s, 3m04s, 2h05m, 3d04h."""
+    """A span as people read it: 850ms, 2s, 4.25s, 3m04s, 2h05m, 3d04h."""
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{seconds:.3g}s"
     minutes, secs = divmod(int(seconds), 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from opentelemetry import trace
 
 from .. import _convert
-from ..logs import ensure_handler
 from ..client import Client
+from ..logs import ensure_handler
 from ..v1 import job_service_pb2, job_service_pb2_grpc, worker_service_pb2_grpc
 from ..v1 import worker_service_pb2 as wpb
 from ._attempt import Attempt, Runner
