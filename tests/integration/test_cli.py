@@ -1,8 +1,8 @@
 """The `zbrain` command line end to end, against a real `zbrain serve` process.
 
-Most commands run in-process (`Cli`, through `zbrain.cli.main`, which is what
-the `zbrain` script calls), which is fast; a subprocess is used where the
-process itself matters: its exit, its output streams, its start.
+Most commands run in-process (the `cli` fixture, through `zbrain.cli.main`,
+which is what the `zbrain` script calls), which is fast; a subprocess is used
+where the process itself matters: its exit, its output streams, its start.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Processes
-from zbrain.cli import main
+from tests.integration.conftest import Cli
 
 
 def zbrain(address: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -32,65 +31,6 @@ def zbrain(address: str, *args: str, stdin: str | None = None) -> subprocess.Com
         env={**os.environ, "ZBRAIN_SERVER": address},
         timeout=60,
     )
-
-
-@pytest.fixture
-def address(processes: Processes, tmp_path: Path) -> str:
-    """A `zbrain serve --workers 2` process, as `make run` starts it (with
-    quick retries)."""
-    quick = {"ZBRAIN_RETRY_BASE": "50ms", "ZBRAIN_RETRY_CAP": "200ms"}
-    _, address = processes.server(tmp_path / "data", "--workers", "2", env=quick)
-    return address
-
-
-@dataclass
-class Ran:
-    """What a command did: its exit status and what it printed."""
-
-    status: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> list[dict]:  # type: ignore[type-arg]
-        return [json.loads(line) for line in self.stdout.splitlines()]
-
-
-class Cli:
-    """Runs `zbrain ARGS...` in this process against one server."""
-
-    def __init__(
-        self, address: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        self.capsys = capsys
-        monkeypatch.setenv("ZBRAIN_SERVER", address)
-        monkeypatch.setenv("ZBRAIN_LOG_FORMAT", "text")  # main sets it; restored after
-        monkeypatch.setattr(sys, "stdin", sys.stdin)
-
-    def __call__(self, *args: str) -> Ran:
-        self.capsys.readouterr()
-        try:
-            status = main(list(args))
-        except SystemExit as exit:
-            status = exit.code if isinstance(exit.code, int) else 0
-        out = self.capsys.readouterr()
-        return Ran(status, out.out, out.err)
-
-    def ok(self, *args: str) -> Ran:
-        ran = self(*args)
-        assert ran.status == 0, ran
-        return ran
-
-
-@pytest.fixture
-def cli(address: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    return Cli(address, capsys, monkeypatch)
-
-
-@pytest.fixture
-def offline(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
-    """The command line with no server: for what it must answer by itself."""
-    return Cli("127.0.0.1:1", capsys, monkeypatch)
 
 
 def test_submit_get_list_logs_as_a_user_would(address: str) -> None:
