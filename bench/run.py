@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -237,6 +238,7 @@ def suite(tiny: bool, repeat: int, sections: set[str]) -> list[Figure]:
     if "sqlite" in sections:
         figures += embedded(tiny, repeat, ceiling_unary, ceiling_stream)
         figures += workflows(tiny, repeat)
+        figures += command_line(tiny, repeat)
     if "postgresql" in sections:
         figures += replicated(tiny, repeat, ceiling_unary)
     return figures
@@ -405,6 +407,48 @@ def workflows(tiny: bool, repeat: int) -> list[Figure]:
                 "chain_rate": ("graph: 1,000-deep chain", "jobs/s"),
             },
         )
+    return figures
+
+
+def command_line(tiny: bool, repeat: int) -> list[Figure]:
+    """How long the `zbrain` command takes, start to exit, as a shell runs it:
+    the median of several runs of `--help`, `get` and `list`, and one
+    `submit --batch` of 200 jobs (issue 17: a shell loop of 200 submits took 70 s)."""
+    zbrain = str(Path(sys.executable).parent / "zbrain")
+    runs = 5 if tiny else 20
+
+    def timed(*args: str, stdin: str | None = None) -> tuple[float, float]:
+        """Wall and CPU (user + system) milliseconds of one run: the CPU
+        figure moves less when other processes share the machine."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        subprocess.run(
+            [zbrain, *args], input=stdin, capture_output=True, text=True, check=True, env=env
+        )
+        wall = (time.perf_counter() - started) * 1000
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+        return wall, cpu
+
+    figures: list[Figure] = []
+    with Server() as server:
+        env = {**os.environ, "ZBRAIN_SERVER": server.address}
+        job_id = subprocess.run(
+            [zbrain, "submit", "--", "true"], capture_output=True, text=True, check=True, env=env
+        ).stdout.strip()
+        batch = "".join(f'{{"cmd": ["echo", "{n}"]}}\n' for n in range(200))
+        for name, args, stdin in (
+            ("CLI: zbrain --help, start to exit", ("--help",), None),
+            ("CLI: zbrain get ID, start to exit", ("get", job_id), None),
+            ("CLI: zbrain list, start to exit", ("list",), None),
+            ("CLI: submit --batch of 200 jobs", ("submit", "--batch", "-"), batch),
+        ):
+            wall, cpu = Figure(name, "ms"), Figure(f"{name} (CPU)", "ms")
+            for _ in range(repeat):
+                samples = [timed(*args, stdin=stdin) for _ in range(1 if stdin else runs)]
+                wall.values.append(statistics.median(w for w, _ in samples))
+                cpu.values.append(statistics.median(c for _, c in samples))
+            figures += [wall, cpu]
     return figures
 
 

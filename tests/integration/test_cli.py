@@ -246,8 +246,8 @@ def test_the_banner_says_where_metrics_are_and_whether_tls_is_on(
 
 
 def test_global_options_go_before_or_after_the_command(cli: Cli, address: str) -> None:
-    job_id = cli.ok("--server", "127.0.0.1:1", "submit", "--server", address, "--", "true")
-    job_id = job_id.stdout.strip()
+    submitted = cli.ok("--server", "127.0.0.1:1", "submit", "--server", address, "--", "true")
+    job_id = submitted.stdout.strip()
     before = cli.ok("--server", address, "--json", "get", job_id).json
     after = cli.ok("get", job_id, "--json", "--server", address).json
     assert before[0]["id"] == after[0]["id"] == job_id

@@ -27,11 +27,7 @@ async def collect(client: Client, count: int, **options) -> list[Event]:
 
 
 def states(events: list[Event]) -> list[str]:
-    return [
-        e.data["to_state"].removeprefix("JOB_STATE_")
-        for e in events
-        if e.type == "job_state_changed"
-    ]
+    return [e.data["to_state"] for e in events if e.type == "job_state_changed"]
 
 
 async def test_a_jobs_whole_life_is_recorded_in_order(

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import hashlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 from google.protobuf import duration_pb2
@@ -35,7 +36,9 @@ from .models import (
     LogLine,
 )
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
-from .workflows import Schedules, Templates
+
+if TYPE_CHECKING:
+    from .workflows import Schedules, Templates
 
 T = TypeVar("T")
 _KEEP: Any = object()  # rerun's input when none is given
@@ -135,10 +138,20 @@ class Client:
             if coalesce
             else None
         )
-        self.templates = Templates(self)
+
+    @functools.cached_property
+    def templates(self) -> Templates:
         """Job templates: create, get, list, delete, submit."""
-        self.schedules = Schedules(self)
+        from .workflows import Templates  # loaded by the first use, not by every client
+
+        return Templates(self)
+
+    @functools.cached_property
+    def schedules(self) -> Schedules:
         """Schedules: create, get, list, update, delete, pause, resume, trigger."""
+        from .workflows import Schedules
+
+        return Schedules(self)
 
     @classmethod
     async def connect(

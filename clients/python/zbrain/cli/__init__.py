@@ -730,6 +730,32 @@ def _attach_dashed_values(argv: list[str], parser: argparse.ArgumentParser) -> l
     return joined
 
 
+CLIENT_COMMANDS = frozenset(
+    {
+        "submit", "get", "wait", "list", "cancel", "rerun", "logs", "events", "watch",
+        "artifacts", "download", "run-graph", "graph", "schedule", "template", "worker",
+        "completion",
+    }
+)  # fmt: skip
+"""Commands of this distribution (not `token`: it may need the server's plugin)."""
+
+_GLOBAL_VALUES = frozenset({"--server", "--token", "--tls-ca", "--tls-cert", "--tls-key"})
+
+
+def _command_word(words: list[str]) -> str | None:
+    """The command named in `words`: the first word that is neither an option
+    nor a global option's value."""
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word in _GLOBAL_VALUES or word == "--log-format":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
     for name in ("limit", "workers", "concurrency"):
         value = getattr(args, name, None)
@@ -746,7 +772,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not words:
         print(SHORT_HELP, end="")
         return 0
-    parser = build_parser()
+    # Looking the server's plugin up reads every installed package's metadata:
+    # a client command, the usual case, skips it.
+    parser = build_parser(with_plugin=_command_word(words) not in CLIENT_COMMANDS)
     # The words after `--` are a job's command, never options of ours.
     head, command_words = (
         (words[: words.index("--")], words[words.index("--") + 1 :])
