@@ -165,7 +165,7 @@ def test_cli_events_json_has_seq_and_job_id(processes: Processes, tmp_path) -> N
         env=env,
     )
     [event] = [json.loads(line) for line in out.stdout.splitlines()]
-    assert event["seq"] == 1
+    assert event["sequence"] == 1
     assert event["job_id"] == job_id
     assert event["type"] == "job_submitted"
 

@@ -326,7 +326,7 @@ class LogLine:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "seq": self.sequence,
+            "sequence": self.sequence,
             "stream": self.stream.name,
             "attempt": self.attempt,
             "time": rfc3339(self.time),
@@ -348,9 +348,9 @@ class Event:
     data: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, with the sequence as `seq`."""
+        """A JSON-ready dict: the envelope, then the payload's fields beside it."""
         return {
-            "seq": self.sequence,
+            "sequence": self.sequence,
             "topic": self.topic,
             "org_id": self.org_id,
             "job_id": self.job_id,
