@@ -283,6 +283,10 @@ def test_list_says_when_more_exist_and_filters(cli: Cli) -> None:
     assert len(cli.ok("list", "--label", "kind=test", "--since", "1h", "--json").json) == 3
     assert cli.ok("list", "--since", "2999-01-01T00:00:00Z").stdout.count("\n") == 1
     assert "default" in cli.ok("list").stdout.splitlines()[1].split()  # the org column
+    cli.ok("submit", "--org", "team-b", "--", "true")
+    assert {job["org_id"] for job in cli.ok("list", "--all-orgs", "--json").json} == {
+        "default", "team-b"
+    }  # fmt: skip
 
 
 def test_json_is_one_representation_across_commands(cli: Cli) -> None:

@@ -312,11 +312,13 @@ class Client:
         labels: Mapping[str, str] | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        all_orgs: bool = False,
     ) -> AsyncIterator[Job]:
         """Iterate over jobs, newest first unless `oldest_first`, fetching pages
         as needed; with `labels`, only jobs carrying every one of them; with
         `created_after` or `created_before` (aware datetimes), only jobs
-        submitted at or after, or before, that time."""
+        submitted at or after, or before, that time. `all_orgs` lists every
+        organisation's jobs (an admin token's right; not with `org`)."""
         request = job_service_pb2.ListRequest(
             org_id=org or "",
             labels=dict(labels or {}),
@@ -325,6 +327,7 @@ class Client:
             if oldest_first
             else job_service_pb2.LIST_ORDER_NEWEST_FIRST,
             page_size=min(page_size, limit) if limit else page_size,
+            all_orgs=all_orgs,
         )
         if created_after is not None:
             request.create_time_after.FromDatetime(created_after)

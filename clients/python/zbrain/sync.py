@@ -170,6 +170,7 @@ class SyncClient:
         labels: Mapping[str, str] | None = None,
         created_after: datetime | None = None,
         created_before: datetime | None = None,
+        all_orgs: bool = False,
     ) -> Iterator[Job]:
         """See `Client.list`."""
         return self._iterate(
@@ -182,6 +183,7 @@ class SyncClient:
                 labels=labels,
                 created_after=created_after,
                 created_before=created_before,
+                all_orgs=all_orgs,
             )
         )
 

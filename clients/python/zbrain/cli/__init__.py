@@ -356,6 +356,9 @@ def build_parser(with_plugin: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=50, help="at most this many jobs (default 50)")
     p.add_argument("--all", action="store_true", help="every job, however many")
+    p.add_argument(
+        "--all-orgs", action="store_true", help="jobs of every organisation (admin tokens)"
+    )
     p.add_argument("--oldest-first", action="store_true", help="oldest first (queue order)")
     p.add_argument("--wide", action="store_true", help="do not shorten commands")
 

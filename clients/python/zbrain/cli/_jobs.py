@@ -154,6 +154,8 @@ async def cmd_wait(args: argparse.Namespace) -> int:
 
 async def cmd_list(args: argparse.Namespace) -> int:
     out = Output.from_args(args)
+    if args.all_orgs and args.org:
+        raise UsageError("give --org or --all-orgs, not both")
     limit = None if args.all else args.limit
     async with await connect(args) as client:
         # One more than shown says whether more exist.
@@ -167,6 +169,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
                 page_size=min(1000, limit + 1) if limit else 1000,
                 labels=dict(args.label),
                 created_after=args.since,
+                all_orgs=args.all_orgs,
             )
         ]
     more = limit is not None and len(jobs) > limit
