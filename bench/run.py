@@ -238,6 +238,7 @@ def suite(tiny: bool, repeat: int, sections: set[str]) -> list[Figure]:
     if "sqlite" in sections:
         figures += embedded(tiny, repeat, ceiling_unary, ceiling_stream)
         figures += workflows(tiny, repeat)
+    if "cli" in sections:
         figures += command_line(tiny, repeat)
     if "postgresql" in sections:
         figures += replicated(tiny, repeat, ceiling_unary)
@@ -509,12 +510,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument(
         "--only",
-        choices=("sqlite", "postgresql"),
-        help="only the embedded SQLite figures, or only the PostgreSQL replica figures",
+        choices=("sqlite", "postgresql", "cli"),
+        help="only the embedded SQLite figures, the PostgreSQL replica figures, or the "
+        "command line's",
     )
     args = parser.parse_args()
     started = time.time()
-    sections = {args.only} if args.only else {"sqlite", "postgresql"}
+    sections = {args.only} if args.only else {"sqlite", "postgresql", "cli"}
     figures = suite(args.tiny, 1 if args.tiny else args.repeat, sections)
     headers = ["figure", "median", "unit", "spread (min..max)", "ratio to echo"]
     rows = [f.row() for f in figures]
