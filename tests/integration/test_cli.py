@@ -260,6 +260,15 @@ def test_version_and_a_short_help_alone(offline: Cli) -> None:
     assert "examples:" in offline.ok("logs", "--help").stdout
 
 
+def test_every_client_command_shows_examples_in_its_help() -> None:
+    from zbrain.cli import CLIENT_COMMANDS, build_parser
+    from zbrain.cli._completion import _walk
+
+    for path, parser in _walk(build_parser(with_plugin=False)):
+        if path and path[0] in CLIENT_COMMANDS | {"token"}:
+            assert "examples:\n  " in parser.format_help(), path
+
+
 def test_short_ids_are_shown_and_accepted_in_any_case(cli: Cli) -> None:
     job_id = cli.ok("submit", "--", "echo", "hi").stdout.strip()
     short = job_id[-8:]

@@ -219,15 +219,22 @@ EXAMPLES = {
   zbrain schedule create heartbeat --every 30s -- echo alive
   zbrain schedule create report --every 1h --template report --param day=today
   zbrain schedule list
-  zbrain schedule pause nightly""",
+  zbrain schedule get nightly                # with its next fire times
+  zbrain schedule pause nightly
+  zbrain schedule resume nightly
+  zbrain schedule trigger nightly            # submit its job now
+  zbrain schedule delete nightly""",
     "template": """\
   zbrain template create greet --param who --param times:integer=1 -- echo '{{ who }}'
   zbrain template submit greet --param who=Ada --wait
-  zbrain template list""",
+  zbrain template list
+  zbrain template get greet --version 1
+  zbrain template delete greet""",
     "token": """\
   zbrain token create --data-dir zbrain-data --org ops --role admin
   export ZBRAIN_TOKEN=$(zbrain token create --org team-a --role client)
-  zbrain token list""",
+  zbrain token list --org team-a
+  zbrain token revoke 3f9c2a1b7d""",
     "worker": "  zbrain worker --server 127.0.0.1:50051 --concurrency 8 --org default",
     "completion": """\
   source <(zbrain completion bash)        # in ~/.bashrc
@@ -557,8 +564,17 @@ def _actions(parent: argparse.ArgumentParser) -> Any:
 def _action(
     actions: Any, name: str, help: str, *parents: argparse.ArgumentParser
 ) -> argparse.ArgumentParser:
+    command = actions._prog_prefix.removeprefix("zbrain ")
+    examples = [
+        line for line in EXAMPLES[command].splitlines() if f"zbrain {command} {name}" in line
+    ]
     p: argparse.ArgumentParser = actions.add_parser(
-        name, help=help, description=help, parents=list(parents)
+        name,
+        help=help,
+        description=help,
+        parents=list(parents),
+        epilog="examples:\n" + "\n".join(examples),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _global_options(p, top=False)
     return p
