@@ -10,7 +10,7 @@ import dataclasses
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import descriptor, message, timestamp_pb2
 
@@ -37,7 +37,9 @@ from .models import (
     Transition,
     rfc3339,
 )
-from .v1 import event_pb2, job_pb2, job_service_pb2, schedule_pb2, template_pb2
+
+if TYPE_CHECKING:  # only annotations: converting needs no generated module loaded
+    from .v1 import event_pb2, job_pb2, job_service_pb2, schedule_pb2, template_pb2
 
 
 def _time(message: Any, field: str, zone: tzinfo) -> datetime | None:
