@@ -416,7 +416,7 @@ def command_line(tiny: bool, repeat: int) -> list[Figure]:
     the median of several runs of `--help`, `get` and `list`, and one
     `submit --batch` of 200 jobs (issue 17: a shell loop of 200 submits took 70 s)."""
     zbrain = str(Path(sys.executable).parent / "zbrain")
-    runs = 5 if tiny else 20
+    runs = 3 if tiny else 20
 
     def timed(*args: str, stdin: str | None = None) -> tuple[float, float]:
         """Wall and CPU (user + system) milliseconds of one run: the CPU
