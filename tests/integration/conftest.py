@@ -4,6 +4,7 @@ command line run in this process against it."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,10 @@ class Cli:
         monkeypatch.setenv("ZBRAIN_SERVER", address)
         monkeypatch.setenv("ZBRAIN_LOG_FORMAT", "text")  # main sets it; restored after
         monkeypatch.setattr(sys, "stdin", sys.stdin)
+        # main() sets up logging for the process; this one's is put back after.
+        root = logging.getLogger()
+        monkeypatch.setattr(root, "handlers", list(root.handlers))
+        monkeypatch.setattr(root, "level", root.level)
 
     def __call__(self, *args: str) -> Ran:
         self.capsys.readouterr()
