@@ -69,7 +69,8 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
-        help="text (default) or json lines ($ZBRAIN_LOG_FORMAT)",
+        default=argparse.SUPPRESS,  # unset here keeps `zbrain --log-format json serve`'s
+        help="text (default) or json lines, the banner too ($ZBRAIN_LOG_FORMAT)",
     )
     p.add_argument(
         "--auth",
