@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 BATCH_CHUNK = 1000
 """Jobs of `submit --batch` sent in one SubmitBatch: each chunk is atomic."""
+LIST_PAGE = 1000
+"""Jobs `list` reads per call and prints per table (columns sized per table)."""
 
 
 def _exit_status(jobs: Iterable[Job]) -> int:
@@ -157,28 +159,34 @@ async def cmd_list(args: argparse.Namespace) -> int:
     if args.all_orgs and args.org:
         raise UsageError("give --org or --all-orgs, not both")
     limit = None if args.all else args.limit
+    shown, more = 0, False
+    page: list[Job] = []
     async with await connect(args) as client:
-        # One more than shown says whether more exist.
-        jobs = [
-            job
-            async for job in client.list(
-                org=args.org,
-                states=args.state,
-                oldest_first=args.oldest_first,
-                limit=None if limit is None else limit + 1,
-                page_size=min(1000, limit + 1) if limit else 1000,
-                labels=dict(args.label),
-                created_after=args.since,
-                all_orgs=args.all_orgs,
-            )
-        ]
-    more = limit is not None and len(jobs) > limit
-    jobs = jobs[:limit]
-    if out.json:
-        for job in jobs:
-            out.json_line(job.to_dict())
-    else:
-        out.jobs(jobs, wide=args.wide)
+        # One more than shown says whether more exist. Jobs are printed a
+        # table page at a time, so memory stays bounded even with --all.
+        async for job in client.list(
+            org=args.org,
+            states=args.state,
+            oldest_first=args.oldest_first,
+            limit=None if limit is None else limit + 1,
+            page_size=min(LIST_PAGE, limit + 1) if limit else LIST_PAGE,
+            labels=dict(args.label),
+            created_after=args.since,
+            all_orgs=args.all_orgs,
+        ):
+            if limit is not None and shown == limit:
+                more = True
+                break
+            shown += 1
+            if out.json:
+                out.json_line(job.to_dict())
+                continue
+            page.append(job)
+            if len(page) == LIST_PAGE:
+                out.jobs(page, wide=args.wide, header=shown == LIST_PAGE)
+                page = []
+    if not out.json and (page or shown == 0):
+        out.jobs(page, wide=args.wide, header=shown <= LIST_PAGE)
     if more:
         print(
             f"zbrain: showing the {'oldest' if args.oldest_first else 'newest'} {limit} jobs; "
@@ -235,20 +243,20 @@ async def cmd_logs(args: argparse.Namespace) -> int:
     async with await connect(args) as client:
         ident = await job_id(client, args)
         printer = _LogPrinter(out, args)
-        # What is stored first (only the last --tail lines of it), then, with
-        # --follow, what comes after it.
-        recorded: Iterable[LogLine] = [
-            line async for line in _matching(client.logs(ident, after=args.after), args)
-        ]
+        after = args.after
         if args.tail is not None:
-            recorded = collections.deque(recorded, maxlen=args.tail)
-        last = args.after
-        for line in recorded:
-            printer.line(line)
-            last = line.sequence
-        if args.follow:
-            async for line in _matching(client.logs(ident, follow=True, after=last), args):
+            # What is stored, keeping only the last N lines in memory; then,
+            # with --follow, what comes after it.
+            tail: collections.deque[LogLine] = collections.deque(maxlen=args.tail)
+            async for line in _matching(client.logs(ident, after=after), args):
+                tail.append(line)
+            for line in tail:
                 printer.line(line)
+            after = tail[-1].sequence if tail else after
+            if not args.follow:
+                return 0
+        async for line in _matching(client.logs(ident, follow=args.follow, after=after), args):
+            printer.line(line)
     return 0
 
 

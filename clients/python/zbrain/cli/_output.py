@@ -151,11 +151,14 @@ class Output:
         headers: Sequence[str],
         rows: Sequence[Sequence[str]],
         paint: Mapping[int, Callable[[str], str]] | None = None,
+        header: bool = True,
     ) -> None:
         """Columns padded to their widest cell; `paint` colours a column's cells
-        after padding, so colour codes never upset the alignment."""
+        after padding, so colour codes never upset the alignment. Without
+        `header`, a table continues one printed before."""
         widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-        print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+        if header:
+            print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
         for row in rows:
             cells = []
             for i, (cell, width) in enumerate(zip(row, widths, strict=True)):
@@ -237,8 +240,8 @@ class Output:
                 ],
             )
 
-    def jobs(self, jobs: Sequence[Job], wide: bool = False) -> None:
-        """The job table of `list` (and `graph` without edges)."""
+    def jobs(self, jobs: Sequence[Job], wide: bool = False, header: bool = True) -> None:
+        """The job table of `list`."""
         rows = [
             [
                 job.short_id,
@@ -255,6 +258,7 @@ class Output:
             ["ID", "ORG", "STATE", "ATTEMPT", "CREATED", "DURATION", "COMMAND"],
             rows,
             {2: lambda cell: self.state(JobState[cell.strip()], cell)} if self.colour else None,
+            header,
         )
 
     def _ran(self, job: Job) -> str:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..models import (
     CatchUpPolicy,
+    Job,
     JobState,
     OverlapPolicy,
     Schedule,
@@ -29,6 +30,9 @@ from ._output import Output, duration, key_values, short_command, summarise
 
 if TYPE_CHECKING:
     from ..v1 import job_pb2
+
+WAIT_STREAMS = 16
+"""Jobs `run-graph --wait` waits for at once."""
 
 # -- graphs ---------------------------------------------------------------------------
 
@@ -52,8 +56,16 @@ async def cmd_run_graph(args: argparse.Namespace) -> int:
             else:
                 out.table(["NAME", "ID"], [[name, ident] for name, ident in by_name.items()])
             return 0
+        # A few waits at a time: each holds a stream, and the server caps a
+        # client's streams (max_streams_per_client, 100 by default).
+        streams = asyncio.Semaphore(WAIT_STREAMS)
+
+        async def wait(ident: str) -> Job:
+            async with streams:
+                return await client.wait(ident)
+
         async with spinner(f"waiting for {len(ids)} jobs"):
-            jobs = await asyncio.gather(*(client.wait(ident) for ident in ids))
+            jobs = await asyncio.gather(*(wait(ident) for ident in ids))
     states = {name: job for name, job in zip(graph.names, jobs, strict=True)}
     if out.json:
         out.json_line({"jobs": by_name, "states": {n: j.state.name for n, j in states.items()}})
