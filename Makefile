@@ -12,7 +12,7 @@ TS := clients/typescript
 BUF := node_modules/.bin/buf
 
 .PHONY: setup run test lint format protos check-stubs check-ts-stubs buf-lint buf-breaking \
-        contract-baseline ts-build ts-test pytest postgres bench bench-smoke clean
+        contract-baseline ts-build ts-test pytest postgres bubblewrap bench bench-smoke clean
 
 setup: $(INSTALLED) $(NODE_INSTALLED)
 
@@ -31,11 +31,14 @@ $(NODE_INSTALLED): package.json package-lock.json $(TS)/package.json
 	touch $@
 
 METRICS_LISTEN ?= 127.0.0.1:9464
+HTTP_LISTEN ?= 127.0.0.1:8080
 
-## run: start ZBrain on the embedded SQLite store, with a local worker pool and
-## Prometheus metrics at http://$(METRICS_LISTEN)/metrics.
+## run: start ZBrain on the embedded SQLite store, with a local worker pool, the
+## web console and HTTP API at http://$(HTTP_LISTEN)/ and Prometheus metrics at
+## http://$(METRICS_LISTEN)/metrics.
 run: $(INSTALLED)
-	$(BIN)/zbrain serve --data-dir $(DATA_DIR) --workers 4 --metrics-listen $(METRICS_LISTEN)
+	$(BIN)/zbrain serve --data-dir $(DATA_DIR) --workers 4 --metrics-listen $(METRICS_LISTEN) \
+	  --http-listen $(HTTP_LISTEN)
 
 ## test: every check, every test, and the benchmarks once in a tiny configuration.
 test: setup lint bench-smoke pytest ts-test
@@ -49,8 +52,22 @@ lint: setup buf-lint buf-breaking check-stubs check-ts-stubs ts-build
 	$(BIN)/lint-imports --no-cache
 	npm run --silent --workspace $(TS) format:check
 
-pytest: $(INSTALLED) $(NODE_INSTALLED) postgres
-	$(PY) -m pytest
+PYTEST_WORKERS ?= 3
+pytest: $(INSTALLED) $(NODE_INSTALLED) postgres bubblewrap
+	$(PY) -m pytest -n $(PYTEST_WORKERS)
+
+# The sandbox worker mode (ZWORKER_MODE=sandbox) runs jobs in bubblewrap:
+# installed from Debian's packages when missing and this runs as root; else
+# its tests skip (fail under CI=true) and this says how to install it.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq bubblewrap; }; \
+	  else \
+	    echo "bubblewrap (bwrap) is missing: the sandbox tests will skip (fail under CI=true);" \
+	         "install it with: sudo apt-get install bubblewrap"; \
+	  fi; }
 
 # The PostgreSQL store's tests use the server at 127.0.0.1:5432 (database test);
 # start it if it is installed but down. Without it they skip, except under

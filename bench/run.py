@@ -120,6 +120,12 @@ class Server:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
 
+    def cpu_s(self) -> float:
+        """CPU time the server process has used so far (user + system)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -238,6 +244,7 @@ def suite(tiny: bool, repeat: int, sections: set[str]) -> list[Figure]:
     if "sqlite" in sections:
         figures += embedded(tiny, repeat, ceiling_unary, ceiling_stream)
         figures += workflows(tiny, repeat)
+        figures += http_edge(tiny, repeat, ceiling_unary)
     if "cli" in sections:
         figures += command_line(tiny, repeat)
     if "postgresql" in sections:
@@ -305,6 +312,16 @@ def embedded(
         )
     figures += measure(
         repeat,
+        functools.partial(
+            on_fresh_server, (), "fairness", "300" if tiny else "20000", "20" if tiny else "200"
+        ),
+        {
+            "p50_ms": ("small org's dispatch p50, big org 20k queued (fairness)", "ms"),
+            "p99_ms": ("small org's dispatch p99, big org 20k queued (fairness)", "ms"),
+        },
+    )
+    figures += measure(
+        repeat,
         functools.partial(dispatch_under_submit_load, probes),
         {
             "p50_ms": ("dispatch latency p50, server saturated by Submit @64", "ms"),
@@ -318,7 +335,12 @@ def embedded(
             functools.partial(on_fresh_server, (), "e2e", workers, str(jobs)),
             {"rate": (f"end-to-end no-op, {workers} SDK workers", "jobs/s")},
         )
-    figures += measure(
+    spawn_ceiling = measure(
+        repeat,
+        functools.partial(run_load, "spawn-ceiling", seconds),
+        {"rate": ("spawn /bin/true from one Python process (ceiling)", "spawns/s")},
+    )
+    process_rate = measure(
         repeat,
         functools.partial(
             on_fresh_server,
@@ -328,6 +350,8 @@ def embedded(
         ),
         {"rate": ("end-to-end `true`, local process worker", "jobs/s")},
     )
+    process_rate[0].ceiling = spawn_ceiling[0].median
+    figures += spawn_ceiling + process_rate
 
     with Server() as server:
         for subscribers in ("1", "10"):
@@ -399,6 +423,12 @@ def workflows(tiny: bool, repeat: int) -> list[Figure]:
                 "p99_ms": ("delayed job: start after its time p99", "ms"),
             },
         )
+    with Server() as server:
+        figures += measure(
+            repeat,
+            lambda: run("cancel-chain", server.address, "100" if tiny else "10000"),
+            {"cancel_ms": ("graph: cancel the root of a 10,000-deep chain", "ms")},
+        )
     if not tiny:
         figures += measure(
             repeat,
@@ -450,6 +480,86 @@ def command_line(tiny: bool, repeat: int) -> list[Figure]:
                 wall.values.append(statistics.median(w for w, _ in samples))
                 cpu.values.append(statistics.median(c for _, c in samples))
             figures += [wall, cpu]
+    return figures
+
+
+def submit_while_watched(server: Server, url: str, watchers: str, seconds: str) -> dict[str, Any]:
+    """Submit @64 over gRPC while `watchers` WebSockets (another process) follow
+    every event; with what the slowest watcher received and the server's CPU
+    seconds during the submits."""
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "bench.http", "watchers", url, watchers, str(float(seconds) + 1)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert watching.stdout is not None
+    try:
+        if watching.stdout.readline().strip() != "ready":
+            problem = watching.communicate()[1][-3000:]
+            raise RuntimeError(f"the watchers did not connect:\n{problem}")
+        begun = server.cpu_s()
+        result = run_load("submit", server.address, "64", seconds)
+        result["cpu_s"] = server.cpu_s() - begun
+        out, err = watching.communicate(timeout=120)
+        if watching.returncode != 0:
+            raise RuntimeError(f"the watchers failed:\n{err[-3000:]}")
+    finally:
+        if watching.poll() is None:
+            watching.kill()
+            watching.wait()
+    result.update(json.loads(out.strip().splitlines()[-1]))
+    return result
+
+
+def http_edge(tiny: bool, repeat: int, ceiling_unary: Figure) -> list[Figure]:
+    """The HTTP/JSON API's Submit rate, and what 100 WebSocket watchers
+    following every event cost gRPC Submit (runs alternate, on one server)."""
+    seconds = "1" if tiny else "4"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"ZBRAIN_MAX_STREAMS_PER_CLIENT": "1000"}
+    figures: list[Figure] = []
+    with Server("--http-listen", f"127.0.0.1:{port}", env=env) as server:
+        rate, p50, p99 = measure(
+            repeat,
+            functools.partial(run_load, "submit", url, "64", seconds, module="bench.http"),
+            {
+                "rate": ("HTTP/JSON Submit @64 in flight", "jobs/s"),
+                "p50_ms": ("HTTP/JSON Submit @64 p50", "ms"),
+                "p99_ms": ("HTTP/JSON Submit @64 p99", "ms"),
+            },
+        )
+        rate.ceiling = ceiling_unary.median
+        figures += [rate, p50, p99]
+        alone = Figure("Submit @64, no WebSocket watchers", "jobs/s")
+        watched = Figure("Submit @64, 100 WebSocket watchers following events", "jobs/s")
+        delivered = Figure("events the slowest of 100 watchers received per job submitted", "x")
+        cost_alone, cost_watched = [], []  # server CPU ms per job submitted
+        for _ in range(repeat):
+            begun = server.cpu_s()
+            rate = run_load("submit", server.address, "64", seconds)["rate"]
+            alone.values.append(rate)
+            cost_alone.append((server.cpu_s() - begun) * 1000 / (rate * float(seconds)))
+            result = submit_while_watched(server, url, "100", seconds)
+            watched.values.append(result["rate"])
+            submitted = result["rate"] * float(seconds)
+            cost_watched.append(result["cpu_s"] * 1000 / submitted)
+            delivered.values.append(result["events_each_min"] / submitted)
+        slowdown = Figure(
+            "Submit slowdown from 100 WebSocket watchers",
+            "%",
+            [100 * (1 - w / a) for a, w in zip(alone.values, watched.values, strict=True)],
+        )
+        # The rate moves with whatever else the machine runs; the server's own
+        # CPU time per job is the steadier measure of what the watchers cost.
+        added = Figure(
+            "server CPU per Submit added by 100 WebSocket watchers",
+            "%",
+            [100 * (w / a - 1) for a, w in zip(cost_alone, cost_watched, strict=True)],
+        )
+        figures += [alone, watched, slowdown, added, delivered]
     return figures
 
 
@@ -518,7 +628,7 @@ def main() -> int:
     started = time.time()
     sections = {args.only} if args.only else {"sqlite", "postgresql", "cli"}
     figures = suite(args.tiny, 1 if args.tiny else args.repeat, sections)
-    headers = ["figure", "median", "unit", "spread (min..max)", "ratio to echo"]
+    headers = ["figure", "median", "unit", "spread (min..max)", "ratio to ceiling"]
     rows = [f.row() for f in figures]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     for row in (headers, *rows):

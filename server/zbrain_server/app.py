@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import logging
@@ -19,6 +20,8 @@ from zbrain.logs import announce
 from zbrain.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
+    org_pb2,
+    org_pb2_grpc,
     schedule_pb2,
     schedule_pb2_grpc,
     template_pb2,
@@ -30,6 +33,7 @@ from zbrain.v1 import (
 )
 
 from .config import ServerConfig
+from .core.limits import DAY_US
 from .core.model import EventRecord, Role, now_us
 from .core.tokens import new_token
 from .dispatch.bus import EventBus
@@ -39,6 +43,7 @@ from .dispatch.jobs import Jobs
 from .dispatch.metrics import Telemetry
 from .dispatch.scheduler import Scheduler
 from .dispatch.signals import JobSignals
+from .http.server import HttpServer
 from .rpc.api import Api
 from .rpc.auth import Authenticator, AuthInterceptor
 from .rpc.codec import EVENT_CODEC
@@ -56,12 +61,14 @@ log = logging.getLogger("zbrain.server")
 TOKEN_SERVICE = token_service_pb2.DESCRIPTOR.services_by_name["TokenService"]
 TEMPLATE_SERVICE = template_pb2.DESCRIPTOR.services_by_name["TemplateService"]
 SCHEDULE_SERVICE = schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"]
+ORG_SERVICE = org_pb2.DESCRIPTOR.services_by_name["OrgService"]
 SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
     TOKEN_SERVICE.full_name,
     TEMPLATE_SERVICE.full_name,
     SCHEDULE_SERVICE.full_name,
+    ORG_SERVICE.full_name,
 )
 HEALTH_CHECK_INTERVAL_S = 5.0
 QUEUE_DEPTH_INTERVAL_S = 5.0
@@ -127,6 +134,7 @@ class ZBrainServer:
         self.stopped = False
         self.auth_required = False
         self._held = contextlib.ExitStack()  # the data directory, while serving
+        self.http: HttpServer | None = None  # the HTTP API and console, with --http-listen
 
     @property
     def store(self) -> JobStore:
@@ -190,9 +198,10 @@ class ZBrainServer:
             limits=config.limits,
             extra_tokens=[local_token],
         )
+        rpc_telemetry = RpcTelemetry(self.telemetry)
         server = grpc.aio.server(
             options=server_options(config),
-            interceptors=[RpcTelemetry(self.telemetry).interceptor(), AuthInterceptor(self._auth)],
+            interceptors=[rpc_telemetry.interceptor(), AuthInterceptor(self._auth)],
         )
         jobs = Jobs(config, store, dispatcher, blobs, signals, bus)
         self._api = api = Api(config, jobs, store)
@@ -210,6 +219,9 @@ class ZBrainServer:
         )
         schedule_pb2_grpc.add_ScheduleServiceServicer_to_server(
             unary_servicer(schedule_pb2_grpc.ScheduleServiceServicer, SCHEDULE_SERVICE, api), server
+        )
+        org_pb2_grpc.add_OrgServiceServicer_to_server(
+            unary_servicer(org_pb2_grpc.OrgServiceServicer, ORG_SERVICE, api), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -230,6 +242,9 @@ class ZBrainServer:
             raise ZBrainError(f"cannot listen on {config.listen}: {exc}") from exc
         await server.start()
         self._server = server
+        if config.http_listen is not None:
+            self.http = HttpServer(config, api, self._auth, config.http_listen, rpc_telemetry)
+            await self.http.start()
         await dispatcher.start()
         self._delayed.start()
         self._scheduler.start()
@@ -237,7 +252,7 @@ class ZBrainServer:
         self._tasks = [
             asyncio.create_task(self._watch_health(store), name="zbrain-health"),
             asyncio.create_task(self._retention(store, blobs), name="zbrain-retention"),
-            asyncio.create_task(self._measure_queue(store), name="zbrain-queue-depth"),
+            asyncio.create_task(self._measure_queue(store, dispatcher), name="zbrain-queue-depth"),
         ]
         self._tasks.append(asyncio.create_task(self._watch_tokens(store), name="zbrain-auth"))
         if config.local_workers:
@@ -253,14 +268,16 @@ class ZBrainServer:
         config = self.config
         required = config.auth == "required" or (config.auth is None and await store.has_tokens())
         self.auth_required = required
-        open_to_network = not _is_loopback(config.listen)
-        if open_to_network and not config.insecure and (not required or config.tls_cert is None):
-            missing = "auth" if not required else "TLS"
-            raise ZBrainError(
-                f"refusing to listen on {config.listen} without {missing}: create a token "
-                "(zbrain token create --data-dir DIR --org ORG --role admin), configure TLS "
-                "(--tls-cert/--tls-key), or pass --insecure to accept the risk"
-            )
+        for listen in (config.listen, config.http_listen):
+            if listen is None or _is_loopback(listen) or config.insecure:
+                continue
+            if not required or config.tls_cert is None:
+                missing = "auth" if not required else "TLS"
+                raise ZBrainError(
+                    f"refusing to listen on {listen} without {missing}: create a token "
+                    "(zbrain token create --data-dir DIR --org ORG --role admin), configure TLS "
+                    "(--tls-cert/--tls-key), or pass --insecure to accept the risk"
+                )
         return required
 
     async def stop(self, grace_s: float = 10.0) -> None:
@@ -269,6 +286,8 @@ class ZBrainServer:
         await self._health.enter_graceful_shutdown()
         if self._local_workers is not None:
             await self._stop_local_workers()
+        if self.http is not None:
+            await self.http.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
         for task in self._tasks:
@@ -324,27 +343,38 @@ class ZBrainServer:
             except ZBrainError as exc:
                 log.warning("could not check tokens: %s", exc)
 
-    async def _measure_queue(self, store: JobStore) -> None:
-        """Refresh the queue-depth gauge; a scrape then never waits for the database."""
+    async def _measure_queue(self, store: JobStore, dispatcher: Dispatcher) -> None:
+        """Refresh the queue-depth and unmatched-jobs gauges; a scrape then
+        never waits for the database."""
         while True:
             try:
                 self.telemetry.set_queue_depth(await store.count_unfinished())
+                unmatched: collections.Counter[str] = collections.Counter()
+                for org_id, requires, jobs in await store.runnable_requirements():
+                    if not dispatcher.has_worker_for(org_id, requires):
+                        unmatched[org_id] += jobs
+                self.telemetry.set_unmatched(unmatched)
             except ZBrainError as exc:
                 log.warning("could not measure the queue: %s", exc)
             await asyncio.sleep(QUEUE_DEPTH_INTERVAL_S)
 
     async def _retention(self, store: JobStore, blobs: BlobStore) -> None:
-        """Purge finished jobs past the retention age, then blobs nobody refers to."""
+        """Purge finished jobs past the retention age (the server's, or an
+        org's own), then blobs nobody refers to."""
         shortest = min(self.config.retention_s, self.config.event_retention_s)
         every = max(self.config.poll_interval_s, min(3600.0, shortest / 10))
         while True:
             try:
                 now = now_us()
-                purged = batch = await store.purge_finished(
-                    now - int(self.config.retention_s * 1e6)
-                )
+                before = now - int(self.config.retention_s * 1e6)
+                own = {  # orgs with retention days of their own (OrgService)
+                    settings.org_id: now - settings.retention_days * DAY_US
+                    for settings in await store.orgs.all_set()
+                    if settings.retention_days
+                }
+                purged = batch = await store.purge_finished(before, own)
                 while batch == PURGE_BATCH:  # a backlog: the rest, a batch at a time
-                    batch = await store.purge_finished(now - int(self.config.retention_s * 1e6))
+                    batch = await store.purge_finished(before, own)
                     purged += batch
                 await store.purge_events(now - int(self.config.event_retention_s * 1e6))
                 deleted = blobs.collect_garbage(await store.referenced_blobs())
@@ -413,6 +443,8 @@ async def serve(
     if metrics_url:
         fields["metrics"] = metrics_url
     announce(f"ZBrain listening on {server.address}", **fields)
+    if server.http is not None:
+        announce(f"ZBrain console and HTTP API at {server.http.url}")
     if not server.auth_required:
         announce(
             "auth is off: anyone who can reach this address can run commands; "

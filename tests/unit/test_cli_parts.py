@@ -9,7 +9,8 @@ import pytest
 
 from zbrain.cli import _attach_dashed_values, _command_word, build_parser
 from zbrain.cli._ids import is_suffix, normalise
-from zbrain.cli._output import Output, duration, human_bytes, summarise
+from zbrain.cli._output import Output, duration, summarise
+from zbrain.sizes import format_size
 
 JOB_ID = "01a23591-a74f-70d8-abf7-44619821f5a1"
 
@@ -65,7 +66,7 @@ def test_large_json_is_summarised_unless_asked_for_whole() -> None:
     assert summarise(value).startswith('1012 bytes: {"data": "xxx')
     assert summarise(value).endswith("(--full shows all)")
     assert summarise(value, full=True) == '{"data": "' + "x" * 1000 + '"}'
-    assert human_bytes(3 * 1024 * 1024) == "3.0 MB"
+    assert format_size(3 * 1024 * 1024) == "3 MiB"
 
 
 def test_a_value_starting_with_a_dash_is_attached_to_its_option() -> None:

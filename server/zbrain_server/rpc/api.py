@@ -33,7 +33,8 @@ from ..core.model import NewJob, now_us
 from ..dispatch.jobs import Jobs
 from ..dispatch.tokens import create_token
 from ..store import JobStore
-from . import codec, validation
+from . import codec, validation, validation_workflows
+from .orgs import OrgApi
 from .schedules import ScheduleApi
 from .telemetry import current_trace_context
 from .templates import TemplateApi
@@ -43,6 +44,8 @@ Operation = Callable[..., Any]
 async generator `(caller, request) -> response messages`."""
 
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
+RESPONSE_MARGIN_BYTES = 64 << 10
+"""Room kept in an answer of max_message_bytes for what frames it."""
 
 
 def operation_name(method: str) -> str:
@@ -53,8 +56,8 @@ def operation_name(method: str) -> str:
 
 class Api:
     """zbrain.v1's operations, transport-neutral: JobService and TokenService
-    here, TemplateService and ScheduleService in their parts (`templates`,
-    `schedules`)."""
+    here, TemplateService, ScheduleService and OrgService in their parts
+    (`templates`, `schedules`, `orgs`)."""
 
     def __init__(self, config: ServerConfig, jobs: Jobs, store: JobStore) -> None:
         self._config = config
@@ -62,6 +65,7 @@ class Api:
         self._store = store
         self.templates = TemplateApi(self, store)
         self.schedules = ScheduleApi(self, store)
+        self.orgs = OrgApi(self, store)
 
     @property
     def config(self) -> ServerConfig:
@@ -71,6 +75,12 @@ class Api:
     def jobs(self) -> Jobs:
         return self._jobs
 
+    @property
+    def answer_bytes(self) -> int:
+        """What the items of one answer may hold in all (leases, a page of
+        templates or schedules): past the message limit the answer would fail."""
+        return self._config.limits.max_message_bytes - RESPONSE_MARGIN_BYTES
+
     def operation(self, method: str) -> Operation | None:
         """The operation of a full method name, or None when there is none
         (WorkerService.Connect, a session rather than an operation, lives in
@@ -78,7 +88,7 @@ class Api:
         name = operation_name(method)
         if name.startswith("_"):
             return None
-        for part in (self, self.templates, self.schedules):
+        for part in (self, self.templates, self.schedules, self.orgs):
             found = getattr(part, name, None)
             if callable(found):
                 return cast(Operation, found)
@@ -149,6 +159,7 @@ class Api:
     async def get(self, caller: Caller, request: pb.GetRequest) -> pb.GetResponse:
         job = await self._jobs.get(caller, validation.check_job_id(request.job_id))
         message = codec.job_to_proto(job)
+        message.waiting_reason = await self._jobs.waiting_reason(job)
         children, reruns = await self._jobs.links(job)
         message.child_ids.extend(children)
         message.rerun_ids.extend(reruns)
@@ -162,9 +173,11 @@ class Api:
             org_id = request_org(caller, request.org_id, self._config.default_org)
         query = validation.list_query(request, org_id, self._config.limits)
         jobs = await self._jobs.list_jobs(query)
+        token = validation.next_page_token(query, jobs)  # the page as read, before filtering
+        if query.unmatched:
+            jobs = [job for job in jobs if not self._jobs.has_worker_for(job)]
         return pb.ListResponse(
-            jobs=[codec.job_to_proto(job) for job in jobs],
-            next_page_token=validation.next_page_token(query, jobs),
+            jobs=[codec.job_to_proto(job) for job in jobs], next_page_token=token
         )
 
     async def cancel(self, caller: Caller, request: pb.CancelRequest) -> pb.CancelResponse:
@@ -191,12 +204,17 @@ class Api:
         async for lines in self._jobs.logs(caller, job_id, after, follow=request.follow):
             yield pb.StreamLogsResponse(lines=codec.log_lines_to_proto(lines))
 
+    def events_org(self, caller: Caller, request: pb.StreamEventsRequest) -> str:
+        """The organisation whose events a StreamEvents request reads, checked
+        (the HTTP edge shares one live feed among the sockets that read it)."""
+        return validation.valid_org(
+            request_org(caller, request.org_id, self._config.default_org), "org_id"
+        )
+
     async def stream_events(
         self, caller: Caller, request: pb.StreamEventsRequest
     ) -> AsyncIterator[pb.StreamEventsResponse]:
-        org_id = validation.valid_org(
-            request_org(caller, request.org_id, self._config.default_org), "org_id"
-        )
+        org_id = self.events_org(caller, request)
         after = validation.after_sequence(request.after_sequence)
         async for records in self._jobs.events(
             org_id, request.topic_prefix, after, follow=request.follow
@@ -256,7 +274,14 @@ class Api:
         if time_remaining_s is not None:
             wait_s = min(wait_s, max(0.0, time_remaining_s - 0.5))
         leases = await self._jobs.acquire(worker_id, org_ids, max_jobs, wait_s)
-        return pb.AcquireLeaseResponse(leases=[codec.lease_to_proto(lease) for lease in leases])
+        response = pb.AcquireLeaseResponse()
+        messages = [codec.lease_to_proto(lease) for lease in leases]
+        response.leases.extend(validation_workflows.fitting(messages, self.answer_bytes))
+        if len(response.leases) < len(leases):
+            # Past what one answer may carry (large inputs, or parents'
+            # outputs): the rest go back to the queue, not to waste.
+            await self._jobs.give_back(leases[len(response.leases) :])
+        return response
 
     async def renew_lease(
         self, caller: Caller, request: pb.RenewLeaseRequest

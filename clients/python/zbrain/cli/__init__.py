@@ -31,8 +31,12 @@ from ._common import (
     future_time,
     key_value,
     moment,
+    not_negative,
     parameter,
     positive_duration,
+    positive_int,
+    requirement,
+    size,
 )
 
 if TYPE_CHECKING:
@@ -201,6 +205,9 @@ EXAMPLES = {
   zbrain submit --input '{"n": 1}' --timeout 30s --retries 2 --wait -- python3 job.py
   zbrain submit --after 3f9c2a1b --after 7d01e4aa:finished -- make report
   zbrain submit --delay 10m -- ./cleanup.sh
+  zbrain submit --memory 512M --cpu 30s --open-files 256 -- ./crunch
+  zbrain submit --concurrency-key customer-42 --concurrency-limit 2 -- ./sync.sh 42
+  zbrain submit --requires gpu=a100 --requires region -- ./train.sh
   zbrain submit --batch jobs.jsonl        # one JSON job a line; - reads stdin""",
     "get": "  zbrain get 3f9c2a1b\n  zbrain get 3f9c2a1b --full --utc",
     "wait": "  zbrain wait 3f9c2a1b --timeout 5m",
@@ -208,6 +215,7 @@ EXAMPLES = {
   zbrain list
   zbrain list --state failed --since 1h
   zbrain list --label team=data --limit 200
+  zbrain list --unmatched                 # runnable jobs no connected worker can take
   zbrain list --all --json""",
     "cancel": "  zbrain cancel 3f9c2a1b",
     "rerun": """\
@@ -245,7 +253,19 @@ EXAMPLES = {
   export ZBRAIN_TOKEN=$(zbrain token create --org team-a --role client)
   zbrain token list --org team-a
   zbrain token revoke 3f9c2a1b7d""",
-    "worker": "  zbrain worker --server 127.0.0.1:50051 --concurrency 8 --org default",
+    "worker": """\
+  zbrain worker --server 127.0.0.1:50051 --concurrency 8 --org default
+  zbrain worker --label gpu=a100 --label region=eu
+  zbrain worker --mode sandbox --max-memory 2G --max-cpu 10m --allow-network""",
+    "workers": "  zbrain workers\n  zbrain workers --org team-a --json",
+    "org": """\
+  zbrain org get team-a
+  zbrain org set team-a --max-running 20 --max-starts-per-second 5 --retention-days 30
+  zbrain org set team-a --max-running 0      # back to none of its own
+  zbrain org pause team-a
+  zbrain org pause team-a --selector pipeline=nightly
+  zbrain org resume team-a --selector pipeline=nightly
+  zbrain org resume team-a""",
     "completion": """\
   source <(zbrain completion bash)        # in ~/.bashrc
   source <(zbrain completion zsh)         # in ~/.zshrc
@@ -310,6 +330,7 @@ def build_parser(with_plugin: bool = True) -> argparse.ArgumentParser:
         "submit a job: zbrain submit [OPTIONS] -- CMD [ARGS...]",
         org,
         _job_flags(),
+        _sharing_flags(),
     )
     p.add_argument(
         "--request-id", help="idempotency key: resubmitting with it returns the first job"
@@ -376,6 +397,11 @@ def build_parser(with_plugin: bool = True) -> argparse.ArgumentParser:
         "--all-orgs", action="store_true", help="jobs of every organisation (admin tokens)"
     )
     p.add_argument("--oldest-first", action="store_true", help="oldest first (queue order)")
+    p.add_argument(
+        "--unmatched",
+        action="store_true",
+        help="only runnable jobs no connected worker can take (org or labels)",
+    )
     p.add_argument("--wide", action="store_true", help="do not shorten commands")
 
     p = client_command("cancel", _lazy(jobs, "cmd_cancel"), "cancel a job", id_org)
@@ -454,6 +480,12 @@ def build_parser(with_plugin: bool = True) -> argparse.ArgumentParser:
     _schedule_commands(client_command, _lazy(workflows, "cmd_schedule"), org)
     _template_commands(client_command, _lazy(workflows, "cmd_template"), org)
     _token_commands(client_command)
+    _org_commands(client_command, _lazy("._orgs", "cmd_org"))
+
+    p = client_command(
+        "workers", _lazy("._orgs", "cmd_workers"), "list the workers connected to the server"
+    )
+    p.add_argument("--org", help="only workers serving this organisation (admins)")
 
     p = client_command("worker", cmd_worker, "run a worker that executes jobs")
     p.add_argument(
@@ -468,7 +500,27 @@ def build_parser(with_plugin: bool = True) -> argparse.ArgumentParser:
         help="organisation to serve (repeatable; default: the server's default)",
     )
     p.add_argument("--id", dest="worker_id", help="worker id (default: HOST-PID)")
-    p.add_argument("--mode", help="how jobs run: process (default; $ZWORKER_MODE) or echo")
+    p.add_argument(
+        "--mode",
+        help="how jobs run: process (default; $ZWORKER_MODE), sandbox (process isolated "
+        "with bubblewrap) or echo",
+    )
+    p.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="in sandbox mode, give jobs that ask for it the network ($ZWORKER_ALLOW_NETWORK)",
+    )
+    # The maxima stay text here: the worker reads each from its flag or else
+    # its variable with one parser (worker_command.MAXIMA).
+    for flag, metavar, what in (
+        ("--max-memory", "SIZE", "most resident memory a job may use, e.g. 512M"),
+        ("--max-cpu", "DURATION", "most CPU time each process of a job may use, e.g. 5m"),
+        ("--max-processes", "N", "most processes of the job's user at once"),
+        ("--max-open-files", "N", "most open files of each process of a job"),
+        ("--max-file-size", "SIZE", "largest file a job may write, e.g. 1G"),
+    ):
+        variable = "ZWORKER_" + flag[2:].upper().replace("-", "_")
+        p.add_argument(flag, metavar=metavar, help=f"{what} (${variable})")
     p.add_argument(
         "--temp-dir",
         type=Path,
@@ -546,6 +598,49 @@ def _job_flags() -> argparse.ArgumentParser:
         "--input", metavar="JSON|@FILE", help="JSON input, inline or from a file (@- for stdin)"
     )
     p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    return p
+
+
+def _sharing_flags() -> argparse.ArgumentParser:
+    """What a submitted job may use and where it may run (docs/limits.md,
+    docs/sandbox.md): its resource limits, its concurrency key, the worker
+    labels it requires."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--memory", type=size, metavar="SIZE", help="memory limit, e.g. 512M")
+    p.add_argument(
+        "--cpu",
+        type=positive_duration,
+        metavar="DUR",
+        help="CPU time limit of each process, e.g. 30s",
+    )
+    p.add_argument(
+        "--processes", type=positive_int, metavar="N", help="process limit (RLIMIT_NPROC)"
+    )
+    p.add_argument(
+        "--open-files", type=positive_int, metavar="N", help="open files limit per process"
+    )
+    p.add_argument("--file-size", type=size, metavar="SIZE", help="largest file it may write")
+    p.add_argument("--network", action="store_true", help="ask a sandboxed worker for the network")
+    p.add_argument(
+        "--concurrency-key",
+        metavar="KEY",
+        help="jobs of the org with this key run at most --concurrency-limit at once, in order",
+    )
+    p.add_argument(
+        "--concurrency-limit",
+        type=not_negative(int),
+        default=0,
+        metavar="N",
+        help="how many jobs of the key may run at once (default 1)",
+    )
+    p.add_argument(
+        "--requires",
+        type=requirement,
+        action="append",
+        default=[],
+        metavar="K=V|K",
+        help="only a worker with this label (or label key) runs it (repeatable)",
+    )
     return p
 
 
@@ -715,6 +810,40 @@ def _token_commands(client_command: ClientCommand) -> None:
     a.add_argument("token_id", help="the token's id (the part after zbt_)")
 
 
+def _org_commands(client_command: ClientCommand, handler: Command) -> None:
+    p = client_command(
+        "org", handler, "an organisation's limits and pauses: get, set, pause, resume"
+    )
+    actions = _actions(p)
+    a = _action(actions, "get", "show an organisation's limits and pauses")
+    a.add_argument("org", help="the organisation")
+    a = _action(actions, "set", "change an organisation's limits (admins); 0 removes its own")
+    a.add_argument("org", help="the organisation")
+    for flag, kind, metavar, what in (
+        ("--max-running", int, "N", "running jobs at once"),
+        ("--max-starts-per-second", float, "R", "job starts per second"),
+        ("--max-waiting", int, "N", "waiting jobs"),
+        ("--max-log-bytes", int, "B", "log bytes stored per job"),
+        ("--max-artifact-bytes", int, "B", "artifact bytes per job"),
+        ("--retention-days", int, "D", "days finished jobs are kept"),
+    ):
+        a.add_argument(flag, type=not_negative(kind), metavar=metavar, help=what)
+    for name, help in (
+        ("pause", "start none of an organisation's jobs (admins); running jobs finish"),
+        ("resume", "lift a pause (admins)"),
+    ):
+        a = _action(actions, name, help)
+        a.add_argument("org", help="the organisation")
+        a.add_argument(
+            "--selector",
+            type=key_value,
+            action="append",
+            default=[],
+            metavar="K=V",
+            help="only the jobs carrying this label (repeatable: all of them)",
+        )
+
+
 async def cmd_completion(args: argparse.Namespace) -> int:
     from ._completion import script
 
@@ -761,7 +890,7 @@ CLIENT_COMMANDS = frozenset(
     {
         "submit", "get", "wait", "list", "cancel", "rerun", "logs", "events", "watch",
         "artifacts", "download", "run-graph", "graph", "schedule", "template", "worker",
-        "completion",
+        "workers", "org", "completion",
     }
 )  # fmt: skip
 """Commands of this distribution (not `token`: it may need the server's plugin)."""

@@ -1,6 +1,7 @@
 """What every command shares: the connection made from the global flags,
 job ids resolved from what a person typed, flag values checked beyond what
-argparse checks, and the spinner of `--wait`."""
+argparse checks (sizes and durations through zbrain.sizes and
+zbrain.durations, as the SDK reads them), and the spinner of `--wait`."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..durations import parse_duration
+from ..sizes import parse_size
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -55,6 +57,47 @@ def key_value(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     return key, value
+
+
+def requirement(text: str) -> tuple[str, str]:
+    """--requires KEY=VALUE (the worker label must equal it) or KEY (it must be present)."""
+    key, _, value = text.partition("=")
+    if not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE or KEY, got {text!r}")
+    return key, value
+
+
+def not_negative(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """A count or rate where 0 means none of its own (the server's default)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be 0 (none of its own) or more")
+        return value
+
+    return parse
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be at least 1")
+    return value
+
+
+def size(text: str) -> int:
+    """A size as zbrain.sizes reads it: 512M, 2G, 64KiB or bytes."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_duration(text: str) -> float:

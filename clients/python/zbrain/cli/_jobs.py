@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..models import Dependency, DependencyCondition, Event, Job, JobState, LogLine, rfc3339
+from ..models import (
+    Dependency,
+    DependencyCondition,
+    Event,
+    Job,
+    JobState,
+    LogLine,
+    Resources,
+    rfc3339,
+)
+from ..sizes import format_size
 from ._common import (
     EXIT_FAILED,
     UsageError,
@@ -78,6 +89,17 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             depends_on=await _dependencies(client, args),
             run_at=args.at,
             delay=args.delay,
+            concurrency_key=args.concurrency_key or "",
+            concurrency_limit=args.concurrency_limit,
+            requires=dict(args.requires),
+            resources=Resources(
+                memory_bytes=args.memory or 0,
+                cpu_seconds=math.ceil(args.cpu or 0),  # limited in whole seconds
+                processes=args.processes or 0,
+                open_files=args.open_files or 0,
+                file_size_bytes=args.file_size or 0,
+            ),
+            network=args.network,
         )
         if args.wait:
             job = await _wait(client, job)
@@ -173,6 +195,7 @@ async def cmd_list(args: argparse.Namespace) -> int:
             labels=dict(args.label),
             created_after=args.since,
             all_orgs=args.all_orgs,
+            unmatched=args.unmatched,
         ):
             if limit is not None and shown == limit:
                 more = True
@@ -379,8 +402,6 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 
 async def cmd_artifacts(args: argparse.Namespace) -> int:
-    from ._output import human_bytes
-
     out = Output.from_args(args)
     async with await connect(args) as client:
         artifacts = await client.artifacts(await job_id(client, args))
@@ -390,7 +411,7 @@ async def cmd_artifacts(args: argparse.Namespace) -> int:
     else:
         out.table(
             ["NAME", "SIZE", "SHA256"],
-            [[a.name, human_bytes(a.size_bytes), a.sha256] for a in artifacts],
+            [[a.name, format_size(a.size_bytes), a.sha256] for a in artifacts],
         )
     return 0
 

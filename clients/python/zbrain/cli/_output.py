@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from ..models import Job, JobState
+from ..models import Job, JobState, Resources
+from ..sizes import format_size
 
 INLINE_LIMIT = 200
 """Input or output JSON longer than this many characters is summarised (`--full` shows it)."""
@@ -71,25 +72,13 @@ def exact(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def human_bytes(size: int) -> str:
-    """812 bytes, 1.2 KB, 3.4 MB."""
-    if size < 1024:
-        return f"{size} bytes"
-    scaled = size / 1024
-    for unit in ("KB", "MB"):
-        if scaled < 1024:
-            return f"{scaled:.1f} {unit}"
-        scaled /= 1024
-    return f"{scaled:.1f} GB"
-
-
 def summarise(value: Any, full: bool = False) -> str:
     """JSON for a detail row: whole when short or with `full`, else its size
     and its first characters."""
     text = json.dumps(value, ensure_ascii=False)
     if full or len(text) <= INLINE_LIMIT:
         return text
-    size = human_bytes(len(text.encode()))
+    size = format_size(len(text.encode()))
     return f"{size}: {text[:80]}… (--full shows all)"
 
 
@@ -100,6 +89,29 @@ def short_command(cmd: Sequence[str], width: int = 48) -> str:
 
 def key_values(mapping: Mapping[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(mapping.items()))
+
+
+def requirements(requires: Mapping[str, str]) -> str:
+    """Worker labels a job requires: `gpu=a100 region` (a key alone: any value)."""
+    return " ".join(f"{k}={v}" if v else k for k, v in sorted(requires.items()))
+
+
+def resources(limits: Resources, network: bool) -> str:
+    """A job's resource limits in words: `memory 64 MiB, cpu 30s, network`."""
+    parts = []
+    if limits.memory_bytes:
+        parts.append(f"memory {format_size(limits.memory_bytes)}")
+    if limits.cpu_seconds:
+        parts.append(f"cpu {limits.cpu_seconds}s")
+    if limits.processes:
+        parts.append(f"processes {limits.processes}")
+    if limits.open_files:
+        parts.append(f"open files {limits.open_files}")
+    if limits.file_size_bytes:
+        parts.append(f"file size {format_size(limits.file_size_bytes)}")
+    if network:
+        parts.append("network")
+    return ", ".join(parts)
 
 
 @dataclass
@@ -198,12 +210,21 @@ class Output:
             rows.append(("why", f"{change.reason} ({change.cause.name}, {self.when(change.time)})"))
         if job.state in (JobState.RETRYING, JobState.SCHEDULED):
             rows.append(("next run", self.both(job.next_run_time)))
+        if job.waiting_reason:
+            rows.append(("waiting", job.waiting_reason.removeprefix("waiting: ")))
+        if job.concurrency_key:
+            at_most = job.concurrency_limit or 1
+            rows.append(("key", f"{job.concurrency_key} (at most {at_most} at once)"))
+        if job.requires:
+            rows.append(("requires", requirements(job.requires)))
         if job.worker_id:
             rows.append(("worker", job.worker_id))
         if job.env:
             rows.append(("env", key_values(job.env)))
         if job.labels:
             rows.append(("labels", key_values(job.labels)))
+        if job.resources or job.network:
+            rows.append(("limits", resources(job.resources, job.network)))
         if job.depends_on:
             after = [f"{d.job_id[-8:]} ({d.condition.name.lower()})" for d in job.depends_on]
             rows.append(("after", ", ".join(after)))
@@ -218,7 +239,7 @@ class Output:
         if job.output is not None:
             rows.append(("output", summarise(job.output, full)))
         for artifact in job.artifacts:
-            size = human_bytes(artifact.size_bytes)
+            size = format_size(artifact.size_bytes)
             rows.append(("artifact", f"{artifact.name} ({size}, sha256 {artifact.sha256[:12]})"))
         self.details(rows)
         if job.attempts:

@@ -31,12 +31,14 @@ INSERT INTO jobs (
     id, org_id, cmd, input_json, env, timeout_us, max_retries, priority, labels,
     create_time, state, attempt, update_time, start_time, finish_time, next_run_time,
     last_error, output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested,
-    request_id, trace_context, previous_state, cause, reason, transition_time
+    request_id, trace_context, previous_state, cause, reason, transition_time,
+    concurrency_key, concurrency_limit, requires, resources, network
 ) VALUES (
     :id, :org_id, :cmd, :input_json, :env, :timeout_us, :max_retries, :priority, :labels,
     :create_time, :state, :attempt, :update_time, :start_time, :finish_time, :next_run_time,
     :last_error, :output_json, :lease_epoch, :worker_id, :lease_expire_time, :cancel_requested,
-    :request_id, :trace_context, :previous_state, :cause, :reason, :transition_time
+    :request_id, :trace_context, :previous_state, :cause, :reason, :transition_time,
+    :concurrency_key, :concurrency_limit, :requires, :resources, :network
 ) ON CONFLICT DO NOTHING;
 
 -- name: save_job
@@ -51,10 +53,82 @@ UPDATE jobs SET
 WHERE id = :id AND state = :old_state AND lease_epoch = :old_lease_epoch;
 
 -- name: lock_runnable
--- Up to :limit jobs of one org that may run now, in leasing order.
+-- Up to :limit jobs of one org that may run now, in leasing order: those the
+-- worker's labels (a JSON object) meet, matching none of the paused label
+-- selectors (a JSON array of objects), and not of a skipped concurrency key.
 SELECT * FROM jobs
 WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+    AND (requires = '{}' OR NOT EXISTS (
+        SELECT 1 FROM json_each(jobs.requires) AS r
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(json(:worker_labels)) AS w
+            WHERE w.key = r.key AND (r.value = '' OR w.value = r.value))))
+    AND (:paused_selectors = '[]' OR NOT EXISTS (
+        SELECT 1 FROM json_each(json(:paused_selectors)) AS s
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(s.value) AS p
+            WHERE (SELECT l.value FROM json_each(jobs.labels) AS l WHERE l.key = p.key)
+                IS NOT p.value)))
+    AND concurrency_key NOT IN (SELECT value FROM json_each(:skipped_keys))
 ORDER BY priority DESC, id LIMIT :limit;
+
+-- name: org_settings_of
+SELECT * FROM org_settings WHERE org_id IN (SELECT value FROM json_each(:org_ids));
+
+-- name: save_org_settings
+INSERT INTO org_settings (
+    org_id, max_running_jobs, max_starts_per_second, max_waiting_jobs, max_log_bytes,
+    max_artifact_bytes, retention_days, paused, paused_selectors, update_time
+) VALUES (
+    :org_id, :max_running_jobs, :max_starts_per_second, :max_waiting_jobs, :max_log_bytes,
+    :max_artifact_bytes, :retention_days, :paused, :paused_selectors, :update_time
+) ON CONFLICT (org_id) DO UPDATE SET
+    max_running_jobs = excluded.max_running_jobs,
+    max_starts_per_second = excluded.max_starts_per_second,
+    max_waiting_jobs = excluded.max_waiting_jobs, max_log_bytes = excluded.max_log_bytes,
+    max_artifact_bytes = excluded.max_artifact_bytes, retention_days = excluded.retention_days,
+    paused = excluded.paused, paused_selectors = excluded.paused_selectors,
+    update_time = excluded.update_time;
+
+-- name: lock_org_settings
+SELECT * FROM org_settings WHERE org_id = :org_id;
+
+-- name: try_lock_limit
+-- The writer holds the whole database: a limit's count needs no lock of its own.
+SELECT 1 AS locked;
+
+-- name: count_running
+SELECT count(*) AS running FROM jobs WHERE org_id = :org_id AND state = 'RUNNING';
+
+-- name: key_head
+-- The first job of a concurrency key that the worker could lease now, in
+-- leasing order (filters as lock_runnable's).
+SELECT id FROM jobs
+WHERE org_id = :org_id AND concurrency_key = :concurrency_key
+    AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+    AND (requires = '{}' OR NOT EXISTS (
+        SELECT 1 FROM json_each(jobs.requires) AS r
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(json(:worker_labels)) AS w
+            WHERE w.key = r.key AND (r.value = '' OR w.value = r.value))))
+    AND (:paused_selectors = '[]' OR NOT EXISTS (
+        SELECT 1 FROM json_each(json(:paused_selectors)) AS s
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(s.value) AS p
+            WHERE (SELECT l.value FROM json_each(jobs.labels) AS l WHERE l.key = p.key)
+                IS NOT p.value)))
+ORDER BY priority DESC, id LIMIT 1;
+
+-- name: count_running_key
+SELECT count(*) AS running FROM jobs
+WHERE org_id = :org_id AND state = 'RUNNING' AND concurrency_key = :concurrency_key;
+
+-- name: select_bucket
+SELECT tokens, refill_time FROM org_buckets WHERE org_id = :org_id;
+
+-- name: save_bucket
+INSERT INTO org_buckets (org_id, tokens, refill_time) VALUES (:org_id, :tokens, :refill_time)
+ON CONFLICT (org_id) DO UPDATE SET tokens = excluded.tokens, refill_time = excluded.refill_time;
 
 -- name: lock_expired
 SELECT * FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < :now;
@@ -88,9 +162,31 @@ INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name,
 ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = excluded.size_bytes;
 
 -- name: purgeable
-SELECT id FROM jobs
+-- Of every org but those with retention days of their own (:own_orgs).
+-- A finished parent stays while a child of it has not finished: every lease
+-- of the child (a retry's too) carries the parent's result.
+SELECT id FROM jobs AS finished
 WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+  AND org_id NOT IN (SELECT value FROM json_each(:own_orgs))
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
 LIMIT :limit;
+
+-- name: purgeable_of_org
+-- As purgeable, for one org with retention days of its own.
+SELECT id FROM jobs AS finished
+WHERE org_id = :org_id AND finish_time < :before
+  AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
+LIMIT :limit;
+
+-- name: all_org_settings
+SELECT * FROM org_settings;
 
 -- name: delete_logs_of
 DELETE FROM logs WHERE job_id IN (SELECT value FROM json_each(:ids));
@@ -107,6 +203,12 @@ SELECT DISTINCT sha256 FROM artifacts;
 -- name: count_waiting
 SELECT org_id, count(*) AS waiting FROM jobs
 WHERE state IN ('PENDING', 'RETRYING', 'BLOCKED', 'SCHEDULED') GROUP BY org_id;
+
+-- name: runnable_requirements
+-- Runnable jobs by org and the worker labels they require, for the count of
+-- jobs no connected worker can take.
+SELECT org_id, requires, count(*) AS jobs FROM jobs
+WHERE state IN ('PENDING', 'RETRYING') GROUP BY org_id, requires;
 
 -- name: count_unfinished
 SELECT org_id, state, count(*) AS jobs FROM jobs
@@ -180,11 +282,36 @@ FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
 WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids)) AND jobs.state = 'BLOCKED'
 ORDER BY jobs.id;
 
+-- name: lock_blocked_downstream
+-- Every BLOCKED job downstream of some jobs through BLOCKED jobs, in one
+-- read however deep the graph: one row per edge that comes from those jobs
+-- or from another of these, with its condition.
+WITH RECURSIVE down(id) AS (
+    SELECT job_edges.child_id FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
+    WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids)) AND jobs.state = 'BLOCKED'
+    UNION
+    SELECT job_edges.child_id FROM down
+    JOIN job_edges ON job_edges.parent_id = down.id
+    JOIN jobs ON jobs.id = job_edges.child_id
+    WHERE jobs.state = 'BLOCKED'
+)
+SELECT jobs.*, job_edges.parent_id, job_edges.condition AS edge_condition
+FROM down JOIN jobs ON jobs.id = down.id JOIN job_edges ON job_edges.child_id = jobs.id
+WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids))
+   OR job_edges.parent_id IN (SELECT id FROM down)
+ORDER BY jobs.id;
+
 -- name: set_waiting_on
 UPDATE jobs SET waiting_on = :waiting_on WHERE id = :id;
 
 -- name: parent_outcomes
-SELECT id, state, output_json FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+-- How parents ended and the size of their outputs in bytes (UTF-8), without
+-- the outputs: those that fit in a lease are read apart (parent_outputs).
+SELECT id, state, length(CAST(output_json AS BLOB)) AS output_bytes
+FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: parent_outputs
+SELECT id, output_json FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: children_of
 SELECT child_id AS id FROM job_edges WHERE parent_id = :id ORDER BY child_id LIMIT :limit;
