@@ -474,3 +474,35 @@ def test_a_limit_that_cannot_work_is_refused_with_the_field_named(address: str) 
 
     assert out.returncode != 0
     assert "job.resources.open_files: must be 0 (no limit) or at least 3" in out.stderr
+
+
+def test_sharing_commands_and_submit_flags(cli: Cli) -> None:
+    job_id = cli.ok(
+        "submit", "--requires", "gpu", "--requires", "zone=eu", "--concurrency-key", "c42",
+        "--memory", "64M", "--cpu", "1.5s", "--network", "--", "true",
+    ).stdout.strip()  # fmt: skip
+    shown = cli.ok("get", job_id[-8:]).stdout  # by its short id
+    assert "requires  gpu zone=eu" in shown
+    assert "key       c42 (at most 1 at once)" in shown
+    assert "limits    memory 64 MiB, cpu 2s, network" in shown
+    assert "waiting   " in shown  # no worker offers gpu
+    [unmatched] = cli.ok("list", "--unmatched", "--json").json
+    assert (unmatched["id"], unmatched["requires"]) == (job_id, {"gpu": "", "zone": "eu"})
+    assert unmatched["resources"]["memory_bytes"] == 64 << 20
+
+    cli.ok("org", "set", "default", "--max-running", "3", "--max-starts-per-second", "2.5")
+    [settings] = cli.ok("org", "pause", "default", "--selector", "team=a", "--json").json
+    assert (settings["max_running_jobs"], settings["max_starts_per_second"]) == (3, 2.5)
+    assert settings["paused_selectors"] == [{"team": "a"}]
+    assert "paused selectors    team=a" in cli.ok("org", "get", "default").stdout
+    cli.ok("org", "resume", "default", "--selector", "team=a")
+    assert cli.ok("org", "get", "default", "--json").json[0]["paused_selectors"] == []
+    assert cli.ok("workers").stdout.startswith("ID ")
+    for args, message in (
+        (["org", "set", "default"], "nothing to set: give one of --max-running"),
+        (["org", "set", "default", "--max-waiting", "-1"], "must be 0 (none of its own) or more"),
+        (["submit", "--memory", "lots", "--", "true"], "'lots' is not a size"),
+        (["submit", "--requires", "=x", "--", "true"], "expected KEY=VALUE or KEY"),
+    ):
+        ran = cli(*args)
+        assert ran.status == 2 and message in ran.stderr and len(ran.stderr.splitlines()) == 1
