@@ -38,7 +38,8 @@ TEST_CONFIG = dict(
     retry_cap_s=0.2,
     timeout_grace_s=1.0,
 )
-LISTENING = re.compile(r"ZBrain listening on (\S+)")
+# The banner's address, in text or in a JSON line (--log-format json).
+LISTENING = re.compile(r"ZBrain listening on ([^\s\"]+)")
 
 
 @pytest.fixture

@@ -339,8 +339,8 @@ def state_change(event: Event) -> StateChange:
         job_id=event.job_id,
         attempt=int(data.get("attempt", 0)),
         lease_epoch=int(data.get("lease_epoch", 0)),
-        from_state=JobState[data["from_state"].removeprefix("JOB_STATE_")],
-        to_state=JobState[data["to_state"].removeprefix("JOB_STATE_")],
+        from_state=JobState[data["from_state"]],
+        to_state=JobState[data["to_state"]],
         cause=Cause[
             data.get("cause", "TRANSITION_CAUSE_UNSPECIFIED").removeprefix("TRANSITION_CAUSE_")
         ],

@@ -27,11 +27,7 @@ async def collect(client: Client, count: int, **options) -> list[Event]:
 
 
 def states(events: list[Event]) -> list[str]:
-    return [
-        e.data["to_state"].removeprefix("JOB_STATE_")
-        for e in events
-        if e.type == "job_state_changed"
-    ]
+    return [e.data["to_state"] for e in events if e.type == "job_state_changed"]
 
 
 async def test_a_jobs_whole_life_is_recorded_in_order(
@@ -169,7 +165,7 @@ def test_cli_events_json_has_seq_and_job_id(processes: Processes, tmp_path) -> N
         env=env,
     )
     [event] = [json.loads(line) for line in out.stdout.splitlines()]
-    assert event["seq"] == 1
+    assert event["sequence"] == 1
     assert event["job_id"] == job_id
     assert event["type"] == "job_submitted"
 

@@ -39,8 +39,8 @@ async def most_running_at_once(client: Client, org: str) -> int:
     async for event in client.events(org=org):
         if event.type != "job_state_changed":
             continue
-        into = event.data.get("to_state") == "JOB_STATE_RUNNING"
-        out_of = event.data.get("from_state") == "JOB_STATE_RUNNING"
+        into = event.data.get("to_state") == "RUNNING"
+        out_of = event.data.get("from_state") == "RUNNING"
         running += int(into) - int(out_of and not into)
         most = max(most, running)
     return most

@@ -17,7 +17,6 @@ from typing import Any
 import grpc
 
 from .errors import InvalidArgumentError, UnavailableError, ZBrainError
-from .status import from_rpc_error
 from .telemetry import trace_metadata
 
 DEFAULT_PORT = 50051
@@ -169,6 +168,8 @@ class Connection:
 
     def error(self, error: grpc.aio.AioRpcError) -> ZBrainError:
         """The ZBrainError for a failed call; an unreachable server is explained."""
+        from .status import from_rpc_error  # the rich-status decoding: on errors only
+
         if error.code() is not grpc.StatusCode.UNAVAILABLE:
             return from_rpc_error(error)
         details = error.details() or ""

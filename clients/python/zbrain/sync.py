@@ -190,6 +190,9 @@ class SyncClient:
         limit: int | None = None,
         page_size: int = 100,
         labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        all_orgs: bool = False,
         unmatched: bool = False,
     ) -> Iterator[Job]:
         """See `Client.list`."""
@@ -201,6 +204,9 @@ class SyncClient:
                 limit=limit,
                 page_size=page_size,
                 labels=labels,
+                created_after=created_after,
+                created_before=created_before,
+                all_orgs=all_orgs,
                 unmatched=unmatched,
             )
         )

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from typing import Any
-
-from opentelemetry import propagate
 
 from .errors import InvalidArgumentError
 
@@ -126,6 +125,12 @@ def _prometheus_reader(listen: str) -> Any:
 
 def trace_metadata() -> list[tuple[str, str]]:
     """The current trace context as gRPC metadata (empty outside a span)."""
+    if "opentelemetry.context" not in sys.modules:
+        # Nothing in this process made a span, so there is no context to send;
+        # and a command-line call does not pay for loading OpenTelemetry.
+        return []
+    from opentelemetry import propagate
+
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return list(carrier.items())

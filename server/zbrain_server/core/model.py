@@ -254,7 +254,7 @@ class AttemptResult:
 class JobQuery:
     """A List query: filters plus a keyset position (`after_id`)."""
 
-    org_id: str
+    org_id: str | None  # None: every organisation
     states: Sequence[JobState] = ()
     newest_first: bool = True
     limit: int = 50

@@ -28,7 +28,7 @@ from zbrain.v1 import job_service_pb2 as pb
 from zbrain.v1 import token_service_pb2 as tpb
 
 from ..config import ServerConfig
-from ..core.access import Caller, request_org, request_orgs
+from ..core.access import Caller, check_every_org, request_org, request_orgs
 from ..core.model import NewJob, now_us
 from ..dispatch.jobs import Jobs
 from ..dispatch.tokens import create_token
@@ -166,7 +166,11 @@ class Api:
         return pb.GetResponse(job=message)
 
     async def list(self, caller: Caller, request: pb.ListRequest) -> pb.ListResponse:
-        org_id = request_org(caller, request.org_id, self._config.default_org)
+        org_id: str | None = None  # every organisation, with all_orgs
+        if request.all_orgs:
+            check_every_org(caller)
+        else:
+            org_id = request_org(caller, request.org_id, self._config.default_org)
         query = validation.list_query(request, org_id, self._config.limits)
         jobs = await self._jobs.list_jobs(query)
         token = validation.next_page_token(query, jobs)  # the page as read, before filtering

@@ -513,11 +513,17 @@ def batch_refs(specs: Sequence[job_pb2.JobSpec]) -> dict[str, int]:
     return refs
 
 
-def list_query(request: job_service_pb2.ListRequest, org_id: str, limits: Limits) -> JobQuery:
+def list_query(
+    request: job_service_pb2.ListRequest, org_id: str | None, limits: Limits
+) -> JobQuery:
     """Validate a ListRequest for `org_id` (resolved from the request and the
-    caller), decoding its page token against the same filters."""
+    caller; None for every organisation), decoding its page token against the
+    same filters."""
     v = Violations()
-    check_org_id(org_id, "org_id", v)
+    if org_id is not None:
+        check_org_id(org_id, "org_id", v)
+    elif request.org_id:
+        v.add("org_id", "must be empty with all_orgs")
     states: list[JobState] = []
     for i, number in enumerate(request.states):
         state = _enum_or_none(JobState, number)

@@ -297,9 +297,12 @@ class JobStore:
         return with_artifacts(jobs, rows)
 
     async def list_jobs(self, query: JobQuery) -> list[Job]:
-        """Up to query.limit jobs after query.after_id in the query's order."""
-        where = ["org_id = :org_id"]
-        params: dict[str, Any] = {"org_id": query.org_id, "limit": query.limit}
+        """Up to query.limit jobs after query.after_id in the query's order
+        (of every organisation when query.org_id is None)."""
+        where = ["org_id = :org_id"] if query.org_id is not None else ["1 = 1"]
+        params: dict[str, Any] = {"limit": query.limit}
+        if query.org_id is not None:
+            params["org_id"] = query.org_id
         if query.states:
             where.append(self._driver.in_list("state", "states"))
             params["states"] = [state.name for state in query.states]

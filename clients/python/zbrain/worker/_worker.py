@@ -17,6 +17,7 @@ from opentelemetry import trace
 from .. import _convert
 from ..client import Client
 from ..connection import RECONNECT_FIRST_S, RECONNECT_MAX_S
+from ..logs import ensure_handler
 from ..v1 import job_service_pb2, job_service_pb2_grpc, worker_service_pb2_grpc
 from ..v1 import worker_service_pb2 as wpb
 from ._attempt import Attempt, Runner
@@ -93,6 +94,7 @@ class Worker:
         """
         delay = RECONNECT_FIRST_S
         loop = asyncio.get_running_loop()
+        ensure_handler()  # a program that set up no logging still sees these lines
         log.info(
             "worker %s (%s, %d slots, orgs %s) connecting to %s",
             self.worker_id,
