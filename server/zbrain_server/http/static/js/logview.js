@@ -1,0 +1,165 @@
+// A job's log, followed live. Lines arrive in bursts of thousands; the view
+// keeps the tab responsive and its memory bounded however many there are:
+//  - arriving lines wait in a queue and are drawn a chunk per animation frame
+//    (one DocumentFragment each), never all at once;
+//  - the page holds at most DOM_CAP lines; older ones leave the DOM and stay
+//    in memory, up to KEPT_CAP lines, from where "Show earlier" brings them
+//    back a chunk at a time; beyond that they are dropped, and the full log
+//    is one download away;
+//  - it follows the end only while the reader is at the end.
+// stdout, stderr and the worker's own notes are told apart by class and by a
+// marker a screen reader reads; each attempt starts with a separator.
+
+import { append, el, exactTime, replace } from "./dom.js";
+
+export const DOM_CAP = 2000;
+export const KEPT_CAP = 50_000;
+// "Show earlier" lets the DOM grow to this many lines, no further.
+export const DOM_MAX = 10_000;
+const CHUNK = 500; // lines drawn per frame
+const EARLIER_STEP = 1000;
+
+const STREAMS = {
+  LOG_STREAM_STDOUT: ["stdout", "out"],
+  LOG_STREAM_STDERR: ["stderr", "err"],
+  LOG_STREAM_SYSTEM: ["system", "sys"],
+};
+
+export class LogView {
+  /** @param {string} rawUrl where the whole log can be read as it is stored. */
+  constructor(rawUrl) {
+    this.kept = []; // every line still in memory, oldest first (at most KEPT_CAP)
+    this.dropped = 0; // lines no longer in memory
+    this.queue = []; // lines received but not drawn yet
+    this.firstShown = 0; // index in `kept` of the first line in the DOM
+    this.drawnCount = 0; // lines in the DOM
+    this.cap = DOM_CAP; // lines the DOM may hold now: grows with "Show earlier"
+    this.lastAttempt = null;
+    this.frame = null;
+    this.counter = el("span", { class: "muted", id: "log-count" }, "0 lines");
+    this.earlier = el("button", { type: "button", id: "log-earlier", hidden: true, onclick: () => this.showEarlier() }, "Show earlier");
+    this.note = el("p", { class: "muted log-note", hidden: true });
+    this.lines = el("div", { class: "log-lines", id: "log-lines", role: "log", "aria-live": "off" });
+    this.scroller = el("div", { class: "log", id: "log" }, this.earlier, this.note, this.lines);
+    this.node = el(
+      "div",
+      { class: "log-view" },
+      el("div", { class: "log-bar" },
+        el("span", { class: "legend" },
+          el("span", { class: "line stdout" }, "stdout"), " ",
+          el("span", { class: "line stderr" }, "stderr"), " ",
+          el("span", { class: "line system" }, "system")),
+        this.counter,
+        el("a", { href: rawUrl, class: "button-link", target: "_blank", rel: "noopener" }, "Raw log")),
+      this.scroller,
+    );
+  }
+
+  /** Take new lines (in sequence order); they are drawn on the next frames. */
+  add(lines) {
+    for (const line of lines) this.kept.push(line);
+    this.queue.push(...lines);
+    const over = this.kept.length - KEPT_CAP;
+    if (over > 0) {
+      this.kept.splice(0, over);
+      this.dropped += over;
+      this.firstShown = Math.max(0, this.firstShown - over);
+    }
+    // Lines that would leave the DOM at once need never enter it.
+    if (this.queue.length > DOM_CAP) {
+      this.queue.splice(0, this.queue.length - DOM_CAP);
+      this.restartFrom(this.kept.length - DOM_CAP);
+    }
+    this.counter.textContent = `${(this.dropped + this.kept.length).toLocaleString("en")} lines`;
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.draw());
+  }
+
+  /** Clear the DOM so drawing resumes at kept[index] (the queue holds the rest). */
+  restartFrom(index) {
+    this.lines.replaceChildren();
+    this.drawnCount = 0;
+    this.firstShown = index;
+    this.lastAttempt = null;
+    this.cap = DOM_CAP;
+  }
+
+  atEnd() {
+    const s = this.scroller;
+    return s.scrollHeight - s.scrollTop - s.clientHeight < 40;
+  }
+
+  draw() {
+    this.frame = null;
+    const follow = this.atEnd();
+    const batch = this.queue.splice(0, CHUNK);
+    const fragment = document.createDocumentFragment();
+    for (const line of batch) this.appendLine(fragment, line);
+    this.lines.append(fragment);
+    this.drawnCount += batch.length;
+    // A reader at the end goes back to the small DOM; one reading earlier
+    // lines keeps them (up to the cap "Show earlier" set).
+    if (follow) this.cap = DOM_CAP;
+    this.trim();
+    if (follow) this.scroller.scrollTop = this.scroller.scrollHeight;
+    if (this.queue.length) this.frame = requestAnimationFrame(() => this.draw());
+  }
+
+  appendLine(parent, line) {
+    if (line.attempt !== this.lastAttempt) {
+      this.lastAttempt = line.attempt;
+      parent.append(el("div", { class: "attempt-sep", dataset: { attempt: String(line.attempt || 0) } }, `Attempt ${line.attempt || "?"}`));
+    }
+    const [kind, short] = STREAMS[line.stream] || ["system", "sys"];
+    parent.append(
+      el("div", { class: `line ${kind}`, dataset: { seq: String(line.sequence) }, title: line.time ? exactTime(line.time) : null },
+        el("span", { class: "tag" }, short),
+        el("span", { class: "text" }, line.text ?? "")),
+    );
+  }
+
+  /** Keep at most `cap` lines in the DOM, removing from the top. */
+  trim() {
+    let extra = this.drawnCount - this.cap;
+    while (extra > 0 && this.lines.firstChild) {
+      const first = this.lines.firstChild;
+      if (first.classList.contains("line")) {
+        extra -= 1;
+        this.drawnCount -= 1;
+        this.firstShown += 1;
+      }
+      first.remove();
+    }
+    this.showEarlierButton();
+  }
+
+  showEarlierButton() {
+    this.earlier.hidden = this.firstShown === 0 || this.drawnCount >= DOM_MAX;
+    const hidden = this.dropped + (this.earlier.hidden ? this.firstShown : 0);
+    this.note.hidden = hidden === 0;
+    if (hidden) replace(this.note, `${hidden.toLocaleString("en")} earlier lines are only in the raw log.`);
+  }
+
+  /** Bring back the EARLIER_STEP lines before the first one shown (the DOM cap grows with it). */
+  showEarlier() {
+    const room = DOM_MAX - this.drawnCount;
+    const start = Math.max(0, this.firstShown - Math.min(EARLIER_STEP, room));
+    const fragment = document.createDocumentFragment();
+    const height = this.scroller.scrollHeight;
+    this.lastAttempt = null;
+    for (const line of this.kept.slice(start, this.firstShown)) this.appendLine(fragment, line);
+    // The first line already shown may now need its attempt separator no more.
+    const next = this.lines.firstChild;
+    if (next && next.classList.contains("attempt-sep") && Number(next.dataset.attempt) === this.lastAttempt) next.remove();
+    this.drawnCount += this.firstShown - start;
+    this.cap = Math.max(this.cap, this.drawnCount);
+    this.firstShown = start;
+    this.lines.prepend(fragment);
+    this.scroller.scrollTop += this.scroller.scrollHeight - height; // keep the reader's place
+    this.showEarlierButton();
+  }
+
+  /** Say the log is complete (the job ended) or what stopped it. */
+  status(text) {
+    append(this.lines, el("div", { class: "line system end" }, el("span", { class: "tag" }, "—"), el("span", { class: "text" }, text)));
+  }
+}

@@ -1,0 +1,172 @@
+"""The web console in a real headless Chromium against a real server.
+
+Each test starts its own `zbrain serve` (HTTP listener, local workers, its
+own data folder) and its own browser, and waits for conditions, never for
+fixed times.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from selenium.webdriver.common.by import By
+
+from tests.browser.conftest import Consoles, page_errors, screenshot, wait_for
+from zbrain import JobState
+
+PY = sys.executable
+
+
+def text_of(driver, selector: str) -> str:
+    found = driver.find_elements(By.CSS_SELECTOR, selector)
+    return found[0].text if found else ""
+
+
+def state_shown(driver) -> str:
+    """The state badge of the job page ("running", "succeeded", ...)."""
+    found = driver.find_elements(By.CSS_SELECTOR, "#job-state .badge")
+    return found[0].get_attribute("data-state") if found else ""
+
+
+def log_texts(driver) -> list[str]:
+    return [
+        node.text for node in driver.find_elements(By.CSS_SELECTOR, "#log-lines .line .text")
+    ]
+
+
+def test_a_job_submitted_elsewhere_appears_in_the_list_without_reloading(
+    consoles: Consoles, browser
+) -> None:
+    console = consoles.start(workers=1)
+    browser.get(console.url + "#/jobs")
+    wait_for(browser, lambda d: text_of(d, "#live-status") == "● live")
+    browser.execute_script("window.zbrainNotReloaded = true")
+
+    with console.client() as client:
+        job = client.submit([PY, "-c", "print('hello from the list test')"], labels={"k": "v"})
+        client.wait(job.id, timeout=30)
+
+    row = f'tr[data-job-id="{job.id}"]'
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    wait_for(browser, lambda d: "succeeded" in text_of(d, f"{row} .state"))
+    assert browser.execute_script("return window.zbrainNotReloaded") is True
+    submitted = browser.find_element(By.CSS_SELECTOR, f"{row} time")
+    assert submitted.get_attribute("title").endswith(" UTC")  # the exact time on hover
+    screenshot(browser, "jobs")
+
+    browser.get(console.url + "#/workers")
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#workers-body tr[data-worker-id]"))
+    screenshot(browser, "workers")
+    assert page_errors(browser) == []
+
+
+def test_a_job_submitted_with_the_form_streams_its_log_while_it_runs(
+    consoles: Consoles, browser, tmp_path: Path
+) -> None:
+    console = consoles.start(workers=1)
+    gate = tmp_path / "gate"
+    script = (
+        "import pathlib, sys, time; "
+        "print('first line', flush=True); "
+        "print('a warning', file=sys.stderr, flush=True); "
+        "[time.sleep(0.02) for _ in iter(lambda: pathlib.Path(sys.argv[1]).exists(), True)]; "
+        "print('last line', flush=True)"
+    )
+    browser.get(console.url)
+    wait_for(browser, lambda d: d.find_elements(By.ID, "by-state"))
+    browser.find_element(By.CSS_SELECTOR, 'nav a[data-page="submit"]').click()
+    argv = wait_for(browser, lambda d: d.find_element(By.ID, "submit-argv"))
+    argv.send_keys("\n".join([PY, "-c", script, str(gate)]))
+    browser.find_element(By.ID, "submit-input").send_keys('{"n": 1}')
+    browser.find_element(By.ID, "submit-env").send_keys("GREETING=hello")
+    browser.find_element(By.ID, "submit-timeout").send_keys("60")
+    browser.find_element(By.ID, "submit-retries").send_keys("0")
+    browser.find_element(By.ID, "submit-button").click()
+
+    wait_for(browser, lambda d: "#/jobs/" in d.current_url)
+    wait_for(browser, lambda d: "first line" in log_texts(d))
+    wait_for(browser, lambda d: "a warning" in log_texts(d))
+    assert state_shown(browser) == "running"
+    assert "last line" not in log_texts(browser)
+    stderr = browser.find_elements(By.CSS_SELECTOR, "#log-lines .line.stderr .text")
+    assert [line.text for line in stderr] == ["a warning"]
+    assert browser.find_element(By.CSS_SELECTOR, ".attempt-sep").text.upper() == "ATTEMPT 1"
+    assert browser.find_element(By.CSS_SELECTOR, "#env .secret").text == "••••••"
+    browser.find_element(By.CSS_SELECTOR, "#env .reveal").click()
+    assert browser.find_element(By.CSS_SELECTOR, "#env .secret").text == "hello"
+
+    gate.touch()
+    wait_for(browser, lambda d: "last line" in log_texts(d))
+    wait_for(browser, lambda d: state_shown(d) == "succeeded")
+    screenshot(browser, "job")
+    assert page_errors(browser) == []
+
+
+def test_canceling_a_running_job_changes_its_state(consoles: Consoles, browser) -> None:
+    console = consoles.start(workers=1)
+    with console.client() as client:
+        job = client.submit([PY, "-c", "import time; print('working', flush=True); time.sleep(120)"])
+    browser.get(console.url + f"#/jobs/{job.id}")
+    wait_for(browser, lambda d: "working" in log_texts(d))
+    assert state_shown(browser) == "running"
+
+    browser.find_element(By.ID, "cancel").click()
+    wait_for(browser, lambda d: state_shown(d) == "canceled")
+    with console.client() as client:
+        assert client.get(job.id).state is JobState.CANCELED
+    assert browser.find_elements(By.ID, "rerun")  # a finished job offers a rerun instead
+    assert page_errors(browser) == []
+
+
+def test_log_lines_and_arguments_are_shown_as_text_never_run(consoles: Consoles, browser) -> None:
+    console = consoles.start(workers=1)
+    script_tag = "<script>window.zbrainPwned = 1</script>"
+    image_tag = '<img src=x onerror="window.zbrainPwned = 2">'
+    with console.client() as client:
+        job = client.submit(
+            [PY, "-c", "import sys; print(sys.argv[1]); print(sys.argv[2], file=sys.stderr)",
+             script_tag, image_tag],
+            labels={"note": "<b>bold</b>"},
+        )
+        client.wait(job.id, timeout=30)
+    browser.get(console.url + f"#/jobs/{job.id}")
+    wait_for(browser, lambda d: len(log_texts(d)) >= 2)
+
+    assert log_texts(browser)[:2] == [script_tag, image_tag]
+    argv = [node.text for node in browser.find_elements(By.CSS_SELECTOR, "#argv li")]
+    assert argv[-2:] == [script_tag, image_tag]
+    assert text_of(browser, "#labels") == "note=<b>bold</b>"
+    assert browser.find_elements(By.CSS_SELECTOR, "main img, main b, #log-lines script") == []
+    assert browser.execute_script("return window.zbrainPwned") is None
+    assert page_errors(browser) == []
+
+
+def test_signing_in_and_out_with_auth_on(consoles: Consoles, browser) -> None:
+    data_dir = consoles.data_dir()
+    token = consoles.token(data_dir, "team-a", "client")
+    console = consoles.start("--auth", "required", data_dir=data_dir)
+    browser.get(console.url + "#/jobs")
+    wait_for(browser, lambda d: "#/signin" in d.current_url)
+
+    token_input = wait_for(browser, lambda d: d.find_element(By.ID, "token"))
+    token_input.send_keys("zb_not_a_token")
+    browser.find_element(By.ID, "signin-submit").click()
+    wait_for(browser, lambda d: text_of(d, "#signin-error"))
+    token_input.clear()
+    token_input.send_keys(token)
+    browser.find_element(By.ID, "signin-submit").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "jobs-table"))
+    session = {c["name"]: c for c in browser.get_cookies()}["zbrain_session"]
+    assert session["httpOnly"] is True
+    assert token not in browser.current_url
+
+    with console.client(token) as client:
+        job = client.submit([PY, "-c", "print('signed in')"])
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{job.id}"]'))
+
+    browser.find_element(By.ID, "sign-out").click()
+    wait_for(browser, lambda d: "#/signin" in d.current_url)
+    browser.get(console.url + "#/jobs")  # the old cookie no longer opens anything
+    wait_for(browser, lambda d: "#/signin" in d.current_url)
+    assert page_errors(browser) == []
