@@ -153,21 +153,31 @@ export function listWorkers(query, signal) {
 // -- sessions -------------------------------------------------------------------------
 
 /** Exchange a token for a session cookie; answers the session (its org and role). */
-export function signIn(token) {
-  return call("POST", "/v1/session", { body: { token } });
+export async function signIn(token) {
+  const session = await call("POST", "/v1/session", { body: { token } });
+  // Who signed in (never the token), so a reloaded page can still say it.
+  sessionStorage.setItem("zbrain.session", JSON.stringify(session));
+  return session;
 }
 
 /** End the session at once. */
-export function signOut() {
-  return call("DELETE", "/v1/session");
+export async function signOut() {
+  await call("DELETE", "/v1/session");
+  sessionStorage.removeItem("zbrain.session");
 }
 
-/** The current session, or null when auth is off or nobody signed in. */
+/**
+ * This browser's session: {authRequired, signedIn, tokenId, orgId?, role?}.
+ * The org and role are remembered from signing in when the answer lacks them.
+ */
 export async function currentSession() {
+  const session = await call("GET", "/v1/session", { quiet: true });
+  let remembered = {};
   try {
-    return await call("GET", "/v1/session", { quiet: true });
-  } catch (error) {
-    if ([401, 404, 405].includes(error.httpStatus)) return null;
-    throw error;
+    remembered = JSON.parse(sessionStorage.getItem("zbrain.session") || "{}");
+  } catch {
+    remembered = {};
   }
+  if (session.signedIn && remembered.tokenId === session.tokenId) return { ...remembered, ...session };
+  return session;
 }

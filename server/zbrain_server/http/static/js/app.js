@@ -19,7 +19,7 @@ const notice = document.getElementById("notice");
 
 /** What pages share: the session, navigation and notices. */
 const app = {
-  session: null,
+  session: null, // set when signed in: {tokenId, orgId, role}
   navigate(hash) {
     if (window.location.hash === hash) route();
     else window.location.hash = hash;
@@ -87,11 +87,11 @@ function route() {
 }
 
 function showAccount() {
-  if (!app.session) {
+  if (!app.session || !app.session.signedIn) {
     replace(account);
     return;
   }
-  const who = [app.session.name || "signed in", app.session.orgId, app.session.role]
+  const who = [app.session.orgId, app.session.role, app.session.tokenId && `token ${app.session.tokenId}`]
     .filter(Boolean)
     .join(" · ");
   replace(
@@ -135,12 +135,19 @@ window.addEventListener("hashchange", route);
 setInterval(() => refreshTimes(main), 10_000);
 
 async function start() {
+  let session = null;
   try {
-    app.session = await api.currentSession();
+    session = await api.currentSession();
   } catch {
-    app.session = null; // the page itself will say what is wrong
+    // The page itself will say what is wrong when it calls the API.
   }
+  app.session = session && session.signedIn ? session : null;
   showAccount();
+  if (session && session.authRequired && !session.signedIn && parseHash().parts[0] !== "signin") {
+    // Straight to the sign-in page, coming back here after (no hashchange, one render).
+    const back = window.location.hash || "#/";
+    window.history.replaceState(null, "", `#/signin?next=${encodeURIComponent(back)}`);
+  }
   route();
 }
 

@@ -24,12 +24,11 @@ export function el(tag, attrs = {}, ...children) {
       node.setAttribute(name, String(value));
     }
   }
-  append(node, children);
-  return node;
+  return append(node, ...children);
 }
 
 /** Append children (nodes, strings, arrays of them) to a node. */
-export function append(node, children) {
+export function append(node, ...children) {
   for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
@@ -40,7 +39,7 @@ export function append(node, children) {
 /** Replace a node's children. */
 export function replace(node, ...children) {
   node.replaceChildren();
-  return append(node, children);
+  return append(node, ...children);
 }
 
 /** A JobState name without its prefix, lower case: "JOB_STATE_RUNNING" -> "running". */

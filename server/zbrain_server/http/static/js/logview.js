@@ -10,7 +10,7 @@
 // stdout, stderr and the worker's own notes are told apart by class and by a
 // marker a screen reader reads; each attempt starts with a separator.
 
-import { append, el, exactTime, replace } from "./dom.js";
+import { el, exactTime, replace } from "./dom.js";
 
 export const DOM_CAP = 2000;
 export const KEPT_CAP = 50_000;
@@ -95,7 +95,7 @@ export class LogView {
     const fragment = document.createDocumentFragment();
     for (const line of batch) this.appendLine(fragment, line);
     this.lines.append(fragment);
-    this.drawnCount += batch.length;
+    this.drawnCount += batch.filter((line) => line.note === undefined).length;
     // A reader at the end goes back to the small DOM; one reading earlier
     // lines keeps them (up to the cap "Show earlier" set).
     if (follow) this.cap = DOM_CAP;
@@ -105,6 +105,10 @@ export class LogView {
   }
 
   appendLine(parent, line) {
+    if (line.note !== undefined) {
+      parent.append(el("div", { class: "line system end" }, el("span", { class: "tag" }, "—"), el("span", { class: "text" }, line.note)));
+      return;
+    }
     if (line.attempt !== this.lastAttempt) {
       this.lastAttempt = line.attempt;
       parent.append(el("div", { class: "attempt-sep", dataset: { attempt: String(line.attempt || 0) } }, `Attempt ${line.attempt || "?"}`));
@@ -122,7 +126,7 @@ export class LogView {
     let extra = this.drawnCount - this.cap;
     while (extra > 0 && this.lines.firstChild) {
       const first = this.lines.firstChild;
-      if (first.classList.contains("line")) {
+      if (first.dataset.seq !== undefined) {
         extra -= 1;
         this.drawnCount -= 1;
         this.firstShown += 1;
@@ -158,8 +162,9 @@ export class LogView {
     this.showEarlierButton();
   }
 
-  /** Say the log is complete (the job ended) or what stopped it. */
+  /** Say, after the lines received so far, that the log is complete or what stopped it. */
   status(text) {
-    append(this.lines, el("div", { class: "line system end" }, el("span", { class: "tag" }, "—"), el("span", { class: "text" }, text)));
+    this.queue.push({ note: text });
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.draw());
   }
 }
