@@ -31,11 +31,14 @@ $(NODE_INSTALLED): package.json package-lock.json $(TS)/package.json
 	touch $@
 
 METRICS_LISTEN ?= 127.0.0.1:9464
+HTTP_LISTEN ?= 127.0.0.1:8080
 
-## run: start ZBrain on the embedded SQLite store, with a local worker pool and
-## Prometheus metrics at http://$(METRICS_LISTEN)/metrics.
+## run: start ZBrain on the embedded SQLite store, with a local worker pool, the
+## web console and HTTP API at http://$(HTTP_LISTEN)/ and Prometheus metrics at
+## http://$(METRICS_LISTEN)/metrics.
 run: $(INSTALLED)
-	$(BIN)/zbrain serve --data-dir $(DATA_DIR) --workers 4 --metrics-listen $(METRICS_LISTEN)
+	$(BIN)/zbrain serve --data-dir $(DATA_DIR) --workers 4 --metrics-listen $(METRICS_LISTEN) \
+	  --http-listen $(HTTP_LISTEN)
 
 ## test: every check, every test, and the benchmarks once in a tiny configuration.
 test: setup lint bench-smoke pytest ts-test

@@ -38,6 +38,7 @@ from .dispatch.jobs import Jobs
 from .dispatch.metrics import Telemetry
 from .dispatch.scheduler import Scheduler
 from .dispatch.signals import JobSignals
+from .http.server import HttpServer
 from .rpc.api import Api
 from .rpc.auth import Authenticator, AuthInterceptor
 from .rpc.codec import EVENT_CODEC
@@ -126,6 +127,7 @@ class ZBrainServer:
         self.stopped = False
         self.auth_required = False
         self._held = contextlib.ExitStack()  # the data directory, while serving
+        self.http: HttpServer | None = None  # the HTTP API and console, with --http-listen
 
     @property
     def store(self) -> JobStore:
@@ -229,6 +231,9 @@ class ZBrainServer:
             raise ZBrainError(f"cannot listen on {config.listen}: {exc}") from exc
         await server.start()
         self._server = server
+        if config.http_listen is not None:
+            self.http = HttpServer(config, api, self._auth, config.http_listen)
+            await self.http.start()
         await dispatcher.start()
         self._delayed.start()
         self._scheduler.start()
@@ -252,14 +257,16 @@ class ZBrainServer:
         config = self.config
         required = config.auth == "required" or (config.auth is None and await store.has_tokens())
         self.auth_required = required
-        open_to_network = not _is_loopback(config.listen)
-        if open_to_network and not config.insecure and (not required or config.tls_cert is None):
-            missing = "auth" if not required else "TLS"
-            raise ZBrainError(
-                f"refusing to listen on {config.listen} without {missing}: create a token "
-                "(zbrain token create --data-dir DIR --org ORG --role admin), configure TLS "
-                "(--tls-cert/--tls-key), or pass --insecure to accept the risk"
-            )
+        for listen in (config.listen, config.http_listen):
+            if listen is None or _is_loopback(listen) or config.insecure:
+                continue
+            if not required or config.tls_cert is None:
+                missing = "auth" if not required else "TLS"
+                raise ZBrainError(
+                    f"refusing to listen on {listen} without {missing}: create a token "
+                    "(zbrain token create --data-dir DIR --org ORG --role admin), configure TLS "
+                    "(--tls-cert/--tls-key), or pass --insecure to accept the risk"
+                )
         return required
 
     async def stop(self, grace_s: float = 10.0) -> None:
@@ -268,6 +275,8 @@ class ZBrainServer:
         await self._health.enter_graceful_shutdown()
         if self._local_workers is not None:
             await self._stop_local_workers()
+        if self.http is not None:
+            await self.http.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
         for task in self._tasks:
@@ -405,6 +414,8 @@ async def serve(config: ServerConfig, telemetry: Telemetry | None = None) -> Non
         f"artifacts: {config.artifact_root})",
         flush=True,
     )
+    if server.http is not None:
+        print(f"ZBrain console and HTTP API at {server.http.url}", flush=True)
     if not server.auth_required:
         print(
             "auth is off: anyone who can reach this address can run commands; "

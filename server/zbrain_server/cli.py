@@ -48,6 +48,12 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
         "--listen", help="address to listen on (default: $ZBRAIN_LISTEN or 127.0.0.1:50051)"
     )
     p.add_argument(
+        "--http-listen",
+        metavar="HOST:PORT",
+        help="also serve the HTTP/JSON API, its WebSockets and the web console at "
+        "http://HOST:PORT/ (default: $ZBRAIN_HTTP_LISTEN, else off)",
+    )
+    p.add_argument(
         "--data-dir",
         type=Path,
         help="where the database lives (default: $ZDB_DATA or ./zbrain-data)",
@@ -110,6 +116,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     )
     config = ServerConfig.from_env(
         listen=args.listen,
+        http_listen=args.http_listen,
         data_dir=args.data_dir,
         store_url=args.store,
         artifacts_dir=args.artifacts_dir,

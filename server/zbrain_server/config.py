@@ -73,6 +73,10 @@ class Limits:
     # replay of huge log output then never needs a message larger than a peer
     # accepts.
     max_stream_message_bytes: int = 4 << 20
+    # How long one WebSocket frame may wait for its reader (a stalled browser
+    # tab, a peer that stopped reading) before the reader is cut off, told
+    # where to resume: the server never buffers for it without bound.
+    stream_send_timeout_s: float = 10.0
 
     @property
     def stream_message_bytes(self) -> int:
@@ -85,6 +89,8 @@ class ServerConfig:
     """Everything `zbrain serve` can be told."""
 
     listen: str = DEFAULT_LISTEN
+    # The HTTP/JSON API, its WebSockets and the console (docs/http.md); None: off.
+    http_listen: str | None = None
     auth: str | None = None  # "required" or "off"; None: required once a token exists
     insecure: bool = False  # allow a non-loopback address without auth or TLS
     tls_cert: Path | None = None
@@ -239,6 +245,7 @@ def _seconds(raw: str, var: str) -> float:
 # (variable, ServerConfig field, converter)
 _ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], object]], ...] = (
     ("ZBRAIN_LISTEN", "listen", _text),
+    ("ZBRAIN_HTTP_LISTEN", "http_listen", _text),
     ("ZDB_DATA", "data_dir", _path),
     ("ZBRAIN_STORE", "store_url", _text),
     ("ZBRAIN_ARTIFACTS", "artifacts_dir", _path),

@@ -25,6 +25,13 @@ def grpc_code(code: Code) -> grpc.StatusCode:
 
 def to_status(error: ZBrainError) -> grpc.Status:
     """The gRPC status (with BadRequest details) that carries `error`."""
+    return rpc_status.to_status(status_message(error))
+
+
+def status_message(error: ZBrainError) -> status_pb2.Status:
+    """The google.rpc.Status that carries `error`: its code, its message, its
+    field violations as a BadRequest detail and its reason as an ErrorInfo.
+    Both edges send it, gRPC in its trailers and HTTP as the JSON body."""
     details = []
     if error.violations:
         bad_request = error_details_pb2.BadRequest(
@@ -45,8 +52,7 @@ def to_status(error: ZBrainError) -> grpc.Status:
         detail = any_pb2.Any()
         detail.Pack(info)
         details.append(detail)
-    status = status_pb2.Status(code=error.code.value, message=error.message, details=details)
-    return rpc_status.to_status(status)
+    return status_pb2.Status(code=error.code.value, message=error.message, details=details)
 
 
 def from_rpc_error(error: grpc.RpcError) -> ZBrainError:

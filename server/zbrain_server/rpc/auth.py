@@ -16,7 +16,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,29 +300,49 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 )
             except ZBrainError as error:
                 await context.abort_with_status(to_status(error))
-            responses = inner(request, context).__aiter__()
-            step: asyncio.Future[Any] | None = None
             try:
-                while True:
-                    # Each next message races the stream's end, so that an idle
-                    # stream (a follower waiting for lines) ends as soon as asked.
-                    step = asyncio.ensure_future(anext(responses))
-                    await asyncio.wait((step, stream.ended), return_when=asyncio.FIRST_COMPLETED)
-                    if not step.done():
-                        await stop_step(step)
-                        await context.abort_with_status(to_status(stream.ended.result()))
-                    try:
-                        message = step.result()
-                    except StopAsyncIteration:
-                        return
-                    yield message
+                async with contextlib.aclosing(guard_stream(inner(request, context), stream)) as (
+                    messages
+                ):
+                    async for message in messages:
+                        yield message
+            except ZBrainError as error:  # the stream was ended from outside
+                await context.abort_with_status(to_status(error))
             finally:
-                if step is not None and not step.done():  # the caller went away mid-step
-                    await stop_step(step)
-                await responses.aclose()
                 auth.close_stream(stream)
 
         return handler._replace(**{kind: guarded})
+
+
+async def guard_stream(
+    responses: AsyncIterator[Any], stream: OpenStream
+) -> AsyncGenerator[Any, None]:
+    """The messages of a long-lived stream until it ends, or until it must end
+    (`Authenticator.end`): then the ZBrainError it was ended with is raised.
+
+    Each next message races the stream's end, so that an idle stream (a
+    follower waiting for lines) ends as soon as asked; the responses'
+    generator is closed whichever way this ends. Both edges serve their
+    streams through it."""
+    step: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(responses))
+            await asyncio.wait((step, stream.ended), return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                await stop_step(step)
+                raise stream.ended.result()
+            try:
+                message = step.result()
+            except StopAsyncIteration:
+                return
+            yield message
+    finally:
+        if step is not None and not step.done():  # the caller went away mid-step
+            await stop_step(step)
+        close = getattr(responses, "aclose", None)
+        if close is not None:
+            await close()
 
 
 async def stop_step(step: asyncio.Future[Any]) -> None:

@@ -1,0 +1,277 @@
+"""The HTTP/JSON API against a real server: every route, errors as
+google.rpc.Status with the right HTTP status, auth, organisations, downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+import grpc
+
+from zbrain.models import Role
+from zbrain.v1 import job_pb2, job_service_pb2_grpc
+from zbrain.v1 import job_service_pb2 as pb
+from zbrain_server.config import Limits
+from zbrain_server.http.routes import routes_of
+from zbrain_server.http.server import SERVICES
+
+from .conftest import Http, StartHttp
+
+BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+
+
+def violations(answer: dict[str, Any]) -> dict[str, str]:
+    """field -> description of the BadRequest detail of an error answer."""
+    found = {}
+    for detail in answer.get("details", []):
+        if detail["@type"] == BAD_REQUEST:
+            found.update({v["field"]: v["description"] for v in detail["fieldViolations"]})
+    return found
+
+
+async def lease(http: Http, token: str | None = None) -> tuple[str, str]:
+    """Lease one job over HTTP, as a worker would: (job id, lease epoch)."""
+    status, answer = await http.call(
+        "POST",
+        "/v1/leases:acquire",
+        {"workerId": "w1", "maxJobs": 1, "waitTimeout": "5s"},
+        token=token,
+    )
+    assert status == 200, answer
+    [leased] = answer["leases"]
+    return leased["job"]["id"], leased["leaseEpoch"]
+
+
+async def test_a_job_is_submitted_read_listed_and_canceled_over_http(http: Http) -> None:
+    job_id = await http.submit(["echo", "hi"], labels={"team": "ml"}, inputJson='{"n": 1}')
+    status, answer = await http.call("GET", f"/v1/jobs/{job_id}")
+    assert status == 200
+    assert answer["job"]["cmd"] == ["echo", "hi"]
+    assert answer["job"]["state"] == "JOB_STATE_PENDING"
+    assert answer["job"]["labels"] == {"team": "ml"}
+
+    other = await http.submit(["true"])
+    status, page = await http.call("GET", "/v1/jobs?labels[team]=ml&states=JOB_STATE_PENDING")
+    assert status == 200
+    assert [job["id"] for job in page["jobs"]] == [job_id]
+    status, page = await http.call("GET", "/v1/jobs?page_size=1&order=LIST_ORDER_NEWEST_FIRST")
+    assert [job["id"] for job in page["jobs"]] == [other]
+    assert page["nextPageToken"]
+
+    status, answer = await http.call("POST", f"/v1/jobs/{job_id}:cancel")
+    assert status == 200
+    assert answer["job"]["state"] == "JOB_STATE_CANCELED"
+    assert answer["outcome"] == "CANCEL_OUTCOME_CANCELED"
+
+
+async def test_every_annotated_route_reaches_its_operation(http: Http) -> None:
+    """Each binding in the protos answers from its RPC's operation: never
+    the router's 404 or 405, whatever the operation then says."""
+    routes = routes_of(SERVICES)
+    assert {route.template for route in routes} >= {
+        "/v1/jobs",
+        "/v1/jobs:batchSubmit",
+        "/v1/jobs/{job_id}",
+        "/v1/jobs/{job_id}:cancel",
+        "/v1/jobs/{job_id}/logs",
+        "/v1/jobs/{job_id}/logs:stream",
+        "/v1/events:stream",
+        "/v1/jobs/{job_id}/artifacts",
+        "/v1/jobs/{job_id}/artifacts/{name=**}",
+        "/v1/workers",
+        "/v1/tokens",
+        "/v1/templates/{name}:submit",
+        "/v1/schedules/{schedule.id}",
+    }
+    missing_job = "01a2357e-1753-713e-9c23-cc11aed3891d"
+    for route in routes:
+        path = re.sub(r"\{[^}]*\}", missing_job, route.template)
+        query = "?follow=false" if route.streaming else ""
+        body: dict[str, Any] | None = {} if route.body else None
+        status, answer = await http.call(route.http_method, path + query, body)
+        assert status not in (405, 500), (route.template, status, answer)
+        if status == 404:
+            assert not answer["message"].startswith("no API route"), route.template
+
+
+async def test_a_batch_is_submitted_in_one_request(http: Http) -> None:
+    body = {"jobs": [{"cmd": ["true"]}, {"cmd": ["false"]}], "returnJobs": True}
+    status, answer = await http.call("POST", "/v1/jobs:batchSubmit", body)
+    assert status == 200
+    assert len(answer["jobIds"]) == 2
+    assert [s["job"]["cmd"] for s in answer["submitted"]] == [["true"], ["false"]]
+
+
+async def test_json_that_does_not_parse_is_a_bad_request_naming_the_body(http: Http) -> None:
+    status, answer = await http.call("POST", "/v1/jobs", data=b"{not json")
+    assert status == 400
+    assert answer["code"] == 3
+    assert "body" in violations(answer)
+
+
+async def test_a_field_of_the_wrong_type_is_named(http: Http) -> None:
+    status, answer = await http.call(
+        "POST", "/v1/jobs", {"job": {"cmd": ["x"], "maxRetries": "many"}}
+    )
+    assert status == 400
+    assert "job.max_retries" in violations(answer)
+    status, answer = await http.call("POST", "/v1/jobs", {"job": {"cmd": ["x"], "colour": "red"}})
+    assert status == 400
+    assert "job.colour" in violations(answer)
+
+
+async def test_validation_errors_carry_the_same_bad_request_details_as_grpc(http: Http) -> None:
+    status, answer = await http.call("POST", "/v1/jobs", {"job": {"cmd": []}})
+    assert status == 400
+    assert "job.cmd" in violations(answer)
+    status, answer = await http.call("GET", "/v1/jobs/not-a-uuid")
+    assert status == 400
+    assert "job_id" in violations(answer)
+    status, answer = await http.call("GET", "/v1/jobs?page_size=abc")
+    assert status == 400
+    assert "page_size" in violations(answer)
+    status, answer = await http.call("GET", "/v1/jobs?colour=red")
+    assert status == 400
+    assert "colour" in violations(answer)
+
+
+async def test_unknown_paths_and_methods_have_their_own_statuses(http: Http) -> None:
+    status, answer = await http.call("GET", "/v1/nothing")
+    assert (status, answer["code"]) == (404, 5)
+    async with http.session.delete(http.base + "/v1/jobs") as response:
+        assert response.status == 405
+        assert set(response.headers["Allow"].split(", ")) == {"GET", "POST"}
+
+
+async def test_a_body_over_the_message_limit_is_refused_with_413(
+    start_http: StartHttp,
+) -> None:
+    http = await start_http(limits=Limits(max_message_bytes=1 << 16))
+    status, answer = await http.call("POST", "/v1/jobs", data=b" " * (1 << 17))
+    assert status == 413
+    assert answer["code"] == 8
+
+
+async def test_auth_needs_a_bearer_token_and_the_right_role(
+    start_http: StartHttp,
+) -> None:
+    http = await start_http(auth="required")
+    client = await http.token("team-a", Role.CLIENT)
+    worker = await http.token("team-a", Role.WORKER)
+
+    async with http.session.get(http.base + "/v1/jobs") as response:
+        assert response.status == 401
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+        assert (await response.json())["code"] == 16
+    status, _ = await http.call("GET", "/v1/jobs", token="zbt_nope_nope")
+    assert status == 401
+    job_id = await http.submit(["true"], token=client)
+    status, answer = await http.call("GET", f"/v1/jobs/{job_id}", token=client)
+    assert (status, answer["job"]["orgId"]) == (200, "team-a")
+    status, answer = await http.call("POST", "/v1/jobs", {"job": {"cmd": ["x"]}}, token=worker)
+    assert (status, answer["code"]) == (403, 7)
+    status, _ = await http.call("GET", "/v1/tokens", token=client)
+    assert status == 403
+
+
+async def test_another_organisations_job_is_not_found(
+    start_http: StartHttp,
+) -> None:
+    http = await start_http(auth="required")
+    team_a = await http.token("team-a", Role.CLIENT)
+    team_b = await http.token("team-b", Role.CLIENT)
+    theirs = await http.submit(["true"], token=team_b)
+    for method, path in (
+        ("GET", f"/v1/jobs/{theirs}"),
+        ("POST", f"/v1/jobs/{theirs}:cancel"),
+        ("GET", f"/v1/jobs/{theirs}/artifacts"),
+        ("GET", f"/v1/jobs/{theirs}/logs"),
+    ):
+        status, answer = await http.call(method, path, token=team_a)
+        assert (status, answer["code"]) == (404, 5), path
+    status, page = await http.call("GET", "/v1/jobs", token=team_a)
+    assert page.get("jobs", []) == []
+
+
+async def test_auth_off_serves_requests_without_a_token(http: Http) -> None:
+    assert not http.server.auth_required
+    status, _ = await http.call("GET", "/v1/tokens")
+    assert status == 200
+
+
+async def test_an_artifact_downloads_with_its_length_type_and_checksum(http: Http) -> None:
+    content = b'{"rows": 3}\n' * 5000
+    digest = hashlib.sha256(content).hexdigest()
+    job_id = await http.submit(["true"])
+    leased_id, epoch = await lease(http)
+    assert leased_id == job_id
+    async with grpc.aio.insecure_channel(http.server.address) as channel:
+        header = pb.ArtifactHeader(
+            job_id=job_id,
+            lease_epoch=int(epoch),
+            artifact=job_pb2.Artifact(name="out/data.json", sha256=digest, size_bytes=len(content)),
+        )
+        await job_service_pb2_grpc.JobServiceStub(channel).UploadArtifact(
+            iter([pb.UploadArtifactRequest(header=header), pb.UploadArtifactRequest(chunk=content)])
+        )
+    status, listed = await http.call("GET", f"/v1/jobs/{job_id}/artifacts")
+    assert listed["artifacts"][0]["sha256"] == digest
+
+    async with http.session.get(
+        f"{http.base}/v1/jobs/{job_id}/artifacts/out/data.json"
+    ) as response:
+        body = await response.read()
+        assert response.status == 200
+        assert response.headers["Content-Length"] == str(len(content))
+        assert response.headers["Content-Type"] == "application/json"
+        assert response.headers["ETag"] == f'"{digest}"'
+        assert response.headers["Content-Disposition"].startswith("attachment")
+    assert hashlib.sha256(body).hexdigest() == digest
+    async with http.session.get(
+        f"{http.base}/v1/jobs/{job_id}/artifacts/out/data.json",
+        headers={"If-None-Match": f'"{digest}"'},
+    ) as response:
+        assert response.status == 304
+    status, answer = await http.call("GET", f"/v1/jobs/{job_id}/artifacts/missing.txt")
+    assert (status, answer["code"]) == (404, 5)
+
+
+async def test_a_worker_leases_reports_and_completes_over_http(http: Http) -> None:
+    job_id = await http.submit(["true"])
+    _, epoch = await lease(http)
+    status, answer = await http.call(
+        "POST",
+        f"/v1/jobs/{job_id}/logs:report",
+        {"leaseEpoch": epoch, "lines": [{"stream": "LOG_STREAM_STDOUT", "text": "hello"}]},
+    )
+    assert (status, answer["lastSequence"]) == (200, "1")
+    status, answer = await http.call(
+        "POST",
+        f"/v1/jobs/{job_id}/lease:complete",
+        {
+            "leaseEpoch": epoch,
+            "result": {"outcome": "ATTEMPT_OUTCOME_SUCCEEDED", "outputJson": "[1]"},
+        },
+    )
+    assert (status, answer["job"]["state"]) == (200, "JOB_STATE_SUCCEEDED")
+    async with http.session.get(f"{http.base}/v1/jobs/{job_id}/logs") as response:
+        assert response.headers["Content-Type"].startswith("application/x-ndjson")
+        lines = (await response.text()).splitlines()
+    assert [json.loads(line)["lines"][0]["text"] for line in lines] == ["hello"]
+
+
+async def test_the_console_is_served_with_a_strict_content_security_policy(http: Http) -> None:
+    for path in ("/", "/jobs/some-id"):
+        async with http.session.get(http.base + path) as response:
+            assert response.status == 200
+            assert "<html" in await response.text()
+            policy = response.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+            assert response.headers["X-Content-Type-Options"] == "nosniff"
+            assert response.headers["X-Frame-Options"] == "DENY"
+    async with http.session.get(http.base + "/missing.js") as response:
+        assert response.status == 404
+    async with http.session.get(http.base + "/%2e%2e/%2e%2e/etc/passwd") as response:
+        assert response.status == 404 or "root:" not in await response.text()
