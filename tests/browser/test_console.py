@@ -87,7 +87,7 @@ def test_a_job_submitted_with_the_form_streams_its_log_while_it_runs(
     wait_for(browser, lambda d: "#/jobs/" in d.current_url)
     wait_for(browser, lambda d: "first line" in log_texts(d))
     wait_for(browser, lambda d: "a warning" in log_texts(d))
-    assert state_shown(browser) == "running"
+    wait_for(browser, lambda d: state_shown(d) == "running")
     assert "last line" not in log_texts(browser)
     stderr = browser.find_elements(By.CSS_SELECTOR, "#log-lines .line.stderr .text")
     assert [line.text for line in stderr] == ["a warning"]
@@ -109,7 +109,7 @@ def test_canceling_a_running_job_changes_its_state(consoles: Consoles, browser) 
         job = client.submit([PY, "-c", "import time; print('working', flush=True); time.sleep(120)"])
     browser.get(console.url + f"#/jobs/{job.id}")
     wait_for(browser, lambda d: "working" in log_texts(d))
-    assert state_shown(browser) == "running"
+    wait_for(browser, lambda d: state_shown(d) == "running")
 
     browser.find_element(By.ID, "cancel").click()
     wait_for(browser, lambda d: state_shown(d) == "canceled")

@@ -12,6 +12,18 @@ const NORMAL_CLOSURE = 1000; // the stream ended (a finished job's log)
 const CODE_BASE = 4000;
 const FINAL = new Set([3, 5, 7, 9, 12, 16].map((code) => CODE_BASE + code));
 const UNAUTHENTICATED = CODE_BASE + 16;
+const OUT_OF_RANGE = CODE_BASE + 11; // asked for events retention removed
+const ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo";
+
+/** The ErrorInfo metadata `resume_after_sequence` of a stream's last error frame, if any. */
+function resumePoint(status) {
+  for (const detail of (status && status.details) || []) {
+    if (detail["@type"] === ERROR_INFO && detail.metadata && detail.metadata.resume_after_sequence) {
+      return Number(detail.metadata.resume_after_sequence);
+    }
+  }
+  return null;
+}
 
 /**
  * Follow a stream.
@@ -30,6 +42,7 @@ export function follow(path, options) {
   let closed = false;
   let delay = RETRY_FIRST_MS;
   let timer = null;
+  let lastError = null; // the {"error": Status} frame a socket sends before closing
   const onState = options.onState || (() => {});
 
   function connect() {
@@ -51,6 +64,10 @@ export function follow(path, options) {
       } catch {
         return; // not ours to show; the sequence check keeps the stream whole
       }
+      if (parsed.error) {
+        lastError = parsed.error;
+        return;
+      }
       const fresh = [];
       for (const item of options.items(parsed) || []) {
         const sequence = Number(item.sequence);
@@ -63,6 +80,14 @@ export function follow(path, options) {
     socket.addEventListener("close", (event) => {
       socket = null;
       if (closed) return;
+      const error = lastError;
+      lastError = null;
+      if (event.code === OUT_OF_RANGE && resumePoint(error) !== null) {
+        // What we asked for is gone: go on from the oldest that is kept.
+        last = Math.max(last ?? 0, resumePoint(error));
+        connect();
+        return;
+      }
       if (event.code === NORMAL_CLOSURE || FINAL.has(event.code)) {
         closed = true;
         onState(event.code === NORMAL_CLOSURE ? "ended" : "failed", event.reason);
@@ -87,13 +112,24 @@ export function follow(path, options) {
   };
 }
 
+// Events are numbered across the server, so the highest sequence this tab has
+// seen is a fine place for its next events stream to start: a page reads its
+// state fresh once its stream is live, so nothing older is needed, and the
+// stream does not replay the retained history on every page change.
+const CURSOR = "zbrain.events.seen";
+
 /** Follow events (StreamEventsResponse messages) of an org and topic prefix. */
-export function followEvents({ orgId, topic, from, onEvents, onState }) {
+export function followEvents({ orgId, topic, onEvents, onState }) {
+  const seen = Number(sessionStorage.getItem(CURSOR)) || null;
   return follow("/v1/events:stream", {
     query: { org_id: orgId, topic },
-    from,
+    from: seen,
     items: (message) => message.events,
-    onItems: onEvents,
+    onItems: (events) => {
+      const newest = Number(events[events.length - 1].sequence);
+      if (newest > (Number(sessionStorage.getItem(CURSOR)) || 0)) sessionStorage.setItem(CURSOR, String(newest));
+      onEvents(events);
+    },
     onState,
   });
 }
