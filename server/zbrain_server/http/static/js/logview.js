@@ -1,14 +1,16 @@
 // A job's log, followed live. Lines arrive in bursts of thousands; the view
 // keeps the tab responsive and its memory bounded however many there are:
-//  - arriving lines wait in a queue and are drawn a chunk per animation frame
-//    (one DocumentFragment each), never all at once;
+//  - arriving lines wait in a queue and are drawn at most every DRAW_EVERY_MS,
+//    a chunk at a time (one DocumentFragment), never all at once; lines that
+//    would leave the page before they were seen are never drawn;
 //  - the page holds at most DOM_CAP lines; older ones leave the DOM and stay
 //    in memory, up to KEPT_CAP lines, from where "Show earlier" brings them
-//    back a chunk at a time; beyond that they are dropped, and the full log
-//    is one download away;
+//    back a step at a time (the DOM then holds up to DOM_MAX); beyond that
+//    they are dropped, and the whole log is one link away ("Raw log");
 //  - it follows the end only while the reader is at the end.
 // stdout, stderr and the worker's own notes are told apart by class and by a
-// marker a screen reader reads; each attempt starts with a separator.
+// tag; each attempt starts with a separator. A line is one element whose
+// text is set as text; its exact time is looked up when hovered.
 
 import { el, exactTime, replace } from "./dom.js";
 
@@ -16,7 +18,8 @@ export const DOM_CAP = 2000;
 export const KEPT_CAP = 50_000;
 // "Show earlier" lets the DOM grow to this many lines, no further.
 export const DOM_MAX = 10_000;
-const CHUNK = 500; // lines drawn per frame
+const CHUNK = 1000; // lines drawn at most per draw
+const DRAW_EVERY_MS = 100; // ten updates a second are live enough to read
 const EARLIER_STEP = 1000;
 
 const STREAMS = {
@@ -30,25 +33,27 @@ export class LogView {
   constructor(rawUrl) {
     this.kept = []; // every line still in memory, oldest first (at most KEPT_CAP)
     this.dropped = 0; // lines no longer in memory
-    this.queue = []; // lines received but not drawn yet
+    this.queue = []; // lines received but not drawn yet (and end notes)
     this.firstShown = 0; // index in `kept` of the first line in the DOM
     this.drawnCount = 0; // lines in the DOM
     this.cap = DOM_CAP; // lines the DOM may hold now: grows with "Show earlier"
     this.lastAttempt = null;
     this.frame = null;
+    this.lastDraw = 0;
     this.counter = el("span", { class: "muted", id: "log-count" }, "0 lines");
     this.earlier = el("button", { type: "button", id: "log-earlier", hidden: true, onclick: () => this.showEarlier() }, "Show earlier");
     this.note = el("p", { class: "muted log-note", hidden: true });
-    this.lines = el("div", { class: "log-lines", id: "log-lines", role: "log", "aria-live": "off" });
+    this.lines = el("div", { class: "log-lines", id: "log-lines", role: "log", "aria-live": "off",
+      onmouseover: (event) => this.explain(event.target) });
     this.scroller = el("div", { class: "log", id: "log" }, this.earlier, this.note, this.lines);
     this.node = el(
       "div",
       { class: "log-view" },
       el("div", { class: "log-bar" },
         el("span", { class: "legend" },
-          el("span", { class: "line stdout" }, "stdout"), " ",
-          el("span", { class: "line stderr" }, "stderr"), " ",
-          el("span", { class: "line system" }, "system")),
+          el("span", { class: "line stdout", dataset: { tag: "out" } }, "stdout"), " ",
+          el("span", { class: "line stderr", dataset: { tag: "err" } }, "stderr"), " ",
+          el("span", { class: "line system", dataset: { tag: "sys" } }, "system")),
         this.counter,
         el("a", { href: rawUrl, class: "button-link", target: "_blank", rel: "noopener" }, "Raw log")),
       this.scroller,
@@ -57,8 +62,10 @@ export class LogView {
 
   /** Take new lines (in sequence order); they are drawn on the next frames. */
   add(lines) {
-    for (const line of lines) this.kept.push(line);
-    this.queue.push(...lines);
+    for (const line of lines) {
+      this.kept.push(line);
+      this.queue.push(line);
+    }
     const over = this.kept.length - KEPT_CAP;
     if (over > 0) {
       this.kept.splice(0, over);
@@ -66,19 +73,23 @@ export class LogView {
       this.firstShown = Math.max(0, this.firstShown - over);
     }
     // Lines that would leave the DOM at once need never enter it.
-    if (this.queue.length > DOM_CAP) {
-      this.queue.splice(0, this.queue.length - DOM_CAP);
-      this.restartFrom(this.kept.length - DOM_CAP);
+    if (this.queue.length > this.cap) {
+      this.queue.splice(0, this.queue.length - this.cap);
+      this.restartFrom(this.kept.length - this.queue.length);
     }
     this.counter.textContent = `${(this.dropped + this.kept.length).toLocaleString("en")} lines`;
-    if (!this.frame) this.frame = requestAnimationFrame(() => this.draw());
+    this.schedule();
+  }
+
+  schedule() {
+    if (!this.frame) this.frame = requestAnimationFrame((now) => this.draw(now));
   }
 
   /** Clear the DOM so drawing resumes at kept[index] (the queue holds the rest). */
   restartFrom(index) {
     this.lines.replaceChildren();
     this.drawnCount = 0;
-    this.firstShown = index;
+    this.firstShown = Math.max(0, index);
     this.lastAttempt = null;
     this.cap = DOM_CAP;
   }
@@ -88,37 +99,52 @@ export class LogView {
     return s.scrollHeight - s.scrollTop - s.clientHeight < 40;
   }
 
-  draw() {
+  draw(now) {
     this.frame = null;
+    if (now - this.lastDraw < DRAW_EVERY_MS) {
+      this.schedule();
+      return;
+    }
+    this.lastDraw = now;
     const follow = this.atEnd();
     const batch = this.queue.splice(0, CHUNK);
     const fragment = document.createDocumentFragment();
     for (const line of batch) this.appendLine(fragment, line);
     this.lines.append(fragment);
-    this.drawnCount += batch.filter((line) => line.note === undefined).length;
     // A reader at the end goes back to the small DOM; one reading earlier
     // lines keeps them (up to the cap "Show earlier" set).
     if (follow) this.cap = DOM_CAP;
     this.trim();
     if (follow) this.scroller.scrollTop = this.scroller.scrollHeight;
-    if (this.queue.length) this.frame = requestAnimationFrame(() => this.draw());
+    if (this.queue.length) this.schedule();
   }
 
   appendLine(parent, line) {
     if (line.note !== undefined) {
-      parent.append(el("div", { class: "line system end" }, el("span", { class: "tag" }, "—"), el("span", { class: "text" }, line.note)));
+      parent.append(el("div", { class: "line system end", dataset: { tag: "—" } }, line.note));
       return;
     }
     if (line.attempt !== this.lastAttempt) {
       this.lastAttempt = line.attempt;
       parent.append(el("div", { class: "attempt-sep", dataset: { attempt: String(line.attempt || 0) } }, `Attempt ${line.attempt || "?"}`));
     }
-    const [kind, short] = STREAMS[line.stream] || ["system", "sys"];
-    parent.append(
-      el("div", { class: `line ${kind}`, dataset: { seq: String(line.sequence) }, title: line.time ? exactTime(line.time) : null },
-        el("span", { class: "tag" }, short),
-        el("span", { class: "text" }, line.text ?? "")),
-    );
+    const [kind, tag] = STREAMS[line.stream] || STREAMS.LOG_STREAM_SYSTEM;
+    // Built by hand: this runs for every line, and el() is general.
+    const node = document.createElement("div");
+    node.className = `line ${kind}`;
+    node.dataset.seq = line.sequence;
+    node.dataset.tag = tag;
+    node.textContent = line.text ?? "";
+    parent.append(node);
+    this.drawnCount += 1;
+  }
+
+  /** Give a hovered line its exact time (from memory, by its sequence). */
+  explain(target) {
+    const node = target.closest && target.closest(".line[data-seq]");
+    if (!node || node.title || !this.kept.length) return;
+    const line = this.kept[Number(node.dataset.seq) - Number(this.kept[0].sequence)];
+    if (line && line.time) node.title = `${exactTime(line.time)} · attempt ${line.attempt} · line ${line.sequence}`;
   }
 
   /** Keep at most `cap` lines in the DOM, removing from the top. */
@@ -149,22 +175,25 @@ export class LogView {
     const start = Math.max(0, this.firstShown - Math.min(EARLIER_STEP, room));
     const fragment = document.createDocumentFragment();
     const height = this.scroller.scrollHeight;
+    const before = this.drawnCount;
+    const newest = this.lastAttempt; // of the last line drawn, for the lines still to come
     this.lastAttempt = null;
     for (const line of this.kept.slice(start, this.firstShown)) this.appendLine(fragment, line);
     // The first line already shown may now need its attempt separator no more.
     const next = this.lines.firstChild;
     if (next && next.classList.contains("attempt-sep") && Number(next.dataset.attempt) === this.lastAttempt) next.remove();
-    this.drawnCount += this.firstShown - start;
+    this.lastAttempt = newest;
     this.cap = Math.max(this.cap, this.drawnCount);
     this.firstShown = start;
     this.lines.prepend(fragment);
     this.scroller.scrollTop += this.scroller.scrollHeight - height; // keep the reader's place
     this.showEarlierButton();
+    return this.drawnCount - before;
   }
 
   /** Say, after the lines received so far, that the log is complete or what stopped it. */
   status(text) {
     this.queue.push({ note: text });
-    if (!this.frame) this.frame = requestAnimationFrame(() => this.draw());
+    this.schedule();
   }
 }
