@@ -50,14 +50,8 @@ def _missing_browser() -> str | None:
     return None
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """A headless Chromium of its own, at a desktop window size."""
-    missing = _missing_browser()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser tests cannot run under CI: {missing}")
-        pytest.skip(missing)
+def start_browser(width: int = 1280, height: int = 860) -> Any:
+    """A headless Chromium driven through Debian's chromedriver."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -68,13 +62,25 @@ def browser() -> Iterator[Any]:
         "--no-sandbox",  # tests may run as root, where Chromium's sandbox cannot start
         "--disable-dev-shm-usage",
         "--disable-gpu",
-        "--window-size=1280,860",
+        f"--window-size={width},{height}",
         "--no-first-run",
     ):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(WAIT_S)
+    return driver
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless Chromium of its own, at a desktop window size."""
+    missing = _missing_browser()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser tests cannot run under CI: {missing}")
+        pytest.skip(missing)
+    driver = start_browser()
     try:
         yield driver
     finally:
@@ -201,11 +207,14 @@ class Consoles:
                 raise AssertionError("console did not answer:\n" + "".join(console.output))
             time.sleep(0.05)
 
-    def stop_all(self) -> None:
+    def stop_all(self, *, quiet: bool = False) -> None:
+        """Kill every server; print what each said (pytest shows it when a test fails)."""
         for child in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, 9)
             child.wait()
+        if quiet:
+            return
         for console in self.consoles:
             print(f"--- output of the server at {console.url} ---")
             print("".join(console.output))

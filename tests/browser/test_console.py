@@ -16,6 +16,8 @@ from tests.browser.conftest import Consoles, page_errors, screenshot, wait_for
 from zbrain import JobState
 
 PY = sys.executable
+# A job printing argv[1] numbered lines as fast as it can.
+FLOOD = "import sys; sys.stdout.writelines(f'line {i}\\n' for i in range(int(sys.argv[1])))"
 
 
 def text_of(driver, selector: str) -> str:
@@ -60,6 +62,16 @@ def test_a_job_submitted_elsewhere_appears_in_the_list_without_reloading(
     browser.get(console.url + "#/workers")
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#workers-body tr[data-worker-id]"))
     screenshot(browser, "workers")
+
+    # At a phone's width the page fits: nothing but the tables scrolls sideways.
+    browser.set_window_size(390, 844)
+    for page in ("#/jobs", f"#/jobs/{job.id}"):
+        browser.get(console.url + page)
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#jobs-body tr, #job-state"))
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= window.innerWidth"
+        )
+    screenshot(browser, "job-phone")
     assert page_errors(browser) == []
 
 
@@ -175,51 +187,23 @@ def test_signing_in_and_out_with_auth_on(consoles: Consoles, browser) -> None:
     assert page_errors(browser) == []
 
 
-# Installed before the flood: the longest gap between two animation frames
-# (what a reader feels as a frozen page) and the heap, printed for docs/console.md.
-WATCH_FRAMES = """
-window.zbrainFrames = {longest: 0, last: performance.now()};
-const tick = (now) => {
-  const frames = window.zbrainFrames;
-  frames.longest = Math.max(frames.longest, now - frames.last);
-  frames.last = now;
-  requestAnimationFrame(tick);
-};
-requestAnimationFrame(tick);
-"""
-
-
-def test_a_job_printing_100000_lines_keeps_the_dom_capped(
+def test_a_flood_of_log_lines_keeps_the_dom_capped(
     consoles: Consoles, browser, tmp_path: Path
 ) -> None:
+    """10,000 lines arriving at once: the page keeps the last 2,000 (DOM_CAP)
+    and brings earlier ones back on request. (`python -m bench.console`
+    measures 100,000 lines.)"""
     console = consoles.start(workers=1)
-    gate = tmp_path / "gate"
-    script = (
-        "import pathlib, sys, time; print('ready', flush=True); "
-        "[time.sleep(0.02) for _ in iter(lambda: pathlib.Path(sys.argv[1]).exists(), True)]; "
-        "sys.stdout.writelines(f'line {i}\\n' for i in range(100000))"
-    )
     with console.client() as client:
-        job = client.submit([PY, "-c", script, str(gate)])
+        job = client.submit([PY, "-c", FLOOD, "10000"])
+        client.wait(job.id, timeout=30)
     browser.get(console.url + f"#/jobs/{job.id}")
-    wait_for(browser, lambda d: "ready" in log_texts(d))
-    browser.execute_script(WATCH_FRAMES)
-    started = browser.execute_script("return performance.now()")
-
-    gate.touch()
-    wait_for(browser, lambda d: text_of(d, "#log-count") == "100,001 lines", timeout=60)
-    wait_for(browser, lambda d: log_texts(d)[-1:] == ["line 99999"])
-    took = browser.execute_script("return performance.now()") - started
-    frames = browser.execute_script("return window.zbrainFrames.longest")
-    heap = browser.execute_script("return performance.memory.usedJSHeapSize")
-    print(
-        f"100,000 lines shown in {took / 1000:.1f} s; longest frame gap {frames:.0f} ms; "
-        f"JS heap {heap / 2**20:.0f} MiB"
-    )
+    wait_for(browser, lambda d: text_of(d, "#log-count") == "10,000 lines")
+    wait_for(browser, lambda d: log_texts(d)[-1:] == ["line 9999"])
 
     shown = log_texts(browser)
-    assert len(shown) == 2000  # DOM_CAP: older lines left the page
-    assert shown[0] == "line 98000"
+    assert len(shown) == 2000
+    assert shown[0] == "line 8000"
     browser.find_element(By.ID, "log-earlier").click()
-    assert log_texts(browser)[0] == "line 97000"
+    assert log_texts(browser)[0] == "line 7000"
     assert page_errors(browser) == []
