@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.browser.conftest import Consoles, start_browser, wait_for
 from zbrain.client import job_spec
@@ -50,21 +51,21 @@ LAST_LINE = (
 )
 
 
-def follow_a_flood(consoles: Consoles, driver: object, folder: Path, lines: int) -> None:
+def follow_a_flood(consoles: Consoles, driver: Any, folder: Path, lines: int) -> None:
     console = consoles.start(workers=1)
     gate = folder / "gate"
     with console.client() as client:
         job = client.submit([sys.executable, "-c", FLOOD, str(gate), str(lines)])
-    driver.get(console.url + f"#/jobs/{job.id}")  # type: ignore[attr-defined]
+    driver.get(console.url + f"#/jobs/{job.id}")
     wait_for(driver, lambda d: d.execute_script(LINES_ON_PAGE) >= 1)
-    driver.execute_script(WATCH_FRAMES)  # type: ignore[attr-defined]
+    driver.execute_script(WATCH_FRAMES)
     started = time.monotonic()
     gate.touch()
     wait_for(driver, lambda d: d.execute_script(LAST_LINE) == f"line {lines - 1}", timeout=600)
     took = time.monotonic() - started
-    longest = driver.execute_script("return window.zbrainFrames.longest")  # type: ignore[attr-defined]
-    heap = driver.execute_script("return performance.memory.usedJSHeapSize")  # type: ignore[attr-defined]
-    on_page = driver.execute_script(LINES_ON_PAGE)  # type: ignore[attr-defined]
+    longest = driver.execute_script("return window.zbrainFrames.longest")
+    heap = driver.execute_script("return performance.memory.usedJSHeapSize")
+    on_page = driver.execute_script(LINES_ON_PAGE)
     print(f"log flood: {lines:,} lines on the page {took:.1f} s after the first")
     print(f"  longest gap between frames meanwhile: {longest:.0f} ms")
     print(f"  JavaScript heap after: {heap / 2**20:.1f} MiB; lines in the DOM: {on_page:,}")

@@ -103,9 +103,9 @@ def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = WAIT
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException]).until(
-        condition
-    )
+    return WebDriverWait(
+        driver, timeout, ignored_exceptions=[StaleElementReferenceException]
+    ).until(condition)
 
 
 def screenshot(driver: Any, name: str) -> None:
@@ -161,11 +161,18 @@ class Consoles:
         http_port = free_port()
         child = subprocess.Popen(
             [
-                sys.executable, "-m", "zbrain", "serve",
-                "--listen", "127.0.0.1:0",
-                "--http-listen", f"127.0.0.1:{http_port}",
-                "--data-dir", str(data_dir),
-                "--workers", str(workers),
+                sys.executable,
+                "-m",
+                "zbrain",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                f"127.0.0.1:{http_port}",
+                "--data-dir",
+                str(data_dir),
+                "--workers",
+                str(workers),
                 *args,
             ],
             stdout=subprocess.PIPE,

@@ -33,10 +33,11 @@ def state_shown(driver) -> str:
 
 def log_texts(driver) -> list[str]:
     """The text of the log lines on the page (without their stream tags), in one call."""
-    return driver.execute_script(
+    texts: list[str] = driver.execute_script(
         "return [...document.querySelectorAll('#log-lines .line[data-seq]')]"
         ".map((line) => line.textContent)"
     )
+    return texts
 
 
 def test_a_job_submitted_elsewhere_appears_in_the_list_without_reloading(
@@ -48,8 +49,11 @@ def test_a_job_submitted_elsewhere_appears_in_the_list_without_reloading(
     browser.execute_script("window.zbrainNotReloaded = true")
 
     with console.client() as client:
+        failed = client.submit([PY, "-c", "raise SystemExit(3)"], max_retries=0)
         job = client.submit([PY, "-c", "print('hello from the list test')"], labels={"k": "v"})
         client.wait(job.id, timeout=30)
+        client.wait(failed.id, timeout=30)
+    wait_for(browser, lambda d: "failed" in text_of(d, f'tr[data-job-id="{failed.id}"] .state'))
 
     row = f'tr[data-job-id="{job.id}"]'
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row))
@@ -60,7 +64,9 @@ def test_a_job_submitted_elsewhere_appears_in_the_list_without_reloading(
     screenshot(browser, "jobs")
 
     browser.get(console.url + "#/workers")
-    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#workers-body tr[data-worker-id]"))
+    wait_for(
+        browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#workers-body tr[data-worker-id]")
+    )
     screenshot(browser, "workers")
 
     # At a phone's width the page fits: nothing but the tables scrolls sideways.
@@ -120,7 +126,9 @@ def test_a_job_submitted_with_the_form_streams_its_log_while_it_runs(
 def test_canceling_a_running_job_changes_its_state(consoles: Consoles, browser) -> None:
     console = consoles.start(workers=1)
     with console.client() as client:
-        job = client.submit([PY, "-c", "import time; print('working', flush=True); time.sleep(120)"])
+        job = client.submit(
+            [PY, "-c", "import time; print('working', flush=True); time.sleep(120)"]
+        )
     browser.get(console.url + f"#/jobs/{job.id}")
     wait_for(browser, lambda d: "working" in log_texts(d))
     wait_for(browser, lambda d: state_shown(d) == "running")
@@ -139,8 +147,13 @@ def test_log_lines_and_arguments_are_shown_as_text_never_run(consoles: Consoles,
     image_tag = '<img src=x onerror="window.zbrainPwned = 2">'
     with console.client() as client:
         job = client.submit(
-            [PY, "-c", "import sys; print(sys.argv[1]); print(sys.argv[2], file=sys.stderr)",
-             script_tag, image_tag],
+            [
+                PY,
+                "-c",
+                "import sys; print(sys.argv[1]); print(sys.argv[2], file=sys.stderr)",
+                script_tag,
+                image_tag,
+            ],
             labels={"note": "<b>bold</b>"},
         )
         client.wait(job.id, timeout=30)
@@ -206,4 +219,32 @@ def test_a_flood_of_log_lines_keeps_the_dom_capped(
     assert shown[0] == "line 8000"
     browser.find_element(By.ID, "log-earlier").click()
     assert log_texts(browser)[0] == "line 7000"
+    assert page_errors(browser) == []
+
+
+def test_an_admin_creates_and_revokes_tokens(consoles: Consoles, browser) -> None:
+    data_dir = consoles.data_dir()
+    admin = consoles.token(data_dir, "ops", "admin")
+    console = consoles.start("--auth", "required", workers=0, data_dir=data_dir)
+    browser.get(console.url + "#/signin")
+    wait_for(browser, lambda d: d.find_element(By.ID, "token")).send_keys(admin)
+    browser.find_element(By.ID, "signin-submit").click()
+    wait_for(browser, lambda d: d.find_element(By.ID, "tokens-link").is_displayed())
+
+    browser.find_element(By.ID, "tokens-link").click()
+    wait_for(browser, lambda d: d.find_element(By.ID, "token-org")).send_keys("team-b")
+    browser.find_element(By.ID, "token-description").send_keys("ci <runner>")
+    browser.find_element(By.CSS_SELECTOR, "#token-form button[type=submit]").click()
+    secret = wait_for(browser, lambda d: text_of(d, "#token-secret"))
+    with console.client(secret) as client:
+        client.submit([PY, "-c", "pass"], org="team-b")  # the new token works at once
+    row = wait_for(
+        browser,
+        lambda d: [
+            r for r in d.find_elements(By.CSS_SELECTOR, "#tokens-body tr") if "team-b" in r.text
+        ],
+    )[0]
+    assert "ci <runner>" in row.text
+    row.find_element(By.CSS_SELECTOR, "button.danger").click()
+    wait_for(browser, lambda d: "revoked" in text_of(d, "#tokens-body"))
     assert page_errors(browser) == []

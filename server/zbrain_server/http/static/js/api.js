@@ -181,3 +181,18 @@ export async function currentSession() {
   if (session.signedIn && remembered.tokenId === session.tokenId) return { ...remembered, ...session };
   return session;
 }
+
+// -- tokens (admins) ------------------------------------------------------------------
+
+export async function listTokens(orgId, signal) {
+  return (await call("GET", "/v1/tokens", { query: { org_id: orgId }, signal })).tokens || [];
+}
+
+/** A new token: {token, secret}; the secret is shown once and kept nowhere. */
+export function createToken(orgId, role, description) {
+  return call("POST", "/v1/tokens", { body: { orgId, role, description } });
+}
+
+export function revokeToken(id) {
+  return call("POST", `/v1/tokens/${encodeURIComponent(id)}:revoke`, { body: {} });
+}

@@ -11,6 +11,7 @@ import * as jobsPage from "./pages/jobs.js";
 import * as overviewPage from "./pages/overview.js";
 import * as signInPage from "./pages/signin.js";
 import * as submitPage from "./pages/submit.js";
+import * as tokensPage from "./pages/tokens.js";
 import * as workersPage from "./pages/workers.js";
 
 const main = document.getElementById("main");
@@ -57,6 +58,8 @@ function pageFor(parts) {
       return { module: submitPage, name: "submit" };
     case "signin":
       return { module: signInPage, name: "signin" };
+    case "tokens":
+      return { module: tokensPage, name: "tokens" };
     default:
       return null;
   }
@@ -88,9 +91,12 @@ function route() {
 
 function showAccount() {
   if (!app.session || !app.session.signedIn) {
+    document.getElementById("tokens-link").hidden = true;
     replace(account);
     return;
   }
+  // Admins manage tokens; the link is shown to them only (the server decides anyway).
+  document.getElementById("tokens-link").hidden = app.session.role !== "admin";
   const who = [app.session.orgId, app.session.role, app.session.tokenId && `token ${app.session.tokenId}`]
     .filter(Boolean)
     .join(" · ");
