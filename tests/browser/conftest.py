@@ -114,7 +114,11 @@ def screenshot(driver: Any, name: str) -> None:
     folder = os.environ.get("ZBRAIN_SCREENSHOTS")
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
+        size = driver.get_window_size()
+        driver.set_window_size(size["width"], max(size["height"], 1000))
+        driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(Path(folder) / f"{name}.png"))
+        driver.set_window_size(size["width"], size["height"])
 
 
 @dataclass

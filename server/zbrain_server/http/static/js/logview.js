@@ -77,7 +77,8 @@ export class LogView {
       this.queue.splice(0, this.queue.length - this.cap);
       this.restartFrom(this.kept.length - this.queue.length);
     }
-    this.counter.textContent = `${(this.dropped + this.kept.length).toLocaleString("en")} lines`;
+    const total = this.dropped + this.kept.length;
+    this.counter.textContent = `${total.toLocaleString("en")} line${total === 1 ? "" : "s"}`;
     this.schedule();
   }
 

@@ -5,7 +5,7 @@
 import * as api from "../api.js";
 import {
   TERMINAL, append, duration, durationSeconds, el, enumWords, facts, prettyJson, replace,
-  secondsBetween, stateBadge, timeCell,
+  secondsBetween, stateBadge, stateName, timeCell,
 } from "../dom.js";
 import { followEvents, followLogs } from "../live.js";
 import { LogView } from "../logview.js";
@@ -20,19 +20,27 @@ function section(title, ...content) {
   return el("section", { class: "card" }, el("h2", {}, title), content);
 }
 
-/** Environment variables with their values hidden until clicked. */
-function envTable(env) {
+/**
+ * Environment variables with their values hidden until clicked; `revealed`
+ * (the names shown) outlives a re-render when the job changes.
+ */
+function envTable(env, revealed) {
   const names = Object.keys(env || {}).sort();
   if (!names.length) return el("p", { class: "muted" }, "None.");
   return el("table", { class: "env", id: "env" },
     el("tbody", {}, names.map((name) => {
-      const value = el("span", { class: "secret", dataset: { hidden: "yes" } }, "••••••");
-      const toggle = el("button", { type: "button", class: "link reveal", onclick: () => {
-        const shown = value.dataset.hidden === "no";
-        value.dataset.hidden = shown ? "yes" : "no";
-        value.textContent = shown ? "••••••" : env[name];
-        toggle.textContent = shown ? "show" : "hide";
-      } }, "show");
+      const value = el("span", { class: "secret" });
+      const toggle = el("button", { type: "button", class: "link reveal" });
+      const paint = () => {
+        const shown = revealed.has(name);
+        value.textContent = shown ? env[name] : "••••••";
+        toggle.textContent = shown ? "hide" : "show";
+      };
+      toggle.addEventListener("click", () => {
+        if (!revealed.delete(name)) revealed.add(name);
+        paint();
+      });
+      paint();
       return el("tr", {}, el("th", { class: "mono" }, name), el("td", { class: "mono" }, value), el("td", {}, toggle));
     })));
 }
@@ -99,10 +107,12 @@ export function render(root, { parts }, app) {
   const summary = el("div", { id: "summary" });
   const details = el("div", { class: "grid" });
   const logs = new LogView(`/v1/jobs/${encodeURIComponent(id)}/logs`);
-  append(root, head, actions, summary, details, section("Log", logs.node));
+  // The log right under the summary: while a job runs, it is what one came for.
+  append(root, head, actions, summary, section("Log", logs.node), details);
   replace(head, el("h1", {}, "Job ", el("span", { class: "mono", id: "job-id" }, id)));
 
   let job = null;
+  const revealed = new Set();
   let events = null;
   let logStream = null;
   let reloadTimer = null;
@@ -137,7 +147,7 @@ export function render(root, { parts }, app) {
     const transition = job.lastTransition || {};
     replace(summary, facts([
       ["State", el("span", { id: "job-state" }, stateBadge(job.state), " ",
-        transition.reason ? el("span", { class: "muted" }, transition.reason) : null,
+        transition.reason && transition.reason !== stateName(job.state) ? el("span", { class: "muted" }, transition.reason) : null,
         job.cancelRequested && !TERMINAL.has(job.state) ? el("span", { class: "muted" }, " (cancel requested)") : null)],
       ["Org", job.orgId],
       ["Attempts", `${job.attempt || 0} of ${(job.maxRetries || 0) + 1}`],
@@ -160,7 +170,7 @@ export function render(root, { parts }, app) {
           ["Labels", el("span", { id: "labels" }, labelList(job.labels))],
         ])),
       section("Input", el("pre", { class: "json", id: "input" }, prettyJson(job.inputJson) || "null")),
-      section("Environment", envTable(job.env)),
+      section("Environment", envTable(job.env, revealed)),
       section("Attempts", attemptsTimeline(job)),
       dependencies(job) && section("Dependencies", dependencies(job)),
       job.outputJson ? section("Output", el("pre", { class: "json", id: "output" }, prettyJson(job.outputJson))) : null,

@@ -129,6 +129,7 @@ function hasFilters(filters) {
 /** One table row; `cells` lets the live stream update it in place. */
 function jobRow(job) {
   const state = el("td", { class: "state" }, stateBadge(job.state));
+  const attempt = el("td", { class: "wide num" }, String(job.attempt || 0));
   const updated = el("td", { class: "wide" }, timeCell(job.updateTime));
   const row = el(
     "tr",
@@ -137,11 +138,11 @@ function jobRow(job) {
     state,
     el("td", { class: "cmd" }, el("code", {}, (job.cmd || []).join(" "))),
     el("td", { class: "wide" }, job.orgId),
-    el("td", { class: "wide num" }, String(job.attempt || 0)),
+    attempt,
     el("td", {}, timeCell(job.createTime)),
     updated,
   );
-  return { row, state, updated };
+  return { row, state, attempt, updated };
 }
 
 export function render(root, { query }, app) {
@@ -232,6 +233,7 @@ export function render(root, { query }, app) {
       const change = event.jobStateChanged;
       if (shown && change) {
         replace(shown.state, stateBadge(change.toState));
+        if (change.attempt) replace(shown.attempt, String(change.attempt));
         replace(shown.updated, timeCell(event.time));
         shown.row.classList.remove("flash");
         void shown.row.offsetWidth; // restart the highlight
