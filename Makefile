@@ -52,8 +52,9 @@ lint: setup buf-lint buf-breaking check-stubs check-ts-stubs ts-build
 	$(BIN)/lint-imports --no-cache
 	npm run --silent --workspace $(TS) format:check
 
+PYTEST_WORKERS ?= 3
 pytest: $(INSTALLED) $(NODE_INSTALLED) postgres browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS)
 
 # The PostgreSQL store's tests use the server at 127.0.0.1:5432 (database test);
 # start it if it is installed but down. Without it they skip, except under

@@ -119,6 +119,12 @@ class Server:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
 
+    def cpu_s(self) -> float:
+        """CPU time the server process has used so far (user + system)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -237,6 +243,7 @@ def suite(tiny: bool, repeat: int, sections: set[str]) -> list[Figure]:
     if "sqlite" in sections:
         figures += embedded(tiny, repeat, ceiling_unary, ceiling_stream)
         figures += workflows(tiny, repeat)
+        figures += http_edge(tiny, repeat, ceiling_unary)
     if "postgresql" in sections:
         figures += replicated(tiny, repeat, ceiling_unary)
     return figures
@@ -405,6 +412,84 @@ def workflows(tiny: bool, repeat: int) -> list[Figure]:
                 "chain_rate": ("graph: 1,000-deep chain", "jobs/s"),
             },
         )
+    return figures
+
+
+def submit_while_watched(url: str, address: str, watchers: str, seconds: str) -> dict[str, Any]:
+    """Submit @64 over gRPC while `watchers` WebSockets (another process) follow
+    every event; with what the slowest watcher received."""
+    watching = subprocess.Popen(
+        [sys.executable, "-m", "bench.http", "watchers", url, watchers, str(float(seconds) + 1)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert watching.stdout is not None
+    try:
+        if watching.stdout.readline().strip() != "ready":
+            problem = watching.communicate()[1][-3000:]
+            raise RuntimeError(f"the watchers did not connect:\n{problem}")
+        result = run_load("submit", address, "64", seconds)
+        out, err = watching.communicate(timeout=120)
+        if watching.returncode != 0:
+            raise RuntimeError(f"the watchers failed:\n{err[-3000:]}")
+    finally:
+        if watching.poll() is None:
+            watching.kill()
+            watching.wait()
+    result.update(json.loads(out.strip().splitlines()[-1]))
+    return result
+
+
+def http_edge(tiny: bool, repeat: int, ceiling_unary: Figure) -> list[Figure]:
+    """The HTTP/JSON API's Submit rate, and what 100 WebSocket watchers
+    following every event cost gRPC Submit (runs alternate, on one server)."""
+    seconds = "1" if tiny else "4"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {"ZBRAIN_MAX_STREAMS_PER_CLIENT": "1000"}
+    figures: list[Figure] = []
+    with Server("--http-listen", f"127.0.0.1:{port}", env=env) as server:
+        rate, p50, p99 = measure(
+            repeat,
+            functools.partial(run_load, "submit", url, "64", seconds, module="bench.http"),
+            {
+                "rate": ("HTTP/JSON Submit @64 in flight", "jobs/s"),
+                "p50_ms": ("HTTP/JSON Submit @64 p50", "ms"),
+                "p99_ms": ("HTTP/JSON Submit @64 p99", "ms"),
+            },
+        )
+        rate.ceiling = ceiling_unary.median
+        figures += [rate, p50, p99]
+        alone = Figure("Submit @64, no WebSocket watchers", "jobs/s")
+        watched = Figure("Submit @64, 100 WebSocket watchers following events", "jobs/s")
+        delivered = Figure("events the slowest of 100 watchers received per job submitted", "x")
+        cost_alone, cost_watched = [], []  # server CPU ms per job submitted
+        for _ in range(repeat):
+            begun = server.cpu_s()
+            rate = run_load("submit", server.address, "64", seconds)["rate"]
+            alone.values.append(rate)
+            cost_alone.append((server.cpu_s() - begun) * 1000 / (rate * float(seconds)))
+            begun = server.cpu_s()
+            result = submit_while_watched(url, server.address, "100", seconds)
+            watched.values.append(result["rate"])
+            submitted = result["rate"] * float(seconds)
+            cost_watched.append((server.cpu_s() - begun) * 1000 / submitted)
+            delivered.values.append(result["events_each_min"] / submitted)
+        slowdown = Figure(
+            "Submit slowdown from 100 WebSocket watchers",
+            "%",
+            [100 * (1 - w / a) for a, w in zip(alone.values, watched.values, strict=True)],
+        )
+        # The rate moves with whatever else the machine runs; the server's own
+        # CPU time per job is the steadier measure of what the watchers cost.
+        added = Figure(
+            "server CPU per Submit added by 100 WebSocket watchers",
+            "%",
+            [100 * (w / a - 1) for a, w in zip(cost_alone, cost_watched, strict=True)],
+        )
+        figures += [alone, watched, slowdown, added, delivered]
     return figures
 
 

@@ -23,6 +23,7 @@ class Http:
         self.server = server
         self.session = session
         self.base = server.http.url.rstrip("/")
+        self.port = server.http.port
 
     async def call(
         self,

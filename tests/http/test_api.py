@@ -275,3 +275,19 @@ async def test_the_console_is_served_with_a_strict_content_security_policy(http:
         assert response.status == 404
     async with http.session.get(http.base + "/%2e%2e/%2e%2e/etc/passwd") as response:
         assert response.status == 404 or "root:" not in await response.text()
+
+
+async def test_with_auth_off_only_requests_to_an_ip_or_localhost_are_answered(
+    start_http: StartHttp,
+) -> None:
+    """A page on a domain made to resolve to 127.0.0.1 (DNS rebinding) is
+    same-origin with an open server; it must not be able to submit."""
+    http = await start_http()
+    rebound = {
+        "Host": f"rebound.example:{http.port}",
+        "Origin": f"http://rebound.example:{http.port}",
+    }
+    status, answer = await http.call("POST", "/v1/jobs", {"job": {"cmd": ["x"]}}, headers=rebound)
+    assert (status, answer["code"]) == (403, 7)
+    status, _ = await http.call("GET", "/v1/jobs", headers={"Host": f"localhost:{http.port}"})
+    assert status == 200

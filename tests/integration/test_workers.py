@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -518,12 +519,24 @@ async def test_two_hundred_jobs_across_four_workers_run_exactly_once(
     assert len({job.worker_id for job in finished}) > 1
 
 
+def read_until(child: subprocess.Popen[str], text: str) -> None:
+    """Read a child's output until a line containing text (its end fails)."""
+    assert child.stdout is not None
+    for line in child.stdout:
+        if text in line:
+            return
+    raise AssertionError(f"the process ended without printing {text!r}")
+
+
 async def test_worker_drains_on_sigterm(server, client, processes: Processes) -> None:
     worker = processes.worker(server.address)
     job = await client.submit(["sh", "-c", "sleep 1; echo done"])
     await wait_state(client, job.id, JobState.RUNNING)
 
     worker.send_signal(signal.SIGTERM)
+    # The worker logs "draining" once the server acknowledged its drain: from
+    # then on no lease can be on its way to it.
+    await asyncio.to_thread(read_until, worker, "draining:")
     later = await client.submit(["true"])
 
     done = await client.wait(job.id, timeout=20)

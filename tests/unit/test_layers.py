@@ -34,6 +34,16 @@ VIOLATIONS = {
         "from zbrain_server.rpc import codec\n",
         "Server layers point one way",
     ),
+    "the gRPC edge imports the HTTP edge": (
+        "zbrain_server/rpc/leak.py",
+        "from zbrain_server.http import server\n",
+        "Server layers point one way",
+    ),
+    "the dispatcher imports aiohttp": (
+        "zbrain_server/dispatch/leak.py",
+        "import aiohttp\n",
+        "Below the edge nothing knows the wire",
+    ),
     "the client imports the server": (
         "zbrain/leak.py",
         "import zbrain_server.app\n",

@@ -11,6 +11,7 @@ loops back through gRPC.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import ssl
@@ -36,6 +37,7 @@ from ..core.access import Caller
 from ..rpc.api import Api
 from ..rpc.auth import Authenticator
 from . import codec, streams
+from .feeds import Feeds
 from .routes import MethodNotAllowedError, RouteTable, routes_of
 from .sessions import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Session, Sessions, csrf_matches
 
@@ -48,6 +50,7 @@ SERVICES = (
     schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
 )
 DOWNLOAD = "/zbrain.v1.JobService/DownloadArtifact"
+STREAM_EVENTS = "/zbrain.v1.JobService/StreamEvents"
 STREAM_ALIASES = {"from": "after_sequence", "topic": "topic_prefix"}
 """Short query names the stream routes take (`/v1/events:stream?from=41&topic=job.`)."""
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -85,6 +88,10 @@ class HttpServer:
         self._listen = listen
         self._routes = RouteTable(routes_of(SERVICES))
         self.sessions = Sessions()
+        self._event_json = streams.EventJson()
+        self._feeds = Feeds(
+            api, self._event_json.frame, config.event_buffer_bytes, streams.FRAME_INTERVAL_S
+        )
         self._sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -125,6 +132,7 @@ class HttpServer:
         """Close the sockets (1001, going away) and stop taking requests."""
         for socket in list(self._sockets):
             await socket.close(code=1001, message=b"server shutting down")
+        await self._feeds.stop()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -170,6 +178,7 @@ class HttpServer:
                 request.remote or "",
                 session.id if session else "",
                 self._config.limits.stream_send_timeout_s,
+                self._event_json,
             )
             if route.full_method == DOWNLOAD:
                 return await streams.download(request, operation(who, message), context)
@@ -177,8 +186,13 @@ class HttpServer:
                 return await streams.ndjson(request, operation(who, message), context)
             if "follow" in message.DESCRIPTOR.fields_by_name and "follow" not in request.query:
                 message.follow = True  # a socket follows unless told not to
+            source = (
+                self._feeds.follow(who, message)
+                if route.full_method == STREAM_EVENTS and message.follow
+                else streams.unshared(operation(who, message))
+            )
             return await streams.websocket(
-                request, operation(who, message), context, message.after_sequence, self._sockets
+                request, source, context, message.after_sequence, self._sockets
             )
         except ZBrainError as error:
             if websocket:
@@ -192,6 +206,8 @@ class HttpServer:
         browser session of the cookie (a mutating request then needs the CSRF
         header), else nobody (anonymous while auth is off). The role is
         checked for the RPC `method` as on gRPC."""
+        if not self._auth.required:
+            _check_host(request)
         authorization = request.headers.get(hdrs.AUTHORIZATION, "")
         session = None
         if not authorization:
@@ -351,6 +367,22 @@ def _check_origin(request: web.Request) -> None:
         raise PermissionDeniedError(
             f"cross-origin request refused: Origin {origin} is not this server ({request.host})"
         )
+
+
+def _check_host(request: web.Request) -> None:
+    """With auth off, answer only requests addressed to an IP address or
+    localhost: a page whose own domain was made to resolve to this machine
+    (DNS rebinding) is then same-origin with nothing here it can call."""
+    host = request.url.host or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        raise PermissionDeniedError(
+            f"this server has auth off, so it answers only requests to an IP address or "
+            f"localhost, not to {host!r}: use http://127.0.0.1:PORT, or turn auth on"
+        ) from None
 
 
 async def _static(request: web.Request) -> web.StreamResponse:

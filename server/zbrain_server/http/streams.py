@@ -22,17 +22,19 @@ it, once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import mimetypes
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any, cast
 
 from aiohttp import WSMsgType, web
 from google.protobuf.message import Message
 
 from zbrain.errors import SLOW_SUBSCRIBER, ResourceExhaustedError, ZBrainError
+from zbrain.v1 import event_pb2
 from zbrain.v1 import job_service_pb2 as pb
 
 from ..core.access import Caller
@@ -44,17 +46,69 @@ CLOSE_CODE_BASE = 4000  # + the google.rpc code
 SLOW_READER_CODE = CLOSE_CODE_BASE + 8  # RESOURCE_EXHAUSTED
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
 MAX_INCOMING_FRAME_BYTES = 4096  # a reader sends nothing but pings and the close
-REFUSAL_GRACE_S = 5.0  # how long a refused handshake's close may wait for the peer
+FRAME_INTERVAL_S = 0.25
+"""A socket sends at most one frame per interval (each holding all that came
+meanwhile): a browser sees changes within 250 ms, and the server's work per
+watcher stays bounded however fast events come (bench: 100 watchers)."""
+PACED_BELOW = 100
+"""Frames of fewer items than this are paced by FRAME_INTERVAL_S; larger ones
+are a backlog being caught up with, sent as fast as the reader takes them."""
+CLOSE_GRACE_S = 5.0  # how long a closing socket's last frames may wait for the peer
+
+
+class EventJson:
+    """The canonical JSON of each event, encoded once for every reader.
+
+    json_format takes about 100 µs for one small message, so a hundred
+    sockets following the same events cannot each encode them: frames of
+    events are assembled from this cache (keyed by the event's sequence,
+    which names one event server-wide), bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 8 << 20) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._by_sequence: collections.OrderedDict[int, str] = collections.OrderedDict()
+
+    def frame(self, message: Message) -> str:
+        """A stream's response message as one frame's text."""
+        if not isinstance(message, pb.StreamEventsResponse):
+            return codec.to_json(message)
+        if not message.events:
+            return "{}"
+        return '{"events": [' + ", ".join(map(self._event, message.events)) + "]}"
+
+    def _event(self, event: event_pb2.Event) -> str:
+        found = self._by_sequence.get(event.sequence)
+        if found is None:
+            found = self._by_sequence[event.sequence] = codec.to_json(event)
+            self._bytes += len(found)
+            while self._bytes > self._max_bytes and self._by_sequence:
+                _, oldest = self._by_sequence.popitem(last=False)
+                self._bytes -= len(oldest)
+        return found
+
+
+def _sequenced(message: Message) -> Sequence[Any]:
+    """The items (events, log lines) of a stream's response message."""
+    for field, value in message.ListFields():
+        if (
+            field.is_repeated
+            and field.message_type is not None
+            and "sequence" in field.message_type.fields_by_name
+        ):
+            return cast(Sequence[Any], value)
+    return ()
+
+
+def _items(message: Message) -> int:
+    return len(_sequenced(message))
 
 
 def last_sequence(message: Message) -> int | None:
     """The sequence of the last item (event or log line) of a stream's
     response message, or None when it carries none."""
-    for field, value in message.ListFields():
-        items = field.message_type is not None and "sequence" in field.message_type.fields_by_name
-        if items and field.is_repeated and value:
-            return int(value[-1].sequence)
-    return None
+    items = _sequenced(message)
+    return int(items[-1].sequence) if items else None
 
 
 class StreamContext:
@@ -69,6 +123,7 @@ class StreamContext:
         address: str,
         session: str,
         send_timeout_s: float,
+        frames: EventJson,
     ) -> None:
         self.auth = auth
         self.who = who
@@ -76,6 +131,7 @@ class StreamContext:
         self.address = address
         self.session = session
         self.send_timeout_s = send_timeout_s
+        self.frames = frames
 
     @contextlib.asynccontextmanager
     async def messages(
@@ -95,7 +151,7 @@ class StreamContext:
 
 async def websocket(
     request: web.Request,
-    responses: AsyncIterator[Message],
+    source: AsyncGenerator[tuple[Message, bytes | None], None],
     context: StreamContext,
     after: int,
     open_sockets: set[web.WebSocketResponse],
@@ -113,53 +169,67 @@ async def websocket(
     )
     await socket.prepare(request)
     open_sockets.add(socket)
-    reader = asyncio.create_task(_drain_incoming(socket))
     try:
-        ending = await _send_all(socket, reader, responses, context, after)
+        stream = context.auth.open_stream(
+            context.who, context.anonymous, context.address, worker=False, session=context.session
+        )
+    except ZBrainError as error:
+        await _close(request, socket, error)
+        open_sockets.discard(socket)
+        return socket
+    # Three things may end the socket: the stream (its end, or a failure), the
+    # reader leaving, the stream being ended from outside (a revoked token).
+    # They are raced once for the socket's life, not once per frame: a
+    # hundred watchers then cost little more than their writes.
+    reader = asyncio.create_task(_drain_incoming(socket))
+    sending = asyncio.create_task(_send_all(socket, source, context, after))
+    try:
+        await asyncio.wait((sending, reader, stream.ended), return_when=asyncio.FIRST_COMPLETED)
+        ending: ZBrainError | None
+        if sending.done():
+            ending = sending.result()
+        else:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+            if not stream.ended.done():
+                return socket  # the reader left
+            ending = stream.ended.result()
         # The stream is let go of first: a reader cut off no longer counts
         # while its close waits for it.
+        context.auth.close_stream(stream)
         if ending is None:
             await socket.close(code=CLOSE_NORMAL, message=b"end of stream")
         else:
-            await _close(request, socket, ending, context.send_timeout_s)
+            await _close(request, socket, ending)
     except ConnectionError:
-        pass  # the reader left
+        pass  # the reader left while its frame was written
     finally:
+        context.auth.close_stream(stream)
         open_sockets.discard(socket)
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        for task in (sending, reader):
+            task.cancel()
+        await asyncio.gather(sending, reader, return_exceptions=True)
     return socket
 
 
 async def _send_all(
     socket: web.WebSocketResponse,
-    reader: asyncio.Task[None],
-    responses: AsyncIterator[Message],
+    source: AsyncGenerator[tuple[Message, bytes | None], None],
     context: StreamContext,
     sent: int,
 ) -> ZBrainError | None:
     """Send the stream's messages until it ends (None) or fails (the error
-    to close with); ConnectionError when the reader leaves."""
+    to close with). A message comes with its frame's bytes when a feed
+    encoded it for every socket; otherwise it is encoded here."""
     try:
-        async with context.messages(responses) as messages:
-            while True:
-                step = asyncio.ensure_future(anext(messages))
-                await asyncio.wait((step, reader), return_when=asyncio.FIRST_COMPLETED)
-                if not step.done():
-                    step.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await step
-                    raise ConnectionResetError("the reader left")
-                try:
-                    message = step.result()
-                except StopAsyncIteration:
-                    return None
+        async with contextlib.aclosing(source) as messages:
+            async for message, shared in messages:
                 sequence = last_sequence(message)
+                data = shared if shared is not None else context.frames.frame(message).encode()
                 try:
-                    await asyncio.wait_for(
-                        socket.send_str(codec.to_json(message)), context.send_timeout_s
-                    )
+                    async with asyncio.timeout(context.send_timeout_s):
+                        await socket.send_frame(data, WSMsgType.TEXT)
                 except TimeoutError:
                     # Only the wait for the network timed out: the frame is in the
                     # socket's buffer, the reader's to read before the close.
@@ -172,16 +242,28 @@ async def _send_all(
                     )
                 if sequence is not None:
                     sent = sequence
+                if shared is None and _items(message) < PACED_BELOW:
+                    # What arrives meanwhile waits in the stream's bounded buffer
+                    # and goes out together in the next frame (a feed paces itself).
+                    await asyncio.sleep(FRAME_INTERVAL_S)
     except ZBrainError as error:
         return error
+    return None
 
 
-async def _close(
-    request: web.Request, socket: web.WebSocketResponse, error: ZBrainError, grace_s: float
-) -> None:
+async def unshared(
+    responses: AsyncGenerator[Message, None],
+) -> AsyncGenerator[tuple[Message, bytes | None], None]:
+    """A stream's own messages, as a socket's source (none shares its frames)."""
+    async with contextlib.aclosing(responses):
+        async for message in responses:
+            yield message, None
+
+
+async def _close(request: web.Request, socket: web.WebSocketResponse, error: ZBrainError) -> None:
     """A last frame with the error's google.rpc.Status, then the close frame
-    (4000 + its code, a reason that fits). Both are written at once; a peer
-    that has not read them within `grace_s` is disconnected."""
+    (4000 + its code, a reason that fits); a peer that has not read them
+    within CLOSE_GRACE_S (one that reads nothing at all) is disconnected."""
     reason = error.message
     resume = error.metadata.get("resume_after_sequence")
     if resume is not None:
@@ -189,7 +271,7 @@ async def _close(
     encoded = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore").encode()
     frame = json.dumps({"error": json.loads(codec.error_json(error))})
     try:
-        async with asyncio.timeout(grace_s):
+        async with asyncio.timeout(CLOSE_GRACE_S):
             await socket.send_str(frame)
             await socket.close(code=CLOSE_CODE_BASE + error.code.value, message=encoded)
     except TimeoutError:
@@ -210,7 +292,9 @@ async def ndjson(
 ) -> web.StreamResponse:
     """Serve a stream as newline-delimited JSON. An error before the first
     message is the response's status; a later one is a last line
-    `{"error": <google.rpc.Status>}`."""
+    `{"error": <google.rpc.Status>}`. A reader that does not take a line
+    within the send timeout is disconnected (it resumes with `from=`, as a
+    socket would)."""
     async with context.messages(responses) as messages:
         first = await anext(messages, None)  # a ZBrainError here is the answer's status
         response = web.StreamResponse(
@@ -218,13 +302,23 @@ async def ndjson(
         )
         await response.prepare(request)
         try:
-            message = first
-            while message is not None:
-                await response.write(codec.to_json(message).encode() + b"\n")
-                message = await anext(messages, None)
+            async with asyncio.timeout(None) as deadline:
+                message = first
+                while message is not None:
+                    deadline.reschedule(asyncio.get_running_loop().time() + context.send_timeout_s)
+                    await response.write(context.frames.frame(message).encode() + b"\n")
+                    deadline.reschedule(None)
+                    message = await anext(messages, None)
         except ZBrainError as error:
             line = json.dumps({"error": json.loads(codec.error_json(error))})
-            await response.write(line.encode() + b"\n")
+            with contextlib.suppress(ConnectionError):
+                await response.write(line.encode() + b"\n")
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except ConnectionError:
+            return response  # the reader left
         await response.write_eof()
         return response
 
@@ -267,5 +361,5 @@ async def refuse_websocket(request: web.Request, error: ZBrainError) -> web.WebS
     WebSocket sees the close code and the frame, never an HTTP status."""
     socket = web.WebSocketResponse(compress=False, max_msg_size=MAX_INCOMING_FRAME_BYTES)
     await socket.prepare(request)
-    await _close(request, socket, error, REFUSAL_GRACE_S)
+    await _close(request, socket, error)
     return socket

@@ -187,12 +187,17 @@ class Api:
         async for lines in self._jobs.logs(caller, job_id, after, follow=request.follow):
             yield pb.StreamLogsResponse(lines=codec.log_lines_to_proto(lines))
 
+    def events_org(self, caller: Caller, request: pb.StreamEventsRequest) -> str:
+        """The organisation whose events a StreamEvents request reads, checked
+        (the HTTP edge shares one live feed among the sockets that read it)."""
+        return validation.valid_org(
+            request_org(caller, request.org_id, self._config.default_org), "org_id"
+        )
+
     async def stream_events(
         self, caller: Caller, request: pb.StreamEventsRequest
     ) -> AsyncIterator[pb.StreamEventsResponse]:
-        org_id = validation.valid_org(
-            request_org(caller, request.org_id, self._config.default_org), "org_id"
-        )
+        org_id = self.events_org(caller, request)
         after = validation.after_sequence(request.after_sequence)
         async for records in self._jobs.events(
             org_id, request.topic_prefix, after, follow=request.follow
