@@ -63,6 +63,14 @@ def test_a_job_submitted_elsewhere_appears_in_the_list_without_reloading(
     assert submitted.get_attribute("title").endswith(" UTC")  # the exact time on hover
     screenshot(browser, "jobs")
 
+    browser.get(console.url + "#/")
+    counts = "#by-state tbody tr[data-org='default'] td"
+    wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, counts)) == 8)
+    by_state = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, counts)]
+    assert by_state[5:7] == ["1", "1"]  # succeeded, failed
+    assert browser.find_elements(By.CSS_SELECTOR, "#hour-chart rect")
+    screenshot(browser, "overview")
+
     browser.get(console.url + "#/workers")
     wait_for(
         browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#workers-body tr[data-worker-id]")
