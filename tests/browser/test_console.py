@@ -158,7 +158,8 @@ def test_log_lines_and_arguments_are_shown_as_text_never_run(consoles: Consoles,
             [
                 PY,
                 "-c",
-                "import sys; print(sys.argv[1]); print(sys.argv[2], file=sys.stderr)",
+                "import os, pathlib, sys; print(sys.argv[1]); print(sys.argv[2], file=sys.stderr); "
+                "pathlib.Path(os.environ['ZBRAIN_ARTIFACTS_DIR'], 'report.txt').write_text('42')",
                 script_tag,
                 image_tag,
             ],
@@ -175,6 +176,14 @@ def test_log_lines_and_arguments_are_shown_as_text_never_run(consoles: Consoles,
     assert text_of(browser, "#labels") == "note=<b>bold</b>"
     assert browser.find_elements(By.CSS_SELECTOR, "main img, main b, #log-lines script") == []
     assert browser.execute_script("return window.zbrainPwned") is None
+
+    # Its artifact is listed with a link that downloads it.
+    link = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#artifacts a"))
+    assert link.text == "report.txt"
+    content = browser.execute_script(
+        "return fetch(arguments[0]).then((answer) => answer.text())", link.get_attribute("href")
+    )
+    assert content == "42"
     assert page_errors(browser) == []
 
 
