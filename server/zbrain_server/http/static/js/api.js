@@ -130,11 +130,6 @@ export async function rerunJob(id) {
   return (await call("POST", `/v1/jobs/${encodeURIComponent(id)}:rerun`, { body: {} })).job;
 }
 
-export async function listArtifacts(id, signal) {
-  const answer = await call("GET", `/v1/jobs/${encodeURIComponent(id)}/artifacts`, { signal });
-  return answer.artifacts || [];
-}
-
 /** The download address of an artifact (the session cookie authorises it). */
 export function artifactUrl(id, name) {
   const path = name.split("/").map(encodeURIComponent).join("/");

@@ -34,7 +34,7 @@ function resumePoint(status) {
  * @param {(message: object) => object[]} options.items the sequenced items of one message.
  * @param {(items: object[]) => void} options.onItems new items, in order, never twice.
  * @param {(state: string, detail?: string) => void} [options.onState] "live", "reconnecting", "ended", "failed".
- * @returns {{close: () => void, last: () => number}}
+ * @returns {{close: () => void}}
  */
 export function follow(path, options) {
   let last = options.from ?? null;
@@ -108,7 +108,6 @@ export function follow(path, options) {
       clearTimeout(timer);
       if (socket) socket.close(NORMAL_CLOSURE, "page left");
     },
-    last: () => last,
   };
 }
 

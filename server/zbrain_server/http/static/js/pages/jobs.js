@@ -56,7 +56,7 @@ function fromLocalInput(value) {
 }
 
 // Page tokens already passed, so "Newer" can step back; kept per filter set.
-let history = { key: "", tokens: [] };
+let passed = { key: "", tokens: [] };
 
 function filterForm(filters, app) {
   const id = el("input", { id: "search-id", name: "id", placeholder: "Job id", spellcheck: "false", autocomplete: "off" });
@@ -148,7 +148,7 @@ function jobRow(job) {
 export function render(root, { query }, app) {
   const filters = filtersFrom(query, app);
   const key = JSON.stringify({ ...filters, pageToken: "" });
-  if (history.key !== key) history = { key, tokens: [] };
+  if (passed.key !== key) passed = { key, tokens: [] };
 
   const body = el("tbody", { id: "jobs-body" });
   const status = el("span", { class: "live-status", id: "live-status" }, "connecting…");
@@ -203,15 +203,15 @@ export function render(root, { query }, app) {
   }
 
   function showPager(next) {
-    const newer = history.tokens.length || filters.pageToken
+    const newer = passed.tokens.length || filters.pageToken
       ? el("button", { type: "button", id: "newer", onclick: () => {
-          const previous = history.tokens.pop() || "";
+          const previous = passed.tokens.pop() || "";
           app.navigate(hashFor({ ...filters, pageToken: previous }));
         } }, "← Newer")
       : null;
     const older = next
       ? el("button", { type: "button", id: "older", onclick: () => {
-          history.tokens.push(filters.pageToken);
+          passed.tokens.push(filters.pageToken);
           app.navigate(hashFor({ ...filters, pageToken: next }));
         } }, "Older →")
       : null;
