@@ -63,6 +63,18 @@ def test_a_job_submitted_elsewhere_appears_in_the_list_without_reloading(
     assert submitted.get_attribute("title").endswith(" UTC")  # the exact time on hover
     screenshot(browser, "jobs")
 
+    # Filters live in the address: by label, by state.
+    def rows_shown(d) -> list[str]:
+        return [
+            r.get_attribute("data-job-id")
+            for r in d.find_elements(By.CSS_SELECTOR, "#jobs-body tr")
+        ]
+
+    browser.get(console.url + "#/jobs?label=k%3Dv")
+    wait_for(browser, lambda d: rows_shown(d) == [job.id])
+    browser.get(console.url + "#/jobs?state=JOB_STATE_FAILED&state=JOB_STATE_CANCELED")
+    wait_for(browser, lambda d: rows_shown(d) == [failed.id])
+
     browser.get(console.url + "#/")
     counts = "#by-state tbody tr[data-org='default'] td"
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, counts)) == 8)
