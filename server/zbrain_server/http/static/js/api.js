@@ -118,7 +118,21 @@ export async function getJob(id, signal) {
   return (await call("GET", `/v1/jobs/${encodeURIComponent(id)}`, { signal })).job;
 }
 
-export async function submitJob(spec, requestId) {
+/**
+ * A fresh idempotency key for one Submit (a UUID v4). Made from
+ * getRandomValues because crypto.randomUUID exists only on HTTPS or loopback
+ * pages, and a console may be served over plain HTTP elsewhere.
+ */
+export function newRequestId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** Submit a job once: a retried click or request with the same key gets the same job. */
+export async function submitJob(spec, requestId = newRequestId()) {
   return (await call("POST", "/v1/jobs", { body: { job: spec, requestId } })).job;
 }
 

@@ -205,7 +205,7 @@ export function render(root, { parts }, app) {
       }) }, "Rerun"));
     }
     buttons.push(el("button", { type: "button", id: "resubmit", onclick: (event) => act(event.target, async () => {
-      const copy = await api.submitJob(specOf(job), crypto.randomUUID());
+      const copy = await api.submitJob(specOf(job));
       app.navigate(`#/jobs/${encodeURIComponent(copy.id)}`);
     }) }, "Resubmit"));
     replace(actions, buttons);

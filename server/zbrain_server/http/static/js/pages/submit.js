@@ -60,6 +60,14 @@ export function render(root, _params, app) {
     }
   }
 
+  // One idempotency key per form content: clicking again after an answer
+  // that never arrived cannot submit the job twice; editing the form makes
+  // it another job.
+  let requestId = api.newRequestId();
+  form.addEventListener("input", () => {
+    requestId = api.newRequestId();
+  });
+
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     problem.hidden = true;
@@ -79,7 +87,7 @@ export function render(root, _params, app) {
     }
     button.disabled = true;
     try {
-      const job = await api.submitJob(spec, crypto.randomUUID());
+      const job = await api.submitJob(spec, requestId);
       app.navigate(`#/jobs/${encodeURIComponent(job.id)}`);
     } catch (error) {
       fail(error.message, error.violations || []);
