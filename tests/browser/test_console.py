@@ -143,7 +143,9 @@ def test_a_job_submitted_with_the_form_streams_its_log_while_it_runs(
     assert page_errors(browser) == []
 
 
-def test_canceling_a_running_job_changes_its_state(consoles: Consoles, browser) -> None:
+def test_canceling_a_running_job_changes_its_state_and_offers_a_rerun(
+    consoles: Consoles, browser
+) -> None:
     console = consoles.start(workers=1)
     with console.client() as client:
         job = client.submit(
@@ -157,7 +159,12 @@ def test_canceling_a_running_job_changes_its_state(consoles: Consoles, browser) 
     wait_for(browser, lambda d: state_shown(d) == "canceled")
     with console.client() as client:
         assert client.get(job.id).state is JobState.CANCELED
-    assert browser.find_elements(By.ID, "rerun")  # a finished job offers a rerun instead
+
+    # A finished job offers a rerun instead: a new job, linked to this one.
+    browser.find_element(By.ID, "rerun").click()
+    wait_for(browser, lambda d: job.id not in d.current_url)
+    rerun_of = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#dependencies a"))
+    assert rerun_of.text == job.id
     assert page_errors(browser) == []
 
 
