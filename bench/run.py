@@ -415,9 +415,10 @@ def workflows(tiny: bool, repeat: int) -> list[Figure]:
     return figures
 
 
-def submit_while_watched(url: str, address: str, watchers: str, seconds: str) -> dict[str, Any]:
+def submit_while_watched(server: Server, url: str, watchers: str, seconds: str) -> dict[str, Any]:
     """Submit @64 over gRPC while `watchers` WebSockets (another process) follow
-    every event; with what the slowest watcher received."""
+    every event; with what the slowest watcher received and the server's CPU
+    seconds during the submits."""
     watching = subprocess.Popen(
         [sys.executable, "-m", "bench.http", "watchers", url, watchers, str(float(seconds) + 1)],
         cwd=ROOT,
@@ -430,7 +431,9 @@ def submit_while_watched(url: str, address: str, watchers: str, seconds: str) ->
         if watching.stdout.readline().strip() != "ready":
             problem = watching.communicate()[1][-3000:]
             raise RuntimeError(f"the watchers did not connect:\n{problem}")
-        result = run_load("submit", address, "64", seconds)
+        begun = server.cpu_s()
+        result = run_load("submit", server.address, "64", seconds)
+        result["cpu_s"] = server.cpu_s() - begun
         out, err = watching.communicate(timeout=120)
         if watching.returncode != 0:
             raise RuntimeError(f"the watchers failed:\n{err[-3000:]}")
@@ -471,11 +474,10 @@ def http_edge(tiny: bool, repeat: int, ceiling_unary: Figure) -> list[Figure]:
             rate = run_load("submit", server.address, "64", seconds)["rate"]
             alone.values.append(rate)
             cost_alone.append((server.cpu_s() - begun) * 1000 / (rate * float(seconds)))
-            begun = server.cpu_s()
-            result = submit_while_watched(url, server.address, "100", seconds)
+            result = submit_while_watched(server, url, "100", seconds)
             watched.values.append(result["rate"])
             submitted = result["rate"] * float(seconds)
-            cost_watched.append((server.cpu_s() - begun) * 1000 / submitted)
+            cost_watched.append(result["cpu_s"] * 1000 / submitted)
             delivered.values.append(result["events_each_min"] / submitted)
         slowdown = Figure(
             "Submit slowdown from 100 WebSocket watchers",

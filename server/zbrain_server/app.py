@@ -191,9 +191,10 @@ class ZBrainServer:
             limits=config.limits,
             extra_tokens=[local_token],
         )
+        rpc_telemetry = RpcTelemetry(self.telemetry)
         server = grpc.aio.server(
             options=server_options(config),
-            interceptors=[RpcTelemetry(self.telemetry).interceptor(), AuthInterceptor(self._auth)],
+            interceptors=[rpc_telemetry.interceptor(), AuthInterceptor(self._auth)],
         )
         jobs = Jobs(config, store, dispatcher, blobs, signals, bus)
         self._api = api = Api(config, jobs, store)
@@ -232,7 +233,7 @@ class ZBrainServer:
         await server.start()
         self._server = server
         if config.http_listen is not None:
-            self.http = HttpServer(config, api, self._auth, config.http_listen)
+            self.http = HttpServer(config, api, self._auth, config.http_listen, rpc_telemetry)
             await self.http.start()
         await dispatcher.start()
         self._delayed.start()

@@ -9,11 +9,15 @@ import re
 from typing import Any
 
 import grpc
+import pytest
 
+from tests.integration.test_telemetry import Recorded
+from zbrain.errors import ZBrainError
 from zbrain.models import Role
 from zbrain.v1 import job_pb2, job_service_pb2_grpc
 from zbrain.v1 import job_service_pb2 as pb
 from zbrain_server.config import Limits
+from zbrain_server.dispatch.metrics import Telemetry
 from zbrain_server.http.routes import routes_of
 from zbrain_server.http.server import SERVICES
 
@@ -291,3 +295,35 @@ async def test_with_auth_off_only_requests_to_an_ip_or_localhost_are_answered(
     assert (status, answer["code"]) == (403, 7)
     status, _ = await http.call("GET", "/v1/jobs", headers={"Host": f"localhost:{http.port}"})
     assert status == 200
+
+
+async def test_a_taken_http_port_is_refused_with_a_message(
+    start_http: StartHttp, start_server: Any
+) -> None:
+    http = await start_http()
+    with pytest.raises(ZBrainError, match=f"cannot listen for HTTP on 127.0.0.1:{http.port}"):
+        await start_server(http_listen=f"127.0.0.1:{http.port}")
+
+
+async def test_api_calls_are_traced_and_timed_like_grpc_calls(start_http: StartHttp) -> None:
+    recorded = Recorded()
+    try:
+        http = await start_http(
+            telemetry=Telemetry(recorded.tracer_provider, recorded.meter_provider)
+        )
+        trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+        parent = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+        status, _ = await http.call("POST", "/v1/jobs", {"job": {"cmd": ["x"]}}, headers=parent)
+        assert status == 200
+        submit = recorded.span("zbrain.v1.JobService/Submit")
+        assert f"{submit.context.trace_id:032x}" == trace_id  # in the caller's trace
+        assert dict(submit.attributes or {})["rpc.system"] == "http"
+        status, _ = await http.call("GET", "/v1/jobs/01939a4e-8b2c-7def-8123-456789abcdef")
+        assert status == 404
+        get = recorded.attributes("zbrain.v1.JobService/Get")
+        assert get["rpc.grpc.status_code"] == "NOT_FOUND"
+        durations = recorded.points("rpc.server.duration")
+        assert {p.attributes["rpc.method"] for p in durations} >= {"zbrain.v1.JobService/Submit"}
+    finally:
+        recorded.tracer_provider.shutdown()
+        recorded.meter_provider.shutdown()

@@ -40,6 +40,7 @@ async def test_a_signed_in_browser_reads_with_its_cookie_and_writes_with_the_csr
 
     status, answer = await http.call("GET", "/v1/session", headers=cookie)
     assert answer["signedIn"] and answer["authRequired"]
+    assert (answer["role"], answer["orgId"], answer["csrfToken"]) == ("client", "team-a", csrf)
     status, _ = await http.call("GET", "/v1/jobs", headers=cookie)
     assert status == 200
     submit = {"job": {"cmd": ["true"]}}
@@ -98,8 +99,9 @@ async def test_a_revoked_tokens_sessions_end_within_a_second(start_http: StartHt
         revoked_at = time.monotonic()
         frame = await ws.receive_json(timeout=5)
         await ws.receive(timeout=5)
-        # The server checks tokens every second; two allows for a busy machine.
-        assert time.monotonic() - revoked_at < 2.0
+        # The server checks tokens every second; three allow for a busy machine
+        # (without the check the socket would stay open: the receive times out).
+        assert time.monotonic() - revoked_at < 3.0
         assert (frame["error"]["code"], ws.close_code) == (16, 4016)
     status, _ = await http.call("GET", "/v1/jobs", headers=cookie)
     assert status == 401

@@ -85,6 +85,24 @@ async def test_sockets_joining_a_shared_feed_at_different_places_each_get_everyt
                 assert got[name] == expected, name
 
 
+async def test_a_socket_from_far_back_takes_the_backlog_at_its_own_pace(
+    start_http: StartHttp,
+) -> None:
+    """Megabytes of stored events reach a socket whose buffer holds far less:
+    the backlog is read as the socket takes it, never pushed at it."""
+    http = await start_http(event_buffer_bytes=256 << 10)
+    for _ in range(2):
+        await submit_batch(http, 10, BIG_ARGUMENT)
+    recorded = await recorded_sequences(http)
+    got: list[int] = []
+    async with http.websocket("/v1/events:stream?from=0&topic=jobs/", max_msg_size=0) as ws:
+        while len(got) < len(recorded):
+            frame = await ws.receive_json(timeout=10)
+            assert "error" not in frame, frame
+            got += sequences(frame)
+    assert got == recorded
+
+
 async def test_a_log_socket_follows_a_running_job_resumes_and_ends_with_it(http: Http) -> None:
     job_id = await http.submit(["true"])
     _, epoch = await lease(http)

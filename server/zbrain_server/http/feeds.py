@@ -9,11 +9,14 @@ bounded subscription to the bus) whose messages are turned into frame bytes
 once and handed to each socket's `Follower`, a queue bounded in bytes (the
 frames are shared, so a slow socket holds at most that much more).
 
-A socket joins without a gap or a duplicate: it registers with the feed
-first, so every frame the feed sends from then on is queued for it, then
-replays the stored events from its own `from` up to where the feed stood
-(with its own caller, so organisation checks and retention errors are its
-own), then takes the queued frames, skipping what it already has. A socket
+A socket joins without a gap or a duplicate: it first replays the stored
+events after its own `from`, at its own pace (with its own caller, so
+organisation checks and retention errors are its own); then it registers
+with the feed, so every frame the feed sends from then on is queued for it,
+replays what the feed had sent before (committed meanwhile: rarely more
+than a frame), and takes the queued frames, skipping what it already has.
+A feed starts where its first socket's replay ended, so it never carries a
+backlog that its sockets would have to take at its pace. A socket
 whose queue overflows is cut off, told to resume after the last event it
 was sent, like any slow reader.
 """
@@ -24,6 +27,7 @@ import asyncio
 import collections
 import contextlib
 from collections.abc import AsyncGenerator, Callable
+from typing import cast
 
 from google.protobuf.message import Message
 
@@ -154,38 +158,31 @@ class Feeds:
         answers them (`follow` set), each with its frame's bytes when shared."""
         org_id = self._api.events_org(caller, request)
         key = (org_id, request.topic_prefix)
+        sent = request.after_sequence
+        # The stored events first, at this socket's own pace (a page when it
+        # has taken the last): a feed only ever carries what is new.
+        stored = self._replay(caller, org_id, request.topic_prefix, sent, None)
+        async with contextlib.aclosing(stored):
+            async for response in stored:
+                yield response, None
+                sent = response.events[-1].sequence
         feed = self._feeds.get(key)
         if feed is None or feed.failed:
             feed = self._feeds[key] = Feed(
-                self._api,
-                org_id,
-                request.topic_prefix,
-                request.after_sequence,
-                self._encode,
-                self._interval_s,
+                self._api, org_id, request.topic_prefix, sent, self._encode, self._interval_s
             )
         follower = Follower(self._follower_bytes)
         feed.followers.add(follower)
         try:
-            sent = request.after_sequence
+            # What the feed sent before this socket joined (committed while it
+            # replayed: rarely more than a frame).
             caught_up = feed.position
-            if sent < caught_up:
-                async for response in self._api.stream_events(
-                    caller,
-                    pb.StreamEventsRequest(
-                        org_id=org_id,
-                        topic_prefix=request.topic_prefix,
-                        after_sequence=sent,
-                        follow=False,
-                    ),
-                ):
-                    events = [e for e in response.events if e.sequence <= caught_up]
-                    if events:
-                        yield pb.StreamEventsResponse(events=events), None
-                        sent = events[-1].sequence
-                    if len(events) < len(response.events):
-                        break
-                sent = max(sent, caught_up)
+            missed = self._replay(caller, org_id, request.topic_prefix, sent, caught_up)
+            async with contextlib.aclosing(missed):
+                async for response in missed:
+                    yield response, None
+                    sent = response.events[-1].sequence
+            sent = max(sent, caught_up)
             while True:
                 frames = await follower.take()
                 if follower.failure is not None:
@@ -207,6 +204,31 @@ class Feeds:
                 if self._feeds.get(key) is feed:
                     del self._feeds[key]
                 await feed.stop()
+
+    async def _replay(
+        self, caller: Caller, org_id: str, topic_prefix: str, after: int, through: int | None
+    ) -> AsyncGenerator[pb.StreamEventsResponse, None]:
+        """The stored events after `after` (through `through`, if given), read
+        with the socket's own caller: its organisation checks and retention
+        errors are its own."""
+        if through is not None and after >= through:
+            return
+        request = pb.StreamEventsRequest(
+            org_id=org_id, topic_prefix=topic_prefix, after_sequence=after, follow=False
+        )
+        responses = cast(
+            AsyncGenerator[pb.StreamEventsResponse, None],
+            self._api.stream_events(caller, request),  # an async generator
+        )
+        async with contextlib.aclosing(responses) as stored:
+            async for response in stored:
+                events = [e for e in response.events if through is None or e.sequence <= through]
+                if len(events) == len(response.events):
+                    yield response
+                    continue
+                if events:
+                    yield pb.StreamEventsResponse(events=events)
+                return
 
     async def stop(self) -> None:
         for feed in list(self._feeds.values()):

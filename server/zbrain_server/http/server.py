@@ -15,11 +15,14 @@ import ipaddress
 import json
 import logging
 import ssl
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Status, StatusCode
 
 from zbrain.errors import (
     FieldViolation,
@@ -36,6 +39,7 @@ from ..config import ServerConfig
 from ..core.access import Caller
 from ..rpc.api import Api
 from ..rpc.auth import Authenticator
+from ..rpc.telemetry import RpcTelemetry
 from . import codec, streams
 from .feeds import Feeds
 from .routes import MethodNotAllowedError, RouteTable, routes_of
@@ -81,8 +85,16 @@ class HttpServer:
     """The HTTP/JSON API and the console of one ZBrain server: `await
     start()`, then `await stop()`."""
 
-    def __init__(self, config: ServerConfig, api: Api, auth: Authenticator, listen: str) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        api: Api,
+        auth: Authenticator,
+        listen: str,
+        telemetry: RpcTelemetry,
+    ) -> None:
         self._config = config
+        self._telemetry = telemetry
         self._api = api
         self._auth = auth
         self._listen = listen
@@ -169,7 +181,7 @@ class HttpServer:
             if operation is None:  # an annotated RPC without an operation: a bug
                 raise ZBrainError(f"{route.full_method} has no operation")
             if not route.streaming:
-                answer = await operation(who, message)
+                answer = await self._unary(route.full_method, request, operation, who, message)
                 return web.Response(text=codec.to_json(answer), content_type="application/json")
             context = streams.StreamContext(
                 self._auth,
@@ -198,6 +210,32 @@ class HttpServer:
             if websocket:
                 return await streams.refuse_websocket(request, error)
             return error_response(error)
+        except Exception:  # a bug: logged here, answered as a status, never a traceback
+            if websocket:
+                raise  # the socket may be open already: aiohttp logs it and drops it
+            log.exception("HTTP %s %s failed", request.method, request.path)
+            return error_response(ZBrainError("internal error: the server's log has the details"))
+
+    async def _unary(
+        self, method: str, request: web.Request, operation: Any, who: Caller, message: Any
+    ) -> Any:
+        """A unary operation in a server span (in the caller's trace when its
+        `traceparent` header names one), its duration recorded by status, as
+        the gRPC edge records its calls."""
+        started, code = time.perf_counter(), "OK"
+        parent = propagate.extract(dict(request.headers))
+        attributes = {"rpc.system": "http", "rpc.method": method.lstrip("/")}
+        span = self._telemetry.start_rpc_span(method.lstrip("/"), parent, attributes)
+        with trace.use_span(span, end_on_exit=True):
+            try:
+                return await operation(who, message)
+            except ZBrainError as error:
+                code = error.code.name
+                span.set_status(Status(StatusCode.ERROR, code))
+                raise
+            finally:
+                span.set_attribute("rpc.grpc.status_code", code)
+                self._telemetry.record_rpc(method.lstrip("/"), code, started)
 
     async def _caller(
         self, request: web.Request, method: str, *, checks_origin: bool
@@ -250,7 +288,7 @@ class HttpServer:
         """GET: who this browser is; POST {"token"}: sign in; DELETE: sign out."""
         try:
             if request.method == "GET":
-                return self._whoami(request)
+                return await self._whoami(request)
             if request.method not in ("POST", "DELETE"):
                 allowed = ["DELETE", "GET", "POST"]
                 raise MethodNotAllowedError(request.method, "/v1/session", allowed)
@@ -261,11 +299,18 @@ class HttpServer:
         except ZBrainError as error:
             return error_response(error)
 
-    def _whoami(self, request: web.Request) -> web.Response:
-        session = self.sessions.find(request.cookies.get(SESSION_COOKIE, ""))
+    async def _whoami(self, request: web.Request) -> web.Response:
+        """Whether auth is on, and who this browser is signed in as (its
+        session's token authenticated again: a revoked one is signed out)."""
         answer: dict[str, Any] = {"authRequired": self._auth.required, "signedIn": False}
+        session = self.sessions.find(request.cookies.get(SESSION_COOKIE, ""))
         if session is not None:
-            answer.update(signedIn=True, tokenId=session.token_id, csrfToken=session.csrf)
+            try:
+                who = await self._auth.authenticate(session.authorization)
+            except UnauthenticatedError:
+                self._end_session(session.id, "this token was revoked")
+            else:
+                answer.update(_signed_in(who, session))
         return web.json_response(answer)
 
     async def _sign_in(self, request: web.Request) -> web.Response:
@@ -282,16 +327,8 @@ class HttpServer:
         authorization = f"Bearer {token.strip()}"
         who = await self._auth.authenticate(authorization)
         session = self.sessions.create(authorization, who.token_id)
-        response = web.json_response(
-            {
-                "authRequired": self._auth.required,
-                "signedIn": True,
-                "tokenId": who.token_id,
-                "role": who.role.label,
-                "orgId": who.org_id or "",
-                "csrfToken": session.csrf,
-            }
-        )
+        answer = {"authRequired": self._auth.required, **_signed_in(who, session)}
+        response = web.json_response(answer)
         secure = self._config.tls_cert is not None
         response.set_cookie(
             SESSION_COOKIE, session.id, path="/", httponly=True, samesite="Strict", secure=secure
@@ -317,6 +354,17 @@ class HttpServer:
         """Forget a session and end its streams at once."""
         self.sessions.end(session_id)
         self._auth.end(lambda stream: stream.session == session_id, why)
+
+
+def _signed_in(who: Caller, session: Session) -> dict[str, Any]:
+    """What /v1/session says of a signed-in browser ("orgId" is empty for an admin)."""
+    return {
+        "signedIn": True,
+        "tokenId": who.token_id,
+        "role": who.role.label,
+        "orgId": who.org_id or "",
+        "csrfToken": session.csrf,
+    }
 
 
 def error_response(error: ZBrainError) -> web.Response:

@@ -12,11 +12,11 @@ ended (4008 RESOURCE_EXHAUSTED for a reader that fell behind, 4016 when its
 token was revoked or its session ended, 4005 for an unknown job...), after a
 last frame `{"error": <google.rpc.Status>}` with the details; 1000 when the
 stream simply ended (a finished job's log). A reader that falls behind is
-never buffered without bound: the event bus holds a bounded backlog for it,
-and a frame the socket could not hand to the network within
-ZBRAIN_STREAM_SEND_TIMEOUT_S ends it. Either way the close reason names the sequence to
-resume from (`from=N`), which a new socket asks for to get everything after
-it, once.
+never buffered without bound: its events wait in bounded buffers (the bus
+subscription, a feed's queue), and a frame the socket could not hand to the
+network within ZBRAIN_STREAM_SEND_TIMEOUT_S ends it. Either way the close
+reason names the sequence to resume from (`from=N`), which a new socket asks
+for to get everything after it, once.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from . import codec
 
 CLOSE_NORMAL = 1000
 CLOSE_CODE_BASE = 4000  # + the google.rpc code
-SLOW_READER_CODE = CLOSE_CODE_BASE + 8  # RESOURCE_EXHAUSTED
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes
 MAX_INCOMING_FRAME_BYTES = 4096  # a reader sends nothing but pings and the close
 FRAME_INTERVAL_S = 0.25
