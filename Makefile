@@ -12,7 +12,7 @@ TS := clients/typescript
 BUF := node_modules/.bin/buf
 
 .PHONY: setup run test lint format protos check-stubs check-ts-stubs buf-lint buf-breaking \
-        contract-baseline ts-build ts-test pytest postgres browser bench bench-smoke clean
+        contract-baseline ts-build ts-test pytest postgres bubblewrap browser bench bench-smoke clean
 
 setup: $(INSTALLED) $(NODE_INSTALLED)
 
@@ -53,8 +53,21 @@ lint: setup buf-lint buf-breaking check-stubs check-ts-stubs ts-build
 	npm run --silent --workspace $(TS) format:check
 
 PYTEST_WORKERS ?= 3
-pytest: $(INSTALLED) $(NODE_INSTALLED) postgres browser
+pytest: $(INSTALLED) $(NODE_INSTALLED) postgres bubblewrap browser
 	$(PY) -m pytest -n $(PYTEST_WORKERS)
+
+# The sandbox worker mode (ZWORKER_MODE=sandbox) runs jobs in bubblewrap:
+# installed from Debian's packages when missing and this runs as root; else
+# its tests skip (fail under CI=true) and this says how to install it.
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	      { apt-get update -qq && apt-get install -y -qq bubblewrap; }; \
+	  else \
+	    echo "bubblewrap (bwrap) is missing: the sandbox tests will skip (fail under CI=true);" \
+	         "install it with: sudo apt-get install bubblewrap"; \
+	  fi; }
 
 # The PostgreSQL store's tests use the server at 127.0.0.1:5432 (database test);
 # start it if it is installed but down. Without it they skip, except under

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import statistics
 import sys
 import time
@@ -256,6 +258,67 @@ async def dispatch(address: str, count: int, org: str = "default") -> None:
     emit(p50_ms=statistics.median(latencies), p99_ms=percentile(latencies, 0.99))
 
 
+async def fairness(address: str, backlog: int, probes: int) -> None:
+    """Org "small"'s dispatch latency (Submit acknowledged to worker received)
+    while org "big" has `backlog` jobs queued and every worker slot busy.
+
+    One SDK worker in this process serves both orgs with 8 slots; big's jobs
+    take 0 to 40 ms (20 ms on average, spread so that slots come free one at
+    a time rather than in waves), so its backlog outlasts the probes (20,000
+    take 50 s; the probes, one every 50 ms, about 10 s) while the server is
+    far from saturated. What a probe waits for is the next slot coming free
+    and its org's turn for it: fairness gives it that very slot."""
+    from zbrain import Client, Job
+    from zbrain.worker import FunctionExecutor, Worker
+
+    received: dict[str, float] = {}
+    arrived = asyncio.Event()
+
+    async def run(job: Job) -> None:
+        if job.org_id == "small":
+            received[job.id] = time.perf_counter()
+            arrived.set()
+        else:
+            await asyncio.sleep(random.uniform(0.0, 0.04))
+
+    big = job_pb2.JobSpec()
+    big.CopyFrom(SPEC)
+    big.org_id = "big"
+    small = job_pb2.JobSpec()
+    small.CopyFrom(SPEC)
+    small.org_id = "small"
+    async with grpc.aio.insecure_channel(
+        address, options=[("grpc.max_send_message_length", 64 << 20)]
+    ) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        for start in range(0, backlog, 1000):
+            size = min(1000, backlog - start)
+            await stub.SubmitBatch(job_service_pb2.SubmitBatchRequest(jobs=[big] * size))
+        async with (
+            await Client.connect(address) as client,
+            Worker(client, FunctionExecutor(run), orgs=["big", "small"], concurrency=8),
+        ):
+            await asyncio.sleep(0.5)  # every slot is busy with big's jobs
+            latencies = []
+            for _ in range(probes):
+                arrived.clear()
+                response = await stub.Submit(job_service_pb2.SubmitRequest(job=small))
+                acked = time.perf_counter()
+                await asyncio.wait_for(arrived.wait(), 10)
+                latencies.append(max(0.0, received[response.job.id] - acked) * 1000)
+                await asyncio.sleep(0.05)
+            left = await stub.List(
+                job_service_pb2.ListRequest(
+                    org_id="big", states=[job_pb2.JOB_STATE_PENDING], page_size=1
+                )
+            )
+    emit(
+        p50_ms=statistics.median(latencies),
+        p99_ms=percentile(latencies, 0.99),
+        backlog_left=len(left.jobs),  # 1: big still had jobs waiting at the end
+    )
+
+
 async def count_finished(address: str, total: int, after: int) -> float:
     """Wait until `total` jobs succeeded (from the event stream); return when."""
     async with grpc.aio.insecure_channel(address) as channel:
@@ -439,6 +502,25 @@ async def many_workers(address: str, count: int, seconds: float) -> None:
     emit(workers=count)
 
 
+async def spawn_ceiling(seconds: float) -> None:
+    """The command-job ceiling: /bin/true spawned and reaped one after another
+    from one Python process, by the cheapest call (posix_spawn, a vfork), with
+    no pipes, folder or event loop. The local process worker's `true` figure
+    is given as a ratio to it."""
+    emit(rate=_spawn_true_for(seconds))
+
+
+def _spawn_true_for(seconds: float) -> float:
+    """Spawns of /bin/true per second, each waited for, for `seconds`."""
+    environment = dict(os.environ)
+    spawned = 0
+    started = time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        os.waitpid(os.posix_spawn("/bin/true", ["/bin/true"], environment), 0)
+        spawned += 1
+    return spawned / elapsed
+
+
 def main() -> None:
     mode, *args = sys.argv[1:]
     runs = {
@@ -451,8 +533,10 @@ def main() -> None:
         "start-worker": lambda: start_worker(args[0]),
         "batch": lambda: batch(args[0], int(args[1]), int(args[2])),
         "dispatch": lambda: dispatch(args[0], int(args[1]), *args[2:]),
+        "fairness": lambda: fairness(args[0], int(args[1]), int(args[2])),
         "e2e": lambda: e2e(args[0], int(args[1]), int(args[2])),
         "e2e-process": lambda: end_to_end(args[0], int(args[1]), SPEC),
+        "spawn-ceiling": lambda: spawn_ceiling(float(args[0])),
         "sdk-worker": lambda: sdk_worker(args[0]),
         "events": lambda: events(args[0], int(args[1]), int(args[2])),
         "logs": lambda: logs(args[0], int(args[1])),

@@ -309,6 +309,16 @@ def embedded(
         )
     figures += measure(
         repeat,
+        functools.partial(
+            on_fresh_server, (), "fairness", "300" if tiny else "20000", "20" if tiny else "200"
+        ),
+        {
+            "p50_ms": ("small org's dispatch p50, big org 20k queued (fairness)", "ms"),
+            "p99_ms": ("small org's dispatch p99, big org 20k queued (fairness)", "ms"),
+        },
+    )
+    figures += measure(
+        repeat,
         functools.partial(dispatch_under_submit_load, probes),
         {
             "p50_ms": ("dispatch latency p50, server saturated by Submit @64", "ms"),
@@ -322,7 +332,12 @@ def embedded(
             functools.partial(on_fresh_server, (), "e2e", workers, str(jobs)),
             {"rate": (f"end-to-end no-op, {workers} SDK workers", "jobs/s")},
         )
-    figures += measure(
+    spawn_ceiling = measure(
+        repeat,
+        functools.partial(run_load, "spawn-ceiling", seconds),
+        {"rate": ("spawn /bin/true from one Python process (ceiling)", "spawns/s")},
+    )
+    process_rate = measure(
         repeat,
         functools.partial(
             on_fresh_server,
@@ -332,6 +347,8 @@ def embedded(
         ),
         {"rate": ("end-to-end `true`, local process worker", "jobs/s")},
     )
+    process_rate[0].ceiling = spawn_ceiling[0].median
+    figures += spawn_ceiling + process_rate
 
     with Server() as server:
         for subscribers in ("1", "10"):
@@ -559,7 +576,7 @@ def main() -> int:
     started = time.time()
     sections = {args.only} if args.only else {"sqlite", "postgresql"}
     figures = suite(args.tiny, 1 if args.tiny else args.repeat, sections)
-    headers = ["figure", "median", "unit", "spread (min..max)", "ratio to echo"]
+    headers = ["figure", "median", "unit", "spread (min..max)", "ratio to ceiling"]
     rows = [f.row() for f in figures]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     for row in (headers, *rows):

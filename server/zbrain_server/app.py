@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import logging
@@ -18,6 +19,8 @@ from zbrain.errors import ZBrainError
 from zbrain.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
+    org_pb2,
+    org_pb2_grpc,
     schedule_pb2,
     schedule_pb2_grpc,
     template_pb2,
@@ -29,6 +32,7 @@ from zbrain.v1 import (
 )
 
 from .config import ServerConfig
+from .core.limits import DAY_US
 from .core.model import EventRecord, Role, now_us
 from .core.tokens import new_token
 from .dispatch.bus import EventBus
@@ -56,12 +60,14 @@ log = logging.getLogger("zbrain.server")
 TOKEN_SERVICE = token_service_pb2.DESCRIPTOR.services_by_name["TokenService"]
 TEMPLATE_SERVICE = template_pb2.DESCRIPTOR.services_by_name["TemplateService"]
 SCHEDULE_SERVICE = schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"]
+ORG_SERVICE = org_pb2.DESCRIPTOR.services_by_name["OrgService"]
 SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     worker_service_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
     TOKEN_SERVICE.full_name,
     TEMPLATE_SERVICE.full_name,
     SCHEDULE_SERVICE.full_name,
+    ORG_SERVICE.full_name,
 )
 HEALTH_CHECK_INTERVAL_S = 5.0
 QUEUE_DEPTH_INTERVAL_S = 5.0
@@ -213,6 +219,9 @@ class ZBrainServer:
         schedule_pb2_grpc.add_ScheduleServiceServicer_to_server(
             unary_servicer(schedule_pb2_grpc.ScheduleServiceServicer, SCHEDULE_SERVICE, api), server
         )
+        org_pb2_grpc.add_OrgServiceServicer_to_server(
+            unary_servicer(org_pb2_grpc.OrgServiceServicer, ORG_SERVICE, api), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (
@@ -242,7 +251,7 @@ class ZBrainServer:
         self._tasks = [
             asyncio.create_task(self._watch_health(store), name="zbrain-health"),
             asyncio.create_task(self._retention(store, blobs), name="zbrain-retention"),
-            asyncio.create_task(self._measure_queue(store), name="zbrain-queue-depth"),
+            asyncio.create_task(self._measure_queue(store, dispatcher), name="zbrain-queue-depth"),
         ]
         self._tasks.append(asyncio.create_task(self._watch_tokens(store), name="zbrain-auth"))
         if config.local_workers:
@@ -333,27 +342,38 @@ class ZBrainServer:
             except ZBrainError as exc:
                 log.warning("could not check tokens: %s", exc)
 
-    async def _measure_queue(self, store: JobStore) -> None:
-        """Refresh the queue-depth gauge; a scrape then never waits for the database."""
+    async def _measure_queue(self, store: JobStore, dispatcher: Dispatcher) -> None:
+        """Refresh the queue-depth and unmatched-jobs gauges; a scrape then
+        never waits for the database."""
         while True:
             try:
                 self.telemetry.set_queue_depth(await store.count_unfinished())
+                unmatched: collections.Counter[str] = collections.Counter()
+                for org_id, requires, jobs in await store.runnable_requirements():
+                    if not dispatcher.has_worker_for(org_id, requires):
+                        unmatched[org_id] += jobs
+                self.telemetry.set_unmatched(unmatched)
             except ZBrainError as exc:
                 log.warning("could not measure the queue: %s", exc)
             await asyncio.sleep(QUEUE_DEPTH_INTERVAL_S)
 
     async def _retention(self, store: JobStore, blobs: BlobStore) -> None:
-        """Purge finished jobs past the retention age, then blobs nobody refers to."""
+        """Purge finished jobs past the retention age (the server's, or an
+        org's own), then blobs nobody refers to."""
         shortest = min(self.config.retention_s, self.config.event_retention_s)
         every = max(self.config.poll_interval_s, min(3600.0, shortest / 10))
         while True:
             try:
                 now = now_us()
-                purged = batch = await store.purge_finished(
-                    now - int(self.config.retention_s * 1e6)
-                )
+                before = now - int(self.config.retention_s * 1e6)
+                own = {  # orgs with retention days of their own (OrgService)
+                    settings.org_id: now - settings.retention_days * DAY_US
+                    for settings in await store.orgs.all_set()
+                    if settings.retention_days
+                }
+                purged = batch = await store.purge_finished(before, own)
                 while batch == PURGE_BATCH:  # a backlog: the rest, a batch at a time
-                    batch = await store.purge_finished(now - int(self.config.retention_s * 1e6))
+                    batch = await store.purge_finished(before, own)
                     purged += batch
                 await store.purge_events(now - int(self.config.event_retention_s * 1e6))
                 deleted = blobs.collect_garbage(await store.referenced_blobs())

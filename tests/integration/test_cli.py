@@ -217,3 +217,24 @@ def test_serve_logs_json_lines_with_job_fields(processes: Processes, tmp_path: P
     failed = [e for e in entries if e["message"].startswith("job failed")]
     assert failed, entries
     assert {"job_id", "org_id", "worker_id", "trace_id"} <= set(failed[0])
+
+
+def test_a_job_over_the_memory_it_was_given_fails_naming_the_limit(address: str) -> None:
+    hog = "import time; block = bytearray(256 << 20); time.sleep(60)"
+    out = zbrain(
+        address,
+        "submit", "--memory", "64M", "--cpu", "30s", "--retries", "0", "--wait",
+        "--", sys.executable, "-c", hog,
+    )  # fmt: skip
+
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "limits    memory 64 MiB, cpu 30s" in out.stdout
+    assert "RESOURCE_LIMIT_EXCEEDED" in out.stdout
+    assert "memory limit exceeded" in out.stdout
+
+
+def test_a_limit_that_cannot_work_is_refused_with_the_field_named(address: str) -> None:
+    out = zbrain(address, "submit", "--open-files", "1", "--", "true")
+
+    assert out.returncode != 0
+    assert "job.resources.open_files: must be 0 (no limit) or at least 3" in out.stderr

@@ -43,6 +43,7 @@ from zbrain.v1 import (
     job_pb2,
     job_service_pb2,
     job_service_pb2_grpc,
+    org_pb2,
     token_service_pb2,
     worker_service_pb2,
 )
@@ -51,6 +52,7 @@ from zbrain_server.app import ZBrainServer
 pb = job_service_pb2
 wpb = worker_service_pb2
 tpb = token_service_pb2
+opb = org_pb2
 
 PROPER_CODES = frozenset(
     {
@@ -83,7 +85,7 @@ RAW_FOLLOW_FOR_S = 0.3
 
 SERVICES = tuple(
     service
-    for module in (job_service_pb2, worker_service_pb2, token_service_pb2)
+    for module in (job_service_pb2, worker_service_pb2, token_service_pb2, org_pb2)
     for service in module.DESCRIPTOR.services_by_name.values()
 )
 METHODS: tuple[MethodDescriptor, ...] = tuple(
@@ -652,6 +654,12 @@ JOB_SPEC_FIELDS: Pairs = dict(
         st.dictionaries(SAFE_TEXT.filter(bool), SAFE_TEXT, max_size=3),
         st.dictionaries(TEXT, TEXT, min_size=1, max_size=4),
     ),
+    concurrency_key=(SAFE_TEXT, TEXT),
+    concurrency_limit=(st.integers(0, 5), INT32),
+    requires=(
+        st.dictionaries(SAFE_TEXT.filter(bool), SAFE_TEXT, max_size=2),
+        st.dictionaries(TEXT, TEXT, min_size=1, max_size=4),
+    ),
 )
 
 LOG_LINES = Fields.of(
@@ -1022,6 +1030,44 @@ async def test_token_service_answers_random_requests_properly(target: Target) ->
         Fields.of(
             tpb.RevokeTokenRequest,
             token_id=(st.binary(min_size=6, max_size=6).map(bytes.hex), TEXT),
+        ),
+    ):
+
+        async def attempt(request: Message) -> None:
+            (await target.send(request)).assert_proper()
+
+        await target.fuzz_fields(fields, attempt, examples_per_field=15)
+
+
+# -- OrgService ------------------------------------------------------------------------------
+
+
+def label_selectors(text: SearchStrategy[str]) -> SearchStrategy[Any]:
+    return optional(st.builds(opb.LabelSelector, labels=st.dictionaries(text, text, max_size=3)))
+
+
+async def test_org_service_answers_random_requests_properly(target: Target) -> None:
+    valid_org = VALID_ORG_IDS.filter(bool)
+    for fields in (
+        Fields.of(opb.GetOrgSettingsRequest, org_id=(VALID_ORG_IDS, ORG_IDS)),
+        Fields.of(
+            opb.UpdateOrgSettingsRequest,
+            org_id=(valid_org, ORG_IDS),
+            max_running_jobs=(optional(st.integers(0, 100)), optional(INT32)),
+            max_starts_per_second=(optional(st.floats(0, 1000)), optional(st.floats())),
+            max_waiting_jobs=(optional(st.integers(0, 10**6)), optional(INT32)),
+            max_log_bytes=(optional(st.integers(0, 10**9)), optional(INT64)),
+            retention_days=(optional(st.integers(0, 3650)), optional(INT32)),
+        ),
+        Fields.of(
+            opb.PauseOrgRequest,
+            org_id=(valid_org, ORG_IDS),
+            selector=(label_selectors(SAFE_TEXT.filter(bool)), label_selectors(TEXT)),
+        ),
+        Fields.of(
+            opb.ResumeOrgRequest,
+            org_id=(valid_org, ORG_IDS),
+            selector=(label_selectors(SAFE_TEXT.filter(bool)), label_selectors(TEXT)),
         ),
     ):
 

@@ -274,3 +274,26 @@ async def test_a_stalled_worker_reaped_by_any_replica_gets_no_retry(
     assert done.state is JobState.SUCCEEDED
     assert done.output == {"attempt": 2}
     assert done.worker_id == "healthy"
+
+
+async def test_the_running_limit_of_an_org_holds_across_replicas(
+    replicas: Replicas, processes: Processes
+) -> None:
+    from tests.integration.test_sharing import most_running_at_once
+
+    addresses = replicas.start(2)
+    for i, address in enumerate(addresses):
+        processes.worker(address, "--id", f"worker-{i}", "--concurrency", "4")
+    clients = [await Client.connect(address) for address in addresses]
+    try:
+        await clients[0].orgs.update("default", max_running_jobs=3)
+        jobs = [await clients[i % 2].submit(["sleep", "0.05"]) for i in range(30)]
+        done = [await clients[i % 2].wait(job.id, timeout=60) for i, job in enumerate(jobs)]
+        most = await most_running_at_once(clients[1], "default")
+    finally:
+        for client in clients:
+            await client.close()
+
+    assert all(job.state is JobState.SUCCEEDED for job in done), [j.last_error for j in done]
+    assert len({job.worker_id for job in done}) == 2, "workers of both replicas took jobs"
+    assert most == 3

@@ -9,11 +9,13 @@ import pytest
 from tests.store.support import RETRY, SECOND, T0, LeaseOne, Reopen, Submit, new_job
 from zbrain.errors import NotFoundError, ZBrainError
 from zbrain_server.core.model import (
+    NO_RESOURCES,
     AttemptOutcome,
     AttemptResult,
     CancelOutcome,
     JobQuery,
     JobState,
+    Resources,
 )
 from zbrain_server.store import JobStore
 
@@ -64,6 +66,18 @@ async def test_get_job_returns_the_job_as_created(store: JobStore, submit: Submi
     job = await submit()
 
     assert await store.get_job(job.id) == job
+
+
+async def test_resource_limits_and_network_are_stored_and_read_back(store: JobStore) -> None:
+    resources = Resources(memory_bytes=64 << 20, cpu_seconds=5, open_files=32)
+    [(job, _)] = await store.create_jobs([new_job(resources=resources, network=True)], T0)
+    [(plain, _)] = await store.create_jobs([new_job()], T0)
+
+    stored = await store.get_job(job.id)
+    assert stored is not None
+    assert (stored.resources, stored.network) == (resources, True)
+    assert await store.get_job(plain.id) == plain
+    assert (plain.resources, plain.network) == (NO_RESOURCES, False)
 
 
 async def test_create_jobs_answers_each_job_in_the_order_given(store: JobStore) -> None:

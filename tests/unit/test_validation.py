@@ -123,6 +123,16 @@ BAD_SPECS: list[tuple[str, job_pb2.JobSpec, str, str]] = [
     ("timeout_too_long", spec(timeout=duration_pb2.Duration(seconds=101)), "", "job.timeout"),
     ("retries_negative", spec(max_retries=-1), "", "job.max_retries"),
     ("retries_too_many", spec(max_retries=6), "", "job.max_retries"),
+    ("limit_without_key", spec(concurrency_limit=2), "", "job.concurrency_limit"),
+    ("key_too_long", spec(concurrency_key="k" * 11), "", "job.concurrency_key"),
+    (
+        "key_limit_negative",
+        spec(concurrency_key="k", concurrency_limit=-1),
+        "",
+        "job.concurrency_limit",
+    ),
+    ("requires_empty_key", spec(requires={"": "a100"}), "", "job.requires"),
+    ("requires_too_many", spec(requires={"a": "", "b": "", "c": ""}), "", "job.requires"),
     ("request_id_too_long", spec(), "123456789", "request_id"),
     ("request_id_nul", spec(), "a\x00", "request_id"),
 ]

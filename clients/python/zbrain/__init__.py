@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         JobState,
         LogLine,
         LogStream,
+        Resources,
         Transition,
     )
     from .sync import SyncClient
@@ -44,6 +45,7 @@ _EXPORTS = {
     "JobState": "models",
     "LogLine": "models",
     "LogStream": "models",
+    "Resources": "models",
     "SyncClient": "sync",
     "Transition": "models",
     "ZBrainError": "errors",
@@ -60,6 +62,7 @@ __all__ = [
     "JobState",
     "LogLine",
     "LogStream",
+    "Resources",
     "SyncClient",
     "Transition",
     "ZBrainError",

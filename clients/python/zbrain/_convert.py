@@ -15,6 +15,7 @@ from typing import Any
 from google.protobuf import json_format, timestamp_pb2
 
 from .models import (
+    NO_RESOURCES,
     Artifact,
     CatchUpPolicy,
     Cause,
@@ -26,16 +27,19 @@ from .models import (
     JobState,
     LogLine,
     LogStream,
+    OrgSettings,
     OverlapPolicy,
     ParameterType,
     ParentResult,
+    Resources,
     Schedule,
     ScheduleTemplate,
     Template,
     TemplateParameter,
     Transition,
+    WorkerInfo,
 )
-from .v1 import event_pb2, job_pb2, job_service_pb2, schedule_pb2, template_pb2
+from .v1 import event_pb2, job_pb2, job_service_pb2, org_pb2, schedule_pb2, template_pb2
 
 
 def _time(message: Any, field: str, zone: tzinfo) -> datetime | None:
@@ -108,7 +112,27 @@ def job(message: job_pb2.Job) -> Job:
         child_ids=tuple(message.child_ids),
         rerun_of=message.rerun_of,
         rerun_ids=tuple(message.rerun_ids),
+        concurrency_key=message.concurrency_key,
+        concurrency_limit=message.concurrency_limit,
+        requires=dict(message.requires),
+        waiting_reason=message.waiting_reason,
+        resources=resources(message.resources) if message.HasField("resources") else NO_RESOURCES,
+        network=message.network,
     )
+
+
+def resources(message: job_pb2.Resources) -> Resources:
+    return Resources(
+        memory_bytes=message.memory_bytes,
+        cpu_seconds=message.cpu_seconds,
+        processes=message.processes,
+        open_files=message.open_files,
+        file_size_bytes=message.file_size_bytes,
+    )
+
+
+def resources_to_proto(value: Resources) -> job_pb2.Resources:
+    return job_pb2.Resources(**value.to_dict())
 
 
 def dependency(message: job_pb2.Dependency) -> Dependency:
@@ -239,3 +263,34 @@ def _param(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text  # bare text, as a string parameter may be given
+
+
+def org_settings(message: org_pb2.OrgSettings) -> OrgSettings:
+    return OrgSettings(
+        org_id=message.org_id,
+        max_running_jobs=message.max_running_jobs,
+        max_starts_per_second=message.max_starts_per_second,
+        max_waiting_jobs=message.max_waiting_jobs,
+        max_log_bytes=message.max_log_bytes,
+        max_artifact_bytes=message.max_artifact_bytes,
+        retention_days=message.retention_days,
+        paused=message.paused,
+        paused_selectors=tuple(dict(s.labels) for s in message.paused_selectors),
+        update_time=_time(message, "update_time", _local_zone()),
+    )
+
+
+def worker(message: job_service_pb2.Worker) -> WorkerInfo:
+    zone = _local_zone()
+    return WorkerInfo(
+        id=message.id,
+        address=message.address,
+        org_ids=tuple(message.org_ids),
+        labels=dict(message.labels),
+        slots_used=message.slots_used,
+        slots=message.slots,
+        lease_job_ids=tuple(message.lease_job_ids),
+        connect_time=_time(message, "connect_time", zone),
+        last_heard_time=_time(message, "last_heard_time", zone),
+        draining=message.draining,
+    )

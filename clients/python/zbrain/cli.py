@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -22,7 +23,8 @@ from .client import Client
 from .connection import TlsFiles, default_server
 from .durations import parse_duration
 from .errors import ZBrainError
-from .models import Event, Job, JobState
+from .models import Event, Job, JobState, Resources
+from .sizes import format_size, parse_size
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -54,6 +56,23 @@ def _stopping(job: Job) -> bool:
     return job.cancel_requested and job.state is JobState.RUNNING
 
 
+def _describe_resources(resources: Resources, network: bool) -> str:
+    parts = []
+    if resources.memory_bytes:
+        parts.append(f"memory {format_size(resources.memory_bytes)}")
+    if resources.cpu_seconds:
+        parts.append(f"cpu {resources.cpu_seconds}s")
+    if resources.processes:
+        parts.append(f"processes {resources.processes}")
+    if resources.open_files:
+        parts.append(f"open files {resources.open_files}")
+    if resources.file_size_bytes:
+        parts.append(f"file size {format_size(resources.file_size_bytes)}")
+    if network:
+        parts.append("network")
+    return ", ".join(parts)
+
+
 def _print_job(job: Job) -> None:
     rows = [
         ("id", job.id),
@@ -73,12 +92,24 @@ def _print_job(job: Job) -> None:
         rows.append(("why", f"{change.reason} ({change.cause.name}, {_when(change.time)})"))
     if job.state is JobState.RETRYING:
         rows.append(("next run", _when(job.next_run_time)))
+    if job.waiting_reason:
+        rows.append(("waiting", job.waiting_reason.removeprefix("waiting: ")))
+    if job.concurrency_key:
+        rows.append(
+            ("key", f"{job.concurrency_key} (at most {job.concurrency_limit or 1} at once)")
+        )
+    if job.requires:
+        rows.append(
+            ("requires", " ".join(f"{k}={v}" if v else k for k, v in sorted(job.requires.items())))
+        )
     if job.worker_id:
         rows.append(("worker", job.worker_id))
     if job.env:
         rows.append(("env", " ".join(f"{k}={v}" for k, v in sorted(job.env.items()))))
     if job.labels:
         rows.append(("labels", " ".join(f"{k}={v}" for k, v in sorted(job.labels.items()))))
+    if job.resources or job.network:
+        rows.append(("limits", _describe_resources(job.resources, job.network)))
     if job.last_error:
         rows.append(("error", job.last_error))
     if job.output is not None:
@@ -95,7 +126,8 @@ def _print_job(job: Job) -> None:
         print(f"{key:<{width}}  {value}")
 
 
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Rows under headers, in columns as wide as their widest cell."""
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
     ]
@@ -115,6 +147,27 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _requirement(text: str) -> tuple[str, str]:
+    """KEY=VALUE (the worker label must equal it) or KEY (it must be present)."""
+    key, _, value = text.partition("=")
+    if not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE or KEY, got {text!r}")
+    return key, value
+
+
+def _not_negative(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError("must be 0 (none of its own) or more")
+        return value
+
+    return parse
+
+
 def _duration(text: str) -> float:
     try:
         value = parse_duration(text)
@@ -123,6 +176,13 @@ def _duration(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError("a duration must be positive")
     return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _state(text: str) -> JobState:
@@ -151,7 +211,8 @@ def _read_input(text: str | None) -> Any:
 # -- commands ---------------------------------------------------------------------
 
 
-async def _connect(args: argparse.Namespace) -> Client:
+async def connect_from_args(args: argparse.Namespace) -> Client:
+    """A client for the --server, --token and --tls-* flags."""
     return await Client.connect(
         args.server, token=args.token, tls=TlsFiles(args.tls_ca, args.tls_cert, args.tls_key)
     )
@@ -165,7 +226,7 @@ async def cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError(
             "nothing to run: give the command after --, e.g. zbrain submit -- echo hello"
         )
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         job = await client.submit(
             cmd,
             org=args.org,
@@ -176,6 +237,17 @@ async def cmd_submit(args: argparse.Namespace) -> int:
             priority=args.priority,
             labels=dict(args.label),
             request_id=args.request_id,
+            concurrency_key=args.concurrency_key or "",
+            concurrency_limit=args.concurrency_limit,
+            requires=dict(args.requires),
+            resources=Resources(
+                memory_bytes=args.memory or 0,
+                cpu_seconds=math.ceil(args.cpu or 0),
+                processes=args.processes or 0,
+                open_files=args.open_files or 0,
+                file_size_bytes=args.file_size or 0,
+            ),
+            network=args.network,
         )
         if args.wait:
             job = await client.wait(job.id)
@@ -189,14 +261,14 @@ async def cmd_submit(args: argparse.Namespace) -> int:
 
 
 async def cmd_get(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         job = await client.get(args.id)
     _print_json(job.to_dict()) if args.json else _print_job(job)
     return 0
 
 
 async def cmd_wait(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         try:
             job = await client.wait(args.id, timeout=args.timeout)
         except TimeoutError:
@@ -210,11 +282,15 @@ async def cmd_wait(args: argparse.Namespace) -> int:
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         jobs = [
             job
             async for job in client.list(
-                org=args.org, states=args.state, oldest_first=args.oldest_first, limit=args.limit
+                org=args.org,
+                states=args.state,
+                oldest_first=args.oldest_first,
+                limit=args.limit,
+                unmatched=args.unmatched,
             )
         ]
     if args.json:
@@ -225,12 +301,12 @@ async def cmd_list(args: argparse.Namespace) -> int:
         [job.id, job.state.name, str(job.attempt), _when(job.create_time), _short_cmd(job.cmd)]
         for job in jobs
     ]
-    _print_table(["ID", "STATE", "ATTEMPT", "CREATED", "COMMAND"], rows)
+    print_table(["ID", "STATE", "ATTEMPT", "CREATED", "COMMAND"], rows)
     return 0
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         job, outcome = await client.cancel(args.id)
     if args.json:
         _print_json({"outcome": outcome.name, "job": job.to_dict()})
@@ -247,7 +323,7 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 async def cmd_logs(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         async for line in client.logs(args.id, follow=args.follow, after=args.after):
             if args.json:
                 _print_json(
@@ -285,7 +361,7 @@ def _describe(event: Event) -> str:
 
 
 async def cmd_events(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         async for event in client.events(
             org=args.org, topic_prefix=args.topic or "", after=args.after, follow=args.follow
         ):
@@ -300,7 +376,7 @@ async def cmd_events(args: argparse.Namespace) -> int:
 
 
 async def cmd_watch(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         job = await client.get(args.id)
         async for event in client.events(
             org=job.org_id, topic_prefix=f"jobs/{job.id}/", follow=not job.state.is_terminal
@@ -319,13 +395,13 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 
 async def cmd_artifacts(args: argparse.Namespace) -> int:
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         artifacts = await client.artifacts(args.id)
     if args.json:
         for artifact in artifacts:
             _print_json(vars(artifact))
     else:
-        _print_table(
+        print_table(
             ["NAME", "SIZE", "SHA256"], [[a.name, str(a.size_bytes), a.sha256] for a in artifacts]
         )
     return 0
@@ -335,7 +411,7 @@ async def cmd_download(args: argparse.Namespace) -> int:
     destination = Path(args.output or Path(args.name).name)
     if destination.is_dir():
         destination = destination / Path(args.name).name
-    async with await _connect(args) as client:
+    async with await connect_from_args(args) as client:
         artifact = await client.download(args.id, args.name, destination)
     print(f"{destination} ({artifact.size_bytes} bytes, sha256 {artifact.sha256})")
     return 0
@@ -365,6 +441,18 @@ async def cmd_token(args: argparse.Namespace) -> int:
     from .tokens import run_token_command
 
     return await run_token_command(args)
+
+
+async def cmd_org(args: argparse.Namespace) -> int:
+    from .orgs_command import run_org_command
+
+    return await run_org_command(args)
+
+
+async def cmd_workers(args: argparse.Namespace) -> int:
+    from .orgs_command import run_workers_command
+
+    return await run_workers_command(args)
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
@@ -452,6 +540,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--request-id", help="idempotency key: resubmitting with it returns the first job"
     )
+    p.add_argument("--memory", type=_size, metavar="SIZE", help="memory limit, e.g. 512M")
+    p.add_argument(
+        "--cpu", type=_duration, metavar="DURATION", help="CPU time limit of each process, e.g. 30s"
+    )
+    p.add_argument("--processes", type=int, metavar="N", help="process limit (RLIMIT_NPROC)")
+    p.add_argument("--open-files", type=int, metavar="N", help="open files limit per process")
+    p.add_argument("--file-size", type=_size, metavar="SIZE", help="largest file it may write")
+    p.add_argument("--network", action="store_true", help="ask a sandboxed worker for the network")
+    p.add_argument(
+        "--concurrency-key",
+        metavar="KEY",
+        help="jobs of the org with this key run at most --concurrency-limit at once, in order",
+    )
+    p.add_argument(
+        "--concurrency-limit",
+        type=int,
+        default=0,
+        metavar="N",
+        help="how many jobs of the key may run at once (default 1)",
+    )
+    p.add_argument(
+        "--requires",
+        type=_requirement,
+        action="append",
+        default=[],
+        metavar="K=V|K",
+        help="only a worker with this label (or label key) runs it (repeatable)",
+    )
     p.add_argument(
         "--wait", action="store_true", help="wait for the job to finish; exit 1 unless it succeeded"
     )
@@ -479,6 +595,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=50, help="at most this many jobs (default 50)")
     p.add_argument("--oldest-first", action="store_true", help="oldest first (queue order)")
+    p.add_argument(
+        "--unmatched",
+        action="store_true",
+        help="only runnable jobs no connected worker can take (org or labels)",
+    )
+
+    p = command("workers", cmd_workers, "list the workers connected to the server", remote, as_json)
+    p.add_argument("--org", help="only workers serving this organisation (admins)")
+
+    p = command("org", cmd_org, "an organisation's limits and pauses: get, set, pause, resume")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = actions.add_parser("get", help="show an organisation's settings", parents=[remote, as_json])
+    a.add_argument("org", help="the organisation")
+    a = actions.add_parser(
+        "set", help="change limits (admins); 0 removes the org's own", parents=[remote, as_json]
+    )
+    a.add_argument("org", help="the organisation")
+    a.add_argument(
+        "--max-running", type=_not_negative(int), metavar="N", help="running jobs at once"
+    )
+    a.add_argument(
+        "--max-starts-per-second",
+        type=_not_negative(float),
+        metavar="R",
+        help="job starts per second",
+    )
+    a.add_argument("--max-waiting", type=_not_negative(int), metavar="N", help="waiting jobs")
+    a.add_argument(
+        "--max-log-bytes", type=_not_negative(int), metavar="B", help="log bytes stored per job"
+    )
+    a.add_argument(
+        "--max-artifact-bytes", type=_not_negative(int), metavar="B", help="artifact bytes per job"
+    )
+    a.add_argument(
+        "--retention-days", type=_not_negative(int), metavar="D", help="days finished jobs are kept"
+    )
+    for action, what in (("pause", "start none of its jobs (admins)"), ("resume", "lift a pause")):
+        a = actions.add_parser(action, help=what, parents=[remote, as_json])
+        a.add_argument("org", help="the organisation")
+        a.add_argument(
+            "--selector",
+            type=_key_value,
+            action="append",
+            default=[],
+            metavar="K=V",
+            help="only the jobs carrying this label (repeatable: all of them)",
+        )
 
     p = command("cancel", cmd_cancel, "cancel a job", remote, as_json)
     p.add_argument("id", help="job id")
@@ -554,7 +717,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="organisation to serve (repeatable; default: the server's default)",
     )
     p.add_argument("--id", dest="worker_id", help="worker id (default: HOST-PID)")
-    p.add_argument("--mode", help="how jobs run: process (default; $ZWORKER_MODE) or echo")
+    p.add_argument(
+        "--mode",
+        help="how jobs run: process (default; $ZWORKER_MODE), sandbox (process isolated "
+        "with bubblewrap) or echo",
+    )
+    p.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="in sandbox mode, give jobs that ask for it the network ($ZWORKER_ALLOW_NETWORK)",
+    )
+    p.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="most resident memory a job may use, e.g. 512M ($ZWORKER_MAX_MEMORY)",
+    )
+    p.add_argument(
+        "--max-cpu",
+        metavar="DURATION",
+        help="most CPU time each process of a job may use, e.g. 5m ($ZWORKER_MAX_CPU)",
+    )
+    p.add_argument(
+        "--max-processes",
+        metavar="N",
+        help="most processes of the job's user at once ($ZWORKER_MAX_PROCESSES)",
+    )
+    p.add_argument(
+        "--max-open-files",
+        metavar="N",
+        help="most open files of each process of a job ($ZWORKER_MAX_OPEN_FILES)",
+    )
+    p.add_argument(
+        "--max-file-size",
+        metavar="SIZE",
+        help="largest file a job may write, e.g. 1G ($ZWORKER_MAX_FILE_SIZE)",
+    )
     p.add_argument(
         "--temp-dir",
         type=Path,

@@ -33,7 +33,10 @@ from .models import (
     Job,
     JobState,
     LogLine,
+    Resources,
+    WorkerInfo,
 )
+from .orgs import Orgs
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 from .workflows import Schedules, Templates
 
@@ -79,10 +82,20 @@ def job_spec(
     ref: str = "",
     run_at: datetime | None = None,
     delay: float | timedelta | None = None,
+    concurrency_key: str = "",
+    concurrency_limit: int = 0,
+    requires: Mapping[str, str] | None = None,
+    resources: Resources | None = None,
+    network: bool = False,
 ) -> job_pb2.JobSpec:
     """Build a JobSpec; `input` is any JSON-serialisable value, `timeout` and
     `delay` seconds or a timedelta, `run_at` an aware datetime. `depends_on`
-    names the jobs to wait for; `ref` names this one for others of a batch."""
+    names the jobs to wait for; `ref` names this one for others of a batch.
+    At most `concurrency_limit` (0: one) jobs of the org with the same
+    `concurrency_key` run at once, in order; only a worker whose labels hold
+    every pair of `requires` (an empty value: the key alone) takes the job
+    (docs/limits.md). `resources` bounds what an attempt may use; `network` asks a sandboxed
+    worker for the network (docs/sandbox.md)."""
     if isinstance(cmd, str):
         raise TypeError("cmd must be an argv list such as ['echo', 'hi'], not a shell string")
     spec = job_pb2.JobSpec(
@@ -94,7 +107,13 @@ def job_spec(
         labels=dict(labels or {}),
         depends_on=[_dependency(item) for item in depends_on],
         ref=ref,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
+        requires=dict(requires or {}),
+        network=network,
     )
+    if resources:
+        spec.resources.CopyFrom(_convert.resources_to_proto(resources))
     if timeout is not None:
         spec.timeout.CopyFrom(_duration(timeout))
     if max_retries is not None:
@@ -139,6 +158,8 @@ class Client:
         """Job templates: create, get, list, delete, submit."""
         self.schedules = Schedules(self)
         """Schedules: create, get, list, update, delete, pause, resume, trigger."""
+        self.orgs = Orgs(self)
+        """Organisation settings: get, update (admins), pause and resume (admins)."""
 
     @classmethod
     async def connect(
@@ -232,13 +253,21 @@ class Client:
         depends_on: Iterable[DependencyLike] = (),
         run_at: datetime | None = None,
         delay: float | timedelta | None = None,
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
+        requires: Mapping[str, str] | None = None,
+        resources: Resources | None = None,
+        network: bool = False,
     ) -> Job:
         """Submit one job; it is durable when this returns.
 
         A `request_id` makes the call idempotent: submitting again with the
         same id returns the first job instead of creating another. With
         `depends_on` the job waits BLOCKED for those jobs; with `run_at` or
-        `delay` it waits SCHEDULED until then (docs/workflows.md).
+        `delay` it waits SCHEDULED until then (docs/workflows.md). With
+        `concurrency_key` it runs only while fewer than `concurrency_limit`
+        (0: one) jobs of its key run; with `requires` only on a worker whose
+        labels hold those pairs (docs/limits.md).
 
         Submits made concurrently (many tasks of one client) are sent
         together as one SubmitBatch, which costs the server far less than a
@@ -258,6 +287,11 @@ class Client:
             depends_on=depends_on,
             run_at=run_at,
             delay=delay,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
+            requires=requires,
+            resources=resources,
+            network=network,
         )
         request = job_service_pb2.SubmitRequest(job=spec, request_id=request_id or "")
         if self._coalescer is not None:
@@ -297,12 +331,16 @@ class Client:
         limit: int | None = None,
         page_size: int = 100,
         labels: Mapping[str, str] | None = None,
+        unmatched: bool = False,
     ) -> AsyncIterator[Job]:
         """Iterate over jobs, newest first unless `oldest_first`, fetching pages
-        as needed; with `labels`, only jobs carrying every one of them."""
+        as needed; with `labels`, only jobs carrying every one of them; with
+        `unmatched`, only runnable jobs no worker connected to the server can
+        take (none serves their org or offers the labels they require)."""
         request = job_service_pb2.ListRequest(
             org_id=org or "",
             labels=dict(labels or {}),
+            unmatched=unmatched,
             states=[job_pb2.JobState.ValueType(s.value) for s in states],
             order=job_service_pb2.LIST_ORDER_OLDEST_FIRST
             if oldest_first
@@ -319,6 +357,19 @@ class Client:
                     return
             if not response.next_page_token:
                 return
+            request.page_token = response.next_page_token
+
+    async def workers(self, *, org: str | None = None) -> builtins.list[WorkerInfo]:
+        """The workers connected to the server (this replica), by id: all of
+        them for an admin (or those serving `org`), else those of the token's
+        organisation."""
+        request = job_service_pb2.ListWorkersRequest(org_id=org or "")
+        found: builtins.list[WorkerInfo] = []
+        while True:
+            response = await self._call(self._stub.ListWorkers(request, timeout=self.timeout))
+            found += [_convert.worker(message) for message in response.workers]
+            if not response.next_page_token:
+                return found
             request.page_token = response.next_page_token
 
     async def cancel(self, job_id: str) -> tuple[Job, CancelOutcome]:

@@ -75,6 +75,7 @@ class Cause(_NamedIntEnum):
     INTERRUPTED = 11  # the worker stopped it because it was shutting down
     DEPENDENCY_FAILED = 12  # a job it depended on can no longer meet its condition (to CANCELED)
     RELEASED = 13  # every job it depended on met its condition (BLOCKED to PENDING)
+    RESOURCE_LIMIT_EXCEEDED = 14  # the worker stopped it over a resource limit
     DUE = 17  # a delayed job's time came (SCHEDULED to PENDING)
 
 
@@ -109,6 +110,35 @@ class AttemptOutcome(_NamedIntEnum):
     CANCELED = 3  # stopped because a cancel was requested
     TIMED_OUT = 4  # stopped at the job's timeout; retried while retries remain
     INTERRUPTED = 5  # stopped because the worker is shutting down; retried while retries remain
+    RESOURCE_LIMIT_EXCEEDED = 6  # went over a resource limit; retried while retries remain
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What one attempt of a job may use (zbrain.v1.Resources); 0 is no limit
+    of the job's own. Workers clamp each to their maxima (docs/sandbox.md)."""
+
+    memory_bytes: int = 0  # resident memory of all its processes together
+    cpu_seconds: int = 0  # CPU time of each process
+    processes: int = 0  # processes of the job's user at once (RLIMIT_NPROC)
+    open_files: int = 0  # open descriptors of each process
+    file_size_bytes: int = 0  # largest file a process may write
+
+    def __bool__(self) -> bool:
+        """Whether any limit is set."""
+        return any(self.to_dict().values())
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "memory_bytes": self.memory_bytes,
+            "cpu_seconds": self.cpu_seconds,
+            "processes": self.processes,
+            "open_files": self.open_files,
+            "file_size_bytes": self.file_size_bytes,
+        }
+
+
+NO_RESOURCES = Resources()
 
 
 class ParameterType(_NamedIntEnum):
@@ -243,6 +273,14 @@ class Job:
     rerun_ids: tuple[str, ...] = ()  # the jobs rerunning it (filled in by get)
     # For a job a worker runs: how the jobs it depended on ended, and their outputs.
     parents: tuple[ParentResult, ...] = ()
+    # Sharing (docs/limits.md): its concurrency key and that key's limit, the
+    # worker labels it requires, and, from get, what holds it while it waits.
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
+    requires: Mapping[str, str] = field(default_factory=dict)
+    waiting_reason: str = ""
+    resources: Resources = NO_RESOURCES  # what one attempt may use
+    network: bool = False  # asks for the network in a sandboxed worker
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: enums by name, times in ISO 8601, durations in seconds."""
@@ -273,6 +311,12 @@ class Job:
             "child_ids": list(self.child_ids),
             "rerun_of": self.rerun_of,
             "rerun_ids": list(self.rerun_ids),
+            "concurrency_key": self.concurrency_key,
+            "concurrency_limit": self.concurrency_limit,
+            "requires": dict(self.requires),
+            "waiting_reason": self.waiting_reason,
+            "resources": self.resources.to_dict(),
+            "network": self.network,
         }
 
 
@@ -434,4 +478,65 @@ class Schedule:
             "create_time": _iso(self.create_time),
             "update_time": _iso(self.update_time),
             "upcoming": [_iso(t) for t in self.upcoming],
+        }
+
+
+@dataclass(frozen=True)
+class OrgSettings:
+    """What an organisation may use (zbrain.v1.OrgSettings); 0 means none of
+    its own: the server's default where it has one, else no limit."""
+
+    org_id: str
+    max_running_jobs: int = 0
+    max_starts_per_second: float = 0.0
+    max_waiting_jobs: int = 0
+    max_log_bytes: int = 0  # per job
+    max_artifact_bytes: int = 0  # per job
+    retention_days: int = 0
+    paused: bool = False
+    paused_selectors: tuple[Mapping[str, str], ...] = ()
+    update_time: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "org_id": self.org_id,
+            "max_running_jobs": self.max_running_jobs,
+            "max_starts_per_second": self.max_starts_per_second,
+            "max_waiting_jobs": self.max_waiting_jobs,
+            "max_log_bytes": self.max_log_bytes,
+            "max_artifact_bytes": self.max_artifact_bytes,
+            "retention_days": self.retention_days,
+            "paused": self.paused,
+            "paused_selectors": [dict(selector) for selector in self.paused_selectors],
+            "update_time": _iso(self.update_time),
+        }
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker connected to the server (zbrain.v1.Worker)."""
+
+    id: str
+    address: str
+    org_ids: tuple[str, ...]
+    labels: Mapping[str, str]
+    slots_used: int
+    slots: int
+    lease_job_ids: tuple[str, ...]
+    connect_time: datetime | None
+    last_heard_time: datetime | None
+    draining: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "address": self.address,
+            "org_ids": list(self.org_ids),
+            "labels": dict(self.labels),
+            "slots_used": self.slots_used,
+            "slots": self.slots,
+            "lease_job_ids": list(self.lease_job_ids),
+            "connect_time": _iso(self.connect_time),
+            "last_heard_time": _iso(self.last_heard_time),
+            "draining": self.draining,
         }

@@ -25,7 +25,17 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from .client import _KEEP, Client, DependencyLike
 from .connection import TlsFiles
-from .models import Artifact, CancelOutcome, Event, Job, JobState, LogLine
+from .models import (
+    Artifact,
+    CancelOutcome,
+    Event,
+    Job,
+    JobState,
+    LogLine,
+    Resources,
+    WorkerInfo,
+)
+from .orgs import Orgs
 from .v1 import job_pb2
 from .workflows import Schedules, Templates
 
@@ -62,6 +72,8 @@ class SyncClient:
         """See `Client.templates`."""
         self.schedules = SyncSchedules(self._run, self._client.schedules)
         """See `Client.schedules`."""
+        self.orgs = SyncOrgs(self._run, self._client.orgs)
+        """See `Client.orgs`."""
 
     @classmethod
     def connect(
@@ -128,6 +140,11 @@ class SyncClient:
         depends_on: Iterable[DependencyLike] = (),
         run_at: datetime | None = None,
         delay: float | timedelta | None = None,
+        concurrency_key: str = "",
+        concurrency_limit: int = 0,
+        requires: Mapping[str, str] | None = None,
+        resources: Resources | None = None,
+        network: bool = False,
     ) -> Job:
         """See `Client.submit`."""
         return self._run(
@@ -144,6 +161,11 @@ class SyncClient:
                 depends_on=depends_on,
                 run_at=run_at,
                 delay=delay,
+                concurrency_key=concurrency_key,
+                concurrency_limit=concurrency_limit,
+                requires=requires,
+                resources=resources,
+                network=network,
             )
         )
 
@@ -168,6 +190,7 @@ class SyncClient:
         limit: int | None = None,
         page_size: int = 100,
         labels: Mapping[str, str] | None = None,
+        unmatched: bool = False,
     ) -> Iterator[Job]:
         """See `Client.list`."""
         return self._iterate(
@@ -178,8 +201,13 @@ class SyncClient:
                 limit=limit,
                 page_size=page_size,
                 labels=labels,
+                unmatched=unmatched,
             )
         )
+
+    def workers(self, *, org: str | None = None) -> builtins.list[WorkerInfo]:
+        """See `Client.workers`."""
+        return self._run(self._client.workers(org=org))
 
     def cancel(self, job_id: str) -> tuple[Job, CancelOutcome]:
         """See `Client.cancel`."""
@@ -264,3 +292,12 @@ class SyncSchedules(_Blocking[Schedules]):
     pause = _blocking(Schedules.pause)
     resume = _blocking(Schedules.resume)
     trigger = _blocking(Schedules.trigger)
+
+
+class SyncOrgs(_Blocking[Orgs]):
+    """`Client.orgs` without `await`."""
+
+    get = _blocking(Orgs.get)
+    update = _blocking(Orgs.update)
+    pause = _blocking(Orgs.pause)
+    resume = _blocking(Orgs.resume)

@@ -4,16 +4,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from . import telemetry
 from .client import Client
 from .connection import TlsFiles
+from .durations import parse_duration
 from .errors import ZBrainError
-from .worker import EchoExecutor, Executor, ProcessExecutor, Worker
+from .models import Resources
+from .sizes import parse_size
+from .worker import EchoExecutor, Executor, ProcessExecutor, SandboxExecutor, Worker
+
+# The worker's maxima for a job's resources: flag, variable, parser.
+MAXIMA: dict[str, tuple[str, str, Callable[[str], float]]] = {
+    "memory_bytes": ("max_memory", "ZWORKER_MAX_MEMORY", parse_size),
+    "cpu_seconds": ("max_cpu", "ZWORKER_MAX_CPU", parse_duration),
+    "processes": ("max_processes", "ZWORKER_MAX_PROCESSES", int),
+    "open_files": ("max_open_files", "ZWORKER_MAX_OPEN_FILES", int),
+    "file_size_bytes": ("max_file_size", "ZWORKER_MAX_FILE_SIZE", parse_size),
+}
+
+
+def worker_maxima(args: argparse.Namespace) -> Resources:
+    """The bounds on every job's resources from the flags, else the variables."""
+    values = {}
+    for name, (flag, variable, parse) in MAXIMA.items():
+        text = getattr(args, flag, None) or os.environ.get(variable) or ""
+        try:
+            value = parse(text) if text else 0
+        except ValueError as exc:
+            raise ZBrainError(f"--{flag.replace('_', '-')} / ${variable}: {exc}") from None
+        if value < 0:
+            raise ZBrainError(f"--{flag.replace('_', '-')} / ${variable} must not be negative")
+        values[name] = math.ceil(value)  # CPU time is limited in whole seconds
+    return Resources(**values)
 
 
 async def run_worker_command(args: argparse.Namespace) -> int:
@@ -25,12 +54,20 @@ async def run_worker_command(args: argparse.Namespace) -> int:
     temp_dir = args.temp_dir or (
         Path(os.environ["ZWORKER_TEMP_DIR"]) if os.environ.get("ZWORKER_TEMP_DIR") else None
     )
+    maxima = worker_maxima(args)
+    allow_network = bool(
+        getattr(args, "allow_network", False)
+        or os.environ.get("ZWORKER_ALLOW_NETWORK", "").lower() in ("1", "true", "yes")
+    )
     executors: dict[str, Callable[[], Executor]] = {
-        "process": lambda: ProcessExecutor(temp_dir),
+        "process": lambda: ProcessExecutor(temp_dir, maxima=maxima),
+        "sandbox": lambda: _sandbox(temp_dir, maxima, allow_network),
         "echo": EchoExecutor,
     }
     if mode not in executors:
         raise ZBrainError(f"unknown worker mode {mode!r}; choose from {', '.join(executors)}")
+    executor = executors[mode]()  # a sandbox that cannot work refuses here
+    _watch_children_with_pidfds()
     providers = telemetry.configure(
         f"zbrain-worker-{args.worker_id or os.getpid()}", exporter=telemetry.exporter_from_env()
     )
@@ -42,7 +79,7 @@ async def run_worker_command(args: argparse.Namespace) -> int:
         ) as client:
             worker = Worker(
                 client,
-                executors[mode](),
+                executor,
                 worker_id=args.worker_id,
                 orgs=args.org,
                 concurrency=concurrency,
@@ -57,3 +94,26 @@ async def run_worker_command(args: argparse.Namespace) -> int:
     finally:
         providers.shutdown()
     return 0
+
+
+def _sandbox(temp_dir: Path | None, maxima: Resources, allow_network: bool) -> SandboxExecutor:
+    """A sandbox executor proved to work on this machine (else the error says why)."""
+    executor = SandboxExecutor(temp_dir, maxima=maxima, allow_network=allow_network)
+    executor.probe()
+    return executor
+
+
+def _watch_children_with_pidfds() -> None:
+    """On Python 3.11, learn of job processes' exits through pidfds in the
+    event loop rather than the default watcher's thread per child (a thread
+    started and joined for every command). Python 3.12 does this by itself.
+    The worker command owns its loop, so it may choose; SDK users keep theirs."""
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))  # the kernel may lack pidfds (before 5.3)
+    except OSError:
+        return
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    asyncio.set_child_watcher(watcher)

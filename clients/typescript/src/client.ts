@@ -16,9 +16,24 @@ import {
   ZBrainError,
   errorFromCall,
 } from "./errors.js";
-import { type JobSpec as JobSpecMessage, JobSpecSchema, type JobState } from "./gen/zbrain/v1/job_pb.js";
+import {
+  type JobSpec as JobSpecMessage,
+  JobSpecSchema,
+  type JobState,
+  type Resources as ResourcesMessage,
+  ResourcesSchema,
+} from "./gen/zbrain/v1/job_pb.js";
 import { type CancelOutcome, JobService, ListOrder } from "./gen/zbrain/v1/job_service_pb.js";
-import { type Event, type Job, type LogLine, eventFrom, isTerminal, jobFrom, logLineFrom } from "./models.js";
+import {
+  type Event,
+  type Job,
+  type LogLine,
+  type Resources,
+  eventFrom,
+  isTerminal,
+  jobFrom,
+  logLineFrom,
+} from "./models.js";
 
 /** What a job is besides its command. */
 export interface JobOptions {
@@ -36,6 +51,15 @@ export interface JobOptions {
   /** Higher runs first among an organisation's runnable jobs. */
   readonly priority?: number;
   readonly labels?: Readonly<Record<string, string>>;
+  /** Jobs of the org sharing this key run at most `concurrencyLimit` (default 1) at once, in order. */
+  readonly concurrencyKey?: string;
+  readonly concurrencyLimit?: number;
+  /** Only a worker whose labels hold these pairs runs the job ("" asks for the key alone). */
+  readonly requires?: Readonly<Record<string, string>>;
+  /** What one attempt may use; a job over a limit fails with RESOURCE_LIMIT_EXCEEDED. */
+  readonly resources?: Resources;
+  /** Ask a sandboxed worker for the network (it must allow it too). */
+  readonly network?: boolean;
 }
 
 /** One job of a `submitBatch`. */
@@ -277,8 +301,23 @@ function jobSpec(spec: JobSpec): JobSpecMessage {
     env: { ...spec.env },
     priority: spec.priority ?? 0,
     labels: { ...spec.labels },
+    concurrencyKey: spec.concurrencyKey ?? "",
+    concurrencyLimit: spec.concurrencyLimit ?? 0,
+    requires: { ...spec.requires },
     ...(spec.timeoutMs === undefined ? {} : { timeout: durationFromMs(spec.timeoutMs) }),
     ...(spec.maxRetries === undefined ? {} : { maxRetries: spec.maxRetries }),
+    ...(spec.resources === undefined ? {} : { resources: resourcesMessage(spec.resources) }),
+    network: spec.network ?? false,
+  });
+}
+
+function resourcesMessage(resources: Resources): ResourcesMessage {
+  return create(ResourcesSchema, {
+    memoryBytes: BigInt(resources.memoryBytes ?? 0),
+    cpuSeconds: BigInt(resources.cpuSeconds ?? 0),
+    processes: resources.processes ?? 0,
+    openFiles: resources.openFiles ?? 0,
+    fileSizeBytes: BigInt(resources.fileSizeBytes ?? 0),
   });
 }
 

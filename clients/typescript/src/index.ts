@@ -54,6 +54,7 @@ export {
   type EventPayload,
   type Job,
   type LogLine,
+  type Resources,
   type StateChange,
   type Transition,
 } from "./models.js";

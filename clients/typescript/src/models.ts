@@ -15,11 +15,29 @@ import {
   type TransitionCause,
   type Artifact as ArtifactMessage,
   type Job as JobMessage,
+  type Resources as ResourcesMessage,
   type LogLine as LogLineMessage,
 } from "./gen/zbrain/v1/job_pb.js";
 
 export { AttemptOutcome, CancelOutcome } from "./gen/zbrain/v1/job_service_pb.js";
 export { JobState, LogStream, TransitionCause } from "./gen/zbrain/v1/job_pb.js";
+
+/**
+ * What one attempt of a job may use; each unset or 0 is no limit of the job's
+ * own, and a worker bounds each by its maximum (docs/sandbox.md).
+ */
+export interface Resources {
+  /** Resident memory of the job's processes together. */
+  readonly memoryBytes?: number;
+  /** CPU time of each process, in whole seconds. */
+  readonly cpuSeconds?: number;
+  /** Processes of the job's user at once (RLIMIT_NPROC). */
+  readonly processes?: number;
+  /** Open files of each process. */
+  readonly openFiles?: number;
+  /** Largest file a process may write. */
+  readonly fileSizeBytes?: number;
+}
 
 /** One file a job produced, stored content-addressed by its SHA-256. */
 export interface Artifact {
@@ -74,6 +92,17 @@ export interface Job {
   readonly cancelRequested: boolean;
   readonly requestId: string;
   readonly lastTransition: Transition | undefined;
+  /** At most `concurrencyLimit` (0: one) jobs of the org with this key run at once (docs/limits.md). */
+  readonly concurrencyKey: string;
+  readonly concurrencyLimit: number;
+  /** The worker labels it needs: a value, or "" for the key alone. */
+  readonly requires: Readonly<Record<string, string>>;
+  /** From get, for a runnable job that waits: what holds it, in words. */
+  readonly waitingReason: string;
+  /** What one attempt may use, as submitted. */
+  readonly resources: Required<Resources>;
+  /** Whether it asks a sandboxed worker for the network. */
+  readonly network: boolean;
 }
 
 /** One line of a job's output. */
@@ -181,6 +210,10 @@ export function jobFrom(message: JobMessage): Job {
     leaseExpireTime: date(message.leaseExpireTime),
     cancelRequested: message.cancelRequested,
     requestId: message.requestId,
+    concurrencyKey: message.concurrencyKey,
+    concurrencyLimit: message.concurrencyLimit,
+    requires: message.requires,
+    waitingReason: message.waitingReason,
     lastTransition:
       transition === undefined
         ? undefined
@@ -191,6 +224,18 @@ export function jobFrom(message: JobMessage): Job {
             reason: transition.reason,
             time: date(transition.time),
           },
+    resources: resourcesFrom(message.resources),
+    network: message.network,
+  };
+}
+
+function resourcesFrom(message: ResourcesMessage | undefined): Required<Resources> {
+  return {
+    memoryBytes: Number(message?.memoryBytes ?? 0n),
+    cpuSeconds: Number(message?.cpuSeconds ?? 0n),
+    processes: message?.processes ?? 0,
+    openFiles: message?.openFiles ?? 0,
+    fileSizeBytes: Number(message?.fileSizeBytes ?? 0n),
   };
 }
 

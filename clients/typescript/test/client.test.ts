@@ -31,6 +31,11 @@ test("a submitted job reads back with its command, input, environment and limits
     maxRetries: 2,
     priority: 5,
     labels: { team: "a" },
+    concurrencyKey: "customer-42",
+    concurrencyLimit: 2,
+    requires: { gpu: "a100", region: "" },
+    resources: { memoryBytes: 64 * 2 ** 20, cpuSeconds: 5 },
+    network: true,
   });
   const job = await client.get(submitted.id);
 
@@ -44,6 +49,18 @@ test("a submitted job reads back with its command, input, environment and limits
   assert.equal(job.maxRetries, 2);
   assert.equal(job.priority, 5);
   assert.deepEqual(job.labels, { team: "a" });
+  assert.equal(job.concurrencyKey, "customer-42");
+  assert.equal(job.concurrencyLimit, 2);
+  assert.deepEqual(job.requires, { gpu: "a100", region: "" });
+  assert.equal(job.waitingReason, "waiting: no connected worker matches");
+  assert.deepEqual(job.resources, {
+    memoryBytes: 64 * 2 ** 20,
+    cpuSeconds: 5,
+    processes: 0,
+    openFiles: 0,
+    fileSizeBytes: 0,
+  });
+  assert.equal(job.network, true);
   assert.ok(job.createTime instanceof Date);
   assert.equal(job.output, null);
 });

@@ -111,6 +111,7 @@ _OUTCOME_CAUSES = {
     AttemptOutcome.CANCELED: Cause.CANCELED,
     AttemptOutcome.TIMED_OUT: Cause.ATTEMPT_TIMED_OUT,
     AttemptOutcome.INTERRUPTED: Cause.INTERRUPTED,
+    AttemptOutcome.RESOURCE_LIMIT_EXCEEDED: Cause.RESOURCE_LIMIT_EXCEEDED,
 }
 
 LEASE_EXPIRED_ERROR = "worker lost: lease expired"
@@ -157,6 +158,11 @@ def submitted_job(job_id: str, new: NewJob, now_us: int) -> Job:
         reason="submitted",
         transition_time_us=now_us,
         rerun_of=new.rerun_of,
+        concurrency_key=new.concurrency_key,
+        concurrency_limit=new.concurrency_limit,
+        requires=new.requires,
+        resources=new.resources,
+        network=new.network,
     )
 
 

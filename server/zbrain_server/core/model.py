@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from zbrain.models import (
+    NO_RESOURCES,
     Artifact,
     AttemptOutcome,
     CancelOutcome,
@@ -31,6 +32,7 @@ from zbrain.models import (
     DependencyCondition,
     JobState,
     LogStream,
+    Resources,
     Role,
 )
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from .events import Body
 
 __all__ = [
+    "NO_RESOURCES",
     "Artifact",
     "AttemptOutcome",
     "AttemptRecord",
@@ -57,6 +60,7 @@ __all__ = [
     "LogStream",
     "NewJob",
     "ParentOutcome",
+    "Resources",
     "Role",
     "evolve",
     "is_org_id",
@@ -103,6 +107,14 @@ class NewJob:
     depends_on: tuple[Edge, ...] = ()
     run_at_us: int | None = None  # a delayed job: not before this time
     rerun_of: str = ""  # the job this one reruns
+    # Sharing (see core.limits): at most concurrency_limit jobs of the org
+    # with this key run at once, and only workers whose labels meet
+    # `requires` lease it.
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
+    requires: Mapping[str, str] = field(default_factory=dict)
+    resources: Resources = NO_RESOURCES  # what one attempt may use
+    network: bool = False  # asks a sandboxed worker for the network
 
 
 @dataclass(slots=True)
@@ -161,6 +173,13 @@ class Job:
     has_children: bool = False
     depth: int = 0
     rerun_of: str = ""
+    # Sharing (see NewJob and core.limits).
+    concurrency_key: str = ""
+    concurrency_limit: int = 0
+    requires: Mapping[str, str] = field(default_factory=dict)
+    # What one attempt may use, and whether it asks a sandbox for the network.
+    resources: Resources = NO_RESOURCES
+    network: bool = False
 
 
 _JOB_FIELDS = tuple(spec.name for spec in fields(Job))
@@ -230,6 +249,9 @@ class JobQuery:
     # Submitted at or after / before these times (to the millisecond: ids hold it).
     created_after_us: int | None = None
     created_before_us: int | None = None
+    # Only runnable jobs no connected worker can take (applied by the edge,
+    # which knows the workers; the store reads the runnable states).
+    unmatched: bool = False
 
 
 @dataclass(slots=True)

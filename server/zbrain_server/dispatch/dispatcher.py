@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from zbrain.errors import NotFoundError, StaleLeaseError, ZBrainError
 from zbrain.logs import job_fields
 
 from ..config import ServerConfig
-from ..core import events, lifecycle
+from ..core import events, lifecycle, limits
 from ..core.lifecycle import RetryPolicy
 from ..core.model import (
     AttemptResult,
@@ -78,6 +78,9 @@ class Dispatcher:
         self._consumers: list[Consumer] = []
         self._sessions: dict[str, WorkerSession] = {}
         self._holders: dict[str, WorkerSession] = {}  # job id -> session holding its lease
+        # The orgs' own log limits, read again each tick (applied within a
+        # second on every replica): a log append is too frequent to read them.
+        self._org_log_limits: dict[str, int] = {}
         self._kick = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -95,11 +98,20 @@ class Dispatcher:
     def connected_workers(self) -> int:
         return len(self._sessions)
 
+    def has_worker_for(self, org_id: str, requires: Mapping[str, str]) -> bool:
+        """Whether a worker stream connected here serves the org and offers
+        the labels a job requires (draining or not: it is connected)."""
+        return any(
+            org_id in session.org_ids and limits.meets(requires, session.labels)
+            for session in self._sessions.values()
+        )
+
     def sessions(self) -> list[WorkerSession]:
         """The worker streams connected to this server, by worker id."""
         return sorted(self._sessions.values(), key=lambda session: session.worker_id)
 
     async def start(self) -> None:
+        await self.refresh_org_settings()
         self._tasks = [
             asyncio.create_task(self._pump_loop(), name="zbrain-dispatch"),
             asyncio.create_task(self._tick_loop(), name="zbrain-reaper"),
@@ -162,7 +174,13 @@ class Dispatcher:
             if isinstance(body, events.JobSubmitted):
                 runnable = runnable or body.state.is_runnable
             elif isinstance(body, events.JobStateChanged):
-                runnable = runnable or body.to_state.is_runnable
+                # A job of an org with limits leaving RUNNING, on any replica,
+                # may free room under them. (A key's room freed by another
+                # replica's worker is taken by that replica's pass, or by any
+                # replica's next tick.)
+                freed = body.from_state is JobState.RUNNING is not body.to_state
+                limited = freed and self._store.orgs.has_settings(record.org_id)
+                runnable = runnable or body.to_state.is_runnable or limited
                 if body.cause is Cause.CANCEL_REQUESTED:
                     self._tell_holder(record.job_id, body.lease_epoch, CANCELED_BY_USER)
                 elif body.to_state is not JobState.RUNNING:
@@ -201,7 +219,13 @@ class Dispatcher:
             waiter.capacity = 0  # a pass that still holds it in its snapshot skips it
             self._consumers.remove(waiter)
 
-    async def _lease(self, worker_id: str, org_ids: Sequence[str], max_jobs: int) -> list[Lease]:
+    async def _lease(
+        self,
+        worker_id: str,
+        org_ids: Sequence[str],
+        max_jobs: int,
+        labels: Mapping[str, str] | None = None,
+    ) -> list[Lease]:
         return await self._store.lease_jobs(
             worker_id,
             org_ids,
@@ -209,6 +233,7 @@ class Dispatcher:
             now_us(),
             self._lease_ttl_us,
             parent_outputs_bytes=self._config.limits.max_parent_outputs_bytes,
+            labels=labels,
         )
 
     def _give_back_later(self, future: asyncio.Future[list[Lease]]) -> None:
@@ -232,7 +257,11 @@ class Dispatcher:
     ) -> list[LogLine]:
         try:
             lines = await self._store.append_logs(
-                job_id, lease_epoch, records, max_bytes=self._config.limits.max_log_bytes_per_job
+                job_id,
+                lease_epoch,
+                records,
+                max_bytes=self._config.limits.max_log_bytes_per_job,
+                org_max_bytes=self._org_log_limits,
             )
         except StaleLeaseError:
             self._lease_ended(job_id, lease_epoch)
@@ -308,7 +337,7 @@ class Dispatcher:
             old.closed = True
             old.outbox.put_nowait(None)
         for job in adopted:
-            session.active[job.id] = job.lease_epoch
+            session.hold(job.id, job.lease_epoch, job.org_id)
             self._holders[job.id] = session
             if job.cancel_requested:  # asked while the worker was away
                 self._tell_holder(job.id, job.lease_epoch, CANCELED_BY_USER)
@@ -368,7 +397,7 @@ class Dispatcher:
         if cause in (Cause.LEASE_EXPIRED, Cause.OVERDUE):
             self._tell_holder(job_id, lease_epoch, _REAPED[cause])
             session.silent = session.silent or cause is Cause.LEASE_EXPIRED
-        del session.active[job_id]
+        session.release(job_id)
         del self._holders[job_id]
         self.kick()
 
@@ -405,7 +434,14 @@ class Dispatcher:
             return None
         claims = []
         for session in sessions:
-            claims.append(LeaseClaim(session.worker_id, session.orgs_in_turn(), session.free_slots))
+            claims.append(
+                LeaseClaim(
+                    session.worker_id,
+                    session.orgs_in_turn(),
+                    session.free_slots,
+                    labels=session.labels,
+                )
+            )
             session.reserved += claims[-1].max_jobs
 
         def done(leased: list[LeaseClaim] | None) -> None:
@@ -477,7 +513,8 @@ class Dispatcher:
                 if isinstance(consumer, LeaseWaiter):
                     consumer.leasing = True
                 try:
-                    leases = await self._lease(consumer.worker_id, orgs, wanted)
+                    labels = consumer.labels if isinstance(consumer, WorkerSession) else None
+                    leases = await self._lease(consumer.worker_id, orgs, wanted, labels)
                 finally:
                     if isinstance(consumer, LeaseWaiter):
                         consumer.leasing = False
@@ -518,26 +555,35 @@ class Dispatcher:
                 raise outcome
 
     async def _schedule_wakeup(self) -> None:
-        """Wake the pump when the earliest waiting retry falls due."""
+        """Wake the pump when the earliest waiting retry falls due, or when a
+        limit that held jobs back may let one go (a rate's next start)."""
+        limit_us = self._store.take_limit_wakeup()
         idle_orgs = sorted({org for c in self._consumers if c.free_slots > 0 for org in c.org_ids})
         if not idle_orgs:
             return
+        now = now_us()
         due_us = await self._store.next_run_time(idle_orgs)
-        if due_us is None:
+        # A due time passed means runnable now but not leased (raced a submit,
+        # or held by a limit): the next kick, or the limit's wake-up, takes it.
+        wakeups = [when for when in (due_us, limit_us) if when is not None and when > now]
+        if not wakeups:
             return
-        delay = max(0.0, (due_us - now_us()) / 1e6)
-        if delay <= 0:
-            return  # runnable now but not leased (raced a submit): the next kick takes it
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self.kick)
+        self._timer = asyncio.get_running_loop().call_later((min(wakeups) - now) / 1e6, self.kick)
 
     # -- background duties ------------------------------------------------------
+
+    async def refresh_org_settings(self) -> None:
+        """Read every org's settings again (each tick, and after a change here)."""
+        stored = await self._store.orgs.all_set()
+        self._org_log_limits = {s.org_id: s.max_log_bytes for s in stored if s.max_log_bytes}
 
     async def _tick_loop(self) -> None:
         while True:
             await asyncio.sleep(self._config.poll_interval_s)
             try:
+                await self.refresh_org_settings()
                 await self.reap()
             except ZBrainError as error:  # the store is down, say: health reports it
                 log.warning("reaping leases failed: %s; trying again next tick", error)

@@ -22,6 +22,7 @@ from zbrain.errors import (
 from ..config import ServerConfig
 from ..core import lifecycle
 from ..core.access import Caller, check_visible
+from ..core.limits import WaitingFacts, hold
 from ..core.model import (
     Artifact,
     AttemptResult,
@@ -33,6 +34,7 @@ from ..core.model import (
     LogLine,
     LogRecord,
     NewJob,
+    now_us,
 )
 from ..store import JobStore
 from ..store.blobs import BlobStore
@@ -98,6 +100,39 @@ class Jobs:
         job = await self._store.get_job(job_id)
         check_visible(caller, job.org_id, f"job {job_id}")
         return job
+
+    async def settings_changed(self) -> None:
+        """An org's settings changed here: apply them on this replica now
+        (others read them within a tick) and let a resumed org's jobs go."""
+        await self._dispatcher.refresh_org_settings()
+        self._dispatcher.kick()
+
+    def has_worker_for(self, job: Job) -> bool:
+        """Whether a worker connected here serves the job's org with the
+        labels it requires."""
+        return self._dispatcher.has_worker_for(job.org_id, job.requires)
+
+    async def waiting_reason(self, job: Job) -> str:
+        """For a runnable job (PENDING or RETRYING, due) what holds it, in
+        words (`core.limits.hold`); "" for any other job. Workers are those
+        connected to this server; the counts are read now, so a job may be
+        leased a moment after this says it waits."""
+        due = job.next_run_time_us is None or job.next_run_time_us <= now_us()
+        if not job.state.is_runnable or not due:
+            return ""
+        settings = await self._store.orgs.get(job.org_id)
+        org_running, key_running = await self._store.orgs.running(job.org_id, job.concurrency_key)
+        facts = WaitingFacts(
+            settings=settings,
+            org_running=org_running,
+            key_running=key_running,
+            bucket_starts=await self._store.orgs.starts_left(settings, now_us()),
+            worker_matches=self.has_worker_for(job),
+        )
+        _, reason = hold(
+            job.requires, job.labels, job.concurrency_key, job.concurrency_limit, facts
+        )
+        return reason
 
     async def links(self, job: Job) -> tuple[list[str], list[str]]:
         """The ids of the jobs that wait (or waited) for a job, and of its reruns."""
@@ -257,14 +292,17 @@ class Jobs:
         checked before any content is read, so a stale worker wastes nothing."""
         job = await self.get(caller, job_id)
         lifecycle.check_lease(job, lease_epoch)
-        self._check_artifact_room(job, announced)
+        settings = await self._store.orgs.get(job.org_id)
+        self._check_artifact_room(job, announced, settings.max_artifact_bytes)
         stored = await self._blobs.write(chunks, announced, self._config.limits.max_artifact_bytes)
         await self._store.add_artifact(job_id, lease_epoch, stored)
         self._signals.changed(job_id)
         return stored
 
-    def _check_artifact_room(self, job: Job, announced: Artifact) -> None:
-        """RESOURCE_EXHAUSTED when the job may hold no more (or no larger) artifacts."""
+    def _check_artifact_room(self, job: Job, announced: Artifact, org_max_bytes: int) -> None:
+        """RESOURCE_EXHAUSTED when the job may hold no more (or no larger)
+        artifacts: `org_max_bytes`, the org's own limit when not 0, replaces
+        the server's max_artifacts_bytes_per_job."""
         limits = self._config.limits
         others = [a for a in job.artifacts if a.name != announced.name]
         if len(others) >= limits.max_artifacts_per_job:
@@ -273,8 +311,11 @@ class Jobs:
                 f"(max_artifacts_per_job) is {limits.max_artifacts_per_job}"
             )
         total = sum(a.size_bytes for a in others) + announced.size_bytes
-        if total > limits.max_artifacts_bytes_per_job:
+        limit, which = limits.max_artifacts_bytes_per_job, "max_artifacts_bytes_per_job"
+        if org_max_bytes:
+            limit, which = org_max_bytes, "the organisation's max_artifact_bytes"
+        if total > limit:
             raise ResourceExhaustedError(
-                f"job {job.id}'s artifacts would total {total} bytes; the limit "
-                f"(max_artifacts_bytes_per_job) is {limits.max_artifacts_bytes_per_job}"
+                f"job {job.id}'s artifacts would total {total} bytes; "
+                f"the limit ({which}) is {limit}"
             )

@@ -67,6 +67,13 @@ class Telemetry:
         self._log_lines = meter.create_counter("zbrain.logs.lines", "{line}", "Log lines stored")
         self._log_bytes = meter.create_counter("zbrain.logs.bytes", "By", "Log text stored")
         self._queue: Mapping[tuple[str, JobState], int] = {}
+        self._unmatched: Mapping[str, int] = {}
+        meter.create_observable_gauge(
+            "zbrain.jobs.unmatched",
+            [lambda _: [Observation(n, {"org": org}) for org, n in self._unmatched.items()]],
+            "{job}",
+            "Runnable jobs no connected worker can take (its org, or the labels they require)",
+        )
         self._connected_workers: Callable[[], int] = lambda: 0
         meter.create_observable_gauge(
             "zbrain.queue.depth", [self._observe_queue], "{job}", "Unfinished jobs by org and state"
@@ -88,6 +95,10 @@ class Telemetry:
 
     def set_queue_depth(self, depth: Mapping[tuple[str, JobState], int]) -> None:
         self._queue = depth
+
+    def set_unmatched(self, unmatched: Mapping[str, int]) -> None:
+        """Runnable jobs by org that no connected worker can take."""
+        self._unmatched = unmatched
 
     def submitted(self, jobs: Iterable[Job]) -> None:
         for org_id, count in collections.Counter(job.org_id for job in jobs).items():

@@ -4,6 +4,7 @@ and the messages the dispatcher puts in a worker stream's outbox."""
 from __future__ import annotations
 
 import asyncio
+import collections
 from dataclasses import dataclass, field
 
 from ..core.model import Lease, now_us
@@ -17,6 +18,7 @@ class Consumer:
     org_ids: tuple[str, ...]
     capacity: int
     active: dict[str, int] = field(default_factory=dict)  # job id -> lease epoch
+    org_of: dict[str, str] = field(default_factory=dict)  # job id -> org, of `active`
     # Slots a group commit storing new jobs is leasing right now (see
     # `Dispatcher._lease_on_submit`): not free, not yet active.
     reserved: int = 0
@@ -27,10 +29,27 @@ class Consumer:
         return self.capacity - len(self.active) - self.reserved
 
     def orgs_in_turn(self) -> list[str]:
-        """Its orgs, starting one further each call, so no org always goes first."""
+        """Its orgs, those holding fewest of its slots first, so that an org
+        with a backlog cannot keep a small one waiting (each slot that comes
+        free goes to the least served); ties start one further each call, so
+        no org always goes first."""
         start = self._next_org % len(self.org_ids)
         self._next_org += 1
-        return [*self.org_ids[start:], *self.org_ids[:start]]
+        turn = [*self.org_ids[start:], *self.org_ids[:start]]
+        if len(turn) > 1 and self.org_of:
+            held = collections.Counter(self.org_of.values())
+            turn.sort(key=lambda org: held[org])  # stable: the rotation breaks ties
+        return turn
+
+    def hold(self, job_id: str, lease_epoch: int, org_id: str) -> None:
+        """A lease of this consumer's is live: it takes a slot."""
+        self.active[job_id] = lease_epoch
+        self.org_of[job_id] = org_id
+
+    def release(self, job_id: str) -> None:
+        """A lease of this consumer's ended: its slot is free."""
+        del self.active[job_id]
+        self.org_of.pop(job_id, None)
 
     def deliver(self, leases: list[Lease]) -> None:
         raise NotImplementedError
@@ -80,7 +99,7 @@ class WorkerSession(Consumer):
 
     def deliver(self, leases: list[Lease]) -> None:
         for lease in leases:
-            self.active[lease.job.id] = lease.lease_epoch
+            self.hold(lease.job.id, lease.lease_epoch, lease.job.org_id)
         if self.takes_batches:
             self.outbox.put_nowait(leases)
         else:

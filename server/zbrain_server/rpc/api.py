@@ -34,6 +34,7 @@ from ..dispatch.jobs import Jobs
 from ..dispatch.tokens import create_token
 from ..store import JobStore
 from . import codec, validation
+from .orgs import OrgApi
 from .schedules import ScheduleApi
 from .telemetry import current_trace_context
 from .templates import TemplateApi
@@ -53,8 +54,8 @@ def operation_name(method: str) -> str:
 
 class Api:
     """zbrain.v1's operations, transport-neutral: JobService and TokenService
-    here, TemplateService and ScheduleService in their parts (`templates`,
-    `schedules`)."""
+    here, TemplateService, ScheduleService and OrgService in their parts
+    (`templates`, `schedules`, `orgs`)."""
 
     def __init__(self, config: ServerConfig, jobs: Jobs, store: JobStore) -> None:
         self._config = config
@@ -62,6 +63,7 @@ class Api:
         self._store = store
         self.templates = TemplateApi(self, store)
         self.schedules = ScheduleApi(self, store)
+        self.orgs = OrgApi(self, store)
 
     @property
     def config(self) -> ServerConfig:
@@ -78,7 +80,7 @@ class Api:
         name = operation_name(method)
         if name.startswith("_"):
             return None
-        for part in (self, self.templates, self.schedules):
+        for part in (self, self.templates, self.schedules, self.orgs):
             found = getattr(part, name, None)
             if callable(found):
                 return cast(Operation, found)
@@ -149,6 +151,7 @@ class Api:
     async def get(self, caller: Caller, request: pb.GetRequest) -> pb.GetResponse:
         job = await self._jobs.get(caller, validation.check_job_id(request.job_id))
         message = codec.job_to_proto(job)
+        message.waiting_reason = await self._jobs.waiting_reason(job)
         children, reruns = await self._jobs.links(job)
         message.child_ids.extend(children)
         message.rerun_ids.extend(reruns)
@@ -158,9 +161,11 @@ class Api:
         org_id = request_org(caller, request.org_id, self._config.default_org)
         query = validation.list_query(request, org_id, self._config.limits)
         jobs = await self._jobs.list_jobs(query)
+        token = validation.next_page_token(query, jobs)  # the page as read, before filtering
+        if query.unmatched:
+            jobs = [job for job in jobs if not self._jobs.has_worker_for(job)]
         return pb.ListResponse(
-            jobs=[codec.job_to_proto(job) for job in jobs],
-            next_page_token=validation.next_page_token(query, jobs),
+            jobs=[codec.job_to_proto(job) for job in jobs], next_page_token=token
         )
 
     async def cancel(self, caller: Caller, request: pb.CancelRequest) -> pb.CancelResponse:

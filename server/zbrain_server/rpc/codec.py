@@ -17,12 +17,14 @@ from zbrain.v1 import (
     event_pb2,
     job_pb2,
     job_service_pb2,
+    org_pb2,
     schedule_pb2,
     template_pb2,
     token_service_pb2,
 )
 
 from ..core import events
+from ..core.limits import OrgSettings
 from ..core.model import (
     Artifact,
     Cause,
@@ -82,7 +84,13 @@ def job_to_proto(job: Job) -> job_pb2.Job:
         cancel_requested=job.cancel_requested,
         request_id=job.request_id,
         rerun_of=job.rerun_of,
+        concurrency_key=job.concurrency_key,
+        concurrency_limit=job.concurrency_limit,
+        requires=job.requires,
+        network=job.network,
     )
+    if job.resources:
+        message.resources.CopyFrom(job_pb2.Resources(**job.resources.to_dict()))
     for dependency in job.depends_on:
         message.depends_on.add(
             job_id=dependency.job_id,
@@ -381,4 +389,22 @@ def worker_to_proto(session: WorkerSession) -> job_service_pb2.Worker:
         connect_time=timestamp(session.connected_at_us),
         last_heard_time=timestamp(session.last_heard_at_us),
         draining=session.draining,
+    )
+
+
+def org_settings_to_proto(settings: OrgSettings) -> org_pb2.OrgSettings:
+    """An org's settings as OrgService shows them."""
+    return org_pb2.OrgSettings(
+        org_id=settings.org_id,
+        max_running_jobs=settings.max_running_jobs,
+        max_starts_per_second=settings.max_starts_per_second,
+        max_waiting_jobs=settings.max_waiting_jobs,
+        max_log_bytes=settings.max_log_bytes,
+        max_artifact_bytes=settings.max_artifact_bytes,
+        retention_days=settings.retention_days,
+        paused=settings.paused,
+        paused_selectors=[
+            org_pb2.LabelSelector(labels=selector) for selector in settings.paused_selectors
+        ],
+        update_time=timestamp(settings.update_time_us),
     )

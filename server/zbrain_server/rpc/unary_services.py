@@ -1,5 +1,5 @@
 """gRPC servicers for services whose every RPC is unary (TokenService,
-TemplateService, ScheduleService): each method hands its request to the
+TemplateService, ScheduleService, OrgService): each method hands its request to the
 API's operation of the same name with the caller the auth interceptor found,
 as `job_service` does by hand for JobService and its streams."""
 

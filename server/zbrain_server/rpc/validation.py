@@ -20,13 +20,14 @@ from typing import TypeVar
 from google.protobuf import duration_pb2
 
 from zbrain.errors import FieldViolation, InvalidArgumentError
-from zbrain.models import Role
+from zbrain.models import RUNNABLE_STATES, Role
 from zbrain.protocol import TRUNCATION_MARK
 from zbrain.v1 import job_pb2, job_service_pb2, token_service_pb2, worker_service_pb2
 
 from ..config import Limits
 from ..core.ids import is_job_id
 from ..core.model import (
+    NO_RESOURCES,
     ORG_ID_RULE,
     Artifact,
     AttemptOutcome,
@@ -39,6 +40,7 @@ from ..core.model import (
     LogRecord,
     LogStream,
     NewJob,
+    Resources,
     is_org_id,
     now_us,
 )
@@ -256,6 +258,18 @@ def new_job(
             max_entry_bytes=limits.max_label_bytes,
         )
 
+    requires = _plain_dict(spec.requires)
+    if requires:
+        _check_string_map(
+            requires,
+            f"{field}.requires",
+            v,
+            max_entries=limits.max_labels,
+            max_entry_bytes=limits.max_label_bytes,
+        )
+    if spec.concurrency_key or spec.concurrency_limit:
+        _check_concurrency(spec, field, limits, v)
+
     if spec.HasField("timeout"):
         timeout_us = duration_us(spec.timeout)
         if spec.timeout.nanos < 0 or spec.timeout.nanos >= 1_000_000_000 or timeout_us <= 0:
@@ -281,6 +295,12 @@ def new_job(
         else None
     )
 
+    resources = (
+        _resources(spec.resources, f"{field}.resources", v)
+        if spec.HasField("resources")
+        else NO_RESOURCES
+    )
+
     v.raise_if_any("invalid job")
     return NewJob(
         org_id=org_id,
@@ -295,7 +315,61 @@ def new_job(
         trace_context=dict(trace_context or {}),
         depends_on=depends_on,
         run_at_us=run_at_us,
+        concurrency_key=spec.concurrency_key,
+        concurrency_limit=spec.concurrency_limit,
+        requires=requires,
+        resources=resources,
+        network=spec.network,
     )
+
+
+MAX_CONCURRENCY_LIMIT = 100_000
+"""The largest concurrency_limit a job may ask for its key."""
+
+
+def _check_concurrency(spec: job_pb2.JobSpec, field: str, limits: Limits, v: Violations) -> None:
+    key, limit = spec.concurrency_key, spec.concurrency_limit
+    if not key:
+        v.add(f"{field}.concurrency_limit", "needs a concurrency_key to limit")
+    elif len(key.encode()) > limits.max_label_bytes:
+        v.add(f"{field}.concurrency_key", f"must be at most {limits.max_label_bytes} bytes")
+    else:
+        _check_text(key, f"{field}.concurrency_key", v)
+    if not 0 <= limit <= MAX_CONCURRENCY_LIMIT:
+        v.add(
+            f"{field}.concurrency_limit",
+            f"must be between 0 (meaning 1) and {MAX_CONCURRENCY_LIMIT}",
+        )
+
+
+# The smallest value each resource limit may take when set: below them no
+# program starts (a process needs its three standard descriptors), so such a
+# limit is a mistake to name at submit rather than a failure at every attempt.
+RESOURCE_MINIMUMS = {
+    "memory_bytes": 1 << 20,
+    "cpu_seconds": 1,
+    "processes": 1,
+    "open_files": 3,
+    "file_size_bytes": 1,
+}
+
+
+def _resources(message: job_pb2.Resources, field: str, v: Violations) -> Resources:
+    """A job's resource limits (each 0 for none, else at least its minimum)."""
+    values = {
+        "memory_bytes": message.memory_bytes,
+        "cpu_seconds": message.cpu_seconds,
+        "processes": message.processes,
+        "open_files": message.open_files,
+        "file_size_bytes": message.file_size_bytes,
+    }
+    if not any(values.values()):
+        return NO_RESOURCES
+    for name, value in values.items():
+        minimum = RESOURCE_MINIMUMS[name]
+        if value < 0 or 0 < value < minimum:
+            v.add(f"{field}.{name}", f"must be 0 (no limit) or at least {minimum}")
+    return Resources(**values)
 
 
 def _dependencies(
@@ -443,6 +517,11 @@ def list_query(request: job_service_pb2.ListRequest, org_id: str, limits: Limits
     v.raise_if_any("invalid list request")
 
     newest_first = request.order != job_service_pb2.LIST_ORDER_OLDEST_FIRST
+    if request.unmatched:  # only runnable jobs can be unmatched
+        states = [s for s in states or RUNNABLE_STATES if s in RUNNABLE_STATES]
+        if not states:
+            v.add("unmatched", "only runnable jobs (PENDING, RETRYING) can be unmatched")
+            v.raise_if_any("invalid list request")
     query = JobQuery(
         org_id=org_id,
         states=tuple(sorted(set(states))),
@@ -451,6 +530,7 @@ def list_query(request: job_service_pb2.ListRequest, org_id: str, limits: Limits
         labels=labels,
         created_after_us=after_us,
         created_before_us=before_us,
+        unmatched=request.unmatched,
     )
     if request.page_token:
         query.after_id = _decode_page_token(request.page_token, _fingerprint(query))
@@ -493,6 +573,7 @@ def _fingerprint(query: JobQuery) -> str:
             sorted(query.labels.items()),
             query.created_after_us,
             query.created_before_us,
+            *(["unmatched"] if query.unmatched else []),
         ]
     )
     return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -576,7 +657,11 @@ def attempt_result(result: job_service_pb2.AttemptResult, field: str = "result")
     outcome = _enum_or_none(AttemptOutcome, result.outcome)
     v = Violations()
     if outcome is None:
-        v.add(f"{field}.outcome", "must be SUCCEEDED, FAILED, CANCELED, TIMED_OUT or INTERRUPTED")
+        v.add(
+            f"{field}.outcome",
+            "must be SUCCEEDED, FAILED, CANCELED, TIMED_OUT, INTERRUPTED or "
+            "RESOURCE_LIMIT_EXCEEDED",
+        )
     if result.output_json:
         _check_json(result.output_json, f"{field}.output_json", v)
     v.raise_if_any("invalid attempt result")
@@ -672,6 +757,16 @@ def hello(
         )
     if len(message.leases) > most:
         raise _bad("too many held leases", "hello.leases", f"at most {most}")
+    if message.labels:  # what jobs' `requires` are matched against
+        v = Violations()
+        _check_string_map(
+            _plain_dict(message.labels),
+            "hello.labels",
+            v,
+            max_entries=limits.max_labels,
+            max_entry_bytes=limits.max_label_bytes,
+        )
+        v.raise_if_any("invalid worker labels")
     held = [lease_ref(ref, f"hello.leases[{i}]") for i, ref in enumerate(message.leases)]
     return worker_id, orgs, message.concurrency, held
 

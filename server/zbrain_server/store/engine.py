@@ -30,7 +30,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -121,18 +121,21 @@ class Tx:
         """Record events with this write (numbered when the group commits)."""
         self.events += records
 
-    def check_quota(self, limit: int) -> None:
+    def check_quota(self, limit: int, own: Mapping[str, int] | None = None) -> None:
         """ResourceExhaustedError when this write leaves an org it adds to with
-        more than `limit` waiting jobs: the committed count, which the group
-        holds (see `WriteEngine.write`'s quota_orgs), plus what the group's
-        earlier writes and this one moved."""
+        more than `limit` waiting jobs (`own[org]`, the org's own limit, when
+        given): the committed count, which the group holds (see
+        `WriteEngine.write`'s quota_orgs), plus what the group's earlier
+        writes and this one moved."""
         locked = self._group.locked
         assert locked is not None, "a write checking a quota must declare its quota_orgs"
+        own = own or {}
         for org_id, added in self.waiting.items():
             if added > 0:
                 waiting = locked[org_id] + self._group.waiting[org_id]
-                if waiting + added > limit:
-                    raise quota_exceeded(org_id, waiting, limit)
+                org_limit = own.get(org_id, limit)
+                if waiting + added > org_limit:
+                    raise quota_exceeded(org_id, waiting, org_limit, own=org_id in own)
 
 
 @dataclass(eq=False)

@@ -12,8 +12,9 @@ tests/store/ holds every backend to it.
 
 from __future__ import annotations
 
+import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ from . import graph
 from .driver import Driver, EventListener
 from .engine import FollowUp, Tx, WriteEngine
 from .ops import Execute, ExecuteMany, Fetch, FetchOne, Params, Program
+from .orgs import OrgStore, charge, runnable_of_org
 from .rows import (
     event_from_row,
     job_from_row,
@@ -68,6 +70,7 @@ class LeaseClaim:
     org_ids: Sequence[str]
     max_jobs: int
     leases: list[Lease] = field(default_factory=list)
+    labels: Mapping[str, str] = field(default_factory=dict)  # the worker's, for `requires`
 
 
 @dataclass(eq=False)
@@ -92,6 +95,21 @@ class JobStore:
         self._engine = WriteEngine(driver, codec)
         self.templates = TemplateStore(driver, self._engine)
         self.schedules = ScheduleStore(driver, self._engine, self)
+        self.orgs = OrgStore(driver, self._engine)
+        self._limit_wakeup_us: int | None = None
+
+    def take_limit_wakeup(self) -> int | None:
+        """When leasing may find jobs that a limit held back (a rate's next
+        start, a lock another replica held), as found by the lease writes
+        since the last call; None when none was."""
+        wakeup, self._limit_wakeup_us = self._limit_wakeup_us, None
+        return wakeup
+
+    def _wake_at(self, when_us: int | None) -> None:
+        if when_us is not None and (
+            self._limit_wakeup_us is None or when_us < self._limit_wakeup_us
+        ):
+            self._limit_wakeup_us = when_us
 
     @property
     def driver(self) -> Driver:
@@ -106,6 +124,7 @@ class JobStore:
     async def open(self) -> None:
         """Connect and run pending schema migrations."""
         await self._driver.open()
+        await self.orgs.all_set()  # which orgs have settings (see OrgStore)
 
     async def close(self) -> None:
         """Finish pending writes and release the database."""
@@ -150,7 +169,8 @@ class JobStore:
         """Store new jobs atomically (all or none).
 
         With `pending_limit`, an org may hold at most that many waiting jobs
-        afterwards; otherwise ResourceExhaustedError, nothing stored.
+        afterwards (or its own max_waiting_jobs, when set); otherwise
+        ResourceExhaustedError, nothing stored.
 
         A job whose request_id matches an earlier job of the same org is not
         created again: that earlier job is returned with True beside it.
@@ -216,7 +236,12 @@ class JobStore:
             yield ExecuteMany("insert_edge", edges)
         tx.waiting.update(job.org_id for job in created if job.state.is_waiting)
         if pending_limit is not None:
-            tx.check_quota(pending_limit)
+            orgs = sorted({job.org_id for job in created})
+            settings = yield from self.orgs.settings_of(orgs)
+            tx.check_quota(
+                pending_limit,
+                {org: s.max_waiting_jobs for org, s in settings.items() if s.max_waiting_jobs},
+            )
         tx.record(events.submitted(created))
         return results
 
@@ -328,19 +353,29 @@ class JobStore:
         lease_ttl_us: int,
         *,
         parent_outputs_bytes: int = 4 << 20,
+        labels: Mapping[str, str] | None = None,
     ) -> list[Lease]:
         """Lease up to max_jobs runnable jobs of the given orgs to a worker.
 
         Within an org, higher priority first, then submission order; the
         slots are shared round-robin between orgs, starting with the first
-        org given, so that callers can rotate it for fairness. A job that
-        depended on others carries how they ended and their outputs, up to
-        `parent_outputs_bytes` of outputs per lease (`graph.with_parents`).
+        org given, so that callers can rotate it for fairness. Only jobs whose
+        `requires` the worker's `labels` meet are leased, and each org's
+        settings hold (pauses, running jobs, starts per second, concurrency
+        keys: `orgs.runnable_of_org`). A job that depended on others carries
+        how they ended and their outputs, up to `parent_outputs_bytes` of
+        outputs per lease (`graph.with_parents`).
         """
         # Rows locked but not chosen (another org's turn) are released at commit.
         return await self._engine.write(
             self._lease_program(
-                worker_id, org_ids, max_jobs, now_us, lease_ttl_us, parent_outputs_bytes
+                worker_id,
+                org_ids,
+                max_jobs,
+                now_us,
+                lease_ttl_us,
+                parent_outputs_bytes,
+                labels or {},
             )
         )
 
@@ -352,19 +387,23 @@ class JobStore:
         now_us: int,
         lease_ttl_us: int,
         parent_outputs_bytes: int,
+        labels: Mapping[str, str],
     ) -> Callable[[Tx], Program[list[Lease]]]:
         """The write of `lease_jobs`, to run alone or after a group's submits."""
 
         def program(tx: Tx) -> Program[list[Lease]]:
-            per_org = []
+            settings = yield from self.orgs.settings_of(org_ids)
+            turns = []
             for org_id in org_ids:
-                rows = yield Fetch(
-                    "lock_runnable", {"org_id": org_id, "now": now_us, "limit": max_jobs}
-                )
-                per_org.append([job_from_row(row) for row in rows])
+                turn = yield from runnable_of_org(settings[org_id], labels, max_jobs, now_us)
+                self._wake_at(turn.retry_at_us)
+                turns.append(turn)
+            chosen = round_robin([turn.jobs for turn in turns], max_jobs)
+            picked = {job.id for job in chosen}
+            for turn in turns:
+                yield from charge(turn, sum(job.id in picked for job in turn.jobs))
             changes = [
-                lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us)
-                for job in round_robin(per_org, max_jobs)
+                lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us) for job in chosen
             ]
             yield from tx.save(changes)
             return (yield from graph.with_parents(leases(changes), parent_outputs_bytes))
@@ -378,8 +417,9 @@ class JobStore:
         `plan(orgs)` is asked (on the event loop) for the free slots to fill;
         after the group's writes, each claim is leased as `lease_jobs` would
         lease it, from those orgs, and the group commits the jobs and their
-        leases at once. An org found with no more runnable jobs is not asked
-        again for the next claims of that group.
+        leases at once. An org found with no more runnable jobs for a worker's
+        labels is not asked again for the next claims with those labels in
+        that group.
         """
 
         def follow(orgs: frozenset[str]) -> FollowUp | None:
@@ -388,10 +428,15 @@ class JobStore:
                 return None
 
             def program(tx: Tx) -> Program[list[LeaseClaim]]:
-                exhausted: set[str] = set()
+                exhausted: set[tuple[str, frozenset[tuple[str, str]]]] = set()
                 for claim in leasing.claims:
                     claim.leases = []  # a group run again starts afresh
-                    wanted = [org for org in claim.org_ids if org in orgs and org not in exhausted]
+                    offered = frozenset(claim.labels.items())
+                    wanted = [
+                        org
+                        for org in claim.org_ids
+                        if org in orgs and (org, offered) not in exhausted
+                    ]
                     if not wanted:
                         continue
                     lease = self._lease_program(
@@ -401,10 +446,11 @@ class JobStore:
                         leasing.now_us,
                         leasing.lease_ttl_us,
                         leasing.parent_outputs_bytes,
+                        claim.labels,
                     )
                     claim.leases = yield from lease(tx)
                     if len(claim.leases) < claim.max_jobs:
-                        exhausted.update(wanted)
+                        exhausted.update((org, offered) for org in wanted)
                 return leasing.claims
 
             return FollowUp(program, leasing.done)
@@ -533,18 +579,21 @@ class JobStore:
         records: Sequence[LogRecord],
         *,
         max_bytes: int | None = None,
+        org_max_bytes: Mapping[str, int] | None = None,
     ) -> list[LogLine]:
         """Append lines to a leased job, numbering them; StaleLeaseError if not live.
 
-        With `max_bytes`, lines past the job's log budget are dropped and one
-        SYSTEM line says so; after that the job's log takes nothing more.
+        With `max_bytes` (or `org_max_bytes[org]`, the job's org's own), lines
+        past the job's log budget are dropped and one SYSTEM line says so;
+        after that the job's log takes nothing more.
         """
 
         def program(tx: Tx) -> Program[list[LogLine]]:
             row = yield from self._lock_job(job_id, "lock_job_for_logs")
             job = job_from_row(row)
             lifecycle.check_lease(job, lease_epoch)
-            kept, total_bytes = within_log_budget(records, row["log_bytes"], max_bytes)
+            limit = org_max_bytes.get(job.org_id, max_bytes) if org_max_bytes else max_bytes
+            kept, total_bytes = within_log_budget(records, row["log_bytes"], limit)
             first = row["log_count"] + 1
             lines = [
                 LogLine(first + i, stream, job.attempt, time_us, text)
@@ -594,13 +643,25 @@ class JobStore:
 
     # -- retention -------------------------------------------------------------------
 
-    async def purge_finished(self, finished_before_us: int) -> int:
-        """Delete terminal jobs finished before the time, with logs and artifacts;
-        at most PURGE_BATCH per call: how many."""
+    async def purge_finished(
+        self, finished_before_us: int, own: Mapping[str, int] | None = None
+    ) -> int:
+        """Delete terminal jobs finished before the time (`own[org]` for an org
+        with a retention of its own), with logs and artifacts; at most
+        PURGE_BATCH per call: how many."""
+        own = own or {}
 
         def program(tx: Tx) -> Program[int]:
-            rows = yield Fetch("purgeable", {"before": finished_before_us, "limit": PURGE_BATCH})
+            rows = yield Fetch(
+                "purgeable",
+                {"before": finished_before_us, "limit": PURGE_BATCH, "own_orgs": sorted(own)},
+            )
             ids = [row["id"] for row in rows]
+            for org_id, before in sorted(own.items()):
+                if len(ids) >= PURGE_BATCH:
+                    break
+                params = {"org_id": org_id, "before": before, "limit": PURGE_BATCH - len(ids)}
+                ids += [row["id"] for row in (yield Fetch("purgeable_of_org", params))]
             if ids:
                 for statement in (
                     "delete_logs_of",
@@ -612,6 +673,11 @@ class JobStore:
             return len(ids)
 
         return await self._engine.write(program)
+
+    async def runnable_requirements(self) -> list[tuple[str, dict[str, str], int]]:
+        """How many runnable jobs there are, by org and the labels they require."""
+        rows = await self._driver.fetch("runnable_requirements", {})
+        return [(row["org_id"], json.loads(row["requires"]), row["jobs"]) for row in rows]
 
     async def count_unfinished(self) -> dict[tuple[str, JobState], int]:
         """How many jobs are in each unfinished state, by org and state."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..core.lifecycle import Change
 from ..core.model import (
+    NO_RESOURCES,
     Artifact,
     AttemptRecord,
     Cause,
@@ -26,6 +27,7 @@ from ..core.model import (
     JobState,
     LogLine,
     LogStream,
+    Resources,
     Role,
 )
 from ..core.tokens import Token
@@ -80,7 +82,23 @@ def job_from_row(row: Row) -> Job:
         has_children=bool(row["has_children"]),
         depth=row["depth"],
         rerun_of=row["rerun_of"],
+        concurrency_key=row["concurrency_key"],
+        concurrency_limit=row["concurrency_limit"],
+        requires=_map_from_json(row["requires"]),
+        resources=_resources_from_json(row["resources"]),
+        network=bool(row["network"]),
     )
+
+
+def _resources_json(resources: Resources) -> str:
+    """The `resources` column: the limits set, by name; '' when none is."""
+    if not resources:
+        return ""
+    return json.dumps({name: value for name, value in resources.to_dict().items() if value})
+
+
+def _resources_from_json(text: str) -> Resources:
+    return Resources(**json.loads(text)) if text else NO_RESOURCES
 
 
 def dependencies_json(dependencies: Sequence[Dependency]) -> str:
@@ -112,6 +130,11 @@ def job_params(job: Job) -> Params:
         "create_time": job.create_time_us,
         "request_id": job.request_id,
         "trace_context": _json_map(job.trace_context),
+        "concurrency_key": job.concurrency_key,
+        "concurrency_limit": job.concurrency_limit,
+        "requires": _json_map(job.requires),
+        "resources": _resources_json(job.resources),
+        "network": int(job.network),
         **_state_params(job),
     }
 

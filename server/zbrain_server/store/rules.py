@@ -115,9 +115,12 @@ def waiting_changes(changes: Sequence[Change]) -> dict[str, int]:
     return {org_id: delta for org_id, delta in moved.items() if delta}
 
 
-def quota_exceeded(org_id: str, waiting: int, limit: int) -> ResourceExhaustedError:
-    """The error for a submission that would take an org past its waiting-jobs quota."""
+def quota_exceeded(
+    org_id: str, waiting: int, limit: int, *, own: bool = False
+) -> ResourceExhaustedError:
+    """The error for a submission that would take an org past its waiting-jobs
+    quota: the server's (max_pending_per_org) or the org's own (`own`)."""
+    which = "the organisation's max_waiting_jobs" if own else "max_pending_per_org"
     return ResourceExhaustedError(
-        f"organisation {org_id!r} has {waiting} jobs waiting; the quota "
-        f"(max_pending_per_org) is {limit}"
+        f"organisation {org_id!r} has {waiting} jobs waiting; the quota ({which}) is {limit}"
     )

@@ -163,6 +163,11 @@ class _TransitionCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trans
     """
     TRANSITION_CAUSE_RELEASED: _TransitionCause.ValueType  # 13
     """Every job it depended on met its condition (BLOCKED to PENDING)."""
+    TRANSITION_CAUSE_RESOURCE_LIMIT_EXCEEDED: _TransitionCause.ValueType  # 14
+    """The worker stopped the attempt because it went over one of its resource
+    limits (memory, CPU time, file size, ...); the error names the limit
+    (to RETRYING while retries remain, else FAILED).
+    """
     TRANSITION_CAUSE_DUE: _TransitionCause.ValueType  # 17
     """A delayed job's time came (SCHEDULED to PENDING)."""
 
@@ -219,6 +224,11 @@ condition (to CANCELED); the reason names that job.
 """
 TRANSITION_CAUSE_RELEASED: TransitionCause.ValueType  # 13
 """Every job it depended on met its condition (BLOCKED to PENDING)."""
+TRANSITION_CAUSE_RESOURCE_LIMIT_EXCEEDED: TransitionCause.ValueType  # 14
+"""The worker stopped the attempt because it went over one of its resource
+limits (memory, CPU time, file size, ...); the error names the limit
+(to RETRYING while retries remain, else FAILED).
+"""
 TRANSITION_CAUSE_DUE: TransitionCause.ValueType  # 17
 """A delayed job's time came (SCHEDULED to PENDING)."""
 Global___TransitionCause: _TypeAlias = TransitionCause  # noqa: Y015
@@ -407,6 +417,26 @@ class JobSpec(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RequiresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ORG_ID_FIELD_NUMBER: _builtins.int
     CMD_FIELD_NUMBER: _builtins.int
     INPUT_JSON_FIELD_NUMBER: _builtins.int
@@ -419,6 +449,11 @@ class JobSpec(_message.Message):
     REF_FIELD_NUMBER: _builtins.int
     RUN_AT_FIELD_NUMBER: _builtins.int
     DELAY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    REQUIRES_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """The organisation that owns the job. Empty means the server's default
     organisation (ZDEFAULT_ORG_ID).
@@ -438,6 +473,20 @@ class JobSpec(_message.Message):
     ref: _builtins.str
     """A name for this job within one SubmitBatch, for other jobs of the batch
     to depend on (Dependency.ref). Unique within the batch.
+    """
+    concurrency_key: _builtins.str
+    """Jobs of an organisation sharing a concurrency key run at most
+    concurrency_limit at once, in order (priority, then submission), over
+    every replica. Empty means no key.
+    """
+    concurrency_limit: _builtins.int
+    """How many jobs of its concurrency key may run at once; 0 means 1. Only
+    with a concurrency_key.
+    """
+    network: _builtins.bool
+    """In a sandboxed worker (ZWORKER_MODE=sandbox), whether the job may use
+    the network; the worker must allow it too (--allow-network). Other
+    workers share their network with every job and ignore it.
     """
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -476,6 +525,19 @@ class JobSpec(_message.Message):
     def delay(self) -> _duration_pb2.Duration:
         """Run no earlier than this long after it is accepted."""
 
+    @_builtins.property
+    def requires(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The worker labels it needs: a worker leases it only if its labels hold
+        every pair (an empty value asks only that the key be present).
+        """
+
+    @_builtins.property
+    def resources(self) -> Global___Resources:
+        """What one attempt may use (memory, CPU time, processes, open files, file
+        size). Unset or 0 fields mean no limit of the job's own; the worker's
+        maxima apply either way (docs/sandbox.md).
+        """
+
     def __init__(
         self,
         *,
@@ -491,16 +553,64 @@ class JobSpec(_message.Message):
         ref: _builtins.str = ...,
         run_at: _timestamp_pb2.Timestamp | None = ...,
         delay: _duration_pb2.Duration | None = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        requires: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        resources: Global___Resources | None = ...,
+        network: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "delay", b"delay", "max_retries", b"max_retries", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "delay", b"delay", "max_retries", b"max_retries", "resources", b"resources", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "cmd", b"cmd", "delay", b"delay", "depends_on", b"depends_on", "env", b"env", "input_json", b"input_json", "labels", b"labels", "max_retries", b"max_retries", "org_id", b"org_id", "priority", b"priority", "ref", b"ref", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries", "cmd", b"cmd", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "delay", b"delay", "depends_on", b"depends_on", "env", b"env", "input_json", b"input_json", "labels", b"labels", "max_retries", b"max_retries", "network", b"network", "org_id", b"org_id", "priority", b"priority", "ref", b"ref", "requires", b"requires", "resources", b"resources", "run_at", b"run_at", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_retries: _TypeAlias = _typing.Literal["max_retries"]  # noqa: Y015
     _WhichOneofArgType__max_retries: _TypeAlias = _typing.Literal["_max_retries", b"_max_retries"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_retries) -> _WhichOneofReturnType__max_retries | None: ...
 
 Global___JobSpec: _TypeAlias = JobSpec  # noqa: Y015
+
+@_typing.final
+class Resources(_message.Message):
+    """Resources bounds what one attempt of a job may use. Each field 0 means no
+    limit of the job's own; a worker clamps every value to its own maximum.
+    A job stopped by one fails with cause RESOURCE_LIMIT_EXCEEDED.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMORY_BYTES_FIELD_NUMBER: _builtins.int
+    CPU_SECONDS_FIELD_NUMBER: _builtins.int
+    PROCESSES_FIELD_NUMBER: _builtins.int
+    OPEN_FILES_FIELD_NUMBER: _builtins.int
+    FILE_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    memory_bytes: _builtins.int
+    """Resident memory of the job's processes together, in bytes (at least
+    1 MiB when set).
+    """
+    cpu_seconds: _builtins.int
+    """CPU time of each of the job's processes, in whole seconds."""
+    processes: _builtins.int
+    """Processes (and threads) the job's user may have at once (RLIMIT_NPROC)."""
+    open_files: _builtins.int
+    """Open file descriptors of each process (at least 3 when set)."""
+    file_size_bytes: _builtins.int
+    """Largest file a process may write, in bytes."""
+    def __init__(
+        self,
+        *,
+        memory_bytes: _builtins.int = ...,
+        cpu_seconds: _builtins.int = ...,
+        processes: _builtins.int = ...,
+        open_files: _builtins.int = ...,
+        file_size_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_seconds", b"cpu_seconds", "file_size_bytes", b"file_size_bytes", "memory_bytes", b"memory_bytes", "open_files", b"open_files", "processes", b"processes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Resources: _TypeAlias = Resources  # noqa: Y015
 
 @_typing.final
 class Artifact(_message.Message):
@@ -580,6 +690,26 @@ class Job(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class RequiresEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ID_FIELD_NUMBER: _builtins.int
     ORG_ID_FIELD_NUMBER: _builtins.int
     CMD_FIELD_NUMBER: _builtins.int
@@ -610,6 +740,12 @@ class Job(_message.Message):
     CHILD_IDS_FIELD_NUMBER: _builtins.int
     RERUN_OF_FIELD_NUMBER: _builtins.int
     RERUN_IDS_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_LIMIT_FIELD_NUMBER: _builtins.int
+    REQUIRES_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id: a UUID in the time-ordered UUIDv7 layout."""
     org_id: _builtins.str
@@ -640,6 +776,17 @@ class Job(_message.Message):
     """The client's idempotency key from SubmitRequest.request_id, if any."""
     rerun_of: _builtins.str
     """The job this one reruns (see JobService.Rerun), if any."""
+    concurrency_key: _builtins.str
+    """Its concurrency key, if any (see JobSpec.concurrency_key)."""
+    concurrency_limit: _builtins.int
+    """How many jobs of its key may run at once, when it has a key."""
+    waiting_reason: _builtins.str
+    """For a runnable job that is waiting, what holds it, for people: for
+    example "waiting: no connected worker matches" or "waiting: the
+    organisation's limit of 2 running jobs is reached" (filled in by Get).
+    """
+    network: _builtins.bool
+    """Whether the job asked for the network in a sandboxed worker."""
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command, as an argv list."""
@@ -706,6 +853,14 @@ class Job(_message.Message):
     def rerun_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The jobs that rerun this one (filled in by Get)."""
 
+    @_builtins.property
+    def requires(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The worker labels it needs (see JobSpec.requires)."""
+
+    @_builtins.property
+    def resources(self) -> Global___Resources:
+        """What one attempt may use, as submitted (see JobSpec.resources)."""
+
     def __init__(
         self,
         *,
@@ -739,10 +894,16 @@ class Job(_message.Message):
         child_ids: _abc.Iterable[_builtins.str] | None = ...,
         rerun_of: _builtins.str = ...,
         rerun_ids: _abc.Iterable[_builtins.str] | None = ...,
+        concurrency_key: _builtins.str = ...,
+        concurrency_limit: _builtins.int = ...,
+        requires: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        waiting_reason: _builtins.str = ...,
+        resources: Global___Resources | None = ...,
+        network: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "last_transition", b"last_transition", "lease_expire_time", b"lease_expire_time", "next_run_time", b"next_run_time", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "last_transition", b"last_transition", "lease_expire_time", b"lease_expire_time", "next_run_time", b"next_run_time", "resources", b"resources", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "child_ids", b"child_ids", "cmd", b"cmd", "create_time", b"create_time", "depends_on", b"depends_on", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "last_transition", b"last_transition", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "rerun_ids", b"rerun_ids", "rerun_of", b"rerun_of", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "child_ids", b"child_ids", "cmd", b"cmd", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "create_time", b"create_time", "depends_on", b"depends_on", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "last_transition", b"last_transition", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "network", b"network", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "requires", b"requires", "rerun_ids", b"rerun_ids", "rerun_of", b"rerun_of", "resources", b"resources", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -97,6 +97,11 @@ class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attemp
     """The worker stopped the attempt because it is shutting down; it is
     retried while retries remain.
     """
+    ATTEMPT_OUTCOME_RESOURCE_LIMIT_EXCEEDED: _AttemptOutcome.ValueType  # 6
+    """The attempt went over one of its resource limits (JobSpec.resources or
+    the worker's maxima); the error names the limit. It is retried while
+    retries remain.
+    """
 
 class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
     """AttemptOutcome is how a worker says an attempt ended."""
@@ -116,6 +121,11 @@ retried while retries remain.
 ATTEMPT_OUTCOME_INTERRUPTED: AttemptOutcome.ValueType  # 5
 """The worker stopped the attempt because it is shutting down; it is
 retried while retries remain.
+"""
+ATTEMPT_OUTCOME_RESOURCE_LIMIT_EXCEEDED: AttemptOutcome.ValueType  # 6
+"""The attempt went over one of its resource limits (JobSpec.resources or
+the worker's maxima); the error names the limit. It is retried while
+retries remain.
 """
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 
@@ -333,6 +343,7 @@ class ListRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_AFTER_FIELD_NUMBER: _builtins.int
     CREATE_TIME_BEFORE_FIELD_NUMBER: _builtins.int
+    UNMATCHED_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """Only jobs of this organisation; empty means the default organisation."""
     order: Global___ListOrder.ValueType
@@ -342,6 +353,11 @@ class ListRequest(_message.Message):
     page_token: _builtins.str
     """The next_page_token of a previous call with the same filters, to read
     the next page.
+    """
+    unmatched: _builtins.bool
+    """Only runnable jobs (PENDING, RETRYING) that no worker connected to this
+    server can take: none serves their organisation, or none has the labels
+    they require.
     """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobState.ValueType]:
@@ -370,10 +386,11 @@ class ListRequest(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         create_time_after: _timestamp_pb2.Timestamp | None = ...,
         create_time_before: _timestamp_pb2.Timestamp | None = ...,
+        unmatched: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time_after", b"create_time_after", "create_time_before", b"create_time_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time_after", b"create_time_after", "create_time_before", b"create_time_before", "labels", b"labels", "order", b"order", "org_id", b"org_id", "page_size", b"page_size", "page_token", b"page_token", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time_after", b"create_time_after", "create_time_before", b"create_time_before", "labels", b"labels", "order", b"order", "org_id", b"org_id", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "unmatched", b"unmatched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

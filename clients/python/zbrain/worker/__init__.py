@@ -19,7 +19,9 @@ running ones finish within a grace period, then they are stopped.
 The parts live in private modules: `_worker` (the connection loop and
 draining), `_session` (one stream), `_outbox` (what is owed to the server),
 `_attempt` (running and reporting one attempt), `_executor` (the executor
-contract and the function executor) and `_process` (the process executor).
+contract and the function executor), `_process` (the process executor),
+`_limits` (a job's resource limits) and `_sandbox` (the process executor
+inside bubblewrap).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ._executor import (
     StopReason,
 )
 from ._process import ProcessExecutor, ProcessLimits
+from ._sandbox import SandboxExecutor, SandboxUnavailableError
 from ._worker import Worker
 
 __all__ = [
@@ -47,6 +50,8 @@ __all__ = [
     "Outcome",
     "ProcessExecutor",
     "ProcessLimits",
+    "SandboxExecutor",
+    "SandboxUnavailableError",
     "StopReason",
     "Worker",
 ]

@@ -85,6 +85,11 @@ class Outcome:
     def failed(cls, error: str, exit_code: int | None = None) -> Outcome:
         return cls(AttemptOutcome.FAILED, error=error, exit_code=exit_code)
 
+    @classmethod
+    def limit_exceeded(cls, error: str, exit_code: int | None = None) -> Outcome:
+        """Stopped by one of its resource limits, which `error` names."""
+        return cls(AttemptOutcome.RESOURCE_LIMIT_EXCEEDED, error=error, exit_code=exit_code)
+
     def to_proto(self) -> job_service_pb2.AttemptResult:
         result = job_service_pb2.AttemptResult(
             outcome=job_service_pb2.AttemptOutcome.ValueType(self.kind.value),

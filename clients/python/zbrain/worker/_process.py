@@ -6,6 +6,11 @@ path where the job may write its JSON output, and a folder whose files become
 the job's artifacts. stdout and stderr are streamed line by line while the
 process runs. Stopping (cancel, timeout, shutdown) sends SIGTERM to the
 whole process group, then SIGKILL after a grace period.
+
+A job's resource limits (bounded by the executor's maxima) are applied as
+`_limits` explains: rlimits set before the program runs, and the resident
+memory of its process tree watched; a job stopped by one reports
+RESOURCE_LIMIT_EXCEEDED with the limit named.
 """
 
 from __future__ import annotations
@@ -18,13 +23,22 @@ import shutil
 import signal
 import tempfile
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..models import Job, LogStream
+from ..models import NO_RESOURCES, Job, LogStream, Resources
 from ..protocol import TRUNCATION_MARK
 from ._executor import AttemptEvents, Cancellation, Executor, Outcome
+from ._limits import (
+    MEMORY_SAMPLE_INTERVAL_S,
+    MemoryWatch,
+    effective,
+    exceeded,
+    rlimit_prefix,
+    tree,
+)
 
 # Variables of the worker's own environment that jobs inherit; everything else
 # of the worker's environment (tokens, credentials) stays out of the job.
@@ -43,17 +57,35 @@ class ProcessLimits:
 
 
 class ProcessExecutor(Executor):
-    """Runs `job.cmd` as a process; exit status 0 is success."""
+    """Runs `job.cmd` as a process; exit status 0 is success.
+
+    `maxima` bounds every job's resource limits, and applies to jobs that
+    set none (`zbrain worker --max-memory` and the like).
+    """
 
     def __init__(
         self,
         temp_dir: Path | None = None,
         limits: ProcessLimits | None = None,
         executor_id: str = "process",
+        *,
+        maxima: Resources = NO_RESOURCES,
     ) -> None:
         self.id = executor_id
         self.temp_dir = Path(temp_dir or tempfile.gettempdir())
         self.limits = limits or ProcessLimits()
+        self.maxima = maxima
+        # One thread removes finished job folders in order; the interpreter
+        # waits for it at exit, so none is left behind.
+        self._remover = ThreadPoolExecutor(1, thread_name_prefix="zbrain-folder-remover")
+
+    def _command(self, job: Job, workdir: Path, limits: Resources) -> list[str]:
+        """The argv that runs the job in `workdir` within `limits`."""
+        return [*rlimit_prefix(limits), *job.cmd]
+
+    def _exit_status(self, returncode: int) -> int:
+        """The job's exit status from that of the process started (the same here)."""
+        return returncode
 
     async def health_check(self) -> None:
         """Fail unless job folders can be made in the temp dir."""
@@ -62,14 +94,18 @@ class ProcessExecutor(Executor):
         os.rmdir(probe)
 
     async def execute(self, job: Job, events: AttemptEvents, cancel: Cancellation) -> Outcome:
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
-        workdir = Path(
-            tempfile.mkdtemp(dir=self.temp_dir, prefix=f"zbrain-{job.id}-{job.attempt}-")
-        )
+        prefix = f"zbrain-{job.id}-{job.attempt}-"
+        try:
+            workdir = Path(tempfile.mkdtemp(dir=self.temp_dir, prefix=prefix))
+        except FileNotFoundError:  # the temp dir went away (or was never made)
+            self.temp_dir.mkdir(parents=True, exist_ok=True)
+            workdir = Path(tempfile.mkdtemp(dir=self.temp_dir, prefix=prefix))
         try:
             return await self._run(job, workdir, events, cancel)
         finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
+            # Off the event loop and after the result: removing a folder costs
+            # a millisecond of the filesystem's time the next job need not wait for.
+            self._remover.submit(shutil.rmtree, workdir, ignore_errors=True)
 
     async def _run(
         self, job: Job, workdir: Path, events: AttemptEvents, cancel: Cancellation
@@ -96,16 +132,24 @@ class ProcessExecutor(Executor):
             parents_path = workdir / "parents.json"
             parents_path.write_text(json.dumps([parent.to_dict() for parent in job.parents]))
             env["ZBRAIN_PARENTS"] = str(parents_path)
+        limits = effective(job.resources, self.maxima)
+        argv = self._command(job, workdir, limits)
+        if len(argv) > len(job.cmd):  # behind a wrapper, whose own error would say less
+            missing = _missing_program(job.cmd[0], env.get("PATH", os.defpath), workdir)
+            if missing is not None:
+                return missing
         try:
-            process = await asyncio.create_subprocess_exec(
-                *job.cmd,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=workdir,
-                env=env,
-                start_new_session=True,  # its own process group, so a stop reaches its children
-            )
+            # The input file itself is the process's stdin: no pipe to feed.
+            with input_path.open("rb") as stdin:
+                process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=stdin,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                    cwd=workdir,
+                    env=env,
+                    start_new_session=True,  # its own process group: a stop reaches its children
+                )
         except FileNotFoundError:
             return Outcome.failed(f"program not found: {job.cmd[0]}", exit_code=127)
         except PermissionError:
@@ -118,18 +162,32 @@ class ProcessExecutor(Executor):
         readers = [
             asyncio.create_task(self._pump(process.stdout, LogStream.STDOUT, budget, None)),
             asyncio.create_task(self._pump(process.stderr, LogStream.STDERR, budget, stderr_tail)),
-            asyncio.create_task(_feed(process.stdin, input_text.encode())),
         ]
         waiting = asyncio.create_task(process.wait())
         stopping = asyncio.create_task(cancel.wait())
-        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiting.done():
+        watch = MemoryWatch(process.pid, limits.memory_bytes) if limits.memory_bytes else None
+        watching = asyncio.create_task(_watch_memory(watch)) if watch is not None else None
+        await asyncio.wait(
+            {waiting, stopping, *([watching] if watching else [])},
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        over_memory = watching is not None and watching.done() and not waiting.done()
+        if over_memory:
+            _kill_tree(process.pid)
+            await waiting
+        elif not waiting.done():
             await self._stop(process, waiting)
         stopping.cancel()
+        if watching is not None:
+            watching.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
-        code = process.returncode
+        code = self._exit_status(process.returncode or 0)
         if cancel.is_set():
             return Outcome.failed(f"stopped: {cancel.reason_text}", exit_code=code)
+        if over_memory and watch is not None:
+            return Outcome.limit_exceeded(watch.describe(), exit_code=code)
+        if over := exceeded(code, limits):
+            return Outcome.limit_exceeded(over, exit_code=code)
         if code != 0:
             tail = "".join(stderr_tail).strip()[-STDERR_TAIL_BYTES:]
             status = (
@@ -192,9 +250,10 @@ class ProcessExecutor(Executor):
             budget.emit(_decode(pending[:limit]), kind, tail)
 
     def _read_output(self, path: Path) -> Any:
-        if not path.exists():
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
             return None
-        size = path.stat().st_size
         if size > self.limits.max_output_bytes:
             return Outcome.failed(
                 f"$ZBRAIN_OUTPUT is {size} bytes; the limit is {self.limits.max_output_bytes}"
@@ -209,6 +268,11 @@ class ProcessExecutor(Executor):
 
     async def _upload_artifacts(self, folder: Path, events: AttemptEvents) -> None:
         """Upload every regular file under the artifact folder; symlinks are skipped."""
+        try:
+            if not os.listdir(folder):  # most jobs leave none: no walk
+                return
+        except OSError:  # the job removed the folder (or made it something else)
+            return
         for path in sorted(folder.rglob("*")):
             if path.is_symlink() or not path.is_file():
                 continue
@@ -238,17 +302,37 @@ class _LogBudget:
         self.events.log(text, kind)
 
 
+async def _watch_memory(watch: MemoryWatch) -> None:
+    """Return once the job's processes are over their memory limit. Sampling
+    is the point: the kernel tells nobody how much memory a tree holds."""
+    while not watch.over_limit():  # noqa: ASYNC110 - no event to wait for
+        await asyncio.sleep(MEMORY_SAMPLE_INTERVAL_S)
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a job's process group and every process of its tree (one that
+    left the group included): a job over its memory limit gets no grace."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    for member in tree(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(member, signal.SIGKILL)
+
+
+def _missing_program(program: str, search_path: str, workdir: Path) -> Outcome | None:
+    """The failure to report when `program` cannot be run (as a direct spawn
+    would say it), or None when it can."""
+    if "/" in program:
+        path = workdir / program  # an absolute program stays itself
+        if not path.exists():
+            return Outcome.failed(f"program not found: {program}", exit_code=127)
+        if not os.access(path, os.X_OK) or path.is_dir():
+            return Outcome.failed(f"program not executable: {program}", exit_code=126)
+        return None
+    if shutil.which(program, path=search_path) is None:
+        return Outcome.failed(f"program not found: {program}", exit_code=127)
+    return None
+
+
 def _decode(data: bytes) -> str:
     return data.decode(errors="replace").rstrip("\r")
-
-
-async def _feed(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
-    """Write the input to the process's stdin; a process that does not read it is fine."""
-    if stdin is None:
-        return
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        stdin.write(data)
-        await stdin.drain()
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        stdin.close()
-        await stdin.wait_closed()

@@ -31,7 +31,8 @@ INSERT INTO jobs (
     id, org_id, cmd, input_json, env, timeout_us, max_retries, priority, labels,
     create_time, state, attempt, update_time, start_time, finish_time, next_run_time,
     last_error, output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested,
-    request_id, trace_context, previous_state, cause, reason, transition_time
+    request_id, trace_context, previous_state, cause, reason, transition_time,
+    concurrency_key, concurrency_limit, requires, resources, network
 )
 SELECT * FROM unnest(
     :id::text[], :org_id::text[], :cmd::text[], :input_json::text[], :env::text[],
@@ -41,7 +42,8 @@ SELECT * FROM unnest(
     :last_error::text[], :output_json::text[], :lease_epoch::bigint[], :worker_id::text[],
     :lease_expire_time::bigint[], :cancel_requested::int[], :request_id::text[],
     :trace_context::text[], :previous_state::text[], :cause::text[], :reason::text[],
-    :transition_time::bigint[]
+    :transition_time::bigint[], :concurrency_key::text[], :concurrency_limit::int[],
+    :requires::text[], :resources::text[], :network::int[]
 )
 ON CONFLICT (org_id, request_id) WHERE request_id != '' DO NOTHING;
 
@@ -70,12 +72,87 @@ FROM unnest(
 WHERE jobs.id = v.id AND jobs.state = v.old_state AND jobs.lease_epoch = v.old_lease_epoch;
 
 -- name: lock_runnable
--- Up to :limit jobs of one org that may run now, in leasing order; rows
--- another replica is leasing are skipped, not waited for.
+-- Up to :limit jobs of one org that may run now, in leasing order: those the
+-- worker's labels (a JSON object) meet, matching none of the paused label
+-- selectors (a JSON array of objects), and not of a skipped concurrency key.
+-- Rows another replica is leasing are skipped, not waited for.
 SELECT * FROM jobs
 WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+    AND (requires = '{}' OR NOT EXISTS (
+        SELECT 1 FROM jsonb_each_text(requires::jsonb) AS r
+        WHERE NOT coalesce(
+            jsonb_exists(:worker_labels::jsonb, r.key)
+                AND (r.value = '' OR :worker_labels::jsonb ->> r.key = r.value),
+            false)))
+    AND (:paused_selectors::jsonb = '[]'::jsonb OR NOT EXISTS (
+        SELECT 1 FROM jsonb_array_elements(:paused_selectors::jsonb) AS s(selector)
+        WHERE labels::jsonb @> s.selector))
+    AND NOT (concurrency_key = ANY(:skipped_keys::text[]))
 ORDER BY priority DESC, id LIMIT :limit
 FOR UPDATE SKIP LOCKED;
+
+-- name: org_settings_of
+SELECT * FROM org_settings WHERE org_id = ANY(:org_ids::text[]);
+
+-- name: save_org_settings
+INSERT INTO org_settings (
+    org_id, max_running_jobs, max_starts_per_second, max_waiting_jobs, max_log_bytes,
+    max_artifact_bytes, retention_days, paused, paused_selectors, update_time
+) VALUES (
+    :org_id, :max_running_jobs, :max_starts_per_second, :max_waiting_jobs, :max_log_bytes,
+    :max_artifact_bytes, :retention_days, :paused, :paused_selectors, :update_time
+) ON CONFLICT (org_id) DO UPDATE SET
+    max_running_jobs = excluded.max_running_jobs,
+    max_starts_per_second = excluded.max_starts_per_second,
+    max_waiting_jobs = excluded.max_waiting_jobs, max_log_bytes = excluded.max_log_bytes,
+    max_artifact_bytes = excluded.max_artifact_bytes, retention_days = excluded.retention_days,
+    paused = excluded.paused, paused_selectors = excluded.paused_selectors,
+    update_time = excluded.update_time;
+
+-- name: lock_org_settings
+-- Two admins changing one org's settings at once take turns, each reading
+-- what the other stored.
+SELECT * FROM org_settings WHERE org_id = :org_id FOR UPDATE;
+
+-- name: try_lock_limit
+-- The lock a lease transaction holds while it counts an org's (or a key's)
+-- running jobs and leases within its limit, so no other replica counts the
+-- same jobs before this one commits. It never waits: a replica finding it
+-- held skips that org or key for this pass and tries again soon (waiting
+-- could deadlock with a submitting group holding the org's waiting row).
+SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0)) AS locked;
+
+-- name: count_running
+SELECT count(*) AS running FROM jobs WHERE org_id = :org_id AND state = 'RUNNING';
+
+-- name: key_head
+-- The first job of a concurrency key that the worker could lease now, in
+-- leasing order (filters as lock_runnable's), locked by another replica or
+-- not: a replica that read past it (SKIP LOCKED) must not lease the next one.
+SELECT id FROM jobs
+WHERE org_id = :org_id AND concurrency_key = :concurrency_key
+    AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+    AND (requires = '{}' OR NOT EXISTS (
+        SELECT 1 FROM jsonb_each_text(requires::jsonb) AS r
+        WHERE NOT coalesce(
+            jsonb_exists(:worker_labels::jsonb, r.key)
+                AND (r.value = '' OR :worker_labels::jsonb ->> r.key = r.value),
+            false)))
+    AND (:paused_selectors::jsonb = '[]'::jsonb OR NOT EXISTS (
+        SELECT 1 FROM jsonb_array_elements(:paused_selectors::jsonb) AS s(selector)
+        WHERE labels::jsonb @> s.selector))
+ORDER BY priority DESC, id LIMIT 1;
+
+-- name: count_running_key
+SELECT count(*) AS running FROM jobs
+WHERE org_id = :org_id AND state = 'RUNNING' AND concurrency_key = :concurrency_key;
+
+-- name: select_bucket
+SELECT tokens, refill_time FROM org_buckets WHERE org_id = :org_id;
+
+-- name: save_bucket
+INSERT INTO org_buckets (org_id, tokens, refill_time) VALUES (:org_id, :tokens, :refill_time)
+ON CONFLICT (org_id) DO UPDATE SET tokens = excluded.tokens, refill_time = excluded.refill_time;
 
 -- name: lock_expired
 -- SKIP LOCKED: a job another replica's reaper is failing right now is its
@@ -117,11 +194,22 @@ INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name,
 ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = excluded.size_bytes;
 
 -- name: purgeable
+-- Of every org but those with retention days of their own (:own_orgs).
 -- SKIP LOCKED: replicas purging at once split the work instead of waiting.
 SELECT id FROM jobs
 WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+    AND NOT (org_id = ANY(:own_orgs::text[]))
 LIMIT :limit
 FOR UPDATE SKIP LOCKED;
+
+-- name: purgeable_of_org
+SELECT id FROM jobs
+WHERE org_id = :org_id AND finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+LIMIT :limit
+FOR UPDATE SKIP LOCKED;
+
+-- name: all_org_settings
+SELECT * FROM org_settings;
 
 -- name: delete_logs_of
 DELETE FROM logs WHERE job_id = ANY(:ids::text[]);
@@ -134,6 +222,12 @@ DELETE FROM jobs WHERE id = ANY(:ids::text[]);
 
 -- name: referenced_blobs
 SELECT DISTINCT sha256 FROM artifacts;
+
+-- name: runnable_requirements
+-- Runnable jobs by org and the worker labels they require, for the count of
+-- jobs no connected worker can take.
+SELECT org_id, requires, count(*) AS jobs FROM jobs
+WHERE state IN ('PENDING', 'RETRYING') GROUP BY org_id, requires;
 
 -- name: count_unfinished
 SELECT org_id, state, count(*) AS jobs FROM jobs

@@ -31,12 +31,14 @@ INSERT INTO jobs (
     id, org_id, cmd, input_json, env, timeout_us, max_retries, priority, labels,
     create_time, state, attempt, update_time, start_time, finish_time, next_run_time,
     last_error, output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested,
-    request_id, trace_context, previous_state, cause, reason, transition_time
+    request_id, trace_context, previous_state, cause, reason, transition_time,
+    concurrency_key, concurrency_limit, requires, resources, network
 ) VALUES (
     :id, :org_id, :cmd, :input_json, :env, :timeout_us, :max_retries, :priority, :labels,
     :create_time, :state, :attempt, :update_time, :start_time, :finish_time, :next_run_time,
     :last_error, :output_json, :lease_epoch, :worker_id, :lease_expire_time, :cancel_requested,
-    :request_id, :trace_context, :previous_state, :cause, :reason, :transition_time
+    :request_id, :trace_context, :previous_state, :cause, :reason, :transition_time,
+    :concurrency_key, :concurrency_limit, :requires, :resources, :network
 ) ON CONFLICT DO NOTHING;
 
 -- name: save_job
@@ -51,10 +53,82 @@ UPDATE jobs SET
 WHERE id = :id AND state = :old_state AND lease_epoch = :old_lease_epoch;
 
 -- name: lock_runnable
--- Up to :limit jobs of one org that may run now, in leasing order.
+-- Up to :limit jobs of one org that may run now, in leasing order: those the
+-- worker's labels (a JSON object) meet, matching none of the paused label
+-- selectors (a JSON array of objects), and not of a skipped concurrency key.
 SELECT * FROM jobs
 WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+    AND (requires = '{}' OR NOT EXISTS (
+        SELECT 1 FROM json_each(jobs.requires) AS r
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(json(:worker_labels)) AS w
+            WHERE w.key = r.key AND (r.value = '' OR w.value = r.value))))
+    AND (:paused_selectors = '[]' OR NOT EXISTS (
+        SELECT 1 FROM json_each(json(:paused_selectors)) AS s
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(s.value) AS p
+            WHERE (SELECT l.value FROM json_each(jobs.labels) AS l WHERE l.key = p.key)
+                IS NOT p.value)))
+    AND concurrency_key NOT IN (SELECT value FROM json_each(:skipped_keys))
 ORDER BY priority DESC, id LIMIT :limit;
+
+-- name: org_settings_of
+SELECT * FROM org_settings WHERE org_id IN (SELECT value FROM json_each(:org_ids));
+
+-- name: save_org_settings
+INSERT INTO org_settings (
+    org_id, max_running_jobs, max_starts_per_second, max_waiting_jobs, max_log_bytes,
+    max_artifact_bytes, retention_days, paused, paused_selectors, update_time
+) VALUES (
+    :org_id, :max_running_jobs, :max_starts_per_second, :max_waiting_jobs, :max_log_bytes,
+    :max_artifact_bytes, :retention_days, :paused, :paused_selectors, :update_time
+) ON CONFLICT (org_id) DO UPDATE SET
+    max_running_jobs = excluded.max_running_jobs,
+    max_starts_per_second = excluded.max_starts_per_second,
+    max_waiting_jobs = excluded.max_waiting_jobs, max_log_bytes = excluded.max_log_bytes,
+    max_artifact_bytes = excluded.max_artifact_bytes, retention_days = excluded.retention_days,
+    paused = excluded.paused, paused_selectors = excluded.paused_selectors,
+    update_time = excluded.update_time;
+
+-- name: lock_org_settings
+SELECT * FROM org_settings WHERE org_id = :org_id;
+
+-- name: try_lock_limit
+-- The writer holds the whole database: a limit's count needs no lock of its own.
+SELECT 1 AS locked;
+
+-- name: count_running
+SELECT count(*) AS running FROM jobs WHERE org_id = :org_id AND state = 'RUNNING';
+
+-- name: key_head
+-- The first job of a concurrency key that the worker could lease now, in
+-- leasing order (filters as lock_runnable's).
+SELECT id FROM jobs
+WHERE org_id = :org_id AND concurrency_key = :concurrency_key
+    AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+    AND (requires = '{}' OR NOT EXISTS (
+        SELECT 1 FROM json_each(jobs.requires) AS r
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(json(:worker_labels)) AS w
+            WHERE w.key = r.key AND (r.value = '' OR w.value = r.value))))
+    AND (:paused_selectors = '[]' OR NOT EXISTS (
+        SELECT 1 FROM json_each(json(:paused_selectors)) AS s
+        WHERE NOT EXISTS (
+            SELECT 1 FROM json_each(s.value) AS p
+            WHERE (SELECT l.value FROM json_each(jobs.labels) AS l WHERE l.key = p.key)
+                IS NOT p.value)))
+ORDER BY priority DESC, id LIMIT 1;
+
+-- name: count_running_key
+SELECT count(*) AS running FROM jobs
+WHERE org_id = :org_id AND state = 'RUNNING' AND concurrency_key = :concurrency_key;
+
+-- name: select_bucket
+SELECT tokens, refill_time FROM org_buckets WHERE org_id = :org_id;
+
+-- name: save_bucket
+INSERT INTO org_buckets (org_id, tokens, refill_time) VALUES (:org_id, :tokens, :refill_time)
+ON CONFLICT (org_id) DO UPDATE SET tokens = excluded.tokens, refill_time = excluded.refill_time;
 
 -- name: lock_expired
 SELECT * FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < :now;
@@ -88,9 +162,19 @@ INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name,
 ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = excluded.size_bytes;
 
 -- name: purgeable
+-- Of every org but those with retention days of their own (:own_orgs).
 SELECT id FROM jobs
 WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+    AND org_id NOT IN (SELECT value FROM json_each(:own_orgs))
 LIMIT :limit;
+
+-- name: purgeable_of_org
+SELECT id FROM jobs
+WHERE org_id = :org_id AND finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+LIMIT :limit;
+
+-- name: all_org_settings
+SELECT * FROM org_settings;
 
 -- name: delete_logs_of
 DELETE FROM logs WHERE job_id IN (SELECT value FROM json_each(:ids));
@@ -107,6 +191,12 @@ SELECT DISTINCT sha256 FROM artifacts;
 -- name: count_waiting
 SELECT org_id, count(*) AS waiting FROM jobs
 WHERE state IN ('PENDING', 'RETRYING', 'BLOCKED', 'SCHEDULED') GROUP BY org_id;
+
+-- name: runnable_requirements
+-- Runnable jobs by org and the worker labels they require, for the count of
+-- jobs no connected worker can take.
+SELECT org_id, requires, count(*) AS jobs FROM jobs
+WHERE state IN ('PENDING', 'RETRYING') GROUP BY org_id, requires;
 
 -- name: count_unfinished
 SELECT org_id, state, count(*) AS jobs FROM jobs

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file zbrain/v1/job.proto.
  */
 export const file_zbrain_v1_job: GenFile = /*@__PURE__*/
-  fileDesc("ChN6YnJhaW4vdjEvam9iLnByb3RvEgl6YnJhaW4udjEiXAoKRGVwZW5kZW5jeRIOCgZqb2JfaWQYASABKAkSCwoDcmVmGAIgASgJEjEKCWNvbmRpdGlvbhgDIAEoDjIeLnpicmFpbi52MS5EZXBlbmRlbmN5Q29uZGl0aW9uIm8KDFBhcmVudFJlc3VsdBIOCgZqb2JfaWQYASABKAkSIgoFc3RhdGUYAiABKA4yEy56YnJhaW4udjEuSm9iU3RhdGUSEwoLb3V0cHV0X2pzb24YAyABKAkSFgoOb3V0cHV0X29taXR0ZWQYBCABKAgiwQEKClRyYW5zaXRpb24SJwoKZnJvbV9zdGF0ZRgBIAEoDjITLnpicmFpbi52MS5Kb2JTdGF0ZRIlCgh0b19zdGF0ZRgCIAEoDjITLnpicmFpbi52MS5Kb2JTdGF0ZRIpCgVjYXVzZRgDIAEoDjIaLnpicmFpbi52MS5UcmFuc2l0aW9uQ2F1c2USDgoGcmVhc29uGAQgASgJEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIuUDCgdKb2JTcGVjEg4KBm9yZ19pZBgBIAEoCRILCgNjbWQYAiADKAkSEgoKaW5wdXRfanNvbhgDIAEoCRIoCgNlbnYYBCADKAsyGy56YnJhaW4udjEuSm9iU3BlYy5FbnZFbnRyeRIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKC21heF9yZXRyaWVzGAYgASgFSACIAQESEAoIcHJpb3JpdHkYByABKAUSLgoGbGFiZWxzGAggAygLMh4uemJyYWluLnYxLkpvYlNwZWMuTGFiZWxzRW50cnkSKQoKZGVwZW5kc19vbhgJIAMoCzIVLnpicmFpbi52MS5EZXBlbmRlbmN5EgsKA3JlZhgKIAEoCRIqCgZydW5fYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKBWRlbGF5GAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIOCgxfbWF4X3JldHJpZXMiPAoIQXJ0aWZhY3QSDAoEbmFtZRgBIAEoCRIOCgZzaGEyNTYYAiABKAkSEgoKc2l6ZV9ieXRlcxgDIAEoAyKECAoDSm9iEgoKAmlkGAEgASgJEg4KBm9yZ19pZBgCIAEoCRILCgNjbWQYAyADKAkSEgoKaW5wdXRfanNvbhgEIAEoCRIkCgNlbnYYBSADKAsyFy56YnJhaW4udjEuSm9iLkVudkVudHJ5EioKB3RpbWVvdXQYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLbWF4X3JldHJpZXMYByABKAUSEAoIcHJpb3JpdHkYCCABKAUSKgoGbGFiZWxzGAkgAygLMhouemJyYWluLnYxLkpvYi5MYWJlbHNFbnRyeRIiCgVzdGF0ZRgKIAEoDjITLnpicmFpbi52MS5Kb2JTdGF0ZRIPCgdhdHRlbXB0GAsgASgFEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKc3RhcnRfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDW5leHRfcnVuX3RpbWUYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmxhc3RfZXJyb3IYESABKAkSEwoLb3V0cHV0X2pzb24YEiABKAkSJgoJYXJ0aWZhY3RzGBMgAygLMhMuemJyYWluLnYxLkFydGlmYWN0EhMKC2xlYXNlX2Vwb2NoGBQgASgDEhEKCXdvcmtlcl9pZBgVIAEoCRI1ChFsZWFzZV9leHBpcmVfdGltZRgWIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY2FuY2VsX3JlcXVlc3RlZBgXIAEoCBISCgpyZXF1ZXN0X2lkGBggASgJEi4KD2xhc3RfdHJhbnNpdGlvbhgZIAEoCzIVLnpicmFpbi52MS5UcmFuc2l0aW9uEiQKCGF0dGVtcHRzGBogAygLMhIuemJyYWluLnYxLkF0dGVtcHQSKQoKZGVwZW5kc19vbhgbIAMoCzIVLnpicmFpbi52MS5EZXBlbmRlbmN5EhEKCWNoaWxkX2lkcxgcIAMoCRIQCghyZXJ1bl9vZhgdIAEoCRIRCglyZXJ1bl9pZHMYHiADKAkaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoECCgdBdHRlbXB0Eg4KBm51bWJlchgBIAEoBRIRCgl3b3JrZXJfaWQYAiABKAkSEwoLbGVhc2VfZXBvY2gYAyABKAMSLgoKc3RhcnRfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBWNhdXNlGAYgASgOMhouemJyYWluLnYxLlRyYW5zaXRpb25DYXVzZRImCgllbmRfc3RhdGUYByABKA4yEy56YnJhaW4udjEuSm9iU3RhdGUSDQoFZXJyb3IYCCABKAkiigEKB0xvZ0xpbmUSEAoIc2VxdWVuY2UYASABKAMSJAoGc3RyZWFtGAIgASgOMhQuemJyYWluLnYxLkxvZ1N0cmVhbRIPCgdhdHRlbXB0GAMgASgFEigKBHRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBHRleHQYBSABKAkq4gEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9QRU5ESU5HEAESFQoRSk9CX1NUQVRFX1JVTk5JTkcQAhIXChNKT0JfU1RBVEVfU1VDQ0VFREVEEAMSFAoQSk9CX1NUQVRFX0ZBSUxFRBAEEhYKEkpPQl9TVEFURV9SRVRSWUlORxAFEhYKEkpPQl9TVEFURV9DQU5DRUxFRBAGEhUKEUpPQl9TVEFURV9CTE9DS0VEEAcSFwoTSk9CX1NUQVRFX1NDSEVEVUxFRBAIKoIBChNEZXBlbmRlbmN5Q29uZGl0aW9uEiQKIERFUEVOREVOQ1lfQ09ORElUSU9OX1VOU1BFQ0lGSUVEEAASIgoeREVQRU5ERU5DWV9DT05ESVRJT05fU1VDQ0VFREVEEAESIQodREVQRU5ERU5DWV9DT05ESVRJT05fRklOSVNIRUQQAiqNBAoPVHJhbnNpdGlvbkNhdXNlEiAKHFRSQU5TSVRJT05fQ0FVU0VfVU5TUEVDSUZJRUQQABIeChpUUkFOU0lUSU9OX0NBVVNFX1NVQk1JVFRFRBABEhsKF1RSQU5TSVRJT05fQ0FVU0VfTEVBU0VEEAISHgoaVFJBTlNJVElPTl9DQVVTRV9TVUNDRUVERUQQAxIjCh9UUkFOU0lUSU9OX0NBVVNFX0FUVEVNUFRfRkFJTEVEEAQSJgoiVFJBTlNJVElPTl9DQVVTRV9BVFRFTVBUX1RJTUVEX09VVBAFEiIKHlRSQU5TSVRJT05fQ0FVU0VfTEVBU0VfRVhQSVJFRBAGEhwKGFRSQU5TSVRJT05fQ0FVU0VfT1ZFUkRVRRAHEiUKIVRSQU5TSVRJT05fQ0FVU0VfQ0FOQ0VMX1JFUVVFU1RFRBAIEh0KGVRSQU5TSVRJT05fQ0FVU0VfQ0FOQ0VMRUQQCRIjCh9UUkFOU0lUSU9OX0NBVVNFX0xFQVNFX1JFVFVSTkVEEAoSIAocVFJBTlNJVElPTl9DQVVTRV9JTlRFUlJVUFRFRBALEiYKIlRSQU5TSVRJT05fQ0FVU0VfREVQRU5ERU5DWV9GQUlMRUQQDBIdChlUUkFOU0lUSU9OX0NBVVNFX1JFTEVBU0VEEA0SGAoUVFJBTlNJVElPTl9DQVVTRV9EVUUQESpsCglMb2dTdHJlYW0SGgoWTE9HX1NUUkVBTV9VTlNQRUNJRklFRBAAEhUKEUxPR19TVFJFQU1fU1RET1VUEAESFQoRTE9HX1NUUkVBTV9TVERFUlIQAhIVChFMT0dfU1RSRUFNX1NZU1RFTRADYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChN6YnJhaW4vdjEvam9iLnByb3RvEgl6YnJhaW4udjEiXAoKRGVwZW5kZW5jeRIOCgZqb2JfaWQYASABKAkSCwoDcmVmGAIgASgJEjEKCWNvbmRpdGlvbhgDIAEoDjIeLnpicmFpbi52MS5EZXBlbmRlbmN5Q29uZGl0aW9uIm8KDFBhcmVudFJlc3VsdBIOCgZqb2JfaWQYASABKAkSIgoFc3RhdGUYAiABKA4yEy56YnJhaW4udjEuSm9iU3RhdGUSEwoLb3V0cHV0X2pzb24YAyABKAkSFgoOb3V0cHV0X29taXR0ZWQYBCABKAgiwQEKClRyYW5zaXRpb24SJwoKZnJvbV9zdGF0ZRgBIAEoDjITLnpicmFpbi52MS5Kb2JTdGF0ZRIlCgh0b19zdGF0ZRgCIAEoDjITLnpicmFpbi52MS5Kb2JTdGF0ZRIpCgVjYXVzZRgDIAEoDjIaLnpicmFpbi52MS5UcmFuc2l0aW9uQ2F1c2USDgoGcmVhc29uGAQgASgJEigKBHRpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIrgFCgdKb2JTcGVjEg4KBm9yZ19pZBgBIAEoCRILCgNjbWQYAiADKAkSEgoKaW5wdXRfanNvbhgDIAEoCRIoCgNlbnYYBCADKAsyGy56YnJhaW4udjEuSm9iU3BlYy5FbnZFbnRyeRIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhgKC21heF9yZXRyaWVzGAYgASgFSACIAQESEAoIcHJpb3JpdHkYByABKAUSLgoGbGFiZWxzGAggAygLMh4uemJyYWluLnYxLkpvYlNwZWMuTGFiZWxzRW50cnkSKQoKZGVwZW5kc19vbhgJIAMoCzIVLnpicmFpbi52MS5EZXBlbmRlbmN5EgsKA3JlZhgKIAEoCRIqCgZydW5fYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKBWRlbGF5GAwgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhcKD2NvbmN1cnJlbmN5X2tleRgNIAEoCRIZChFjb25jdXJyZW5jeV9saW1pdBgOIAEoBRIyCghyZXF1aXJlcxgPIAMoCzIgLnpicmFpbi52MS5Kb2JTcGVjLlJlcXVpcmVzRW50cnkSJwoJcmVzb3VyY2VzGBAgASgLMhQuemJyYWluLnYxLlJlc291cmNlcxIPCgduZXR3b3JrGBEgASgIGioKCEVudkVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARovCg1SZXF1aXJlc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCDgoMX21heF9yZXRyaWVzInYKCVJlc291cmNlcxIUCgxtZW1vcnlfYnl0ZXMYASABKAMSEwoLY3B1X3NlY29uZHMYAiABKAMSEQoJcHJvY2Vzc2VzGAMgASgFEhIKCm9wZW5fZmlsZXMYBCABKAUSFwoPZmlsZV9zaXplX2J5dGVzGAUgASgDIjwKCEFydGlmYWN0EgwKBG5hbWUYASABKAkSDgoGc2hhMjU2GAIgASgJEhIKCnNpemVfYnl0ZXMYAyABKAMi6wkKA0pvYhIKCgJpZBgBIAEoCRIOCgZvcmdfaWQYAiABKAkSCwoDY21kGAMgAygJEhIKCmlucHV0X2pzb24YBCABKAkSJAoDZW52GAUgAygLMhcuemJyYWluLnYxLkpvYi5FbnZFbnRyeRIqCgd0aW1lb3V0GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC21heF9yZXRyaWVzGAcgASgFEhAKCHByaW9yaXR5GAggASgFEioKBmxhYmVscxgJIAMoCzIaLnpicmFpbi52MS5Kb2IuTGFiZWxzRW50cnkSIgoFc3RhdGUYCiABKA4yEy56YnJhaW4udjEuSm9iU3RhdGUSDwoHYXR0ZW1wdBgLIAEoBRIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1uZXh0X3J1bl90aW1lGBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpsYXN0X2Vycm9yGBEgASgJEhMKC291dHB1dF9qc29uGBIgASgJEiYKCWFydGlmYWN0cxgTIAMoCzITLnpicmFpbi52MS5BcnRpZmFjdBITCgtsZWFzZV9lcG9jaBgUIAEoAxIRCgl3b3JrZXJfaWQYFSABKAkSNQoRbGVhc2VfZXhwaXJlX3RpbWUYFiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYFyABKAgSEgoKcmVxdWVzdF9pZBgYIAEoCRIuCg9sYXN0X3RyYW5zaXRpb24YGSABKAsyFS56YnJhaW4udjEuVHJhbnNpdGlvbhIkCghhdHRlbXB0cxgaIAMoCzISLnpicmFpbi52MS5BdHRlbXB0EikKCmRlcGVuZHNfb24YGyADKAsyFS56YnJhaW4udjEuRGVwZW5kZW5jeRIRCgljaGlsZF9pZHMYHCADKAkSEAoIcmVydW5fb2YYHSABKAkSEQoJcmVydW5faWRzGB4gAygJEhcKD2NvbmN1cnJlbmN5X2tleRgfIAEoCRIZChFjb25jdXJyZW5jeV9saW1pdBggIAEoBRIuCghyZXF1aXJlcxghIAMoCzIcLnpicmFpbi52MS5Kb2IuUmVxdWlyZXNFbnRyeRIWCg53YWl0aW5nX3JlYXNvbhgiIAEoCRInCglyZXNvdXJjZXMYIyABKAsyFC56YnJhaW4udjEuUmVzb3VyY2VzEg8KB25ldHdvcmsYJCABKAgaKgoIRW52RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGi8KDVJlcXVpcmVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKBAgoHQXR0ZW1wdBIOCgZudW1iZXIYASABKAUSEQoJd29ya2VyX2lkGAIgASgJEhMKC2xlYXNlX2Vwb2NoGAMgASgDEi4KCnN0YXJ0X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgVjYXVzZRgGIAEoDjIaLnpicmFpbi52MS5UcmFuc2l0aW9uQ2F1c2USJgoJZW5kX3N0YXRlGAcgASgOMhMuemJyYWluLnYxLkpvYlN0YXRlEg0KBWVycm9yGAggASgJIooBCgdMb2dMaW5lEhAKCHNlcXVlbmNlGAEgASgDEiQKBnN0cmVhbRgCIAEoDjIULnpicmFpbi52MS5Mb2dTdHJlYW0SDwoHYXR0ZW1wdBgDIAEoBRIoCgR0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgR0ZXh0GAUgASgJKuIBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfUEVORElORxABEhUKEUpPQl9TVEFURV9SVU5OSU5HEAISFwoTSk9CX1NUQVRFX1NVQ0NFRURFRBADEhQKEEpPQl9TVEFURV9GQUlMRUQQBBIWChJKT0JfU1RBVEVfUkVUUllJTkcQBRIWChJKT0JfU1RBVEVfQ0FOQ0VMRUQQBhIVChFKT0JfU1RBVEVfQkxPQ0tFRBAHEhcKE0pPQl9TVEFURV9TQ0hFRFVMRUQQCCqCAQoTRGVwZW5kZW5jeUNvbmRpdGlvbhIkCiBERVBFTkRFTkNZX0NPTkRJVElPTl9VTlNQRUNJRklFRBAAEiIKHkRFUEVOREVOQ1lfQ09ORElUSU9OX1NVQ0NFRURFRBABEiEKHURFUEVOREVOQ1lfQ09ORElUSU9OX0ZJTklTSEVEEAIquwQKD1RyYW5zaXRpb25DYXVzZRIgChxUUkFOU0lUSU9OX0NBVVNFX1VOU1BFQ0lGSUVEEAASHgoaVFJBTlNJVElPTl9DQVVTRV9TVUJNSVRURUQQARIbChdUUkFOU0lUSU9OX0NBVVNFX0xFQVNFRBACEh4KGlRSQU5TSVRJT05fQ0FVU0VfU1VDQ0VFREVEEAMSIwofVFJBTlNJVElPTl9DQVVTRV9BVFRFTVBUX0ZBSUxFRBAEEiYKIlRSQU5TSVRJT05fQ0FVU0VfQVRURU1QVF9USU1FRF9PVVQQBRIiCh5UUkFOU0lUSU9OX0NBVVNFX0xFQVNFX0VYUElSRUQQBhIcChhUUkFOU0lUSU9OX0NBVVNFX09WRVJEVUUQBxIlCiFUUkFOU0lUSU9OX0NBVVNFX0NBTkNFTF9SRVFVRVNURUQQCBIdChlUUkFOU0lUSU9OX0NBVVNFX0NBTkNFTEVEEAkSIwofVFJBTlNJVElPTl9DQVVTRV9MRUFTRV9SRVRVUk5FRBAKEiAKHFRSQU5TSVRJT05fQ0FVU0VfSU5URVJSVVBURUQQCxImCiJUUkFOU0lUSU9OX0NBVVNFX0RFUEVOREVOQ1lfRkFJTEVEEAwSHQoZVFJBTlNJVElPTl9DQVVTRV9SRUxFQVNFRBANEiwKKFRSQU5TSVRJT05fQ0FVU0VfUkVTT1VSQ0VfTElNSVRfRVhDRUVERUQQDhIYChRUUkFOU0lUSU9OX0NBVVNFX0RVRRARKmwKCUxvZ1N0cmVhbRIaChZMT0dfU1RSRUFNX1VOU1BFQ0lGSUVEEAASFQoRTE9HX1NUUkVBTV9TVERPVVQQARIVChFMT0dfU1RSRUFNX1NUREVSUhACEhUKEUxPR19TVFJFQU1fU1lTVEVNEANiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Dependency names a job another job waits for.
@@ -240,6 +240,49 @@ export type JobSpec = Message<"zbrain.v1.JobSpec"> & {
    * @generated from field: google.protobuf.Duration delay = 12;
    */
   delay?: Duration | undefined;
+
+  /**
+   * Jobs of an organisation sharing a concurrency key run at most
+   * concurrency_limit at once, in order (priority, then submission), over
+   * every replica. Empty means no key.
+   *
+   * @generated from field: string concurrency_key = 13;
+   */
+  concurrencyKey: string;
+
+  /**
+   * How many jobs of its concurrency key may run at once; 0 means 1. Only
+   * with a concurrency_key.
+   *
+   * @generated from field: int32 concurrency_limit = 14;
+   */
+  concurrencyLimit: number;
+
+  /**
+   * The worker labels it needs: a worker leases it only if its labels hold
+   * every pair (an empty value asks only that the key be present).
+   *
+   * @generated from field: map<string, string> requires = 15;
+   */
+  requires: { [key: string]: string };
+
+  /**
+   * What one attempt may use (memory, CPU time, processes, open files, file
+   * size). Unset or 0 fields mean no limit of the job's own; the worker's
+   * maxima apply either way (docs/sandbox.md).
+   *
+   * @generated from field: zbrain.v1.Resources resources = 16;
+   */
+  resources?: Resources | undefined;
+
+  /**
+   * In a sandboxed worker (ZWORKER_MODE=sandbox), whether the job may use
+   * the network; the worker must allow it too (--allow-network). Other
+   * workers share their network with every job and ignore it.
+   *
+   * @generated from field: bool network = 17;
+   */
+  network: boolean;
 };
 
 /**
@@ -248,6 +291,58 @@ export type JobSpec = Message<"zbrain.v1.JobSpec"> & {
  */
 export const JobSpecSchema: GenMessage<JobSpec> = /*@__PURE__*/
   messageDesc(file_zbrain_v1_job, 3);
+
+/**
+ * Resources bounds what one attempt of a job may use. Each field 0 means no
+ * limit of the job's own; a worker clamps every value to its own maximum.
+ * A job stopped by one fails with cause RESOURCE_LIMIT_EXCEEDED.
+ *
+ * @generated from message zbrain.v1.Resources
+ */
+export type Resources = Message<"zbrain.v1.Resources"> & {
+  /**
+   * Resident memory of the job's processes together, in bytes (at least
+   * 1 MiB when set).
+   *
+   * @generated from field: int64 memory_bytes = 1;
+   */
+  memoryBytes: bigint;
+
+  /**
+   * CPU time of each of the job's processes, in whole seconds.
+   *
+   * @generated from field: int64 cpu_seconds = 2;
+   */
+  cpuSeconds: bigint;
+
+  /**
+   * Processes (and threads) the job's user may have at once (RLIMIT_NPROC).
+   *
+   * @generated from field: int32 processes = 3;
+   */
+  processes: number;
+
+  /**
+   * Open file descriptors of each process (at least 3 when set).
+   *
+   * @generated from field: int32 open_files = 4;
+   */
+  openFiles: number;
+
+  /**
+   * Largest file a process may write, in bytes.
+   *
+   * @generated from field: int64 file_size_bytes = 5;
+   */
+  fileSizeBytes: bigint;
+};
+
+/**
+ * Describes the message zbrain.v1.Resources.
+ * Use `create(ResourcesSchema)` to create a new message.
+ */
+export const ResourcesSchema: GenMessage<Resources> = /*@__PURE__*/
+  messageDesc(file_zbrain_v1_job, 4);
 
 /**
  * Artifact describes one file a job produced.
@@ -283,7 +378,7 @@ export type Artifact = Message<"zbrain.v1.Artifact"> & {
  * Use `create(ArtifactSchema)` to create a new message.
  */
 export const ArtifactSchema: GenMessage<Artifact> = /*@__PURE__*/
-  messageDesc(file_zbrain_v1_job, 4);
+  messageDesc(file_zbrain_v1_job, 5);
 
 /**
  * Job is a submitted job with everything the server knows about it.
@@ -502,6 +597,50 @@ export type Job = Message<"zbrain.v1.Job"> & {
    * @generated from field: repeated string rerun_ids = 30;
    */
   rerunIds: string[];
+
+  /**
+   * Its concurrency key, if any (see JobSpec.concurrency_key).
+   *
+   * @generated from field: string concurrency_key = 31;
+   */
+  concurrencyKey: string;
+
+  /**
+   * How many jobs of its key may run at once, when it has a key.
+   *
+   * @generated from field: int32 concurrency_limit = 32;
+   */
+  concurrencyLimit: number;
+
+  /**
+   * The worker labels it needs (see JobSpec.requires).
+   *
+   * @generated from field: map<string, string> requires = 33;
+   */
+  requires: { [key: string]: string };
+
+  /**
+   * For a runnable job that is waiting, what holds it, for people: for
+   * example "waiting: no connected worker matches" or "waiting: the
+   * organisation's limit of 2 running jobs is reached" (filled in by Get).
+   *
+   * @generated from field: string waiting_reason = 34;
+   */
+  waitingReason: string;
+
+  /**
+   * What one attempt may use, as submitted (see JobSpec.resources).
+   *
+   * @generated from field: zbrain.v1.Resources resources = 35;
+   */
+  resources?: Resources | undefined;
+
+  /**
+   * Whether the job asked for the network in a sandboxed worker.
+   *
+   * @generated from field: bool network = 36;
+   */
+  network: boolean;
 };
 
 /**
@@ -509,7 +648,7 @@ export type Job = Message<"zbrain.v1.Job"> & {
  * Use `create(JobSchema)` to create a new message.
  */
 export const JobSchema: GenMessage<Job> = /*@__PURE__*/
-  messageDesc(file_zbrain_v1_job, 5);
+  messageDesc(file_zbrain_v1_job, 6);
 
 /**
  * Attempt is one attempt at running a job.
@@ -580,7 +719,7 @@ export type Attempt = Message<"zbrain.v1.Attempt"> & {
  * Use `create(AttemptSchema)` to create a new message.
  */
 export const AttemptSchema: GenMessage<Attempt> = /*@__PURE__*/
-  messageDesc(file_zbrain_v1_job, 6);
+  messageDesc(file_zbrain_v1_job, 7);
 
 /**
  * LogLine is one line of a job's output.
@@ -631,7 +770,7 @@ export type LogLine = Message<"zbrain.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_zbrain_v1_job, 7);
+  messageDesc(file_zbrain_v1_job, 8);
 
 /**
  * JobState is where a job is in its life. The allowed transitions are
@@ -863,6 +1002,15 @@ export enum TransitionCause {
    * @generated from enum value: TRANSITION_CAUSE_RELEASED = 13;
    */
   RELEASED = 13,
+
+  /**
+   * The worker stopped the attempt because it went over one of its resource
+   * limits (memory, CPU time, file size, ...); the error names the limit
+   * (to RETRYING while retries remain, else FAILED).
+   *
+   * @generated from enum value: TRANSITION_CAUSE_RESOURCE_LIMIT_EXCEEDED = 14;
+   */
+  RESOURCE_LIMIT_EXCEEDED = 14,
 
   /**
    * A delayed job's time came (SCHEDULED to PENDING).
