@@ -111,22 +111,23 @@ export function follow(path, options) {
   };
 }
 
-// Events are numbered across the server, so the highest sequence this tab has
-// seen is a fine place for its next events stream to start: a page reads its
-// state fresh once its stream is live, so nothing older is needed, and the
-// stream does not replay the retained history on every page change.
-const CURSOR = "zbrain.events.seen";
+// Events are numbered across the server, so the highest sequence this page
+// has seen is a fine place for its next events stream to start: a page reads
+// its state fresh once its stream is live, so nothing older is needed, and
+// moving between pages does not replay the retained history each time. It is
+// kept in memory only: after a reload, or against a server whose store was
+// replaced, a remembered sequence could lie beyond the server's newest and
+// the stream would stay silent.
+let seenSequence = null;
 
 /** Follow events (StreamEventsResponse messages) of an org and topic prefix. */
 export function followEvents({ orgId, topic, onEvents, onState }) {
-  const seen = Number(sessionStorage.getItem(CURSOR)) || null;
   return follow("/v1/events:stream", {
     query: { org_id: orgId, topic },
-    from: seen,
+    from: seenSequence,
     items: (message) => message.events,
     onItems: (events) => {
-      const newest = Number(events[events.length - 1].sequence);
-      if (newest > (Number(sessionStorage.getItem(CURSOR)) || 0)) sessionStorage.setItem(CURSOR, String(newest));
+      seenSequence = Math.max(seenSequence ?? 0, Number(events[events.length - 1].sequence));
       onEvents(events);
     },
     onState,
