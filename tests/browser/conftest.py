@@ -72,9 +72,10 @@ def start_browser(width: int = 1280, height: int = 860) -> Any:
     return driver
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """A headless Chromium of its own, at a desktop window size."""
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium for the whole run (starting one takes a second
+    or two on a busy machine); `browser` hands it to each test clean."""
     missing = _missing_browser()
     if missing:
         if os.environ.get("CI") == "true":
@@ -85,6 +86,20 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture
+def browser(chromium: Any) -> Iterator[Any]:
+    """The browser for one test: at a desktop size, without the cookies,
+    storage and log messages of the test before (every test's server is on
+    127.0.0.1, and cookies do not tell ports apart)."""
+    chromium.set_window_size(1280, 860)
+    chromium.get_log("browser")  # drop what the last test left
+    yield chromium
+    if chromium.current_url.startswith("http"):
+        chromium.delete_all_cookies()
+        chromium.execute_script("sessionStorage.clear(); localStorage.clear()")
+    chromium.get("about:blank")
 
 
 def page_errors(driver: Any) -> list[str]:
