@@ -143,7 +143,18 @@ class Console:
     url: str
     address: str
     data_dir: Path
+    process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
+
+    @property
+    def http_port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1].strip("/"))
+
+    def kill(self) -> None:
+        """Kill the server and its local workers at once, as a crash would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, 9)
+        self.process.wait()
 
     def client(self, token: str | None = None) -> SyncClient:
         return SyncClient.connect(self.address, token=token, timeout=10)
@@ -175,9 +186,17 @@ class Consoles:
     def data_dir(self) -> Path:
         return self.tmp_path / f"console{len(self.children)}"
 
-    def start(self, *args: str, workers: int = 1, data_dir: Path | None = None) -> Console:
+    def start(
+        self,
+        *args: str,
+        workers: int = 1,
+        data_dir: Path | None = None,
+        http_port: int | None = None,
+    ) -> Console:
+        """A server on a free gRPC port, serving HTTP on `http_port` (a free
+        one by default), once its console answers."""
         data_dir = data_dir or self.data_dir()
-        http_port = free_port()
+        http_port = http_port or free_port()
         child = subprocess.Popen(
             [
                 sys.executable,
@@ -201,7 +220,9 @@ class Consoles:
             start_new_session=True,
         )
         self.children.append(child)
-        console = Console(url=f"http://127.0.0.1:{http_port}/", address="", data_dir=data_dir)
+        console = Console(
+            url=f"http://127.0.0.1:{http_port}/", address="", data_dir=data_dir, process=child
+        )
         self.consoles.append(console)
         # Read everything it prints, so a chatty server never blocks on a full pipe.
         listening = threading.Event()

@@ -101,6 +101,22 @@ def test_a_job_submitted_elsewhere_appears_in_the_list_without_reloading(
     assert page_errors(browser) == []
 
 
+def test_the_jobs_page_stays_live_across_a_server_restart(consoles: Consoles, browser) -> None:
+    console = consoles.start(workers=0)
+    browser.get(console.url + "#/jobs")
+    wait_for(browser, lambda d: text_of(d, "#live-status") == "● live")
+    browser.execute_script("window.zbrainNotReloaded = true")
+
+    console.kill()
+    wait_for(browser, lambda d: text_of(d, "#live-status") == "reconnecting")
+    again = consoles.start(workers=0, data_dir=console.data_dir, http_port=console.http_port)
+    wait_for(browser, lambda d: text_of(d, "#live-status") == "● live")
+    with again.client() as client:
+        job = client.submit([PY, "-c", "pass"])
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{job.id}"]'))
+    assert browser.execute_script("return window.zbrainNotReloaded") is True
+
+
 def test_a_job_submitted_with_the_form_streams_its_log_while_it_runs(
     consoles: Consoles, browser, tmp_path: Path
 ) -> None:
