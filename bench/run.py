@@ -420,6 +420,12 @@ def workflows(tiny: bool, repeat: int) -> list[Figure]:
                 "p99_ms": ("delayed job: start after its time p99", "ms"),
             },
         )
+    with Server() as server:
+        figures += measure(
+            repeat,
+            lambda: run("cancel-chain", server.address, "100" if tiny else "10000"),
+            {"cancel_ms": ("graph: cancel the root of a 10,000-deep chain", "ms")},
+        )
     if not tiny:
         figures += measure(
             repeat,

@@ -5,6 +5,7 @@ JSON line, as bench.load's modes do.
     python -m bench.workflows release ADDRESS LINKS
     python -m bench.workflows delayed ADDRESS JOBS
     python -m bench.workflows graphs ADDRESS
+    python -m bench.workflows cancel-chain ADDRESS DEPTH
 
 The times compared are the server's own (a parent's finish_time and its
 child's start_time; a delayed job's next_run_time and its start_time), so
@@ -106,12 +107,30 @@ async def graphs(address: str) -> None:
     await _with_worker(address, measure())
 
 
+async def cancel_chain(address: str, depth: int) -> None:
+    """Cancel the root of a chain `depth` jobs deep that waits (no worker):
+    the Cancel call's time, which cancels every job of the chain in one
+    transaction."""
+    async with await Client.connect(address, timeout=600) as client:
+        chain = [job_spec(["link"], ref="0")]
+        chain += [
+            job_spec(["link"], ref=str(i), depends_on=[ref(str(i - 1))]) for i in range(1, depth)
+        ]
+        ids = await client.submit_batch(chain)
+        started = time.perf_counter()
+        await client.cancel(ids[0])
+        cancel_ms = (time.perf_counter() - started) * 1000
+        assert (await client.get(ids[-1])).state.name == "CANCELED"
+    emit(cancel_ms=cancel_ms)
+
+
 def main() -> None:
     mode, address, *args = sys.argv[1:]
     runs = {
         "release": lambda: release(address, int(args[0])),
         "delayed": lambda: delayed(address, int(args[0])),
         "graphs": lambda: graphs(address),
+        "cancel-chain": lambda: cancel_chain(address, int(args[0])),
     }
     asyncio.run(runs[mode]())
 

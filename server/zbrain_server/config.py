@@ -44,6 +44,9 @@ class Limits:
     max_page_size: int = 1000
     max_batch_jobs: int = 10_000  # also the largest graph one SubmitBatch may hold
     max_dependencies_per_job: int = 1000
+    # All the dependencies of one SubmitBatch: a graph's edges are written in
+    # one transaction, which a graph of millions would hold for a minute.
+    max_batch_dependencies: int = 100_000
     max_graph_depth: int = 10_000  # jobs from a graph's roots to its deepest job
     max_delay_s: float = 366 * 86400.0  # how far ahead a delayed job may be set
     max_parent_outputs_bytes: int = 4 << 20  # parents' outputs one lease carries

@@ -193,10 +193,14 @@ async def test_a_slow_reader_is_cut_off_naming_where_to_resume_while_memory_stay
     start_http: StartHttp,
 ) -> None:
     http = await start_http(event_buffer_bytes=2 << 20, limits=Limits(stream_send_timeout_s=0.5))
-    flood_bytes = 12 * 10 * len(BIG_ARGUMENT)  # 12 MiB of events, twice
+    # 24 MiB of events, twice: a reader buffered without bound would hold all
+    # of it; one cut off holds its 2 MiB buffer, and the allocator's own
+    # noise in this process (the server and the test share it) is a few MiB.
+    rounds = 24
+    flood_bytes = rounds * 10 * len(BIG_ARGUMENT)
 
     async def flood() -> None:
-        for _ in range(12):
+        for _ in range(rounds):
             await submit_batch(http, 10, BIG_ARGUMENT)
 
     await flood()  # the same work once without a reader: what it costs anyway

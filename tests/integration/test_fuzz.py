@@ -44,6 +44,8 @@ from zbrain.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
     org_pb2,
+    schedule_pb2,
+    template_pb2,
     token_service_pb2,
     worker_service_pb2,
 )
@@ -85,7 +87,14 @@ RAW_FOLLOW_FOR_S = 0.3
 
 SERVICES = tuple(
     service
-    for module in (job_service_pb2, worker_service_pb2, token_service_pb2, org_pb2)
+    for module in (
+        job_service_pb2,
+        worker_service_pb2,
+        token_service_pb2,
+        template_pb2,
+        schedule_pb2,
+        org_pb2,
+    )
     for service in module.DESCRIPTOR.services_by_name.values()
 )
 METHODS: tuple[MethodDescriptor, ...] = tuple(
@@ -1037,6 +1046,291 @@ async def test_token_service_answers_random_requests_properly(target: Target) ->
             (await target.send(request)).assert_proper()
 
         await target.fuzz_fields(fields, attempt, examples_per_field=15)
+
+
+# -- Rerun, TemplateService, ScheduleService ------------------------------------------------
+#
+# Everything these store goes to organisations other than the snapshot's (a
+# rerun of a snapshot job would list itself on it), so the stored state
+# checked after every run stays as it was.
+
+FUZZ_ORG = "acme"
+
+
+async def finished_job_of_fuzz_org(target: Target) -> str:
+    """A job of FUZZ_ORG that succeeded, through valid requests: one to rerun."""
+    spec = job_pb2.JobSpec(org_id=FUZZ_ORG, cmd=["true"], max_retries=0, priority=2**31 - 1)
+    job: job_pb2.Job = (await target.jobs.Submit(pb.SubmitRequest(job=spec))).job
+    answer = await target.jobs.AcquireLease(
+        pb.AcquireLeaseRequest(worker_id="fuzz-rerun", org_ids=[FUZZ_ORG], max_jobs=1)
+    )
+    [lease] = answer.leases
+    assert lease.job.id == job.id
+    succeeded = pb.AttemptResult(outcome=pb.ATTEMPT_OUTCOME_SUCCEEDED, output_json="1")
+    await target.jobs.CompleteLease(
+        pb.CompleteLeaseRequest(job_id=job.id, lease_epoch=lease.lease_epoch, result=succeeded)
+    )
+    return job.id
+
+
+async def test_rerun_answers_random_requests_properly(target: Target) -> None:
+    finished = await finished_job_of_fuzz_org(target)
+
+    def rerun(job_id: str, input_json: str | None) -> pb.RerunRequest:
+        request = pb.RerunRequest(job_id=job_id)
+        if input_json is not None:
+            request.input_json = input_json
+        return request
+
+    requests = Fields.of(
+        rerun,
+        # The snapshot's pending job may be named: it cannot be rerun, so nothing changes.
+        job_id=(st.just(finished), job_ids(target.job_ids["pending"])),
+        input_json=(optional(VALID_JSON_TEXTS.filter(bool)), JSON_TEXTS),
+    )
+
+    async def attempt(request: pb.RerunRequest) -> None:
+        (await target.send(request)).assert_proper()
+
+    await target.fuzz_fields(requests, attempt, examples_per_field=20)
+
+
+KNOWN_TEMPLATE = "known"
+TEMPLATE_NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+TEMPLATE_JOB = job_pb2.JobSpec(
+    cmd=["echo", "{{ p }}"], input_json='{"p": "{{ p }}", "cfg": "{{ cfg }}", "n": 1}'
+)
+PARAMETERS = Fields.of(
+    template_pb2.Parameter,
+    name=(st.just("p"), st.one_of(st.sampled_from(["1p", "p p", "{{ p }}", "q"]), TEXT)),
+    type=(known_values(template_pb2.ParameterType), enum_numbers(template_pb2.ParameterType)),
+    required=(st.booleans(), st.booleans()),
+    default_json=(st.just(""), JSON_TEXTS),
+    description=(SAFE_TEXT, TEXT),
+)
+PARAMETER_VALUES = st.one_of(
+    st.dictionaries(
+        st.sampled_from(["p", "cfg", "q", ""]), st.one_of(JSON_TEXTS, TEXT), max_size=3
+    ),
+    st.just({f"p{i}": "1" for i in range(5000)}),
+)
+
+
+async def store_known_template(target: Target) -> None:
+    parameters = [
+        template_pb2.Parameter(name="p", required=True),
+        template_pb2.Parameter(name="cfg", type=template_pb2.PARAMETER_TYPE_JSON),
+    ]
+    request = create_template(FUZZ_ORG, KNOWN_TEMPLATE, TEMPLATE_JOB, parameters, "")
+    assert (await target.send(request)).code is grpc.StatusCode.OK
+
+
+def create_template(
+    org_id: str,
+    name: str,
+    job: job_pb2.JobSpec | None,
+    parameters: list[template_pb2.Parameter],
+    description: str,
+) -> template_pb2.CreateTemplateRequest:
+    template = template_pb2.Template(
+        org_id=org_id, name=name, job=job, parameters=parameters, description=description
+    )
+    return template_pb2.CreateTemplateRequest(template=template)
+
+
+async def test_template_service_answers_random_requests_properly(target: Target) -> None:
+    await store_known_template(target)
+    org_id = (st.just(FUZZ_ORG), ORG_IDS)
+    for fields in (
+        Fields.of(
+            create_template,
+            org_id=org_id,
+            name=(st.one_of(st.just(KNOWN_TEMPLATE), TEMPLATE_NAMES), TEXT),
+            job=(
+                st.just(TEMPLATE_JOB),
+                optional(
+                    st.one_of(
+                        Fields.of(job_pb2.JobSpec, **JOB_SPEC_FIELDS).any(),
+                        st.builds(
+                            lambda cmd: job_pb2.JobSpec(cmd=["echo", *cmd]),
+                            st.lists(
+                                st.sampled_from(["{{ p }}", "{{ q }}", "{{", "{{ p }}" * 5000]),
+                                max_size=3,
+                            ),
+                        ),
+                    )
+                ),
+            ),
+            parameters=(
+                st.just([template_pb2.Parameter(name="p", required=True)]),
+                st.one_of(
+                    st.lists(PARAMETERS.any(), max_size=3),
+                    st.lists(  # defaults of every type, for one parameter the job uses
+                        st.builds(
+                            template_pb2.Parameter,
+                            name=st.just("p"),
+                            type=known_values(template_pb2.ParameterType),
+                            default_json=JSON_TEXTS,
+                        ),
+                        min_size=1,
+                        max_size=1,
+                    ),
+                    st.just([template_pb2.Parameter(name=f"p{i}") for i in range(101)]),
+                ),
+            ),
+            description=(SAFE_TEXT, TEXT),
+        ),
+        Fields.of(
+            template_pb2.SubmitTemplateRequest,
+            org_id=org_id,
+            name=(st.just(KNOWN_TEMPLATE), TEXT),
+            version=(st.integers(0, 3), INT32),
+            parameters=(st.just({"p": "x"}), PARAMETER_VALUES),
+            request_id=(st.sampled_from(["", "again"]), TEXT),
+        ),
+        Fields.of(
+            template_pb2.GetTemplateRequest,
+            org_id=org_id,
+            name=(st.just(KNOWN_TEMPLATE), TEXT),
+            version=(st.integers(0, 3), INT32),
+        ),
+        Fields.of(
+            template_pb2.ListTemplatesRequest,
+            org_id=org_id,
+            page_size=(st.integers(0, 5), INT32),
+            page_token=(st.just(""), st.one_of(TEXT, TEXT.map(lambda t: t.encode().hex()))),
+        ),
+        # Not the known template: the other requests keep finding it.
+        Fields.of(
+            template_pb2.DeleteTemplateRequest,
+            org_id=org_id,
+            name=(TEMPLATE_NAMES.filter(lambda name: name != KNOWN_TEMPLATE), TEXT),
+        ),
+    ):
+
+        async def attempt(request: Message) -> None:
+            (await target.send(request)).assert_proper()
+
+        await target.fuzz_fields(fields, attempt, examples_per_field=12)
+
+
+KNOWN_SCHEDULE = "known"
+SCHEDULE_IDS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+CRONS = st.one_of(
+    st.sampled_from(
+        ["61 * * * *", "* * * *", "* * * * * *", "0 0 30 2 *", "*/0 * * * *", "L L L L L", "@daily"]
+    ),
+    st.lists(
+        st.sampled_from(["*", "1", "1-5", "*/7", "L", "1#5", "MON", "x", "-1", "99"]),
+        min_size=5,
+        max_size=5,
+    ).map(" ".join),
+    TEXT,
+)
+ZONES = st.one_of(
+    st.sampled_from(
+        ["America/", "America", "../etc", "/etc/localtime", "zone.tab", "UTC", "Mars/Base"]
+    ),
+    TEXT,
+)
+HOURS = st.integers(1, 48).map(lambda hours: duration_pb2.Duration(seconds=3600 * hours))
+# Ticks far away: a schedule the fuzzing stores never fires while it runs.
+NEXT_YEAR_CRON = "0 0 1 1 *"
+
+
+def schedule_request(
+    kind: type[Message], *, job: Any = None, template: Any = None, **fields: Any
+) -> Message:
+    message = schedule_pb2.Schedule(job=job, template=template, **fields)
+    return kind(schedule=message)
+
+
+def schedule_fields(kind: type[Message], *, cron: bool, on_template: bool) -> Fields:
+    """The fields of a Create- or UpdateScheduleRequest: on a cron expression
+    or an interval, submitting a job or the known template."""
+    timing: Pairs = (
+        dict(
+            cron=(st.just(NEXT_YEAR_CRON), CRONS),
+            time_zone=(st.sampled_from(["", "UTC", "Europe/Paris"]), ZONES),
+        )
+        if cron
+        else dict(interval=(HOURS, optional(DURATIONS)), time_zone=(st.just(""), ZONES))
+    )
+    template_refs = Fields.of(
+        schedule_pb2.TemplateRef,
+        name=(st.just(KNOWN_TEMPLATE), TEXT),
+        version=(st.just(0), INT32),
+        parameters=(st.just({"p": "x"}), PARAMETER_VALUES),
+    )
+    jobs = (
+        st.just(job_pb2.JobSpec(cmd=["true"])),
+        optional(Fields.of(job_pb2.JobSpec, **JOB_SPEC_FIELDS).any()),
+    )
+    refs = (st.builds(template_refs.build, **template_refs.valid), optional(template_refs.any()))
+    nothing = (st.none(), st.none())
+    return Fields.of(
+        lambda **drawn: schedule_request(kind, **drawn),
+        id=(st.one_of(st.just(KNOWN_SCHEDULE), SCHEDULE_IDS), TEXT),
+        org_id=(st.just(FUZZ_ORG), ORG_IDS),
+        **timing,
+        job=nothing if on_template else jobs,
+        template=refs if on_template else (st.none(), optional(template_refs.any())),
+        overlap=(
+            known_values(schedule_pb2.OverlapPolicy),
+            enum_numbers(schedule_pb2.OverlapPolicy),
+        ),
+        catch_up=(
+            known_values(schedule_pb2.CatchUpPolicy),
+            enum_numbers(schedule_pb2.CatchUpPolicy),
+        ),
+        paused=(st.booleans(), st.booleans()),
+    )
+
+
+async def test_schedule_service_answers_random_requests_properly(target: Target) -> None:
+    await store_known_template(target)
+    known = schedule_pb2.Schedule(
+        id=KNOWN_SCHEDULE, org_id=FUZZ_ORG, cron=NEXT_YEAR_CRON, job=job_pb2.JobSpec(cmd=["true"])
+    )
+    (await target.send(schedule_pb2.CreateScheduleRequest(schedule=known))).assert_proper()
+
+    async def attempt(request: Message) -> None:
+        (await target.send(request)).assert_proper()
+
+    for kind in (schedule_pb2.CreateScheduleRequest, schedule_pb2.UpdateScheduleRequest):
+        for cron, on_template in ((True, False), (False, True)):
+            fields = schedule_fields(kind, cron=cron, on_template=on_template)
+            await target.fuzz_fields(fields, attempt, examples_per_field=6)
+
+    schedule_id = (st.just(KNOWN_SCHEDULE), st.one_of(SCHEDULE_IDS, TEXT))
+    org_id = (st.just(FUZZ_ORG), ORG_IDS)
+    for by_id in (
+        schedule_pb2.GetScheduleRequest,
+        schedule_pb2.PauseScheduleRequest,
+        schedule_pb2.ResumeScheduleRequest,
+        schedule_pb2.TriggerScheduleRequest,
+    ):
+        fields = Fields.of(by_id, org_id=org_id, schedule_id=schedule_id)
+        await target.fuzz_fields(fields, attempt, examples_per_field=8)
+    await target.fuzz_fields(
+        Fields.of(
+            schedule_pb2.ListSchedulesRequest,
+            org_id=org_id,
+            page_size=(st.integers(0, 5), INT32),
+            page_token=(st.just(""), TEXT),
+        ),
+        attempt,
+        examples_per_field=8,
+    )
+    await target.fuzz_fields(
+        Fields.of(
+            schedule_pb2.DeleteScheduleRequest,
+            org_id=org_id,
+            schedule_id=(SCHEDULE_IDS.filter(lambda i: i != KNOWN_SCHEDULE), TEXT),
+        ),
+        attempt,
+        examples_per_field=8,
+    )
 
 
 # -- OrgService ------------------------------------------------------------------------------

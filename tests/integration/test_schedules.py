@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from zbrain import Client
 from zbrain.client import job_spec
 from zbrain.models import CatchUpPolicy, Event, Job, OverlapPolicy
 from zbrain_server.app import ZBrainServer
+from zbrain_server.core.schedules import Schedule
 
 StartServer = Callable[..., Awaitable[ZBrainServer]]
 
@@ -94,3 +96,40 @@ async def ticked(client: Client, count: int) -> bool:
 
 async def _any(find: Callable[[], Awaitable[list[Event]]]) -> bool:
     return bool(await find())
+
+
+async def test_a_schedule_whose_tick_fails_unexpectedly_stops_no_other(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_server()
+    now = int(time.time() * 1_000_000)
+    # Stored as a replica with another time zone list might hold it: this
+    # server cannot open its zone, so planning its tick raises.
+    broken = Schedule(
+        org_id="default",
+        id="broken",
+        cron="* * * * *",
+        time_zone="Mars/Olympus_Mons",
+        interval_us=0,
+        job_spec=job_spec(["true"]).SerializeToString(),
+        template=None,
+        overlap=OverlapPolicy.ALLOW,
+        catch_up=CatchUpPolicy.SKIP,
+        paused=False,
+        next_fire_time_us=now - 1_000_000,  # due, and the earliest
+        last_fire_time_us=None,
+        last_job_id="",
+        create_time_us=now,
+        update_time_us=now,
+    )
+    await server.store.schedules.create(broken)
+    async with await Client.connect(server.address, timeout=10) as client:
+        await client.schedules.create(
+            "s", every=1, job=job_spec(["true"]), overlap=OverlapPolicy.ALLOW
+        )
+
+        await eventually(lambda: ticked(client, 2), timeout=20)
+        assert (await client.schedules.get("broken")).upcoming == ()
+
+    failures = [r for r in caplog.records if "broken" in r.getMessage() and r.exc_info]
+    assert len(failures) == 1  # reported once, not at every turn

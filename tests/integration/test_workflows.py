@@ -3,7 +3,10 @@ with a real server and real `zbrain worker` processes."""
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import grpc
 import pytest
 
 from tests.conftest import ON_EVERY_STORE, Processes, eventually, field_violations
+from tests.integration.test_workers import raw_worker
 from zbrain import Client
 from zbrain.client import job_spec, ref
 from zbrain.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
@@ -26,6 +30,9 @@ from zbrain.models import (
 )
 from zbrain.v1 import job_service_pb2, job_service_pb2_grpc
 from zbrain_server.app import ZBrainServer
+from zbrain_server.config import Limits
+
+StartServer = Callable[..., Awaitable[ZBrainServer]]
 
 pytestmark = ON_EVERY_STORE
 
@@ -130,6 +137,67 @@ async def test_a_started_child_reads_its_parents_results(
     }
 
 
+def parents_of(lease: job_service_pb2.Lease) -> list[tuple[str, str, bool]]:
+    return [(p.job_id, p.output_json, p.output_omitted) for p in lease.parents]
+
+
+async def test_leases_carry_the_parents_outputs_that_fit_and_the_worker_reads_the_rest(
+    start_server: StartServer, processes: Processes
+):
+    server = await start_server(limits=Limits(max_parent_outputs_bytes=1000))
+    async with await Client.connect(server.address, timeout=10) as client:
+        stub = job_service_pb2_grpc.JobServiceStub(client.channel)
+        acquire = job_service_pb2.AcquireLeaseRequest(worker_id="by-hand", org_ids=["default"])
+        big, small = json.dumps("x" * 2000), '{"n": 1}'
+        a, b, c = await client.submit_batch(
+            [
+                job_spec(["true"], ref="a"),
+                job_spec(["true"], ref="b"),
+                job_spec(["true"], depends_on=[ref("a"), ref("b")]),
+            ]
+        )
+        acquire.max_jobs = 2
+        for lease in (await stub.AcquireLease(acquire)).leases:
+            output = big if lease.job.id == a else small
+            result = job_service_pb2.AttemptResult(
+                outcome=job_service_pb2.ATTEMPT_OUTCOME_SUCCEEDED, output_json=output
+            )
+            await stub.CompleteLease(
+                job_service_pb2.CompleteLeaseRequest(
+                    job_id=lease.job.id, lease_epoch=lease.lease_epoch, result=result
+                )
+            )
+
+        # Leased by a dispatch pass, once the last parent's end released it.
+        acquire.max_jobs = 1
+        [leased] = (await stub.AcquireLease(acquire)).leases
+        assert leased.job.id == c
+        assert parents_of(leased) == [(a, "", True), (b, small, False)]
+
+        # Leased to a connected worker in the commit that stores it.
+        async with raw_worker(server, worker_id="w", org_ids=["default"], concurrency=1) as (
+            call,
+            _,
+        ):
+            d = await client.submit(["true"], depends_on=[a, b])
+            response = await call.read()
+            [pushed] = response.leases.leases if response.HasField("leases") else [response.lease]
+        assert pushed.job.id == d.id
+        assert parents_of(pushed) == parents_of(leased)
+
+        # A worker reads the omitted output before the job starts.
+        processes.worker(server.address)
+        e = await client.submit([PY, "-c", ECHO_PARENTS], depends_on=[a, b])
+        done = await client.wait(e.id, timeout=30)
+        assert done.state is JobState.SUCCEEDED, done.last_error
+        assert done.output == {
+            "parents": [
+                {"job_id": a, "state": "SUCCEEDED", "output": "x" * 2000},
+                {"job_id": b, "state": "SUCCEEDED", "output": {"n": 1}},
+            ]
+        }
+
+
 async def test_a_graph_is_refused_whole_naming_the_job_and_the_edge(
     server: ZBrainServer, client: Client
 ):
@@ -174,6 +242,34 @@ async def test_a_job_of_another_org_cannot_be_depended_on(server: ZBrainServer, 
         await client.submit(["true"], depends_on=[other.id])
 
     assert refused.value.violations[0].field == "jobs[0].depends_on[0].job_id"
+
+
+async def test_a_graph_crossing_organisations_is_refused_whole(
+    server: ZBrainServer, client: Client
+):
+    stub = job_service_pb2_grpc.JobServiceStub(client.channel)
+    theirs = await client.submit(["true"], org="other")
+    cases = [
+        (  # a job of the default org waiting for an existing job of "other"
+            "jobs[1].depends_on[0].job_id",
+            [job_spec(["true"], ref="a"), job_spec(["true"], depends_on=[theirs.id, ref("a")])],
+        ),
+        (  # refs between jobs of two organisations in one batch
+            "jobs[1].depends_on[0].ref",
+            [
+                job_spec(["true"], ref="a", org="other"),
+                job_spec(["true"], ref="b", depends_on=[ref("a")]),
+            ],
+        ),
+    ]
+    for field, specs in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.SubmitBatch(job_service_pb2.SubmitBatchRequest(jobs=specs))
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert field in field_violations(refused.value)
+
+    assert [job async for job in client.list()] == []
+    assert [job.id async for job in client.list(org="other")] == [theirs.id]
 
 
 async def test_canceling_a_job_cancels_everything_downstream(server: ZBrainServer, client: Client):
@@ -312,6 +408,46 @@ async def test_a_schedule_fires_once_per_tick_with_its_labels(server: ZBrainServ
     assert (await client.schedules.get("every-second")).upcoming == ()
     triggered = await client.schedules.trigger("every-second")
     assert triggered.labels["zbrain.schedule"] == "every-second"
+
+
+async def test_pausing_twice_or_resuming_a_running_schedule_changes_nothing(
+    server: ZBrainServer, client: Client
+):
+    running = await client.schedules.create("hourly", every=3600, job=job_spec(["true"]))
+
+    assert await client.schedules.resume("hourly") == replace(running, upcoming=())
+    paused = await client.schedules.pause("hourly")
+    assert paused.paused and paused.next_fire_time is None
+    assert await client.schedules.pause("hourly") == paused
+    resumed = await client.schedules.resume("hourly")
+    assert resumed.next_fire_time == running.next_fire_time
+    assert [job async for job in client.list()] == []  # no tick fired along the way
+
+
+async def test_a_schedule_whose_template_is_deleted_skips_its_ticks_saying_why(
+    server: ZBrainServer, client: Client
+):
+    await client.templates.create("nightly", job_spec(["true"]))
+    for schedule_id, on in (
+        ("on-template", {"template": "nightly"}),
+        ("on-job", {"job": job_spec(["true"])}),
+    ):
+        await client.schedules.create(schedule_id, every=1, overlap=OverlapPolicy.ALLOW, **on)
+    await client.templates.delete("nightly")
+
+    async def skipped() -> bool:
+        reasons = [
+            event.data.get("skipped_reason", "")
+            async for event in client.events(topic_prefix="schedules/on-template")
+        ]
+        return any("could not be made" in reason for reason in reasons)
+
+    async def fired_after(count: int) -> bool:
+        return len([job async for job in client.list(labels={"zbrain.schedule": "on-job"})]) > count
+
+    await eventually(skipped, timeout=20)
+    fired = len([job async for job in client.list(labels={"zbrain.schedule": "on-job"})])
+    await eventually(lambda: fired_after(fired), timeout=20)  # the other schedule goes on
 
 
 async def test_a_schedule_on_a_template_and_a_bad_schedule(server: ZBrainServer, client: Client):

@@ -17,7 +17,13 @@ from tests.store.support import (
 )
 from zbrain.errors import StaleLeaseError
 from zbrain_server.core import events
-from zbrain_server.core.model import AttemptOutcome, AttemptResult, EventRecord, LogStream
+from zbrain_server.core.model import (
+    AttemptOutcome,
+    AttemptResult,
+    EventRecord,
+    LogStream,
+    event_size,
+)
 from zbrain_server.rpc.codec import EVENT_CODEC
 from zbrain_server.store import JobStore
 
@@ -121,6 +127,25 @@ async def test_reading_after_a_sequence_pages_through(store: JobStore) -> None:
     await store.create_jobs([new_job() for _ in range(5)], T0)
     page = await store.read_events(None, "", 2, 2)
     assert [r.sequence for r in page] == [3, 4]
+
+
+async def test_a_page_holds_no_more_bytes_than_asked_but_at_least_one_event(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    job = await submit()
+    lease = await lease_one()
+    for text in ("a" * 3000, "b" * 3000, "c" * 3000):
+        await store.append_logs(job.id, lease.lease_epoch, [(LogStream.STDOUT, T0, text)])
+    recorded = await everything(store)
+    second_log = recorded[-2]
+    through_second = sum(event_size(r) for r in recorded if r.sequence <= second_log.sequence)
+
+    page = await store.read_events(None, "", 0, 1000, max_bytes=through_second)
+    one = await store.read_events(None, "", second_log.sequence - 1, 1000, max_bytes=1)
+    org = await store.read_events("acme", "", second_log.sequence - 1, 1000, max_bytes=1)
+
+    assert page == recorded[:-1]
+    assert one == org == [second_log]
 
 
 async def test_purging_removes_old_events_and_remembers_how_far(store: JobStore) -> None:

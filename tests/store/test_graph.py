@@ -6,6 +6,7 @@ and a refused graph stores nothing."""
 from __future__ import annotations
 
 import asyncio
+import collections
 
 import pytest
 
@@ -106,6 +107,47 @@ async def test_a_failed_parent_cancels_every_job_downstream_with_the_cause(
     assert b in (await store.get_job(c)).reason
 
 
+async def test_a_cascade_follows_each_jobs_conditions_all_the_way_down(store: JobStore) -> None:
+    # a fails; b needs a to succeed; c only needs b finished; d needs c to
+    # succeed; e needs b to succeed and c finished; f needs e finished.
+    ids = [
+        job.id
+        for job, _ in await store.create_jobs(
+            [
+                new_job(),
+                new_job(depends_on=(Edge(0),)),
+                new_job(depends_on=(Edge(1, FINISHED),)),
+                new_job(depends_on=(Edge(2),)),
+                new_job(depends_on=(Edge(1), Edge(2, FINISHED))),
+                new_job(depends_on=(Edge(4, FINISHED),)),
+            ],
+            T0,
+        )
+    ]
+    a, b, _, d, e, _ = ids
+
+    await run(store, a, FAILED, T0 + SECOND)
+
+    assert await states(store, ids) == [
+        JobState.FAILED,
+        JobState.CANCELED,  # b: a failed
+        JobState.PENDING,  # c: b finished
+        JobState.BLOCKED,  # d: waits for c
+        JobState.CANCELED,  # e: b did not succeed
+        JobState.PENDING,  # f: e finished
+    ]
+    assert b in (await store.get_job(e)).reason
+    assert (await store.get_job(d)).waiting_on == 1
+
+
+async def test_canceling_the_root_of_a_deep_chain_cancels_all_of_it(store: JobStore) -> None:
+    ids = await chain(store, 300)
+
+    await store.cancel_job(ids[0], T0 + 1)
+
+    assert set(await states(store, ids)) == {JobState.CANCELED}
+
+
 async def test_a_finished_condition_runs_after_a_failed_parent(store: JobStore) -> None:
     [(parent, _), (cleanup, _)] = await store.create_jobs(
         [new_job(), new_job(depends_on=(Edge(0, FINISHED),))], T0
@@ -164,6 +206,21 @@ async def test_a_parent_of_another_org_or_unknown_is_refused_and_nothing_is_stor
     assert not (await store.get_job(other.id)).has_children
 
 
+async def test_a_ref_to_a_job_of_another_org_in_the_batch_is_refused_and_nothing_is_stored(
+    store: JobStore,
+) -> None:
+    batch = [new_job(org_id="other"), new_job(), new_job(depends_on=(Edge(1), Edge(0)))]
+
+    with pytest.raises(InvalidArgumentError) as refused:
+        await store.create_jobs(batch, T0)
+
+    [violation] = refused.value.violations
+    assert violation.field == "jobs[2].depends_on[1].ref"
+    assert "jobs[0]" in violation.description and "'other'" in violation.description
+    for org_id in ("acme", "other"):
+        assert await store.list_jobs(JobQuery(org_id=org_id)) == []
+
+
 async def test_a_graph_deeper_than_the_limit_is_refused(store: JobStore) -> None:
     ids = await chain(store, 3)
 
@@ -213,6 +270,28 @@ async def test_parent_outputs_past_the_budget_are_left_out_and_marked(store: Job
 
     [parent] = lease.parents
     assert (parent.output_json, parent.output_omitted) == ("", True)
+
+
+async def test_retention_keeps_a_finished_parent_while_a_child_still_waits_on_it(
+    store: JobStore,
+) -> None:
+    # c waits for a (succeeded, counted down already) and b (still running).
+    [(a, _), (b, _), (c, _)] = await store.create_jobs(
+        [new_job(), new_job(), new_job(depends_on=(Edge(0), Edge(1)))], T0
+    )
+    leases = await store.lease_jobs("w1", ["acme"], 2, T0 + 1, LEASE_TTL)
+    by_id = {lease.job.id: lease for lease in leases}
+    await store.finish_attempt(a.id, by_id[a.id].lease_epoch, SUCCEEDED, T0 + 2, RETRY)
+    assert (await store.get_job(c.id)).state is JobState.BLOCKED
+
+    assert await store.purge_finished(T0 + 10 * SECOND) == 0
+
+    await store.finish_attempt(b.id, by_id[b.id].lease_epoch, SUCCEEDED, T0 + 3, RETRY)
+    [lease] = await store.lease_jobs("w1", ["acme"], 1, T0 + 4, LEASE_TTL)
+    assert [p.job_id for p in lease.parents] == [a.id, b.id]  # a's result reached c
+    assert await store.purge_finished(T0 + 10 * SECOND) == 0  # c runs: it may be retried
+    await store.finish_attempt(c.id, lease.lease_epoch, SUCCEEDED, T0 + 5, RETRY)
+    assert await store.purge_finished(T0 + 10 * SECOND) == 3
 
 
 async def test_get_links_list_children_and_reruns(store: JobStore) -> None:
@@ -284,3 +363,35 @@ async def test_replicas_ending_two_parents_at_once_release_the_child_once(
 
     released = await first.get_job(child.id)
     assert (released.state, released.waiting_on) == (JobState.PENDING, 0)
+
+
+async def cancel_a_chain_while_its_root_fails(first: JobStore, second: JobStore) -> None:
+    """Fail a chain's root through `first` while `second` cancels its middle:
+    every job below the root ends CANCELED, each with one transition."""
+    ids = await chain(first, 40)
+    [lease] = await first.lease_jobs("w1", ["acme"], 1, T0 + 1, LEASE_TTL)
+
+    await asyncio.gather(
+        first.finish_attempt(ids[0], lease.lease_epoch, FAILED, T0 + 2, RETRY),
+        second.cancel_job(ids[20], T0 + 2),
+    )
+
+    jobs = [await first.get_job(job_id) for job_id in ids[1:]]
+    assert {job.state for job in jobs} == {JobState.CANCELED}
+    assert {job.cause for job in jobs} <= {Cause.DEPENDENCY_FAILED, Cause.CANCELED}
+    events = await first.read_events("acme", "", 0, 10_000)
+    ended = [event.job_id for event in events if event.job_id in ids[1:]]
+    assert collections.Counter(ended) == dict.fromkeys(ids[1:], 2)  # submitted, ended once
+
+
+async def test_a_cancel_while_the_root_of_its_chain_fails_ends_each_job_once(
+    store: JobStore,
+) -> None:
+    await cancel_a_chain_while_its_root_fails(store, store)
+
+
+@pytest.mark.parametrize("databases", SHARED_BACKENDS, indirect=True)
+async def test_replicas_canceling_a_chain_while_its_root_fails_end_each_job_once(
+    databases: Databases,
+) -> None:
+    await cancel_a_chain_while_its_root_fails(await databases.open(), await databases.open())

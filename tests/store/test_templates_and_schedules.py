@@ -99,13 +99,51 @@ async def test_schedules_are_stored_listed_updated_and_deleted(
     assert [s.id for s in listed] == ["a", "b"]
     assert listed[0].template == TemplateRef("report", 2, {"day": '"mon"'})
 
-    paused = await reopened.schedules.save(
-        schedule("b", paused=True, next_fire_time_us=None, update_time_us=T0 + 1)
+    paused = await reopened.schedules.change(
+        "acme", "b", lambda stored: schedules.paused(stored, T0 + 1)
     )
+    assert (paused.paused, paused.next_fire_time_us, paused.update_time_us) == (True, None, T0 + 1)
     assert (await reopened.schedules.get("acme", "b")) == paused
     await reopened.schedules.delete("acme", "b")
     with pytest.raises(NotFoundError):
         await reopened.schedules.get("acme", "b")
+
+
+async def test_pausing_twice_or_resuming_a_running_schedule_changes_nothing(
+    store: JobStore,
+) -> None:
+    due = await store.schedules.create(schedule(next_fire_time_us=T0))  # due, not yet fired
+
+    resumed = await store.schedules.change(
+        "acme", "nightly", lambda s: schedules.resumed(s, T0 + 5 * SECOND)
+    )
+    paused = await store.schedules.change(
+        "acme", "nightly", lambda s: schedules.paused(s, T0 + 6 * SECOND)
+    )
+    again = await store.schedules.change(
+        "acme", "nightly", lambda s: schedules.paused(s, T0 + 7 * SECOND)
+    )
+
+    assert resumed == due  # the due tick is still to fire: nothing skipped
+    assert again == paused == await store.schedules.get("acme", "nightly")
+    assert (paused.next_fire_time_us, paused.update_time_us) == (None, T0 + 6 * SECOND)
+
+
+async def test_a_change_keeps_the_tick_fired_since_the_caller_read_the_schedule(
+    store: JobStore,
+) -> None:
+    read = await store.schedules.create(schedule(overlap=OverlapPolicy.CANCEL_PREVIOUS))
+    tick = T0 + 2 * SECOND
+    firing = Firing(tick, True, False, "", T0 + 4 * SECOND)
+    job = new_job(request_id=schedules.tick_request_id("nightly", tick))
+    fired = await store.schedules.fire("acme", "nightly", firing, job, tick, expected_tick_us=tick)
+    assert fired is not None
+
+    updated = await store.schedules.change(
+        "acme", "nightly", lambda stored: schedules.updated(stored, read)
+    )
+
+    assert (updated.last_fire_time_us, updated.last_job_id) == (tick, fired.id)
 
 
 async def test_the_schedules_of_an_org_are_limited(store: JobStore) -> None:

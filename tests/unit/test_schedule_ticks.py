@@ -168,6 +168,20 @@ def test_missed_cron_ticks_are_counted() -> None:
     assert firing.next_fire_time_us == us(datetime(2026, 1, 2, 1, 0, tzinfo=UTC))
 
 
+def test_missed_cron_ticks_are_counted_up_to_a_bound() -> None:
+    every_minute = schedule(
+        cron="* * * * *", next_fire_time_us=us(datetime(2026, 1, 1, tzinfo=UTC))
+    )
+
+    firing = schedules.plan_fire(
+        every_minute, us(datetime(2026, 7, 1, tzinfo=UTC)), False, 60 * SECOND
+    )
+
+    assert firing.missed_ticks == schedules.MISSED_COUNTED
+    assert firing.skipped_reason.startswith(f"at least {schedules.MISSED_COUNTED} ticks")
+    assert firing.next_fire_time_us == us(datetime(2026, 7, 1, 0, 0, tzinfo=UTC))
+
+
 def test_upcoming_lists_the_next_ticks() -> None:
     s = schedule(interval_us=SECOND, next_fire_time_us=5 * SECOND)
 

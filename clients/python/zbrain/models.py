@@ -77,6 +77,10 @@ class Cause(_NamedIntEnum):
     RELEASED = 13  # every job it depended on met its condition (BLOCKED to PENDING)
     RESOURCE_LIMIT_EXCEEDED = 14  # the worker stopped it over a resource limit
     DUE = 17  # a delayed job's time came (SCHEDULED to PENDING)
+    # Its worker was restarted (a new process under the same worker id) while
+    # the lease was on its way or the attempt running: lost, counted (to
+    # RETRYING or FAILED).
+    WORKER_RESTARTED = 80
 
 
 class DependencyCondition(_NamedIntEnum):

@@ -8,6 +8,8 @@ detail; a client turns a failed call back into the same class with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -23,6 +25,18 @@ def grpc_code(code: Code) -> grpc.StatusCode:
     return _GRPC_CODES[code.value]
 
 
+MAX_MESSAGE_BYTES = 768
+MAX_VIOLATIONS_BYTES = 2048
+MAX_FIELD_BYTES = 200
+MAX_DESCRIPTION_BYTES = 500
+"""A status travels in trailers, which a peer accepts up to 8 KiB in all
+(gRPC's default metadata limit; past it the call fails with no status a
+client can read). The message goes twice (grpc-message, percent-encoded, so
+up to three times its bytes; and inside grpc-status-details-bin, base64, a
+third more), so these bounds keep every status under about 6 KiB, however
+many violations a request has or however long the names it sent."""
+
+
 def to_status(error: ZBrainError) -> grpc.Status:
     """The gRPC status (with BadRequest details) that carries `error`."""
     return rpc_status.to_status(status_message(error))
@@ -30,18 +44,12 @@ def to_status(error: ZBrainError) -> grpc.Status:
 
 def status_message(error: ZBrainError) -> status_pb2.Status:
     """The google.rpc.Status that carries `error`: its code, its message, its
-    field violations as a BadRequest detail and its reason as an ErrorInfo.
+    field violations as a BadRequest detail and its reason as an ErrorInfo,
+    message and violations cut to fit in trailers (see MAX_MESSAGE_BYTES).
     Both edges send it, gRPC in its trailers and HTTP as the JSON body."""
     details = []
     if error.violations:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
-        )
+        bad_request = error_details_pb2.BadRequest(field_violations=_fitting(error.violations))
         detail = any_pb2.Any()
         detail.Pack(bad_request)
         details.append(detail)
@@ -52,7 +60,41 @@ def status_message(error: ZBrainError) -> status_pb2.Status:
         detail = any_pb2.Any()
         detail.Pack(info)
         details.append(detail)
-    return status_pb2.Status(code=error.code.value, message=error.message, details=details)
+    message = _cut(error.message, MAX_MESSAGE_BYTES)
+    return status_pb2.Status(code=error.code.value, message=message, details=details)
+
+
+def _fitting(
+    violations: Sequence[FieldViolation],
+) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    """The violations that fit in MAX_VIOLATIONS_BYTES, each cut to size,
+    and then one saying how many more there were."""
+    fitting: list[error_details_pb2.BadRequest.FieldViolation] = []
+    left = MAX_VIOLATIONS_BYTES
+    for i, violation in enumerate(violations):
+        item = error_details_pb2.BadRequest.FieldViolation(
+            field=_cut(violation.field, MAX_FIELD_BYTES),
+            description=_cut(violation.description, MAX_DESCRIPTION_BYTES),
+        )
+        left -= item.ByteSize()
+        if left < 0:
+            more = len(violations) - i
+            fitting.append(
+                error_details_pb2.BadRequest.FieldViolation(
+                    description=f"and {more} more problem{'s' if more > 1 else ''} not listed"
+                )
+            )
+            break
+        fitting.append(item)
+    return fitting
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """`text` in at most `max_bytes` of UTF-8, ending with "…" when cut."""
+    encoded = text.encode()
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[: max_bytes - 3].decode(errors="ignore") + "…"
 
 
 def from_rpc_error(error: grpc.RpcError) -> ZBrainError:

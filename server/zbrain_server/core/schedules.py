@@ -17,11 +17,12 @@ every other tick follows its overlap policy.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, available_timezones
 
 from cronsim import CronSim, CronSimError
 
@@ -34,9 +35,15 @@ SCHEDULE_ID_RULE = (
     "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 )
 MIN_INTERVAL_US = 1_000_000
-MISSED_COUNTED = 100_000
+MAX_INTERVAL_US = 366 * 86_400_000_000
+"""Intervals run from one second to a year (366 days, as far as a delayed job waits)."""
+MAX_CRON_CHARS = 256
+MISSED_COUNTED = 1000
 """Missed cron ticks are counted one by one up to this many (for the record
-of what was skipped); past it the count says "at least"."""
+of what was skipped); past it the count says "at least". Counting is stepping
+cronsim on the event loop (about 20 us a tick on a busy machine): a
+minute-by-minute schedule missed for months would otherwise hold the server
+for seconds, for each such schedule."""
 SCHEDULE_LABEL = "zbrain.schedule"
 TICK_LABEL = "zbrain.tick"
 
@@ -91,9 +98,13 @@ def check_timing(cron: str, time_zone: str, interval_us: int) -> None:
     if interval_us:
         if interval_us < MIN_INTERVAL_US:
             raise TimingError("interval", "the interval must be at least one second")
+        if interval_us > MAX_INTERVAL_US:
+            raise TimingError("interval", "the interval must be at most 366 days")
         if time_zone:
             raise TimingError("time_zone", "a time zone applies to cron expressions only")
         return
+    if len(cron) > MAX_CRON_CHARS:
+        raise TimingError("cron", f"a cron expression is at most {MAX_CRON_CHARS} characters")
     if len(cron.split()) != 5:
         raise TimingError(
             "cron", f"{cron!r} is not a 5-field cron expression (minute hour day month weekday)"
@@ -106,14 +117,29 @@ def check_timing(cron: str, time_zone: str, interval_us: int) -> None:
 
 
 def _zone(name: str) -> ZoneInfo:
+    """The zone of an IANA name; TimingError for anything else. Only names
+    of the time zone database's list are opened: ZoneInfo itself would try
+    to read any relative path as a zone file ("America" is a folder, so an
+    OSError; "zone.tab" is no zone)."""
     if not name:
         return ZoneInfo("UTC")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    if name not in _known_zones():
         raise TimingError(
-            "time_zone", f"{name!r} is not a known time zone (such as Europe/Paris)"
-        ) from None
+            "time_zone", f"{name[:80]!r} is not a known time zone (such as Europe/Paris)"
+        )
+    return ZoneInfo(name)
+
+
+MACHINE_ZONES = frozenset({"localtime", "posixrules"})
+"""Names in some zone lists that stand for a machine's own settings: replicas
+on two machines would tick a schedule in two zones."""
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    """The IANA time zone names this machine knows (read once: it scans the
+    zone files), but for those that mean the machine's own zone."""
+    return frozenset(available_timezones()) - MACHINE_ZONES
 
 
 def describe(schedule: Schedule) -> str:
@@ -139,6 +165,37 @@ def last_tick(schedule: Schedule, at_or_before_us: int) -> int:
     return _us(next(CronSim(schedule.cron, after, reverse=True)))
 
 
+def paused(schedule: Schedule, now_us: int) -> Schedule | None:
+    """The schedule paused (no next tick); None when it is paused already:
+    pausing twice changes nothing."""
+    if schedule.paused:
+        return None
+    return replace(schedule, paused=True, next_fire_time_us=None, update_time_us=now_us)
+
+
+def resumed(schedule: Schedule, now_us: int) -> Schedule | None:
+    """The schedule ticking again from the first tick after now, without
+    catching up; None when it is not paused: resuming a running schedule
+    changes nothing (its next tick, even a due one, stays)."""
+    if not schedule.paused:
+        return None
+    return replace(
+        schedule, paused=False, next_fire_time_us=next_tick(schedule, now_us), update_time_us=now_us
+    )
+
+
+def updated(stored: Schedule, new: Schedule) -> Schedule:
+    """A stored schedule replaced by `new` (timing, job, policies, paused),
+    keeping what belongs to its history: when it was made, its last tick and
+    that tick's job (which CANCEL_PREVIOUS cancels)."""
+    return replace(
+        new,
+        create_time_us=stored.create_time_us,
+        last_fire_time_us=stored.last_fire_time_us,
+        last_job_id=stored.last_job_id,
+    )
+
+
 def upcoming(schedule: Schedule, count: int) -> list[int]:
     """The next `count` ticks from the schedule's next fire time (none while paused)."""
     first = schedule.next_fire_time_us
@@ -156,7 +213,7 @@ def _count_ticks(schedule: Schedule, first_us: int, last_us: int) -> int:
         return (last_us - first_us) // schedule.interval_us + 1
     ticks = CronSim(schedule.cron, _datetime(first_us, schedule.time_zone))
     later = itertools.takewhile(
-        lambda t: _us(t) <= last_us, itertools.islice(ticks, MISSED_COUNTED)
+        lambda t: _us(t) <= last_us, itertools.islice(ticks, MISSED_COUNTED - 1)
     )
     return 1 + sum(1 for _ in later)
 
@@ -193,7 +250,7 @@ def plan_fire(schedule: Schedule, now_us: int, previous_running: bool, grace_us:
     if now_us - tick > grace_us:
         latest = last_tick(schedule, now_us - grace_us)
         missed = _count_ticks(schedule, tick, latest)
-        more = "at least " if missed >= MISSED_COUNTED else ""
+        more = "at least " if not schedule.interval_us and missed >= MISSED_COUNTED else ""
         plural = "s" if missed > 1 else ""
         if schedule.catch_up is not CatchUpPolicy.RUN_ONCE:
             return Firing(

@@ -26,6 +26,10 @@ from typing import Any
 from zbrain.errors import FieldViolation, InvalidArgumentError
 from zbrain.models import ParameterType
 
+UNKNOWN_LISTED = 20
+"""Unknown parameters of a submission named one by one; the rest are counted."""
+NAME_SHOWN = 64
+"""Characters of a parameter name an answer repeats (a declared one has at most 64)."""
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z][A-Za-z0-9_]*)\s*\}\}")
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 NAME_RULE = "must be 1 to 64 letters, digits or '_', starting with a letter"
@@ -123,9 +127,16 @@ def typed(parameter: Parameter, text: str, *, strict: bool = False) -> Any:
 
 def _json(text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
+    except RecursionError:
+        raise ValueError("is nested too deeply") from None
     except ValueError:
         raise ValueError(f"is not valid JSON: {text[:80]}") from None
+
+
+def _not_json(constant: str) -> Any:
+    """NaN and Infinity, which Python's json reads but JSON has not."""
+    raise ValueError(f"{constant} is not JSON")
 
 
 def values(template: Template, given: Mapping[str, str]) -> dict[str, Any]:
@@ -133,13 +144,23 @@ def values(template: Template, given: Mapping[str, str]) -> dict[str, Any]:
     InvalidArgumentError naming the parameter when one is unknown, missing or
     not of its type."""
     declared = {parameter.name: parameter for parameter in template.parameters}
+    unknown = sorted(set(given) - set(declared))
     violations = [
         FieldViolation(
-            f"parameters[{name}]",
-            f"template {template.name!r} version {template.version} has no parameter {name!r}",
+            f"parameters[{name[:NAME_SHOWN]}]",
+            f"template {template.name!r} version {template.version} has no parameter "
+            f"{name[:NAME_SHOWN]!r}",
         )
-        for name in sorted(set(given) - set(declared))
+        for name in unknown[:UNKNOWN_LISTED]
     ]
+    if (
+        len(unknown) > UNKNOWN_LISTED
+    ):  # a request of a million names is not answered a million times
+        violations.append(
+            FieldViolation(
+                "parameters", f"and {len(unknown) - UNKNOWN_LISTED} more unknown parameters"
+            )
+        )
     resolved: dict[str, Any] = {}
     for name, parameter in declared.items():
         field = f"parameters[{name}]"
@@ -159,30 +180,73 @@ def values(template: Template, given: Mapping[str, str]) -> dict[str, Any]:
     return resolved
 
 
-def render_text(text: str, values: Mapping[str, Any]) -> str:
-    """`text` with every `{{ name }}` replaced by its value's text."""
-    return PLACEHOLDER.sub(lambda match: _text(values[match.group(1)]), text)
+class RenderingTooLarge(ValueError):
+    """Putting the values in would make the job's texts larger than allowed."""
 
 
-def render_json(text: str, values: Mapping[str, Any]) -> str:
-    """JSON text with its strings rendered; a string that is exactly one
-    placeholder becomes the typed value."""
-    if "{{" not in text:
-        return text
-    return json.dumps(_render_value(json.loads(text), values))
+class Rendering:
+    """Puts a submission's values into a template's texts, adding at most
+    `budget_bytes` of values in all: however often a template repeats a
+    placeholder and however large a value is, the job made is bounded before
+    it is built (RenderingTooLarge past it); the job's own limits then apply
+    to the result. A placeholder that names no value (one written with JSON
+    escapes inside the input, which the template's check does not see) is
+    left as it is."""
 
+    def __init__(self, values: Mapping[str, Any], budget_bytes: int) -> None:
+        self._values = values
+        self._texts = {name: _text(value) for name, value in values.items()}
+        # Inside a JSON string, a text is escaped; a whole value is written as JSON.
+        self._json_sizes = {
+            name: max(len(json.dumps(text)), len(json.dumps(values[name])))
+            for name, text in self._texts.items()
+        }
+        self._left = budget_bytes
 
-def _render_value(value: Any, values: Mapping[str, Any]) -> Any:
-    if isinstance(value, str):
-        whole = PLACEHOLDER.fullmatch(value.strip())
-        if whole is not None:
-            return values[whole.group(1)]
-        return render_text(value, values)
-    if isinstance(value, list):
-        return [_render_value(item, values) for item in value]
-    if isinstance(value, dict):
-        return {key: _render_value(item, values) for key, item in value.items()}
-    return value
+    def text(self, text: str) -> str:
+        """`text` with every `{{ name }}` replaced by its value's text."""
+        return PLACEHOLDER.sub(self._text_of, text)
+
+    def json(self, text: str) -> str:
+        """JSON text with its strings rendered; a string that is exactly one
+        placeholder becomes the typed value."""
+        if "{{" not in text:
+            return text
+        return json.dumps(self._value(json.loads(text)))
+
+    def _text_of(self, match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in self._texts:
+            return match.group(0)
+        self._spend(len(self._texts[name]))
+        return self._texts[name]
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            whole = PLACEHOLDER.fullmatch(value.strip())
+            if whole is not None and whole.group(1) in self._values:
+                self._spend(self._json_sizes[whole.group(1)])
+                return self._values[whole.group(1)]
+            if "{{" not in value:
+                return value
+            return PLACEHOLDER.sub(self._json_text_of, value)
+        if isinstance(value, list):
+            return [self._value(item) for item in value]
+        if isinstance(value, dict):
+            return {key: self._value(item) for key, item in value.items()}
+        return value
+
+    def _json_text_of(self, match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in self._texts:
+            return match.group(0)
+        self._spend(self._json_sizes[name])
+        return self._texts[name]
+
+    def _spend(self, size: int) -> None:
+        self._left -= size
+        if self._left < 0:
+            raise RenderingTooLarge("the values make the job too large")
 
 
 def _text(value: Any) -> str:

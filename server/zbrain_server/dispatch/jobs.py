@@ -34,11 +34,13 @@ from ..core.model import (
     LogLine,
     LogRecord,
     NewJob,
+    event_size,
+    line_size,
     now_us,
 )
 from ..store import JobStore
 from ..store.blobs import BlobStore
-from .bus import EventBus, SubscriberTooSlow, record_size
+from .bus import EventBus, SubscriberTooSlow
 from .dispatcher import Dispatcher
 from .sessions import WorkerSession
 from .signals import JobSignals, wait_for
@@ -47,7 +49,6 @@ T = TypeVar("T")
 
 # A follower re-reads the store at least this often even without a nudge.
 FOLLOW_RECHECK_S = 1.0
-LINE_OVERHEAD_BYTES = 32  # what a line's fields add to its text in a message
 
 
 def chunked(items: Sequence[T], size_of: Callable[[T], int], max_bytes: int) -> Iterator[list[T]]:
@@ -64,10 +65,6 @@ def chunked(items: Sequence[T], size_of: Callable[[T], int], max_bytes: int) -> 
         size += item_size
     if run:
         yield run
-
-
-def line_size(line: LogLine) -> int:
-    return len(line.text.encode()) + LINE_OVERHEAD_BYTES
 
 
 class Jobs:
@@ -173,13 +170,14 @@ class Jobs:
                 # Read the job's state before the lines: if it was finished then,
                 # every line it will ever have is already stored.
                 finished = (await self._store.get_job(job_id)).state.is_terminal
-                lines = await self._store.read_logs(job_id, after, page)
+                # A page of one message at a time: a reader that stops reading
+                # holds one message here, however much the job printed.
+                lines = await self._store.read_logs(job_id, after, page, max_bytes=message_bytes)
                 if lines:
                     after = lines[-1].sequence
                     for run in chunked(lines, line_size, message_bytes):
                         yield run
-                    if len(lines) == page:
-                        continue
+                    continue
                 if not follow or finished:
                     return
                 await wait_for(changed, FOLLOW_RECHECK_S)
@@ -206,14 +204,14 @@ class Jobs:
         # Subscribe before reading the backlog: an event committed meanwhile is in
         # one or both, and the sequence check below drops the copy.
         with self._bus.subscribe(org_id, topic_prefix) as live:
-            while True:
-                backlog = await self._store.read_events(org_id, topic_prefix, last, page)
-                if backlog:
-                    last = backlog[-1].sequence
-                    for run in chunked(backlog, record_size, message_bytes):
-                        yield run
-                if len(backlog) < page:
-                    break
+            # The backlog a page of one message at a time: a reader that stops
+            # reading holds one message here, however large the history.
+            while backlog := await self._store.read_events(
+                org_id, topic_prefix, last, page, max_bytes=message_bytes
+            ):
+                last = backlog[-1].sequence
+                for run in chunked(backlog, event_size, message_bytes):
+                    yield run
             while follow:
                 try:
                     batch = [r for r in await live.next_batch() if r.sequence > last]
@@ -227,7 +225,7 @@ class Jobs:
                     ) from None
                 if batch:
                     last = batch[-1].sequence
-                    for run in chunked(batch, record_size, message_bytes):
+                    for run in chunked(batch, event_size, message_bytes):
                         yield run
 
     async def artifact(
@@ -258,6 +256,10 @@ class Jobs:
         self, worker_id: str, org_ids: Sequence[str], max_jobs: int, wait_s: float
     ) -> list[Lease]:
         return await self._dispatcher.acquire(worker_id, org_ids, max_jobs, wait_s)
+
+    async def give_back(self, leases: list[Lease]) -> None:
+        """Return leases acquired but not handed to their worker."""
+        await self._dispatcher.give_back(leases)
 
     async def _own_lease(self, caller: Caller, job_id: str) -> None:
         """A worker bound to an org may report only on that org's jobs."""

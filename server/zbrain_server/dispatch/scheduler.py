@@ -46,6 +46,10 @@ class Scheduler:
         self._job_for = job_for
         self._grace_us = int(config.schedule_grace_s * 1e6)
         self._alarm = Alarm("scheduler", self._fire_due, config.poll_interval_s)
+        # Ticks that failed unexpectedly (a bug, or a stored time zone this
+        # machine cannot open), by schedule: passed over until the schedule
+        # moves on (another replica fired it, or it was updated).
+        self._broken: dict[tuple[str, str], int] = {}
 
     def start(self) -> None:
         self._alarm.start()
@@ -79,12 +83,26 @@ class Scheduler:
         return submitted
 
     async def _fire_due(self) -> int | None:
+        """Fire every due tick; one schedule that fails stops no other."""
         now = now_us()
-        for org_id, schedule_id, tick in await self._store.schedules.due(now, DUE_BATCH):
+        due = await self._store.schedules.due(now, DUE_BATCH + len(self._broken))
+        self._broken = {key: tick for key, tick in self._broken.items() if (*key, tick) in due}
+        for org_id, schedule_id, tick in due:
+            if self._broken.get((org_id, schedule_id)) == tick:
+                continue
             try:
                 await self._fire(org_id, schedule_id, tick, now)
-            except ZBrainError as error:
+            except ZBrainError as error:  # the store is busy or down, say: tried again
                 log.warning("schedule %s of %s: tick failed: %s", schedule_id, org_id, error)
+            except Exception:
+                log.exception(
+                    "schedule %s of %s: tick failed; passed over until the schedule changes",
+                    schedule_id,
+                    org_id,
+                )
+                self._broken[(org_id, schedule_id)] = tick
+        if self._broken:
+            return None  # the earliest due may be a broken one: wake at the next poll
         return await self._store.schedules.next_fire_time()
 
     async def _fire(self, org_id: str, schedule_id: str, tick: int, now: int) -> None:

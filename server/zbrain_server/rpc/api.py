@@ -33,7 +33,7 @@ from ..core.model import NewJob, now_us
 from ..dispatch.jobs import Jobs
 from ..dispatch.tokens import create_token
 from ..store import JobStore
-from . import codec, validation
+from . import codec, validation, validation_workflows
 from .orgs import OrgApi
 from .schedules import ScheduleApi
 from .telemetry import current_trace_context
@@ -44,6 +44,8 @@ Operation = Callable[..., Any]
 async generator `(caller, request) -> response messages`."""
 
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
+RESPONSE_MARGIN_BYTES = 64 << 10
+"""Room kept in an answer of max_message_bytes for what frames it."""
 
 
 def operation_name(method: str) -> str:
@@ -72,6 +74,12 @@ class Api:
     @property
     def jobs(self) -> Jobs:
         return self._jobs
+
+    @property
+    def answer_bytes(self) -> int:
+        """What the items of one answer may hold in all (leases, a page of
+        templates or schedules): past the message limit the answer would fail."""
+        return self._config.limits.max_message_bytes - RESPONSE_MARGIN_BYTES
 
     def operation(self, method: str) -> Operation | None:
         """The operation of a full method name, or None when there is none
@@ -262,7 +270,14 @@ class Api:
         if time_remaining_s is not None:
             wait_s = min(wait_s, max(0.0, time_remaining_s - 0.5))
         leases = await self._jobs.acquire(worker_id, org_ids, max_jobs, wait_s)
-        return pb.AcquireLeaseResponse(leases=[codec.lease_to_proto(lease) for lease in leases])
+        response = pb.AcquireLeaseResponse()
+        messages = [codec.lease_to_proto(lease) for lease in leases]
+        response.leases.extend(validation_workflows.fitting(messages, self.answer_bytes))
+        if len(response.leases) < len(leases):
+            # Past what one answer may carry (large inputs, or parents'
+            # outputs): the rest go back to the queue, not to waste.
+            await self._jobs.give_back(leases[len(response.leases) :])
+        return response
 
     async def renew_lease(
         self, caller: Caller, request: pb.RenewLeaseRequest

@@ -3,7 +3,6 @@ defined and called), and the job of a schedule's tick (`job_for`)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from zbrain.models import Role
@@ -13,7 +12,7 @@ from zbrain.v1 import schedule_pb2 as pb
 from ..core import schedules
 from ..core.access import Caller, request_org
 from ..core.model import NewJob, now_us
-from ..core.schedules import Schedule
+from ..core.schedules import Schedule, TimingError
 from ..dispatch.scheduler import Scheduler
 from ..store import JobStore
 from . import codec, validation, validation_workflows
@@ -58,7 +57,7 @@ class ScheduleApi:
         self._nudge(stored)
         return pb.CreateScheduleResponse(
             schedule=codec.schedule_to_proto(stored),
-            upcoming=codec.timestamps(schedules.upcoming(stored, UPCOMING)),
+            upcoming=codec.timestamps(_upcoming(stored)),
         )
 
     async def get_schedule(
@@ -67,7 +66,7 @@ class ScheduleApi:
         schedule = await self._find(caller, request.org_id, request.schedule_id)
         return pb.GetScheduleResponse(
             schedule=codec.schedule_to_proto(schedule),
-            upcoming=codec.timestamps(schedules.upcoming(schedule, UPCOMING)),
+            upcoming=codec.timestamps(_upcoming(schedule)),
         )
 
     async def list_schedules(
@@ -77,26 +76,23 @@ class ScheduleApi:
         size = validation.page_size(request.page_size, self._api.config.limits)
         after = validation_workflows.page_token(request.page_token)
         found = await self._store.schedules.list(org_id, after, size + 1)
-        page = found[:size]
+        page = validation_workflows.fitting(
+            [codec.schedule_to_proto(s) for s in found[:size]], self._api.answer_bytes
+        )
         return pb.ListSchedulesResponse(
-            schedules=[codec.schedule_to_proto(s) for s in page],
+            schedules=page,
             next_page_token=validation_workflows.next_page_token(
-                page[-1].id if page else "", len(found) > size
+                page[-1].id if page else "", len(found) > len(page)
             ),
         )
 
     async def update_schedule(
         self, caller: Caller, request: pb.UpdateScheduleRequest
     ) -> pb.UpdateScheduleResponse:
-        before = await self._find(caller, request.schedule.org_id, request.schedule.id)
         changed = await self._checked(caller, request.schedule)
-        kept = replace(
-            changed,
-            create_time_us=before.create_time_us,
-            last_fire_time_us=before.last_fire_time_us,
-            last_job_id=before.last_job_id,
+        stored = await self._store.schedules.change(
+            changed.org_id, changed.id, lambda before: schedules.updated(before, changed)
         )
-        stored = await self._store.schedules.save(kept)
         self._nudge(stored)
         return pb.UpdateScheduleResponse(schedule=codec.schedule_to_proto(stored))
 
@@ -112,23 +108,21 @@ class ScheduleApi:
     async def pause_schedule(
         self, caller: Caller, request: pb.PauseScheduleRequest
     ) -> pb.PauseScheduleResponse:
-        schedule = await self._find(caller, request.org_id, request.schedule_id)
-        paused = replace(schedule, paused=True, next_fire_time_us=None, update_time_us=now_us())
-        stored = await self._store.schedules.save(paused)
+        org_id, schedule_id = self._key(caller, request.org_id, request.schedule_id)
+        now = now_us()
+        stored = await self._store.schedules.change(
+            org_id, schedule_id, lambda schedule: schedules.paused(schedule, now)
+        )
         return pb.PauseScheduleResponse(schedule=codec.schedule_to_proto(stored))
 
     async def resume_schedule(
         self, caller: Caller, request: pb.ResumeScheduleRequest
     ) -> pb.ResumeScheduleResponse:
-        schedule = await self._find(caller, request.org_id, request.schedule_id)
+        org_id, schedule_id = self._key(caller, request.org_id, request.schedule_id)
         now = now_us()
-        resumed = replace(
-            schedule,
-            paused=False,
-            next_fire_time_us=schedules.next_tick(schedule, now),
-            update_time_us=now,
+        stored = await self._store.schedules.change(
+            org_id, schedule_id, lambda schedule: schedules.resumed(schedule, now)
         )
-        stored = await self._store.schedules.save(resumed)
         self._nudge(stored)
         return pb.ResumeScheduleResponse(schedule=codec.schedule_to_proto(stored))
 
@@ -151,10 +145,11 @@ class ScheduleApi:
         return schedule
 
     async def _find(self, caller: Caller, org: str, schedule_id: str) -> Schedule:
-        org_id = self._org(caller, org)
-        return await self._store.schedules.get(
-            org_id, validation_workflows.schedule_id(schedule_id)
-        )
+        return await self._store.schedules.get(*self._key(caller, org, schedule_id))
+
+    def _key(self, caller: Caller, org: str, schedule_id: str) -> tuple[str, str]:
+        """The org and id a request names, validated."""
+        return self._org(caller, org), validation_workflows.schedule_id(schedule_id)
 
     def _org(self, caller: Caller, requested: str) -> str:
         org_id = request_org(caller, requested, self._api.config.default_org)
@@ -163,3 +158,13 @@ class ScheduleApi:
     def _nudge(self, schedule: Schedule) -> None:
         if self._scheduler is not None:
             self._scheduler.nudge(schedule.next_fire_time_us)
+
+
+def _upcoming(schedule: Schedule) -> list[int]:
+    """The next fire times to show; none when this server cannot step the
+    schedule (a stored time zone its zone list lacks, as on a replica of
+    another machine), which is still shown."""
+    try:
+        return schedules.upcoming(schedule, UPCOMING)
+    except TimingError:
+        return []

@@ -53,11 +53,13 @@ class TemplateApi:
         size = validation.page_size(request.page_size, self._api.config.limits)
         after = validation_workflows.page_token(request.page_token)
         found = await self._store.templates.list(org_id, after, size + 1)
-        page = found[:size]
+        page = validation_workflows.fitting(
+            [codec.template_to_proto(t) for t in found[:size]], self._api.answer_bytes
+        )
         return pb.ListTemplatesResponse(
-            templates=[codec.template_to_proto(t) for t in page],
+            templates=page,
             next_page_token=validation_workflows.next_page_token(
-                page[-1].name if page else "", len(found) > size
+                page[-1].name if page else "", len(found) > len(page)
             ),
         )
 
@@ -84,7 +86,7 @@ class TemplateApi:
     ) -> NewJob:
         """The job a template makes with these parameters, validated as any
         submission (INVALID_ARGUMENT naming a bad parameter first)."""
-        spec = validation_workflows.rendered_spec(template, parameters)
+        spec = validation_workflows.rendered_spec(template, parameters, self._api.config.limits)
         return self._api.new_job(
             caller,
             _in_org(spec, template.org_id),

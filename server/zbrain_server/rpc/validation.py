@@ -54,6 +54,7 @@ RESERVED_ENV_PREFIX = "ZBRAIN_"
 # LD_LIBRARY_PATH, LD_AUDIT, ...), a classic way to escape what cmd says.
 LOADER_ENV_PREFIXES = ("LD_", "DYLD_")
 DEFAULT_PAGE_SIZE = 50
+MAX_INCARNATION_BYTES = 128  # WorkerHello.incarnation_id (the SDKs send 32 hex digits)
 REF_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 REF_RULE = "must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
 
@@ -90,6 +91,25 @@ def _bad(message: str, field: str, description: str) -> InvalidArgumentError:
 
 def duration_us(d: duration_pb2.Duration) -> int:
     return d.seconds * 1_000_000 + d.nanos // 1000
+
+
+MAX_DURATION_SECONDS = 315_576_000_000
+"""A google.protobuf.Duration's range: about 10,000 years either way."""
+
+
+def checked_duration_us(d: duration_pb2.Duration, field: str, v: Violations) -> int | None:
+    """A Duration as microseconds; None with a violation naming `field` when
+    it is not a valid Duration (nanos out of range or of the other sign than
+    seconds, seconds past the type's range)."""
+    if (
+        abs(d.seconds) > MAX_DURATION_SECONDS
+        or abs(d.nanos) >= 1_000_000_000
+        or (d.seconds > 0 > d.nanos)
+        or (d.seconds < 0 < d.nanos)
+    ):
+        v.add(field, "is not a valid duration (nanos within a second, of the sign of seconds)")
+        return None
+    return duration_us(d)
 
 
 # -- inbound -------------------------------------------------------------------
@@ -436,15 +456,21 @@ def _run_at(
     now = now_us() if now is None else now
     latest = now + int(limits.max_delay_s * 1_000_000)
     if spec.HasField("delay"):
-        delay = duration_us(spec.delay)
-        if delay < 0 or spec.delay.nanos < 0:
-            v.add(f"{field}.delay", "must not be negative")
+        where = f"{field}.delay"
+        delay = checked_duration_us(spec.delay, where, v)
+        if delay is None:
+            return None
+        if delay < 0:
+            v.add(where, "must not be negative")
             return None
         at = now + delay
-        where = f"{field}.delay"
     else:
-        at = spec.run_at.seconds * 1_000_000 + spec.run_at.nanos // 1000
         where = f"{field}.run_at"
+        try:
+            at = spec.run_at.ToMicroseconds()
+        except ValueError:
+            v.add(where, "must be a valid timestamp (years 1 to 9999, nanos within a second)")
+            return None
     if at > latest:
         v.add(where, f"is more than {limits.max_delay_s / 86400:.0f} days ahead (max_delay_s)")
         return None
@@ -679,8 +705,9 @@ def attempt_result(result: job_service_pb2.AttemptResult, field: str = "result")
 def batch(
     specs: Sequence[job_pb2.JobSpec], request_ids: Sequence[str], limits: Limits
 ) -> Sequence[str]:
-    """A SubmitBatch holds at least one job and at most max_batch_jobs, and
-    either no request ids or one per job; returns one request id per job (""
+    """A SubmitBatch holds at least one job and at most max_batch_jobs, with
+    at most max_batch_dependencies dependencies in all, and either no
+    request ids or one per job; returns one request id per job (""
     for none). Each id itself is checked with its job (`new_job`), and that no
     two are alike once the jobs' orgs are known (`distinct_request_ids`)."""
     if not specs:
@@ -690,6 +717,14 @@ def batch(
             "batch too large",
             "jobs",
             f"holds {len(specs)} jobs; the limit (max_batch_jobs) is {limits.max_batch_jobs}",
+        )
+    edges = sum(len(spec.depends_on) for spec in specs)
+    if edges > limits.max_batch_dependencies:
+        raise _bad(
+            "graph too large",
+            "jobs",
+            f"hold {edges} dependencies in all; the limit (max_batch_dependencies) is "
+            f"{limits.max_batch_dependencies}",
         )
     if not request_ids:
         return [""] * len(specs)
@@ -746,8 +781,14 @@ def hello(
     message: worker_service_pb2.WorkerHello, org_ids: Sequence[str], limits: Limits
 ) -> tuple[str, tuple[str, ...], int, list[tuple[str, int]]]:
     """A worker's hello: its id, its orgs (resolved), its slots and the leases
-    it claims back."""
+    it claims back (its `incarnation_id` is checked, and taken as it is)."""
     worker_id, orgs = worker_identity(message.worker_id, org_ids, limits, "hello.")
+    if len(message.incarnation_id.encode()) > MAX_INCARNATION_BYTES:
+        raise _bad(
+            "invalid incarnation id",
+            "hello.incarnation_id",
+            f"must be at most {MAX_INCARNATION_BYTES} bytes",
+        )
     most = limits.max_worker_concurrency
     if not 0 < message.concurrency <= most:
         raise _bad(

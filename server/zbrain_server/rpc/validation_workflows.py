@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+from google.protobuf.message import Message
 
 from zbrain.errors import FieldViolation, InvalidArgumentError
 from zbrain.models import CatchUpPolicy, OverlapPolicy, ParameterType
@@ -16,7 +19,7 @@ from ..config import Limits
 from ..core import schedules, templates
 from ..core.schedules import Schedule, TemplateRef, TimingError
 from ..core.templates import Parameter, Template
-from .validation import Violations, _enum_or_none, duration_us
+from .validation import Violations, _enum_or_none, checked_duration_us
 
 MAX_DESCRIPTION_BYTES = 1024
 
@@ -96,15 +99,35 @@ def new_template(
     )
 
 
-def rendered_spec(template: Template, given: Mapping[str, str]) -> job_pb2.JobSpec:
+def rendered_spec(template: Template, given: Mapping[str, str], limits: Limits) -> job_pb2.JobSpec:
     """The template's job with the submission's parameters put in (see
     `core.templates`); INVALID_ARGUMENT naming any parameter unknown,
-    missing or of the wrong type."""
+    missing or of the wrong type, or when the values would make a job past
+    the limits on its texts."""
     values = templates.values(template, given)
+    budget = limits.max_cmd_bytes + limits.max_env_bytes + limits.max_input_bytes
+    rendering = templates.Rendering(values, budget)
     spec = job_pb2.JobSpec.FromString(template.job_spec)
-    cmd = [templates.render_text(arg, values) for arg in spec.cmd]
-    env = {name: templates.render_text(value, values) for name, value in spec.env.items()}
-    input_json = templates.render_json(spec.input_json, values) if spec.input_json else ""
+    try:
+        cmd = [rendering.text(arg) for arg in spec.cmd]
+        env = {name: rendering.text(value) for name, value in spec.env.items()}
+        input_json = rendering.json(spec.input_json) if spec.input_json else ""
+    except templates.RenderingTooLarge:
+        raise InvalidArgumentError(
+            "parameters too large",
+            violations=[
+                FieldViolation(
+                    "parameters",
+                    f"the values put into the template make more than {budget} bytes of "
+                    "arguments, environment and input",
+                )
+            ],
+        ) from None
+    except RecursionError:  # a JSON value nested in a JSON input, past what can be written
+        raise InvalidArgumentError(
+            "parameters nested too deeply",
+            violations=[FieldViolation("parameters", "make an input nested too deeply")],
+        ) from None
     del spec.cmd[:]
     spec.cmd.extend(cmd)
     spec.env.clear()
@@ -121,11 +144,16 @@ def new_schedule(
     v = Violations()
     if not schedules.SCHEDULE_ID_PATTERN.match(message.id):
         v.add(f"{field}.id", schedules.SCHEDULE_ID_RULE)
-    interval_us = duration_us(message.interval) if message.HasField("interval") else 0
-    try:
-        schedules.check_timing(message.cron.strip(), message.time_zone, interval_us)
-    except TimingError as exc:
-        v.add(f"{field}.{exc.field}", str(exc))
+    interval_us = (
+        checked_duration_us(message.interval, f"{field}.interval", v)
+        if message.HasField("interval")
+        else 0
+    )
+    if interval_us is not None:
+        try:
+            schedules.check_timing(message.cron.strip(), message.time_zone, interval_us)
+        except TimingError as exc:
+            v.add(f"{field}.{exc.field}", str(exc))
     has_job, has_template = message.HasField("job"), message.HasField("template")
     if has_job == has_template:
         v.add(f"{field}.job", "give either a job or a template, not both or neither")
@@ -146,7 +174,7 @@ def new_schedule(
         id=message.id,
         cron=message.cron.strip(),
         time_zone=message.time_zone,
-        interval_us=interval_us,
+        interval_us=interval_us or 0,  # None only with a violation, raised above
         job_spec=message.job.SerializeToString(deterministic=True) if has_job else b"",
         template=(
             TemplateRef(
@@ -182,6 +210,24 @@ def page_token(token: str, field: str = "page_token") -> str:
             "invalid page token",
             violations=[FieldViolation(field, "is not a token a previous page returned")],
         ) from None
+
+
+M = TypeVar("M", bound=Message)
+
+
+def fitting(messages: Sequence[M], max_bytes: int) -> list[M]:
+    """The first messages of an answer whose sizes fit in `max_bytes` (at
+    least one): a page of large templates or schedules, or leases of large
+    jobs, is cut short rather than failing as an answer past the message
+    limit (a page's token then continues after the last one given)."""
+    kept: list[M] = []
+    left = max_bytes
+    for message in messages:
+        left -= message.ByteSize() + 8  # the field's tag and length
+        if left < 0 and kept:
+            break
+        kept.append(message)
+    return kept
 
 
 def next_page_token(last: str, more: bool) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -72,13 +73,26 @@ class ScheduleStore:
         )
         return [_schedule(row) for row in rows]
 
-    async def save(self, schedule: Schedule) -> Schedule:
-        """Replace a stored schedule (update, pause, resume); NotFoundError if gone."""
+    async def change(
+        self, org_id: str, schedule_id: str, change: Callable[[Schedule], Schedule | None]
+    ) -> Schedule:
+        """Change a schedule (update, pause, resume) as `change` makes it from
+        the stored one, read under its row lock in the same transaction: a
+        tick fired meanwhile (its job, its next tick) is never written over
+        with what a caller read before. `change` returning None leaves the
+        schedule as it is (pausing a paused one). Returns the schedule as
+        stored after; NotFoundError when there is none."""
 
         def program(tx: Tx) -> Program[Schedule]:
-            if not (yield Execute("save_schedule", _params(schedule))):
-                raise _not_found(schedule.org_id, schedule.id)
-            return schedule
+            row = yield FetchOne("lock_schedule", {"org_id": org_id, "id": schedule_id})
+            if row is None:
+                raise _not_found(org_id, schedule_id)
+            stored = _schedule(row)
+            changed = change(stored)
+            if changed is None:
+                return stored
+            yield Execute("save_schedule", _params(changed))
+            return changed
 
         return await self._engine.write(program)
 

@@ -54,20 +54,22 @@ UPDATE jobs SET
     state = v.state, attempt = v.attempt, update_time = v.update_time,
     start_time = v.start_time, finish_time = v.finish_time, next_run_time = v.next_run_time,
     last_error = v.last_error, output_json = v.output_json, lease_epoch = v.lease_epoch,
-    worker_id = v.worker_id, lease_expire_time = v.lease_expire_time,
-    cancel_requested = v.cancel_requested, previous_state = v.previous_state, cause = v.cause,
-    reason = v.reason, transition_time = v.transition_time, attempts = v.attempts
+    worker_id = v.worker_id, worker_incarnation = v.worker_incarnation,
+    lease_expire_time = v.lease_expire_time, cancel_requested = v.cancel_requested,
+    previous_state = v.previous_state, cause = v.cause, reason = v.reason,
+    transition_time = v.transition_time, attempts = v.attempts
 FROM unnest(
     :state::text[], :attempt::int[], :update_time::bigint[], :start_time::bigint[],
     :finish_time::bigint[], :next_run_time::bigint[], :last_error::text[], :output_json::text[],
-    :lease_epoch::bigint[], :worker_id::text[], :lease_expire_time::bigint[],
-    :cancel_requested::int[], :previous_state::text[], :cause::text[], :reason::text[],
-    :transition_time::bigint[], :attempts::text[], :id::text[], :old_state::text[],
-    :old_lease_epoch::bigint[]
+    :lease_epoch::bigint[], :worker_id::text[], :worker_incarnation::text[],
+    :lease_expire_time::bigint[], :cancel_requested::int[], :previous_state::text[],
+    :cause::text[], :reason::text[], :transition_time::bigint[], :attempts::text[],
+    :id::text[], :old_state::text[], :old_lease_epoch::bigint[]
 ) AS v(
     state, attempt, update_time, start_time, finish_time, next_run_time, last_error,
-    output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested, previous_state,
-    cause, reason, transition_time, attempts, id, old_state, old_lease_epoch
+    output_json, lease_epoch, worker_id, worker_incarnation, lease_expire_time,
+    cancel_requested, previous_state, cause, reason, transition_time, attempts, id,
+    old_state, old_lease_epoch
 )
 WHERE jobs.id = v.id AND jobs.state = v.old_state AND jobs.lease_epoch = v.old_lease_epoch;
 
@@ -165,7 +167,8 @@ SELECT * FROM jobs WHERE state = 'RUNNING' AND start_time + timeout_us + :grace 
 FOR UPDATE SKIP LOCKED;
 
 -- name: leases_of
-SELECT id, lease_epoch FROM jobs WHERE state = 'RUNNING' AND worker_id = :worker_id;
+SELECT id, lease_epoch, worker_incarnation FROM jobs
+WHERE state = 'RUNNING' AND worker_id = :worker_id;
 
 -- name: next_run_time
 SELECT min(next_run_time) AS next_run_time FROM jobs
@@ -186,8 +189,21 @@ SELECT * FROM unnest(
 UPDATE jobs SET log_count = :log_count, log_bytes = :log_bytes WHERE id = :id;
 
 -- name: read_logs
+-- A page of a job's lines: at most :limit lines and :max_bytes bytes (but at
+-- least one line), sizes counted as core.model.line_size counts them, so a
+-- reader that stops reading holds about one streamed message.
 SELECT sequence, stream, attempt, time, text FROM logs
-WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit;
+WHERE job_id = :job_id AND sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, octet_length(text) + :overhead AS size FROM logs
+            WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit
+        ) AS candidates
+    ) AS sized WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: upsert_artifact
 INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name, :sha256, :size_bytes)
@@ -196,17 +212,29 @@ ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = 
 -- name: purgeable
 -- Of every org but those with retention days of their own (:own_orgs).
 -- SKIP LOCKED: replicas purging at once split the work instead of waiting.
-SELECT id FROM jobs
+-- A finished parent stays while a child of it has not finished: every lease
+-- of the child (a retry's too) carries the parent's result.
+SELECT id FROM jobs AS finished
 WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
-    AND NOT (org_id = ANY(:own_orgs::text[]))
+  AND NOT (org_id = ANY(:own_orgs::text[]))
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
 LIMIT :limit
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE OF finished SKIP LOCKED;
 
 -- name: purgeable_of_org
-SELECT id FROM jobs
-WHERE org_id = :org_id AND finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+-- As purgeable, for one org with retention days of its own.
+SELECT id FROM jobs AS finished
+WHERE org_id = :org_id AND finish_time < :before
+  AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
 LIMIT :limit
-FOR UPDATE SKIP LOCKED;
+FOR UPDATE OF finished SKIP LOCKED;
 
 -- name: all_org_settings
 SELECT * FROM org_settings;
@@ -280,13 +308,41 @@ SELECT (SELECT value FROM counter) AS last_sequence,
     (SELECT pg_notify(:channel, value::text) FROM counter) AS notified;
 
 -- name: read_events
+-- A page of a replay: at most :limit events and :max_bytes bytes (but at
+-- least one event), sizes counted as core.model.event_size counts them, so a
+-- reader that stops reading holds about one streamed message. The sizes are
+-- summed before any payload is read (octet_length of a stored value reads
+-- its header only).
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE sequence > :after AND starts_with(topic, :prefix) ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, octet_length(payload) + octet_length(topic) + :overhead AS size
+            FROM events WHERE sequence > :after AND starts_with(topic, :prefix)
+            ORDER BY sequence LIMIT :limit
+        ) AS candidates
+    ) AS sized WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: read_org_events
+-- As read_events, for one org.
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE org_id = :org_id AND sequence > :after AND starts_with(topic, :prefix)
-ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, octet_length(payload) + octet_length(topic) + :overhead AS size
+            FROM events
+            WHERE org_id = :org_id AND sequence > :after AND starts_with(topic, :prefix)
+            ORDER BY sequence LIMIT :limit
+        ) AS candidates
+    ) AS sized WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: undelivered_events
 -- What the delivery task hands the replica's listener: every event after the
@@ -358,13 +414,46 @@ WHERE job_edges.parent_id = ANY(:ids::text[]) AND jobs.state = 'BLOCKED'
 ORDER BY jobs.id
 FOR UPDATE OF jobs;
 
+-- name: lock_blocked_downstream
+-- Every BLOCKED job downstream of some jobs through BLOCKED jobs, in one
+-- read however deep the graph: one row per edge that comes from those jobs
+-- or from another of these, with its condition; locked in id order (and
+-- checked BLOCKED again once locked).
+WITH RECURSIVE down(id) AS (
+    SELECT job_edges.child_id FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
+    WHERE job_edges.parent_id = ANY(:ids::text[]) AND jobs.state = 'BLOCKED'
+    UNION
+    -- Each step looks its children up in the edges' index. (The LIMIT, never
+    -- reached, keeps the planner from joining a whole scan of the edges by
+    -- hash at every step: it misjudges the work table as larger than the
+    -- one row a chain has, and a deep chain then costs its length squared.)
+    SELECT step.child_id FROM down
+    CROSS JOIN LATERAL (
+        SELECT job_edges.child_id FROM job_edges
+        WHERE job_edges.parent_id = down.id LIMIT 1000000000
+    ) AS step
+    JOIN jobs ON jobs.id = step.child_id
+    WHERE jobs.state = 'BLOCKED'
+)
+SELECT jobs.*, job_edges.parent_id, job_edges.condition AS edge_condition
+FROM jobs JOIN job_edges ON job_edges.child_id = jobs.id
+WHERE jobs.id IN (SELECT id FROM down) AND jobs.state = 'BLOCKED'
+  AND (job_edges.parent_id = ANY(:ids::text[]) OR job_edges.parent_id IN (SELECT id FROM down))
+ORDER BY jobs.id
+FOR UPDATE OF jobs;
+
 -- name: set_waiting_on
 UPDATE jobs SET waiting_on = v.waiting_on
 FROM unnest(:id::text[], :waiting_on::int[]) AS v(id, waiting_on)
 WHERE jobs.id = v.id;
 
 -- name: parent_outcomes
-SELECT id, state, output_json FROM jobs WHERE id = ANY(:ids::text[]);
+-- How parents ended and the size of their outputs in bytes (UTF-8), without
+-- the outputs: those that fit in a lease are read apart (parent_outputs).
+SELECT id, state, octet_length(output_json) AS output_bytes FROM jobs WHERE id = ANY(:ids::text[]);
+
+-- name: parent_outputs
+SELECT id, output_json FROM jobs WHERE id = ANY(:ids::text[]);
 
 -- name: children_of
 SELECT child_id AS id FROM job_edges WHERE parent_id = :id ORDER BY child_id LIMIT :limit;

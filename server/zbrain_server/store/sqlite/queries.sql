@@ -47,8 +47,8 @@ UPDATE jobs SET
     state = :state, attempt = :attempt, update_time = :update_time,
     start_time = :start_time, finish_time = :finish_time, next_run_time = :next_run_time,
     last_error = :last_error, output_json = :output_json, lease_epoch = :lease_epoch,
-    worker_id = :worker_id, lease_expire_time = :lease_expire_time,
-    cancel_requested = :cancel_requested, previous_state = :previous_state, cause = :cause,
+    worker_id = :worker_id, worker_incarnation = :worker_incarnation,
+    lease_expire_time = :lease_expire_time, cancel_requested = :cancel_requested, previous_state = :previous_state, cause = :cause,
     reason = :reason, transition_time = :transition_time, attempts = :attempts
 WHERE id = :id AND state = :old_state AND lease_epoch = :old_lease_epoch;
 
@@ -137,7 +137,8 @@ SELECT * FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < :now;
 SELECT * FROM jobs WHERE state = 'RUNNING' AND start_time + timeout_us + :grace < :now;
 
 -- name: leases_of
-SELECT id, lease_epoch FROM jobs WHERE state = 'RUNNING' AND worker_id = :worker_id;
+SELECT id, lease_epoch, worker_incarnation FROM jobs
+WHERE state = 'RUNNING' AND worker_id = :worker_id;
 
 -- name: next_run_time
 SELECT min(next_run_time) AS next_run_time FROM jobs
@@ -154,8 +155,21 @@ VALUES (:job_id, :sequence, :stream, :attempt, :time, :text);
 UPDATE jobs SET log_count = :log_count, log_bytes = :log_bytes WHERE id = :id;
 
 -- name: read_logs
+-- A page of a job's lines: at most :limit lines and :max_bytes bytes (but at
+-- least one line), sizes counted as core.model.line_size counts them, so a
+-- reader that stops reading holds about one streamed message.
 SELECT sequence, stream, attempt, time, text FROM logs
-WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit;
+WHERE job_id = :job_id AND sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, length(CAST(text AS BLOB)) + :overhead AS size FROM logs
+            WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit
+        )
+    ) WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: upsert_artifact
 INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name, :sha256, :size_bytes)
@@ -163,14 +177,26 @@ ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = 
 
 -- name: purgeable
 -- Of every org but those with retention days of their own (:own_orgs).
-SELECT id FROM jobs
+-- A finished parent stays while a child of it has not finished: every lease
+-- of the child (a retry's too) carries the parent's result.
+SELECT id FROM jobs AS finished
 WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
-    AND org_id NOT IN (SELECT value FROM json_each(:own_orgs))
+  AND org_id NOT IN (SELECT value FROM json_each(:own_orgs))
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
 LIMIT :limit;
 
 -- name: purgeable_of_org
-SELECT id FROM jobs
-WHERE org_id = :org_id AND finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+-- As purgeable, for one org with retention days of its own.
+SELECT id FROM jobs AS finished
+WHERE org_id = :org_id AND finish_time < :before
+  AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+  AND NOT (has_children = 1 AND EXISTS (
+    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
+    WHERE job_edges.parent_id = finished.id
+      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
 LIMIT :limit;
 
 -- name: all_org_settings
@@ -208,14 +234,40 @@ INSERT INTO events (sequence, topic, org_id, job_id, time, payload)
 VALUES (:sequence, :topic, :org_id, :job_id, :time, :payload);
 
 -- name: read_events
+-- A page of a replay: at most :limit events and :max_bytes bytes (but at
+-- least one event), sizes counted as core.model.event_size counts them, so a
+-- reader that stops reading holds about one streamed message. The sizes are
+-- summed before any payload is read (length() of a BLOB reads no content).
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
-ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, length(payload) + length(topic) + :overhead AS size FROM events
+            WHERE sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
+            ORDER BY sequence LIMIT :limit
+        )
+    ) WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: read_org_events
+-- As read_events, for one org.
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE org_id = :org_id AND sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
-ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, length(payload) + length(topic) + :overhead AS size FROM events
+            WHERE org_id = :org_id AND sequence > :after
+                AND substr(topic, 1, length(:prefix)) = :prefix
+            ORDER BY sequence LIMIT :limit
+        )
+    ) WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: last_sequence
 SELECT max(sequence) AS sequence FROM events;
@@ -270,11 +322,36 @@ FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
 WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids)) AND jobs.state = 'BLOCKED'
 ORDER BY jobs.id;
 
+-- name: lock_blocked_downstream
+-- Every BLOCKED job downstream of some jobs through BLOCKED jobs, in one
+-- read however deep the graph: one row per edge that comes from those jobs
+-- or from another of these, with its condition.
+WITH RECURSIVE down(id) AS (
+    SELECT job_edges.child_id FROM job_edges JOIN jobs ON jobs.id = job_edges.child_id
+    WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids)) AND jobs.state = 'BLOCKED'
+    UNION
+    SELECT job_edges.child_id FROM down
+    JOIN job_edges ON job_edges.parent_id = down.id
+    JOIN jobs ON jobs.id = job_edges.child_id
+    WHERE jobs.state = 'BLOCKED'
+)
+SELECT jobs.*, job_edges.parent_id, job_edges.condition AS edge_condition
+FROM down JOIN jobs ON jobs.id = down.id JOIN job_edges ON job_edges.child_id = jobs.id
+WHERE job_edges.parent_id IN (SELECT value FROM json_each(:ids))
+   OR job_edges.parent_id IN (SELECT id FROM down)
+ORDER BY jobs.id;
+
 -- name: set_waiting_on
 UPDATE jobs SET waiting_on = :waiting_on WHERE id = :id;
 
 -- name: parent_outcomes
-SELECT id, state, output_json FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+-- How parents ended and the size of their outputs in bytes (UTF-8), without
+-- the outputs: those that fit in a lease are read apart (parent_outputs).
+SELECT id, state, length(CAST(output_json AS BLOB)) AS output_bytes
+FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: parent_outputs
+SELECT id, output_json FROM jobs WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: children_of
 SELECT child_id AS id FROM job_edges WHERE parent_id = :id ORDER BY child_id LIMIT :limit;
