@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import Processes
 from zbrain import Client, Event, JobState
-from zbrain.errors import InvalidArgumentError, OutOfRangeError
+from zbrain.errors import EVENTS_PURGED, InvalidArgumentError, OutOfRangeError
 from zbrain.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 
@@ -116,6 +116,9 @@ async def test_a_purged_sequence_is_out_of_range_naming_the_oldest(start_server)
         with pytest.raises(OutOfRangeError) as error:
             _ = [e async for e in client.events(after=1)]
         assert "the oldest available is 4" in str(error.value)
+        # Programs read where to resume from the details, not from the words.
+        assert error.value.reason == EVENTS_PURGED
+        assert error.value.metadata["resume_after_sequence"] == "3"
         assert [e async for e in client.events(after=3)] == []
 
 

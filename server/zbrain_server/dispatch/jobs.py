@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from zbrain.errors import (
+    EVENTS_PURGED,
     SLOW_SUBSCRIBER,
     NotFoundError,
     OutOfRangeError,
@@ -192,7 +193,10 @@ class Jobs:
         if after < purged:
             raise OutOfRangeError(
                 f"events up to sequence {purged} were removed by retention; "
-                f"the oldest available is {purged + 1} (ask for after_sequence >= {purged})"
+                f"the oldest available is {purged + 1} (ask for after_sequence >= {purged})",
+                # Where to resume, for programs (the console) that must not read the words.
+                reason=EVENTS_PURGED,
+                metadata={"resume_after_sequence": str(purged)},
             )
         page = self._config.limits.event_page_events
         message_bytes = self._config.limits.stream_message_bytes
