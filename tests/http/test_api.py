@@ -4,12 +4,17 @@ google.rpc.Status with the right HTTP status, auth, organisations, downloads."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import pkgutil
 import re
 from typing import Any
 
 import grpc
 import pytest
+from google.api import annotations_pb2
+
+import zbrain.v1
 
 from tests.integration.test_telemetry import Recorded
 from zbrain.errors import ZBrainError
@@ -88,6 +93,8 @@ async def test_every_annotated_route_reaches_its_operation(http: Http) -> None:
         "/v1/tokens",
         "/v1/templates/{name}:submit",
         "/v1/schedules/{schedule.id}",
+        "/v1/orgs/{org_id}/settings",
+        "/v1/orgs/{org_id}:pause",
     }
     missing_job = "01a2357e-1753-713e-9c23-cc11aed3891d"
     for route in routes:
@@ -98,6 +105,48 @@ async def test_every_annotated_route_reaches_its_operation(http: Http) -> None:
         assert status not in (405, 500), (route.template, status, answer)
         if status == 404:
             assert not answer["message"].startswith("no API route"), route.template
+
+
+def test_every_service_with_annotated_rpcs_is_served_over_http() -> None:
+    routed = {route.full_method for route in routes_of(SERVICES)}
+    annotated = set()
+    for module_info in pkgutil.iter_modules(zbrain.v1.__path__):
+        if not module_info.name.endswith("_pb2"):
+            continue
+        module = importlib.import_module(f"zbrain.v1.{module_info.name}")
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                if method.GetOptions().HasExtension(annotations_pb2.http):
+                    annotated.add(f"/{service.full_name}/{method.name}")
+    assert "/zbrain.v1.OrgService/UpdateOrgSettings" in annotated
+    assert annotated - routed == set()
+
+
+async def test_an_admin_reads_changes_pauses_and_resumes_an_org_over_http(http: Http) -> None:
+    status, answer = await http.call(
+        "PATCH", "/v1/orgs/team-a/settings", {"maxRunningJobs": 3, "maxStartsPerSecond": 2.5}
+    )
+    assert status == 200, answer
+    assert answer["settings"]["maxRunningJobs"] == 3
+    status, answer = await http.call(
+        "POST", "/v1/orgs/team-a:pause", {"selector": {"labels": {"pipeline": "nightly"}}}
+    )
+    assert status == 200, answer
+    assert answer["settings"]["pausedSelectors"] == [{"labels": {"pipeline": "nightly"}}]
+    status, answer = await http.call(
+        "POST", "/v1/orgs/team-a:resume", {"selector": {"labels": {"pipeline": "nightly"}}}
+    )
+    assert status == 200, answer
+    status, answer = await http.call("GET", "/v1/orgs/team-a/settings")
+    assert status == 200, answer
+    assert answer["settings"]["maxStartsPerSecond"] == 2.5
+    assert "pausedSelectors" not in answer["settings"]
+
+
+async def test_a_bad_org_setting_over_http_is_a_bad_request_naming_the_field(http: Http) -> None:
+    status, answer = await http.call("PATCH", "/v1/orgs/team-a/settings", {"retentionDays": 100000})
+    assert status == 400
+    assert "retention_days" in violations(answer)
 
 
 async def test_a_batch_is_submitted_in_one_request(http: Http) -> None:
