@@ -15,7 +15,6 @@ import pytest
 from google.api import annotations_pb2
 
 import zbrain.v1
-
 from tests.integration.test_telemetry import Recorded
 from zbrain.errors import ZBrainError
 from zbrain.models import Role
