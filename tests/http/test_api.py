@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import pkgutil
 import re
 from typing import Any
@@ -246,6 +247,18 @@ async def test_unknown_paths_and_methods_have_their_own_statuses(http: Http) -> 
     async with http.session.delete(http.base + "/v1/jobs") as response:
         assert response.status == 405
         assert set(response.headers["Allow"].split(", ")) == {"GET", "POST"}
+
+
+async def test_a_request_too_long_to_parse_is_logged_in_one_line_without_a_traceback(
+    http: Http, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="zbrain.http")
+    async with http.session.get(http.base + "/v1/jobs?x=" + "y" * 10_000) as response:
+        assert response.status == 400
+    [record] = [r for r in caplog.records if r.name == "zbrain.http.protocol"]
+    assert record.levelno == logging.INFO
+    assert record.exc_info is None
+    assert "400 Got more than 8190 bytes" in record.getMessage()
 
 
 async def test_a_body_over_the_message_limit_is_refused_with_413(

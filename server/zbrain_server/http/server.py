@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -53,6 +54,26 @@ from .routes import MethodNotAllowedError, RouteTable, routes_of
 from .sessions import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Session, Sessions, csrf_matches
 
 log = logging.getLogger("zbrain.http")
+
+
+class _ClientMistakes(logging.Filter):
+    """aiohttp logs a request it cannot parse (a URL or header over 8 KiB,
+    bytes that are not HTTP) at ERROR with a traceback; it is the client's
+    mistake, already answered 400, so one INFO line says what it was and a
+    client cannot fill the server's log with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and 400 <= error.code < 500:
+            record.msg = f"{record.msg}: {error.code} {error.message.splitlines()[0]}"
+            record.exc_info = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+protocol_log = logging.getLogger("zbrain.http.protocol")
+"""aiohttp's connection-level log (what `web.AppRunner` would send to `aiohttp.server`)."""
+protocol_log.addFilter(_ClientMistakes())
 
 SERVICES = tuple(
     service
@@ -137,7 +158,11 @@ class HttpServer:
         app.router.add_route("*", "/v1/{rest:.*}", self._call)
         app.router.add_route("GET", "/{path:.*}", _static)
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            logger=protocol_log,
         )
         await self._runner.setup()
         host, _, port = self._listen.rpartition(":")
