@@ -61,9 +61,7 @@ class Orgs:
     async def pause(self, org: str, selector: Mapping[str, str] | None = None) -> OrgSettings:
         """Start no more jobs of `org`, or of its jobs whose labels hold every
         pair of `selector`; running jobs finish, submits are accepted."""
-        request = org_pb2.PauseOrgRequest(org_id=org)
-        if selector is not None:
-            request.selector.labels.update(selector)
+        request = org_pb2.PauseOrgRequest(org_id=org, selector=_selector(selector))
         response = await self._client._call(
             self._stub.PauseOrg(request, timeout=self._client.timeout)
         )
@@ -71,10 +69,15 @@ class Orgs:
 
     async def resume(self, org: str, selector: Mapping[str, str] | None = None) -> OrgSettings:
         """Lift the pause of `org`, or of one selector as it was paused."""
-        request = org_pb2.ResumeOrgRequest(org_id=org)
-        if selector is not None:
-            request.selector.labels.update(selector)
+        request = org_pb2.ResumeOrgRequest(org_id=org, selector=_selector(selector))
         response = await self._client._call(
             self._stub.ResumeOrg(request, timeout=self._client.timeout)
         )
         return _convert.org_settings(response.settings)
+
+
+def _selector(labels: Mapping[str, str] | None) -> org_pb2.LabelSelector | None:
+    """The selector of a pause or resume; None (the whole org) only when none
+    is given: an empty mapping is sent as a selector, which the server refuses
+    by name, rather than widening the call to the whole organisation."""
+    return None if labels is None else org_pb2.LabelSelector(labels=labels)
