@@ -206,8 +206,26 @@ class ServerConfig:
             )
         if self.local_workers < 0:
             problems.append("--workers must not be negative")
+        for flag, variable, address in (
+            ("--listen", "ZBRAIN_LISTEN", self.listen),
+            ("--http-listen", "ZBRAIN_HTTP_LISTEN", self.http_listen),
+        ):
+            if address is not None and not _is_host_port(address):
+                problems.append(
+                    f"{flag} ({variable}) must be HOST:PORT with a port from 0 to 65535, "
+                    f"e.g. 127.0.0.1:8080 or [::1]:8080; got {address!r}"
+                )
         if problems:
             raise InvalidArgumentError("invalid configuration: " + "; ".join(problems))
+
+
+def _is_host_port(address: str) -> bool:
+    """Whether `address` is HOST:PORT (an IPv6 host in brackets): gRPC would
+    take port 99999 as 34463 (modulo 65536) and aiohttp fail with a traceback."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535:
+        return False
+    return host == "" or not (":" in host and not (host[0] == "[" and host[-1] == "]"))
 
 
 def _is_postgres_url(url: str) -> bool:

@@ -187,6 +187,21 @@ def test_a_store_that_is_not_a_postgresql_url_is_refused(url: str) -> None:
         ServerConfig.from_env({"ZBRAIN_STORE": url})
 
 
+@pytest.mark.parametrize(
+    "address", ["nonsense", "127.0.0.1:99999", "127.0.0.1:abc", "127.0.0.1:", "::1:8080"]
+)
+def test_a_listen_address_that_is_not_host_port_is_refused(address: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"--http-listen .* from 0 to 65535"):
+        ServerConfig.from_env({"ZBRAIN_HTTP_LISTEN": address})
+    with pytest.raises(InvalidArgumentError, match=r"--listen .* from 0 to 65535"):
+        ServerConfig.from_env({}, listen=address)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:0", "[::1]:8080", "0.0.0.0:50051", ":8080"])
+def test_host_port_listen_addresses_are_taken(address: str) -> None:
+    assert ServerConfig.from_env({"ZBRAIN_HTTP_LISTEN": address}).http_listen == address
+
+
 LIMIT_FIELDS = [spec.name for spec in dataclasses.fields(Limits)]
 
 
