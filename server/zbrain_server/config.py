@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from zbrain.durations import parse_duration
 from zbrain.errors import InvalidArgumentError
+from zbrain.sizes import parse_count, parse_size
 
 from .core.model import ORG_ID_RULE, is_org_id
 
@@ -152,7 +153,9 @@ class ServerConfig:
             if raw:
                 try:
                     limits[spec.name] = (
-                        parse_duration(raw) if spec.type == "float" else _positive(raw)
+                        parse_duration(raw)
+                        if spec.type == "float"
+                        else _positive(parse_size(raw) if spec.name.endswith("_bytes") else raw)
                     )
                 except ValueError as exc:
                     raise InvalidArgumentError(f"{var}={raw!r}: {exc}") from exc
@@ -238,14 +241,18 @@ def _is_postgres_url(url: str) -> bool:
 
 
 def _non_negative_int(raw: str, var: str) -> int:
-    value = int(raw)
+    value = parse_count(raw)
     if value < 0:
         raise ValueError("must not be negative")
     return value
 
 
-def _positive(raw: str) -> int:
-    value = int(raw)
+def _bytes(raw: str, var: str) -> int:
+    return parse_size(raw)
+
+
+def _positive(raw: str | int) -> int:
+    value = raw if isinstance(raw, int) else parse_count(raw)
     if value < 1:
         raise ValueError("must be at least 1")
     return value
@@ -281,7 +288,7 @@ _ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], object]], ...] = (
     ("ZBRAIN_TIMEOUT_GRACE", "timeout_grace_s", _seconds),
     ("ZBRAIN_EVENT_RETENTION", "event_retention_s", _seconds),
     ("ZBRAIN_EVENT_BUFFER", "event_buffer", _non_negative_int),
-    ("ZBRAIN_EVENT_BUFFER_BYTES", "event_buffer_bytes", _non_negative_int),
+    ("ZBRAIN_EVENT_BUFFER_BYTES", "event_buffer_bytes", _bytes),
     ("ZBRAIN_WORKER_GRACE", "worker_grace_s", _seconds),
     ("ZBRAIN_SCHEDULE_GRACE", "schedule_grace_s", _seconds),
     ("ZBRAIN_KEEPALIVE", "keepalive_s", _seconds),

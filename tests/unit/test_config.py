@@ -114,6 +114,21 @@ def test_a_parse_error_quotes_the_bad_value() -> None:
         ServerConfig.from_env({"ZBRAIN_MAX_RETRIES": "three"})
 
 
+def test_a_count_that_is_not_a_whole_number_is_refused_in_words() -> None:
+    with pytest.raises(InvalidArgumentError, match="'x' is not a whole number"):
+        ServerConfig.from_env({"ZBRAIN_MAX_LABELS": "x"})
+
+
+def test_byte_settings_take_sizes_with_units() -> None:
+    config = ServerConfig.from_env(
+        {"ZBRAIN_MAX_MESSAGE_BYTES": "4M", "ZBRAIN_EVENT_BUFFER_BYTES": "512K"}
+    )
+    assert config.limits.max_message_bytes == 4 << 20
+    assert config.event_buffer_bytes == 512 << 10
+    with pytest.raises(InvalidArgumentError, match=r"ZBRAIN_MAX_INPUT_BYTES='lots'.*not a size"):
+        ServerConfig.from_env({"ZBRAIN_MAX_INPUT_BYTES": "lots"})
+
+
 def test_overrides_win_over_the_environment() -> None:
     config = ServerConfig.from_env(
         {"ZBRAIN_LEASE_TTL": "10s", "ZDEFAULT_ORG_ID": "env-org"}, lease_ttl_s=3.0

@@ -17,18 +17,8 @@ from .connection import TlsFiles
 from .durations import parse_duration
 from .errors import ZBrainError
 from .models import Resources
-from .sizes import parse_size
+from .sizes import parse_count, parse_size
 from .worker import EchoExecutor, Executor, ProcessExecutor, SandboxExecutor, Worker
-
-
-def parse_count(text: str) -> int:
-    """A whole number of things (processes, files, slots); ValueError in
-    words a person can act on, not Python's `invalid literal for int()`."""
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number") from None
-
 
 # The worker's maxima for a job's resources: flag, variable, parser.
 MAXIMA: dict[str, tuple[str, str, Callable[[str], float]]] = {
