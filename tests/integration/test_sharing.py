@@ -144,6 +144,14 @@ async def test_a_small_org_is_served_while_a_big_backlog_waits(
     assert states.count(JobState.SUCCEEDED) < len(backlog), "small did not wait for big"
 
 
+async def test_an_empty_selector_is_refused_rather_than_pausing_the_whole_org(
+    client: Client,
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"selector\.labels"):
+        await client.orgs.pause("default", {})
+    assert not (await client.orgs.get("default")).paused
+
+
 async def test_changing_an_orgs_settings_needs_an_admin(start_server) -> None:
     server = await start_server(auth="required")
     _, admin_token = await create_token(server.store, "ops", Role.ADMIN, "admin")

@@ -369,3 +369,13 @@ async def test_unary_calls_carry_the_client_timeout(client: Client, channel: Fak
     await client.get("j1")
 
     assert channel.timeouts("Get") == [7]
+
+
+async def test_an_org_limit_its_field_cannot_hold_is_refused_naming_the_field(
+    client: Client,
+) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        await client.orgs.update("team-a", max_running_jobs=2**40)
+    [violation] = raised.value.violations
+    assert violation.field == "max_running_jobs"
+    assert "1099511627776" in violation.description

@@ -114,8 +114,10 @@ def _prometheus_reader(listen: str) -> Any:
     from prometheus_client import start_http_server
 
     host, _, port = listen.rpartition(":")
-    if not port.isdigit():
-        raise InvalidArgumentError(f"--metrics-listen {listen!r} must be HOST:PORT")
+    if not port.isdigit() or int(port) > 65535:
+        raise InvalidArgumentError(
+            f"--metrics-listen {listen!r} must be HOST:PORT with a port from 0 to 65535"
+        )
     try:
         start_http_server(int(port), addr=host or "127.0.0.1")
     except OSError as exc:

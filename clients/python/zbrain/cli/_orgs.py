@@ -22,8 +22,10 @@ SETTINGS_FLAGS = {
 
 
 def _limit(value: float, unit: str = "", *, default: str = "") -> str:
+    """A limit as set: whole numbers in full (`:g` would print a byte limit
+    of 10000000 as 1e+07), a rate as short as it goes."""
     if value:
-        return f"{value:g}{unit}"
+        return f"{value}{unit}" if isinstance(value, int) else f"{value:g}{unit}"
     return f"none of its own ({default})" if default else "none"
 
 
