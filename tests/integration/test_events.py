@@ -210,6 +210,24 @@ def test_cli_events_json_has_seq_and_job_id(processes: Processes, tmp_path) -> N
     assert event["job_id"] == job_id
     assert event["type"] == "job_submitted"
 
+    # --from end: only what comes next, so nothing here without --follow.
+    from_end = subprocess.run(
+        [sys.executable, "-m", "zbrain", "events", "--from", "end"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (from_end.returncode, from_end.stdout) == (0, "")
+    assert "no events after the last one stored" in from_end.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "zbrain", "events", "--from", "later"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2
+    assert "neither a sequence number nor 'end'" in bad.stderr
+
 
 def test_cli_watch_follows_a_job_to_its_end(processes: Processes, tmp_path) -> None:
     _, address = processes.server(tmp_path / "data", "--workers", "1")
