@@ -257,10 +257,7 @@ test("events resume after the last sequence seen: nothing missed, nothing twice"
 
   // From the end: none of that history; a sequence as well is refused.
   assert.deepEqual(await collect(client.events({ org: "events", fromEnd: true })), []);
-  await assert.rejects(
-    collect(client.events({ org: "events", fromEnd: true, after: 1 })),
-    InvalidArgumentError,
-  );
+  await assert.rejects(collect(client.events({ org: "events", fromEnd: true, after: 1 })), InvalidArgumentError);
 });
 
 test("wait gives up after its timeout with DeadlineExceededError", async (t) => {
