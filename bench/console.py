@@ -9,7 +9,10 @@
   beside the same on the idle page for 5 s before (what a busy machine alone
   costs), the JavaScript heap, and how many lines the DOM holds.
 - The jobs page over --jobs stored jobs: the time List takes for the page's
-  first page (50 jobs, newest first) over HTTP, p50 and p99 of 200 calls.
+  first page (50 jobs, newest first) over HTTP, p50 and p99 of 200 calls;
+  and its events socket (`topic=jobs/`) as a page load opens it, from the
+  end (`from_end=true`), beside one from the start that replays the stored
+  history (one event a job) until it is caught up: time and bytes.
 
 It prints figures and asserts nothing about time, like bench.run. It needs
 the browser the browser tests use (Debian's chromium and chromium-driver).
@@ -18,6 +21,7 @@ the browser the browser tests use (Debian's chromium and chromium-driver).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import sys
 import tempfile
@@ -25,6 +29,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from tests.browser.conftest import Consoles, start_browser, wait_for
 from zbrain.client import job_spec
@@ -96,6 +102,26 @@ def first_page(consoles: Consoles, jobs: int) -> None:
         f"jobs page, first page of 50 over {jobs:,} jobs: p50 {statistics.median(took):.1f} ms, "
         f"p99 {took[int(len(took) * 0.99) - 1]:.1f} ms (GET /v1/jobs, 200 calls)"
     )
+    stream = console.url.replace("http", "ws", 1) + "v1/events:stream?topic=jobs/"
+    for origin, events in (("from_end=true", 0), ("from=0", jobs)):
+        seconds, size = asyncio.run(_events_socket(f"{stream}&{origin}", events))
+        print(
+            f"  its events socket, {origin}: open and caught up in {seconds * 1000:.0f} ms, "
+            f"{size / 2**20:.2f} MiB of history received"
+        )
+
+
+async def _events_socket(url: str, events: int) -> tuple[float, int]:
+    """How long a socket takes to open and receive `events` events, and their bytes."""
+    size = received = 0
+    async with aiohttp.ClientSession() as session:
+        begin = time.perf_counter()
+        async with session.ws_connect(url, max_msg_size=0) as socket:
+            while received < events:
+                frame = await socket.receive_str(timeout=600)
+                size += len(frame)
+                received += frame.count('"sequence"')
+            return time.perf_counter() - begin, size
 
 
 def main() -> None:

@@ -117,6 +117,50 @@ def test_the_jobs_page_stays_live_across_a_server_restart(consoles: Consoles, br
     assert browser.execute_script("return window.zbrainNotReloaded") is True
 
 
+# Notes every WebSocket the page opens, with the event sequences it receives.
+SOCKET_SPY = """
+window.zbrainSockets = [];
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+  constructor(url, protocols) {
+    super(url, protocols);
+    const seen = { url: String(url), sequences: [] };
+    window.zbrainSockets.push(seen);
+    this.addEventListener("message", (message) => {
+      const events = JSON.parse(message.data).events || [];
+      seen.sequences.push(...events.map((event) => Number(event.sequence)));
+    });
+  }
+};
+"""
+
+
+def test_a_page_load_follows_events_from_the_end_not_through_the_history(
+    consoles: Consoles, browser
+) -> None:
+    console = consoles.start(workers=0)
+    with console.client() as client:
+        for _ in range(20):
+            client.submit([PY, "-c", "pass"])
+        history = [event.sequence for event in client.events()]
+    spy = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": SOCKET_SPY})
+    try:
+        browser.get(console.url + "#/jobs")
+        wait_for(browser, lambda d: text_of(d, "#live-status") == "● live")
+        with console.client() as client:
+            job = client.submit([PY, "-c", "pass"])
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{job.id}"]'))
+        sockets = browser.execute_script("return window.zbrainSockets")
+    finally:
+        browser.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": spy["identifier"]}
+        )
+    streams = [s for s in sockets if "/v1/events:stream" in s["url"]]
+    assert "from_end=true" in streams[0]["url"]
+    received = [sequence for stream in streams for sequence in stream["sequences"]]
+    assert received and min(received) > history[-1]
+
+
 def test_a_job_submitted_with_the_form_streams_its_log_while_it_runs(
     consoles: Consoles, browser, tmp_path: Path
 ) -> None:

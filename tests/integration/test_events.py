@@ -152,6 +152,44 @@ async def test_negative_sequence_is_invalid(client: Client) -> None:
         _ = [e async for e in client.events(after=-1)]
 
 
+async def test_from_end_replays_no_history_and_misses_nothing_while_jobs_arrive(
+    server, client: Client
+) -> None:
+    """A stream from the end, opened while submissions land, sends none of the
+    history and, from its first event on, every event committed, in order."""
+    for _ in range(5):
+        await client.submit(["true"])
+    history = [e.sequence async for e in client.events()]
+    stop = asyncio.Event()
+
+    async def submit_until_stopped() -> None:
+        while not stop.is_set():
+            await client.submit(["true"])
+
+    submitter = asyncio.ensure_future(submit_until_stopped())
+    got: list[int] = []
+    async for event in client.events(from_end=True, follow=True):
+        got.append(event.sequence)
+        if len(got) == 20:
+            break
+    stop.set()
+    await asyncio.wait_for(submitter, 10)
+
+    recorded = [e.sequence async for e in client.events(after=history[-1])]
+    assert got[0] > history[-1]
+    assert got == [s for s in recorded if s >= got[0]][:20]
+
+
+async def test_from_end_ends_at_once_without_follow_and_excludes_a_sequence(
+    client: Client,
+) -> None:
+    await client.submit(["true"])
+    assert [e async for e in client.events(from_end=True)] == []
+    with pytest.raises(InvalidArgumentError) as error:
+        _ = [e async for e in client.events(from_end=True, after=1, follow=True)]
+    assert error.value.violations[0].field == "from_end"
+
+
 def test_cli_events_json_has_seq_and_job_id(processes: Processes, tmp_path) -> None:
     _, address = processes.server(tmp_path / "data")
     env = {**os.environ, "ZBRAIN_SERVER": address}
@@ -171,6 +209,24 @@ def test_cli_events_json_has_seq_and_job_id(processes: Processes, tmp_path) -> N
     assert event["sequence"] == 1
     assert event["job_id"] == job_id
     assert event["type"] == "job_submitted"
+
+    # --from end: only what comes next, so nothing here without --follow.
+    from_end = subprocess.run(
+        [sys.executable, "-m", "zbrain", "events", "--from", "end"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (from_end.returncode, from_end.stdout) == (0, "")
+    assert "no events after the last one stored" in from_end.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "zbrain", "events", "--from", "later"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2
+    assert "neither a sequence number nor 'end'" in bad.stderr
 
 
 def test_cli_watch_follows_a_job_to_its_end(processes: Processes, tmp_path) -> None:

@@ -158,6 +158,16 @@ async def test_purging_removes_old_events_and_remembers_how_far(store: JobStore)
     assert await store.events_purged_through() == 1
 
 
+async def test_the_last_event_sequence_is_where_the_store_ends_even_when_purged(
+    store: JobStore,
+) -> None:
+    assert await store.last_event_sequence() == 0
+    await store.create_jobs([new_job(), new_job()], T0)
+    assert await store.last_event_sequence() == 2
+    await store.purge_events(T0 + SECOND)  # every event gone: the mark still counts
+    assert await store.last_event_sequence() == 2
+
+
 async def test_sequences_keep_increasing_across_a_restart(store: JobStore, reopen: Reopen) -> None:
     await store.create_jobs([new_job(), new_job()], T0)
     await store.purge_events(T0 + SECOND)  # even with every event purged

@@ -453,14 +453,21 @@ class Client:
         topic_prefix: str = "",
         after: int = 0,
         follow: bool = False,
+        from_end: bool = False,
     ) -> AsyncIterator[Event]:
         """Iterate over recorded events after sequence `after`; with `follow`, forever.
 
         To resume after a disconnect, pass the last `Event.sequence` seen as
-        `after`: nothing is missed and nothing repeats.
+        `after`: nothing is missed and nothing repeats. With `from_end` (and
+        `follow`), start after the last event stored when the stream opens:
+        only what happens from then on, none of the retained history.
         """
         request = job_service_pb2.StreamEventsRequest(
-            org_id=org or "", topic_prefix=topic_prefix, after_sequence=after, follow=follow
+            org_id=org or "",
+            topic_prefix=topic_prefix,
+            after_sequence=after,
+            follow=follow,
+            from_end=from_end,
         )
         async with self._responses(self._stub.StreamEvents(request)) as responses:
             async for response in responses:

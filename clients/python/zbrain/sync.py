@@ -238,10 +238,13 @@ class SyncClient:
         topic_prefix: str = "",
         after: int = 0,
         follow: bool = False,
+        from_end: bool = False,
     ) -> Iterator[Event]:
         """See `Client.events`."""
         return self._iterate(
-            self._client.events(org=org, topic_prefix=topic_prefix, after=after, follow=follow)
+            self._client.events(
+                org=org, topic_prefix=topic_prefix, after=after, follow=follow, from_end=from_end
+            )
         )
 
     def artifacts(self, job_id: str) -> builtins.list[Artifact]:

@@ -182,28 +182,39 @@ class Jobs:
                     return
                 await wait_for(changed, FOLLOW_RECHECK_S)
 
+    async def last_event_sequence(self) -> int:
+        """The sequence of the last event committed (0 if none)."""
+        return await self._store.last_event_sequence()
+
     async def events(
-        self, org_id: str, topic_prefix: str, after: int, *, follow: bool
+        self, org_id: str, topic_prefix: str, start: int | None, *, follow: bool
     ) -> AsyncIterator[list[EventRecord]]:
-        """Recorded events of an org after sequence `after`, a page at a time;
-        with `follow`, live ones as they commit. OutOfRangeError when retention
+        """Recorded events of an org after sequence `start` (None: after the
+        last one committed when the stream opens), a page at a time; with
+        `follow`, live ones as they commit. OutOfRangeError when retention
         removed some of those asked for; ResourceExhaustedError, naming where
         to resume, when the reader falls a buffer behind."""
-        purged = await self._store.events_purged_through()
-        if after < purged:
-            raise OutOfRangeError(
-                f"events up to sequence {purged} were removed by retention; "
-                f"the oldest available is {purged + 1} (ask for after_sequence >= {purged})",
-                # Where to resume, for programs (the console) that must not read the words.
-                reason=EVENTS_PURGED,
-                metadata={"resume_after_sequence": str(purged)},
-            )
         page = self._config.limits.event_page_events
         message_bytes = self._config.limits.stream_message_bytes
-        last = after
-        # Subscribe before reading the backlog: an event committed meanwhile is in
-        # one or both, and the sequence check below drops the copy.
+        # Subscribe before reading where to start and the backlog: an event
+        # committed meanwhile is in one or both (above the end read for
+        # `start` None), and the sequence check below drops the copy.
         with self._bus.subscribe(org_id, topic_prefix) as live:
+            if start is None:
+                last = await self._store.last_event_sequence()
+            else:
+                last = start
+                purged = await self._store.events_purged_through()
+                if last < purged:
+                    raise OutOfRangeError(
+                        f"events up to sequence {purged} were removed by retention; "
+                        f"the oldest available is {purged + 1} "
+                        f"(ask for after_sequence >= {purged})",
+                        # Where to resume, for programs (the console) that must
+                        # not read the words.
+                        reason=EVENTS_PURGED,
+                        metadata={"resume_after_sequence": str(purged)},
+                    )
             # The backlog a page of one message at a time: a reader that stops
             # reading holds one message here, however large the history.
             while backlog := await self._store.read_events(

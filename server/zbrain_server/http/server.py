@@ -238,6 +238,10 @@ class HttpServer:
                 return await streams.ndjson(request, operation(who, message), context)
             if "follow" in message.DESCRIPTOR.fields_by_name and "follow" not in request.query:
                 message.follow = True  # a socket follows unless told not to
+            if route.full_method == STREAM_EVENTS:
+                # `from_end` as the sequence it starts after: a socket shares a
+                # feed and names where to resume by sequence.
+                message = await self._api.events_resolved(who, message)
             source = (
                 self._feeds.follow(who, message)
                 if route.full_method == STREAM_EVENTS and message.follow

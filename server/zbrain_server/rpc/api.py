@@ -215,11 +215,27 @@ class Api:
         self, caller: Caller, request: pb.StreamEventsRequest
     ) -> AsyncIterator[pb.StreamEventsResponse]:
         org_id = self.events_org(caller, request)
-        after = validation.after_sequence(request.after_sequence)
+        after = validation.events_start(request)
         async for records in self._jobs.events(
             org_id, request.topic_prefix, after, follow=request.follow
         ):
             yield pb.StreamEventsResponse(events=[codec.event_to_proto(r) for r in records])
+
+    async def events_resolved(
+        self, caller: Caller, request: pb.StreamEventsRequest
+    ) -> pb.StreamEventsRequest:
+        """`request` checked, with `from_end` turned into the sequence it starts
+        after: the HTTP edge's sockets share feeds and name where to resume by
+        sequence. Streaming from it misses nothing: an event committed after the
+        read is stored above that sequence."""
+        self.events_org(caller, request)
+        if validation.events_start(request) is not None:
+            return request
+        resolved = pb.StreamEventsRequest()
+        resolved.CopyFrom(request)
+        resolved.from_end = False
+        resolved.after_sequence = await self._jobs.last_event_sequence()
+        return resolved
 
     async def list_artifacts(
         self, caller: Caller, request: pb.ListArtifactsRequest

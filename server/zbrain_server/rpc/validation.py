@@ -767,6 +767,20 @@ def after_sequence(value: int, field: str = "after_sequence") -> int:
     return value
 
 
+def events_start(request: job_service_pb2.StreamEventsRequest) -> int | None:
+    """The sequence a StreamEvents request starts after; None for `from_end`
+    (after the last event stored when it opens). Both at once is a client's
+    mistake, refused rather than one silently winning."""
+    after = after_sequence(request.after_sequence)
+    if request.from_end and after:
+        raise _bad(
+            "from_end and after_sequence exclude each other",
+            "from_end",
+            "must not be set with after_sequence: resume after a sequence, or start at the end",
+        )
+    return None if request.from_end else after
+
+
 def acquire(request: job_service_pb2.AcquireLeaseRequest, limits: Limits) -> tuple[int, float]:
     """The number of leases an AcquireLease asks for, and how long it may wait."""
     v = Violations()

@@ -765,6 +765,14 @@ class JobStore:
             rows = await self._driver.fetch("read_org_events", {**params, "org_id": org_id})
         return [event_from_row(row) for row in rows]
 
+    async def last_event_sequence(self) -> int:
+        """The sequence of the last event committed (0 if none): where a reader
+        that wants only what comes next starts. Never below the retention mark,
+        where SQLite, counting the events left, would see none."""
+        row = await self._driver.fetch_one("last_sequence", {})
+        last = int(row["sequence"]) if row is not None and row["sequence"] is not None else 0
+        return max(last, await self.events_purged_through())
+
     async def events_purged_through(self) -> int:
         """The highest sequence deleted by retention (0 if none): older ones are gone."""
         row = await self._driver.fetch_one("purged_through", {})

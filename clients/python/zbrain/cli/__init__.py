@@ -434,7 +434,12 @@ def build_parser(with_plugin: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     p.add_argument(
-        "--from", dest="after", type=int, default=0, metavar="SEQ", help="start after sequence SEQ"
+        "--from",
+        dest="after",
+        type=_sequence_or_end,
+        default=0,
+        metavar="SEQ",
+        help="start after sequence SEQ; 'end' for only events from now on (with --follow)",
     )
     p.add_argument(
         "--topic", metavar="PREFIX", help="only topics starting with PREFIX, e.g. jobs/ID/"
@@ -562,6 +567,18 @@ def _state(text: str) -> JobState:
     except KeyError:
         names = ", ".join(s.name.lower() for s in JobState if s is not JobState.UNSPECIFIED)
         raise argparse.ArgumentTypeError(f"unknown state {text!r}; choose from {names}") from None
+
+
+def _sequence_or_end(text: str) -> int | None:
+    """An event sequence, or None for `end` (after the last event stored)."""
+    if text == "end":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a sequence number nor 'end'"
+        ) from None
 
 
 def _job_flags() -> argparse.ArgumentParser:

@@ -354,15 +354,17 @@ def describe(event: Event) -> str:
 
 async def cmd_events(args: argparse.Namespace) -> int:
     out = Output.from_args(args)
+    start = "the last one stored" if args.after is None else f"sequence {args.after}"
     if args.follow:
-        print(
-            f"zbrain: following events after sequence {args.after}; Ctrl-C stops",
-            file=sys.stderr,
-        )
+        print(f"zbrain: following events after {start}; Ctrl-C stops", file=sys.stderr)
     printed = 0
     async with await connect(args) as client:
         async for event in client.events(
-            org=args.org, topic_prefix=args.topic or "", after=args.after, follow=args.follow
+            org=args.org,
+            topic_prefix=args.topic or "",
+            after=args.after or 0,
+            follow=args.follow,
+            from_end=args.after is None,
         ):
             printed += 1
             if out.json:
@@ -374,7 +376,7 @@ async def cmd_events(args: argparse.Namespace) -> int:
                     flush=True,
                 )
     if not printed and not args.follow:
-        print(f"zbrain: no events after sequence {args.after}", file=sys.stderr)
+        print(f"zbrain: no events after {start}", file=sys.stderr)
     return 0
 
 

@@ -597,6 +597,7 @@ class StreamEventsRequest(_message.Message):
     TOPIC_PREFIX_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     FOLLOW_FIELD_NUMBER: _builtins.int
+    FROM_END_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """Only events of this organisation; empty means the default organisation."""
     topic_prefix: _builtins.str
@@ -607,6 +608,13 @@ class StreamEventsRequest(_message.Message):
     """
     follow: _builtins.bool
     """Keep the stream open for new events."""
+    from_end: _builtins.bool
+    """Start after the last event stored when the stream opens: only events
+    committed from then on are sent, none missed between the open and the
+    first (with follow; without it the stream ends at once). For a page that
+    shows the present and must not replay the retained history. Exclusive
+    with after_sequence: setting both is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
@@ -614,10 +622,11 @@ class StreamEventsRequest(_message.Message):
         topic_prefix: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
         follow: _builtins.bool = ...,
+        from_end: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "follow", b"follow", "org_id", b"org_id", "topic_prefix", b"topic_prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "follow", b"follow", "from_end", b"from_end", "org_id", b"org_id", "topic_prefix", b"topic_prefix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -31,6 +31,8 @@ function resumePoint(status) {
  * @param {object} options
  * @param {Record<string, string>} [options.query] further query parameters.
  * @param {number} [options.from] resume after this sequence (omitted: the server's default).
+ * @param {boolean} [options.fromEnd] with no sequence to resume from, start after the
+ *   last event stored when the socket opens instead of replaying the history.
  * @param {(message: object) => object[]} options.items the sequenced items of one message.
  * @param {(items: object[]) => void} options.onItems new items, in order, never twice.
  * @param {(state: string, detail?: string) => void} [options.onState] "live", "reconnecting", "ended", "failed".
@@ -52,6 +54,7 @@ export function follow(path, options) {
       if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
     }
     if (last !== null) url.searchParams.set("from", String(last));
+    else if (options.fromEnd) url.searchParams.set("from_end", "true");
     socket = new WebSocket(url);
     socket.addEventListener("open", () => {
       delay = RETRY_FIRST_MS;
@@ -111,13 +114,15 @@ export function follow(path, options) {
   };
 }
 
-// Events are numbered across the server, so the highest sequence this page
-// has seen is a fine place for its next events stream to start: a page reads
-// its state fresh once its stream is live, so nothing older is needed, and
-// moving between pages does not replay the retained history each time. It is
-// kept in memory only: after a reload, or against a server whose store was
-// replaced, a remembered sequence could lie beyond the server's newest and
-// the stream would stay silent.
+// A page reads its state fresh once its events stream is live (the socket is
+// open only after the server fixed where it starts), so nothing older than
+// that is needed: the first stream a page load opens starts at the server's
+// end (from_end), never replaying the retained history. Events are numbered
+// across the server, so the highest sequence seen since is where the next
+// stream resumes, on a reconnect or on moving between pages. It is kept in
+// memory only: after a reload, or against a server whose store was replaced,
+// a remembered sequence could lie beyond the server's newest and the stream
+// would stay silent.
 let seenSequence = null;
 
 /** Follow events (StreamEventsResponse messages) of an org and topic prefix. */
@@ -125,6 +130,7 @@ export function followEvents({ orgId, topic, onEvents, onState }) {
   return follow("/v1/events:stream", {
     query: { org_id: orgId, topic },
     from: seenSequence,
+    fromEnd: true,
     items: (message) => message.events,
     onItems: (events) => {
       seenSequence = Math.max(seenSequence ?? 0, Number(events[events.length - 1].sequence));
