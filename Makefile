@@ -12,7 +12,7 @@ TS := clients/typescript
 BUF := node_modules/.bin/buf
 
 .PHONY: setup run test lint format protos check-stubs check-ts-stubs buf-lint buf-breaking \
-        contract-baseline ts-build ts-test pytest postgres bubblewrap bench bench-smoke clean
+        contract-baseline ts-build ts-test pytest postgres bubblewrap browser bench bench-smoke clean
 
 setup: $(INSTALLED) $(NODE_INSTALLED)
 
@@ -53,7 +53,7 @@ lint: setup buf-lint buf-breaking check-stubs check-ts-stubs ts-build
 	npm run --silent --workspace $(TS) format:check
 
 PYTEST_WORKERS ?= 3
-pytest: $(INSTALLED) $(NODE_INSTALLED) postgres bubblewrap
+pytest: $(INSTALLED) $(NODE_INSTALLED) postgres bubblewrap browser
 	$(PY) -m pytest -n $(PYTEST_WORKERS)
 
 # The sandbox worker mode (ZWORKER_MODE=sandbox) runs jobs in bubblewrap:
@@ -79,6 +79,19 @@ postgres:
 	  done
 	@pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || \
 	  echo "PostgreSQL is not running at 127.0.0.1:5432: its tests will skip (fail under CI=true)"
+
+# The console's browser tests (tests/browser) drive Debian's Chromium through
+# its chromedriver; install both when missing (as root, else say how). Without
+# them those tests skip, except under CI=true, where they fail.
+CHROMIUM_PACKAGES := chromium chromium-driver
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CHROMIUM_PACKAGES); \
+	  else \
+	    echo "Chromium is missing: sudo apt-get install $(CHROMIUM_PACKAGES) (browser tests will skip)"; \
+	  fi; \
+	fi
 
 ## bench: the full benchmark suite (a few minutes); paste its table into docs/performance.md.
 bench: $(INSTALLED)

@@ -18,6 +18,7 @@ import functools
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -244,6 +245,8 @@ def suite(tiny: bool, repeat: int, sections: set[str]) -> list[Figure]:
         figures += embedded(tiny, repeat, ceiling_unary, ceiling_stream)
         figures += workflows(tiny, repeat)
         figures += http_edge(tiny, repeat, ceiling_unary)
+    if "cli" in sections:
+        figures += command_line(tiny, repeat)
     if "postgresql" in sections:
         figures += replicated(tiny, repeat, ceiling_unary)
     return figures
@@ -453,6 +456,48 @@ def workflows(tiny: bool, repeat: int) -> list[Figure]:
     return figures
 
 
+def command_line(tiny: bool, repeat: int) -> list[Figure]:
+    """How long the `zbrain` command takes, start to exit, as a shell runs it:
+    the median of several runs of `--help`, `get` and `list`, and one
+    `submit --batch` of 200 jobs (issue 17: a shell loop of 200 submits took 70 s)."""
+    zbrain = str(Path(sys.executable).parent / "zbrain")
+    runs = 3 if tiny else 20
+
+    def timed(*args: str, stdin: str | None = None) -> tuple[float, float]:
+        """Wall and CPU (user + system) milliseconds of one run: the CPU
+        figure moves less when other processes share the machine."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        subprocess.run(
+            [zbrain, *args], input=stdin, capture_output=True, text=True, check=True, env=env
+        )
+        wall = (time.perf_counter() - started) * 1000
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+        return wall, cpu
+
+    figures: list[Figure] = []
+    with Server() as server:
+        env = {**os.environ, "ZBRAIN_SERVER": server.address}
+        job_id = subprocess.run(
+            [zbrain, "submit", "--", "true"], capture_output=True, text=True, check=True, env=env
+        ).stdout.strip()
+        batch = "".join(f'{{"cmd": ["echo", "{n}"]}}\n' for n in range(200))
+        for name, args, stdin in (
+            ("CLI: zbrain --help, start to exit", ("--help",), None),
+            ("CLI: zbrain get ID, start to exit", ("get", job_id), None),
+            ("CLI: zbrain list, start to exit", ("list",), None),
+            ("CLI: submit --batch of 200 jobs", ("submit", "--batch", "-"), batch),
+        ):
+            wall, cpu = Figure(name, "ms"), Figure(f"{name} (CPU)", "ms")
+            for _ in range(repeat):
+                samples = [timed(*args, stdin=stdin) for _ in range(1 if stdin else runs)]
+                wall.values.append(statistics.median(w for w, _ in samples))
+                cpu.values.append(statistics.median(c for _, c in samples))
+            figures += [wall, cpu]
+    return figures
+
+
 def submit_while_watched(server: Server, url: str, watchers: str, seconds: str) -> dict[str, Any]:
     """Submit @64 over gRPC while `watchers` WebSockets (another process) follow
     every event; with what the slowest watcher received and the server's CPU
@@ -590,12 +635,13 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (default 3)")
     parser.add_argument(
         "--only",
-        choices=("sqlite", "postgresql"),
-        help="only the embedded SQLite figures, or only the PostgreSQL replica figures",
+        choices=("sqlite", "postgresql", "cli"),
+        help="only the embedded SQLite figures, the PostgreSQL replica figures, or the "
+        "command line's",
     )
     args = parser.parse_args()
     started = time.time()
-    sections = {args.only} if args.only else {"sqlite", "postgresql"}
+    sections = {args.only} if args.only else {"sqlite", "postgresql", "cli"}
     figures = suite(args.tiny, 1 if args.tiny else args.repeat, sections)
     headers = ["figure", "median", "unit", "spread (min..max)", "ratio to ceiling"]
     rows = [f.row() for f in figures]

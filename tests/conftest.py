@@ -38,7 +38,8 @@ TEST_CONFIG = dict(
     retry_cap_s=0.2,
     timeout_grace_s=1.0,
 )
-LISTENING = re.compile(r"ZBrain listening on (\S+)")
+# The banner's address, in text or in a JSON line (--log-format json).
+LISTENING = re.compile(r"ZBrain listening on ([^\s\"]+)")
 
 
 @pytest.fixture
@@ -101,24 +102,37 @@ class Processes:
         self.tmp_path = tmp_path
         self.children: list[subprocess.Popen[str]] = []
 
-    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def spawn(
+        self, *args: str, env: dict[str, str] | None = None, log: Path | None = None
+    ) -> subprocess.Popen[str]:
+        """A `zbrain` process; its output to `log` (a file the test reads while
+        it runs) or else to a pipe, shown at teardown."""
+        output = log.open("w") if log is not None else None
         child = subprocess.Popen(
             [sys.executable, "-m", "zbrain", *args],
-            stdout=subprocess.PIPE,
+            stdout=output or subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             start_new_session=True,
         )
+        if output is not None:
+            output.close()  # the child has its own copy
         self.children.append(child)
         return child
 
     def worker(
-        self, address: str, *args: str, env: dict[str, str] | None = None
+        self,
+        address: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
     ) -> subprocess.Popen[str]:
         """A `zbrain worker` process with its own temp dir."""
         temp = self.tmp_path / f"worker{len(self.children)}"
-        return self.spawn("worker", "--server", address, "--temp-dir", str(temp), *args, env=env)
+        return self.spawn(
+            "worker", "--server", address, "--temp-dir", str(temp), *args, env=env, log=log
+        )
 
     def server(
         self, data_dir: Path, *args: str, env: dict[str, str] | None = None

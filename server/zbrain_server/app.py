@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from zbrain.errors import ZBrainError
+from zbrain.logs import announce
 from zbrain.v1 import (
     job_service_pb2,
     job_service_pb2_grpc,
@@ -421,30 +422,36 @@ class ZBrainServer:
             await process.wait()
 
 
-async def serve(config: ServerConfig, telemetry: Telemetry | None = None) -> None:
-    """Run a server until SIGINT or SIGTERM, then shut it down gracefully."""
+async def serve(
+    config: ServerConfig, telemetry: Telemetry | None = None, metrics_url: str | None = None
+) -> None:
+    """Run a server until SIGINT or SIGTERM, then shut it down gracefully.
+
+    Its banner (text, or JSON with --log-format json) names the address, the
+    store, whether TLS is on, and `metrics_url` when metrics are served."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     server = ZBrainServer(config, telemetry)
     await server.start()
-    print(
-        f"ZBrain listening on {server.address} "
-        f"(store: {server.store.location}; "
-        f"artifacts: {config.artifact_root})",
-        flush=True,
-    )
+    fields = {
+        "store": server.store.location,
+        "artifacts": str(config.artifact_root),
+        "tls": "on" if config.tls_cert is not None else "off",
+    }
+    if metrics_url:
+        fields["metrics"] = metrics_url
+    announce(f"ZBrain listening on {server.address}", **fields)
     if server.http is not None:
-        print(f"ZBrain console and HTTP API at {server.http.url}", flush=True)
+        announce(f"ZBrain console and HTTP API at {server.http.url}")
     if not server.auth_required:
-        print(
+        announce(
             "auth is off: anyone who can reach this address can run commands; "
             "create a token to turn it on (zbrain token create "
-            f"{'--store URL' if config.store_url else '--data-dir DIR'} --org ORG --role admin)",
-            flush=True,
+            f"{'--store URL' if config.store_url else '--data-dir DIR'} --org ORG --role admin)"
         )
     await stopping.wait()
-    print("ZBrain shutting down: finishing in-flight calls", flush=True)
+    announce("ZBrain shutting down: finishing in-flight calls")
     await server.stop()
-    print("ZBrain stopped", flush=True)
+    announce("ZBrain stopped")

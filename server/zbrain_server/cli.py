@@ -75,7 +75,8 @@ def register(command: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--log-format",
         choices=LOG_FORMATS,
-        help="text (default) or json lines ($ZBRAIN_LOG_FORMAT)",
+        default=argparse.SUPPRESS,  # unset here keeps `zbrain --log-format json serve`'s
+        help="text (default) or json lines, the banner too ($ZBRAIN_LOG_FORMAT)",
     )
     p.add_argument(
         "--auth",
@@ -109,10 +110,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     from .dispatch.metrics import Telemetry
 
     exporter = telemetry.exporter_from_env()
+    metrics_listen = args.metrics_listen or os.environ.get("ZBRAIN_METRICS_LISTEN")
     providers = telemetry.configure(
-        "zbrain-server",
-        exporter=exporter,
-        metrics_listen=args.metrics_listen or os.environ.get("ZBRAIN_METRICS_LISTEN"),
+        "zbrain-server", exporter=exporter, metrics_listen=metrics_listen
     )
     config = ServerConfig.from_env(
         listen=args.listen,
@@ -132,7 +132,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         # tracer provider installed by someone else (opentelemetry-instrument)
         # keeps them recorded too.
         record = exporter != "none" or trace.get_tracer_provider() is not providers.tracer_provider
-        await serve(config, Telemetry(record_spans=record))
+        metrics_url = f"http://{metrics_listen}/metrics" if metrics_listen else None
+        await serve(config, Telemetry(record_spans=record), metrics_url)
     finally:
         providers.shutdown()
     return 0
@@ -179,7 +180,7 @@ async def offline_token_command(args: argparse.Namespace) -> int:
             )
             print_created(token_to_proto(token), bearer)
         elif args.action == "list":
-            print_tokens([token_to_proto(t) for t in await store.list_tokens(args.org)], args.json)
+            print_tokens([token_to_proto(t) for t in await store.list_tokens(args.org)], args)
         else:
             token = await store.revoke_token(args.token_id, now_us())
             print(f"token {token.id} revoked")

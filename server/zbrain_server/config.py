@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from zbrain.durations import parse_duration
 from zbrain.errors import InvalidArgumentError
+from zbrain.sizes import parse_count, parse_size
 
 from .core.model import ORG_ID_RULE, is_org_id
 
@@ -152,7 +153,9 @@ class ServerConfig:
             if raw:
                 try:
                     limits[spec.name] = (
-                        parse_duration(raw) if spec.type == "float" else _positive(raw)
+                        parse_duration(raw)
+                        if spec.type == "float"
+                        else _positive(parse_size(raw) if spec.name.endswith("_bytes") else raw)
                     )
                 except ValueError as exc:
                     raise InvalidArgumentError(f"{var}={raw!r}: {exc}") from exc
@@ -206,8 +209,26 @@ class ServerConfig:
             )
         if self.local_workers < 0:
             problems.append("--workers must not be negative")
+        for flag, variable, address in (
+            ("--listen", "ZBRAIN_LISTEN", self.listen),
+            ("--http-listen", "ZBRAIN_HTTP_LISTEN", self.http_listen),
+        ):
+            if address is not None and not _is_host_port(address):
+                problems.append(
+                    f"{flag} ({variable}) must be HOST:PORT with a port from 0 to 65535, "
+                    f"e.g. 127.0.0.1:8080 or [::1]:8080; got {address!r}"
+                )
         if problems:
             raise InvalidArgumentError("invalid configuration: " + "; ".join(problems))
+
+
+def _is_host_port(address: str) -> bool:
+    """Whether `address` is HOST:PORT (an IPv6 host in brackets): gRPC would
+    take port 99999 as 34463 (modulo 65536) and aiohttp fail with a traceback."""
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535:
+        return False
+    return host == "" or not (":" in host and not (host[0] == "[" and host[-1] == "]"))
 
 
 def _is_postgres_url(url: str) -> bool:
@@ -220,14 +241,18 @@ def _is_postgres_url(url: str) -> bool:
 
 
 def _non_negative_int(raw: str, var: str) -> int:
-    value = int(raw)
+    value = parse_count(raw)
     if value < 0:
         raise ValueError("must not be negative")
     return value
 
 
-def _positive(raw: str) -> int:
-    value = int(raw)
+def _bytes(raw: str, var: str) -> int:
+    return parse_size(raw)
+
+
+def _positive(raw: str | int) -> int:
+    value = raw if isinstance(raw, int) else parse_count(raw)
     if value < 1:
         raise ValueError("must be at least 1")
     return value
@@ -263,7 +288,7 @@ _ENVIRONMENT: tuple[tuple[str, str, Callable[[str, str], object]], ...] = (
     ("ZBRAIN_TIMEOUT_GRACE", "timeout_grace_s", _seconds),
     ("ZBRAIN_EVENT_RETENTION", "event_retention_s", _seconds),
     ("ZBRAIN_EVENT_BUFFER", "event_buffer", _non_negative_int),
-    ("ZBRAIN_EVENT_BUFFER_BYTES", "event_buffer_bytes", _non_negative_int),
+    ("ZBRAIN_EVENT_BUFFER_BYTES", "event_buffer_bytes", _bytes),
     ("ZBRAIN_WORKER_GRACE", "worker_grace_s", _seconds),
     ("ZBRAIN_SCHEDULE_GRACE", "schedule_grace_s", _seconds),
     ("ZBRAIN_KEEPALIVE", "keepalive_s", _seconds),

@@ -53,12 +53,12 @@ SEED_VARIABLE = "ZBRAIN_CHAOS_SEED"
 # gRPC's default backoff (which grows to two minutes).
 FAST_RECONNECT = (
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
 # Why an attempt that ran may be followed by another run of its job: its
-# worker died or was cut off (the lease expired), or stopped it on shutdown.
-RERUN_CAUSES = frozenset({Cause.LEASE_EXPIRED, Cause.INTERRUPTED})
+# worker died or was cut off (the lease expired), or was restarted under the
+# same id, or stopped it on shutdown.
+RERUN_CAUSES = frozenset({Cause.LEASE_EXPIRED, Cause.WORKER_RESTARTED, Cause.INTERRUPTED})
 
 
 def chaos_seed() -> int:
@@ -339,8 +339,8 @@ def state_change(event: Event) -> StateChange:
         job_id=event.job_id,
         attempt=int(data.get("attempt", 0)),
         lease_epoch=int(data.get("lease_epoch", 0)),
-        from_state=JobState[data["from_state"].removeprefix("JOB_STATE_")],
-        to_state=JobState[data["to_state"].removeprefix("JOB_STATE_")],
+        from_state=JobState[data["from_state"]],
+        to_state=JobState[data["to_state"]],
         cause=Cause[
             data.get("cause", "TRANSITION_CAUSE_UNSPECIFIED").removeprefix("TRANSITION_CAUSE_")
         ],

@@ -80,15 +80,6 @@ async def test_workers_killed_at_random_lose_no_job_and_rerun_only_what_they_hel
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a worker restarted under the same --id claims no lease in its hello, so the "
-        "server returns its predecessor's running leases as never delivered "
-        "(LEASE_RETURNED, attempt not counted) and the job runs again under the same attempt "
-        "number while the first run may still be going"
-    ),
-)
 async def test_a_worker_restarted_under_its_own_id_never_runs_an_attempt_twice(
     fleet: Fleet, runs: RunLog, seed: int, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

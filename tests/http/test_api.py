@@ -4,13 +4,18 @@ google.rpc.Status with the right HTTP status, auth, organisations, downloads."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
+import logging
+import pkgutil
 import re
 from typing import Any
 
 import grpc
 import pytest
+from google.api import annotations_pb2
 
+import zbrain.v1
 from tests.integration.test_telemetry import Recorded
 from zbrain.errors import ZBrainError
 from zbrain.models import Role
@@ -88,6 +93,8 @@ async def test_every_annotated_route_reaches_its_operation(http: Http) -> None:
         "/v1/tokens",
         "/v1/templates/{name}:submit",
         "/v1/schedules/{schedule.id}",
+        "/v1/orgs/{org_id}/settings",
+        "/v1/orgs/{org_id}:pause",
     }
     missing_job = "01a2357e-1753-713e-9c23-cc11aed3891d"
     for route in routes:
@@ -98,6 +105,48 @@ async def test_every_annotated_route_reaches_its_operation(http: Http) -> None:
         assert status not in (405, 500), (route.template, status, answer)
         if status == 404:
             assert not answer["message"].startswith("no API route"), route.template
+
+
+def test_every_service_with_annotated_rpcs_is_served_over_http() -> None:
+    routed = {route.full_method for route in routes_of(SERVICES)}
+    annotated = set()
+    for module_info in pkgutil.iter_modules(zbrain.v1.__path__):
+        if not module_info.name.endswith("_pb2"):
+            continue
+        module = importlib.import_module(f"zbrain.v1.{module_info.name}")
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                if method.GetOptions().HasExtension(annotations_pb2.http):
+                    annotated.add(f"/{service.full_name}/{method.name}")
+    assert "/zbrain.v1.OrgService/UpdateOrgSettings" in annotated
+    assert annotated - routed == set()
+
+
+async def test_an_admin_reads_changes_pauses_and_resumes_an_org_over_http(http: Http) -> None:
+    status, answer = await http.call(
+        "PATCH", "/v1/orgs/team-a/settings", {"maxRunningJobs": 3, "maxStartsPerSecond": 2.5}
+    )
+    assert status == 200, answer
+    assert answer["settings"]["maxRunningJobs"] == 3
+    status, answer = await http.call(
+        "POST", "/v1/orgs/team-a:pause", {"selector": {"labels": {"pipeline": "nightly"}}}
+    )
+    assert status == 200, answer
+    assert answer["settings"]["pausedSelectors"] == [{"labels": {"pipeline": "nightly"}}]
+    status, answer = await http.call(
+        "POST", "/v1/orgs/team-a:resume", {"selector": {"labels": {"pipeline": "nightly"}}}
+    )
+    assert status == 200, answer
+    status, answer = await http.call("GET", "/v1/orgs/team-a/settings")
+    assert status == 200, answer
+    assert answer["settings"]["maxStartsPerSecond"] == 2.5
+    assert "pausedSelectors" not in answer["settings"]
+
+
+async def test_a_bad_org_setting_over_http_is_a_bad_request_naming_the_field(http: Http) -> None:
+    status, answer = await http.call("PATCH", "/v1/orgs/team-a/settings", {"retentionDays": 100000})
+    assert status == 400
+    assert "retention_days" in violations(answer)
 
 
 async def test_a_batch_is_submitted_in_one_request(http: Http) -> None:
@@ -120,10 +169,61 @@ async def test_a_field_of_the_wrong_type_is_named(http: Http) -> None:
         "POST", "/v1/jobs", {"job": {"cmd": ["x"], "maxRetries": "many"}}
     )
     assert status == 400
-    assert "job.max_retries" in violations(answer)
+    assert violations(answer) == {
+        "job.max_retries": "must be a whole number from -2147483648 to 2147483647"
+    }
     status, answer = await http.call("POST", "/v1/jobs", {"job": {"cmd": ["x"], "colour": "red"}})
     assert status == 400
-    assert "job.colour" in violations(answer)
+    assert violations(answer) == {"job.colour": "is not a field of zbrain.v1.JobSpec"}
+
+
+async def test_a_value_of_the_wrong_kind_is_told_what_its_field_takes(http: Http) -> None:
+    """In words, not the JSON parser's Python (`invalid literal for int()`)."""
+    cases = [
+        ("GET", "/v1/jobs?page_size=abc", None, "page_size", "a whole number"),
+        (
+            "POST",
+            "/v1/jobs",
+            {"job": {"cmd": ["x"], "maxRetries": 1.5}},
+            "job.max_retries",
+            "a whole number",
+        ),
+        (
+            "POST",
+            "/v1/jobs",
+            {"job": {"cmd": "x"}},
+            "job.cmd",
+            "must be a list, each value a string",
+        ),
+        (
+            "POST",
+            "/v1/jobs",
+            {"job": {"cmd": ["x"], "labels": {"a": 5}}},
+            "job.labels",
+            "each value a string",
+        ),
+        (
+            "POST",
+            "/v1/jobs",
+            {"job": {"cmd": ["x"], "network": "yes"}},
+            "job.network",
+            "true or false",
+        ),
+        ("GET", "/v1/jobs?states=NOPE", None, "states", "JOB_STATE_RUNNING"),
+        (
+            "PATCH",
+            "/v1/orgs/a/settings",
+            {"maxStartsPerSecond": "fast"},
+            "max_starts_per_second",
+            "a number",
+        ),
+    ]
+    for method, path, body, field, expected in cases:
+        status, answer = await http.call(method, path, body)
+        assert status == 400, (path, body, answer)
+        found = violations(answer)
+        assert list(found) == [field], (path, body, answer)
+        assert expected in found[field], (path, body, answer)
 
 
 async def test_validation_errors_carry_the_same_bad_request_details_as_grpc(http: Http) -> None:
@@ -147,6 +247,18 @@ async def test_unknown_paths_and_methods_have_their_own_statuses(http: Http) -> 
     async with http.session.delete(http.base + "/v1/jobs") as response:
         assert response.status == 405
         assert set(response.headers["Allow"].split(", ")) == {"GET", "POST"}
+
+
+async def test_a_request_too_long_to_parse_is_logged_in_one_line_without_a_traceback(
+    http: Http, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="zbrain.http")
+    async with http.session.get(http.base + "/v1/jobs?x=" + "y" * 10_000) as response:
+        assert response.status == 400
+    [record] = [r for r in caplog.records if r.name == "zbrain.http.protocol"]
+    assert record.levelno == logging.INFO
+    assert record.exc_info is None
+    assert "400 Got more than 8190 bytes" in record.getMessage()
 
 
 async def test_a_body_over_the_message_limit_is_refused_with_413(

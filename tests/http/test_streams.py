@@ -85,6 +85,25 @@ async def test_sockets_joining_a_shared_feed_at_different_places_each_get_everyt
                 assert got[name] == expected, name
 
 
+async def test_an_event_socket_from_the_end_gets_only_what_follows_its_opening(
+    http: Http,
+) -> None:
+    """`from_end=true` starts where the store ended when the socket opened: none
+    of the history, then every event after it, the first included; asking for
+    a sequence as well is refused before the socket opens."""
+    await submit_batch(http, 10)
+    history = await recorded_sequences(http)
+    got: list[int] = []
+    async with http.websocket("/v1/events:stream?from_end=true&topic=jobs/") as ws:
+        await submit_batch(http, 5)
+        while len(got) < 5:
+            got += sequences(await ws.receive_json(timeout=10))
+    assert got == [s for s in await recorded_sequences(http) if s > history[-1]]
+    status, answer = await http.call("GET", "/v1/events?from_end=true&from=3")
+    assert status == 400
+    assert answer["details"][0]["fieldViolations"][0]["field"] == "from_end"
+
+
 async def test_a_socket_from_far_back_takes_the_backlog_at_its_own_pace(
     start_http: StartHttp,
 ) -> None:
@@ -193,10 +212,14 @@ async def test_a_slow_reader_is_cut_off_naming_where_to_resume_while_memory_stay
     start_http: StartHttp,
 ) -> None:
     http = await start_http(event_buffer_bytes=2 << 20, limits=Limits(stream_send_timeout_s=0.5))
-    flood_bytes = 12 * 10 * len(BIG_ARGUMENT)  # 12 MiB of events, twice
+    # 24 MiB of events, twice: a reader buffered without bound would hold all
+    # of it; one cut off holds its 2 MiB buffer, and the allocator's own
+    # noise in this process (the server and the test share it) is a few MiB.
+    rounds = 24
+    flood_bytes = rounds * 10 * len(BIG_ARGUMENT)
 
     async def flood() -> None:
-        for _ in range(12):
+        for _ in range(rounds):
             await submit_batch(http, 10, BIG_ARGUMENT)
 
     await flood()  # the same work once without a reader: what it costs anyway

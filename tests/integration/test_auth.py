@@ -124,6 +124,15 @@ async def test_an_admin_may_act_on_any_org(tenants: Tenants) -> None:
         assert [j.id async for j in admin.list(org="team-a")] == [job.id]
 
 
+async def test_only_an_admin_lists_every_org_at_once(tenants: Tenants) -> None:
+    async with await tenants.client("a") as team_a, await tenants.client("admin") as admin:
+        first = await team_a.submit(["true"])
+        second = await admin.submit(["true"], org="team-b")
+        assert [j.id async for j in admin.list(all_orgs=True)] == [second.id, first.id]
+        with pytest.raises(PermissionDeniedError, match="needs an admin token"):
+            await _drain(team_a.list(all_orgs=True))
+
+
 async def test_roles_limit_what_a_token_may_call(tenants: Tenants) -> None:
     async with await tenants.client("worker-a") as worker:
         with pytest.raises(PermissionDeniedError, match="worker token cannot call Submit"):

@@ -1,17 +1,25 @@
-"""The `zbrain` command line end to end, against a real `zbrain serve` process."""
+"""The `zbrain` command line end to end, against a real `zbrain serve` process.
+
+Most commands run in-process (the `cli` fixture, through `zbrain.cli.main`,
+which is what the `zbrain` script calls), which is fast; a subprocess is used
+where the process itself matters: its exit, its output streams, its start.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Processes
+from tests.integration.conftest import Cli
 
 
 def zbrain(address: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -23,13 +31,6 @@ def zbrain(address: str, *args: str, stdin: str | None = None) -> subprocess.Com
         env={**os.environ, "ZBRAIN_SERVER": address},
         timeout=60,
     )
-
-
-@pytest.fixture
-def address(processes: Processes, tmp_path: Path) -> str:
-    """A `zbrain serve --workers 2` process, as `make run` starts it."""
-    _, address = processes.server(tmp_path / "data", "--workers", "2")
-    return address
 
 
 def test_submit_get_list_logs_as_a_user_would(address: str) -> None:
@@ -49,8 +50,10 @@ def test_submit_get_list_logs_as_a_user_would(address: str) -> None:
     assert logs.stdout == "hello\n"
 
     listed = zbrain(address, "list")
-    assert listed.stdout.splitlines()[0].split() == ["ID", "STATE", "ATTEMPT", "CREATED", "COMMAND"]
-    assert job_id in listed.stdout
+    assert listed.stdout.splitlines()[0].split() == [
+        "ID", "ORG", "STATE", "ATTEMPT", "CREATED", "DURATION", "COMMAND"
+    ]  # fmt: skip
+    assert job_id[-8:] in listed.stdout
 
 
 def test_json_output_is_one_object_per_line(address: str) -> None:
@@ -128,12 +131,12 @@ def test_failed_job_fails_wait(address: str) -> None:
     ],
 )
 def test_user_errors_are_one_line_without_traceback(
-    address: str, args: list[str], message: str
+    cli: Cli, args: list[str], message: str
 ) -> None:
-    out = zbrain(address, *args)
-    assert out.returncode in (1, 2)
+    out = cli(*args)
+    assert out.status in (1, 2)
     assert message in out.stderr
-    assert "Traceback" not in out.stderr
+    assert len(out.stderr.splitlines()) == 1, out.stderr
 
 
 def test_unreachable_server_is_a_clear_error(processes: Processes) -> None:
@@ -210,13 +213,246 @@ def test_serve_logs_json_lines_with_job_fields(processes: Processes, tmp_path: P
     server, address = processes.server(tmp_path / "data", "--workers", "1", "--log-format", "json")
     out = zbrain(address, "submit", "--wait", "--retries", "0", "--", "false")
     assert out.returncode == 1
+    assert server.stdout is not None
+    # Every line, the banner's and the local worker's too, is a JSON object.
+    entries = []
+    for line in server.stdout:  # the server logs the failure just after storing it
+        entries.append(json.loads(line))
+        if "after attempt 1" in entries[-1]["message"]:
+            break
+    assert {"job_id", "org_id", "worker_id", "trace_id"} <= set(entries[-1])
     server.send_signal(signal.SIGTERM)
     server.wait(timeout=30)
+    entries += [json.loads(line) for line in server.stdout]
+    assert any(e["message"].startswith("connected to") for e in entries)  # the worker's
+    assert entries[-1]["message"] == "ZBrain stopped"
+
+
+def test_the_banner_says_where_metrics_are_and_whether_tls_is_on(
+    processes: Processes, tmp_path: Path
+) -> None:
+    server = processes.spawn(
+        "serve", "--listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d"),
+        "--log-format", "json", "--metrics-listen", "127.0.0.1:0",
+    )  # fmt: skip
     assert server.stdout is not None
-    entries = [json.loads(line) for line in server.stdout if line.startswith("{")]
-    failed = [e for e in entries if e["message"].startswith("job failed")]
-    assert failed, entries
-    assert {"job_id", "org_id", "worker_id", "trace_id"} <= set(failed[0])
+    banner = json.loads(server.stdout.readline())
+    assert banner["message"].startswith("ZBrain listening on 127.0.0.1:")
+    assert banner["tls"] == "off"
+    assert banner["metrics"] == "http://127.0.0.1:0/metrics"
+
+
+# -- issue 17: the command line as users expect it -----------------------------------
+
+
+def test_global_options_go_before_or_after_the_command(cli: Cli, address: str) -> None:
+    submitted = cli.ok("--server", "127.0.0.1:1", "submit", "--server", address, "--", "true")
+    job_id = submitted.stdout.strip()
+    before = cli.ok("--server", address, "--json", "get", job_id).json
+    after = cli.ok("get", job_id, "--json", "--server", address).json
+    assert before[0]["id"] == after[0]["id"] == job_id
+
+
+def test_version_and_a_short_help_alone(offline: Cli) -> None:
+    assert re.fullmatch(r"zbrain \S+\n", offline.ok("--version").stdout)
+    bare = offline.ok()
+    assert "zbrain submit -- echo hello" in bare.stdout
+    assert "examples:" in offline.ok("logs", "--help").stdout
+
+
+def test_every_client_command_shows_examples_in_its_help() -> None:
+    from zbrain.cli import CLIENT_COMMANDS, build_parser
+    from zbrain.cli._completion import _walk
+
+    for path, parser in _walk(build_parser(with_plugin=False)):
+        if path and path[0] in CLIENT_COMMANDS | {"token"}:
+            assert "examples:\n  " in parser.format_help(), path
+
+
+def test_short_ids_are_shown_and_accepted_in_any_case(cli: Cli) -> None:
+    job_id = cli.ok("submit", "--", "echo", "hi").stdout.strip()
+    short = job_id[-8:]
+    assert short in cli.ok("list").stdout
+    assert cli.ok("wait", short, "--json").json[0]["id"] == job_id
+    assert cli.ok("get", job_id.upper(), "--json").json[0]["id"] == job_id
+    assert cli.ok("logs", short).stdout == "hi\n"
+    missing = cli("get", "abcdef12")
+    assert missing.status == 1
+    assert "no job among the newest" in missing.stderr
+
+
+def test_list_says_when_more_exist_and_filters(cli: Cli) -> None:
+    for n in range(3):
+        cli.ok("submit", "--label", f"n={n}", "--label", "kind=test", "--", "true")
+    limited = cli.ok("list", "--limit", "2")
+    assert len(limited.stdout.splitlines()) == 3  # header and two jobs
+    assert "more exist: --limit N for more, --all for every one" in limited.stderr
+    assert "more exist" not in cli.ok("list", "--all").stderr
+    assert [job["labels"]["n"] for job in cli.ok("list", "--label", "n=1", "--json").json] == ["1"]
+    assert len(cli.ok("list", "--label", "kind=test", "--since", "1h", "--json").json) == 3
+    assert cli.ok("list", "--since", "2999-01-01T00:00:00Z").stdout.count("\n") == 1
+    assert "default" in cli.ok("list").stdout.splitlines()[1].split()  # the org column
+    cli.ok("submit", "--org", "team-b", "--", "true")
+    assert {job["org_id"] for job in cli.ok("list", "--all-orgs", "--json").json} == {
+        "default", "team-b"
+    }  # fmt: skip
+
+
+def test_json_is_one_representation_across_commands(cli: Cli) -> None:
+    cli.ok(
+        "submit", "--wait", "--", "sh", "-c",
+        'echo oops >&2; echo x > "$ZBRAIN_ARTIFACTS_DIR/a.txt"',
+    )  # fmt: skip
+    [job] = cli.ok("list", "--json").json
+    assert job["state"] == "SUCCEEDED"
+    events = cli.ok("events", "--json", "--topic", f"jobs/{job['id']}/").json
+    changed = [e for e in events if e["type"] == "job_state_changed"]
+    assert changed[-1]["to_state"] == "SUCCEEDED" and changed[-1]["cause"] == "SUCCEEDED"
+    assert isinstance(changed[-1]["lease_epoch"], int)
+    [line] = cli.ok("logs", job["id"], "--json").json
+    assert line["stream"] == "STDERR"
+    logged = [e for e in events if e["type"] == "job_logged"]
+    assert logged[0]["lines"][0]["stream"] == "STDERR"
+    [artifact] = cli.ok("artifacts", job["id"], "--json").json
+    assert artifact["size_bytes"] == 2
+    times = [job["create_time"], events[0]["time"], line["time"], job["attempts"][0]["end_time"]]
+    for value in times:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", value), value
+
+
+def test_token_create_prints_only_the_token_on_stdout(cli: Cli) -> None:
+    created = cli.ok("token", "create", "--org", "ops", "--role", "admin")
+    assert re.fullmatch(r"zbt_\S+\n", created.stdout)
+    assert "shown only this once" in created.stderr
+    listed = cli.ok("token", "list", "--json", "--token", created.stdout.strip()).json
+    assert listed[0]["revoke_time"] is None
+    assert listed[0]["create_time"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        ("127.0.0.1:99999", "the port must be between 1 and 65535"),
+        ("http://", "is not a server address"),
+    ],
+)
+def test_bad_server_addresses_are_named(offline: Cli, server: str, message: str) -> None:
+    ran = offline("list", "--server", server)
+    assert ran.status == 1
+    assert message in ran.stderr
+
+
+def test_a_server_address_may_be_a_url(cli: Cli, address: str) -> None:
+    cli.ok("list", "--server", f"http://{address}")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "--timeout", "0", "--", "true"], "a duration must be more than zero"),
+        (["submit", "--timeout", "-5s", "--", "true"], "'-5s' is not a duration"),
+        (["lsit"], "invalid choice: 'lsit'"),
+        (["submit", "--at", "tomorrow", "--", "true"], "is not a time"),
+        (["schedule", "create", "s", "--", "true"], "give --cron EXPR or --every DURATION"),
+    ],
+)
+def test_usage_errors_are_one_line(offline: Cli, args: list[str], message: str) -> None:
+    ran = offline(*args)
+    assert ran.status == 2
+    assert message in ran.stderr
+    assert len(ran.stderr.splitlines()) == 1, ran.stderr
+
+
+def test_submit_batch_sends_a_file_of_jobs(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        "".join(json.dumps({"cmd": ["echo", str(n)], "input": {"n": n}}) + "\n" for n in range(3))
+    )
+    ids = cli.ok("submit", "--batch", str(jobs)).stdout.split()
+    assert len(ids) == 3
+    assert [cli.ok("get", i, "--json").json[0]["input"] for i in ids] == [
+        {"n": 0}, {"n": 1}, {"n": 2}
+    ]  # fmt: skip
+    monkeypatch.setattr(sys, "stdin", open(jobs))  # noqa: SIM115 - closed by the command
+    assert len(cli.ok("submit", "--batch", "-").stdout.split()) == 3
+    jobs.write_text('{"cmd": ["true"]}\n{"cmd": "true"}\n')
+    bad = cli("submit", "--batch", str(jobs))
+    assert bad.status == 1
+    assert "line 2" in bad.stderr and "needs cmd" in bad.stderr
+
+
+def test_logs_options_and_attempt_separators(cli: Cli) -> None:
+    cli(
+        "submit", "--wait", "--retries", "1", "--", "sh", "-c",
+        'echo "try $ZBRAIN_ATTEMPT a"; echo "try $ZBRAIN_ATTEMPT b"; exit 1',
+    )  # fmt: skip
+    job_id = cli.ok("list", "--json").json[0]["id"]
+    assert cli.ok("logs", job_id).stdout.splitlines() == [
+        "try 1 a", "try 1 b", "--- attempt 2 ---", "try 2 a", "try 2 b"
+    ]  # fmt: skip
+    assert cli.ok("logs", job_id, "--attempt", "2").stdout.splitlines() == ["try 2 a", "try 2 b"]
+    assert cli.ok("logs", job_id, "--tail", "1").stdout.splitlines() == [
+        "--- attempt 2 ---", "try 2 b"
+    ]  # fmt: skip
+    stamped = cli.ok("logs", job_id, "--timestamps", "--attempt", "1").stdout.splitlines()
+    assert re.fullmatch(r"\S+Z try 1 a", stamped[0])
+    assert cli.ok("logs", job_id, "--since", "2999-01-01T00:00:00Z").stdout == ""
+
+
+def test_get_summarises_large_input_and_shows_attempts(cli: Cli) -> None:
+    big = json.dumps({"data": "x" * 10_000})
+    job_id = cli.ok("submit", "--retries", "1", "--input", big, "--", "false").stdout.strip()
+    cli("wait", job_id)
+    shown = cli.ok("get", job_id).stdout
+    assert "(--full shows all)" in shown
+    assert len(shown) < 3000
+    assert "x" * 10_000 in cli.ok("get", job_id, "--full").stdout
+    table = shown[shown.index("ATTEMPT  WORKER") :].splitlines()
+    assert [row.split()[0] for row in table[1:]] == ["1", "2"]
+    assert all("exited with status 1" in row for row in table[1:])
+
+
+def test_completion_scripts_complete_commands(offline: Cli, tmp_path: Path) -> None:
+    cli = offline
+    script = tmp_path / "zbrain.bash"
+    script.write_text(cli.ok("completion", "bash").stdout)
+    completed = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"source {script}; COMP_WORDS=(zbrain schedule cr); COMP_CWORD=2; "
+            '_zbrain_complete; echo "${COMPREPLY[@]}"; '
+            "COMP_WORDS=(zbrain logs --ta); COMP_CWORD=2; "
+            '_zbrain_complete; echo "${COMPREPLY[@]}"',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert completed.stdout.splitlines() == ["create", "--tail"], completed.stderr
+    assert "complete -c zbrain" in cli.ok("completion", "fish").stdout
+    assert "bashcompinit" in cli.ok("completion", "zsh").stdout
+
+
+def test_events_say_when_there_are_none_after_a_sequence(cli: Cli) -> None:
+    ran = cli.ok("events", "--from", "1000")
+    assert ran.stdout == ""
+    assert "no events after sequence 1000" in ran.stderr
+
+
+def test_a_cancel_request_reads_as_one_in_events(cli: Cli) -> None:
+    job_id = cli.ok("submit", "--", "sleep", "60").stdout.strip()
+    deadline = time.monotonic() + 30
+    while cli.ok("get", job_id, "--json").json[0]["state"] != "RUNNING":
+        assert time.monotonic() < deadline, "the job never started"
+    assert "was told to stop it" in cli.ok("cancel", job_id).stdout
+    assert cli("wait", job_id).status == 1
+    shown = cli.ok("events", "--topic", f"jobs/{job_id}/").stdout
+    assert "RUNNING: cancel requested by user" in shown
+    assert "RUNNING -> RUNNING" not in shown
+    assert "canceled" in cli.ok("get", job_id).stdout.split("why", 1)[1].splitlines()[0]
 
 
 def test_a_job_over_the_memory_it_was_given_fails_naming_the_limit(address: str) -> None:
@@ -238,3 +474,35 @@ def test_a_limit_that_cannot_work_is_refused_with_the_field_named(address: str) 
 
     assert out.returncode != 0
     assert "job.resources.open_files: must be 0 (no limit) or at least 3" in out.stderr
+
+
+def test_sharing_commands_and_submit_flags(cli: Cli) -> None:
+    job_id = cli.ok(
+        "submit", "--requires", "gpu", "--requires", "zone=eu", "--concurrency-key", "c42",
+        "--memory", "64M", "--cpu", "1.5s", "--network", "--", "true",
+    ).stdout.strip()  # fmt: skip
+    shown = cli.ok("get", job_id[-8:]).stdout  # by its short id
+    assert "requires  gpu zone=eu" in shown
+    assert "key       c42 (at most 1 at once)" in shown
+    assert "limits    memory 64 MiB, cpu 2s, network" in shown
+    assert "waiting   " in shown  # no worker offers gpu
+    [unmatched] = cli.ok("list", "--unmatched", "--json").json
+    assert (unmatched["id"], unmatched["requires"]) == (job_id, {"gpu": "", "zone": "eu"})
+    assert unmatched["resources"]["memory_bytes"] == 64 << 20
+
+    cli.ok("org", "set", "default", "--max-running", "3", "--max-starts-per-second", "2.5")
+    [settings] = cli.ok("org", "pause", "default", "--selector", "team=a", "--json").json
+    assert (settings["max_running_jobs"], settings["max_starts_per_second"]) == (3, 2.5)
+    assert settings["paused_selectors"] == [{"team": "a"}]
+    assert "paused selectors    team=a" in cli.ok("org", "get", "default").stdout
+    cli.ok("org", "resume", "default", "--selector", "team=a")
+    assert cli.ok("org", "get", "default", "--json").json[0]["paused_selectors"] == []
+    assert cli.ok("workers").stdout.startswith("ID ")
+    for args, message in (
+        (["org", "set", "default"], "nothing to set: give one of --max-running"),
+        (["org", "set", "default", "--max-waiting", "-1"], "must be 0 (none of its own) or more"),
+        (["submit", "--memory", "lots", "--", "true"], "'lots' is not a size"),
+        (["submit", "--requires", "=x", "--", "true"], "expected KEY=VALUE or KEY"),
+    ):
+        ran = cli(*args)
+        assert ran.status == 2 and message in ran.stderr and len(ran.stderr.splitlines()) == 1

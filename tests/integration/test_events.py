@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import Processes
 from zbrain import Client, Event, JobState
-from zbrain.errors import InvalidArgumentError, OutOfRangeError
+from zbrain.errors import EVENTS_PURGED, InvalidArgumentError, OutOfRangeError
 from zbrain.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 
@@ -27,11 +27,7 @@ async def collect(client: Client, count: int, **options) -> list[Event]:
 
 
 def states(events: list[Event]) -> list[str]:
-    return [
-        e.data["to_state"].removeprefix("JOB_STATE_")
-        for e in events
-        if e.type == "job_state_changed"
-    ]
+    return [e.data["to_state"] for e in events if e.type == "job_state_changed"]
 
 
 async def test_a_jobs_whole_life_is_recorded_in_order(
@@ -120,6 +116,9 @@ async def test_a_purged_sequence_is_out_of_range_naming_the_oldest(start_server)
         with pytest.raises(OutOfRangeError) as error:
             _ = [e async for e in client.events(after=1)]
         assert "the oldest available is 4" in str(error.value)
+        # Programs read where to resume from the details, not from the words.
+        assert error.value.reason == EVENTS_PURGED
+        assert error.value.metadata["resume_after_sequence"] == "3"
         assert [e async for e in client.events(after=3)] == []
 
 
@@ -153,6 +152,44 @@ async def test_negative_sequence_is_invalid(client: Client) -> None:
         _ = [e async for e in client.events(after=-1)]
 
 
+async def test_from_end_replays_no_history_and_misses_nothing_while_jobs_arrive(
+    server, client: Client
+) -> None:
+    """A stream from the end, opened while submissions land, sends none of the
+    history and, from its first event on, every event committed, in order."""
+    for _ in range(5):
+        await client.submit(["true"])
+    history = [e.sequence async for e in client.events()]
+    stop = asyncio.Event()
+
+    async def submit_until_stopped() -> None:
+        while not stop.is_set():
+            await client.submit(["true"])
+
+    submitter = asyncio.ensure_future(submit_until_stopped())
+    got: list[int] = []
+    async for event in client.events(from_end=True, follow=True):
+        got.append(event.sequence)
+        if len(got) == 20:
+            break
+    stop.set()
+    await asyncio.wait_for(submitter, 10)
+
+    recorded = [e.sequence async for e in client.events(after=history[-1])]
+    assert got[0] > history[-1]
+    assert got == [s for s in recorded if s >= got[0]][:20]
+
+
+async def test_from_end_ends_at_once_without_follow_and_excludes_a_sequence(
+    client: Client,
+) -> None:
+    await client.submit(["true"])
+    assert [e async for e in client.events(from_end=True)] == []
+    with pytest.raises(InvalidArgumentError) as error:
+        _ = [e async for e in client.events(from_end=True, after=1, follow=True)]
+    assert error.value.violations[0].field == "from_end"
+
+
 def test_cli_events_json_has_seq_and_job_id(processes: Processes, tmp_path) -> None:
     _, address = processes.server(tmp_path / "data")
     env = {**os.environ, "ZBRAIN_SERVER": address}
@@ -169,9 +206,27 @@ def test_cli_events_json_has_seq_and_job_id(processes: Processes, tmp_path) -> N
         env=env,
     )
     [event] = [json.loads(line) for line in out.stdout.splitlines()]
-    assert event["seq"] == 1
+    assert event["sequence"] == 1
     assert event["job_id"] == job_id
     assert event["type"] == "job_submitted"
+
+    # --from end: only what comes next, so nothing here without --follow.
+    from_end = subprocess.run(
+        [sys.executable, "-m", "zbrain", "events", "--from", "end"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert (from_end.returncode, from_end.stdout) == (0, "")
+    assert "no events after the last one stored" in from_end.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "zbrain", "events", "--from", "later"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert bad.returncode == 2
+    assert "neither a sequence number nor 'end'" in bad.stderr
 
 
 def test_cli_watch_follows_a_job_to_its_end(processes: Processes, tmp_path) -> None:

@@ -82,3 +82,26 @@ def test_the_custom_worker_example_serves_its_org(address: str, tmp_path: Path) 
 
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert '"output": {"greeting": "hello Ada"}' in submitted.stdout
+    # A program that set up no logging still says where its worker went.
+    assert worker.stdout is not None
+    said = worker.stdout.read()
+    assert "INFO zbrain.worker: connected to" in said, said
+    assert "Traceback" not in said
+
+
+def test_the_workflows_commands_run_as_written(address: str, tmp_path: Path) -> None:
+    [block] = [b for b in re.findall(r"```sh\n(.*?)```", README, re.S) if "run-graph" in b]
+    bin_dir = str(Path(sys.executable).parent)
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "ZBRAIN_SERVER": address, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    graph = [line.split() for line in result.stdout.splitlines() if line.startswith("report")]
+    assert graph[0][2] == "SUCCEEDED"
+    assert "nightly" in result.stdout and "heartbeat" in result.stdout

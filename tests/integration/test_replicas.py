@@ -196,7 +196,7 @@ async def test_a_watcher_on_one_replica_sees_a_job_run_through_another(
     assert [line.text for line in lines] == ["line 1", "line 2", "line 3"]
     assert [line.sequence for line in lines] == [1, 2, 3]
     states = [e.data["to_state"] for e in events if e.type == "job_state_changed"]
-    assert states[-1] == "JOB_STATE_SUCCEEDED", states
+    assert states[-1] == "SUCCEEDED", states
     sequences = [event.sequence for event in events]
     assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
 

@@ -39,8 +39,8 @@ async def most_running_at_once(client: Client, org: str) -> int:
     async for event in client.events(org=org):
         if event.type != "job_state_changed":
             continue
-        into = event.data.get("to_state") == "JOB_STATE_RUNNING"
-        out_of = event.data.get("from_state") == "JOB_STATE_RUNNING"
+        into = event.data.get("to_state") == "RUNNING"
+        out_of = event.data.get("from_state") == "RUNNING"
         running += int(into) - int(out_of and not into)
         most = max(most, running)
     return most
@@ -164,6 +164,14 @@ async def test_an_orgs_storage_quotas_hold_over_all_its_jobs(
     assert ended.state is not JobState.SUCCEEDED and "max_artifact_bytes" in ended.last_error
     settings = await client.orgs.get("default")
     assert (settings.log_bytes_used, settings.artifact_bytes_used) == (600, 6)
+
+
+async def test_an_empty_selector_is_refused_rather_than_pausing_the_whole_org(
+    client: Client,
+) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"selector\.labels"):
+        await client.orgs.pause("default", {})
+    assert not (await client.orgs.get("default")).paused
 
 
 async def test_changing_an_orgs_settings_needs_an_admin(start_server) -> None:

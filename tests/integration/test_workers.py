@@ -308,23 +308,48 @@ async def test_a_malformed_report_in_a_batch_ends_the_stream_naming_it(server, c
     assert (await client.get(job_id)).state is JobState.RUNNING, "nothing of it was applied"
 
 
-async def test_a_lease_that_never_reached_its_worker_is_returned_when_it_connects(
-    start_server, processes: Processes
+async def test_a_lease_that_never_reached_its_worker_is_returned_when_it_reconnects(
+    server, client
 ) -> None:
-    server = await start_server(lease_ttl_s=60.0)
-    async with await Client.connect(server.address) as client:
-        job = await client.submit(["true"], max_retries=0)
-        # Leased to "same", as if the stream carrying it broke on the way.
-        leased = await stub_for(server).AcquireLease(
-            job_service_pb2.AcquireLeaseRequest(worker_id="same")
-        )
-        assert [lease.job.id for lease in leased.leases] == [job.id]
+    job = await client.submit(["true"], max_retries=0)
+    async with raw_worker(server, worker_id="same", concurrency=1, incarnation_id="one") as (
+        call,
+        _,
+    ):
+        lost = (await call.read()).lease  # as if the stream broke with it on its way
+    # The same process (same incarnation) comes back claiming no lease.
+    async with raw_worker(server, worker_id="same", concurrency=1, incarnation_id="one") as (
+        call,
+        _,
+    ):
+        again = (await call.read()).lease
 
-        processes.worker(server.address, "--id", "same")  # claims no lease
-        done = await client.wait(job.id, timeout=20)  # far sooner than the 60 s TTL
+    assert again.job.id == job.id
+    assert again.lease_epoch > lost.lease_epoch
+    assert again.job.attempt == 1, "a lease returned unstarted does not count as an attempt"
 
-    assert done.state is JobState.SUCCEEDED
-    assert done.attempt == 1, "a lease returned unstarted does not count as an attempt"
+
+async def test_a_worker_restarted_under_its_own_id_ends_its_predecessors_lease_as_lost(
+    server, client
+) -> None:
+    job = await client.submit(["true"], max_retries=1)
+    async with raw_worker(server, worker_id="same", concurrency=1, incarnation_id="old") as (
+        call,
+        _,
+    ):
+        first = (await call.read()).lease  # the old process may have started it, then died
+    # A new process under the same id: what the old one held is not its to restart.
+    async with raw_worker(server, worker_id="same", concurrency=1, incarnation_id="new") as (
+        call,
+        _,
+    ):
+        second = (await call.read()).lease
+
+    assert second.job.id == job.id
+    assert second.job.attempt == first.job.attempt + 1, "the lost attempt counts"
+    [ended, _running] = second.job.attempts
+    assert ended.cause == job_pb2.TRANSITION_CAUSE_WORKER_RESTARTED
+    assert ended.lease_epoch == first.lease_epoch
 
 
 async def test_partitioned_worker_loses_its_lease_and_its_late_report_is_rejected(
@@ -506,6 +531,9 @@ async def test_two_hundred_jobs_across_four_workers_run_exactly_once(
     ledger = tmp_path / "ran.txt"
     for n in range(4):
         processes.worker(server.address, "--id", f"w{n}", "--concurrency", "4")
+    # All of them, before the jobs: on a busy machine the first worker up
+    # would otherwise run all 200 before the others have started.
+    await eventually(lambda: _workers_connected(server, 4), timeout=60)
     jobs = [
         await client.submit(["sh", "-c", f'echo "$ZBRAIN_JOB_ID" >> {ledger}'], max_retries=0)
         for _ in range(200)
@@ -563,6 +591,13 @@ async def test_worker_reconnects_after_server_restart(
         job = await client.submit(["echo", "back"])
         done = await client.wait(job.id, timeout=30)
     assert done.state is JobState.SUCCEEDED
+
+
+async def _workers_connected(server: ZBrainServer, count: int) -> bool:
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = job_service_pb2_grpc.JobServiceStub(channel)
+        listed = await stub.ListWorkers(job_service_pb2.ListWorkersRequest())
+    return len(listed.workers) >= count
 
 
 def _store_flag(store_url: str | None) -> tuple[str, ...]:

@@ -17,7 +17,13 @@ from tests.store.support import (
 )
 from zbrain.errors import StaleLeaseError
 from zbrain_server.core import events
-from zbrain_server.core.model import AttemptOutcome, AttemptResult, EventRecord, LogStream
+from zbrain_server.core.model import (
+    AttemptOutcome,
+    AttemptResult,
+    EventRecord,
+    LogStream,
+    event_size,
+)
 from zbrain_server.rpc.codec import EVENT_CODEC
 from zbrain_server.store import JobStore
 
@@ -123,6 +129,25 @@ async def test_reading_after_a_sequence_pages_through(store: JobStore) -> None:
     assert [r.sequence for r in page] == [3, 4]
 
 
+async def test_a_page_holds_no_more_bytes_than_asked_but_at_least_one_event(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    job = await submit()
+    lease = await lease_one()
+    for text in ("a" * 3000, "b" * 3000, "c" * 3000):
+        await store.append_logs(job.id, lease.lease_epoch, [(LogStream.STDOUT, T0, text)])
+    recorded = await everything(store)
+    second_log = recorded[-2]
+    through_second = sum(event_size(r) for r in recorded if r.sequence <= second_log.sequence)
+
+    page = await store.read_events(None, "", 0, 1000, max_bytes=through_second)
+    one = await store.read_events(None, "", second_log.sequence - 1, 1000, max_bytes=1)
+    org = await store.read_events("acme", "", second_log.sequence - 1, 1000, max_bytes=1)
+
+    assert page == recorded[:-1]
+    assert one == org == [second_log]
+
+
 async def test_purging_removes_old_events_and_remembers_how_far(store: JobStore) -> None:
     await store.create_jobs([new_job()], T0)
     await store.create_jobs([new_job()], T0 + 10 * SECOND)
@@ -131,6 +156,16 @@ async def test_purging_removes_old_events_and_remembers_how_far(store: JobStore)
 
     assert [r.sequence for r in await everything(store)] == [2]
     assert await store.events_purged_through() == 1
+
+
+async def test_the_last_event_sequence_is_where_the_store_ends_even_when_purged(
+    store: JobStore,
+) -> None:
+    assert await store.last_event_sequence() == 0
+    await store.create_jobs([new_job(), new_job()], T0)
+    assert await store.last_event_sequence() == 2
+    await store.purge_events(T0 + SECOND)  # every event gone: the mark still counts
+    assert await store.last_event_sequence() == 2
 
 
 async def test_sequences_keep_increasing_across_a_restart(store: JobStore, reopen: Reopen) -> None:

@@ -187,6 +187,13 @@ async def test_list_jobs_returns_only_the_orgs_jobs(store: JobStore, submit: Sub
     assert await store.list_jobs(JobQuery("nobody")) == []
 
 
+async def test_list_jobs_of_every_org_when_none_is_named(store: JobStore, submit: Submit) -> None:
+    first = await submit(org_id="a")
+    second = await submit(org_id="b")
+
+    assert [job.id for job in await store.list_jobs(JobQuery(None))] == [second.id, first.id]
+
+
 async def test_list_jobs_filters_by_state(
     store: JobStore, submit: Submit, lease_one: LeaseOne
 ) -> None:

@@ -452,7 +452,7 @@ async def test_leases_of_names_the_running_attempts_of_one_worker(
     await lease_one(worker_id="w2")
     await fail(store, mine[1], T0 + SECOND)  # retrying: no longer a running attempt
 
-    assert await store.leases_of("w1") == [(mine[0].job.id, mine[0].lease_epoch)]
+    assert await store.leases_of("w1") == [(mine[0].job.id, mine[0].lease_epoch, "")]
     assert await store.leases_of("nobody") == []
 
 

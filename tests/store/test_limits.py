@@ -13,6 +13,7 @@ import pytest
 from tests.postgres import postgres_url
 from tests.store.support import LEASE_TTL, SECOND, SHARED_BACKENDS, T0, Databases, new_job
 from zbrain.errors import NotFoundError, ResourceExhaustedError
+from zbrain_server.core.limits import MAX_PAUSED_SELECTORS
 from zbrain_server.core.model import AttemptOutcome, AttemptResult, JobState, Lease
 from zbrain_server.store import JobStore
 from zbrain_server.store.postgres.driver import PostgresDriver
@@ -175,6 +176,18 @@ async def test_a_paused_selector_holds_only_the_jobs_it_matches(store: JobStore)
 
     await store.orgs.pause("acme", T0, {"team": "data", "pipeline": "nightly"}, paused=False)
     assert [lease.job.id for lease in await lease_all(store, workers=2)] == [held.id]
+
+
+async def test_paused_selectors_are_capped_but_one_paused_already_may_be_paused_again(
+    store: JobStore,
+) -> None:
+    for n in range(MAX_PAUSED_SELECTORS):
+        await store.orgs.pause("acme", T0, {"shard": str(n)}, paused=True)
+
+    with pytest.raises(ResourceExhaustedError, match="resume some first"):
+        await store.orgs.pause("acme", T0, {"shard": "one too many"}, paused=True)
+    settings = await store.orgs.pause("acme", T0, {"shard": "0"}, paused=True)
+    assert len(settings.paused_selectors) == MAX_PAUSED_SELECTORS
 
 
 async def test_an_orgs_own_waiting_quota_replaces_the_servers(store: JobStore) -> None:

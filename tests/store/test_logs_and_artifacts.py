@@ -7,6 +7,7 @@ import pytest
 from tests.store.support import RETRY, SECOND, T0, LeaseOne, Submit, new_job
 from zbrain.errors import NotFoundError, StaleLeaseError
 from zbrain_server.core.model import (
+    LINE_OVERHEAD_BYTES,
     Artifact,
     AttemptOutcome,
     AttemptResult,
@@ -138,6 +139,20 @@ async def test_read_logs_returns_at_most_limit_lines_in_order(
     )
 
     assert texts(await store.read_logs(lease.job.id, 1, 2)) == ["2", "3"]
+
+
+async def test_read_logs_holds_no_more_bytes_than_asked_but_at_least_one_line(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    await submit()
+    lease = await lease_one()
+    lines = ["é" * 1000, "b" * 2000, "c" * 2000]  # 2,000 bytes each
+    await store.append_logs(lease.job.id, lease.lease_epoch, [(OUT, T0, t) for t in lines])
+    two = 2 * (2000 + LINE_OVERHEAD_BYTES)
+
+    assert texts(await store.read_logs(lease.job.id, 0, 100, max_bytes=two)) == lines[:2]
+    assert texts(await store.read_logs(lease.job.id, 0, 100, max_bytes=two - 1)) == lines[:1]
+    assert texts(await store.read_logs(lease.job.id, 1, 100, max_bytes=1)) == lines[1:2]
 
 
 async def test_any_text_is_stored_as_given(

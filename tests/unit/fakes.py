@@ -158,7 +158,7 @@ class FakeChannel:
 
     def stream_stream(self, method: str, **_: Any) -> Any:
         def call(requests: Any = None, **_: Any) -> FakeStream:
-            stream = FakeStream()
+            stream = FakeStream(requests)
             self.streams.append(stream)
             return stream
 
@@ -166,6 +166,10 @@ class FakeChannel:
 
     async def close(self, grace: float | None = None) -> None:
         self.closed = True
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        """Always connected: a worker between streams waits out its own delay."""
+        return grpc.ChannelConnectivity.READY
 
     def _record(self, name: str, request: Message, timeout: float | None) -> None:
         # A copy: the client may reuse a request object for the next call.
@@ -225,17 +229,38 @@ class FakeStream:
     grpc.aio call; the test plays the server with `push`, `end` and `fail`.
 
     Like the real server, it ends the stream once the worker half-closes.
+    Given a request iterator, it reads it as grpc.aio does: each message
+    written in turn, until a write fails, and a half-close at its end.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, requests: AsyncIterator[wpb.ConnectRequest] | None = None) -> None:
         self.written: list[wpb.ConnectRequest] = []
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
         self._reader_waiting = False
         self._failure: grpc.aio.AioRpcError | None = None
+        self._ended = asyncio.Event()
         self.half_closed = False
         self.cancelled = False
+        self._consumer = (
+            asyncio.ensure_future(self._consume(requests)) if requests is not None else None
+        )
+
+    async def _consume(self, requests: AsyncIterator[wpb.ConnectRequest]) -> None:
+        async for message in requests:
+            try:
+                await self.write(message)
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                return
+        await self.done_writing()
 
     # -- the call, as the worker uses it -----------------------------------------
+
+    async def code(self) -> grpc.StatusCode:
+        """Once the call has ended, its status."""
+        await self._ended.wait()
+        if self._failure is not None:
+            return self._failure.code()
+        return grpc.StatusCode.CANCELLED if self.cancelled else grpc.StatusCode.OK
 
     async def write(self, message: wpb.ConnectRequest) -> None:
         if self._failure is not None:
@@ -268,6 +293,9 @@ class FakeStream:
         if self.cancelled:
             return False
         self.cancelled = True
+        self._ended.set()
+        if self._consumer is not None:
+            self._consumer.cancel()
         self._inbox.put_nowait(_Cancelled())
         return True
 
@@ -280,11 +308,13 @@ class FakeStream:
 
     def end(self) -> None:
         """End the stream as a server does: the worker reads EOF."""
+        self._ended.set()
         self._inbox.put_nowait(grpc.aio.EOF)
 
     def fail(self, error: grpc.aio.AioRpcError) -> None:
         """Break the stream: the worker's next read and write raise `error`."""
         self._failure = error
+        self._ended.set()
         self._inbox.put_nowait(error)
 
     def kinds(self) -> list[str]:

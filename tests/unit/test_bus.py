@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zbrain_server.core.model import EventRecord
-from zbrain_server.dispatch.bus import SubscriberTooSlow, Subscription, record_size
+from zbrain_server.core.model import EventRecord, event_size
+from zbrain_server.dispatch.bus import SubscriberTooSlow, Subscription
 
 
 def record(sequence: int, payload_bytes: int) -> EventRecord:
@@ -32,4 +32,4 @@ async def test_a_subscriber_that_reads_in_time_gets_everything() -> None:
 
 
 def test_a_records_size_counts_its_payload() -> None:
-    assert record_size(record(1, 5000)) - record_size(record(1, 0)) == 5000
+    assert event_size(record(1, 5000)) - event_size(record(1, 0)) == 5000

@@ -335,6 +335,19 @@ async def test_an_unreachable_server_is_unavailable_error_naming_the_target(
     assert "Connection refused" in raised.value.message
 
 
+async def test_a_plaintext_connection_that_timed_out_is_not_blamed_on_tls(
+    client: Client, channel: FakeChannel
+) -> None:
+    timed_out = "failed to connect to all addresses; last error: tcp handshaker shutdown"
+    channel.answer("Get", rpc_error(grpc.StatusCode.UNAVAILABLE, timed_out))
+
+    with pytest.raises(UnavailableError) as raised:
+        await client.get("j1")
+
+    assert "TLS" not in raised.value.message
+    assert "cannot reach" in raised.value.message
+
+
 async def test_a_stream_that_fails_midway_raises_after_the_lines_it_delivered(
     client: Client, channel: FakeChannel
 ) -> None:
@@ -356,3 +369,13 @@ async def test_unary_calls_carry_the_client_timeout(client: Client, channel: Fak
     await client.get("j1")
 
     assert channel.timeouts("Get") == [7]
+
+
+async def test_an_org_limit_its_field_cannot_hold_is_refused_naming_the_field(
+    client: Client,
+) -> None:
+    with pytest.raises(InvalidArgumentError) as raised:
+        await client.orgs.update("team-a", max_running_jobs=2**40)
+    [violation] = raised.value.violations
+    assert violation.field == "max_running_jobs"
+    assert "1099511627776" in violation.description

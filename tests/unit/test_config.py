@@ -114,6 +114,21 @@ def test_a_parse_error_quotes_the_bad_value() -> None:
         ServerConfig.from_env({"ZBRAIN_MAX_RETRIES": "three"})
 
 
+def test_a_count_that_is_not_a_whole_number_is_refused_in_words() -> None:
+    with pytest.raises(InvalidArgumentError, match="'x' is not a whole number"):
+        ServerConfig.from_env({"ZBRAIN_MAX_LABELS": "x"})
+
+
+def test_byte_settings_take_sizes_with_units() -> None:
+    config = ServerConfig.from_env(
+        {"ZBRAIN_MAX_MESSAGE_BYTES": "4M", "ZBRAIN_EVENT_BUFFER_BYTES": "512K"}
+    )
+    assert config.limits.max_message_bytes == 4 << 20
+    assert config.event_buffer_bytes == 512 << 10
+    with pytest.raises(InvalidArgumentError, match=r"ZBRAIN_MAX_INPUT_BYTES='lots'.*not a size"):
+        ServerConfig.from_env({"ZBRAIN_MAX_INPUT_BYTES": "lots"})
+
+
 def test_overrides_win_over_the_environment() -> None:
     config = ServerConfig.from_env(
         {"ZBRAIN_LEASE_TTL": "10s", "ZDEFAULT_ORG_ID": "env-org"}, lease_ttl_s=3.0
@@ -185,6 +200,21 @@ def test_the_store_is_sqlite_unless_a_postgresql_url_is_given() -> None:
 def test_a_store_that_is_not_a_postgresql_url_is_refused(url: str) -> None:
     with pytest.raises(InvalidArgumentError, match="--store"):
         ServerConfig.from_env({"ZBRAIN_STORE": url})
+
+
+@pytest.mark.parametrize(
+    "address", ["nonsense", "127.0.0.1:99999", "127.0.0.1:abc", "127.0.0.1:", "::1:8080"]
+)
+def test_a_listen_address_that_is_not_host_port_is_refused(address: str) -> None:
+    with pytest.raises(InvalidArgumentError, match=r"--http-listen .* from 0 to 65535"):
+        ServerConfig.from_env({"ZBRAIN_HTTP_LISTEN": address})
+    with pytest.raises(InvalidArgumentError, match=r"--listen .* from 0 to 65535"):
+        ServerConfig.from_env({}, listen=address)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:0", "[::1]:8080", "0.0.0.0:50051", ":8080"])
+def test_host_port_listen_addresses_are_taken(address: str) -> None:
+    assert ServerConfig.from_env({"ZBRAIN_HTTP_LISTEN": address}).http_listen == address
 
 
 LIMIT_FIELDS = [spec.name for spec in dataclasses.fields(Limits)]

@@ -15,6 +15,8 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
+from zbrain import telemetry
+from zbrain.errors import InvalidArgumentError
 from zbrain_server.dispatch.metrics import Telemetry
 from zbrain_server.rpc.telemetry import RpcTelemetry
 
@@ -71,3 +73,9 @@ def test_an_unrecorded_rpc_span_has_the_context_of_a_recorded_one(
         assert unrecorded.trace_id == recorded.trace_id == inherited.trace_id
     else:
         assert unrecorded.trace_id != recorded.trace_id  # a new trace each
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:99999", "127.0.0.1:abc", "nonsense"])
+def test_a_metrics_address_that_is_not_host_port_is_refused(listen: str) -> None:
+    with pytest.raises(InvalidArgumentError, match="from 0 to 65535"):
+        telemetry.configure("test", metrics_listen=listen)

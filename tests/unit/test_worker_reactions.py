@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -179,7 +180,9 @@ async def test_the_hello_says_who_the_worker_is(start_worker: StartWorker) -> No
         concurrency=3,
         labels={"gpu": "a100"},
         accepts_lease_batches=True,
+        incarnation_id=running.worker.hello.incarnation_id,
     )
+    assert re.fullmatch("[0-9a-f]{32}", hello.hello.incarnation_id)
 
 
 async def test_a_lease_runs_the_executor_and_its_result_is_written(
@@ -377,7 +380,9 @@ async def test_after_a_break_the_next_hello_claims_the_running_lease(
 
     second = await running.channel.stream(1)
     [hello] = await second.wrote("hello")
+    [before] = await first.wrote("hello")
     assert list(hello.hello.leases) == [ref("j1", 4)]
+    assert hello.hello.incarnation_id == before.hello.incarnation_id, "the same process"
     assert gate.stopped == []
 
 

@@ -10,13 +10,14 @@ import dataclasses
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import descriptor, message, timestamp_pb2
 
 from .models import (
     NO_RESOURCES,
     Artifact,
+    Attempt,
     CatchUpPolicy,
     Cause,
     Dependency,
@@ -38,8 +39,11 @@ from .models import (
     TemplateParameter,
     Transition,
     WorkerInfo,
+    rfc3339,
 )
-from .v1 import event_pb2, job_pb2, job_service_pb2, org_pb2, schedule_pb2, template_pb2
+
+if TYPE_CHECKING:  # only annotations: converting needs no generated module loaded
+    from .v1 import event_pb2, job_pb2, job_service_pb2, org_pb2, schedule_pb2, template_pb2
 
 
 def _time(message: Any, field: str, zone: tzinfo) -> datetime | None:
@@ -112,12 +116,25 @@ def job(message: job_pb2.Job) -> Job:
         child_ids=tuple(message.child_ids),
         rerun_of=message.rerun_of,
         rerun_ids=tuple(message.rerun_ids),
+        attempts=tuple(attempt(a, zone) for a in message.attempts),
         concurrency_key=message.concurrency_key,
         concurrency_limit=message.concurrency_limit,
         requires=dict(message.requires),
         waiting_reason=message.waiting_reason,
         resources=resources(message.resources) if message.HasField("resources") else NO_RESOURCES,
         network=message.network,
+    )
+
+
+def attempt(message: job_pb2.Attempt, zone: tzinfo) -> Attempt:
+    return Attempt(
+        number=message.number,
+        worker_id=message.worker_id,
+        start_time=_time(message, "start_time", zone),
+        end_time=_time(message, "end_time", zone),
+        cause=_enum(Cause, message.cause) or Cause.UNSPECIFIED,
+        end_state=_enum(JobState, message.end_state),
+        error=message.error,
     )
 
 
@@ -132,6 +149,8 @@ def resources(message: job_pb2.Resources) -> Resources:
 
 
 def resources_to_proto(value: Resources) -> job_pb2.Resources:
+    from .v1 import job_pb2  # the caller is sending a job: the module is loaded already
+
     return job_pb2.Resources(**value.to_dict())
 
 
@@ -170,11 +189,7 @@ def log_line(message: job_pb2.LogLine) -> LogLine:
 
 def event(message: event_pb2.Event) -> Event:
     kind = message.WhichOneof("payload") or ""
-    data = (
-        json_format.MessageToDict(getattr(message, kind), preserving_proto_field_name=True)
-        if kind
-        else {}
-    )
+    data = plain(getattr(message, kind)) if kind else {}
     return Event(
         sequence=message.sequence,
         topic=message.topic,
@@ -263,6 +278,60 @@ def _param(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text  # bare text, as a string parameter may be given
+
+
+_INTEGERS = {
+    descriptor.FieldDescriptor.TYPE_INT64,
+    descriptor.FieldDescriptor.TYPE_UINT64,
+    descriptor.FieldDescriptor.TYPE_SINT64,
+    descriptor.FieldDescriptor.TYPE_FIXED64,
+    descriptor.FieldDescriptor.TYPE_SFIXED64,
+}
+
+
+def plain(value: message.Message) -> dict[str, Any]:
+    """A message as the JSON every ZBrain output uses, unlike protobuf's own
+    JSON mapping: enums by their short name (`FAILED`, not `JOB_STATE_FAILED`),
+    64-bit integers as numbers, times in RFC 3339 UTC, durations in seconds,
+    fields by their proto names, unset fields left out."""
+    return {field.name: _plain_field(field, item) for field, item in value.ListFields()}
+
+
+def _plain_field(field: descriptor.FieldDescriptor, item: Any) -> Any:
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        value_field = entry.fields_by_name["value"]
+        return {key: _plain_value(value_field, v) for key, v in item.items()}
+    if field.is_repeated:
+        return [_plain_value(field, v) for v in item]
+    return _plain_value(field, item)
+
+
+def _plain_value(field: descriptor.FieldDescriptor, item: Any) -> Any:
+    if field.enum_type is not None:
+        return enum_name(field.enum_type, item)
+    if field.type in _INTEGERS:
+        return int(item)
+    if field.message_type is None:
+        return item
+    full_name = field.message_type.full_name
+    if full_name == "google.protobuf.Timestamp":
+        return rfc3339(
+            datetime.fromtimestamp(item.seconds, UTC).replace(microsecond=item.nanos // 1000)
+        )
+    if full_name == "google.protobuf.Duration":
+        return item.seconds + item.nanos / 1e9
+    return plain(item)
+
+
+def enum_name(kind: descriptor.EnumDescriptor, number: int) -> str:
+    """An enum value's name without its type's prefix: JobState 4 is `FAILED`;
+    a number this client does not know is its number as text."""
+    value = kind.values_by_number.get(number)
+    if value is None:
+        return str(number)
+    prefix = "".join(f"_{c}" if c.isupper() else c.upper() for c in kind.name).lstrip("_") + "_"
+    return value.name.removeprefix(prefix)
 
 
 def org_settings(message: org_pb2.OrgSettings) -> OrgSettings:

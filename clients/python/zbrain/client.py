@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import hashlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import grpc
 from google.protobuf import duration_pb2
@@ -36,9 +37,11 @@ from .models import (
     Resources,
     WorkerInfo,
 )
-from .orgs import Orgs
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
-from .workflows import Schedules, Templates
+
+if TYPE_CHECKING:
+    from .orgs import Orgs
+    from .workflows import Schedules, Templates
 
 T = TypeVar("T")
 _KEEP: Any = object()  # rerun's input when none is given
@@ -154,12 +157,27 @@ class Client:
             if coalesce
             else None
         )
-        self.templates = Templates(self)
+
+    @functools.cached_property
+    def templates(self) -> Templates:
         """Job templates: create, get, list, delete, submit."""
-        self.schedules = Schedules(self)
+        from .workflows import Templates  # loaded by the first use, not by every client
+
+        return Templates(self)
+
+    @functools.cached_property
+    def schedules(self) -> Schedules:
         """Schedules: create, get, list, update, delete, pause, resume, trigger."""
-        self.orgs = Orgs(self)
+        from .workflows import Schedules
+
+        return Schedules(self)
+
+    @functools.cached_property
+    def orgs(self) -> Orgs:
         """Organisation settings: get, update (admins), pause and resume (admins)."""
+        from .orgs import Orgs
+
+        return Orgs(self)
 
     @classmethod
     async def connect(
@@ -331,10 +349,16 @@ class Client:
         limit: int | None = None,
         page_size: int = 100,
         labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        all_orgs: bool = False,
         unmatched: bool = False,
     ) -> AsyncIterator[Job]:
         """Iterate over jobs, newest first unless `oldest_first`, fetching pages
         as needed; with `labels`, only jobs carrying every one of them; with
+        `created_after` or `created_before` (aware datetimes), only jobs
+        submitted at or after, or before, that time. `all_orgs` lists every
+        organisation's jobs (an admin token's right; not with `org`). With
         `unmatched`, only runnable jobs no worker connected to the server can
         take (none serves their org or offers the labels they require)."""
         request = job_service_pb2.ListRequest(
@@ -346,7 +370,12 @@ class Client:
             if oldest_first
             else job_service_pb2.LIST_ORDER_NEWEST_FIRST,
             page_size=min(page_size, limit) if limit else page_size,
+            all_orgs=all_orgs,
         )
+        if created_after is not None:
+            request.create_time_after.FromDatetime(created_after)
+        if created_before is not None:
+            request.create_time_before.FromDatetime(created_before)
         seen = 0
         while True:
             response = await self._call(self._stub.List(request, timeout=self.timeout))
@@ -424,14 +453,21 @@ class Client:
         topic_prefix: str = "",
         after: int = 0,
         follow: bool = False,
+        from_end: bool = False,
     ) -> AsyncIterator[Event]:
         """Iterate over recorded events after sequence `after`; with `follow`, forever.
 
         To resume after a disconnect, pass the last `Event.sequence` seen as
-        `after`: nothing is missed and nothing repeats.
+        `after`: nothing is missed and nothing repeats. With `from_end` (and
+        `follow`), start after the last event stored when the stream opens:
+        only what happens from then on, none of the retained history.
         """
         request = job_service_pb2.StreamEventsRequest(
-            org_id=org or "", topic_prefix=topic_prefix, after_sequence=after, follow=follow
+            org_id=org or "",
+            topic_prefix=topic_prefix,
+            after_sequence=after,
+            follow=follow,
+            from_end=from_end,
         )
         async with self._responses(self._stub.StreamEvents(request)) as responses:
             async for response in responses:

@@ -17,11 +17,14 @@ from typing import Any
 import grpc
 
 from .errors import InvalidArgumentError, UnavailableError, ZBrainError
-from .status import from_rpc_error
 from .telemetry import trace_metadata
 
 DEFAULT_PORT = 50051
 DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
+# How soon a lost server is dialled again, growing to at most how long: for a
+# channel (`channel_options`) and for a worker's stream (`Worker`) alike.
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MAX_S = 10.0
 
 # host:port, [v6]:port, or a gRPC target with a scheme (dns:///, ipv4:, ipv6:, unix:).
 _SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:")
@@ -69,6 +72,11 @@ def channel_options() -> list[tuple[str, Any]]:
     ZBRAIN_CLIENT_KEEPALIVE and ZBRAIN_CLIENT_KEEPALIVE_TIMEOUT (seconds, default
     20 and 10) tune how fast; the server must allow pings that often (it allows
     one every 5 seconds).
+
+    A channel that lost its server redials it with a backoff of its own, and
+    fails calls at once in between. gRPC's default (1 s growing to 120 s) kept
+    workers away from a restarted server for many seconds; this one follows
+    the worker's reconnect backoff (0.1 s growing to 10 s, `Worker`).
     """
     keepalive_s = float(os.environ.get("ZBRAIN_CLIENT_KEEPALIVE") or 20)
     timeout_s = float(os.environ.get("ZBRAIN_CLIENT_KEEPALIVE_TIMEOUT") or 10)
@@ -79,6 +87,11 @@ def channel_options() -> list[tuple[str, Any]]:
         ("grpc.keepalive_timeout_ms", int(timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", int(RECONNECT_FIRST_S * 1000)),
+        ("grpc.max_reconnect_backoff_ms", int(RECONNECT_MAX_S * 1000)),
+        # Not grpc.min_reconnect_backoff_ms: gRPC takes it as the time one
+        # connection attempt may last (grpc/grpc#12830), and at 100 ms a busy
+        # machine failed handshakes ("tcp handshaker shutdown").
     ]
 
 
@@ -155,6 +168,8 @@ class Connection:
 
     def error(self, error: grpc.aio.AioRpcError) -> ZBrainError:
         """The ZBrainError for a failed call; an unreachable server is explained."""
+        from .status import from_rpc_error  # the rich-status decoding: on errors only
+
         if error.code() is not grpc.StatusCode.UNAVAILABLE:
             return from_rpc_error(error)
         details = error.details() or ""
@@ -163,7 +178,11 @@ class Connection:
         # are all there is to tell a TLS mismatch from a server that is down,
         # and they only choose the advice given here.
         lowered = details.lower()
-        if any(sign in lowered for sign in ("ssl", "handshake", "certificate", "tls")):
+        # Only over TLS: a plaintext connection attempt that timed out says
+        # "tcp handshaker shutdown", which is no TLS problem.
+        over_tls = (self.tls or TlsFiles()).resolved() is not None
+        signs = ("ssl", "handshake", "certificate", "tls")
+        if over_tls and any(sign in lowered for sign in signs):
             return UnavailableError(
                 f"TLS with the ZBrain server at {target} failed ({details}); check --tls-ca "
                 "(the CA that signed the server's certificate) and, for mutual TLS, "

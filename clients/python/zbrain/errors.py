@@ -205,6 +205,10 @@ SLOW_SUBSCRIBER = "SLOW_SUBSCRIBER"
 """A stream reader fell its buffer behind and was cut off; metadata
 `resume_after_sequence` says where to resume."""
 
+EVENTS_PURGED = "EVENTS_PURGED"
+"""Events asked for were removed by retention (OUT_OF_RANGE); metadata
+`resume_after_sequence` is the first place a reader can resume from."""
+
 
 def error_for(
     code: Code,

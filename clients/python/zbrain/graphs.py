@@ -107,7 +107,7 @@ def parse_graph(document: Any, where: str = "the graph") -> GraphFile:
 
 def _mapping(body: Any, where: str, name: str) -> Mapping[str, Any]:
     if not isinstance(body, Mapping):
-        raise _bad(where, f"job {name!r} must be a mapping of its fields (cmd, after, ...)")
+        raise _bad(where, f"{_job(name)} must be a mapping of its fields (cmd, after, ...)")
     return body
 
 
@@ -116,14 +116,14 @@ def _spec(
 ) -> job_pb2.JobSpec:
     unknown = set(body) - JOB_FIELDS
     if unknown:
-        raise _bad(where, f"job {name!r} has unknown fields {sorted(unknown)}")
+        raise _bad(where, f"{_job(name)} has unknown fields {sorted(unknown)}")
     cmd = body.get("cmd")
     if (
         not isinstance(cmd, list)
         or not cmd
         or not all(isinstance(a, str | int | float) for a in cmd)
     ):
-        raise _bad(where, f"job {name!r} needs cmd: a list of arguments, e.g. [echo, hi]")
+        raise _bad(where, f"{_job(name)} needs cmd: a list of arguments, e.g. [echo, hi]")
     try:
         return job_spec(
             [str(arg) for arg in cmd],
@@ -140,7 +140,7 @@ def _spec(
             run_at=_time(body.get("run_at")),
         )
     except (TypeError, ValueError, AttributeError) as exc:
-        raise _bad(where, f"job {name!r}: {exc}") from None
+        raise _bad(where, f"{_job(name)}: {exc}") from None
 
 
 def _after(item: Any, names: set[str], name: str, where: str) -> job_pb2.Dependency:
@@ -151,16 +151,16 @@ def _after(item: Any, names: set[str], name: str, where: str) -> job_pb2.Depende
         parent, _, condition = item.partition(":")
         condition = condition or "succeeded"
     else:
-        raise _bad(where, f"job {name!r}: 'after' entries are names, 'name:condition' or mappings")
+        raise _bad(where, f"{_job(name)}: 'after' entries are names, 'name:condition' or mappings")
     chosen = CONDITIONS.get(condition.lower())
     if chosen is None:
-        raise _bad(where, f"job {name!r}: condition {condition!r} is not succeeded or finished")
+        raise _bad(where, f"{_job(name)}: condition {condition!r} is not succeeded or finished")
     if parent in names:
         return ref(parent, chosen)
     if _looks_like_job_id(parent):
         return job_pb2.Dependency(job_id=parent, condition=cast(Any, chosen.value))
     raise _bad(
-        where, f"job {name!r} is after {parent!r}, which is neither a job of the file nor a job id"
+        where, f"{_job(name)} is after {parent!r}, which is neither a job of the file nor a job id"
     )
 
 
@@ -183,6 +183,12 @@ def _time(value: Any) -> datetime | None:
     if moment.tzinfo is None:
         raise ValueError(f"run_at {value} needs a time zone, such as 2026-12-03T02:00:00Z")
     return moment
+
+
+def _job(name: str) -> str:
+    """How a message names a job: by its name in a graph file, or as "the
+    job" of a batch line (whose `where` names the line)."""
+    return f"job {name!r}" if name else "the job"
 
 
 def _bad(where: str, problem: str) -> InvalidArgumentError:
@@ -242,3 +248,13 @@ def graph_json(jobs: list[Job], partial: bool) -> dict[str, Any]:
         ],
         "partial": partial,
     }
+
+
+def batch_spec(body: Any, where: str) -> job_pb2.JobSpec:
+    """One line of `zbrain submit --batch`: a job with the fields of a graph
+    file's job, plus `org`; its `after` names stored jobs by id."""
+    fields = dict(_mapping(body, where, ""))
+    org = fields.pop("org", None)
+    if org is not None and not isinstance(org, str):
+        raise _bad(where, "'org' must be text")
+    return _spec("", fields, set(), org, where)

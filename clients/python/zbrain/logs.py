@@ -13,8 +13,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry import trace
-
 JOB_FIELDS = ("job_id", "org_id", "worker_id", "trace_id")
 FORMATS = ("text", "json")
 
@@ -37,6 +35,8 @@ def job_fields(
 def _fields(record: logging.LogRecord) -> dict[str, str]:
     found = {key: getattr(record, key) for key in JOB_FIELDS if getattr(record, key, "")}
     if "job_id" in found and "trace_id" not in found:
+        from opentelemetry import trace  # here: a command that never logs a job never loads it
+
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
             found["trace_id"] = format(span.trace_id, "032x")
@@ -71,12 +71,49 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+_chosen_format = "text"
+
+
 def configure(level: str = "INFO", log_format: str = "text") -> None:
     """Send logs to stderr in the chosen format."""
+    global _chosen_format
     if log_format not in FORMATS:
         raise ValueError(f"log format must be one of {', '.join(FORMATS)}")
+    _chosen_format = log_format
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def announce(message: str, **fields: Any) -> None:
+    """A line for whoever started the process (the server's banner), on stdout:
+    the message then its fields as text, or one JSON object with the
+    configured `json` format."""
+    if _chosen_format == "json":
+        entry = {
+            "time": datetime.now(UTC).isoformat(),
+            "level": "INFO",
+            "logger": "zbrain",
+            "message": message,
+            **fields,
+        }
+        print(json.dumps(entry, ensure_ascii=False), flush=True)
+    else:
+        details = "; ".join(f"{key}: {value}" for key, value in fields.items())
+        print(f"{message} ({details})" if details else message, flush=True)
+
+
+def ensure_handler() -> None:
+    """Let a worker run by a program that set up no logging still say what
+    it does: a text handler for zbrain's own loggers at INFO, on stderr.
+    Logging that the program configured is left alone."""
+    if logging.getLogger().handlers or logging.getLogger("zbrain").handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(TextFormatter())
+    zbrain = logging.getLogger("zbrain")
+    zbrain.addHandler(handler)
+    if zbrain.level == logging.NOTSET:
+        zbrain.setLevel(logging.INFO)

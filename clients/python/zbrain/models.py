@@ -12,8 +12,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+SHORT_ID_LENGTH = 8
 
 
 class _NamedIntEnum(enum.IntEnum):
@@ -77,6 +79,10 @@ class Cause(_NamedIntEnum):
     RELEASED = 13  # every job it depended on met its condition (BLOCKED to PENDING)
     RESOURCE_LIMIT_EXCEEDED = 14  # the worker stopped it over a resource limit
     DUE = 17  # a delayed job's time came (SCHEDULED to PENDING)
+    # Its worker was restarted (a new process under the same worker id) while
+    # the lease was on its way or the attempt running: lost, counted (to
+    # RETRYING or FAILED).
+    WORKER_RESTARTED = 80
 
 
 class DependencyCondition(_NamedIntEnum):
@@ -217,8 +223,12 @@ class ParentResult:
         return {"job_id": self.job_id, "state": self.state.name, "output": self.output}
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def rfc3339(value: datetime | None) -> str | None:
+    """A time as every JSON output of ZBrain spells it: RFC 3339 in UTC with
+    microseconds, `2026-12-02T06:40:12.345678Z` (None stays None)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -237,7 +247,31 @@ class Transition:
             "to_state": self.to_state.name if self.to_state else None,
             "cause": self.cause.name,
             "reason": self.reason,
-            "time": _iso(self.time),
+            "time": rfc3339(self.time),
+        }
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt at running a job, as the server recorded it."""
+
+    number: int  # 1 for the first attempt
+    worker_id: str
+    start_time: datetime | None
+    end_time: datetime | None  # None while it runs
+    cause: Cause  # why it ended (UNSPECIFIED while it runs)
+    end_state: JobState | None  # the state the job went to when it ended
+    error: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "worker_id": self.worker_id,
+            "start_time": rfc3339(self.start_time),
+            "end_time": rfc3339(self.end_time),
+            "cause": self.cause.name,
+            "end_state": self.end_state.name if self.end_state else None,
+            "error": self.error,
         }
 
 
@@ -273,6 +307,7 @@ class Job:
     rerun_ids: tuple[str, ...] = ()  # the jobs rerunning it (filled in by get)
     # For a job a worker runs: how the jobs it depended on ended, and their outputs.
     parents: tuple[ParentResult, ...] = ()
+    attempts: tuple[Attempt, ...] = ()  # every attempt so far, oldest first
     # Sharing (docs/limits.md): its concurrency key and that key's limit, the
     # worker labels it requires, and, from get, what holds it while it waits.
     concurrency_key: str = ""
@@ -282,8 +317,14 @@ class Job:
     resources: Resources = NO_RESOURCES  # what one attempt may use
     network: bool = False  # asks for the network in a sandboxed worker
 
+    @property
+    def short_id(self) -> str:
+        """The id's last 8 characters: random, so unique among recent jobs in
+        practice; the command line shows and accepts it (docs/cli.md)."""
+        return self.id[-SHORT_ID_LENGTH:]
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: enums by name, times in ISO 8601, durations in seconds."""
+        """A JSON-ready dict: enums by name, times in RFC 3339 UTC, durations in seconds."""
         return {
             "id": self.id,
             "org_id": self.org_id,
@@ -296,11 +337,11 @@ class Job:
             "timeout_s": self.timeout.total_seconds(),
             "priority": self.priority,
             "labels": dict(self.labels),
-            "create_time": _iso(self.create_time),
-            "update_time": _iso(self.update_time),
-            "start_time": _iso(self.start_time),
-            "finish_time": _iso(self.finish_time),
-            "next_run_time": _iso(self.next_run_time),
+            "create_time": rfc3339(self.create_time),
+            "update_time": rfc3339(self.update_time),
+            "start_time": rfc3339(self.start_time),
+            "finish_time": rfc3339(self.finish_time),
+            "next_run_time": rfc3339(self.next_run_time),
             "last_error": self.last_error,
             "output": self.output,
             "artifacts": [a.to_dict() for a in self.artifacts],
@@ -311,6 +352,7 @@ class Job:
             "child_ids": list(self.child_ids),
             "rerun_of": self.rerun_of,
             "rerun_ids": list(self.rerun_ids),
+            "attempts": [a.to_dict() for a in self.attempts],
             "concurrency_key": self.concurrency_key,
             "concurrency_limit": self.concurrency_limit,
             "requires": dict(self.requires),
@@ -330,6 +372,15 @@ class LogLine:
     time: datetime | None
     text: str
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sequence": self.sequence,
+            "stream": self.stream.name,
+            "attempt": self.attempt,
+            "time": rfc3339(self.time),
+            "text": self.text,
+        }
+
 
 @dataclass(frozen=True)
 class Event:
@@ -345,13 +396,13 @@ class Event:
     data: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict, with the sequence as `seq`."""
+        """A JSON-ready dict: the envelope, then the payload's fields beside it."""
         return {
-            "seq": self.sequence,
+            "sequence": self.sequence,
             "topic": self.topic,
             "org_id": self.org_id,
             "job_id": self.job_id,
-            "time": _iso(self.time),
+            "time": rfc3339(self.time),
             "type": self.type,
             **self.data,
         }
@@ -422,7 +473,7 @@ class Template:
             "job": self.job.to_dict(),
             "parameters": [p.to_dict() for p in self.parameters],
             "description": self.description,
-            "create_time": _iso(self.create_time),
+            "create_time": rfc3339(self.create_time),
         }
 
 
@@ -472,12 +523,12 @@ class Schedule:
             "overlap": self.overlap.name,
             "catch_up": self.catch_up.name,
             "paused": self.paused,
-            "next_fire_time": _iso(self.next_fire_time),
-            "last_fire_time": _iso(self.last_fire_time),
+            "next_fire_time": rfc3339(self.next_fire_time),
+            "last_fire_time": rfc3339(self.last_fire_time),
             "last_job_id": self.last_job_id,
-            "create_time": _iso(self.create_time),
-            "update_time": _iso(self.update_time),
-            "upcoming": [_iso(t) for t in self.upcoming],
+            "create_time": rfc3339(self.create_time),
+            "update_time": rfc3339(self.update_time),
+            "upcoming": [rfc3339(t) for t in self.upcoming],
         }
 
 
@@ -510,7 +561,7 @@ class OrgSettings:
             "retention_days": self.retention_days,
             "paused": self.paused,
             "paused_selectors": [dict(selector) for selector in self.paused_selectors],
-            "update_time": _iso(self.update_time),
+            "update_time": rfc3339(self.update_time),
             "log_bytes_used": self.log_bytes_used,
             "artifact_bytes_used": self.artifact_bytes_used,
         }
@@ -541,8 +592,8 @@ class WorkerInfo:
             "slots_used": self.slots_used,
             "slots": self.slots,
             "lease_job_ids": list(self.lease_job_ids),
-            "connect_time": _iso(self.connect_time),
-            "last_heard_time": _iso(self.last_heard_time),
+            "connect_time": rfc3339(self.connect_time),
+            "last_heard_time": rfc3339(self.last_heard_time),
             "draining": self.draining,
             "replica_id": self.replica_id,
         }

@@ -1,8 +1,10 @@
-"""Sizes as people write them: `512M`, `2G`, `64KiB` or plain bytes.
+"""Sizes as people write them: `512M`, `2G`, `64KiB` or plain bytes; and
+counts, whole numbers of things.
 
-One parser for the worker's `--max-memory`-like flags and `zbrain submit
---memory`, so a size means the same wherever it is written. Units are
-binary (K = 1024), as `ulimit` and memory tools count.
+One parser for the worker's `--max-memory`-like flags, `zbrain submit
+--memory` and the server's ZBRAIN_*_BYTES settings, so a size means the same
+wherever it is written. Units are binary (K = 1024), as `ulimit` and memory
+tools count.
 """
 
 from __future__ import annotations
@@ -30,3 +32,12 @@ def format_size(size: int) -> str:
             value = size / factor
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{size} bytes"
+
+
+def parse_count(text: str) -> int:
+    """A whole number of things (processes, files, slots, retries); ValueError
+    in words a person can act on, not Python's `invalid literal for int()`."""
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None

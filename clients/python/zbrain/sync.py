@@ -190,6 +190,9 @@ class SyncClient:
         limit: int | None = None,
         page_size: int = 100,
         labels: Mapping[str, str] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        all_orgs: bool = False,
         unmatched: bool = False,
     ) -> Iterator[Job]:
         """See `Client.list`."""
@@ -201,6 +204,9 @@ class SyncClient:
                 limit=limit,
                 page_size=page_size,
                 labels=labels,
+                created_after=created_after,
+                created_before=created_before,
+                all_orgs=all_orgs,
                 unmatched=unmatched,
             )
         )
@@ -232,10 +238,13 @@ class SyncClient:
         topic_prefix: str = "",
         after: int = 0,
         follow: bool = False,
+        from_end: bool = False,
     ) -> Iterator[Event]:
         """See `Client.events`."""
         return self._iterate(
-            self._client.events(org=org, topic_prefix=topic_prefix, after=after, follow=follow)
+            self._client.events(
+                org=org, topic_prefix=topic_prefix, after=after, follow=follow, from_end=from_end
+            )
         )
 
     def artifacts(self, job_id: str) -> builtins.list[Artifact]:

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from typing import Any
-
-from opentelemetry import propagate
 
 from .errors import InvalidArgumentError
 
@@ -115,8 +114,10 @@ def _prometheus_reader(listen: str) -> Any:
     from prometheus_client import start_http_server
 
     host, _, port = listen.rpartition(":")
-    if not port.isdigit():
-        raise InvalidArgumentError(f"--metrics-listen {listen!r} must be HOST:PORT")
+    if not port.isdigit() or int(port) > 65535:
+        raise InvalidArgumentError(
+            f"--metrics-listen {listen!r} must be HOST:PORT with a port from 0 to 65535"
+        )
     try:
         start_http_server(int(port), addr=host or "127.0.0.1")
     except OSError as exc:
@@ -126,6 +127,12 @@ def _prometheus_reader(listen: str) -> Any:
 
 def trace_metadata() -> list[tuple[str, str]]:
     """The current trace context as gRPC metadata (empty outside a span)."""
+    if "opentelemetry.context" not in sys.modules:
+        # Nothing in this process made a span, so there is no context to send;
+        # and a command-line call does not pay for loading OpenTelemetry.
+        return []
+    from opentelemetry import propagate
+
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return list(carrier.items())

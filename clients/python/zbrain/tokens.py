@@ -9,14 +9,14 @@ TokenService with an admin token.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
 from .connection import Connection, TlsFiles
 from .errors import ZBrainError
-from .models import Role
+from .models import Role, rfc3339
 from .v1 import token_service_pb2 as pb
 from .v1 import token_service_pb2_grpc
 
@@ -53,7 +53,7 @@ async def _over_api(args: argparse.Namespace) -> int:
             print_created(created.token, created.secret)
         elif args.action == "list":
             listed = await stub.ListTokens(pb.ListTokensRequest(org_id=args.org or ""))
-            print_tokens(list(listed.tokens), args.json)
+            print_tokens(list(listed.tokens), args)
         else:
             revoked = await stub.RevokeToken(pb.RevokeTokenRequest(token_id=args.token_id))
             print(f"token {revoked.token.id} revoked")
@@ -65,39 +65,53 @@ async def _over_api(args: argparse.Namespace) -> int:
 
 
 def print_created(token: pb.TokenInfo, secret: str) -> None:
+    """The secret alone on stdout, so `export ZBRAIN_TOKEN=$(zbrain token
+    create ...)` captures exactly it; what it is goes to stderr."""
     role = Role(token.role).label
-    print(secret)
+    print(secret, flush=True)
     print(
-        f"# token {token.id}: role {role}, organisation {token.org_id}. "
-        "Keep the line above secret: it is shown only this once.",
+        f"token {token.id}: role {role}, organisation {token.org_id}. "
+        "It is shown only this once: keep it secret.",
+        file=sys.stderr,
     )
 
 
-def _when(ts: timestamp_pb2.Timestamp) -> str:
+def _time(ts: timestamp_pb2.Timestamp) -> datetime | None:
     if not ts.seconds and not ts.nanos:
-        return "-"
-    return datetime.fromtimestamp(ts.seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        return None
+    return datetime.fromtimestamp(ts.seconds, UTC).replace(microsecond=ts.nanos // 1000)
 
 
-def print_tokens(tokens: list[pb.TokenInfo], as_json: bool) -> None:
-    rows = [
-        {
-            "id": t.id,
-            "org_id": t.org_id,
-            "role": Role(t.role).label,
-            "description": t.description,
-            "created": _when(t.create_time),
-            "revoked": _when(t.revoke_time),
-        }
-        for t in tokens
-    ]
-    if as_json:
-        for row in rows:
-            print(json.dumps(row))
+def print_tokens(tokens: list[pb.TokenInfo], args: argparse.Namespace) -> None:
+    """The tokens as a table, or with --json as JSON lines (times RFC 3339 UTC,
+    null when unset)."""
+    from .cli._output import Output
+
+    out = Output.from_args(args)
+    if out.json:
+        for t in tokens:
+            out.json_line(
+                {
+                    "id": t.id,
+                    "org_id": t.org_id,
+                    "role": Role(t.role).label,
+                    "description": t.description,
+                    "create_time": rfc3339(_time(t.create_time)),
+                    "revoke_time": rfc3339(_time(t.revoke_time)),
+                }
+            )
         return
-    print(f"{'ID':<14}{'ORG':<16}{'ROLE':<8}{'CREATED':<21}{'REVOKED':<21}DESCRIPTION")
-    for row in rows:
-        print(
-            f"{row['id']:<14}{row['org_id']:<16}{row['role']:<8}{row['created']:<21}"
-            f"{row['revoked']:<21}{row['description']}"
-        )
+    out.table(
+        ["ID", "ORG", "ROLE", "CREATED", "REVOKED", "DESCRIPTION"],
+        [
+            [
+                t.id,
+                t.org_id,
+                Role(t.role).label,
+                out.when(_time(t.create_time)),
+                out.when(_time(t.revoke_time)),
+                t.description,
+            ]
+            for t in tokens
+        ],
+    )

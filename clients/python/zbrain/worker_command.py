@@ -17,15 +17,15 @@ from .connection import TlsFiles
 from .durations import parse_duration
 from .errors import ZBrainError
 from .models import Resources
-from .sizes import parse_size
+from .sizes import parse_count, parse_size
 from .worker import EchoExecutor, Executor, ProcessExecutor, SandboxExecutor, Worker
 
 # The worker's maxima for a job's resources: flag, variable, parser.
 MAXIMA: dict[str, tuple[str, str, Callable[[str], float]]] = {
     "memory_bytes": ("max_memory", "ZWORKER_MAX_MEMORY", parse_size),
     "cpu_seconds": ("max_cpu", "ZWORKER_MAX_CPU", parse_duration),
-    "processes": ("max_processes", "ZWORKER_MAX_PROCESSES", int),
-    "open_files": ("max_open_files", "ZWORKER_MAX_OPEN_FILES", int),
+    "processes": ("max_processes", "ZWORKER_MAX_PROCESSES", parse_count),
+    "open_files": ("max_open_files", "ZWORKER_MAX_OPEN_FILES", parse_count),
     "file_size_bytes": ("max_file_size", "ZWORKER_MAX_FILE_SIZE", parse_size),
 }
 
@@ -48,9 +48,7 @@ def worker_maxima(args: argparse.Namespace) -> Resources:
 async def run_worker_command(args: argparse.Namespace) -> int:
     """Run a worker until SIGTERM or SIGINT, then drain."""
     mode = (args.mode or os.environ.get("ZWORKER_MODE") or "process").lower()
-    concurrency = args.concurrency or int(
-        os.environ.get("ZWORKER_CONCURRENCY") or os.cpu_count() or 1
-    )
+    concurrency = args.concurrency or _concurrency_from_env()
     temp_dir = args.temp_dir or (
         Path(os.environ["ZWORKER_TEMP_DIR"]) if os.environ.get("ZWORKER_TEMP_DIR") else None
     )
@@ -94,6 +92,20 @@ async def run_worker_command(args: argparse.Namespace) -> int:
     finally:
         providers.shutdown()
     return 0
+
+
+def _concurrency_from_env() -> int:
+    """$ZWORKER_CONCURRENCY, else one slot per CPU."""
+    text = os.environ.get("ZWORKER_CONCURRENCY", "")
+    if not text:
+        return os.cpu_count() or 1
+    try:
+        concurrency = parse_count(text)
+    except ValueError as exc:
+        raise ZBrainError(f"$ZWORKER_CONCURRENCY: {exc}") from None
+    if concurrency < 1:
+        raise ZBrainError("$ZWORKER_CONCURRENCY must be 1 or more")
+    return concurrency
 
 
 def _sandbox(temp_dir: Path | None, maxima: Resources, allow_network: bool) -> SandboxExecutor:

@@ -102,6 +102,11 @@ export interface EventsOptions {
   readonly topicPrefix?: string;
   /** Start after this event sequence: the last `Event.sequence` seen, to resume. */
   readonly after?: number;
+  /**
+   * Start after the last event stored when the stream opens (with `follow`:
+   * only what happens from then on). Not with `after`: that is INVALID_ARGUMENT.
+   */
+  readonly fromEnd?: boolean;
   /** Keep the stream open for new events. */
   readonly follow?: boolean;
   readonly signal?: AbortSignal;
@@ -252,6 +257,7 @@ export class ZBrainClient {
       topicPrefix: options.topicPrefix ?? "",
       afterSequence: BigInt(options.after ?? 0),
       follow: options.follow ?? false,
+      fromEnd: options.fromEnd ?? false,
     };
     const call = () => this.jobs.streamEvents(request, streamOptions(options.signal));
     for await (const response of this.stream(call, options.signal)) {

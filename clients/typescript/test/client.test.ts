@@ -254,6 +254,10 @@ test("events resume after the last sequence seen: nothing missed, nothing twice"
   const cancel = resumed.find((event) => event.payload.case === "jobStateChanged");
   assert.equal(cancel?.jobId, first.id);
   assert.equal(cancel?.payload.case === "jobStateChanged" && cancel.payload.value.toState, JobState.CANCELED);
+
+  // From the end: none of that history; a sequence as well is refused.
+  assert.deepEqual(await collect(client.events({ org: "events", fromEnd: true })), []);
+  await assert.rejects(collect(client.events({ org: "events", fromEnd: true, after: 1 })), InvalidArgumentError);
 });
 
 test("wait gives up after its timeout with DeadlineExceededError", async (t) => {

@@ -207,6 +207,26 @@ test("a drain whose grace runs out interrupts the running job, which the server 
   assert.match(after.lastError, /the worker shut down before the job finished/);
 });
 
+test("a worker restarted under its own id ends its predecessor's attempt as lost at once", async (t) => {
+  const h = new Harness(t);
+  const server = await h.server({ env: { ZBRAIN_LEASE_TTL: "60s" } });
+  const client = h.client(server);
+  const env = { WORKER_ORG: "restarted", WORKER_ID: "steady" };
+  const first = h.worker(server, env);
+  await first.line(/connected to/);
+  const job = await client.submit(["x"], { org: "restarted", input: { sleepMs: 60_000 }, maxRetries: 0 });
+  await reachState(client, job.id, JobState.RUNNING, "restarted");
+
+  await first.kill(); // as the OOM killer would; a supervisor starts it again
+  h.worker(server, env);
+  // Far sooner than the 60 s lease; returned unstarted instead, it would run again.
+  const done = await client.wait(job.id, { timeoutMs: 30_000 });
+
+  assert.equal(done.state, JobState.FAILED, done.lastError);
+  assert.equal(done.lastTransition?.cause, TransitionCause.WORKER_RESTARTED);
+  assert.equal(done.attempt, 1);
+});
+
 test("the worker keeps its attempt through a server restart and claims the lease back", async (t) => {
   const h = new Harness(t);
   // A lease outlives the restart, so the running attempt is the worker's to claim.

@@ -45,6 +45,17 @@ def request_org(caller: Caller, requested: str, default_org: str) -> str:
     return requested
 
 
+def check_every_org(caller: Caller) -> None:
+    """PermissionDeniedError unless the caller may act on every organisation at
+    once (List's all_orgs): only a caller bound to none, an admin token or
+    anyone while auth is off."""
+    if caller.org_id is not None:
+        raise PermissionDeniedError(
+            f"this token belongs to organisation {caller.org_id!r}; "
+            "listing every organisation needs an admin token"
+        )
+
+
 def request_orgs(caller: Caller, requested: list[str], default_org: str) -> list[str]:
     """`request_org` for a worker naming several orgs."""
     if not requested:

@@ -115,6 +115,7 @@ _OUTCOME_CAUSES = {
 }
 
 LEASE_EXPIRED_ERROR = "worker lost: lease expired"
+WORKER_RESTARTED_ERROR = "worker lost: restarted under the same id while the attempt was held"
 OVERDUE_ERROR = "timed out (enforced by the server)"
 
 
@@ -263,8 +264,11 @@ def _move(
     return Change(job, after)
 
 
-def start_attempt(job: Job, worker_id: str, now_us: int, lease_ttl_us: int) -> Change:
-    """Lease a runnable job to a worker: a new attempt under a new, higher epoch."""
+def start_attempt(
+    job: Job, worker_id: str, now_us: int, lease_ttl_us: int, incarnation: str = ""
+) -> Change:
+    """Lease a runnable job to a worker (to its process `incarnation`, when
+    known): a new attempt under a new, higher epoch."""
     return _move(
         job,
         JobState.RUNNING,
@@ -274,6 +278,7 @@ def start_attempt(job: Job, worker_id: str, now_us: int, lease_ttl_us: int) -> C
         attempt=job.attempt + 1,
         lease_epoch=job.lease_epoch + 1,
         worker_id=worker_id,
+        worker_incarnation=incarnation,
         lease_expire_time_us=now_us + lease_ttl_us,
         start_time_us=now_us,
         next_run_time_us=None,
@@ -330,6 +335,15 @@ def expire_lease(job: Job, now_us: int, retry: RetryPolicy) -> Change:
     """End an attempt whose lease ran out: its worker is lost."""
     result = AttemptResult(AttemptOutcome.FAILED, error=LEASE_EXPIRED_ERROR)
     return _end_attempt(job, result, Cause.LEASE_EXPIRED, now_us, retry)
+
+
+def lose_to_restart(job: Job, lease_epoch: int, now_us: int, retry: RetryPolicy) -> Change:
+    """End an attempt whose worker was restarted under the same id: the old
+    process may have started it (and its job may still run), so unlike
+    `return_lease` the attempt is counted, as a lost one."""
+    check_lease(job, lease_epoch)
+    result = AttemptResult(AttemptOutcome.FAILED, error=WORKER_RESTARTED_ERROR)
+    return _end_attempt(job, result, Cause.WORKER_RESTARTED, now_us, retry)
 
 
 def end_overdue(job: Job, now_us: int, retry: RetryPolicy) -> Change:

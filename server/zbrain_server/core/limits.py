@@ -73,6 +73,10 @@ class Hold(enum.Enum):
 
 NO_WORKER_MATCHES = "waiting: no connected worker matches"
 
+MAX_PAUSED_SELECTORS = 100
+"""Label selectors an org may hold paused at once (settings stay small, and
+each selector is a filter of every lease of the org)."""
+
 DAY_US = 86_400 * 1_000_000
 """A retention day, in microseconds."""
 

@@ -180,6 +180,10 @@ class Job:
     # What one attempt may use, and whether it asks a sandbox for the network.
     resources: Resources = NO_RESOURCES
     network: bool = False
+    # The worker process its lease went to (WorkerHello.incarnation_id; ""
+    # when the worker sent none), so that a worker restarted under the same id
+    # tells its predecessor's leases from those on their way to itself.
+    worker_incarnation: str = ""
 
 
 _JOB_FIELDS = tuple(spec.name for spec in fields(Job))
@@ -226,6 +230,16 @@ class LogLine:
     text: str
 
 
+LINE_OVERHEAD_BYTES = 32  # what a line's fields add to its text in a message
+
+
+def line_size(line: LogLine) -> int:
+    """What a line costs a streamed message, in bytes: what StreamLogs
+    messages and the pages of lines read for them are bounded by. The
+    stores' `read_logs` queries count the same way."""
+    return len(line.text.encode()) + LINE_OVERHEAD_BYTES
+
+
 @dataclass(slots=True)
 class AttemptResult:
     """The outcome of one attempt as its worker reported it."""
@@ -240,7 +254,7 @@ class AttemptResult:
 class JobQuery:
     """A List query: filters plus a keyset position (`after_id`)."""
 
-    org_id: str
+    org_id: str | None  # None: every organisation
     states: Sequence[JobState] = ()
     newest_first: bool = True
     limit: int = 50
@@ -252,6 +266,9 @@ class JobQuery:
     # Only runnable jobs no connected worker can take (applied by the edge,
     # which knows the workers; the store reads the runnable states).
     unmatched: bool = False
+
+
+EVENT_OVERHEAD_BYTES = 200  # what a held event costs beyond its payload and topic
 
 
 @dataclass(slots=True)
@@ -269,6 +286,13 @@ class EventRecord:
     time_us: int
     payload: bytes = b""
     body: Body | None = field(default=None, compare=False)  # the same event as `payload`
+
+
+def event_size(record: EventRecord) -> int:
+    """What holding an event costs, in bytes (close to its memory and to its
+    share of a streamed message): what live buffers and replay pages are
+    bounded by. The stores' `read_events` queries count the same way."""
+    return len(record.payload) + len(record.topic) + EVENT_OVERHEAD_BYTES
 
 
 @dataclass(slots=True)

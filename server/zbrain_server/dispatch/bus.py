@@ -18,16 +18,10 @@ from collections.abc import Iterator, Sequence
 
 from zbrain.errors import ResourceExhaustedError
 
-from ..core.model import EventRecord
+from ..core.model import EventRecord, event_size
 
 DEFAULT_BUFFER = 10_000
 DEFAULT_BUFFER_BYTES = 8 << 20
-RECORD_OVERHEAD_BYTES = 200  # what a buffered record costs beyond its payload and topic
-
-
-def record_size(record: EventRecord) -> int:
-    """What holding a record costs a buffer, in bytes (close to its memory)."""
-    return len(record.payload) + len(record.topic) + RECORD_OVERHEAD_BYTES
 
 
 class SubscriberTooSlow(ResourceExhaustedError):
@@ -57,7 +51,7 @@ class Subscription:
     def offer(self, records: Sequence[EventRecord]) -> None:
         if self.overflowed:
             return
-        size = sum(map(record_size, records))
+        size = sum(map(event_size, records))
         if (
             len(self._buffer) + len(records) > self.capacity
             or self._buffered_bytes + size > self.capacity_bytes

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from zbrain.errors import NotFoundError, StaleLeaseError, ZBrainError
 from zbrain.logs import job_fields
@@ -231,6 +231,7 @@ class Dispatcher:
         org_ids: Sequence[str],
         max_jobs: int,
         labels: Mapping[str, str] | None = None,
+        incarnation: str = "",
     ) -> list[Lease]:
         return await self._store.lease_jobs(
             worker_id,
@@ -240,6 +241,7 @@ class Dispatcher:
             self._lease_ttl_us,
             parent_outputs_bytes=self._config.limits.max_parent_outputs_bytes,
             labels=labels,
+            incarnation=incarnation,
         )
 
     def _give_back_later(self, future: asyncio.Future[list[Lease]]) -> None:
@@ -311,13 +313,30 @@ class Dispatcher:
         connection's. Each one still live, held by this worker and of its
         orgs is adopted (and renewed); the others are returned with the
         reason, for the worker to stop those attempts. A live lease of this
-        worker that it does not claim never reached it (the server died or
-        the stream broke with the lease on its way): it goes back to the
-        queue at once, its attempt not counted, rather than wait out its TTL.
+        worker id that it does not claim is settled at once rather than left
+        to wait out its TTL: leased to this very process (same incarnation),
+        it never reached it (the server died or the stream broke with the
+        lease on its way) and goes back to the queue, its attempt not
+        counted; leased to an earlier process under the same id, that
+        process may have started it before it died, so the attempt ends as
+        lost and counts (`Cause.WORKER_RESTARTED`), and a retry follows as
+        the job's policy allows.
         """
         claimed = {job_id for job_id, _ in held}
-        mine = await self._store.leases_of(session.worker_id)
-        await self._return_leases([lease for lease in mine if lease[0] not in claimed])
+        unclaimed = [
+            lease
+            for lease in await self._store.leases_of(session.worker_id)
+            if lease[0] not in claimed
+        ]
+        await self._return_leases(
+            [(job_id, epoch) for job_id, epoch, to in unclaimed if to == session.incarnation]
+        )
+        now = now_us()
+        for job in await self._end_leases(
+            [(job_id, epoch) for job_id, epoch, to in unclaimed if to != session.incarnation],
+            lambda job_id, epoch: self._store.lose_to_restart(job_id, epoch, now, self._retry),
+        ):
+            self._finished(job)
 
         async def adopt(job_id: str, epoch: int) -> Job:
             job = await self._store.renew_lease(job_id, epoch, now_us(), self._lease_ttl_us)
@@ -447,6 +466,7 @@ class Dispatcher:
                     session.worker_id,
                     session.orgs_in_turn(),
                     session.free_slots,
+                    session.incarnation,
                     labels=session.labels,
                 )
             )
@@ -522,7 +542,9 @@ class Dispatcher:
                     consumer.leasing = True
                 try:
                     labels = consumer.labels if isinstance(consumer, WorkerSession) else None
-                    leases = await self._lease(consumer.worker_id, orgs, wanted, labels)
+                    leases = await self._lease(
+                        consumer.worker_id, orgs, wanted, labels, consumer.incarnation
+                    )
                 finally:
                     if isinstance(consumer, LeaseWaiter):
                         consumer.leasing = False
@@ -554,18 +576,28 @@ class Dispatcher:
         self.kick()
 
     async def _return_leases(self, leases: Sequence[tuple[str, int]]) -> None:
-        """Return leases nobody started, all at once (sharing group commits);
-        one that ended meanwhile is left as it is."""
+        """Return leases nobody started (`JobStore.return_lease`)."""
         now = now_us()
-        outcomes = await asyncio.gather(
-            *(self._store.return_lease(job_id, epoch, now) for job_id, epoch in leases),
-            return_exceptions=True,
+        await self._end_leases(
+            leases, lambda job_id, epoch: self._store.return_lease(job_id, epoch, now)
         )
+
+    @staticmethod
+    async def _end_leases(
+        leases: Sequence[tuple[str, int]], end: Callable[[str, int], Awaitable[Job]]
+    ) -> list[Job]:
+        """End leases (job id, epoch) with `end`, all at once (sharing group
+        commits); the jobs as ended. One that ended meanwhile is left as it is."""
+        outcomes = await asyncio.gather(
+            *(end(job_id, epoch) for job_id, epoch in leases), return_exceptions=True
+        )
+        ended = []
         for outcome in outcomes:
-            if isinstance(outcome, BaseException) and not isinstance(
-                outcome, StaleLeaseError | NotFoundError
-            ):
+            if isinstance(outcome, Job):
+                ended.append(outcome)
+            elif not isinstance(outcome, StaleLeaseError | NotFoundError):
                 raise outcome
+        return ended
 
     async def _schedule_wakeup(self) -> None:
         """Wake the pump when the earliest waiting retry falls due, or when a

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 from zbrain.errors import (
+    EVENTS_PURGED,
     SLOW_SUBSCRIBER,
     NotFoundError,
     OutOfRangeError,
@@ -34,11 +35,13 @@ from ..core.model import (
     LogRecord,
     NewJob,
     WorkerPresence,
+    event_size,
+    line_size,
     now_us,
 )
 from ..store import JobStore
 from ..store.blobs import BlobStore
-from .bus import EventBus, SubscriberTooSlow, record_size
+from .bus import EventBus, SubscriberTooSlow
 from .dispatcher import Dispatcher
 from .signals import JobSignals, wait_for
 
@@ -46,7 +49,6 @@ T = TypeVar("T")
 
 # A follower re-reads the store at least this often even without a nudge.
 FOLLOW_RECHECK_S = 1.0
-LINE_OVERHEAD_BYTES = 32  # what a line's fields add to its text in a message
 
 
 def chunked(items: Sequence[T], size_of: Callable[[T], int], max_bytes: int) -> Iterator[list[T]]:
@@ -63,10 +65,6 @@ def chunked(items: Sequence[T], size_of: Callable[[T], int], max_bytes: int) -> 
         size += item_size
     if run:
         yield run
-
-
-def line_size(line: LogLine) -> int:
-    return len(line.text.encode()) + LINE_OVERHEAD_BYTES
 
 
 class Jobs:
@@ -172,44 +170,59 @@ class Jobs:
                 # Read the job's state before the lines: if it was finished then,
                 # every line it will ever have is already stored.
                 finished = (await self._store.get_job(job_id)).state.is_terminal
-                lines = await self._store.read_logs(job_id, after, page)
+                # A page of one message at a time: a reader that stops reading
+                # holds one message here, however much the job printed.
+                lines = await self._store.read_logs(job_id, after, page, max_bytes=message_bytes)
                 if lines:
                     after = lines[-1].sequence
                     for run in chunked(lines, line_size, message_bytes):
                         yield run
-                    if len(lines) == page:
-                        continue
+                    continue
                 if not follow or finished:
                     return
                 await wait_for(changed, FOLLOW_RECHECK_S)
 
+    async def last_event_sequence(self) -> int:
+        """The sequence of the last event committed (0 if none)."""
+        return await self._store.last_event_sequence()
+
     async def events(
-        self, org_id: str, topic_prefix: str, after: int, *, follow: bool
+        self, org_id: str, topic_prefix: str, start: int | None, *, follow: bool
     ) -> AsyncIterator[list[EventRecord]]:
-        """Recorded events of an org after sequence `after`, a page at a time;
-        with `follow`, live ones as they commit. OutOfRangeError when retention
+        """Recorded events of an org after sequence `start` (None: after the
+        last one committed when the stream opens), a page at a time; with
+        `follow`, live ones as they commit. OutOfRangeError when retention
         removed some of those asked for; ResourceExhaustedError, naming where
         to resume, when the reader falls a buffer behind."""
-        purged = await self._store.events_purged_through()
-        if after < purged:
-            raise OutOfRangeError(
-                f"events up to sequence {purged} were removed by retention; "
-                f"the oldest available is {purged + 1} (ask for after_sequence >= {purged})"
-            )
         page = self._config.limits.event_page_events
         message_bytes = self._config.limits.stream_message_bytes
-        last = after
-        # Subscribe before reading the backlog: an event committed meanwhile is in
-        # one or both, and the sequence check below drops the copy.
+        # Subscribe before reading where to start and the backlog: an event
+        # committed meanwhile is in one or both (above the end read for
+        # `start` None), and the sequence check below drops the copy.
         with self._bus.subscribe(org_id, topic_prefix) as live:
-            while True:
-                backlog = await self._store.read_events(org_id, topic_prefix, last, page)
-                if backlog:
-                    last = backlog[-1].sequence
-                    for run in chunked(backlog, record_size, message_bytes):
-                        yield run
-                if len(backlog) < page:
-                    break
+            if start is None:
+                last = await self._store.last_event_sequence()
+            else:
+                last = start
+                purged = await self._store.events_purged_through()
+                if last < purged:
+                    raise OutOfRangeError(
+                        f"events up to sequence {purged} were removed by retention; "
+                        f"the oldest available is {purged + 1} "
+                        f"(ask for after_sequence >= {purged})",
+                        # Where to resume, for programs (the console) that must
+                        # not read the words.
+                        reason=EVENTS_PURGED,
+                        metadata={"resume_after_sequence": str(purged)},
+                    )
+            # The backlog a page of one message at a time: a reader that stops
+            # reading holds one message here, however large the history.
+            while backlog := await self._store.read_events(
+                org_id, topic_prefix, last, page, max_bytes=message_bytes
+            ):
+                last = backlog[-1].sequence
+                for run in chunked(backlog, event_size, message_bytes):
+                    yield run
             while follow:
                 try:
                     batch = [r for r in await live.next_batch() if r.sequence > last]
@@ -223,7 +236,7 @@ class Jobs:
                     ) from None
                 if batch:
                     last = batch[-1].sequence
-                    for run in chunked(batch, record_size, message_bytes):
+                    for run in chunked(batch, event_size, message_bytes):
                         yield run
 
     async def artifact(

@@ -22,6 +22,9 @@ class Consumer:
     # Slots a group commit storing new jobs is leasing right now (see
     # `Dispatcher._lease_on_submit`): not free, not yet active.
     reserved: int = 0
+    # The worker process (WorkerHello.incarnation_id), stored with each lease
+    # it takes: "" for AcquireLease callers and workers that send none.
+    incarnation: str = ""
     _next_org: int = 0
 
     @property

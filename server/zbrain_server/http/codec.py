@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format, message_factory
@@ -50,6 +50,7 @@ HTTP_STATUS: dict[Code, int] = {
 _MAP_KEY = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([^\]]*)\]$")  # labels[team]
 _PARSE_STEP = re.compile(r"Failed to parse (\w+) field")
 _UNKNOWN_FIELD = re.compile(r'has no field named "([^"]+)"')
+_AT_PATH = re.compile(r" at [A-Za-z0-9_]+\.([A-Za-z0-9_.]+?)\.*$")  # at SubmitRequest.job.x
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
 _WELL_KNOWN_PREFIX = "google.protobuf."
 
@@ -104,7 +105,7 @@ def request_message(
         try:
             json_format.ParseDict(given, from_url)
         except json_format.ParseError as exc:
-            raise _parse_error(exc, "") from exc
+            raise _parse_error(exc, "", from_url.DESCRIPTOR) from exc
         message.MergeFrom(from_url)
     return message
 
@@ -127,21 +128,85 @@ def _parse_body(body: bytes, target: Message, prefix: str) -> None:
     try:
         json_format.ParseDict(document, target)
     except json_format.ParseError as exc:
-        raise _parse_error(exc, prefix) from exc
+        raise _parse_error(exc, prefix, target.DESCRIPTOR) from exc
 
 
-def _parse_error(error: json_format.ParseError, prefix: str) -> InvalidArgumentError:
+def _parse_error(
+    error: json_format.ParseError, prefix: str, descriptor: Any
+) -> InvalidArgumentError:
     """The field json_format could not read, named as validation names fields
-    (snake_case, dotted), with its complaint."""
+    (snake_case, dotted), with what that field takes: json_format's own
+    complaint is often Python's (`invalid literal for int() with base 10`),
+    which a caller of a JSON API cannot act on."""
     text = str(error)
     steps = _PARSE_STEP.findall(text)
     unknown = _UNKNOWN_FIELD.search(text)
+    located = _AT_PATH.search(text)
     if unknown:
         steps.append(unknown.group(1))
+    elif located and len(located.group(1).split(".")) > len(steps):
+        steps = located.group(1).split(".")
+    field = _field_at(descriptor, steps)
     path = ".".join(_CAMEL.sub(r"_\1", step).lower() for step in steps)
-    field = ".".join(part for part in (prefix, path) if part) or "body"
-    reason = text.split("\n")[0].rsplit(" field: ", 1)[-1].rstrip(".")
-    return InvalidArgumentError("invalid request", violations=[FieldViolation(field, reason)])
+    name = ".".join(part for part in (prefix, path) if part) or "body"
+    if unknown:
+        parent = _field_at(descriptor, steps[:-1]) if len(steps) > 1 else None
+        message = parent.message_type if parent is not None else descriptor
+        reason = f"is not a field of {message.full_name if message else 'this request'}"
+    elif field is not None:
+        reason = _expected(field)
+    else:
+        reason = text.split("\n")[0].rsplit(" field: ", 1)[-1].rstrip(".")
+    return InvalidArgumentError("invalid request", violations=[FieldViolation(name, reason)])
+
+
+def _field_at(descriptor: Any, steps: Sequence[str]) -> FieldDescriptor | None:
+    """The field `steps` (JSON or proto names, from `descriptor` down) lead to."""
+    field = None
+    for step in steps:
+        if descriptor is None:
+            return None
+        field = _field(descriptor, step)
+        if field is None:
+            return None
+        descriptor = field.message_type
+    return field
+
+
+_INTEGER_RANGES = {
+    FieldDescriptor.CPPTYPE_INT32: "-2147483648 to 2147483647",
+    FieldDescriptor.CPPTYPE_UINT32: "0 to 4294967295",
+    FieldDescriptor.CPPTYPE_INT64: "-9223372036854775808 to 9223372036854775807",
+    FieldDescriptor.CPPTYPE_UINT64: "0 to 18446744073709551615",
+}
+
+
+def _expected(field: FieldDescriptor) -> str:
+    """What a field takes in the JSON mapping, in words."""
+    message = field.message_type
+    if message is not None and message.GetOptions().map_entry:
+        return "must be a JSON object, each value " + _kind(message.fields_by_name["value"])
+    if _is_repeated(field):
+        return "must be a list, each value " + _kind(field)
+    return "must be " + _kind(field)
+
+
+def _kind(field: FieldDescriptor) -> str:
+    """What one value of `field` is: "a whole number from 0 to 4294967295"."""
+    message = field.message_type
+    if field.cpp_type in _INTEGER_RANGES:
+        return "a whole number from " + _INTEGER_RANGES[field.cpp_type]
+    if field.cpp_type in (FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE):
+        return "a number"
+    if field.cpp_type == FieldDescriptor.CPPTYPE_BOOL:
+        return "true or false"
+    if field.enum_type is not None:
+        return "one of " + ", ".join(value.name for value in field.enum_type.values[1:])
+    if message is not None and message.full_name == "google.protobuf.Duration":
+        return 'a duration in seconds such as "30s" or "0.5s"'
+    if message is not None and message.full_name == "google.protobuf.Timestamp":
+        return 'an RFC 3339 time such as "2026-01-02T03:04:05Z"'
+    return "a JSON object" if message is not None else "a string"
 
 
 def _put(given: dict[str, Any], descriptor: Any, path: str, value: str, parameter: str) -> None:

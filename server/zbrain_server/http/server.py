@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Status, StatusCode
 
@@ -33,7 +34,14 @@ from zbrain.errors import (
     UnauthenticatedError,
     ZBrainError,
 )
-from zbrain.v1 import job_service_pb2, schedule_pb2, template_pb2, token_service_pb2
+from zbrain.v1 import (
+    job_service_pb2,
+    org_pb2,
+    schedule_pb2,
+    template_pb2,
+    token_service_pb2,
+    worker_service_pb2,
+)
 
 from ..config import ServerConfig
 from ..core.access import Caller
@@ -47,12 +55,40 @@ from .sessions import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, Session, Session
 
 log = logging.getLogger("zbrain.http")
 
-SERVICES = (
-    job_service_pb2.DESCRIPTOR.services_by_name["JobService"],
-    token_service_pb2.DESCRIPTOR.services_by_name["TokenService"],
-    template_pb2.DESCRIPTOR.services_by_name["TemplateService"],
-    schedule_pb2.DESCRIPTOR.services_by_name["ScheduleService"],
+
+class _ClientMistakes(logging.Filter):
+    """aiohttp logs a request it cannot parse (a URL or header over 8 KiB,
+    bytes that are not HTTP) at ERROR with a traceback; it is the client's
+    mistake, already answered 400, so one INFO line says what it was and a
+    client cannot fill the server's log with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and 400 <= error.code < 500:
+            record.msg = f"{record.msg}: {error.code} {error.message.splitlines()[0]}"
+            record.exc_info = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+protocol_log = logging.getLogger("zbrain.http.protocol")
+"""aiohttp's connection-level log (what `web.AppRunner` would send to `aiohttp.server`)."""
+protocol_log.addFilter(_ClientMistakes())
+
+SERVICES = tuple(
+    service
+    for module in (
+        job_service_pb2,
+        token_service_pb2,
+        template_pb2,
+        schedule_pb2,
+        org_pb2,
+        worker_service_pb2,
+    )
+    for service in module.DESCRIPTOR.services_by_name.values()
 )
+"""Every zbrain.v1 service: `routes_of` keeps the RPCs their protos annotate
+(a test checks that no annotated service is left out)."""
 DOWNLOAD = "/zbrain.v1.JobService/DownloadArtifact"
 STREAM_EVENTS = "/zbrain.v1.JobService/StreamEvents"
 STREAM_ALIASES = {"from": "after_sequence", "topic": "topic_prefix"}
@@ -122,7 +158,11 @@ class HttpServer:
         app.router.add_route("*", "/v1/{rest:.*}", self._call)
         app.router.add_route("GET", "/{path:.*}", _static)
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            logger=protocol_log,
         )
         await self._runner.setup()
         host, _, port = self._listen.rpartition(":")
@@ -198,6 +238,10 @@ class HttpServer:
                 return await streams.ndjson(request, operation(who, message), context)
             if "follow" in message.DESCRIPTOR.fields_by_name and "follow" not in request.query:
                 message.follow = True  # a socket follows unless told not to
+            if route.full_method == STREAM_EVENTS:
+                # `from_end` as the sequence it starts after: a socket shares a
+                # feed and names where to resume by sequence.
+                message = await self._api.events_resolved(who, message)
             source = (
                 self._feeds.follow(who, message)
                 if route.full_method == STREAM_EVENTS and message.follow

@@ -28,7 +28,7 @@ from zbrain.v1 import job_service_pb2 as pb
 from zbrain.v1 import token_service_pb2 as tpb
 
 from ..config import ServerConfig
-from ..core.access import Caller, request_org, request_orgs
+from ..core.access import Caller, check_every_org, request_org, request_orgs
 from ..core.model import NewJob, now_us
 from ..dispatch.jobs import Jobs
 from ..dispatch.tokens import create_token
@@ -166,7 +166,11 @@ class Api:
         return pb.GetResponse(job=message)
 
     async def list(self, caller: Caller, request: pb.ListRequest) -> pb.ListResponse:
-        org_id = request_org(caller, request.org_id, self._config.default_org)
+        org_id: str | None = None  # every organisation, with all_orgs
+        if request.all_orgs:
+            check_every_org(caller)
+        else:
+            org_id = request_org(caller, request.org_id, self._config.default_org)
         query = validation.list_query(request, org_id, self._config.limits)
         jobs = await self._jobs.list_jobs(query)
         token = validation.next_page_token(query, jobs)  # the page as read, before filtering
@@ -211,11 +215,27 @@ class Api:
         self, caller: Caller, request: pb.StreamEventsRequest
     ) -> AsyncIterator[pb.StreamEventsResponse]:
         org_id = self.events_org(caller, request)
-        after = validation.after_sequence(request.after_sequence)
+        after = validation.events_start(request)
         async for records in self._jobs.events(
             org_id, request.topic_prefix, after, follow=request.follow
         ):
             yield pb.StreamEventsResponse(events=[codec.event_to_proto(r) for r in records])
+
+    async def events_resolved(
+        self, caller: Caller, request: pb.StreamEventsRequest
+    ) -> pb.StreamEventsRequest:
+        """`request` checked, with `from_end` turned into the sequence it starts
+        after: the HTTP edge's sockets share feeds and name where to resume by
+        sequence. Streaming from it misses nothing: an event committed after the
+        read is stored above that sequence."""
+        self.events_org(caller, request)
+        if validation.events_start(request) is not None:
+            return request
+        resolved = pb.StreamEventsRequest()
+        resolved.CopyFrom(request)
+        resolved.from_end = False
+        resolved.after_sequence = await self._jobs.last_event_sequence()
+        return resolved
 
     async def list_artifacts(
         self, caller: Caller, request: pb.ListArtifactsRequest

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zbrain.errors import ResourceExhaustedError
 from zbrain.v1 import org_pb2 as pb
 
 from ..core.access import Caller, request_org
@@ -63,14 +62,6 @@ class OrgApi:
         org_id = self._org(caller, request.org_id)
         limits = self._api.config.limits
         selector = validation_orgs.selector(request.selector, request.HasField("selector"), limits)
-        if selector is not None:
-            current = await self._store.orgs.get(org_id)
-            if len(current.paused_selectors) >= validation_orgs.MAX_PAUSED_SELECTORS:
-                raise ResourceExhaustedError(
-                    f"organisation {org_id!r} has {len(current.paused_selectors)} label "
-                    f"selectors paused; the limit is {validation_orgs.MAX_PAUSED_SELECTORS}: "
-                    "resume some first"
-                )
         settings = await self._store.orgs.pause(org_id, now_us(), selector, paused=True)
         return pb.PauseOrgResponse(settings=await self._changed(settings))
 

@@ -54,6 +54,7 @@ RESERVED_ENV_PREFIX = "ZBRAIN_"
 # LD_LIBRARY_PATH, LD_AUDIT, ...), a classic way to escape what cmd says.
 LOADER_ENV_PREFIXES = ("LD_", "DYLD_")
 DEFAULT_PAGE_SIZE = 50
+MAX_INCARNATION_BYTES = 128  # WorkerHello.incarnation_id (the SDKs send 32 hex digits)
 REF_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 REF_RULE = "must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
 
@@ -512,11 +513,17 @@ def batch_refs(specs: Sequence[job_pb2.JobSpec]) -> dict[str, int]:
     return refs
 
 
-def list_query(request: job_service_pb2.ListRequest, org_id: str, limits: Limits) -> JobQuery:
+def list_query(
+    request: job_service_pb2.ListRequest, org_id: str | None, limits: Limits
+) -> JobQuery:
     """Validate a ListRequest for `org_id` (resolved from the request and the
-    caller), decoding its page token against the same filters."""
+    caller; None for every organisation), decoding its page token against the
+    same filters."""
     v = Violations()
-    check_org_id(org_id, "org_id", v)
+    if org_id is not None:
+        check_org_id(org_id, "org_id", v)
+    elif request.org_id:
+        v.add("org_id", "must be empty with all_orgs")
     states: list[JobState] = []
     for i, number in enumerate(request.states):
         state = _enum_or_none(JobState, number)
@@ -760,6 +767,20 @@ def after_sequence(value: int, field: str = "after_sequence") -> int:
     return value
 
 
+def events_start(request: job_service_pb2.StreamEventsRequest) -> int | None:
+    """The sequence a StreamEvents request starts after; None for `from_end`
+    (after the last event stored when it opens). Both at once is a client's
+    mistake, refused rather than one silently winning."""
+    after = after_sequence(request.after_sequence)
+    if request.from_end and after:
+        raise _bad(
+            "from_end and after_sequence exclude each other",
+            "from_end",
+            "must not be set with after_sequence: resume after a sequence, or start at the end",
+        )
+    return None if request.from_end else after
+
+
 def acquire(request: job_service_pb2.AcquireLeaseRequest, limits: Limits) -> tuple[int, float]:
     """The number of leases an AcquireLease asks for, and how long it may wait."""
     v = Violations()
@@ -780,8 +801,14 @@ def hello(
     message: worker_service_pb2.WorkerHello, org_ids: Sequence[str], limits: Limits
 ) -> tuple[str, tuple[str, ...], int, list[tuple[str, int]]]:
     """A worker's hello: its id, its orgs (resolved), its slots and the leases
-    it claims back."""
+    it claims back (its `incarnation_id` is checked, and taken as it is)."""
     worker_id, orgs = worker_identity(message.worker_id, org_ids, limits, "hello.")
+    if len(message.incarnation_id.encode()) > MAX_INCARNATION_BYTES:
+        raise _bad(
+            "invalid incarnation id",
+            "hello.incarnation_id",
+            f"must be at most {MAX_INCARNATION_BYTES} bytes",
+        )
     most = limits.max_worker_concurrency
     if not 0 < message.concurrency <= most:
         raise _bad(

@@ -14,8 +14,6 @@ from .validation import Violations, _check_string_map, _plain_dict
 
 MAX_STARTS_PER_SECOND = 1_000_000.0
 MAX_RETENTION_DAYS = 36_500
-MAX_PAUSED_SELECTORS = 100
-"""Label selectors an org may hold paused at once (settings stay small)."""
 
 # Each limit UpdateOrgSettings may set: its largest value, or None when the
 # type's own range is the only bound.

@@ -118,6 +118,7 @@ class WorkerServicer(worker_service_pb2_grpc.WorkerServiceServicer):
         session.takes_batches = hello.accepts_lease_batches
         session.address = peer
         session.labels = dict(hello.labels)
+        session.incarnation = hello.incarnation_id
         return session, held
 
     async def _read(

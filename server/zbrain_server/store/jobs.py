@@ -25,6 +25,8 @@ from ..core.ids import first_id_at
 from ..core.lifecycle import Change, RetryPolicy
 from ..core.limits import artifact_quota_exceeded
 from ..core.model import (
+    EVENT_OVERHEAD_BYTES,
+    LINE_OVERHEAD_BYTES,
     Artifact,
     AttemptResult,
     CancelOutcome,
@@ -67,6 +69,7 @@ from .schedules import ScheduleStore
 from .templates import TemplateStore
 from .workers import WorkerStore
 
+UNBOUNDED_BYTES = 1 << 62  # a page bounded by its count of events only
 PURGE_BATCH = 5000
 """Finished jobs deleted per retention write, so a long backlog never holds
 one huge transaction."""
@@ -80,6 +83,7 @@ class LeaseClaim:
     worker_id: str
     org_ids: Sequence[str]
     max_jobs: int
+    incarnation: str = ""  # the worker process (WorkerHello.incarnation_id)
     leases: list[Lease] = field(default_factory=list)
     labels: Mapping[str, str] = field(default_factory=dict)  # the worker's, for `requires`
 
@@ -305,9 +309,12 @@ class JobStore:
         return with_artifacts(jobs, rows)
 
     async def list_jobs(self, query: JobQuery) -> list[Job]:
-        """Up to query.limit jobs after query.after_id in the query's order."""
-        where = ["org_id = :org_id"]
-        params: dict[str, Any] = {"org_id": query.org_id, "limit": query.limit}
+        """Up to query.limit jobs after query.after_id in the query's order
+        (of every organisation when query.org_id is None)."""
+        where = ["org_id = :org_id"] if query.org_id is not None else ["1 = 1"]
+        params: dict[str, Any] = {"limit": query.limit}
+        if query.org_id is not None:
+            params["org_id"] = query.org_id
         if query.states:
             where.append(self._driver.in_list("state", "states"))
             params["states"] = [state.name for state in query.states]
@@ -366,8 +373,10 @@ class JobStore:
         *,
         parent_outputs_bytes: int = 4 << 20,
         labels: Mapping[str, str] | None = None,
+        incarnation: str = "",
     ) -> list[Lease]:
-        """Lease up to max_jobs runnable jobs of the given orgs to a worker.
+        """Lease up to max_jobs runnable jobs of the given orgs to a worker
+        (to its process `incarnation`, when known).
 
         Within an org, higher priority first, then submission order; the
         slots are shared round-robin between orgs, starting with the first
@@ -382,6 +391,7 @@ class JobStore:
         return await self._engine.write(
             self._lease_program(
                 worker_id,
+                incarnation,
                 org_ids,
                 max_jobs,
                 now_us,
@@ -394,6 +404,7 @@ class JobStore:
     def _lease_program(
         self,
         worker_id: str,
+        incarnation: str,
         org_ids: Sequence[str],
         max_jobs: int,
         now_us: int,
@@ -417,7 +428,8 @@ class JobStore:
             for turn in turns:
                 yield from charge(turn, sum(job.id in picked for job in turn.jobs))
             changes = [
-                lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us) for job in chosen
+                lifecycle.start_attempt(job, worker_id, now_us, lease_ttl_us, incarnation)
+                for job in chosen
             ]
             yield from tx.save(changes)
             return (yield from graph.with_parents(leases(changes), parent_outputs_bytes))
@@ -455,6 +467,7 @@ class JobStore:
                         continue
                     lease = self._lease_program(
                         claim.worker_id,
+                        claim.incarnation,
                         wanted,
                         claim.max_jobs,
                         leasing.now_us,
@@ -471,10 +484,11 @@ class JobStore:
 
         self._engine.follow(follow)
 
-    async def leases_of(self, worker_id: str) -> list[tuple[str, int]]:
-        """The (job id, lease epoch) of every attempt leased to a worker and running."""
+    async def leases_of(self, worker_id: str) -> list[tuple[str, int, str]]:
+        """The (job id, lease epoch, worker incarnation) of every attempt leased
+        to a worker and running."""
         rows = await self._driver.fetch("leases_of", {"worker_id": worker_id})
-        return [(row["id"], row["lease_epoch"]) for row in rows]
+        return [(row["id"], row["lease_epoch"], row["worker_incarnation"]) for row in rows]
 
     async def return_lease(self, job_id: str, lease_epoch: int, now_us: int) -> Job:
         """Give back a lease nobody started: the job is PENDING again, its attempt
@@ -483,6 +497,22 @@ class JobStore:
         def program(tx: Tx) -> Program[Job]:
             job = job_from_row((yield from self._lock_job(job_id)))
             change = lifecycle.return_lease(job, lease_epoch, now_us)
+            yield from tx.save([change])
+            return change.after
+
+        return await self._engine.write(program)
+
+    async def lose_to_restart(
+        self, job_id: str, lease_epoch: int, now_us: int, retry: RetryPolicy
+    ) -> Job:
+        """End a lease whose worker was restarted under the same id as a lost,
+        counted attempt (`lifecycle.lose_to_restart`); StaleLeaseError when
+        the lease is not live."""
+
+        def program(tx: Tx) -> Program[Job]:
+            job = job_from_row((yield from self._lock_job(job_id)))
+            [job] = yield from self._attach_artifacts([job])
+            change = lifecycle.lose_to_restart(job, lease_epoch, now_us, retry)
             yield from tx.save([change])
             return change.after
 
@@ -641,11 +671,25 @@ class JobStore:
 
         return await self._engine.write(program)
 
-    async def read_logs(self, job_id: str, after_sequence: int, limit: int) -> list[LogLine]:
-        """Up to limit lines with a sequence above after_sequence, in order."""
-        rows = await self._driver.fetch(
-            "read_logs", {"job_id": job_id, "after": after_sequence, "limit": limit}
-        )
+    async def read_logs(
+        self,
+        job_id: str,
+        after_sequence: int,
+        limit: int,
+        *,
+        max_bytes: int = UNBOUNDED_BYTES,
+    ) -> list[LogLine]:
+        """Lines with a sequence above after_sequence, in order: at most
+        `limit` of them and `max_bytes` of them by `line_size`, but at least
+        one. An empty list: no more."""
+        params = {
+            "job_id": job_id,
+            "after": after_sequence,
+            "limit": limit,
+            "max_bytes": max_bytes,
+            "overhead": LINE_OVERHEAD_BYTES,
+        }
+        rows = await self._driver.fetch("read_logs", params)
         return [log_line_from_row(row) for row in rows]
 
     # -- artifacts -------------------------------------------------------------------
@@ -745,15 +789,37 @@ class JobStore:
         await self._engine.write(program)
 
     async def read_events(
-        self, org_id: str | None, topic_prefix: str, after_sequence: int, limit: int
+        self,
+        org_id: str | None,
+        topic_prefix: str,
+        after_sequence: int,
+        limit: int,
+        *,
+        max_bytes: int = UNBOUNDED_BYTES,
     ) -> list[EventRecord]:
-        """Events after a sequence, of one org (None: all) under a topic prefix, in order."""
-        params: dict[str, Any] = {"after": after_sequence, "prefix": topic_prefix, "limit": limit}
+        """Events after a sequence, of one org (None: all) under a topic prefix,
+        in order: at most `limit` of them and `max_bytes` of them by
+        `event_size`, but at least one. An empty list: no more."""
+        params: dict[str, Any] = {
+            "after": after_sequence,
+            "prefix": topic_prefix,
+            "limit": limit,
+            "max_bytes": max_bytes,
+            "overhead": EVENT_OVERHEAD_BYTES,
+        }
         if org_id is None:
             rows = await self._driver.fetch("read_events", params)
         else:
             rows = await self._driver.fetch("read_org_events", {**params, "org_id": org_id})
         return [event_from_row(row) for row in rows]
+
+    async def last_event_sequence(self) -> int:
+        """The sequence of the last event committed (0 if none): where a reader
+        that wants only what comes next starts. Never below the retention mark,
+        where SQLite, counting the events left, would see none."""
+        row = await self._driver.fetch_one("last_sequence", {})
+        last = int(row["sequence"]) if row is not None and row["sequence"] is not None else 0
+        return max(last, await self.events_purged_through())
 
     async def events_purged_through(self) -> int:
         """The highest sequence deleted by retention (0 if none): older ones are gone."""

@@ -18,7 +18,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core.limits import Bucket, OrgSettings, OrgUsage, full_bucket, key_limit, with_selector
+from zbrain.errors import ResourceExhaustedError
+
+from ..core.limits import (
+    MAX_PAUSED_SELECTORS,
+    Bucket,
+    OrgSettings,
+    OrgUsage,
+    full_bucket,
+    key_limit,
+    with_selector,
+)
 from ..core.model import Job
 from .driver import Driver
 from .engine import Tx, WriteEngine
@@ -335,12 +345,19 @@ class OrgStore:
     async def pause(
         self, org_id: str, now_us: int, selector: Mapping[str, str] | None, *, paused: bool
     ) -> OrgSettings:
-        """Pause (or resume) the org, or one label selector within it."""
+        """Pause (or resume) the org, or one label selector within it; a new
+        selector past MAX_PAUSED_SELECTORS is refused, counted in the
+        transaction that adds it."""
 
         def change(settings: OrgSettings) -> OrgSettings:
             if not selector:
                 return replace(settings, paused=paused)
             selectors = with_selector(settings.paused_selectors, selector, present=paused)
+            if len(selectors) > max(MAX_PAUSED_SELECTORS, len(settings.paused_selectors)):
+                raise ResourceExhaustedError(
+                    f"organisation {org_id!r} has {len(settings.paused_selectors)} label "
+                    f"selectors paused; the limit is {MAX_PAUSED_SELECTORS}: resume some first"
+                )
             return replace(settings, paused_selectors=selectors)
 
         return await self._change(org_id, now_us, change)

@@ -170,6 +170,11 @@ class _TransitionCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Trans
     """
     TRANSITION_CAUSE_DUE: _TransitionCause.ValueType  # 17
     """A delayed job's time came (SCHEDULED to PENDING)."""
+    TRANSITION_CAUSE_WORKER_RESTARTED: _TransitionCause.ValueType  # 80
+    """Its worker was restarted (a new process under the same worker id) while
+    the lease was on its way or the attempt running: the attempt may have
+    started, so it is ended as lost and counted (to RETRYING or FAILED).
+    """
 
 class TransitionCause(_TransitionCause, metaclass=_TransitionCauseEnumTypeWrapper):
     """TransitionCause says why a job changed state (or, for CANCEL_REQUESTED,
@@ -231,6 +236,11 @@ limits (memory, CPU time, file size, ...); the error names the limit
 """
 TRANSITION_CAUSE_DUE: TransitionCause.ValueType  # 17
 """A delayed job's time came (SCHEDULED to PENDING)."""
+TRANSITION_CAUSE_WORKER_RESTARTED: TransitionCause.ValueType  # 80
+"""Its worker was restarted (a new process under the same worker id) while
+the lease was on its way or the attempt running: the attempt may have
+started, so it is ended as lost and counted (to RETRYING or FAILED).
+"""
 Global___TransitionCause: _TypeAlias = TransitionCause  # noqa: Y015
 
 class _LogStream:

@@ -344,6 +344,7 @@ class ListRequest(_message.Message):
     CREATE_TIME_AFTER_FIELD_NUMBER: _builtins.int
     CREATE_TIME_BEFORE_FIELD_NUMBER: _builtins.int
     UNMATCHED_FIELD_NUMBER: _builtins.int
+    ALL_ORGS_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """Only jobs of this organisation; empty means the default organisation."""
     order: Global___ListOrder.ValueType
@@ -358,6 +359,11 @@ class ListRequest(_message.Message):
     """Only runnable jobs (PENDING, RETRYING) that no worker connected to this
     server can take: none serves their organisation, or none has the labels
     they require.
+    """
+    all_orgs: _builtins.bool
+    """Jobs of every organisation instead of one (org_id then stays empty).
+    Only for a caller bound to no organisation: an admin token, or any
+    caller while auth is off; others get PERMISSION_DENIED.
     """
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_job_pb2.JobState.ValueType]:
@@ -387,10 +393,11 @@ class ListRequest(_message.Message):
         create_time_after: _timestamp_pb2.Timestamp | None = ...,
         create_time_before: _timestamp_pb2.Timestamp | None = ...,
         unmatched: _builtins.bool = ...,
+        all_orgs: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time_after", b"create_time_after", "create_time_before", b"create_time_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time_after", b"create_time_after", "create_time_before", b"create_time_before", "labels", b"labels", "order", b"order", "org_id", b"org_id", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "unmatched", b"unmatched"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_orgs", b"all_orgs", "create_time_after", b"create_time_after", "create_time_before", b"create_time_before", "labels", b"labels", "order", b"order", "org_id", b"org_id", "page_size", b"page_size", "page_token", b"page_token", "states", b"states", "unmatched", b"unmatched"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -590,6 +597,7 @@ class StreamEventsRequest(_message.Message):
     TOPIC_PREFIX_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     FOLLOW_FIELD_NUMBER: _builtins.int
+    FROM_END_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     """Only events of this organisation; empty means the default organisation."""
     topic_prefix: _builtins.str
@@ -600,6 +608,13 @@ class StreamEventsRequest(_message.Message):
     """
     follow: _builtins.bool
     """Keep the stream open for new events."""
+    from_end: _builtins.bool
+    """Start after the last event stored when the stream opens: only events
+    committed from then on are sent, none missed between the open and the
+    first (with follow; without it the stream ends at once). For a page that
+    shows the present and must not replay the retained history. Exclusive
+    with after_sequence: setting both is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
@@ -607,10 +622,11 @@ class StreamEventsRequest(_message.Message):
         topic_prefix: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
         follow: _builtins.bool = ...,
+        from_end: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "follow", b"follow", "org_id", b"org_id", "topic_prefix", b"topic_prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "follow", b"follow", "from_end", b"from_end", "org_id", b"org_id", "topic_prefix", b"topic_prefix"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,7 @@ from zbrain.v1 import job_pb2 as zbrain_dot_v1_dot_job__pb2
 from zbrain.v1 import job_service_pb2 as zbrain_dot_v1_dot_job__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ezbrain/v1/worker_service.proto\x12\tzbrain.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x13zbrain/v1/job.proto\x1a\x1bzbrain/v1/job_service.proto\"\xed\x01\n\x0bWorkerHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07org_ids\x18\x02 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\x05\x12\x32\n\x06labels\x18\x04 \x03(\x0b\x32\".zbrain.v1.WorkerHello.LabelsEntry\x12#\n\x06leases\x18\x05 \x03(\x0b\x32\x13.zbrain.v1.LeaseRef\x12\x1d\n\x15\x61\x63\x63\x65pts_lease_batches\x18\x06 \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x08LeaseRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0blease_epoch\x18\x02 \x01(\x03\"6\n\x0fWorkerHeartbeat\x12#\n\x06leases\x18\x01 \x03(\x0b\x32\x13.zbrain.v1.LeaseRef\"S\n\nWorkerLogs\x12\"\n\x05lease\x18\x01 \x01(\x0b\x32\x13.zbrain.v1.LeaseRef\x12!\n\x05lines\x18\x02 \x03(\x0b\x32\x12.zbrain.v1.LogLine\"\\\n\x0cWorkerResult\x12\"\n\x05lease\x18\x01 \x01(\x0b\x32\x13.zbrain.v1.LeaseRef\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x18.zbrain.v1.AttemptResult\"9\n\rWorkerResults\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.zbrain.v1.WorkerResult\"\x1d\n\x0bWorkerDrain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x9d\x02\n\x0e\x43onnectRequest\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.zbrain.v1.WorkerHelloH\x00\x12/\n\theartbeat\x18\x02 \x01(\x0b\x32\x1a.zbrain.v1.WorkerHeartbeatH\x00\x12%\n\x04logs\x18\x03 \x01(\x0b\x32\x15.zbrain.v1.WorkerLogsH\x00\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x17.zbrain.v1.WorkerResultH\x00\x12\'\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x16.zbrain.v1.WorkerDrainH\x00\x12+\n\x07results\x18\x06 \x01(\x0b\x32\x18.zbrain.v1.WorkerResultsH\x00\x42\t\n\x07message\"\x94\x01\n\rServerWelcome\x12,\n\tlease_ttl\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1e\n\x16\x61\x63\x63\x65pts_result_batches\x18\x03 \x01(\x08\"A\n\x0b\x43\x61ncelLease\x12\"\n\x05lease\x18\x01 \x01(\x0b\x32\x13.zbrain.v1.LeaseRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"C\n\rLeaseRejected\x12\"\n\x05lease\x18\x01 \x01(\x0b\x32\x13.zbrain.v1.LeaseRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\nLeaseBatch\x12 \n\x06leases\x18\x01 \x03(\x0b\x32\x10.zbrain.v1.Lease\"\x13\n\x11\x44rainAcknowledged\"\xa9\x02\n\x0f\x43onnectResponse\x12+\n\x07welcome\x18\x01 \x01(\x0b\x32\x18.zbrain.v1.ServerWelcomeH\x00\x12!\n\x05lease\x18\x02 \x01(\x0b\x32\x10.zbrain.v1.LeaseH\x00\x12(\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x16.zbrain.v1.CancelLeaseH\x00\x12,\n\x08rejected\x18\x04 \x01(\x0b\x32\x18.zbrain.v1.LeaseRejectedH\x00\x12:\n\x12\x64rain_acknowledged\x18\x05 \x01(\x0b\x32\x1c.zbrain.v1.DrainAcknowledgedH\x00\x12\'\n\x06leases\x18\x06 \x01(\x0b\x32\x15.zbrain.v1.LeaseBatchH\x00\x42\t\n\x07message2U\n\rWorkerService\x12\x44\n\x07\x43onnect\x12\x19.zbrain.v1.ConnectRequest\x1a\x1a.zbrain.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ezbrain/v1/worker_service.proto\x12\tzbrain.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x13zbrain/v1/job.proto\x1a\x1bzbrain/v1/job_service.proto\"\x85\x02\n\x0bWorkerHello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0f\n\x07org_ids\x18\x02 \x03(\t\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\x05\x12\x32\n\x06labels\x18\x04 \x03(\x0b\x32\".zbrain.v1.WorkerHello.LabelsEntry\x12#\n\x06leases\x18\x05 \x03(\x0b\x32\x13.zbrain.v1.LeaseRef\x12\x1d\n\x15\x61\x63\x63\x65pts_lease_batches\x18\x06 \x01(\x08\x12\x16\n\x0eincarnation_id\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x08LeaseRef\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x13\n\x0blease_epoch\x18\x02 \x01(\x03\"6\n\x0fWorkerHeartbeat\x12#\n\x06leases\x18\x01 \x03(\x0b\x32\x13.zbrain.v1.LeaseRef\"S\n\nWorkerLogs\x12\"\n\x05lease\x18\x01 \x01(\x0b\x32\x13.zbrain.v1.LeaseRef\x12!\n\x05lines\x18\x02 \x03(\x0b\x32\x12.zbrain.v1.LogLine\"\\\n\x0cWorkerResult\x12\"\n\x05lease\x18\x01 \x01(\x0b\x32\x13.zbrain.v1.LeaseRef\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x18.zbrain.v1.AttemptResult\"9\n\rWorkerResults\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.zbrain.v1.WorkerResult\"\x1d\n\x0bWorkerDrain\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\x9d\x02\n\x0e\x43onnectRequest\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.zbrain.v1.WorkerHelloH\x00\x12/\n\theartbeat\x18\x02 \x01(\x0b\x32\x1a.zbrain.v1.WorkerHeartbeatH\x00\x12%\n\x04logs\x18\x03 \x01(\x0b\x32\x15.zbrain.v1.WorkerLogsH\x00\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x17.zbrain.v1.WorkerResultH\x00\x12\'\n\x05\x64rain\x18\x05 \x01(\x0b\x32\x16.zbrain.v1.WorkerDrainH\x00\x12+\n\x07results\x18\x06 \x01(\x0b\x32\x18.zbrain.v1.WorkerResultsH\x00\x42\t\n\x07message\"\x94\x01\n\rServerWelcome\x12,\n\tlease_ttl\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1e\n\x16\x61\x63\x63\x65pts_result_batches\x18\x03 \x01(\x08\"A\n\x0b\x43\x61ncelLease\x12\"\n\x05lease\x18\x01 \x01(\x0b\x32\x13.zbrain.v1.LeaseRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\"C\n\rLeaseRejected\x12\"\n\x05lease\x18\x01 \x01(\x0b\x32\x13.zbrain.v1.LeaseRef\x12\x0e\n\x06reason\x18\x02 \x01(\t\".\n\nLeaseBatch\x12 \n\x06leases\x18\x01 \x03(\x0b\x32\x10.zbrain.v1.Lease\"\x13\n\x11\x44rainAcknowledged\"\xa9\x02\n\x0f\x43onnectResponse\x12+\n\x07welcome\x18\x01 \x01(\x0b\x32\x18.zbrain.v1.ServerWelcomeH\x00\x12!\n\x05lease\x18\x02 \x01(\x0b\x32\x10.zbrain.v1.LeaseH\x00\x12(\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x16.zbrain.v1.CancelLeaseH\x00\x12,\n\x08rejected\x18\x04 \x01(\x0b\x32\x18.zbrain.v1.LeaseRejectedH\x00\x12:\n\x12\x64rain_acknowledged\x18\x05 \x01(\x0b\x32\x1c.zbrain.v1.DrainAcknowledgedH\x00\x12\'\n\x06leases\x18\x06 \x01(\x0b\x32\x15.zbrain.v1.LeaseBatchH\x00\x42\t\n\x07message2U\n\rWorkerService\x12\x44\n\x07\x43onnect\x12\x19.zbrain.v1.ConnectRequest\x1a\x1a.zbrain.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,35 +37,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERHELLO_LABELSENTRY']._loaded_options = None
   _globals['_WORKERHELLO_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_WORKERHELLO']._serialized_start=128
-  _globals['_WORKERHELLO']._serialized_end=365
-  _globals['_WORKERHELLO_LABELSENTRY']._serialized_start=320
-  _globals['_WORKERHELLO_LABELSENTRY']._serialized_end=365
-  _globals['_LEASEREF']._serialized_start=367
-  _globals['_LEASEREF']._serialized_end=414
-  _globals['_WORKERHEARTBEAT']._serialized_start=416
-  _globals['_WORKERHEARTBEAT']._serialized_end=470
-  _globals['_WORKERLOGS']._serialized_start=472
-  _globals['_WORKERLOGS']._serialized_end=555
-  _globals['_WORKERRESULT']._serialized_start=557
-  _globals['_WORKERRESULT']._serialized_end=649
-  _globals['_WORKERRESULTS']._serialized_start=651
-  _globals['_WORKERRESULTS']._serialized_end=708
-  _globals['_WORKERDRAIN']._serialized_start=710
-  _globals['_WORKERDRAIN']._serialized_end=739
-  _globals['_CONNECTREQUEST']._serialized_start=742
-  _globals['_CONNECTREQUEST']._serialized_end=1027
-  _globals['_SERVERWELCOME']._serialized_start=1030
-  _globals['_SERVERWELCOME']._serialized_end=1178
-  _globals['_CANCELLEASE']._serialized_start=1180
-  _globals['_CANCELLEASE']._serialized_end=1245
-  _globals['_LEASEREJECTED']._serialized_start=1247
-  _globals['_LEASEREJECTED']._serialized_end=1314
-  _globals['_LEASEBATCH']._serialized_start=1316
-  _globals['_LEASEBATCH']._serialized_end=1362
-  _globals['_DRAINACKNOWLEDGED']._serialized_start=1364
-  _globals['_DRAINACKNOWLEDGED']._serialized_end=1383
-  _globals['_CONNECTRESPONSE']._serialized_start=1386
-  _globals['_CONNECTRESPONSE']._serialized_end=1683
-  _globals['_WORKERSERVICE']._serialized_start=1685
-  _globals['_WORKERSERVICE']._serialized_end=1770
+  _globals['_WORKERHELLO']._serialized_end=389
+  _globals['_WORKERHELLO_LABELSENTRY']._serialized_start=344
+  _globals['_WORKERHELLO_LABELSENTRY']._serialized_end=389
+  _globals['_LEASEREF']._serialized_start=391
+  _globals['_LEASEREF']._serialized_end=438
+  _globals['_WORKERHEARTBEAT']._serialized_start=440
+  _globals['_WORKERHEARTBEAT']._serialized_end=494
+  _globals['_WORKERLOGS']._serialized_start=496
+  _globals['_WORKERLOGS']._serialized_end=579
+  _globals['_WORKERRESULT']._serialized_start=581
+  _globals['_WORKERRESULT']._serialized_end=673
+  _globals['_WORKERRESULTS']._serialized_start=675
+  _globals['_WORKERRESULTS']._serialized_end=732
+  _globals['_WORKERDRAIN']._serialized_start=734
+  _globals['_WORKERDRAIN']._serialized_end=763
+  _globals['_CONNECTREQUEST']._serialized_start=766
+  _globals['_CONNECTREQUEST']._serialized_end=1051
+  _globals['_SERVERWELCOME']._serialized_start=1054
+  _globals['_SERVERWELCOME']._serialized_end=1202
+  _globals['_CANCELLEASE']._serialized_start=1204
+  _globals['_CANCELLEASE']._serialized_end=1269
+  _globals['_LEASEREJECTED']._serialized_start=1271
+  _globals['_LEASEREJECTED']._serialized_end=1338
+  _globals['_LEASEBATCH']._serialized_start=1340
+  _globals['_LEASEBATCH']._serialized_end=1386
+  _globals['_DRAINACKNOWLEDGED']._serialized_start=1388
+  _globals['_DRAINACKNOWLEDGED']._serialized_end=1407
+  _globals['_CONNECTRESPONSE']._serialized_start=1410
+  _globals['_CONNECTRESPONSE']._serialized_end=1707
+  _globals['_WORKERSERVICE']._serialized_start=1709
+  _globals['_WORKERSERVICE']._serialized_end=1794
 # @@protoc_insertion_point(module_scope)

@@ -53,6 +53,7 @@ class WorkerHello(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     LEASES_FIELD_NUMBER: _builtins.int
     ACCEPTS_LEASE_BATCHES_FIELD_NUMBER: _builtins.int
+    INCARNATION_ID_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """The worker's id, unique among connected workers."""
     concurrency: _builtins.int
@@ -60,6 +61,13 @@ class WorkerHello(_message.Message):
     accepts_lease_batches: _builtins.bool
     """The worker reads LeaseBatch messages: the server then sends the leases
     of one dispatch pass in one message instead of one message each.
+    """
+    incarnation_id: _builtins.str
+    """A random id for this worker process, the same on each reconnect: a worker
+    restarted under the same worker_id has a new one. The server returns an
+    unclaimed live lease unstarted only to the process it was leased to, and
+    ends it as lost (TRANSITION_CAUSE_WORKER_RESTARTED) for any other, whose
+    predecessor may have started it. At most 128 bytes; empty: not known.
     """
     @_builtins.property
     def org_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -86,10 +94,11 @@ class WorkerHello(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         leases: _abc.Iterable[Global___LeaseRef] | None = ...,
         accepts_lease_batches: _builtins.bool = ...,
+        incarnation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_lease_batches", b"accepts_lease_batches", "concurrency", b"concurrency", "labels", b"labels", "leases", b"leases", "org_ids", b"org_ids", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_lease_batches", b"accepts_lease_batches", "concurrency", b"concurrency", "incarnation_id", b"incarnation_id", "labels", b"labels", "leases", b"leases", "org_ids", b"org_ids", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

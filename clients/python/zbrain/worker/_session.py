@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,10 @@ class Hello:
     orgs: tuple[str, ...]
     concurrency: int
     labels: dict[str, str] = field(default_factory=dict)
+    # New for each Worker, kept through its reconnects: the server tells this
+    # worker's leases from those of an earlier process under the same id
+    # (WorkerHello.incarnation_id).
+    incarnation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def message(self, held: Sequence[LeaseKey], *, draining: bool) -> wpb.ConnectRequest:
         return wpb.ConnectRequest(
@@ -60,8 +65,61 @@ class Hello:
                 labels=self.labels,
                 leases=[wpb.LeaseRef(job_id=job_id, lease_epoch=epoch) for job_id, epoch in held],
                 accepts_lease_batches=True,
+                incarnation_id=self.incarnation_id,
             )
         )
+
+
+class Requests:
+    """What the worker writes on one Connect stream: the call's request
+    iterator, which `write` feeds one message at a time.
+
+    grpc.aio has a call with a client interceptor (ours add metadata) carry
+    `call.write()` through a request iterator of its own, and when the server
+    ends the call it leaves the task reading that iterator pending
+    (grpc/grpc#29518): every lost stream then logged "Task was destroyed but
+    it is pending" and "aclose(): asynchronous generator is already running".
+    This iterator is ours, so `end` finishes it, and that task with it.
+    """
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._call_ended: asyncio.Future[Any] | None = None
+
+    async def messages(self) -> AsyncIterator[wpb.ConnectRequest]:
+        while (message := await self._queue.get()) is not Requests._END:
+            assert isinstance(message, wpb.ConnectRequest)
+            yield message
+            # gRPC asks for the next message once it has sent this one.
+            self._queue.task_done()
+
+    def watch(self, call: Any) -> None:
+        """The call reading `messages`: a write stops waiting when it ends."""
+        self._call_ended = asyncio.ensure_future(call.code())
+
+    async def write(self, message: wpb.ConnectRequest) -> None:
+        """Send a message, returning once gRPC has sent it, as `call.write()`
+        does; InvalidStateError, as from `call.write()`, when the call ended."""
+        ended = self._call_ended
+        if ended is None or ended.done():
+            raise asyncio.InvalidStateError("RPC already finished")
+        self._queue.put_nowait(message)
+        sent = asyncio.ensure_future(self._queue.join())
+        try:
+            await asyncio.wait((sent, ended), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sent.cancel()
+        if ended.done():
+            raise asyncio.InvalidStateError("RPC already finished")
+
+    def end(self) -> None:
+        """No more messages: gRPC half-closes the stream after those queued,
+        or, when the call has ended, simply stops reading."""
+        self._queue.put_nowait(Requests._END)
+        if self._call_ended is not None:
+            self._call_ended.cancel()
 
 
 class Session:
@@ -85,6 +143,7 @@ class Session:
         self._on_message = on_message
         self._heartbeat = heartbeat
         self._call: Any = None
+        self._requests = Requests()  # those of the open call
         self._tasks: list[asyncio.Task[None]] = []
         self.ended = asyncio.Event()
         self.drain_acknowledged = asyncio.Event()
@@ -95,11 +154,14 @@ class Session:
         return self._call is not None
 
     async def run(self, hello: wpb.ConnectRequest) -> None:
-        call = self._stub.Connect()
+        requests = Requests()
+        call = self._stub.Connect(requests.messages())
+        requests.watch(call)
         self._call = call
+        self._requests = requests
         welcomed = False
         try:
-            await call.write(hello)
+            await requests.write(hello)
             first = await call.read()
             if first is grpc.aio.EOF or not first.HasField("welcome"):
                 raise SessionEnded("the server did not welcome the worker", welcomed=False)
@@ -110,7 +172,7 @@ class Session:
             interval = welcome.heartbeat_interval.ToTimedelta().total_seconds() or 10.0
             self._on_welcome()
             self._tasks = [
-                asyncio.create_task(self._outbox.pump(call), name="zbrain-worker-writer"),
+                asyncio.create_task(self._outbox.pump(requests), name="zbrain-worker-writer"),
                 asyncio.create_task(self._beat(interval), name="zbrain-worker-heartbeat"),
             ]
             async for message in _messages(call):
@@ -149,6 +211,7 @@ class Session:
                     asyncio.CancelledError, grpc.aio.AioRpcError, *_ENDED_CALL
                 ):
                     await task
+            requests.end()
             call.cancel()
             self.ended.set()
 
@@ -173,8 +236,7 @@ class Session:
         await self._outbox.flush()
         for task in self._tasks:
             task.cancel()
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            await call.done_writing()
+        self._requests.end()
         try:
             await asyncio.wait_for(self.ended.wait(), CLOSE_TIMEOUT_S)
         except TimeoutError:

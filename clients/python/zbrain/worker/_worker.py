@@ -11,10 +11,13 @@ import random
 import socket
 from collections.abc import Mapping, Sequence
 
+import grpc
 from opentelemetry import trace
 
 from .. import _convert
 from ..client import Client
+from ..connection import RECONNECT_FIRST_S, RECONNECT_MAX_S
+from ..logs import ensure_handler
 from ..v1 import job_service_pb2, job_service_pb2_grpc, worker_service_pb2_grpc
 from ..v1 import worker_service_pb2 as wpb
 from ._attempt import Attempt, Runner
@@ -23,8 +26,6 @@ from ._outbox import Outbox
 from ._session import Hello, Session, SessionEnded
 
 log = logging.getLogger("zbrain.worker")
-
-FIRST_RECONNECT_DELAY_S = 0.1
 
 
 class _Unhealthy(Exception):
@@ -50,7 +51,7 @@ class Worker:
         orgs: Sequence[str] = (),
         concurrency: int = 1,
         labels: Mapping[str, str] | None = None,
-        reconnect_max_s: float = 10.0,
+        reconnect_max_s: float = RECONNECT_MAX_S,
         tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         if concurrency < 1:
@@ -91,8 +92,9 @@ class Worker:
         Raises the ZBrainError of a refusal no reconnect can fix (a bad token,
         a role that may not run workers, an invalid hello).
         """
-        delay = FIRST_RECONNECT_DELAY_S
+        delay = RECONNECT_FIRST_S
         loop = asyncio.get_running_loop()
+        ensure_handler()  # a program that set up no logging still sees these lines
         log.info(
             "worker %s (%s, %d slots, orgs %s) connecting to %s",
             self.worker_id,
@@ -113,7 +115,7 @@ class Worker:
                 if self._disconnected_at is None:
                     self._disconnected_at = loop.time()
                 if ended.welcomed:
-                    delay = FIRST_RECONNECT_DELAY_S
+                    delay = RECONNECT_FIRST_S
                 log.warning(
                     "lost the server at %s (%s); reconnecting in %.1fs",
                     self.client.target,
@@ -128,9 +130,29 @@ class Worker:
                     delay,
                 )
             self._abandon_if_reaped(loop.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay * (0.5 + random.random() / 2))
+            await self._pause(delay * (0.5 + random.random() / 2))
             delay = min(self.reconnect_max_s, delay * 2)
+
+    async def _pause(self, delay_s: float) -> None:
+        """Wait before the next connection: `delay_s`, or less when the worker
+        is stopped, or when the server could not be reached and now can.
+
+        A call on a channel that is backing off between connection attempts
+        fails at once with the last connection error, so a worker retrying on
+        a timer of its own may miss a restarted server by a whole delay; the
+        channel's own attempts (whose backoff `channel_options` sets to the
+        worker's) notice it first, and the worker follows at once.
+        """
+        waits = [asyncio.ensure_future(self._stopping.wait())]
+        channel = self.client.channel
+        if channel.get_state(try_to_connect=True) is not grpc.ChannelConnectivity.READY:
+            waits.append(asyncio.ensure_future(channel.channel_ready()))
+        try:
+            await asyncio.wait(waits, timeout=delay_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
     async def shutdown(self, grace_s: float = 30.0) -> None:
         """Drain: take no new jobs, let running ones finish for grace_s, then

@@ -43,6 +43,8 @@ export interface Hello {
   readonly orgs: readonly string[];
   readonly concurrency: number;
   readonly labels: Readonly<Record<string, string>>;
+  /** Random, one per Worker: WorkerHello.incarnation_id. */
+  readonly incarnationId: string;
 }
 
 /** The WorkerHello for a new stream, claiming the leases kept through a lost one. */
@@ -58,6 +60,7 @@ export function helloMessage(hello: Hello, held: readonly LeaseRef[], draining: 
         labels: { ...hello.labels },
         leases: [...held],
         acceptsLeaseBatches: true,
+        incarnationId: hello.incarnationId,
       },
     },
   });

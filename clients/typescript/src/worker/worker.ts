@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { randomUUID } from "node:crypto";
 import { hostname } from "node:os";
 import { create } from "@bufbuild/protobuf";
 import { type Client, createClient } from "@connectrpc/connect";
@@ -101,6 +102,9 @@ export class Worker {
       orgs: options.orgs ?? [],
       concurrency,
       labels: options.labels ?? {},
+      // New for each Worker, kept through reconnects: the server tells this
+      // worker's leases from those of an earlier process under the same id.
+      incarnationId: randomUUID().replaceAll("-", ""),
     };
     this.graceMs = options.graceMs ?? 30_000;
     this.signals = options.signals ?? ["SIGTERM", "SIGINT"];

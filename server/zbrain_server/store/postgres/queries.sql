@@ -54,20 +54,22 @@ UPDATE jobs SET
     state = v.state, attempt = v.attempt, update_time = v.update_time,
     start_time = v.start_time, finish_time = v.finish_time, next_run_time = v.next_run_time,
     last_error = v.last_error, output_json = v.output_json, lease_epoch = v.lease_epoch,
-    worker_id = v.worker_id, lease_expire_time = v.lease_expire_time,
-    cancel_requested = v.cancel_requested, previous_state = v.previous_state, cause = v.cause,
-    reason = v.reason, transition_time = v.transition_time, attempts = v.attempts
+    worker_id = v.worker_id, worker_incarnation = v.worker_incarnation,
+    lease_expire_time = v.lease_expire_time, cancel_requested = v.cancel_requested,
+    previous_state = v.previous_state, cause = v.cause, reason = v.reason,
+    transition_time = v.transition_time, attempts = v.attempts
 FROM unnest(
     :state::text[], :attempt::int[], :update_time::bigint[], :start_time::bigint[],
     :finish_time::bigint[], :next_run_time::bigint[], :last_error::text[], :output_json::text[],
-    :lease_epoch::bigint[], :worker_id::text[], :lease_expire_time::bigint[],
-    :cancel_requested::int[], :previous_state::text[], :cause::text[], :reason::text[],
-    :transition_time::bigint[], :attempts::text[], :id::text[], :old_state::text[],
-    :old_lease_epoch::bigint[]
+    :lease_epoch::bigint[], :worker_id::text[], :worker_incarnation::text[],
+    :lease_expire_time::bigint[], :cancel_requested::int[], :previous_state::text[],
+    :cause::text[], :reason::text[], :transition_time::bigint[], :attempts::text[],
+    :id::text[], :old_state::text[], :old_lease_epoch::bigint[]
 ) AS v(
     state, attempt, update_time, start_time, finish_time, next_run_time, last_error,
-    output_json, lease_epoch, worker_id, lease_expire_time, cancel_requested, previous_state,
-    cause, reason, transition_time, attempts, id, old_state, old_lease_epoch
+    output_json, lease_epoch, worker_id, worker_incarnation, lease_expire_time,
+    cancel_requested, previous_state, cause, reason, transition_time, attempts, id,
+    old_state, old_lease_epoch
 )
 WHERE jobs.id = v.id AND jobs.state = v.old_state AND jobs.lease_epoch = v.old_lease_epoch;
 
@@ -199,7 +201,8 @@ SELECT * FROM jobs WHERE state = 'RUNNING' AND start_time + timeout_us + :grace 
 FOR UPDATE SKIP LOCKED;
 
 -- name: leases_of
-SELECT id, lease_epoch FROM jobs WHERE state = 'RUNNING' AND worker_id = :worker_id;
+SELECT id, lease_epoch, worker_incarnation FROM jobs
+WHERE state = 'RUNNING' AND worker_id = :worker_id;
 
 -- name: next_run_time
 SELECT min(next_run_time) AS next_run_time FROM jobs
@@ -220,8 +223,21 @@ SELECT * FROM unnest(
 UPDATE jobs SET log_count = :log_count, log_bytes = :log_bytes WHERE id = :id;
 
 -- name: read_logs
+-- A page of a job's lines: at most :limit lines and :max_bytes bytes (but at
+-- least one line), sizes counted as core.model.line_size counts them, so a
+-- reader that stops reading holds about one streamed message.
 SELECT sequence, stream, attempt, time, text FROM logs
-WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit;
+WHERE job_id = :job_id AND sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, octet_length(text) + :overhead AS size FROM logs
+            WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit
+        ) AS candidates
+    ) AS sized WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: upsert_artifact
 INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name, :sha256, :size_bytes)
@@ -338,13 +354,41 @@ SELECT (SELECT value FROM counter) AS last_sequence,
     (SELECT pg_notify(:channel, value::text) FROM counter) AS notified;
 
 -- name: read_events
+-- A page of a replay: at most :limit events and :max_bytes bytes (but at
+-- least one event), sizes counted as core.model.event_size counts them, so a
+-- reader that stops reading holds about one streamed message. The sizes are
+-- summed before any payload is read (octet_length of a stored value reads
+-- its header only).
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE sequence > :after AND starts_with(topic, :prefix) ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, octet_length(payload) + octet_length(topic) + :overhead AS size
+            FROM events WHERE sequence > :after AND starts_with(topic, :prefix)
+            ORDER BY sequence LIMIT :limit
+        ) AS candidates
+    ) AS sized WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: read_org_events
+-- As read_events, for one org.
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE org_id = :org_id AND sequence > :after AND starts_with(topic, :prefix)
-ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, octet_length(payload) + octet_length(topic) + :overhead AS size
+            FROM events
+            WHERE org_id = :org_id AND sequence > :after AND starts_with(topic, :prefix)
+            ORDER BY sequence LIMIT :limit
+        ) AS candidates
+    ) AS sized WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: undelivered_events
 -- What the delivery task hands the replica's listener: every event after the

@@ -47,8 +47,8 @@ UPDATE jobs SET
     state = :state, attempt = :attempt, update_time = :update_time,
     start_time = :start_time, finish_time = :finish_time, next_run_time = :next_run_time,
     last_error = :last_error, output_json = :output_json, lease_epoch = :lease_epoch,
-    worker_id = :worker_id, lease_expire_time = :lease_expire_time,
-    cancel_requested = :cancel_requested, previous_state = :previous_state, cause = :cause,
+    worker_id = :worker_id, worker_incarnation = :worker_incarnation,
+    lease_expire_time = :lease_expire_time, cancel_requested = :cancel_requested, previous_state = :previous_state, cause = :cause,
     reason = :reason, transition_time = :transition_time, attempts = :attempts
 WHERE id = :id AND state = :old_state AND lease_epoch = :old_lease_epoch;
 
@@ -172,7 +172,8 @@ SELECT * FROM jobs WHERE state = 'RUNNING' AND lease_expire_time < :now;
 SELECT * FROM jobs WHERE state = 'RUNNING' AND start_time + timeout_us + :grace < :now;
 
 -- name: leases_of
-SELECT id, lease_epoch FROM jobs WHERE state = 'RUNNING' AND worker_id = :worker_id;
+SELECT id, lease_epoch, worker_incarnation FROM jobs
+WHERE state = 'RUNNING' AND worker_id = :worker_id;
 
 -- name: next_run_time
 SELECT min(next_run_time) AS next_run_time FROM jobs
@@ -189,8 +190,21 @@ VALUES (:job_id, :sequence, :stream, :attempt, :time, :text);
 UPDATE jobs SET log_count = :log_count, log_bytes = :log_bytes WHERE id = :id;
 
 -- name: read_logs
+-- A page of a job's lines: at most :limit lines and :max_bytes bytes (but at
+-- least one line), sizes counted as core.model.line_size counts them, so a
+-- reader that stops reading holds about one streamed message.
 SELECT sequence, stream, attempt, time, text FROM logs
-WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit;
+WHERE job_id = :job_id AND sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, length(CAST(text AS BLOB)) + :overhead AS size FROM logs
+            WHERE job_id = :job_id AND sequence > :after ORDER BY sequence LIMIT :limit
+        )
+    ) WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: upsert_artifact
 INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name, :sha256, :size_bytes)
@@ -255,14 +269,40 @@ INSERT INTO events (sequence, topic, org_id, job_id, time, payload)
 VALUES (:sequence, :topic, :org_id, :job_id, :time, :payload);
 
 -- name: read_events
+-- A page of a replay: at most :limit events and :max_bytes bytes (but at
+-- least one event), sizes counted as core.model.event_size counts them, so a
+-- reader that stops reading holds about one streamed message. The sizes are
+-- summed before any payload is read (length() of a BLOB reads no content).
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
-ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, length(payload) + length(topic) + :overhead AS size FROM events
+            WHERE sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
+            ORDER BY sequence LIMIT :limit
+        )
+    ) WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: read_org_events
+-- As read_events, for one org.
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE org_id = :org_id AND sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
-ORDER BY sequence LIMIT :limit;
+WHERE sequence IN (
+    SELECT sequence FROM (
+        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
+            row_number() OVER (ORDER BY sequence) AS position
+        FROM (
+            SELECT sequence, length(payload) + length(topic) + :overhead AS size FROM events
+            WHERE org_id = :org_id AND sequence > :after
+                AND substr(topic, 1, length(:prefix)) = :prefix
+            ORDER BY sequence LIMIT :limit
+        )
+    ) WHERE through_bytes <= :max_bytes OR position = 1
+)
+ORDER BY sequence;
 
 -- name: last_sequence
 SELECT max(sequence) AS sequence FROM events;

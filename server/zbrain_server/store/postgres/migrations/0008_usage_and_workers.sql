@@ -1,12 +1,13 @@
--- Version 10. Never edit a released migration: add the next one.
+-- Version 8. Never edit a released migration: add the next one.
 -- Storage used by each organisation (docs/limits.md, storage quotas): the
 -- bytes of log text and of artifacts its stored jobs hold, moved once per
--- group commit by the sum of the group's appends and uploads, and down when
--- retention deletes jobs. Started from what is stored already.
+-- group commit by the sum of the group's appends and uploads (in
+-- finish_group), and down when retention deletes jobs. Started from what is
+-- stored already.
 CREATE TABLE org_usage (
     org_id          TEXT PRIMARY KEY,
-    log_bytes       INTEGER NOT NULL DEFAULT 0,
-    artifact_bytes  INTEGER NOT NULL DEFAULT 0
+    log_bytes       BIGINT NOT NULL DEFAULT 0,
+    artifact_bytes  BIGINT NOT NULL DEFAULT 0
 );
 INSERT INTO org_usage (org_id, log_bytes, artifact_bytes)
 SELECT jobs.org_id, sum(jobs.log_bytes),
@@ -26,10 +27,10 @@ CREATE TABLE connected_workers (
     labels           TEXT NOT NULL,  -- a JSON object
     slots            INTEGER NOT NULL,
     lease_job_ids    TEXT NOT NULL,  -- a JSON array
-    draining         INTEGER NOT NULL,
-    connect_time     INTEGER NOT NULL,
-    last_heard_time  INTEGER NOT NULL,
-    refresh_time     INTEGER NOT NULL,
+    draining         BOOLEAN NOT NULL,
+    connect_time     BIGINT NOT NULL,
+    last_heard_time  BIGINT NOT NULL,
+    refresh_time     BIGINT NOT NULL,
     PRIMARY KEY (replica_id, worker_id)
 );
 
