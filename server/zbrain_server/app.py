@@ -252,7 +252,7 @@ class ZBrainServer:
         self._tasks = [
             asyncio.create_task(self._watch_health(store), name="zbrain-health"),
             asyncio.create_task(self._retention(store, blobs), name="zbrain-retention"),
-            asyncio.create_task(self._measure_queue(store, dispatcher), name="zbrain-queue-depth"),
+            asyncio.create_task(self._measure_queue(), name="zbrain-queue-depth"),
         ]
         self._tasks.append(asyncio.create_task(self._watch_tokens(store), name="zbrain-auth"))
         if config.local_workers:
@@ -343,20 +343,36 @@ class ZBrainServer:
             except ZBrainError as exc:
                 log.warning("could not check tokens: %s", exc)
 
-    async def _measure_queue(self, store: JobStore, dispatcher: Dispatcher) -> None:
-        """Refresh the queue-depth and unmatched-jobs gauges; a scrape then
-        never waits for the database."""
+    async def _measure_queue(self) -> None:
+        """Refresh the queue gauges every few seconds; a scrape then never
+        waits for the database."""
         while True:
             try:
-                self.telemetry.set_queue_depth(await store.count_unfinished())
-                unmatched: collections.Counter[str] = collections.Counter()
-                for org_id, requires, jobs in await store.runnable_requirements():
-                    if not dispatcher.has_worker_for(org_id, requires):
-                        unmatched[org_id] += jobs
-                self.telemetry.set_unmatched(unmatched)
+                await self.measure_queue()
             except ZBrainError as exc:
                 log.warning("could not measure the queue: %s", exc)
             await asyncio.sleep(QUEUE_DEPTH_INTERVAL_S)
+
+    async def measure_queue(self) -> None:
+        """Set the queue-depth and unmatched-jobs gauges from the store now."""
+        assert self._store is not None and self._dispatcher is not None
+        depth = await self._store.count_unfinished()
+        self.telemetry.set_queue_depth(depth)
+        # Runnable jobs by org, less those that require labels (counted on
+        # their own line below): what is left requires none.
+        free: collections.Counter[str] = collections.Counter()
+        for (org_id, state), jobs in depth.items():
+            if state.is_runnable:
+                free[org_id] += jobs
+        unmatched: collections.Counter[str] = collections.Counter()
+        for org_id, requires, jobs in await self._store.runnable_requirements():
+            free[org_id] -= jobs
+            if not self._dispatcher.has_worker_for(org_id, requires):
+                unmatched[org_id] += jobs
+        for org_id, jobs in free.items():
+            if jobs > 0 and not self._dispatcher.has_worker_for(org_id, {}):
+                unmatched[org_id] += jobs
+        self.telemetry.set_unmatched(unmatched)
 
     async def _retention(self, store: JobStore, blobs: BlobStore) -> None:
         """Purge finished jobs past the retention age (the server's, or an

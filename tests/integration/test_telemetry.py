@@ -214,11 +214,33 @@ async def test_queue_depth_is_reported_by_org_and_state(observed, recorded: Reco
     async with await Client.connect(observed.address) as client:
         for _ in range(3):
             await client.submit(["x"], org="queued")
-    await asyncio.sleep(0)  # the refresher ran at start; refresh now rather than wait 5s
-    observed.telemetry.set_queue_depth(await observed._store.count_unfinished())
+    await observed.measure_queue()  # now, rather than at the next refresh in 5 s
 
     points = recorded.points("zbrain.queue.depth")
     assert [(p.attributes, p.value) for p in points] == [({"org": "queued", "state": "PENDING"}, 3)]
+
+
+async def test_unmatched_jobs_are_counted_by_org_with_and_without_requirements(
+    observed, recorded: Recorded
+) -> None:
+    async def work(job: Job) -> Any:
+        return None
+
+    async def connected() -> bool:
+        return bool(observed._dispatcher.has_worker_for("served", {}))
+
+    async with await Client.connect(observed.address) as client:
+        await client.submit(["x"], org="served", requires={"gpu": "a100"})  # no such worker
+        await client.submit(["x"], org="served", requires={"gpu": ""})  # no such worker
+        await client.submit(["x"], org="unserved")  # no worker for the org
+        await client.submit(["x"], org="unserved", requires={"gpu": ""})
+        async with Worker(client, FunctionExecutor(work), orgs=["served"], concurrency=1):
+            await eventually(connected)
+            await observed.measure_queue()
+            unmatched = {
+                p.attributes["org"]: p.value for p in recorded.points("zbrain.jobs.unmatched")
+            }
+    assert unmatched == {"served": 2, "unserved": 2}
 
 
 def test_prometheus_endpoint_shows_counters_moving(processes: Processes, tmp_path: Path) -> None:

@@ -767,7 +767,9 @@ class JobStore:
         return await self._engine.write(program)
 
     async def runnable_requirements(self) -> list[tuple[str, dict[str, str], int]]:
-        """How many runnable jobs there are, by org and the labels they require."""
+        """How many runnable jobs require worker labels, by org and those
+        labels (jobs that require none are `count_unfinished`'s PENDING and
+        RETRYING less these)."""
         rows = await self._driver.fetch("runnable_requirements", {})
         return [(row["org_id"], json.loads(row["requires"]), row["jobs"]) for row in rows]
 

@@ -286,10 +286,11 @@ DELETE FROM jobs WHERE id = ANY(:ids::text[]);
 SELECT DISTINCT sha256 FROM artifacts;
 
 -- name: runnable_requirements
--- Runnable jobs by org and the worker labels they require, for the count of
--- jobs no connected worker can take.
+-- Runnable jobs that require worker labels, by org and those labels, for the
+-- count of jobs no connected worker can take (jobs_runnable_requiring).
 SELECT org_id, requires, count(*) AS jobs FROM jobs
-WHERE state IN ('PENDING', 'RETRYING') GROUP BY org_id, requires;
+WHERE state IN ('PENDING', 'RETRYING') AND requires != '{}'
+GROUP BY org_id, requires;
 
 -- name: count_unfinished
 SELECT org_id, state, count(*) AS jobs FROM jobs
