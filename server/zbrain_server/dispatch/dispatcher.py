@@ -6,9 +6,11 @@ runnable jobs to consumers with free slots whenever something may have
 become runnable (a submit, a freed slot, a retry falling due): a kick
 coalesces any number of such events into one pass, so a burst of submits
 leases in few transactions. Before that, new jobs go to worker streams with
-free slots in the very commit that stores them (`JobStore.lease_on_submit`),
-and those leases are pushed as soon as it is done: a job submitted to an
-idle worker costs one fsync and no dispatch pass. Both worker paths lease
+free slots in the very commit that stores them, and a slot a worker's
+result frees takes its next job in the very commit that records the result
+(`JobStore.lease_on_submit`); those leases are pushed as soon as it is done:
+a job submitted to an idle worker, or a busy worker's next job, costs one
+fsync and no dispatch pass. Both worker paths lease
 through the store's one lease program; a background ticker reaps expired
 leases and enforces timeouts, and is only a safety net for wake-ups, never
 the hot path.
@@ -416,33 +418,49 @@ class Dispatcher:
         if job.state is JobState.RETRYING:
             self.kick()  # the pass schedules a wake-up for its next_run_time
 
-    # -- leasing in the commit that stores new jobs -------------------------------
+    # -- leasing in the commit that stores new jobs or results ------------------
 
-    def _lease_on_submit(self, orgs: frozenset[str]) -> SubmitLeasing | None:
-        """Claim the free slots of worker streams serving `orgs` for jobs a
-        group is about to store. The slots stay reserved (no pass leases them
-        too) until `_leased_on_submit` hands out what the commit leased."""
-        sessions = [
-            consumer
-            for consumer in self._consumers
-            if isinstance(consumer, WorkerSession)
-            and not consumer.closed
-            and consumer.free_slots > 0
-            and not orgs.isdisjoint(consumer.org_ids)
-        ]
-        if not sessions:
-            return None
+    def _lease_on_submit(
+        self, orgs: frozenset[str], ending: frozenset[tuple[str, int]]
+    ) -> SubmitLeasing | None:
+        """Claim slots of worker streams for a group about to commit: the free
+        slots of those serving `orgs` (new jobs), and the slots of those whose
+        leases in `ending` the group may end (their results), which the commit
+        fills if it does end them. The free slots stay reserved (no pass
+        leases them too) until `_leased_on_submit` hands out what the commit
+        leased; an ending lease keeps its slot taken until its result is
+        answered, so no pass takes that slot either."""
+        ending_of: dict[str, set[tuple[str, int]]] = {}
+        for job_id, lease_epoch in ending:
+            holder = self._holders.get(job_id)
+            if holder is not None and holder.active.get(job_id) == lease_epoch:
+                ending_of.setdefault(holder.worker_id, set()).add((job_id, lease_epoch))
+        sessions = []
         claims = []
-        for session in sessions:
+        for consumer in self._consumers:
+            if not isinstance(consumer, WorkerSession) or consumer.closed:
+                continue
+            takes_work = not (consumer.silent or consumer.draining)
+            may_end = ending_of.get(consumer.worker_id, set()) if takes_work else set()
+            # Below zero while a slot filled by a commit still holds the lease
+            # whose result freed it (released once that result is answered).
+            free = max(consumer.free_slots, 0)
+            if not may_end and (free == 0 or orgs.isdisjoint(consumer.org_ids)):
+                continue
+            sessions.append(consumer)
             claims.append(
                 LeaseClaim(
-                    session.worker_id,
-                    session.orgs_in_turn(),
-                    session.free_slots,
-                    labels=session.labels,
+                    consumer.worker_id,
+                    consumer.orgs_in_turn(),
+                    free,
+                    labels=consumer.labels,
+                    ending=frozenset(may_end),
+                    new_only=not may_end,
                 )
             )
-            session.reserved += claims[-1].max_jobs
+            consumer.reserved += free
+        if not sessions:
+            return None
 
         def done(leased: list[LeaseClaim] | None) -> None:
             for session, claim in zip(sessions, claims, strict=True):
