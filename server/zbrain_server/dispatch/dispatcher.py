@@ -429,7 +429,8 @@ class Dispatcher:
         fills if it does end them. The free slots stay reserved (no pass
         leases them too) until `_leased_on_submit` hands out what the commit
         leased; an ending lease keeps its slot taken until its result is
-        answered, so no pass takes that slot either."""
+        answered, so no pass takes that slot either. A worker serving an org
+        with settings gets its freed slots from the pass, as before."""
         ending_of: dict[str, set[tuple[str, int]]] = {}
         for job_id, lease_epoch in ending:
             holder = self._holders.get(job_id)
@@ -440,8 +441,15 @@ class Dispatcher:
         for consumer in self._consumers:
             if not isinstance(consumer, WorkerSession) or consumer.closed:
                 continue
-            takes_work = not (consumer.silent or consumer.draining)
-            may_end = ending_of.get(consumer.worker_id, set()) if takes_work else set()
+            # The room an org with settings (a running limit, a key, a pause)
+            # frees is shared out by the pass, consumers in turn: leased here,
+            # it would go back to the worker that freed it every time.
+            refills = not (
+                consumer.silent
+                or consumer.draining
+                or any(self._store.orgs.has_settings(org) for org in consumer.org_ids)
+            )
+            may_end = ending_of.get(consumer.worker_id, set()) if refills else set()
             # Below zero while a slot filled by a commit still holds the lease
             # whose result freed it (released once that result is answered).
             free = max(consumer.free_slots, 0)
