@@ -1,5 +1,5 @@
 """A worker's result and the next lease of the slot it frees commit together
-(`JobStore.lease_on_submit`): under a chain of results every job runs once,
+(`JobStore.lease_in_commit`): under a chain of results every job runs once,
 no worker ever holds more than its concurrency, and stale reports are fenced."""
 
 from __future__ import annotations

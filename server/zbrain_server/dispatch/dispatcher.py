@@ -8,7 +8,7 @@ coalesces any number of such events into one pass, so a burst of submits
 leases in few transactions. Before that, new jobs go to worker streams with
 free slots in the very commit that stores them, and a slot a worker's
 result frees takes its next job in the very commit that records the result
-(`JobStore.lease_on_submit`); those leases are pushed as soon as it is done:
+(`JobStore.lease_in_commit`); those leases are pushed as soon as it is done:
 a job submitted to an idle worker, or a busy worker's next job, costs one
 fsync and no dispatch pass. Both worker paths lease
 through the store's one lease program; a background ticker reaps expired
@@ -43,7 +43,7 @@ from ..core.model import (
     now_us,
 )
 from ..store import JobStore
-from ..store.jobs import LeaseClaim, SubmitLeasing
+from ..store.jobs import CommitLeasing, LeaseClaim
 from .metrics import Telemetry
 from .sessions import CancelNotice, Consumer, DrainAcknowledgement, LeaseWaiter, WorkerSession
 from .signals import JobSignals
@@ -86,7 +86,7 @@ class Dispatcher:
         self._kick = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        store.lease_on_submit(self._lease_on_submit)
+        store.lease_in_commit(self._lease_in_commit)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -420,16 +420,16 @@ class Dispatcher:
 
     # -- leasing in the commit that stores new jobs or results ------------------
 
-    def _lease_on_submit(
+    def _lease_in_commit(
         self, orgs: frozenset[str], ending: frozenset[tuple[str, int]]
-    ) -> SubmitLeasing | None:
+    ) -> CommitLeasing | None:
         """Claim slots of worker streams for a group about to commit: the free
         slots of those serving `orgs` (new jobs), and the slots of those whose
         leases in `ending` the group may end (their results), which the commit
         fills if it does end them. The free slots stay reserved (no pass
-        leases them too) until `_leased_on_submit` hands out what the commit
-        leased; an ending lease keeps its slot taken until its result is
-        answered, so no pass takes that slot either. A worker serving an org
+        leases them too) until `_leased_in_commit` hands out what the commit
+        leased; so are the slots of the ending leases, which may be released
+        (their results answered, or their events observed) meanwhile. A worker serving an org
         with settings gets its freed slots from the pass, as before."""
         ending_of: dict[str, set[tuple[str, int]]] = {}
         for job_id, lease_epoch in ending:
@@ -451,7 +451,8 @@ class Dispatcher:
             )
             may_end = ending_of.get(consumer.worker_id, set()) if refills else set()
             # Below zero while a slot filled by a commit still holds the lease
-            # whose result freed it (released once that result is answered).
+            # whose result freed it (released once that result is answered),
+            # or while an ending lease is both held and reserved.
             free = max(consumer.free_slots, 0)
             if not may_end and (free == 0 or orgs.isdisjoint(consumer.org_ids)):
                 continue
@@ -466,17 +467,20 @@ class Dispatcher:
                     new_only=not may_end,
                 )
             )
-            consumer.reserved += free
+            # The slots of ending leases are reserved too: on PostgreSQL the
+            # commit's events may release those leases (`observe`) before
+            # `done` delivers what replaced them.
+            consumer.reserved += free + len(may_end)
         if not sessions:
             return None
 
         def done(leased: list[LeaseClaim] | None) -> None:
             for session, claim in zip(sessions, claims, strict=True):
-                session.reserved -= claim.max_jobs
+                session.reserved -= claim.max_jobs + len(claim.ending)
             if leased is not None:
-                self._leased_on_submit(sessions, leased)
+                self._leased_in_commit(sessions, leased)
 
-        return SubmitLeasing(
+        return CommitLeasing(
             claims,
             now_us(),
             self._lease_ttl_us,
@@ -484,7 +488,7 @@ class Dispatcher:
             parent_outputs_bytes=self._config.limits.max_parent_outputs_bytes,
         )
 
-    def _leased_on_submit(self, sessions: list[WorkerSession], claims: list[LeaseClaim]) -> None:
+    def _leased_in_commit(self, sessions: list[WorkerSession], claims: list[LeaseClaim]) -> None:
         """Push what a commit leased; a worker that left or began draining
         meanwhile gives its leases back, as after a dispatch pass."""
         for session, claim in zip(sessions, claims, strict=True):
@@ -538,10 +542,14 @@ class Dispatcher:
                     continue
                 if isinstance(consumer, LeaseWaiter):
                     consumer.leasing = True
+                # Reserved while the lease write waits for its group, so that
+                # a group leasing in its commit does not claim the same slots.
+                consumer.reserved += wanted
                 try:
                     labels = consumer.labels if isinstance(consumer, WorkerSession) else None
                     leases = await self._lease(consumer.worker_id, orgs, wanted, labels)
                 finally:
+                    consumer.reserved -= wanted
                     if isinstance(consumer, LeaseWaiter):
                         consumer.leasing = False
                 self._telemetry.leased(leases)

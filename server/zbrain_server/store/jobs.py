@@ -64,7 +64,7 @@ one huge transaction."""
 @dataclass(eq=False)
 class LeaseClaim:
     """Slots of one worker that waiting jobs may fill in the commit of a group
-    (`JobStore.lease_on_submit`): `max_jobs` free ones, plus one for each of
+    (`JobStore.lease_in_commit`): `max_jobs` free ones, plus one for each of
     its leases in `ending` that the group's writes end (its results);
     `leases` holds what they got.
 
@@ -82,7 +82,7 @@ class LeaseClaim:
 
 
 @dataclass(eq=False)
-class SubmitLeasing:
+class CommitLeasing:
     """The claims to fill in one group that stores new jobs or records
     results, and what to do once it has committed: `done(claims)` with their
     leases filled, or `done(None)` when nothing was leased (the group or the
@@ -419,9 +419,9 @@ class JobStore:
 
         return program
 
-    def lease_on_submit(
+    def lease_in_commit(
         self,
-        plan: Callable[[frozenset[str], frozenset[tuple[str, int]]], SubmitLeasing | None],
+        plan: Callable[[frozenset[str], frozenset[tuple[str, int]]], CommitLeasing | None],
     ) -> None:
         """Lease waiting jobs in the same transaction that stores new jobs or
         records results.
