@@ -262,3 +262,20 @@ async def test_pages_of_large_templates_and_schedules_are_cut_to_fit(
 
         assert [t.name for t in await client.templates.list()] == names
         assert [s.id for s in await client.schedules.list()] == names
+
+
+async def test_a_page_of_large_jobs_is_cut_to_fit_and_the_next_goes_on_after_it(
+    start_server: Callable[..., Awaitable[ZBrainServer]],
+) -> None:
+    server = await start_server(limits=Limits(max_message_bytes=2 << 20))
+    async with await Client.connect(server.address, timeout=10) as client:
+        large = job_spec(["true"], input="x" * 600_000)  # five do not fit in one answer
+        ids = [(await client.submit_batch([large]))[0] for _ in range(5)]
+        stub = job_service_pb2_grpc.JobServiceStub(client.channel)
+        request = job_service_pb2.ListRequest(
+            order=job_service_pb2.LIST_ORDER_OLDEST_FIRST, page_size=100
+        )
+        first = await stub.List(request)
+
+        assert 1 <= len(first.jobs) < 5 and first.next_page_token
+        assert [job.id async for job in client.list(oldest_first=True)] == ids

@@ -10,7 +10,7 @@ from tests.store.support import LEASE_TTL, RETRY, SECOND, T0, LeaseOne, Submit, 
 from zbrain.errors import NotFoundError, ResourceExhaustedError, StaleLeaseError
 from zbrain_server.core.model import AttemptOutcome, AttemptResult, Job, JobState, Lease
 from zbrain_server.store import JobStore
-from zbrain_server.store.jobs import LeaseClaim, SubmitLeasing
+from zbrain_server.store.jobs import CommitLeasing, LeaseClaim
 
 FAILED = AttemptResult(AttemptOutcome.FAILED, error="exit 1")
 SUCCEEDED = AttemptResult(AttemptOutcome.SUCCEEDED, output_json='{"ok": true}')
@@ -639,19 +639,19 @@ async def test_next_run_time_is_the_earliest_of_the_given_orgs(
     assert await store.next_run_time(["nobody"]) is None
 
 
-# -- lease_on_submit -------------------------------------------------------------
+# -- lease_in_commit -------------------------------------------------------------
 
 
 async def test_jobs_are_leased_in_the_commit_that_stores_them(store: JobStore) -> None:
     asked: list[frozenset[str]] = []
     answered: list[list[LeaseClaim] | None] = []
 
-    def plan(orgs: frozenset[str]) -> SubmitLeasing:
+    def plan(orgs: frozenset[str], ending: frozenset[tuple[str, int]]) -> CommitLeasing:
         asked.append(orgs)
         claims = [LeaseClaim("w1", ["acme"], 2), LeaseClaim("w2", ["other", "acme"], 5)]
-        return SubmitLeasing(claims, T0 + SECOND, LEASE_TTL, answered.append)
+        return CommitLeasing(claims, T0 + SECOND, LEASE_TTL, answered.append)
 
-    store.lease_on_submit(plan)
+    store.lease_in_commit(plan)
     created = await store.create_jobs([new_job() for _ in range(3)], T0)
 
     assert asked == [frozenset({"acme"})]
@@ -672,10 +672,10 @@ async def test_no_leasing_is_planned_for_writes_that_add_no_jobs(
     job = await submit()
     asked: list[frozenset[str]] = []
 
-    def plan(orgs: frozenset[str]) -> None:
+    def plan(orgs: frozenset[str], ending: frozenset[tuple[str, int]]) -> None:
         asked.append(orgs)
 
-    store.lease_on_submit(plan)
+    store.lease_in_commit(plan)
 
     await store.cancel_job(job.id, T0)
 
@@ -687,8 +687,10 @@ async def test_jobs_over_quota_are_not_stored_and_nothing_is_leased(
 ) -> None:
     await submit()
     answered: list[list[LeaseClaim] | None] = []
-    store.lease_on_submit(
-        lambda orgs: SubmitLeasing([LeaseClaim("w1", ["acme"], 5)], T0, LEASE_TTL, answered.append)
+    store.lease_in_commit(
+        lambda orgs, ending: CommitLeasing(
+            [LeaseClaim("w1", ["acme"], 5)], T0, LEASE_TTL, answered.append
+        )
     )
 
     with pytest.raises(ResourceExhaustedError):
@@ -697,3 +699,103 @@ async def test_jobs_over_quota_are_not_stored_and_nothing_is_leased(
     # The group of one failed whole: the claim is answered with nothing kept.
     assert answered == [None]
     assert await leased_ids(store, ["acme"], 5) != []
+
+
+# -- leasing the slots that results free, in the commit that records them ---------
+
+
+def free_slot_of(
+    worker_id: str, lease: Lease, answered: list[list[LeaseClaim] | None], *, orgs: list[str]
+) -> CommitLeasing:
+    """A plan's answer: the worker has no free slot, and the slot of `lease`
+    comes free if the group ends it."""
+    ending = frozenset({(lease.job.id, lease.lease_epoch)})
+    claim = LeaseClaim(worker_id, orgs, 0, ending=ending, new_only=False)
+    return CommitLeasing([claim], T0 + SECOND, LEASE_TTL, answered.append)
+
+
+async def test_a_result_and_the_next_lease_of_its_slot_commit_together(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    first = await lease_one_of(store, submit, lease_one)
+    waiting = await submit()
+    asked: list[frozenset[tuple[str, int]]] = []
+    answered: list[list[LeaseClaim] | None] = []
+
+    def plan(orgs: frozenset[str], ending: frozenset[tuple[str, int]]) -> CommitLeasing:
+        asked.append(ending)
+        return free_slot_of("w1", first, answered, orgs=["acme"])
+
+    store.lease_in_commit(plan)
+    finished = await store.finish_attempt(
+        first.job.id, first.lease_epoch, SUCCEEDED, T0 + SECOND, RETRY
+    )
+
+    assert finished.state is JobState.SUCCEEDED
+    assert asked == [frozenset({(first.job.id, first.lease_epoch)})]
+    [claims] = answered
+    assert claims is not None
+    assert [lease.job.id for lease in claims[0].leases] == [waiting.id]
+    stored = await store.get_job(waiting.id)
+    assert stored.state is JobState.RUNNING and stored.worker_id == "w1"
+
+
+async def test_a_stale_result_frees_no_slot(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    first = await lease_one_of(store, submit, lease_one)
+    await submit()
+    answered: list[list[LeaseClaim] | None] = []
+    store.lease_in_commit(lambda orgs, ending: free_slot_of("w1", first, answered, orgs=["acme"]))
+
+    with pytest.raises(StaleLeaseError):
+        await store.finish_attempt(first.job.id, first.lease_epoch + 1, SUCCEEDED, T0, RETRY)
+
+    [claims] = answered
+    assert claims is not None and claims[0].leases == []
+    assert await leased_ids(store, ["acme"], 5) != []
+
+
+async def test_a_freed_slot_respects_the_orgs_pause(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    first = await lease_one_of(store, submit, lease_one)
+    await submit()
+    await store.orgs.pause("acme", T0, None, paused=True)
+    answered: list[list[LeaseClaim] | None] = []
+    store.lease_in_commit(lambda orgs, ending: free_slot_of("w1", first, answered, orgs=["acme"]))
+
+    await store.finish_attempt(first.job.id, first.lease_epoch, SUCCEEDED, T0, RETRY)
+
+    [claims] = answered
+    assert claims is not None and claims[0].leases == []
+
+
+async def test_a_freed_slot_respects_the_orgs_running_limit(
+    store: JobStore, submit: Submit, lease_one: LeaseOne
+) -> None:
+    await store.orgs.update("acme", T0, {"max_running_jobs": 2})
+    first = await lease_one_of(store, submit, lease_one)
+    await lease_one_of(store, submit, lease_one)
+    await submit()
+    await submit()
+    answered: list[list[LeaseClaim] | None] = []
+    # The worker claims a free slot too: only the place the result frees
+    # under the org's limit may be taken.
+    ending = frozenset({(first.job.id, first.lease_epoch)})
+    claim = LeaseClaim("w1", ["acme"], 3, ending=ending, new_only=False)
+    store.lease_in_commit(
+        lambda orgs, ending: CommitLeasing([claim], T0, LEASE_TTL, answered.append)
+    )
+
+    await store.finish_attempt(first.job.id, first.lease_epoch, SUCCEEDED, T0, RETRY)
+
+    [claims] = answered
+    assert claims is not None and len(claims[0].leases) == 1
+
+
+async def lease_one_of(store: JobStore, submit: Submit, lease_one: LeaseOne) -> Lease:
+    """Submit a job and lease it (to w1) with no plan asked along."""
+    store.lease_in_commit(lambda orgs, ending: None)
+    await submit()
+    return await lease_one()

@@ -6,9 +6,11 @@ runnable jobs to consumers with free slots whenever something may have
 become runnable (a submit, a freed slot, a retry falling due): a kick
 coalesces any number of such events into one pass, so a burst of submits
 leases in few transactions. Before that, new jobs go to worker streams with
-free slots in the very commit that stores them (`JobStore.lease_on_submit`),
-and those leases are pushed as soon as it is done: a job submitted to an
-idle worker costs one fsync and no dispatch pass. Both worker paths lease
+free slots in the very commit that stores them, and a slot a worker's
+result frees takes its next job in the very commit that records the result
+(`JobStore.lease_in_commit`); those leases are pushed as soon as it is done:
+a job submitted to an idle worker, or a busy worker's next job, costs one
+fsync and no dispatch pass. Both worker paths lease
 through the store's one lease program; a background ticker reaps expired
 leases and enforces timeouts, and is only a safety net for wake-ups, never
 the hot path.
@@ -41,7 +43,7 @@ from ..core.model import (
     now_us,
 )
 from ..store import JobStore
-from ..store.jobs import LeaseClaim, SubmitLeasing
+from ..store.jobs import CommitLeasing, LeaseClaim
 from .metrics import Telemetry
 from .presence import WorkerDirectory
 from .sessions import CancelNotice, Consumer, DrainAcknowledgement, LeaseWaiter, WorkerSession
@@ -87,7 +89,7 @@ class Dispatcher:
         self._kick = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        store.lease_on_submit(self._lease_on_submit)
+        store.lease_in_commit(self._lease_in_commit)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -443,42 +445,70 @@ class Dispatcher:
         if job.state is JobState.RETRYING:
             self.kick()  # the pass schedules a wake-up for its next_run_time
 
-    # -- leasing in the commit that stores new jobs -------------------------------
+    # -- leasing in the commit that stores new jobs or results ------------------
 
-    def _lease_on_submit(self, orgs: frozenset[str]) -> SubmitLeasing | None:
-        """Claim the free slots of worker streams serving `orgs` for jobs a
-        group is about to store. The slots stay reserved (no pass leases them
-        too) until `_leased_on_submit` hands out what the commit leased."""
-        sessions = [
-            consumer
-            for consumer in self._consumers
-            if isinstance(consumer, WorkerSession)
-            and not consumer.closed
-            and consumer.free_slots > 0
-            and not orgs.isdisjoint(consumer.org_ids)
-        ]
-        if not sessions:
-            return None
+    def _lease_in_commit(
+        self, orgs: frozenset[str], ending: frozenset[tuple[str, int]]
+    ) -> CommitLeasing | None:
+        """Claim slots of worker streams for a group about to commit: the free
+        slots of those serving `orgs` (new jobs), and the slots of those whose
+        leases in `ending` the group may end (their results), which the commit
+        fills if it does end them. The free slots stay reserved (no pass
+        leases them too) until `_leased_in_commit` hands out what the commit
+        leased; so are the slots of the ending leases, which may be released
+        (their results answered, or their events observed) meanwhile. A worker serving an org
+        with settings gets its freed slots from the pass, as before."""
+        ending_of: dict[str, set[tuple[str, int]]] = {}
+        for job_id, lease_epoch in ending:
+            holder = self._holders.get(job_id)
+            if holder is not None and holder.active.get(job_id) == lease_epoch:
+                ending_of.setdefault(holder.worker_id, set()).add((job_id, lease_epoch))
+        sessions = []
         claims = []
-        for session in sessions:
+        for consumer in self._consumers:
+            if not isinstance(consumer, WorkerSession) or consumer.closed:
+                continue
+            # The room an org with settings (a running limit, a key, a pause)
+            # frees is shared out by the pass, consumers in turn: leased here,
+            # it would go back to the worker that freed it every time.
+            refills = not (
+                consumer.silent
+                or consumer.draining
+                or any(self._store.orgs.has_settings(org) for org in consumer.org_ids)
+            )
+            may_end = ending_of.get(consumer.worker_id, set()) if refills else set()
+            # Below zero while a slot filled by a commit still holds the lease
+            # whose result freed it (released once that result is answered),
+            # or while an ending lease is both held and reserved.
+            free = max(consumer.free_slots, 0)
+            if not may_end and (free == 0 or orgs.isdisjoint(consumer.org_ids)):
+                continue
+            sessions.append(consumer)
             claims.append(
                 LeaseClaim(
-                    session.worker_id,
-                    session.orgs_in_turn(),
-                    session.free_slots,
-                    session.incarnation,
-                    labels=session.labels,
+                    consumer.worker_id,
+                    consumer.orgs_in_turn(),
+                    free,
+                    consumer.incarnation,
+                    labels=consumer.labels,
+                    ending=frozenset(may_end),
+                    new_only=not may_end,
                 )
             )
-            session.reserved += claims[-1].max_jobs
+            # The slots of ending leases are reserved too: on PostgreSQL the
+            # commit's events may release those leases (`observe`) before
+            # `done` delivers what replaced them.
+            consumer.reserved += free + len(may_end)
+        if not sessions:
+            return None
 
         def done(leased: list[LeaseClaim] | None) -> None:
             for session, claim in zip(sessions, claims, strict=True):
-                session.reserved -= claim.max_jobs
+                session.reserved -= claim.max_jobs + len(claim.ending)
             if leased is not None:
-                self._leased_on_submit(sessions, leased)
+                self._leased_in_commit(sessions, leased)
 
-        return SubmitLeasing(
+        return CommitLeasing(
             claims,
             now_us(),
             self._lease_ttl_us,
@@ -486,7 +516,7 @@ class Dispatcher:
             parent_outputs_bytes=self._config.limits.max_parent_outputs_bytes,
         )
 
-    def _leased_on_submit(self, sessions: list[WorkerSession], claims: list[LeaseClaim]) -> None:
+    def _leased_in_commit(self, sessions: list[WorkerSession], claims: list[LeaseClaim]) -> None:
         """Push what a commit leased; a worker that left or began draining
         meanwhile gives its leases back, as after a dispatch pass."""
         for session, claim in zip(sessions, claims, strict=True):
@@ -540,12 +570,16 @@ class Dispatcher:
                     continue
                 if isinstance(consumer, LeaseWaiter):
                     consumer.leasing = True
+                # Reserved while the lease write waits for its group, so that
+                # a group leasing in its commit does not claim the same slots.
+                consumer.reserved += wanted
                 try:
                     labels = consumer.labels if isinstance(consumer, WorkerSession) else None
                     leases = await self._lease(
                         consumer.worker_id, orgs, wanted, labels, consumer.incarnation
                     )
                 finally:
+                    consumer.reserved -= wanted
                     if isinstance(consumer, LeaseWaiter):
                         consumer.leasing = False
                 self._telemetry.leased(leases)

@@ -19,8 +19,8 @@ class Consumer:
     capacity: int
     active: dict[str, int] = field(default_factory=dict)  # job id -> lease epoch
     org_of: dict[str, str] = field(default_factory=dict)  # job id -> org, of `active`
-    # Slots a group commit storing new jobs is leasing right now (see
-    # `Dispatcher._lease_on_submit`): not free, not yet active.
+    # Slots a dispatch pass or a group commit (see `Dispatcher._lease_in_commit`)
+    # is leasing right now: not free, not yet active.
     reserved: int = 0
     # The worker process (WorkerHello.incarnation_id), stored with each lease
     # it takes: "" for AcquireLease callers and workers that send none.

@@ -176,9 +176,11 @@ class Api:
         token = validation.next_page_token(query, jobs)  # the page as read, before filtering
         if query.unmatched:
             jobs = [job for job in jobs if not self._jobs.has_worker_for(job)]
-        return pb.ListResponse(
-            jobs=[codec.job_to_proto(job) for job in jobs], next_page_token=token
-        )
+        messages = [codec.job_to_proto(job) for job in jobs]
+        page = validation_workflows.fitting(messages, self.answer_bytes)
+        if len(page) < len(messages):  # large jobs: the next page goes on after the last kept
+            token = validation.next_page_token(query, jobs[: len(page)], cut=True)
+        return pb.ListResponse(jobs=page, next_page_token=token)
 
     async def cancel(self, caller: Caller, request: pb.CancelRequest) -> pb.CancelResponse:
         job, outcome = await self._jobs.cancel(caller, validation.check_job_id(request.job_id))

@@ -587,9 +587,11 @@ def page_size(value: int, limits: Limits) -> int:
     return min(value or DEFAULT_PAGE_SIZE, limits.max_page_size)
 
 
-def next_page_token(query: JobQuery, page: Sequence[Job]) -> str:
-    """The token for the page after `page`, or "" when it was the last one."""
-    if len(page) < query.limit:
+def next_page_token(query: JobQuery, page: Sequence[Job], *, cut: bool = False) -> str:
+    """The token for the page after `page`, or "" when it was the last one:
+    a page shorter than asked is the last unless it was `cut` to fit in one
+    answer, when the next page starts after the last job it kept."""
+    if not page or (len(page) < query.limit and not cut):
         return ""
     body = json.dumps({"after": page[-1].id, "filter": _fingerprint(query)}, separators=(",", ":"))
     return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")

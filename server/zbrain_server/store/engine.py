@@ -13,11 +13,14 @@ SQLite file locked by another process) is run again, up to WRITE_TRIES
 times: alone, in the next group, when only its own statement failed; with
 the whole group when the group's own statements did.
 
-A group whose writes may add waiting jobs (they declare quota_orgs) may run
-a follow-up last, after all its writes, in a savepoint of its own
-(`WriteEngine.follow`): the dispatcher leases the new jobs to idle workers
-there, so a job is stored and leased in one commit (one fsync) and its lease
-is pushed right after that commit, with no dispatch pass in between.
+A group whose writes may add waiting jobs (they declare quota_orgs) or end
+leases (they declare the leases they end: a worker's results) may run a
+follow-up last, after all its writes, in a savepoint of its own
+(`WriteEngine.follow`): the dispatcher leases the new jobs to idle workers,
+and waiting jobs to the slots the results freed, there. So a job is stored
+and leased in one commit (one fsync), a result and the next lease of its
+slot likewise, and the leases are pushed right after that commit, with no
+dispatch pass in between.
 
 The bytes of logs and artifacts a group adds to (or retention takes from)
 each org are summed over the group and moved in the driver's `finish`, one
@@ -48,7 +51,7 @@ from ..core.model import EventRecord
 from . import graph
 from .ops import ExecuteMany, FetchOne, Program, RollbackToSavepoint, Savepoint
 from .rows import save_params
-from .rules import quota_exceeded, waiting_changes
+from .rules import ended_leases, quota_exceeded, waiting_changes
 
 if TYPE_CHECKING:
     from .driver import Driver
@@ -70,6 +73,7 @@ class Group:
         self.waiting: collections.Counter[str] = collections.Counter()
         self.log_bytes: collections.Counter[str] = collections.Counter()
         self.artifact_bytes: collections.Counter[str] = collections.Counter()
+        self.ended: set[tuple[str, int]] = set()  # (job id, lease epoch) of leases ended
         self.locked: dict[str, int] | None = None  # org -> committed waiting count
         self.last_sequence: int | None = None  # set by the driver's finish
 
@@ -79,6 +83,7 @@ class Group:
         self.waiting.update(tx.waiting)
         self.log_bytes.update(tx.log_bytes)
         self.artifact_bytes.update(tx.artifact_bytes)
+        self.ended.update(tx.ended)
 
     def usage_moves(self) -> list[tuple[str, int, int]]:
         """(org, log bytes, artifact bytes) for each org whose usage the group
@@ -112,6 +117,7 @@ class Tx:
         self.waiting: collections.Counter[str] = collections.Counter()
         self.log_bytes: collections.Counter[str] = collections.Counter()
         self.artifact_bytes: collections.Counter[str] = collections.Counter()
+        self.ended: list[tuple[str, int]] = []  # (job id, lease epoch) of leases ended
         self._group = group
 
     def save(self, changes: Sequence[Change], *, record: bool = True) -> Program[None]:
@@ -133,8 +139,13 @@ class Tx:
         if saved != len(changes):
             raise FailedPreconditionError("a job changed concurrently; try again")
         self.waiting.update(waiting_changes(changes))
+        self.ended += ended_leases(changes)
         if record:
             self.events += [events.state_changed(change) for change in changes]
+
+    def group_ended(self) -> set[tuple[str, int]]:
+        """The leases (job id, lease epoch) the group's writes so far ended."""
+        return self._group.ended
 
     def record(self, records: Iterable[EventRecord]) -> None:
         """Record events with this write (numbered when the group commits)."""
@@ -183,6 +194,7 @@ class _Write:
     program: Callable[[Tx], Program[Any]]  # makes a fresh program for each run
     future: asyncio.Future[Any]
     quota_orgs: frozenset[str]
+    ends: frozenset[tuple[str, int]]  # the leases (job id, epoch) it may end
     tries: int = 1
 
 
@@ -205,6 +217,11 @@ class FollowUp:
     then: Callable[[Any], None]
 
 
+FollowPlan = Callable[[frozenset[str], frozenset[tuple[str, int]]], FollowUp | None]
+"""Asked as a group forms, with the orgs its writes may add waiting jobs to
+and the leases they may end, for the group's follow-up (see `WriteEngine.follow`)."""
+
+
 class WriteEngine:
     """Runs the store's writes in groups, through one driver."""
 
@@ -216,16 +233,21 @@ class WriteEngine:
         self._drained = asyncio.Event()  # set whenever the writer has emptied the queue
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
-        self._follow: Callable[[frozenset[str]], FollowUp | None] | None = None
+        self._follow: FollowPlan | None = None
 
-    def follow(self, plan: Callable[[frozenset[str]], FollowUp | None] | None) -> None:
-        """Ask `plan(orgs)`, on the event loop, as each group forms whose writes
-        may add waiting jobs to `orgs` (their quota_orgs), for a follow-up to
+    def follow(self, plan: FollowPlan | None) -> None:
+        """Ask `plan(orgs, ending)`, on the event loop, as each group forms
+        whose writes may add waiting jobs to `orgs` (their quota_orgs) or end
+        the leases `ending` (job id, epoch; their `ends`), for a follow-up to
         run last in that group (None: none this time); None stops asking."""
         self._follow = plan
 
     async def write(
-        self, program: Callable[[Tx], Program[T]], *, quota_orgs: Iterable[str] = ()
+        self,
+        program: Callable[[Tx], Program[T]],
+        *,
+        quota_orgs: Iterable[str] = (),
+        ends: Iterable[tuple[str, int]] = (),
     ) -> T:
         """Run `program(tx)` atomically and durably; its result once committed.
 
@@ -233,11 +255,13 @@ class WriteEngine:
         against a quota (`Tx.check_quota`): the group locks their counts before
         the first such write, and runs those writes last, so that locks are
         always taken in one order (job rows, then org rows, then the counter).
+        `ends` are the leases (job id, lease epoch) it may end, whose slots
+        the group's follow-up may fill (see `follow`).
         """
         if self._closing:
             raise StoreError("the store is closed")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Write(program, future, frozenset(quota_orgs)))
+        self._queue.append(_Write(program, future, frozenset(quota_orgs), frozenset(ends)))
         self._drained.clear()
         self._ready.set()
         if self._writer is None or self._writer.done():
@@ -290,7 +314,8 @@ class WriteEngine:
         follow_up = None
         if self._follow is not None:
             adding = frozenset().union(*(write.quota_orgs for write in writes))
-            follow_up = self._follow(adding) if adding else None
+            ending = frozenset().union(*(write.ends for write in writes))
+            follow_up = self._follow(adding, ending) if adding or ending else None
         followed: Any = None
         tries = 1
         try:

@@ -77,8 +77,14 @@ one huge transaction."""
 
 @dataclass(eq=False)
 class LeaseClaim:
-    """Free slots of one worker that new jobs may fill in the commit that
-    stores them (`JobStore.lease_on_submit`); `leases` holds what they got."""
+    """Slots of one worker that waiting jobs may fill in the commit of a group
+    (`JobStore.lease_in_commit`): `max_jobs` free ones, plus one for each of
+    its leases in `ending` that the group's writes end (its results);
+    `leases` holds what they got.
+
+    `new_only`: only the orgs the group adds jobs to are looked at (the
+    worker had free slots and nothing of its ends here: no older job waits
+    for it, or a dispatch pass would have leased it)."""
 
     worker_id: str
     org_ids: Sequence[str]
@@ -86,13 +92,16 @@ class LeaseClaim:
     incarnation: str = ""  # the worker process (WorkerHello.incarnation_id)
     leases: list[Lease] = field(default_factory=list)
     labels: Mapping[str, str] = field(default_factory=dict)  # the worker's, for `requires`
+    ending: frozenset[tuple[str, int]] = frozenset()  # its leases (job id, epoch) the group may end
+    new_only: bool = True
 
 
 @dataclass(eq=False)
-class SubmitLeasing:
-    """The claims to fill in one group that stores new jobs, and what to do
-    once it has committed: `done(claims)` with their leases filled, or
-    `done(None)` when nothing was leased (the group or the leasing failed)."""
+class CommitLeasing:
+    """The claims to fill in one group that stores new jobs or records
+    results, and what to do once it has committed: `done(claims)` with their
+    leases filled, or `done(None)` when nothing was leased (the group or the
+    leasing failed)."""
 
     claims: list[LeaseClaim]
     now_us: int
@@ -436,47 +445,56 @@ class JobStore:
 
         return program
 
-    def lease_on_submit(self, plan: Callable[[frozenset[str]], SubmitLeasing | None]) -> None:
-        """Lease new jobs in the same transaction that stores them.
+    def lease_in_commit(
+        self,
+        plan: Callable[[frozenset[str], frozenset[tuple[str, int]]], CommitLeasing | None],
+    ) -> None:
+        """Lease waiting jobs in the same transaction that stores new jobs or
+        records results.
 
-        As each group of writes that may add waiting jobs to `orgs` forms,
-        `plan(orgs)` is asked (on the event loop) for the free slots to fill;
-        after the group's writes, each claim is leased as `lease_jobs` would
-        lease it, from those orgs, and the group commits the jobs and their
-        leases at once. An org found with no more runnable jobs for a worker's
-        labels is not asked again for the next claims with those labels in
-        that group.
+        As each group of writes that may add waiting jobs to `orgs` or end the
+        leases `ending` (a worker's results) forms, `plan(orgs, ending)` is
+        asked (on the event loop) for the slots to fill; after the group's
+        writes, each claim is leased as `lease_jobs` would lease it, and the
+        group commits the jobs or results and the leases at once. A claim's
+        slots are its free ones plus one per lease of its `ending` that the
+        group's writes did end (a result refused as stale frees nothing
+        here). An org found with no more runnable jobs for a worker's labels
+        is not asked again for the next claims with those labels in that
+        group.
         """
 
-        def follow(orgs: frozenset[str]) -> FollowUp | None:
-            leasing = plan(orgs)
+        def follow(orgs: frozenset[str], ending: frozenset[tuple[str, int]]) -> FollowUp | None:
+            leasing = plan(orgs, ending)
             if leasing is None:
                 return None
 
             def program(tx: Tx) -> Program[list[LeaseClaim]]:
+                ended = tx.group_ended()
                 exhausted: set[tuple[str, frozenset[tuple[str, str]]]] = set()
                 for claim in leasing.claims:
                     claim.leases = []  # a group run again starts afresh
+                    slots = claim.max_jobs + len(claim.ending & ended)
                     offered = frozenset(claim.labels.items())
                     wanted = [
                         org
                         for org in claim.org_ids
-                        if org in orgs and (org, offered) not in exhausted
+                        if (org in orgs or not claim.new_only) and (org, offered) not in exhausted
                     ]
-                    if not wanted:
+                    if not wanted or slots <= 0:
                         continue
                     lease = self._lease_program(
                         claim.worker_id,
                         claim.incarnation,
                         wanted,
-                        claim.max_jobs,
+                        slots,
                         leasing.now_us,
                         leasing.lease_ttl_us,
                         leasing.parent_outputs_bytes,
                         claim.labels,
                     )
                     claim.leases = yield from lease(tx)
-                    if len(claim.leases) < claim.max_jobs:
+                    if len(claim.leases) < slots:
                         exhausted.update((org, offered) for org in wanted)
                 return leasing.claims
 
@@ -564,7 +582,9 @@ class JobStore:
             yield from tx.save(changes)
             return outcomes
 
-        return await self._engine.write(program)
+        # The slots these results free may take their next jobs in this commit.
+        ends = [(job_id, lease_epoch) for job_id, lease_epoch, _ in reports]
+        return await self._engine.write(program, ends=ends)
 
     async def expire_leases(self, now_us: int, retry: RetryPolicy) -> list[Job]:
         """End every attempt whose lease expired before now: its worker is lost."""

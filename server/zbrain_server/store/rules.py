@@ -13,7 +13,7 @@ from zbrain.errors import NotFoundError, ResourceExhaustedError, ZBrainError
 from ..core import lifecycle
 from ..core.ids import new_job_ids
 from ..core.lifecycle import Change, RetryPolicy
-from ..core.model import AttemptResult, Job, Lease, LogRecord, LogStream, NewJob
+from ..core.model import AttemptResult, Job, JobState, Lease, LogRecord, LogStream, NewJob
 
 LOG_LIMIT_MARK = "[log limit reached: further output of this job is not stored]"
 ORG_LOG_QUOTA_MARK = (
@@ -133,6 +133,20 @@ def waiting_changes(changes: Sequence[Change]) -> dict[str, int]:
         if was != now:
             moved[change.after.org_id] += 1 if now else -1
     return {org_id: delta for org_id, delta in moved.items() if delta}
+
+
+def ended_leases(changes: Sequence[Change]) -> list[tuple[str, int]]:
+    """The leases (job id, lease epoch) these changes end: attempts that stop
+    running, whatever ends them (a result, a reaper, a cancel)."""
+    return [
+        (change.before.id, change.before.lease_epoch)
+        for change in changes
+        if change.before.state is JobState.RUNNING
+        and (
+            change.after.state is not JobState.RUNNING
+            or change.after.lease_epoch != change.before.lease_epoch
+        )
+    ]
 
 
 def quota_exceeded(
