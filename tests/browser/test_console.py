@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from selenium.webdriver.common.by import By
 
@@ -192,9 +193,16 @@ def test_a_job_submitted_with_the_form_streams_its_log_while_it_runs(
     stderr = browser.find_elements(By.CSS_SELECTOR, "#log-lines .line.stderr")
     assert [line.get_attribute("textContent") for line in stderr] == ["a warning"]
     assert browser.find_element(By.CSS_SELECTOR, ".attempt-sep").text.upper() == "ATTEMPT 1"
-    assert browser.find_element(By.CSS_SELECTOR, "#env .secret").text == "••••••"
-    browser.find_element(By.CSS_SELECTOR, "#env .reveal").click()
-    assert browser.find_element(By.CSS_SELECTOR, "#env .secret").text == "hello"
+    # The page redraws the job as its events arrive, replacing these elements:
+    # each look is retried on a fresh one (wait_for), the reveal kept across redraws.
+    wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#env .secret").text == "••••••")
+
+    def reveal(driver: Any) -> bool:
+        driver.find_element(By.CSS_SELECTOR, "#env .reveal").click()
+        return True
+
+    wait_for(browser, reveal)
+    wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#env .secret").text == "hello")
 
     gate.touch()
     wait_for(browser, lambda d: "last line" in log_texts(d))

@@ -72,11 +72,11 @@ async def test_a_chain_of_results_leases_each_job_once_within_each_workers_slots
     async for event in client.events(topic_prefix="jobs/"):
         if event.type != "job_state_changed":
             continue
-        if event.data["to_state"] == "JOB_STATE_RUNNING":
+        if event.data["to_state"] == "RUNNING":
             worker_id = holder[event.job_id] = event.data["worker_id"]
             running[worker_id] += 1
             most[worker_id] = max(most[worker_id], running[worker_id])
-        elif event.data["from_state"] == "JOB_STATE_RUNNING":
+        elif event.data["from_state"] == "RUNNING":
             running[holder[event.job_id]] -= 1
     assert sum(running.values()) == 0
     assert sorted(most) == ["chain-0", "chain-1"]
