@@ -506,7 +506,10 @@ SELECT id, output_json FROM jobs WHERE id = ANY(:ids::text[]);
 SELECT child_id AS id FROM job_edges WHERE parent_id = :id ORDER BY child_id LIMIT :limit;
 
 -- name: reruns_of
-SELECT id FROM jobs WHERE rerun_of = :id ORDER BY id LIMIT :limit;
+-- `rerun_of != ''` lets the planner use the partial index jobs_reruns (it
+-- cannot tell that a bound :id is never ''): without it, ORDER BY id walked
+-- every job in id order, 650 ms per Get with a million jobs stored.
+SELECT id FROM jobs WHERE rerun_of = :id AND rerun_of != '' ORDER BY id LIMIT :limit;
 
 -- name: delete_edges_of
 DELETE FROM job_edges WHERE parent_id = ANY(:ids::text[]) OR child_id = ANY(:ids::text[]);
