@@ -1,0 +1,62 @@
+"""What issue 16 added, as the console shows it: why a waiting job waits (no
+matching worker, a paused org), the unmatched filter, and an org's page where
+pausing and resuming are done. Real server, real Chromium, real workers.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from selenium.webdriver.common.by import By
+
+from tests.browser.conftest import Consoles, page_errors, screenshot, wait_for
+from zbrain import JobState
+
+PY = sys.executable
+
+
+def text_of(driver, selector: str) -> str:
+    found = driver.find_elements(By.CSS_SELECTOR, selector)
+    return found[0].text if found else ""
+
+
+def test_a_job_no_worker_matches_says_so_and_is_listed_as_unmatched(
+    consoles: Consoles, browser
+) -> None:
+    console = consoles.start(workers=1)
+    with console.client() as client:
+        held = client.submit([PY, "-c", "pass"], requires={"gpu": "a100"})
+        ran = client.submit([PY, "-c", "pass"])
+        client.wait(ran.id, timeout=30)
+
+    browser.get(console.url + f"#/jobs/{held.id}")
+    wait_for(browser, lambda d: "no connected worker matches" in text_of(d, "#waiting-reason"))
+    assert "gpu=a100" in text_of(browser, "#requires")
+
+    browser.get(console.url + "#/jobs?unmatched=1")
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{held.id}"]'))
+    assert not browser.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{ran.id}"]')
+    assert browser.find_element(By.ID, "filter-unmatched").is_selected()
+    assert page_errors(browser) == []
+
+
+def test_pausing_an_org_from_its_page_holds_its_jobs_until_resumed(
+    consoles: Consoles, browser
+) -> None:
+    console = consoles.start(workers=1)
+    browser.get(console.url + "#/orgs?org=default")
+    wait_for(browser, lambda d: d.find_elements(By.ID, "org-pause")).pop().click()
+    wait_for(browser, lambda d: text_of(d, "#org-paused") == "paused")
+    screenshot(browser, "console-orgs")
+
+    with console.client() as client:
+        assert client.orgs.get("default").paused  # the store holds it, not only the page
+        job = client.submit([PY, "-c", "print('after the pause')"])
+        browser.get(console.url + f"#/jobs/{job.id}")
+        wait_for(browser, lambda d: "organisation is paused" in text_of(d, "#waiting-reason"))
+
+        browser.get(console.url + "#/orgs?org=default")
+        wait_for(browser, lambda d: d.find_elements(By.ID, "org-resume")).pop().click()
+        wait_for(browser, lambda d: text_of(d, "#org-paused") == "running")
+        assert client.wait(job.id, timeout=30).state == JobState.SUCCEEDED
+    assert page_errors(browser) == []
