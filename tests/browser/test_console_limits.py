@@ -45,11 +45,17 @@ def test_pausing_an_org_from_its_page_holds_its_jobs_until_resumed(
 ) -> None:
     console = consoles.start(workers=1)
     browser.get(console.url + "#/orgs?org=default")
-    wait_for(browser, lambda d: d.find_elements(By.ID, "org-pause")).pop().click()
+    limit = wait_for(browser, lambda d: d.find_elements(By.ID, "setting-maxLogBytes")).pop()
+    limit.clear()
+    limit.send_keys("4096")
+    browser.find_element(By.ID, "save-settings").click()
+    wait_for(browser, lambda d: "of 4,096 bytes" in text_of(d, "#org-log-usage"))
+    browser.find_element(By.ID, "org-pause").click()
     wait_for(browser, lambda d: text_of(d, "#org-paused") == "paused")
-    screenshot(browser, "console-orgs")
+    screenshot(browser, "orgs")
 
     with console.client() as client:
+        assert client.orgs.get("default").max_log_bytes == 4096
         assert client.orgs.get("default").paused  # the store holds it, not only the page
         job = client.submit([PY, "-c", "print('after the pause')"])
         browser.get(console.url + f"#/jobs/{job.id}")
