@@ -14,6 +14,7 @@ const CAUSE = "TRANSITION_CAUSE_";
 // How often a waiting job is read again: what holds it (a pause, a limit, no
 // matching worker) changes without an event of the job's own.
 const WAITING_REFRESH_MS = 2000;
+const WAITING = new Set(["JOB_STATE_PENDING", "JOB_STATE_RETRYING"]);
 
 function jobLink(id) {
   return el("a", { href: `#/jobs/${encodeURIComponent(id)}`, class: "mono" }, id);
@@ -272,7 +273,7 @@ export function render(root, { parts }, app) {
 
   load();
   const waitingTimer = setInterval(() => {
-    if (job && job.state === "JOB_STATE_PENDING") load();
+    if (job && WAITING.has(job.state)) load();
   }, WAITING_REFRESH_MS);
   return () => {
     aborter.abort();
