@@ -66,3 +66,41 @@ def test_pausing_an_org_from_its_page_holds_its_jobs_until_resumed(
         wait_for(browser, lambda d: text_of(d, "#org-paused") == "running")
         assert client.wait(job.id, timeout=30).state == JobState.SUCCEEDED
     assert page_errors(browser) == []
+
+
+def sign_in(browser, url: str, token: str) -> None:
+    browser.get(url + "#/signin")
+    wait_for(browser, lambda d: d.find_element(By.ID, "token")).send_keys(token)
+    browser.find_element(By.ID, "signin-submit").click()
+    wait_for(browser, lambda d: d.find_elements(By.ID, "sign-out"))
+
+
+def test_an_admin_pauses_a_selector_and_a_client_sees_the_org_read_only(
+    consoles: Consoles, browser
+) -> None:
+    data_dir = consoles.data_dir()
+    admin = consoles.token(data_dir, "team-a", "admin")
+    reader = consoles.token(data_dir, "team-a", "client")
+    console = consoles.start("--auth", "required", workers=0, data_dir=data_dir)
+
+    sign_in(browser, console.url, admin)
+    browser.get(console.url + "#/orgs?org=team-a")
+    wait_for(browser, lambda d: d.find_elements(By.ID, "pause-selector")).pop().send_keys(
+        "pipeline=nightly"
+    )
+    browser.find_element(By.CSS_SELECTOR, "#pause-selector-form button").click()
+    wait_for(browser, lambda d: "pipeline=nightly" in text_of(d, "#org-paused-selectors"))
+    assert text_of(browser, "#org-paused") == "running"
+    with console.client(admin) as client:
+        assert [dict(s) for s in client.orgs.get("team-a").paused_selectors] == [
+            {"pipeline": "nightly"}
+        ]
+    browser.find_element(By.ID, "sign-out").click()
+    wait_for(browser, lambda d: "#/signin" in d.current_url)
+
+    sign_in(browser, console.url, reader)
+    browser.get(console.url + "#/orgs?org=team-a")
+    wait_for(browser, lambda d: "pipeline=nightly" in text_of(d, "#org-paused-selectors"))
+    assert "Only an admin" in text_of(browser, ".page-orgs")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#settings-form, #org-pause, #org-resume")
+    assert page_errors(browser) == []
