@@ -4,7 +4,7 @@
 // place, and new jobs appear at the top of the first page.
 
 import * as api from "../api.js";
-import { append, el, replace, shortId, stateBadge, stateName, timeCell } from "../dom.js";
+import { append, el, parseLabels, replace, shortId, stateBadge, stateName, timeCell } from "../dom.js";
 import { followEvents } from "../live.js";
 
 const STATES = [
@@ -106,11 +106,7 @@ function filterForm(filters, app) {
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const chosen = {};
-    for (const pair of labels.value.split(",")) {
-      const at = pair.indexOf("=");
-      if (at > 0) chosen[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
-    }
+    const chosen = parseLabels(labels.value);
     app.navigate(
       hashFor({
         states: stateBoxes.map((box) => box.firstChild).filter((box) => box.checked).map((box) => box.value),

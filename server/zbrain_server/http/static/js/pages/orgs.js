@@ -5,7 +5,7 @@
 // shows its message.
 
 import * as api from "../api.js";
-import { append, el, facts, replace, timeCell } from "../dom.js";
+import { append, el, facts, parseLabels, replace, timeCell } from "../dom.js";
 
 const REFRESH_MS = 3000;
 // The settings UpdateOrgSettings takes, with how each is shown.
@@ -26,16 +26,6 @@ function bytes(n) {
 function usage(used, quota) {
   if (!quota) return `${bytes(used)} stored, no quota`;
   return `${used.toLocaleString("en")} of ${bytes(quota)} (${Math.round((used / quota) * 100)}%)`;
-}
-
-/** Labels from "pipeline=nightly, tier=1" as a person types them. */
-function parseLabels(text) {
-  const labels = {};
-  for (const pair of text.split(",")) {
-    const at = pair.indexOf("=");
-    if (at > 0) labels[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
-  }
-  return labels;
 }
 
 function selectorText(selector) {
