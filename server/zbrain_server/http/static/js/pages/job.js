@@ -178,7 +178,8 @@ export function render(root, { parts }, app) {
       job.nextRunTime && !TERMINAL.has(job.state) && ["Next run", timeCell(job.nextRunTime)],
       job.workerId && ["Worker", el("span", { class: "mono" }, job.workerId)],
       job.waitingReason && !TERMINAL.has(job.state)
-        && ["Why not running", el("span", { class: "waiting", id: "waiting-reason" }, job.waitingReason)],
+        && ["Why not running", [el("span", { class: "waiting", id: "waiting-reason" }, job.waitingReason), " ",
+          el("a", { href: `#/orgs?org=${encodeURIComponent(job.orgId)}` }, "the org's limits")]],
       job.lastError && ["Last error", el("span", { class: "error-text", id: "last-error" }, job.lastError)],
     ]));
     showActions();
