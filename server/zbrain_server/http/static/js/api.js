@@ -109,6 +109,7 @@ export function listJobs(filters, signal) {
     page_token: filters.pageToken,
     create_time_after: filters.createdAfter,
     create_time_before: filters.createdBefore,
+    unmatched: filters.unmatched ? "true" : undefined,
   };
   for (const [key, value] of Object.entries(filters.labels || {})) query[`labels[${key}]`] = value;
   return call("GET", "/v1/jobs", { query, signal });
@@ -157,6 +158,34 @@ export function listWorkers(query, signal) {
     query: { org_id: query.orgId, page_size: query.pageSize, page_token: query.pageToken },
     signal,
   });
+}
+
+// -- orgs -----------------------------------------------------------------------------
+
+function orgPath(orgId) {
+  return `/v1/orgs/${encodeURIComponent(orgId)}`;
+}
+
+/** An org's settings (OrgSettings: limits, quotas with usage, pause). */
+export async function getOrgSettings(orgId, signal) {
+  return (await call("GET", `${orgPath(orgId)}/settings`, { signal })).settings;
+}
+
+/** Set the limits given (0 removes the org's own); admins only. */
+export async function updateOrgSettings(orgId, changes) {
+  return (await call("PATCH", `${orgPath(orgId)}/settings`, { body: changes })).settings;
+}
+
+/** Pause the org, or the jobs matching `labels` in it; admins only. */
+export async function pauseOrg(orgId, labels) {
+  const body = labels && Object.keys(labels).length ? { selector: { labels } } : {};
+  return (await call("POST", `${orgPath(orgId)}:pause`, { body })).settings;
+}
+
+/** Lift the org's pause, or one selector's; admins only. */
+export async function resumeOrg(orgId, labels) {
+  const body = labels && Object.keys(labels).length ? { selector: { labels } } : {};
+  return (await call("POST", `${orgPath(orgId)}:resume`, { body })).settings;
 }
 
 // -- sessions -------------------------------------------------------------------------

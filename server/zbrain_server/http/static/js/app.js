@@ -8,6 +8,7 @@ import * as api from "./api.js";
 import { el, refreshTimes, replace } from "./dom.js";
 import * as jobPage from "./pages/job.js";
 import * as jobsPage from "./pages/jobs.js";
+import * as orgsPage from "./pages/orgs.js";
 import * as overviewPage from "./pages/overview.js";
 import * as signInPage from "./pages/signin.js";
 import * as submitPage from "./pages/submit.js";
@@ -54,6 +55,8 @@ function pageFor(parts) {
       return parts[1] ? { module: jobPage, name: "jobs" } : { module: jobsPage, name: "jobs" };
     case "workers":
       return { module: workersPage, name: "workers" };
+    case "orgs":
+      return { module: orgsPage, name: "orgs" };
     case "submit":
       return { module: submitPage, name: "submit" };
     case "signin":

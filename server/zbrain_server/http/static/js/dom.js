@@ -148,3 +148,13 @@ export function prettyJson(text) {
     return text;
   }
 }
+
+/** Labels from "team=data, tier=1" as a person types them; pairs without "=" are left out. */
+export function parseLabels(text) {
+  const labels = {};
+  for (const pair of text.split(",")) {
+    const at = pair.indexOf("=");
+    if (at > 0) labels[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
+  }
+  return labels;
+}

@@ -11,6 +11,10 @@ import { followEvents, followLogs } from "../live.js";
 import { LogView } from "../logview.js";
 
 const CAUSE = "TRANSITION_CAUSE_";
+// How often a waiting job is read again: what holds it (a pause, a limit, no
+// matching worker) changes without an event of the job's own.
+const WAITING_REFRESH_MS = 2000;
+const WAITING = new Set(["JOB_STATE_PENDING", "JOB_STATE_RETRYING"]);
 
 function jobLink(id) {
   return el("a", { href: `#/jobs/${encodeURIComponent(id)}`, class: "mono" }, id);
@@ -92,11 +96,28 @@ function dependencies(job) {
   return parts.length ? el("ul", { class: "links", id: "dependencies" }, parts) : null;
 }
 
+const RESOURCES = [
+  ["memoryBytes", "memory", (n) => `${n.toLocaleString("en")} bytes`],
+  ["cpuSeconds", "CPU", (n) => `${n} s`],
+  ["processes", "processes", String],
+  ["openFiles", "open files", String],
+  ["fileSizeBytes", "file size", (n) => `${n.toLocaleString("en")} bytes`],
+];
+
+/** The job's own resource limits (JobSpec.resources), or nothing when it set none. */
+function resourceFacts(resources) {
+  const set = RESOURCES.filter(([field]) => Number(resources?.[field] || 0) > 0)
+    .map(([field, name, show]) => `${name} ${show(Number(resources[field]))}`);
+  return set.length ? ["Resources", el("span", { id: "resources" }, set.join(", "))] : null;
+}
+
 /** The spec of a job, as Submit takes it, to submit it again. */
 function specOf(job) {
   return {
     orgId: job.orgId, cmd: job.cmd, inputJson: job.inputJson, env: job.env, timeout: job.timeout,
     maxRetries: job.maxRetries, priority: job.priority, labels: job.labels,
+    concurrencyKey: job.concurrencyKey, concurrencyLimit: job.concurrencyLimit, requires: job.requires,
+    resources: job.resources,
   };
 }
 
@@ -156,6 +177,9 @@ export function render(root, { parts }, app) {
       job.finishTime && ["Finished", timeCell(job.finishTime)],
       job.nextRunTime && !TERMINAL.has(job.state) && ["Next run", timeCell(job.nextRunTime)],
       job.workerId && ["Worker", el("span", { class: "mono" }, job.workerId)],
+      job.waitingReason && !TERMINAL.has(job.state)
+        && ["Why not running", [el("span", { class: "waiting", id: "waiting-reason" }, job.waitingReason), " ",
+          el("a", { href: `#/orgs?org=${encodeURIComponent(job.orgId)}` }, "the org's limits")]],
       job.lastError && ["Last error", el("span", { class: "error-text", id: "last-error" }, job.lastError)],
     ]));
     showActions();
@@ -168,6 +192,10 @@ export function render(root, { parts }, app) {
           ["Retries", String(job.maxRetries || 0)],
           ["Priority", String(job.priority || 0)],
           ["Labels", el("span", { id: "labels" }, labelList(job.labels))],
+          job.concurrencyKey && ["Concurrency key", el("span", { id: "concurrency" },
+            el("span", { class: "mono" }, job.concurrencyKey), ` (at most ${job.concurrencyLimit || 1} running)`)],
+          Object.keys(job.requires || {}).length && ["Requires", el("span", { id: "requires" }, labelList(job.requires))],
+          resourceFacts(job.resources),
         ])),
       section("Input", el("pre", { class: "json", id: "input" }, prettyJson(job.inputJson) || "null")),
       section("Environment", envTable(job.env, revealed)),
@@ -245,8 +273,12 @@ export function render(root, { parts }, app) {
   }
 
   load();
+  const waitingTimer = setInterval(() => {
+    if (job && WAITING.has(job.state)) load();
+  }, WAITING_REFRESH_MS);
   return () => {
     aborter.abort();
+    clearInterval(waitingTimer);
     clearTimeout(reloadTimer);
     if (events) events.close();
     if (logStream) logStream.close();

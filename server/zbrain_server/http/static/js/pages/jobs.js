@@ -4,7 +4,7 @@
 // place, and new jobs appear at the top of the first page.
 
 import * as api from "../api.js";
-import { append, el, replace, shortId, stateBadge, stateName, timeCell } from "../dom.js";
+import { append, el, parseLabels, replace, shortId, stateBadge, stateName, timeCell } from "../dom.js";
 import { followEvents } from "../live.js";
 
 const STATES = [
@@ -27,6 +27,7 @@ function filtersFrom(query, app) {
     labels,
     createdAfter: query.get("after") || "",
     createdBefore: query.get("before") || "",
+    unmatched: query.get("unmatched") === "1",
     pageToken: query.get("page") || "",
     pageSize: PAGE_SIZE,
   };
@@ -40,6 +41,7 @@ function hashFor(filters) {
   for (const [key, value] of Object.entries(filters.labels)) query.append("label", `${key}=${value}`);
   if (filters.createdAfter) query.set("after", filters.createdAfter);
   if (filters.createdBefore) query.set("before", filters.createdBefore);
+  if (filters.unmatched) query.set("unmatched", "1");
   if (filters.pageToken) query.set("page", filters.pageToken);
   const text = query.toString();
   return text ? `#/jobs?${text}` : "#/jobs";
@@ -87,6 +89,8 @@ function filterForm(filters, app) {
   });
   const after = el("input", { id: "filter-after", type: "datetime-local", value: toLocalInput(filters.createdAfter) });
   const before = el("input", { id: "filter-before", type: "datetime-local", value: toLocalInput(filters.createdBefore) });
+  // Runnable jobs no connected worker can take (their `requires` match no worker's labels).
+  const unmatched = el("input", { id: "filter-unmatched", type: "checkbox", checked: filters.unmatched });
   const form = el(
     "form",
     { class: "filters", id: "filters" },
@@ -95,17 +99,14 @@ function filterForm(filters, app) {
     el("label", {}, "Labels", labels),
     el("label", {}, "Submitted after", after),
     el("label", {}, "before", before),
+    el("label", { class: "chip", title: "Waiting jobs no connected worker matches" }, unmatched, "unmatched"),
     el("div", { class: "buttons" },
       el("button", { type: "submit", id: "apply-filters" }, "Apply"),
       el("a", { href: "#/jobs?org=", class: "button-link" }, "Clear")),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    const chosen = {};
-    for (const pair of labels.value.split(",")) {
-      const at = pair.indexOf("=");
-      if (at > 0) chosen[pair.slice(0, at).trim()] = pair.slice(at + 1).trim();
-    }
+    const chosen = parseLabels(labels.value);
     app.navigate(
       hashFor({
         states: stateBoxes.map((box) => box.firstChild).filter((box) => box.checked).map((box) => box.value),
@@ -113,6 +114,7 @@ function filterForm(filters, app) {
         labels: chosen,
         createdAfter: fromLocalInput(after.value),
         createdBefore: fromLocalInput(before.value),
+        unmatched: unmatched.checked,
         pageToken: "",
       }),
     );
@@ -122,7 +124,8 @@ function filterForm(filters, app) {
 
 function hasFilters(filters) {
   return Boolean(
-    filters.states.length || Object.keys(filters.labels).length || filters.createdAfter || filters.createdBefore,
+    filters.states.length || Object.keys(filters.labels).length || filters.createdAfter || filters.createdBefore
+      || filters.unmatched,
   );
 }
 

@@ -21,6 +21,7 @@ function workerRow(worker) {
     el("td", {}, timeCell(worker.lastHeardTime)),
     el("td", { class: "wide" }, timeCell(worker.connectTime)),
     el("td", { class: "wide mono" }, worker.address || ""),
+    el("td", { class: "wide mono replica" }, worker.replicaId || "—"),
     el("td", { class: "wide" }, Object.entries(worker.labels || {}).map(([k, v]) => el("span", { class: "chip mono" }, `${k}=${v}`))));
 }
 
@@ -33,7 +34,8 @@ export function render(root, _params, app) {
         el("thead", {}, el("tr", {},
           el("th", {}, "Worker"), el("th", {}, "Orgs"), el("th", {}, "Slots"), el("th", {}, "Leases"),
           el("th", {}, "Last heard"), el("th", { class: "wide" }, "Connected"),
-          el("th", { class: "wide" }, "Address"), el("th", { class: "wide" }, "Labels"))),
+          el("th", { class: "wide" }, "Address"), el("th", { class: "wide", title: "The server replica the worker is connected to" }, "Replica"),
+          el("th", { class: "wide" }, "Labels"))),
         body)));
 
   let aborter = new AbortController();
@@ -54,7 +56,7 @@ export function render(root, _params, app) {
     }
     replace(body, workers.length
       ? workers.map(workerRow)
-      : el("tr", { class: "empty" }, el("td", { colspan: 8 }, "No worker is connected. Start one with `zbrain worker`.")));
+      : el("tr", { class: "empty" }, el("td", { colspan: 9 }, "No worker is connected. Start one with `zbrain worker`.")));
   }
 
   load();
