@@ -5,7 +5,7 @@
  * @module
  */
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient } from "@connectrpc/connect";
 import { type Connection, type ConnectionOptions, openConnection } from "./connection.js";
 import {
@@ -17,6 +17,8 @@ import {
   errorFromCall,
 } from "./errors.js";
 import {
+  type DependencyCondition,
+  DependencySchema,
   type JobSpec as JobSpecMessage,
   JobSpecSchema,
   type JobState,
@@ -24,16 +26,28 @@ import {
   ResourcesSchema,
 } from "./gen/zbrain/v1/job_pb.js";
 import { type CancelOutcome, JobService, ListOrder } from "./gen/zbrain/v1/job_service_pb.js";
+import { OrgService } from "./gen/zbrain/v1/org_pb.js";
 import {
   type Event,
   type Job,
   type LogLine,
   type Resources,
+  type WorkerInfo,
   eventFrom,
   isTerminal,
   jobFrom,
   logLineFrom,
+  workerFrom,
 } from "./models.js";
+import { Orgs } from "./orgs.js";
+
+/**
+ * A job another job waits for: a stored job by `jobId`, or, within one
+ * `submitBatch`, the job of the batch whose `ref` is `ref`.
+ */
+export type Dependency =
+  | { readonly jobId: string; readonly condition?: DependencyCondition }
+  | { readonly ref: string; readonly condition?: DependencyCondition };
 
 /** What a job is besides its command. */
 export interface JobOptions {
@@ -60,6 +74,14 @@ export interface JobOptions {
   readonly resources?: Resources;
   /** Ask a sandboxed worker for the network (it must allow it too). */
   readonly network?: boolean;
+  /** The job waits BLOCKED until these jobs finish (by default: succeed). */
+  readonly dependsOn?: readonly Dependency[];
+  /** Its name within one `submitBatch`, for the `dependsOn` of others of the batch. */
+  readonly ref?: string;
+  /** Run no earlier than this time. */
+  readonly runAt?: Date;
+  /** Run no earlier than this long after the submit; not with `runAt`. */
+  readonly delayMs?: number;
 }
 
 /** One job of a `submitBatch`. */
@@ -85,6 +107,18 @@ export interface ListOptions {
   readonly limit?: number;
   /** Jobs fetched per call (the server caps it at 1,000). */
   readonly pageSize?: number;
+}
+
+export interface RerunOptions {
+  /** A new input; the job's own is kept when unset. */
+  readonly input?: unknown;
+  /** The new input as JSON text; wins over `input`. */
+  readonly inputJson?: string;
+}
+
+export interface WorkersOptions {
+  /** Only workers serving this organisation. */
+  readonly org?: string;
 }
 
 export interface LogsOptions {
@@ -133,12 +167,17 @@ export interface WaitOptions {
 export class ZBrainClient {
   /** The connection; a Worker made from this client uses it too. */
   readonly connection: Connection;
+  /** Organisation settings: limits, quotas and pauses (OrgService). */
+  readonly orgs: Orgs;
   private readonly jobs: Client<typeof JobService>;
 
   /** Checks the options at once (a bad address is InvalidArgumentError) but dials nothing yet. */
   constructor(options: ConnectionOptions = {}) {
     this.connection = openConnection(options);
     this.jobs = createClient(JobService, this.connection.transport);
+    this.orgs = new Orgs(createClient(OrgService, this.connection.transport), (call) =>
+      this.unary(() => call(this.callOptions())),
+    );
   }
 
   /** The server address as dialled. */
@@ -160,10 +199,22 @@ export class ZBrainClient {
     return jobFrom(required(response.job, "Submit"));
   }
 
-  /** Submit many jobs atomically (all are stored or none); resolves to their ids in order. */
+  /**
+   * Submit many jobs atomically (all are stored or none); resolves to their
+   * ids in order. A graph is one batch: jobs name each other with `ref` and
+   * `dependsOn: [{ ref }]`.
+   */
   async submitBatch(specs: readonly JobSpec[]): Promise<string[]> {
     const response = await this.unary(() => this.jobs.submitBatch({ jobs: specs.map(jobSpec) }, this.callOptions()));
     return response.jobIds;
+  }
+
+  /** Submit a finished job again as a new job (its input replaced if given), linked to it by `rerunOf`. */
+  async rerun(jobId: string, options: RerunOptions = {}): Promise<Job> {
+    const inputJson = options.inputJson ?? (options.input === undefined ? undefined : JSON.stringify(options.input));
+    const request = { jobId, ...(inputJson === undefined ? {} : { inputJson }) };
+    const response = await this.unary(() => this.jobs.rerun(request, this.callOptions()));
+    return jobFrom(required(response.job, "Rerun"));
   }
 
   async get(jobId: string): Promise<Job> {
@@ -191,6 +242,23 @@ export class ZBrainClient {
           return;
         }
       }
+      if (!response.nextPageToken) {
+        return;
+      }
+      request.pageToken = response.nextPageToken;
+    }
+  }
+
+  /**
+   * The workers connected to the server (this replica), by id: all of them
+   * for an admin (or those serving `org`), else those of the token's
+   * organisation.
+   */
+  async *workers(options: WorkersOptions = {}): AsyncGenerator<WorkerInfo, void, undefined> {
+    const request = { orgId: options.org ?? "", pageSize: 0, pageToken: "" };
+    for (;;) {
+      const response = await this.unary(() => this.jobs.listWorkers(request, this.callOptions()));
+      yield* response.workers.map(workerFrom);
       if (!response.nextPageToken) {
         return;
       }
@@ -314,6 +382,10 @@ function jobSpec(spec: JobSpec): JobSpecMessage {
     ...(spec.maxRetries === undefined ? {} : { maxRetries: spec.maxRetries }),
     ...(spec.resources === undefined ? {} : { resources: resourcesMessage(spec.resources) }),
     network: spec.network ?? false,
+    dependsOn: (spec.dependsOn ?? []).map((dependency) => create(DependencySchema, dependency)),
+    ref: spec.ref ?? "",
+    ...(spec.runAt === undefined ? {} : { runAt: timestampFromDate(spec.runAt) }),
+    ...(spec.delayMs === undefined ? {} : { delay: durationFromMs(spec.delayMs) }),
   });
 }
 
