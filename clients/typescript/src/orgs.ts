@@ -9,7 +9,11 @@
 import { create } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
 import { InternalError, InvalidArgumentError } from "./errors.js";
-import { LabelSelectorSchema, type OrgService, type OrgSettings as OrgSettingsMessage } from "./gen/zbrain/v1/org_pb.js";
+import {
+  LabelSelectorSchema,
+  type OrgService,
+  type OrgSettings as OrgSettingsMessage,
+} from "./gen/zbrain/v1/org_pb.js";
 import { type OrgSettings, orgSettingsFrom } from "./models.js";
 
 /** The limits `update` sets; each one left out keeps its value, 0 removes the org's own. */

@@ -76,7 +76,14 @@ test("workers() lists the connected workers with their organisations, labels and
   const h = new Harness(t);
   const server = await h.server();
   const client = h.client(server);
-  h.runWorker({ client, handler: scripted, orgs: ["fleet"], workerId: "ts-w1", labels: { gpu: "a100" }, concurrency: 2 });
+  h.runWorker({
+    client,
+    handler: scripted,
+    orgs: ["fleet"],
+    workerId: "ts-w1",
+    labels: { gpu: "a100" },
+    concurrency: 2,
+  });
   // Once a job of its org has run, the worker is surely registered.
   await client.wait((await client.submit(["x"], { org: "fleet" })).id, { timeoutMs: 30_000 });
 

@@ -18,7 +18,7 @@ import {
   ZBrainClient,
 } from "@zbrain/client";
 import { scripted } from "./fixtures/handler.js";
-import { Harness, cli, token } from "./harness.js";
+import { Harness, token } from "./harness.js";
 
 test("with auth on, a call needs a valid token, and one with a token works", async (t) => {
   const h = new Harness(t);
