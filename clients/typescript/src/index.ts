@@ -16,10 +16,7 @@
  */
 export {
   ZBrainClient,
-  type Dependency,
   type EventsOptions,
-  type JobOptions,
-  type JobSpec,
   type ListOptions,
   type LogsOptions,
   type RerunOptions,
@@ -28,6 +25,7 @@ export {
   type WorkersOptions,
 } from "./client.js";
 export { Orgs, type OrgLimits } from "./orgs.js";
+export type { Dependency, JobOptions, JobSpec } from "./specs.js";
 export { DEFAULT_SERVER, type ConnectionOptions, type TlsOptions } from "./connection.js";
 export {
   AlreadyExistsError,

@@ -222,7 +222,7 @@ export function durationMs(value: Duration | undefined): number {
   return value === undefined ? 0 : Number(value.seconds) * 1000 + Math.floor(value.nanos / 1e6);
 }
 
-function parsed(json: string): unknown {
+export function parsed(json: string): unknown {
   return json === "" ? null : JSON.parse(json);
 }
 
@@ -279,7 +279,7 @@ export function jobFrom(message: JobMessage): Job {
   };
 }
 
-function resourcesFrom(message: ResourcesMessage | undefined): Required<Resources> {
+export function resourcesFrom(message: ResourcesMessage | undefined): Required<Resources> {
   return {
     memoryBytes: Number(message?.memoryBytes ?? 0n),
     cpuSeconds: Number(message?.cpuSeconds ?? 0n),
