@@ -5,17 +5,19 @@
  * @module
  */
 import { type Client, createClient } from "@connectrpc/connect";
-import { type Connection, type ConnectionOptions, openConnection } from "./connection.js";
+import { type Connection, type ConnectionOptions, type UnaryCaller, openConnection } from "./connection.js";
 import {
   CanceledError,
   DeadlineExceededError,
-  InternalError,
   ZBrainError,
   errorFromCall,
+  required,
 } from "./errors.js";
 import type { JobState } from "./gen/zbrain/v1/job_pb.js";
 import { type CancelOutcome, JobService, ListOrder } from "./gen/zbrain/v1/job_service_pb.js";
 import { OrgService } from "./gen/zbrain/v1/org_pb.js";
+import { ScheduleService } from "./gen/zbrain/v1/schedule_pb.js";
+import { TemplateService } from "./gen/zbrain/v1/template_pb.js";
 import {
   type Event,
   type Job,
@@ -29,6 +31,7 @@ import {
 } from "./models.js";
 import { Orgs } from "./orgs.js";
 import { type JobOptions, type JobSpec, jobSpec } from "./specs.js";
+import { Schedules, Templates } from "./workflows.js";
 
 export interface SubmitOptions extends JobOptions {
   /**
@@ -109,15 +112,20 @@ export class ZBrainClient {
   readonly connection: Connection;
   /** Organisation settings: limits, quotas and pauses (OrgService). */
   readonly orgs: Orgs;
+  /** Named, versioned job templates (TemplateService). */
+  readonly templates: Templates;
+  /** Jobs or templates submitted on a cron or at an interval (ScheduleService). */
+  readonly schedules: Schedules;
   private readonly jobs: Client<typeof JobService>;
 
   /** Checks the options at once (a bad address is InvalidArgumentError) but dials nothing yet. */
   constructor(options: ConnectionOptions = {}) {
     this.connection = openConnection(options);
     this.jobs = createClient(JobService, this.connection.transport);
-    this.orgs = new Orgs(createClient(OrgService, this.connection.transport), (call) =>
-      this.unary(() => call(this.callOptions())),
-    );
+    const unary: UnaryCaller = (call) => this.unary(() => call(this.callOptions()));
+    this.orgs = new Orgs(createClient(OrgService, this.connection.transport), unary);
+    this.templates = new Templates(createClient(TemplateService, this.connection.transport), unary);
+    this.schedules = new Schedules(createClient(ScheduleService, this.connection.transport), unary);
   }
 
   /** The server address as dialled. */
@@ -297,12 +305,4 @@ export class ZBrainClient {
 
 function streamOptions(signal: AbortSignal | undefined): { signal?: AbortSignal } {
   return signal === undefined ? {} : { signal };
-}
-
-/** A message field the server always sets; its absence is a server bug worth naming. */
-function required<T>(value: T | undefined, rpc: string): T {
-  if (value === undefined) {
-    throw new InternalError(`the server's ${rpc} answer carried no job`);
-  }
-  return value;
 }

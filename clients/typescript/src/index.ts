@@ -3,7 +3,8 @@
  *
  * - {@link ZBrainClient}: submit (graphs too), inspect, list, cancel, rerun and
  *   wait for jobs, follow their logs and the event stream, list workers, and
- *   read or change organisation settings (`client.orgs`).
+ *   read or change organisation settings (`client.orgs`), templates
+ *   (`client.templates`) and schedules (`client.schedules`).
  * - {@link Worker}: run jobs in this process with a handler, over the same
  *   WorkerService.Connect protocol as the Python SDK.
  * - Errors are {@link ZBrainError} subclasses mapped from gRPC status codes,
@@ -26,6 +27,19 @@ export {
 } from "./client.js";
 export { Orgs, type OrgLimits } from "./orgs.js";
 export type { Dependency, JobOptions, JobSpec } from "./specs.js";
+export {
+  CatchUpPolicy,
+  OverlapPolicy,
+  ParameterType,
+  Schedules,
+  Templates,
+  type Schedule,
+  type ScheduleOptions,
+  type Template,
+  type TemplateOptions,
+  type TemplateParameter,
+  type TemplateSubmitOptions,
+} from "./workflows.js";
 export { DEFAULT_SERVER, type ConnectionOptions, type TlsOptions } from "./connection.js";
 export {
   AlreadyExistsError,

@@ -8,13 +8,14 @@
  */
 import { create } from "@bufbuild/protobuf";
 import type { Client } from "@connectrpc/connect";
-import { InternalError, InvalidArgumentError } from "./errors.js";
+import { InvalidArgumentError, required } from "./errors.js";
 import {
   LabelSelectorSchema,
   type OrgService,
   type OrgSettings as OrgSettingsMessage,
 } from "./gen/zbrain/v1/org_pb.js";
 import { type OrgSettings, orgSettingsFrom } from "./models.js";
+import type { UnaryCaller } from "./connection.js";
 
 /** The limits `update` sets; each one left out keeps its value, 0 removes the org's own. */
 export interface OrgLimits {
@@ -25,9 +26,6 @@ export interface OrgLimits {
   readonly maxArtifactBytes?: number;
   readonly retentionDays?: number;
 }
-
-/** How the client runs one call: its errors mapped, its timeout applied. */
-export type UnaryCaller = <T>(call: (options: { timeoutMs: number }) => Promise<T>) => Promise<T>;
 
 /** An organisation's settings; reached as `client.orgs`, never built directly. */
 export class Orgs {
@@ -112,8 +110,5 @@ function invalid(name: string, value: number): InvalidArgumentError {
 }
 
 function settings(message: OrgSettingsMessage | undefined): OrgSettings {
-  if (message === undefined) {
-    throw new InternalError("the server's answer carried no organisation settings");
-  }
-  return orgSettingsFrom(message);
+  return orgSettingsFrom(required(message, "OrgService", "organisation settings"));
 }
