@@ -6,13 +6,7 @@
  */
 import { type Client, createClient } from "@connectrpc/connect";
 import { type Connection, type ConnectionOptions, type UnaryCaller, openConnection } from "./connection.js";
-import {
-  CanceledError,
-  DeadlineExceededError,
-  ZBrainError,
-  errorFromCall,
-  required,
-} from "./errors.js";
+import { CanceledError, DeadlineExceededError, ZBrainError, errorFromCall, required } from "./errors.js";
 import type { JobState } from "./gen/zbrain/v1/job_pb.js";
 import { type CancelOutcome, JobService, ListOrder } from "./gen/zbrain/v1/job_service_pb.js";
 import { OrgService } from "./gen/zbrain/v1/org_pb.js";

@@ -124,9 +124,7 @@ export function jobSpecFrom(message: JobSpecMessage): JobSpec {
     requires: message.requires,
     ...(message.resources === undefined ? {} : { resources: resourcesFrom(message.resources) }),
     network: message.network,
-    dependsOn: message.dependsOn.map(({ jobId, ref, condition }) =>
-      ref ? { ref, condition } : { jobId, condition },
-    ),
+    dependsOn: message.dependsOn.map(({ jobId, ref, condition }) => (ref ? { ref, condition } : { jobId, condition })),
     ref: message.ref,
     ...(message.runAt === undefined ? {} : { runAt: timestampDate(message.runAt) }),
     ...(message.delay === undefined ? {} : { delayMs: durationMs(message.delay) }),

@@ -182,8 +182,7 @@ export interface Schedule {
   readonly everyMs: number | undefined;
   readonly job: JobSpec | undefined;
   readonly template:
-    | { readonly name: string; readonly version: number; readonly params: Readonly<Record<string, unknown>> }
-    | undefined;
+    { readonly name: string; readonly version: number; readonly params: Readonly<Record<string, unknown>> } | undefined;
   readonly overlap: OverlapPolicy;
   readonly catchUp: CatchUpPolicy;
   readonly paused: boolean;
