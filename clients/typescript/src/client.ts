@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient } from "@connectrpc/connect";
 import { type Connection, type ConnectionOptions, type UnaryCaller, openConnection } from "./connection.js";
 import { CanceledError, DeadlineExceededError, ZBrainError, errorFromCall, required } from "./errors.js";
@@ -40,6 +41,12 @@ export interface ListOptions {
   /** Only jobs in one of these states; every state when empty. */
   readonly states?: readonly JobState[];
   readonly oldestFirst?: boolean;
+  /** Only jobs carrying every one of these labels (a schedule's jobs carry `zbrain.schedule`). */
+  readonly labels?: Readonly<Record<string, string>>;
+  /** Only jobs created at or after this time. */
+  readonly createdAfter?: Date;
+  /** Only jobs created before this time. */
+  readonly createdBefore?: Date;
   /** Stop after this many jobs. */
   readonly limit?: number;
   /** Jobs fetched per call (the server caps it at 1,000). */
@@ -171,6 +178,9 @@ export class ZBrainClient {
       orgId: options.org ?? "",
       states: [...(options.states ?? [])],
       order: options.oldestFirst ? ListOrder.OLDEST_FIRST : ListOrder.NEWEST_FIRST,
+      labels: { ...options.labels },
+      ...(options.createdAfter === undefined ? {} : { createTimeAfter: timestampFromDate(options.createdAfter) }),
+      ...(options.createdBefore === undefined ? {} : { createTimeBefore: timestampFromDate(options.createdBefore) }),
       pageSize: limit === undefined ? pageSize : Math.min(pageSize, limit),
       pageToken: "",
     };

@@ -65,8 +65,13 @@ test("a schedule is created, paused, resumed, triggered and deleted", async (t) 
   });
   const paused = await schedules.pause("hourly");
   const resumed = await schedules.resume("hourly");
+  const before = new Date();
   const triggered = await schedules.trigger("hourly");
+  await client.submit(["not", "scheduled"], { labels: { team: "a" } });
   const read = await schedules.get("hourly");
+  const itsJobs = await collect(client.list({ labels: { "zbrain.schedule": "hourly" } }));
+  const earlier = await collect(client.list({ labels: { team: "a" }, createdBefore: before }));
+  const since = await collect(client.list({ labels: { team: "a" }, createdAfter: before }));
   const listed = await collect(schedules.list());
   await schedules.delete("hourly");
 
@@ -80,6 +85,12 @@ test("a schedule is created, paused, resumed, triggered and deleted", async (t) 
   assert.deepEqual(triggered.cmd, ["true"]);
   assert.equal(triggered.labels["team"], "a");
   assert.equal(read.lastJobId, triggered.id);
+  assert.deepEqual(
+    itsJobs.map((job) => job.id),
+    [triggered.id],
+  );
+  assert.deepEqual(earlier, []);
+  assert.equal(since.length, 2);
   assert.deepEqual(
     listed.map((schedule) => schedule.id),
     ["hourly"],
