@@ -4,69 +4,29 @@
  *
  * @module
  */
-import { create } from "@bufbuild/protobuf";
-import { durationFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Client, createClient } from "@connectrpc/connect";
-import { type Connection, type ConnectionOptions, openConnection } from "./connection.js";
-import {
-  CanceledError,
-  DeadlineExceededError,
-  InternalError,
-  InvalidArgumentError,
-  ZBrainError,
-  errorFromCall,
-} from "./errors.js";
-import {
-  type JobSpec as JobSpecMessage,
-  JobSpecSchema,
-  type JobState,
-  type Resources as ResourcesMessage,
-  ResourcesSchema,
-} from "./gen/zbrain/v1/job_pb.js";
+import { type Connection, type ConnectionOptions, type UnaryCaller, openConnection } from "./connection.js";
+import { CanceledError, DeadlineExceededError, ZBrainError, errorFromCall, required } from "./errors.js";
+import type { JobState } from "./gen/zbrain/v1/job_pb.js";
 import { type CancelOutcome, JobService, ListOrder } from "./gen/zbrain/v1/job_service_pb.js";
+import { OrgService } from "./gen/zbrain/v1/org_pb.js";
+import { ScheduleService } from "./gen/zbrain/v1/schedule_pb.js";
+import { TemplateService } from "./gen/zbrain/v1/template_pb.js";
 import {
   type Event,
   type Job,
   type LogLine,
-  type Resources,
+  type WorkerInfo,
   eventFrom,
   isTerminal,
   jobFrom,
   logLineFrom,
+  workerFrom,
 } from "./models.js";
-
-/** What a job is besides its command. */
-export interface JobOptions {
-  /** The organisation; the server's default (ZDEFAULT_ORG_ID) when unset. */
-  readonly org?: string;
-  /** Any JSON-serialisable value; the job reads it on stdin and from $ZBRAIN_INPUT. */
-  readonly input?: unknown;
-  /** The input as JSON text, for values JSON.stringify cannot write exactly; wins over `input`. */
-  readonly inputJson?: string;
-  readonly env?: Readonly<Record<string, string>>;
-  /** Limit of one attempt; the server's default (ZBRAIN_DEFAULT_TIMEOUT) when unset. */
-  readonly timeoutMs?: number;
-  /** Retries after a failed attempt; the server's default (ZBRAIN_MAX_RETRIES) when unset. */
-  readonly maxRetries?: number;
-  /** Higher runs first among an organisation's runnable jobs. */
-  readonly priority?: number;
-  readonly labels?: Readonly<Record<string, string>>;
-  /** Jobs of the org sharing this key run at most `concurrencyLimit` (default 1) at once, in order. */
-  readonly concurrencyKey?: string;
-  readonly concurrencyLimit?: number;
-  /** Only a worker whose labels hold these pairs runs the job ("" asks for the key alone). */
-  readonly requires?: Readonly<Record<string, string>>;
-  /** What one attempt may use; a job over a limit fails with RESOURCE_LIMIT_EXCEEDED. */
-  readonly resources?: Resources;
-  /** Ask a sandboxed worker for the network (it must allow it too). */
-  readonly network?: boolean;
-}
-
-/** One job of a `submitBatch`. */
-export interface JobSpec extends JobOptions {
-  /** The argv to run; never passed through a shell. */
-  readonly cmd: readonly string[];
-}
+import { Orgs } from "./orgs.js";
+import { type JobOptions, type JobSpec, jobSpec } from "./specs.js";
+import { Schedules, Templates } from "./workflows.js";
 
 export interface SubmitOptions extends JobOptions {
   /**
@@ -81,10 +41,28 @@ export interface ListOptions {
   /** Only jobs in one of these states; every state when empty. */
   readonly states?: readonly JobState[];
   readonly oldestFirst?: boolean;
+  /** Only jobs carrying every one of these labels (a schedule's jobs carry `zbrain.schedule`). */
+  readonly labels?: Readonly<Record<string, string>>;
+  /** Only jobs created at or after this time. */
+  readonly createdAfter?: Date;
+  /** Only jobs created before this time. */
+  readonly createdBefore?: Date;
   /** Stop after this many jobs. */
   readonly limit?: number;
   /** Jobs fetched per call (the server caps it at 1,000). */
   readonly pageSize?: number;
+}
+
+export interface RerunOptions {
+  /** A new input; the job's own is kept when unset. */
+  readonly input?: unknown;
+  /** The new input as JSON text; wins over `input`. */
+  readonly inputJson?: string;
+}
+
+export interface WorkersOptions {
+  /** Only workers serving this organisation. */
+  readonly org?: string;
 }
 
 export interface LogsOptions {
@@ -133,12 +111,22 @@ export interface WaitOptions {
 export class ZBrainClient {
   /** The connection; a Worker made from this client uses it too. */
   readonly connection: Connection;
+  /** Organisation settings: limits, quotas and pauses (OrgService). */
+  readonly orgs: Orgs;
+  /** Named, versioned job templates (TemplateService). */
+  readonly templates: Templates;
+  /** Jobs or templates submitted on a cron or at an interval (ScheduleService). */
+  readonly schedules: Schedules;
   private readonly jobs: Client<typeof JobService>;
 
   /** Checks the options at once (a bad address is InvalidArgumentError) but dials nothing yet. */
   constructor(options: ConnectionOptions = {}) {
     this.connection = openConnection(options);
     this.jobs = createClient(JobService, this.connection.transport);
+    const unary: UnaryCaller = (call) => this.unary(() => call(this.callOptions()));
+    this.orgs = new Orgs(createClient(OrgService, this.connection.transport), unary);
+    this.templates = new Templates(createClient(TemplateService, this.connection.transport), unary);
+    this.schedules = new Schedules(createClient(ScheduleService, this.connection.transport), unary);
   }
 
   /** The server address as dialled. */
@@ -160,10 +148,22 @@ export class ZBrainClient {
     return jobFrom(required(response.job, "Submit"));
   }
 
-  /** Submit many jobs atomically (all are stored or none); resolves to their ids in order. */
+  /**
+   * Submit many jobs atomically (all are stored or none); resolves to their
+   * ids in order. A graph is one batch: jobs name each other with `ref` and
+   * `dependsOn: [{ ref }]`.
+   */
   async submitBatch(specs: readonly JobSpec[]): Promise<string[]> {
     const response = await this.unary(() => this.jobs.submitBatch({ jobs: specs.map(jobSpec) }, this.callOptions()));
     return response.jobIds;
+  }
+
+  /** Submit a finished job again as a new job (its input replaced if given), linked to it by `rerunOf`. */
+  async rerun(jobId: string, options: RerunOptions = {}): Promise<Job> {
+    const inputJson = options.inputJson ?? (options.input === undefined ? undefined : JSON.stringify(options.input));
+    const request = { jobId, ...(inputJson === undefined ? {} : { inputJson }) };
+    const response = await this.unary(() => this.jobs.rerun(request, this.callOptions()));
+    return jobFrom(required(response.job, "Rerun"));
   }
 
   async get(jobId: string): Promise<Job> {
@@ -178,6 +178,9 @@ export class ZBrainClient {
       orgId: options.org ?? "",
       states: [...(options.states ?? [])],
       order: options.oldestFirst ? ListOrder.OLDEST_FIRST : ListOrder.NEWEST_FIRST,
+      labels: { ...options.labels },
+      ...(options.createdAfter === undefined ? {} : { createTimeAfter: timestampFromDate(options.createdAfter) }),
+      ...(options.createdBefore === undefined ? {} : { createTimeBefore: timestampFromDate(options.createdBefore) }),
       pageSize: limit === undefined ? pageSize : Math.min(pageSize, limit),
       pageToken: "",
     };
@@ -191,6 +194,23 @@ export class ZBrainClient {
           return;
         }
       }
+      if (!response.nextPageToken) {
+        return;
+      }
+      request.pageToken = response.nextPageToken;
+    }
+  }
+
+  /**
+   * The workers connected to the server (this replica), by id: all of them
+   * for an admin (or those serving `org`), else those of the token's
+   * organisation.
+   */
+  async *workers(options: WorkersOptions = {}): AsyncGenerator<WorkerInfo, void, undefined> {
+    const request = { orgId: options.org ?? "", pageSize: 0, pageToken: "" };
+    for (;;) {
+      const response = await this.unary(() => this.jobs.listWorkers(request, this.callOptions()));
+      yield* response.workers.map(workerFrom);
       if (!response.nextPageToken) {
         return;
       }
@@ -289,48 +309,4 @@ export class ZBrainClient {
 
 function streamOptions(signal: AbortSignal | undefined): { signal?: AbortSignal } {
   return signal === undefined ? {} : { signal };
-}
-
-/** The JobSpec message for a job, checking what the server cannot tell apart. */
-function jobSpec(spec: JobSpec): JobSpecMessage {
-  if (typeof spec.cmd === "string" || !Array.isArray(spec.cmd)) {
-    throw new InvalidArgumentError("cmd must be an argv array such as ['echo', 'hi'], not a shell string");
-  }
-  let inputJson = spec.inputJson ?? "";
-  if (spec.inputJson === undefined && spec.input !== undefined) {
-    inputJson = JSON.stringify(spec.input);
-  }
-  return create(JobSpecSchema, {
-    orgId: spec.org ?? "",
-    cmd: [...spec.cmd],
-    inputJson,
-    env: { ...spec.env },
-    priority: spec.priority ?? 0,
-    labels: { ...spec.labels },
-    concurrencyKey: spec.concurrencyKey ?? "",
-    concurrencyLimit: spec.concurrencyLimit ?? 0,
-    requires: { ...spec.requires },
-    ...(spec.timeoutMs === undefined ? {} : { timeout: durationFromMs(spec.timeoutMs) }),
-    ...(spec.maxRetries === undefined ? {} : { maxRetries: spec.maxRetries }),
-    ...(spec.resources === undefined ? {} : { resources: resourcesMessage(spec.resources) }),
-    network: spec.network ?? false,
-  });
-}
-
-function resourcesMessage(resources: Resources): ResourcesMessage {
-  return create(ResourcesSchema, {
-    memoryBytes: BigInt(resources.memoryBytes ?? 0),
-    cpuSeconds: BigInt(resources.cpuSeconds ?? 0),
-    processes: resources.processes ?? 0,
-    openFiles: resources.openFiles ?? 0,
-    fileSizeBytes: BigInt(resources.fileSizeBytes ?? 0),
-  });
-}
-
-/** A message field the server always sets; its absence is a server bug worth naming. */
-function required<T>(value: T | undefined, rpc: string): T {
-  if (value === undefined) {
-    throw new InternalError(`the server's ${rpc} answer carried no job`);
-  }
-  return value;
 }

@@ -191,3 +191,9 @@ function readPem(path: string, variable: string): Buffer {
     });
   }
 }
+
+/**
+ * How the client runs one unary call for a service of its own (`client.orgs`,
+ * `client.templates`...): the connection's timeout applied, errors mapped.
+ */
+export type UnaryCaller = <T>(call: (options: { timeoutMs: number }) => Promise<T>) => Promise<T>;

@@ -186,3 +186,11 @@ function causes(error: Error): Error[] {
   }
   return chain;
 }
+
+/** A message field the server always sets; its absence is a server bug worth naming. */
+export function required<T>(value: T | undefined, rpc: string, what = "job"): T {
+  if (value === undefined) {
+    throw new InternalError(`the server's ${rpc} answer carried no ${what}`);
+  }
+  return value;
+}

@@ -1,8 +1,10 @@
 /**
  * ZBrain's TypeScript client and worker for Node.js.
  *
- * - {@link ZBrainClient}: submit, inspect, list, cancel and wait for jobs, and
- *   follow their logs and the event stream.
+ * - {@link ZBrainClient}: submit (graphs too), inspect, list, cancel, rerun and
+ *   wait for jobs, follow their logs and the event stream, list workers, and
+ *   read or change organisation settings (`client.orgs`), templates
+ *   (`client.templates`) and schedules (`client.schedules`).
  * - {@link Worker}: run jobs in this process with a handler, over the same
  *   WorkerService.Connect protocol as the Python SDK.
  * - Errors are {@link ZBrainError} subclasses mapped from gRPC status codes,
@@ -16,13 +18,28 @@
 export {
   ZBrainClient,
   type EventsOptions,
-  type JobOptions,
-  type JobSpec,
   type ListOptions,
   type LogsOptions,
+  type RerunOptions,
   type SubmitOptions,
   type WaitOptions,
+  type WorkersOptions,
 } from "./client.js";
+export { Orgs, type OrgLimits } from "./orgs.js";
+export type { Dependency, JobOptions, JobSpec } from "./specs.js";
+export {
+  CatchUpPolicy,
+  OverlapPolicy,
+  ParameterType,
+  Schedules,
+  Templates,
+  type Schedule,
+  type ScheduleOptions,
+  type Template,
+  type TemplateOptions,
+  type TemplateParameter,
+  type TemplateSubmitOptions,
+} from "./workflows.js";
 export { DEFAULT_SERVER, type ConnectionOptions, type TlsOptions } from "./connection.js";
 export {
   AlreadyExistsError,
@@ -45,6 +62,7 @@ export {
 export {
   AttemptOutcome,
   CancelOutcome,
+  DependencyCondition,
   JobState,
   LogStream,
   TransitionCause,
@@ -54,9 +72,11 @@ export {
   type EventPayload,
   type Job,
   type LogLine,
+  type OrgSettings,
   type Resources,
   type StateChange,
   type Transition,
+  type WorkerInfo,
 } from "./models.js";
 export { AttemptStoppedError, type Handler, type JobContext, type Logger, type StopReason } from "./worker/attempt.js";
 export { Worker, type WorkerOptions } from "./worker/worker.js";

@@ -9,6 +9,8 @@
  */
 import { type Duration, type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
 import type * as event_pb from "./gen/zbrain/v1/event_pb.js";
+import type { OrgSettings as OrgSettingsMessage } from "./gen/zbrain/v1/org_pb.js";
+import type { Worker as WorkerMessage } from "./gen/zbrain/v1/job_service_pb.js";
 import {
   JobState,
   type LogStream,
@@ -20,7 +22,7 @@ import {
 } from "./gen/zbrain/v1/job_pb.js";
 
 export { AttemptOutcome, CancelOutcome } from "./gen/zbrain/v1/job_service_pb.js";
-export { JobState, LogStream, TransitionCause } from "./gen/zbrain/v1/job_pb.js";
+export { DependencyCondition, JobState, LogStream, TransitionCause } from "./gen/zbrain/v1/job_pb.js";
 
 /**
  * What one attempt of a job may use; each unset or 0 is no limit of the job's
@@ -103,6 +105,53 @@ export interface Job {
   readonly resources: Required<Resources>;
   /** Whether it asks a sandboxed worker for the network. */
   readonly network: boolean;
+  /** The job this one reruns (see `ZBrainClient.rerun`); "" when none. */
+  readonly rerunOf: string;
+}
+
+/**
+ * What an organisation may use; 0 means none of its own: the server's
+ * default where it has one, else no limit (docs/limits.md).
+ */
+export interface OrgSettings {
+  readonly orgId: string;
+  readonly maxRunningJobs: number;
+  /** Starts per second, a token bucket. */
+  readonly maxStartsPerSecond: number;
+  /** Jobs not yet finished; a submit beyond it is ResourceExhaustedError. */
+  readonly maxWaitingJobs: number;
+  /** Log bytes of all its stored jobs together. */
+  readonly maxLogBytes: number;
+  /** Artifact bytes of all its stored jobs together. */
+  readonly maxArtifactBytes: number;
+  readonly retentionDays: number;
+  /** No job of the organisation starts. */
+  readonly paused: boolean;
+  /** Label selectors whose matching jobs do not start. */
+  readonly pausedSelectors: readonly Readonly<Record<string, string>>[];
+  readonly updateTime: Date | undefined;
+  /** What its stored jobs hold now. */
+  readonly logBytesUsed: number;
+  readonly artifactBytesUsed: number;
+}
+
+/** A worker connected to the server. */
+export interface WorkerInfo {
+  readonly id: string;
+  /** The network address it connected from. */
+  readonly address: string;
+  readonly orgIds: readonly string[];
+  readonly labels: Readonly<Record<string, string>>;
+  /** Slots holding a lease now, of `slots`. */
+  readonly slotsUsed: number;
+  readonly slots: number;
+  readonly leaseJobIds: readonly string[];
+  readonly connectTime: Date | undefined;
+  readonly lastHeardTime: Date | undefined;
+  /** It said it is shutting down and takes no new work. */
+  readonly draining: boolean;
+  /** The server replica it is connected to. */
+  readonly replicaId: string;
 }
 
 /** One line of a job's output. */
@@ -173,7 +222,7 @@ export function durationMs(value: Duration | undefined): number {
   return value === undefined ? 0 : Number(value.seconds) * 1000 + Math.floor(value.nanos / 1e6);
 }
 
-function parsed(json: string): unknown {
+export function parsed(json: string): unknown {
   return json === "" ? null : JSON.parse(json);
 }
 
@@ -226,16 +275,50 @@ export function jobFrom(message: JobMessage): Job {
           },
     resources: resourcesFrom(message.resources),
     network: message.network,
+    rerunOf: message.rerunOf,
   };
 }
 
-function resourcesFrom(message: ResourcesMessage | undefined): Required<Resources> {
+export function resourcesFrom(message: ResourcesMessage | undefined): Required<Resources> {
   return {
     memoryBytes: Number(message?.memoryBytes ?? 0n),
     cpuSeconds: Number(message?.cpuSeconds ?? 0n),
     processes: message?.processes ?? 0,
     openFiles: message?.openFiles ?? 0,
     fileSizeBytes: Number(message?.fileSizeBytes ?? 0n),
+  };
+}
+
+export function orgSettingsFrom(message: OrgSettingsMessage): OrgSettings {
+  return {
+    orgId: message.orgId,
+    maxRunningJobs: message.maxRunningJobs,
+    maxStartsPerSecond: message.maxStartsPerSecond,
+    maxWaitingJobs: message.maxWaitingJobs,
+    maxLogBytes: Number(message.maxLogBytes),
+    maxArtifactBytes: Number(message.maxArtifactBytes),
+    retentionDays: message.retentionDays,
+    paused: message.paused,
+    pausedSelectors: message.pausedSelectors.map((selector) => selector.labels),
+    updateTime: date(message.updateTime),
+    logBytesUsed: Number(message.logBytesUsed),
+    artifactBytesUsed: Number(message.artifactBytesUsed),
+  };
+}
+
+export function workerFrom(message: WorkerMessage): WorkerInfo {
+  return {
+    id: message.id,
+    address: message.address,
+    orgIds: message.orgIds,
+    labels: message.labels,
+    slotsUsed: message.slotsUsed,
+    slots: message.slots,
+    leaseJobIds: message.leaseJobIds,
+    connectTime: date(message.connectTime),
+    lastHeardTime: date(message.lastHeardTime),
+    draining: message.draining,
+    replicaId: message.replicaId,
   };
 }
 

@@ -209,6 +209,12 @@ export async function cli(...args: string[]): Promise<string> {
   return stdout;
 }
 
+/** A token made on the server's host, before it starts (`zbrain token create --data-dir`). */
+export async function token(dataDir: string, org: string, role: "admin" | "client" | "worker"): Promise<string> {
+  const printed = await cli("token", "create", "--data-dir", dataDir, "--org", org, "--role", role);
+  return printed.split("\n")[0] ?? "";
+}
+
 /** Run Python code with the repository's client installed; resolves with its standard output. */
 export async function python(code: string, env: Readonly<Record<string, string>> = {}): Promise<string> {
   const { stdout } = await run(PYTHON, ["-c", code], { env: { ...process.env, ...env }, timeout: 60_000 });

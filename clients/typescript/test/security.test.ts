@@ -18,13 +18,7 @@ import {
   ZBrainClient,
 } from "@zbrain/client";
 import { scripted } from "./fixtures/handler.js";
-import { Harness, cli } from "./harness.js";
-
-/** A token made on the server's host, before it starts (`zbrain token create --data-dir`). */
-async function token(dataDir: string, org: string, role: "admin" | "client" | "worker"): Promise<string> {
-  const printed = await cli("token", "create", "--data-dir", dataDir, "--org", org, "--role", role);
-  return printed.split("\n")[0] ?? "";
-}
+import { Harness, token } from "./harness.js";
 
 test("with auth on, a call needs a valid token, and one with a token works", async (t) => {
   const h = new Harness(t);
