@@ -81,3 +81,10 @@ def test_the_command_word_skips_global_options_and_their_values() -> None:
     assert _command_word(["--server", "list", "get", "x"]) == "get"
     assert _command_word(["--json", "--log-format", "json", "serve"]) == "serve"
     assert _command_word(["--version"]) is None
+
+
+def test_org_byte_quotas_are_read_as_sizes() -> None:
+    args = build_parser(with_plugin=False).parse_args(
+        ["org", "set", "team-a", "--max-log-bytes", "512M", "--max-artifact-bytes", "4096"]
+    )
+    assert (args.max_log_bytes, args.max_artifact_bytes) == (512 << 20, 4096)

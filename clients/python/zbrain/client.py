@@ -101,6 +101,10 @@ def job_spec(
     worker for the network (docs/sandbox.md)."""
     if isinstance(cmd, str):
         raise TypeError("cmd must be an argv list such as ['echo', 'hi'], not a shell string")
+    numbers = {"priority": priority, "concurrency_limit": concurrency_limit}
+    if max_retries is not None:
+        numbers["max_retries"] = max_retries
+    _convert.check_integers(job_pb2.JobSpec, numbers)
     spec = job_pb2.JobSpec(
         org_id=org or "",
         cmd=list(cmd),

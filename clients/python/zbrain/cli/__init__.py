@@ -836,15 +836,15 @@ def _org_commands(client_command: ClientCommand, handler: Command) -> None:
     a.add_argument("org", help="the organisation")
     a = _action(actions, "set", "change an organisation's limits (admins); 0 removes its own")
     a.add_argument("org", help="the organisation")
-    for flag, kind, metavar, what in (
-        ("--max-running", int, "N", "running jobs at once"),
-        ("--max-starts-per-second", float, "R", "job starts per second"),
-        ("--max-waiting", int, "N", "waiting jobs"),
-        ("--max-log-bytes", int, "B", "log bytes stored per job"),
-        ("--max-artifact-bytes", int, "B", "artifact bytes per job"),
-        ("--retention-days", int, "D", "days finished jobs are kept"),
+    for flag, parse, metavar, what in (
+        ("--max-running", not_negative(int), "N", "running jobs at once"),
+        ("--max-starts-per-second", not_negative(float), "R", "job starts per second"),
+        ("--max-waiting", not_negative(int), "N", "waiting jobs"),
+        ("--max-log-bytes", size, "SIZE", "log bytes stored per job (e.g. 512M)"),
+        ("--max-artifact-bytes", size, "SIZE", "artifact bytes per job (e.g. 2G)"),
+        ("--retention-days", not_negative(int), "D", "days finished jobs are kept"),
     ):
-        a.add_argument(flag, type=not_negative(kind), metavar=metavar, help=what)
+        a.add_argument(flag, type=parse, metavar=metavar, help=what)
     for name, help in (
         ("pause", "start none of an organisation's jobs (admins); running jobs finish"),
         ("resume", "lift a pause (admins)"),
