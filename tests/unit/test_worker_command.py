@@ -61,7 +61,7 @@ def test_a_maximum_below_the_smallest_job_limit_is_refused_before_connecting(
         "zbrain worker: error: --max-memory / $ZWORKER_MAX_MEMORY must be 0 (no maximum) "
         "or at least 1 MiB, the smallest limit a job may have\n"
     )
-    with pytest.raises(ZBrainError, match="--max-open-files .* at least 3,"):
+    with pytest.raises(ZBrainError, match=r"--max-open-files .* at least 3,"):
         worker_maxima(maxima_args(max_open_files="2"))
     assert worker_maxima(maxima_args(max_memory="1M", max_open_files="0")) == Resources(
         memory_bytes=1 << 20

@@ -174,8 +174,9 @@ def check_integers(kind: type[message.Message], fields: dict[str, Any], prefix: 
     for name, value in fields.items():
         bounds = _INTEGER_RANGES.get(kind.DESCRIPTOR.fields_by_name[name].cpp_type)
         if bounds and isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
-            where, (low, high) = prefix + name, bounds
-            violations.append(FieldViolation(where, f"must be between {low} and {high}, not {value}"))
+            low, high = bounds
+            description = f"must be between {low} and {high}, not {value}"
+            violations.append(FieldViolation(prefix + name, description))
     if violations:
         raise InvalidArgumentError("a value does not fit its field", violations=violations)
 
