@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from zbrain.cli import _attach_dashed_values, _command_word, build_parser
+from zbrain.cli import _attach_dashed_values, _command_word, build_parser, main
 from zbrain.cli._ids import is_suffix, normalise
 from zbrain.cli._output import Output, duration, summarise
 from zbrain.sizes import format_size
@@ -81,3 +81,28 @@ def test_the_command_word_skips_global_options_and_their_values() -> None:
     assert _command_word(["--server", "list", "get", "x"]) == "get"
     assert _command_word(["--json", "--log-format", "json", "serve"]) == "serve"
     assert _command_word(["--version"]) is None
+
+
+def test_org_byte_quotas_are_read_as_sizes() -> None:
+    args = build_parser(with_plugin=False).parse_args(
+        ["org", "set", "team-a", "--max-log-bytes", "512M", "--max-artifact-bytes", "4096"]
+    )
+    assert (args.max_log_bytes, args.max_artifact_bytes) == (512 << 20, 4096)
+
+
+def test_a_client_command_is_parsed_by_its_own_parser_and_help_still_lists_every_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`main` builds only the command named (the whole tree cost more than a
+    Get call); what it reads is the same, and help still shows every command."""
+    alone = build_parser(with_plugin=False, only="get")
+    args = alone.parse_args(["get", "2d81f67a", "--full", "--org", "team-a"])
+    assert (args.id, args.full, args.org) == ("2d81f67a", True, "team-a")
+    with pytest.raises(SystemExit):
+        main(["--help", "get"])
+    assert "submit" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["get", "--server", "127.0.0.1:1"])
+    assert capsys.readouterr().err.startswith(
+        "zbrain get: error: the following arguments are required: id"
+    )

@@ -12,6 +12,7 @@ import pytest
 
 from tests.unit.fakes import STAY_OPEN, FakeChannel, job_message, rpc_error, until
 from zbrain import Client
+from zbrain.cli import main
 from zbrain.errors import (
     FieldViolation,
     InvalidArgumentError,
@@ -19,7 +20,7 @@ from zbrain.errors import (
     NotFoundError,
     UnavailableError,
 )
-from zbrain.models import JobState, LogLine, LogStream
+from zbrain.models import JobState, LogLine, LogStream, Resources
 from zbrain.v1 import event_pb2, job_pb2, job_service_pb2
 
 TARGET = "10.1.2.3:4567"
@@ -110,6 +111,34 @@ async def test_submit_sends_the_spec_and_request_id(client: Client, channel: Fak
     assert json.loads(sent.job.input_json) == {"n": 1}
     assert sent.job.timeout.ToTimedelta() == timedelta(minutes=2)
     assert sent.request_id == "r-1"
+
+
+async def test_a_number_its_field_cannot_hold_is_refused_naming_the_field(
+    client: Client, channel: FakeChannel
+) -> None:
+    """Protobuf's own ValueError names no field; the client's error does."""
+    with pytest.raises(InvalidArgumentError) as raised:
+        await client.submit(["true"], priority=2**40)
+    assert raised.value.violations == (
+        FieldViolation("priority", f"must be between -2147483648 and 2147483647, not {2**40}"),
+    )
+    with pytest.raises(InvalidArgumentError) as raised:
+        await client.submit(["true"], resources=Resources(memory_bytes=2**64, open_files=-(2**32)))
+    assert [v.field for v in raised.value.violations] == [
+        "resources.memory_bytes",
+        "resources.open_files",
+    ]
+
+    assert channel.requests("Submit") == []
+
+
+def test_the_command_line_names_the_flag_of_a_number_out_of_range(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = main(["submit", "--server", "127.0.0.1:1", "--priority", str(2**40), "--", "true"])
+    assert status == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("zbrain submit: error: ") and "priority: must be between" in line
 
 
 # -- list --------------------------------------------------------------------------

@@ -49,3 +49,20 @@ def test_a_concurrency_variable_of_zero_is_refused(
     monkeypatch.setenv("ZWORKER_CONCURRENCY", "0")
     assert main(["worker", "--server", "127.0.0.1:1"]) == 1
     assert "$ZWORKER_CONCURRENCY must be 1 or more" in capsys.readouterr().err
+
+
+def test_a_maximum_below_the_smallest_job_limit_is_refused_before_connecting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A job's memory limit is at least 1 MiB (the server refuses less), so a
+    worker maximum of 100K would make every limited job fail."""
+    assert main(["worker", "--server", "127.0.0.1:1", "--max-memory", "100K"]) == 1
+    assert capsys.readouterr().err == (
+        "zbrain worker: error: --max-memory / $ZWORKER_MAX_MEMORY must be 0 (no maximum) "
+        "or at least 1 MiB, the smallest limit a job may have\n"
+    )
+    with pytest.raises(ZBrainError, match=r"--max-open-files .* at least 3,"):
+        worker_maxima(maxima_args(max_open_files="2"))
+    assert worker_maxima(maxima_args(max_memory="1M", max_open_files="0")) == Resources(
+        memory_bytes=1 << 20
+    )

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import descriptor, message, timestamp_pb2
 
+from .errors import FieldViolation, InvalidArgumentError
 from .models import (
     NO_RESOURCES,
     Artifact,
@@ -151,7 +152,33 @@ def resources(message: job_pb2.Resources) -> Resources:
 def resources_to_proto(value: Resources) -> job_pb2.Resources:
     from .v1 import job_pb2  # the caller is sending a job: the module is loaded already
 
-    return job_pb2.Resources(**value.to_dict())
+    fields = value.to_dict()
+    check_integers(job_pb2.Resources, fields, "resources.")
+    return job_pb2.Resources(**fields)
+
+
+# The values each integer type of the wire can hold.
+_INTEGER_RANGES = {
+    descriptor.FieldDescriptor.CPPTYPE_INT32: (-(1 << 31), (1 << 31) - 1),
+    descriptor.FieldDescriptor.CPPTYPE_INT64: (-(1 << 63), (1 << 63) - 1),
+    descriptor.FieldDescriptor.CPPTYPE_UINT32: (0, (1 << 32) - 1),
+    descriptor.FieldDescriptor.CPPTYPE_UINT64: (0, (1 << 64) - 1),
+}
+
+
+def check_integers(kind: type[message.Message], fields: dict[str, Any], prefix: str = "") -> None:
+    """InvalidArgumentError naming every integer of `fields` that its field of
+    `kind` cannot hold. Protobuf would raise a bare ValueError that names no
+    field, which a caller (or the CLI, naming the flag) cannot act on."""
+    violations = []
+    for name, value in fields.items():
+        bounds = _INTEGER_RANGES.get(kind.DESCRIPTOR.fields_by_name[name].cpp_type)
+        if bounds and isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
+            low, high = bounds
+            description = f"must be between {low} and {high}, not {value}"
+            violations.append(FieldViolation(prefix + name, description))
+    if violations:
+        raise InvalidArgumentError("a value does not fit its field", violations=violations)
 
 
 def dependency(message: job_pb2.Dependency) -> Dependency:

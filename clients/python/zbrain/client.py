@@ -11,7 +11,6 @@ import asyncio
 import builtins
 import contextlib
 import functools
-import hashlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -22,7 +21,6 @@ import grpc
 from google.protobuf import duration_pb2
 
 from . import _convert
-from ._coalesce import SubmitCoalescer
 from .connection import Connection, TlsFiles
 from .errors import JobFailedError, ZBrainError
 from .models import (
@@ -40,6 +38,7 @@ from .models import (
 from .v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
 
 if TYPE_CHECKING:
+    from ._coalesce import SubmitCoalescer
     from .orgs import Orgs
     from .workflows import Schedules, Templates
 
@@ -101,6 +100,10 @@ def job_spec(
     worker for the network (docs/sandbox.md)."""
     if isinstance(cmd, str):
         raise TypeError("cmd must be an argv list such as ['echo', 'hi'], not a shell string")
+    numbers = {"priority": priority, "concurrency_limit": concurrency_limit}
+    if max_retries is not None:
+        numbers["max_retries"] = max_retries
+    _convert.check_integers(job_pb2.JobSpec, numbers)
     spec = job_pb2.JobSpec(
         org_id=org or "",
         cmd=list(cmd),
@@ -152,11 +155,17 @@ class Client:
         self.channel = channel if channel is not None else connection.open_channel()
         self._stub = job_service_pb2_grpc.JobServiceStub(self.channel)
         self.timeout = timeout
-        self._coalescer = (
-            SubmitCoalescer(self._stub, lambda: self.timeout, connection.error)
-            if coalesce
-            else None
-        )
+        self._coalesce = coalesce
+
+    @functools.cached_property
+    def _coalescer(self) -> SubmitCoalescer | None:
+        """Made by the first submit: a command that only reads (`zbrain get`)
+        does not load it."""
+        if not self._coalesce:
+            return None
+        from ._coalesce import SubmitCoalescer
+
+        return SubmitCoalescer(self._stub, lambda: self.timeout, self.connection.error)
 
     @functools.cached_property
     def templates(self) -> Templates:
@@ -503,6 +512,8 @@ class Client:
         call = self._stub.DownloadArtifact(
             job_service_pb2.DownloadArtifactRequest(job_id=job_id, name=name)
         )
+        import hashlib  # OpenSSL's digests load in ms: only a download needs one
+
         digest = hashlib.sha256()
         artifact: Artifact | None = None
         partial = destination.with_name(destination.name + ".partial")

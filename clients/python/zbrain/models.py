@@ -146,6 +146,18 @@ class Resources:
 
 NO_RESOURCES = Resources()
 
+# The smallest value each resource limit may take when set: below them no
+# program starts (a process needs its three standard descriptors), so such a
+# limit is a mistake to name (the server refuses it at submit, a worker at
+# start) rather than a failure at every attempt.
+RESOURCE_MINIMUMS = {
+    "memory_bytes": 1 << 20,
+    "cpu_seconds": 1,
+    "processes": 1,
+    "open_files": 3,
+    "file_size_bytes": 1,
+}
+
 
 class ParameterType(_NamedIntEnum):
     """What a template parameter's value must be (zbrain.v1.ParameterType)."""

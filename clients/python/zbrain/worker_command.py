@@ -16,8 +16,8 @@ from .client import Client
 from .connection import TlsFiles
 from .durations import parse_duration
 from .errors import ZBrainError
-from .models import Resources
-from .sizes import parse_count, parse_size
+from .models import RESOURCE_MINIMUMS, Resources
+from .sizes import format_size, parse_count, parse_size
 from .worker import EchoExecutor, Executor, ProcessExecutor, SandboxExecutor, Worker
 
 # The worker's maxima for a job's resources: flag, variable, parser.
@@ -39,9 +39,15 @@ def worker_maxima(args: argparse.Namespace) -> Resources:
             value = parse(text) if text else 0
         except ValueError as exc:
             raise ZBrainError(f"--{flag.replace('_', '-')} / ${variable}: {exc}") from None
-        if value < 0:
-            raise ZBrainError(f"--{flag.replace('_', '-')} / ${variable} must not be negative")
-        values[name] = math.ceil(value)  # CPU time is limited in whole seconds
+        value = math.ceil(value)  # CPU time is limited in whole seconds
+        minimum = RESOURCE_MINIMUMS[name]
+        if value < 0 or 0 < value < minimum:
+            shown = format_size(minimum) if name.endswith("_bytes") else str(minimum)
+            raise ZBrainError(
+                f"--{flag.replace('_', '-')} / ${variable} must be 0 (no maximum) or at "
+                f"least {shown}, the smallest limit a job may have"
+            )
+        values[name] = value
     return Resources(**values)
 
 

@@ -20,7 +20,7 @@ from typing import TypeVar
 from google.protobuf import duration_pb2
 
 from zbrain.errors import FieldViolation, InvalidArgumentError
-from zbrain.models import RUNNABLE_STATES, Role
+from zbrain.models import RESOURCE_MINIMUMS, RUNNABLE_STATES, Role
 from zbrain.protocol import TRUNCATION_MARK
 from zbrain.v1 import job_pb2, job_service_pb2, token_service_pb2, worker_service_pb2
 
@@ -360,18 +360,6 @@ def _check_concurrency(spec: job_pb2.JobSpec, field: str, limits: Limits, v: Vio
             f"{field}.concurrency_limit",
             f"must be between 0 (meaning 1) and {MAX_CONCURRENCY_LIMIT}",
         )
-
-
-# The smallest value each resource limit may take when set: below them no
-# program starts (a process needs its three standard descriptors), so such a
-# limit is a mistake to name at submit rather than a failure at every attempt.
-RESOURCE_MINIMUMS = {
-    "memory_bytes": 1 << 20,
-    "cpu_seconds": 1,
-    "processes": 1,
-    "open_files": 3,
-    "file_size_bytes": 1,
-}
 
 
 def _resources(message: job_pb2.Resources, field: str, v: Violations) -> Resources:

@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from ..errors import ZBrainError
 from ._common import (
@@ -273,9 +273,22 @@ EXAMPLES = {
 }
 
 
-def build_parser(with_plugin: bool = True) -> argparse.ArgumentParser:
-    """The whole command tree; `with_plugin` adds the server's commands when
-    the server distribution is installed."""
+class _Skipped:
+    """A command left out of the tree: what is added to it is dropped.
+
+    argparse spends its time per parser and per argument (each looks its
+    help words up in gettext's catalogues), so building the ~40 commands
+    took more time than a `zbrain get` spends on its RPC. A command line
+    naming a client command builds only that one (see `main`)."""
+
+    def __getattr__(self, name: str) -> Callable[..., _Skipped]:
+        return lambda *args, **kwargs: self
+
+
+def build_parser(with_plugin: bool = True, only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command tree, or with `only` the tree with just that command;
+    `with_plugin` adds the server's commands when the server distribution is
+    installed."""
     parser = _Parser(
         prog="zbrain",
         description="ZBrain: distributed job orchestration over gRPC.",
@@ -289,6 +302,8 @@ def build_parser(with_plugin: bool = True) -> argparse.ArgumentParser:
         name: str, handler: Command, help: str, *parents: argparse.ArgumentParser
     ) -> argparse.ArgumentParser:
         """A command without the client's global options (the server plugin's)."""
+        if only not in (None, name):
+            return cast(argparse.ArgumentParser, _Skipped())
         p: argparse.ArgumentParser = sub.add_parser(
             name, help=help, description=help, parents=list(parents)
         )
@@ -298,6 +313,8 @@ def build_parser(with_plugin: bool = True) -> argparse.ArgumentParser:
     def client_command(
         name: str, handler: Command, help: str, *parents: argparse.ArgumentParser
     ) -> argparse.ArgumentParser:
+        if only not in (None, name):
+            return cast(argparse.ArgumentParser, _Skipped())
         p: argparse.ArgumentParser = sub.add_parser(
             name,
             help=help,
@@ -685,6 +702,8 @@ def _actions(parent: argparse.ArgumentParser) -> Any:
 def _action(
     actions: Any, name: str, help: str, *parents: argparse.ArgumentParser
 ) -> argparse.ArgumentParser:
+    if isinstance(actions, _Skipped):
+        return cast(argparse.ArgumentParser, actions)
     command = actions._prog_prefix.removeprefix("zbrain ")
     examples = [
         line for line in EXAMPLES[command].splitlines() if f"zbrain {command} {name}" in line
@@ -836,15 +855,15 @@ def _org_commands(client_command: ClientCommand, handler: Command) -> None:
     a.add_argument("org", help="the organisation")
     a = _action(actions, "set", "change an organisation's limits (admins); 0 removes its own")
     a.add_argument("org", help="the organisation")
-    for flag, kind, metavar, what in (
-        ("--max-running", int, "N", "running jobs at once"),
-        ("--max-starts-per-second", float, "R", "job starts per second"),
-        ("--max-waiting", int, "N", "waiting jobs"),
-        ("--max-log-bytes", int, "B", "log bytes stored per job"),
-        ("--max-artifact-bytes", int, "B", "artifact bytes per job"),
-        ("--retention-days", int, "D", "days finished jobs are kept"),
+    for flag, parse, metavar, what in (
+        ("--max-running", not_negative(int), "N", "running jobs at once"),
+        ("--max-starts-per-second", not_negative(float), "R", "job starts per second"),
+        ("--max-waiting", not_negative(int), "N", "waiting jobs"),
+        ("--max-log-bytes", size, "SIZE", "log bytes stored per job (e.g. 512M)"),
+        ("--max-artifact-bytes", size, "SIZE", "artifact bytes per job (e.g. 2G)"),
+        ("--retention-days", not_negative(int), "D", "days finished jobs are kept"),
     ):
-        a.add_argument(flag, type=not_negative(kind), metavar=metavar, help=what)
+        a.add_argument(flag, type=parse, metavar=metavar, help=what)
     for name, help in (
         ("pause", "start none of an organisation's jobs (admins); running jobs finish"),
         ("resume", "lift a pause (admins)"),
@@ -946,8 +965,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(SHORT_HELP, end="")
         return 0
     # Looking the server's plugin up reads every installed package's metadata:
-    # a client command, the usual case, skips it.
-    parser = build_parser(with_plugin=_command_word(words) not in CLIENT_COMMANDS)
+    # a client command, the usual case, skips it, and builds its own parser
+    # alone (help lists every command, so it needs the whole tree).
+    word = _command_word(words)
+    client = word in CLIENT_COMMANDS
+    whole = not client or any(w in ("-h", "--help", "--version") for w in words)
+    parser = build_parser(with_plugin=not client, only=None if whole else word)
     # The words after `--` are a job's command, never options of ours.
     head, command_words = (
         (words[: words.index("--")], words[words.index("--") + 1 :])
