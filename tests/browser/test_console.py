@@ -21,15 +21,35 @@ PY = sys.executable
 FLOOD = "import sys; sys.stdout.writelines(f'line {i}\\n' for i in range(int(sys.argv[1])))"
 
 
+# The job page redraws as events arrive, replacing its elements: reads are
+# one script each, so an element cannot go stale between finding and reading.
+
+
 def text_of(driver, selector: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, selector)
-    return found[0].text if found else ""
+    """The rendered text of the first element matching selector ("" if none)."""
+    text: str | None = driver.execute_script(
+        "const found = document.querySelector(arguments[0]);return found ? found.innerText : '';",
+        selector,
+    )
+    return (text or "").strip()
+
+
+def texts_of(driver, selector: str) -> list[str]:
+    """The text content of every element matching selector."""
+    texts: list[str] = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((node) => node.textContent);",
+        selector,
+    )
+    return texts
 
 
 def state_shown(driver) -> str:
     """The state badge of the job page ("running", "succeeded", ...)."""
-    found = driver.find_elements(By.CSS_SELECTOR, "#job-state .badge")
-    return found[0].get_attribute("data-state") if found else ""
+    state: str | None = driver.execute_script(
+        "const badge = document.querySelector('#job-state .badge');"
+        "return badge ? badge.getAttribute('data-state') : '';"
+    )
+    return state or ""
 
 
 def log_texts(driver) -> list[str]:
@@ -258,7 +278,7 @@ def test_log_lines_and_arguments_are_shown_as_text_never_run(consoles: Consoles,
 
     # stdout and stderr are separate pipes: either line may come first.
     assert sorted(log_texts(browser)) == sorted([script_tag, image_tag])
-    argv = [node.text for node in browser.find_elements(By.CSS_SELECTOR, "#argv li")]
+    argv = texts_of(browser, "#argv li")
     assert argv[-2:] == [script_tag, image_tag]
     assert text_of(browser, "#labels") == "note=<b>bold</b>"
     assert browser.find_elements(By.CSS_SELECTOR, "main img, main b, #log-lines script") == []

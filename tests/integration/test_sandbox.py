@@ -25,6 +25,11 @@ needs_bwrap = pytest.mark.skipif(
 )
 MODES = ["process", pytest.param("sandbox", marks=needs_bwrap)]
 
+# The interpreter itself, not the virtual environment's link to it: a sandbox
+# gives each job a private /tmp, which hides a checkout (and its .venv) that
+# lives under /tmp, as CI's clean clones may.
+PYTHON = os.path.realpath(sys.executable)
+
 
 async def finished(client: Client, job_id: str) -> Job:
     done = await client.wait(job_id, timeout=30)
@@ -65,7 +70,7 @@ async def test_a_job_over_its_memory_limit_is_killed_with_that_cause(
     processes.worker(server.address, "--mode", mode)
     hog = "import time; block = bytearray(256 << 20); time.sleep(60)"
     job = await client.submit(
-        [sys.executable, "-c", hog], resources=Resources(memory_bytes=64 << 20), max_retries=0
+        [PYTHON, "-c", hog], resources=Resources(memory_bytes=64 << 20), max_retries=0
     )
 
     done = await finished(client, job.id)
@@ -209,7 +214,7 @@ async def test_a_sandboxed_job_reaches_the_network_only_when_it_asks_and_the_wor
     connect = f"import socket; socket.create_connection(({host!r}, {port}), timeout=5)"
     closed = processes.worker(server.address, "--mode", "sandbox", "--id", "closed")
     asked_but_refused = await client.submit(
-        [sys.executable, "-c", connect], network=True, max_retries=0
+        [PYTHON, "-c", connect], network=True, max_retries=0
     )
     refused = await finished(client, asked_but_refused.id)
     assert refused.state is JobState.FAILED
@@ -218,8 +223,8 @@ async def test_a_sandboxed_job_reaches_the_network_only_when_it_asks_and_the_wor
     closed.wait(timeout=30)
 
     processes.worker(server.address, "--mode", "sandbox", "--allow-network", "--id", "open")
-    not_asked = await client.submit([sys.executable, "-c", connect], max_retries=0)
-    asked = await client.submit([sys.executable, "-c", connect], network=True, max_retries=0)
+    not_asked = await client.submit([PYTHON, "-c", connect], max_retries=0)
+    asked = await client.submit([PYTHON, "-c", connect], network=True, max_retries=0)
     results = {job.id: await finished(client, job.id) for job in (not_asked, asked)}
 
     assert results[not_asked.id].state is JobState.FAILED
