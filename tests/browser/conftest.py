@@ -272,3 +272,25 @@ def consoles(tmp_path: Path) -> Iterator[Consoles]:
     started = Consoles(tmp_path)
     yield started
     started.stop_all()
+
+
+# The job page redraws as events arrive, replacing its elements: reads are
+# one script each, so an element cannot go stale between finding and reading.
+
+
+def text_of(driver, selector: str) -> str:
+    """The rendered text of the first element matching selector ("" if none)."""
+    text: str | None = driver.execute_script(
+        "const found = document.querySelector(arguments[0]);return found ? found.innerText : '';",
+        selector,
+    )
+    return (text or "").strip()
+
+
+def texts_of(driver, selector: str) -> list[str]:
+    """The text content of every element matching selector."""
+    texts: list[str] = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((node) => node.textContent);",
+        selector,
+    )
+    return texts

@@ -13,34 +13,12 @@ from typing import Any
 
 from selenium.webdriver.common.by import By
 
-from tests.browser.conftest import Consoles, page_errors, screenshot, wait_for
+from tests.browser.conftest import Consoles, page_errors, screenshot, text_of, texts_of, wait_for
 from zbrain import JobState
 
 PY = sys.executable
 # A job printing argv[1] numbered lines as fast as it can.
 FLOOD = "import sys; sys.stdout.writelines(f'line {i}\\n' for i in range(int(sys.argv[1])))"
-
-
-# The job page redraws as events arrive, replacing its elements: reads are
-# one script each, so an element cannot go stale between finding and reading.
-
-
-def text_of(driver, selector: str) -> str:
-    """The rendered text of the first element matching selector ("" if none)."""
-    text: str | None = driver.execute_script(
-        "const found = document.querySelector(arguments[0]);return found ? found.innerText : '';",
-        selector,
-    )
-    return (text or "").strip()
-
-
-def texts_of(driver, selector: str) -> list[str]:
-    """The text content of every element matching selector."""
-    texts: list[str] = driver.execute_script(
-        "return [...document.querySelectorAll(arguments[0])].map((node) => node.textContent);",
-        selector,
-    )
-    return texts
 
 
 def state_shown(driver) -> str:
@@ -99,7 +77,7 @@ def test_a_job_submitted_elsewhere_appears_in_the_list_without_reloading(
     browser.get(console.url + "#/")
     counts = "#by-state tbody tr[data-org='default'] td"
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, counts)) == 8)
-    by_state = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, counts)]
+    by_state = [text.strip() for text in texts_of(browser, counts)]
     assert by_state[5:7] == ["1", "1"]  # succeeded, failed
     assert browser.find_elements(By.CSS_SELECTOR, "#hour-chart rect")
     screenshot(browser, "overview")
@@ -210,9 +188,8 @@ def test_a_job_submitted_with_the_form_streams_its_log_while_it_runs(
     wait_for(browser, lambda d: "a warning" in log_texts(d))
     wait_for(browser, lambda d: state_shown(d) == "running")
     assert "last line" not in log_texts(browser)
-    stderr = browser.find_elements(By.CSS_SELECTOR, "#log-lines .line.stderr")
-    assert [line.get_attribute("textContent") for line in stderr] == ["a warning"]
-    assert browser.find_element(By.CSS_SELECTOR, ".attempt-sep").text.upper() == "ATTEMPT 1"
+    assert texts_of(browser, "#log-lines .line.stderr") == ["a warning"]
+    assert text_of(browser, ".attempt-sep").upper() == "ATTEMPT 1"
     # The page redraws the job as its events arrive, replacing these elements:
     # each look is retried on a fresh one (wait_for), the reveal kept across redraws.
     wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#env .secret").text == "••••••")
@@ -251,8 +228,8 @@ def test_canceling_a_running_job_changes_its_state_and_offers_a_rerun(
     # A finished job offers a rerun instead: a new job, linked to this one.
     browser.find_element(By.ID, "rerun").click()
     wait_for(browser, lambda d: job.id not in d.current_url)
-    rerun_of = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#dependencies a"))
-    assert rerun_of.text == job.id
+    wait_for(browser, lambda d: text_of(d, "#dependencies a"))
+    assert text_of(browser, "#dependencies a") == job.id
     assert page_errors(browser) == []
 
 
@@ -285,10 +262,10 @@ def test_log_lines_and_arguments_are_shown_as_text_never_run(consoles: Consoles,
     assert browser.execute_script("return window.zbrainPwned") is None
 
     # Its artifact is listed with a link that downloads it.
-    link = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#artifacts a"))
-    assert link.text == "report.txt"
+    wait_for(browser, lambda d: text_of(d, "#artifacts a"))
+    assert text_of(browser, "#artifacts a") == "report.txt"
     content = browser.execute_script(
-        "return fetch(arguments[0]).then((answer) => answer.text())", link.get_attribute("href")
+        "return fetch(document.querySelector('#artifacts a').href).then((answer) => answer.text())"
     )
     assert content == "42"
     assert page_errors(browser) == []

@@ -9,15 +9,10 @@ import sys
 
 from selenium.webdriver.common.by import By
 
-from tests.browser.conftest import Consoles, page_errors, screenshot, wait_for
+from tests.browser.conftest import Consoles, page_errors, screenshot, text_of, wait_for
 from zbrain import JobState
 
 PY = sys.executable
-
-
-def text_of(driver, selector: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, selector)
-    return found[0].text if found else ""
 
 
 def test_a_job_no_worker_matches_says_so_and_is_listed_as_unmatched(
