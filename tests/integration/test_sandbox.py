@@ -213,9 +213,7 @@ async def test_a_sandboxed_job_reaches_the_network_only_when_it_asks_and_the_wor
     host, port = server.address.rsplit(":", 1)
     connect = f"import socket; socket.create_connection(({host!r}, {port}), timeout=5)"
     closed = processes.worker(server.address, "--mode", "sandbox", "--id", "closed")
-    asked_but_refused = await client.submit(
-        [PYTHON, "-c", connect], network=True, max_retries=0
-    )
+    asked_but_refused = await client.submit([PYTHON, "-c", connect], network=True, max_retries=0)
     refused = await finished(client, asked_but_refused.id)
     assert refused.state is JobState.FAILED
     assert "ConnectionRefusedError" in refused.last_error or "unreachable" in refused.last_error
