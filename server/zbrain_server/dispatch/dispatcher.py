@@ -465,9 +465,11 @@ class Dispatcher:
                 ending_of.setdefault(holder.worker_id, set()).add((job_id, lease_epoch))
         sessions = []
         claims = []
+        now = now_us()
         for consumer in self._consumers:
             if not isinstance(consumer, WorkerSession) or consumer.closed:
                 continue
+            consumer.check_heard(now, self._lease_ttl_us)
             # The room an org with settings (a running limit, a key, a pause)
             # frees is shared out by the pass, consumers in turn: leased here,
             # it would go back to the worker that freed it every time.
@@ -564,6 +566,8 @@ class Dispatcher:
             for consumer in list(self._consumers):
                 if consumer not in self._consumers:
                     continue  # it left while this pass awaited the store
+                if isinstance(consumer, WorkerSession):
+                    consumer.check_heard(now_us(), self._lease_ttl_us)
                 orgs = [org for org in consumer.orgs_in_turn() if org not in exhausted]
                 wanted = consumer.free_slots
                 if wanted <= 0 or not orgs:

@@ -89,6 +89,7 @@ class WorkerSession(Consumer):
     labels: dict[str, str] = field(default_factory=dict)
     connected_at_us: int = field(default_factory=now_us)
     last_heard_at_us: int = field(default_factory=now_us)
+    held_since_us: int = 0  # when it last went from holding no lease to holding some
 
     @property
     def free_slots(self) -> int:
@@ -100,7 +101,17 @@ class WorkerSession(Consumer):
         """The worker sent something: it is alive, so it may take work again."""
         self.silent = False
 
+    def check_heard(self, now: int, lease_ttl_us: int) -> None:
+        """Silent when it holds leases and nothing came from it for a lease
+        TTL: its leases are expiring, and the reaper's commit that ends them
+        would otherwise lease their jobs again to this very stream."""
+        quiet_since = max(self.last_heard_at_us, self.held_since_us)
+        if self.active and quiet_since < now - lease_ttl_us:
+            self.silent = True
+
     def deliver(self, leases: list[Lease]) -> None:
+        if leases and not self.active:
+            self.held_since_us = now_us()
         for lease in leases:
             self.hold(lease.job.id, lease.lease_epoch, lease.job.org_id)
         if self.takes_batches:
