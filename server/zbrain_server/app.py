@@ -431,7 +431,8 @@ class ZBrainServer:
         process.send_signal(signal.SIGTERM)
         allowed = self.config.worker_grace_s + LOCAL_WORKER_STOP_MARGIN_S
         try:
-            await asyncio.wait_for(process.wait(), allowed)
+            async with asyncio.timeout(allowed):
+                await process.wait()
         except TimeoutError:
             log.error("the local worker did not stop within %.0fs; killing it", allowed)
             process.kill()

@@ -432,7 +432,8 @@ class Client:
                 if job.state.is_terminal:
                     return job
 
-        return await asyncio.wait_for(follow(), timeout)
+        async with asyncio.timeout(timeout):
+            return await follow()
 
     async def result(self, job_id: str, *, timeout: float | None = None) -> Any:
         """Wait for the job and return its output; JobFailedError unless it succeeded."""

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from zbrain.errors import ZBrainError
 
 from ..core.model import now_us
+from .signals import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,6 @@ class Alarm:
 
     async def _run(self) -> None:
         while True:
-            self._nudged.clear()
             try:
                 self._next_us = await self._step()
             except ZBrainError as error:  # the store is down, say: health reports it
@@ -71,5 +71,4 @@ class Alarm:
                 # (the rest of a large batch) runs again at once, but a step
                 # that cannot make progress does not spin.
                 wait_s = min(wait_s, max(MIN_WAIT_S, (self._next_us - now_us()) / 1e6))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._nudged.wait(), wait_s)
+            await wait_for(self._nudged, wait_s)

@@ -213,7 +213,8 @@ class Dispatcher:
         self.kick()
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(future), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await asyncio.shield(future)
             waiter.gave_up = True
             if waiter.leasing:  # a dispatch pass is leasing for us right now: take its result
                 return await future

@@ -26,6 +26,7 @@ from ..core import limits
 from ..core.model import WorkerPresence, now_us
 from ..store import JobStore
 from .sessions import WorkerSession
+from .signals import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +103,11 @@ class WorkerDirectory:
 
     async def _publish_loop(self) -> None:
         while True:
-            self._changed.clear()
             try:
                 await self.publish()
             except ZBrainError as error:  # the store is down, say: try again next time
                 log.warning("could not publish this replica's workers: %s", error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), REFRESH_S)
+            await wait_for(self._changed, REFRESH_S)
 
     async def publish(self) -> None:
         """Write this replica's workers, then read the others'."""

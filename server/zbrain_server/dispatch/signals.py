@@ -39,7 +39,13 @@ class JobSignals:
 
 
 async def wait_for(event: asyncio.Event, seconds: float) -> None:
-    """Wait until the event is set or `seconds` pass, then clear it."""
+    """Wait until the event is set or `seconds` pass, then clear it.
+
+    With `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11 the latter
+    swallows a cancellation that arrives as the event is set, and a loop
+    waiting this way then never stops (a server's shutdown hung on it).
+    """
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), seconds)
+        async with asyncio.timeout(seconds):
+            await event.wait()
     event.clear()

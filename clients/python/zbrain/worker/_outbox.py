@@ -150,4 +150,5 @@ class Outbox:
         self._idle.clear()
         self._wake.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), FLUSH_TIMEOUT_S)
+            async with asyncio.timeout(FLUSH_TIMEOUT_S):
+                await self._idle.wait()

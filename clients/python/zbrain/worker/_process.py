@@ -207,7 +207,8 @@ class ProcessExecutor(Executor):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(waiting), self.limits.kill_grace_s)
+            async with asyncio.timeout(self.limits.kill_grace_s):
+                await asyncio.shield(waiting)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)

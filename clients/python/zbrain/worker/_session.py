@@ -238,7 +238,8 @@ class Session:
             task.cancel()
         self._requests.end()
         try:
-            await asyncio.wait_for(self.ended.wait(), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.ended.wait()
         except TimeoutError:
             call.cancel()
 

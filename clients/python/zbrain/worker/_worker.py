@@ -168,7 +168,8 @@ class Worker:
             # Leases the server sent before it saw the drain may still be on
             # the way; its acknowledgement comes after the last of them.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(session.drain_acknowledged.wait(), min(grace_s, 10.0))
+                async with asyncio.timeout(min(grace_s, 10.0)):
+                    await session.drain_acknowledged.wait()
         log.info("draining: %d running job(s), grace %.0fs", len(self._attempts), grace_s)
         tasks = [a.task for a in self._attempts.values() if a.task is not None]
         if tasks:

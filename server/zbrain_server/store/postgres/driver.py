@@ -189,7 +189,8 @@ class PostgresDriver(Driver):
         if pool is not None:
             # Reads under way finish first; one that hangs is cut off.
             try:
-                await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await pool.close()
             except (TimeoutError, *_DRIVER_ERRORS):
                 pool.terminate()
 
