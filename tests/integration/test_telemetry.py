@@ -281,3 +281,20 @@ async def test_health_watch_reports_serving_then_not_serving(start_server) -> No
     assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
     await stopping
     await channel.close()
+
+
+async def test_zbrain_worker_exports_its_execute_span_when_an_exporter_is_set(
+    server, client: Client, processes: Processes, tmp_path: Path
+) -> None:
+    log = tmp_path / "worker.log"
+    worker = processes.worker(
+        server.address, "--id", "traced", env={"ZBRAIN_OTEL_EXPORTER": "console"}, log=log
+    )
+    job = await client.submit(["true"])
+    await client.wait(job.id, timeout=30)
+    worker.terminate()  # a stopping worker flushes the spans it holds
+    await asyncio.to_thread(worker.wait, 30)
+
+    exported = log.read_text()
+    assert '"name": "zbrain.job.execute"' in exported
+    assert job.id in exported
