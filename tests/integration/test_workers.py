@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -353,9 +354,10 @@ async def test_a_worker_restarted_under_its_own_id_ends_its_predecessors_lease_a
 
 
 async def test_partitioned_worker_loses_its_lease_and_its_late_report_is_rejected(
-    server, client, processes: Processes
+    server, client, processes: Processes, tmp_path: Path
 ) -> None:
-    stalled = processes.worker(server.address, "--id", "stalled")
+    stalled_log = tmp_path / "stalled.log"
+    stalled = processes.worker(server.address, "--id", "stalled", log=stalled_log)
     script = 'sleep 1; printf "{\\"attempt\\": $ZBRAIN_ATTEMPT}" > "$ZBRAIN_OUTPUT"'
     job = await client.submit(["sh", "-c", script], max_retries=2)
     await wait_state(client, job.id, JobState.RUNNING)
@@ -368,7 +370,10 @@ async def test_partitioned_worker_loses_its_lease_and_its_late_report_is_rejecte
         done = await client.wait(job.id, timeout=30)
     finally:
         stalled.send_signal(signal.SIGCONT)
-    await asyncio.sleep(2)  # let the stalled worker deliver its stale report
+    # The stalled worker wakes up still holding attempt 1 and reports on it;
+    # the server refuses that lease, and the worker says so.
+    refused = re.compile(rf"the server refused lease \d+ of job {job.id}: ")
+    await eventually(lambda: _async(bool(refused.search(stalled_log.read_text()))), timeout=20)
 
     final = await client.get(job.id)
     assert final.state is JobState.SUCCEEDED
@@ -425,6 +430,8 @@ async def test_acquire_lease_long_polls_until_a_job_arrives(server, client) -> N
         worker_id="poller", wait_timeout=Duration(seconds=10)
     )
     waiting = asyncio.ensure_future(stub.AcquireLease(request))
+    # A short look at something that must NOT happen: with no job, the call
+    # does not return (a broken long poll answers at once, empty).
     await asyncio.sleep(0.3)
     assert not waiting.done()
 
