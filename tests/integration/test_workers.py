@@ -380,6 +380,28 @@ async def test_partitioned_worker_loses_its_lease_and_its_late_report_is_rejecte
     assert final.output == {"attempt": 2} == done.output
 
 
+async def test_workers_are_listed_a_page_at_a_time_by_id(server) -> None:
+    async with contextlib.AsyncExitStack() as connected:
+        for worker_id in ("w-c", "w-a", "w-b"):
+            await connected.enter_async_context(
+                raw_worker(server, worker_id=worker_id, concurrency=1)
+            )
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            first = await stub.ListWorkers(job_service_pb2.ListWorkersRequest(page_size=2))
+            rest = await stub.ListWorkers(
+                job_service_pb2.ListWorkersRequest(page_size=2, page_token=first.next_page_token)
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.ListWorkers(job_service_pb2.ListWorkersRequest(page_token="not*a*token"))
+
+    assert [w.id for w in first.workers] == ["w-a", "w-b"]
+    assert [w.id for w in rest.workers] == ["w-c"]
+    assert rest.next_page_token == ""
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in field_violations(error.value)
+
+
 async def test_stale_lease_reports_are_failed_precondition(server, client) -> None:
     stub = stub_for(server)
     job = await client.submit(["true"], max_retries=1)
