@@ -213,7 +213,7 @@ def test_canceling_a_running_job_changes_its_state_and_offers_a_rerun(
 ) -> None:
     console = consoles.start(workers=1)
     with console.client() as client:
-        job = client.submit(
+        job = client.submit(  # a job that runs until canceled
             [PY, "-c", "import time; print('working', flush=True); time.sleep(120)"]
         )
     browser.get(console.url + f"#/jobs/{job.id}")

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.conftest import eventually
 from zbrain import Client, JobState
 from zbrain.errors import (
     InvalidArgumentError,
@@ -298,15 +299,31 @@ async def test_streams_per_client_are_capped(start_server) -> None:
 
     server = await start_server(limits=Limits(max_streams_per_client=2))
     async with await Client.connect(server.address) as client:
-        followers = [asyncio.ensure_future(_drain(client.events(follow=True))) for _ in range(2)]
-        await asyncio.sleep(0.3)
+        await client.submit(["true"])  # an event for each stream to receive
+        opened = [asyncio.Event() for _ in range(2)]
+
+        async def follow(received: asyncio.Event) -> None:
+            async for _ in client.events(follow=True):
+                received.set()  # its stream is open: it holds a slot
+
+        followers = [asyncio.ensure_future(follow(received)) for received in opened]
+        for received in opened:
+            await asyncio.wait_for(received.wait(), 10)
         with pytest.raises(ResourceExhaustedError, match="max_streams_per_client"):
-            await _drain(client.events(follow=True))
+            await _drain(client.events())  # not following: without a cap it would just end
         for follower in followers:
             follower.cancel()
         await asyncio.gather(*followers, return_exceptions=True)
-        await asyncio.sleep(0.2)
-        assert await _drain(client.events()) == []  # slots are given back
+
+        async def accepted() -> bool:
+            """Whether a new stream is let in: the server counted the slots back."""
+            try:
+                await _drain(client.events())
+            except ResourceExhaustedError:
+                return False
+            return True
+
+        await eventually(accepted)
 
 
 async def test_the_artifact_count_per_job_is_capped(start_server) -> None:
@@ -353,8 +370,6 @@ async def test_auth_turns_on_while_running_when_a_token_appears(start_server) ->
             except UnauthenticatedError:
                 return True
             return False
-
-        from tests.conftest import eventually
 
         await eventually(refused, timeout=10)
 

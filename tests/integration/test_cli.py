@@ -456,6 +456,7 @@ def test_a_cancel_request_reads_as_one_in_events(cli: Cli) -> None:
 
 
 def test_a_job_over_the_memory_it_was_given_fails_naming_the_limit(address: str) -> None:
+    # Holds its memory until killed: the sleep only keeps it alive meanwhile.
     hog = "import time; block = bytearray(256 << 20); time.sleep(60)"
     out = zbrain(
         address,

@@ -11,7 +11,7 @@ import sys
 import grpc
 import pytest
 
-from tests.conftest import Processes
+from tests.conftest import Processes, eventually
 from zbrain import Client, Event, JobState
 from zbrain.errors import EVENTS_PURGED, InvalidArgumentError, OutOfRangeError
 from zbrain.v1 import job_pb2, job_service_pb2, job_service_pb2_grpc
@@ -67,8 +67,19 @@ async def test_worker_connections_are_recorded(
 
 async def test_follow_streams_live_events_after_the_backlog(server, client: Client) -> None:
     first = await client.submit(["true"])
-    follower = asyncio.ensure_future(collect(client, 3, follow=True))
-    await asyncio.sleep(0.2)
+    backlog_read = asyncio.Event()
+
+    async def follow() -> list[Event]:
+        events: list[Event] = []
+        async for event in client.events(follow=True):
+            events.append(event)
+            backlog_read.set()  # the backlog is the first job's one event
+            if len(events) == 3:
+                break
+        return events
+
+    follower = asyncio.ensure_future(follow())
+    await asyncio.wait_for(backlog_read.wait(), 10)
     second = await client.submit(["true"])
     await client.cancel(second.id)
 
@@ -112,7 +123,13 @@ async def test_a_purged_sequence_is_out_of_range_naming_the_oldest(start_server)
     async with await Client.connect(server.address) as client:
         for _ in range(3):
             await client.submit(["true"])
-        await asyncio.sleep(0.3)  # the retention pass runs every poll interval here
+
+        async def all_purged() -> bool:
+            """Whether retention (a pass every poll interval here) removed all three."""
+            purged: int = await server.store.events_purged_through()
+            return purged >= 3
+
+        await eventually(all_purged)
         with pytest.raises(OutOfRangeError) as error:
             _ = [e async for e in client.events(after=1)]
         assert "the oldest available is 4" in str(error.value)
@@ -126,10 +143,13 @@ async def test_a_slow_subscriber_is_told_to_resume(start_server) -> None:
     server = await start_server(event_buffer=5)
     channel = grpc.aio.insecure_channel(server.address)
     stub = job_service_pb2_grpc.JobServiceStub(channel)
-    call = stub.StreamEvents(job_service_pb2.StreamEventsRequest(follow=True))
-    await asyncio.sleep(0.3)  # the call starts at once; let it subscribe, then do not read
     async with await Client.connect(server.address) as client:
         job = await client.submit(["chatty"])
+    call = stub.StreamEvents(job_service_pb2.StreamEventsRequest(follow=True))
+    # The backlog (the job's submission) comes after the subscription: once it
+    # is read the subscriber is registered. From then on, nothing is read.
+    backlog = await call.read()
+    assert [event.job_id for event in backlog.events] == [job.id]
     lease = (await stub.AcquireLease(job_service_pb2.AcquireLeaseRequest(worker_id="w"))).leases[0]
     big = job_pb2.LogLine(stream=job_pb2.LOG_STREAM_STDOUT, text="x" * 15_000)
     for _ in range(200):  # ~12 MB of log events: far past what the transport buffers
@@ -140,7 +160,7 @@ async def test_a_slow_subscriber_is_told_to_resume(start_server) -> None:
         )
 
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        async for _ in call:
+        while await call.read() is not grpc.aio.EOF:
             pass
     assert error.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "resume with after_sequence=" in error.value.details()

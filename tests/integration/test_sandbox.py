@@ -68,6 +68,7 @@ async def test_a_job_over_its_memory_limit_is_killed_with_that_cause(
     server: ZBrainServer, client: Client, processes: Processes, mode: str
 ) -> None:
     processes.worker(server.address, "--mode", mode)
+    # Holds its memory until killed: the sleep only keeps it alive meanwhile.
     hog = "import time; block = bytearray(256 << 20); time.sleep(60)"
     job = await client.submit(
         [PYTHON, "-c", hog], resources=Resources(memory_bytes=64 << 20), max_retries=0

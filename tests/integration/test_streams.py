@@ -150,7 +150,7 @@ async def test_turning_auth_on_ends_the_streams_opened_without_a_token(start_ser
         reader = asyncio.ensure_future(_follow(client))
 
         async def forever(job: Any) -> Any:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # a job that runs until the test ends
 
         worker = Worker(client, FunctionExecutor(forever), orgs=["late"])
         running = asyncio.ensure_future(worker.run())

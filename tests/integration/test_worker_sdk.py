@@ -71,7 +71,7 @@ async def test_a_canceled_handler_is_stopped(server, client: Client) -> None:
 
     async def forever(job: Job) -> Any:
         started.set()
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # runs until canceled
 
     async with Worker(client, FunctionExecutor(forever), orgs=["sdk"]):
         job = await client.submit(["x"], org="sdk")
@@ -116,7 +116,7 @@ async def test_a_handler_that_overruns_its_timeout_is_stopped(server, client: Cl
 
     async def forever(job: Job) -> Any:
         try:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # runs until its timeout stops it
         finally:
             stopped.set()
 

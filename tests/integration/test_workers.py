@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -353,9 +354,10 @@ async def test_a_worker_restarted_under_its_own_id_ends_its_predecessors_lease_a
 
 
 async def test_partitioned_worker_loses_its_lease_and_its_late_report_is_rejected(
-    server, client, processes: Processes
+    server, client, processes: Processes, tmp_path: Path
 ) -> None:
-    stalled = processes.worker(server.address, "--id", "stalled")
+    stalled_log = tmp_path / "stalled.log"
+    stalled = processes.worker(server.address, "--id", "stalled", log=stalled_log)
     script = 'sleep 1; printf "{\\"attempt\\": $ZBRAIN_ATTEMPT}" > "$ZBRAIN_OUTPUT"'
     job = await client.submit(["sh", "-c", script], max_retries=2)
     await wait_state(client, job.id, JobState.RUNNING)
@@ -368,11 +370,36 @@ async def test_partitioned_worker_loses_its_lease_and_its_late_report_is_rejecte
         done = await client.wait(job.id, timeout=30)
     finally:
         stalled.send_signal(signal.SIGCONT)
-    await asyncio.sleep(2)  # let the stalled worker deliver its stale report
+    # The stalled worker wakes up still holding attempt 1 and reports on it;
+    # the server refuses that lease, and the worker says so.
+    refused = re.compile(rf"the server refused lease \d+ of job {job.id}: ")
+    await eventually(lambda: _async(bool(refused.search(stalled_log.read_text()))), timeout=20)
 
     final = await client.get(job.id)
     assert final.state is JobState.SUCCEEDED
     assert final.output == {"attempt": 2} == done.output
+
+
+async def test_workers_are_listed_a_page_at_a_time_by_id(server) -> None:
+    async with contextlib.AsyncExitStack() as connected:
+        for worker_id in ("w-c", "w-a", "w-b"):
+            await connected.enter_async_context(
+                raw_worker(server, worker_id=worker_id, concurrency=1)
+            )
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = job_service_pb2_grpc.JobServiceStub(channel)
+            first = await stub.ListWorkers(job_service_pb2.ListWorkersRequest(page_size=2))
+            rest = await stub.ListWorkers(
+                job_service_pb2.ListWorkersRequest(page_size=2, page_token=first.next_page_token)
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.ListWorkers(job_service_pb2.ListWorkersRequest(page_token="not*a*token"))
+
+    assert [w.id for w in first.workers] == ["w-a", "w-b"]
+    assert [w.id for w in rest.workers] == ["w-c"]
+    assert rest.next_page_token == ""
+    assert error.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in field_violations(error.value)
 
 
 async def test_stale_lease_reports_are_failed_precondition(server, client) -> None:
@@ -425,6 +452,8 @@ async def test_acquire_lease_long_polls_until_a_job_arrives(server, client) -> N
         worker_id="poller", wait_timeout=Duration(seconds=10)
     )
     waiting = asyncio.ensure_future(stub.AcquireLease(request))
+    # A short look at something that must NOT happen: with no job, the call
+    # does not return (a broken long poll answers at once, empty).
     await asyncio.sleep(0.3)
     assert not waiting.done()
 

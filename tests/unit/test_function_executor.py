@@ -11,11 +11,21 @@ import pytest
 from zbrain.worker import AttemptOutcome, Cancellation, FunctionExecutor, StopReason
 
 
-async def run(handler: Any, *, stop_after: float | None = None) -> Any:
+async def run(handler: Any, *, stop_once: asyncio.Event | None = None) -> Any:
+    """The handler's outcome; the attempt is told to stop once `stop_once` is
+    set (by the handler, when it runs)."""
     cancel = Cancellation()
-    if stop_after is not None:
-        asyncio.get_running_loop().call_later(stop_after, cancel.set, StopReason.CANCELED)
-    return await FunctionExecutor(handler).execute(None, None, cancel)  # type: ignore[arg-type]
+
+    async def stop_when(told: asyncio.Event) -> None:
+        await told.wait()
+        cancel.set(StopReason.CANCELED)
+
+    stopper = asyncio.ensure_future(stop_when(stop_once)) if stop_once is not None else None
+    try:
+        return await FunctionExecutor(handler).execute(None, None, cancel)  # type: ignore[arg-type]
+    finally:
+        if stopper is not None:
+            stopper.cancel()
 
 
 async def test_the_return_value_is_the_output() -> None:
@@ -38,16 +48,18 @@ async def test_a_raising_handler_fails_with_its_error() -> None:
 
 
 async def test_a_stopped_handler_is_cancelled_and_fails_as_stopped() -> None:
+    started = asyncio.Event()
     cancelled = asyncio.Event()
 
     async def forever(job: Any) -> None:
+        started.set()
         try:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # runs until stopped
         except asyncio.CancelledError:
             cancelled.set()
             raise
 
-    outcome = await run(forever, stop_after=0.01)
+    outcome = await run(forever, stop_once=started)
 
     assert cancelled.is_set()
     assert outcome.kind is AttemptOutcome.FAILED
@@ -55,12 +67,15 @@ async def test_a_stopped_handler_is_cancelled_and_fails_as_stopped() -> None:
 
 
 async def test_a_handler_that_swallows_the_stop_still_fails_as_stopped() -> None:
+    started = asyncio.Event()
+
     async def stubborn(job: Any) -> str:
+        started.set()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # runs until stopped
         return "done anyway"
 
-    outcome = await run(stubborn, stop_after=0.01)
+    outcome = await run(stubborn, stop_once=started)
 
     assert outcome.kind is AttemptOutcome.FAILED
     assert outcome.error.startswith("stopped:")
@@ -68,12 +83,14 @@ async def test_a_handler_that_swallows_the_stop_still_fails_as_stopped() -> None
 
 async def test_cancelling_the_attempt_itself_is_not_swallowed() -> None:
     cancel = Cancellation()
+    started = asyncio.Event()
 
     async def forever(job: Any) -> None:
-        await asyncio.sleep(3600)
+        started.set()
+        await asyncio.sleep(3600)  # runs until stopped
 
     attempt = asyncio.create_task(FunctionExecutor(forever).execute(None, None, cancel))  # type: ignore[arg-type]
-    await asyncio.sleep(0.01)
+    await started.wait()
     cancel.set(StopReason.SHUTDOWN)  # told to stop and cancelled at the same moment
     attempt.cancel()
 

@@ -16,13 +16,11 @@ jobs (`dispatch.jobs.Jobs`), and translates the answer (`codec`).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
-from zbrain.errors import FieldViolation, InvalidArgumentError
+from zbrain.errors import InvalidArgumentError
 from zbrain.v1 import job_pb2
 from zbrain.v1 import job_service_pb2 as pb
 from zbrain.v1 import token_service_pb2 as tpb
@@ -33,7 +31,7 @@ from ..core.model import NewJob, now_us
 from ..dispatch.jobs import Jobs
 from ..dispatch.tokens import create_token
 from ..store import JobStore
-from . import codec, validation, validation_workflows
+from . import codec, pages, validation
 from .orgs import OrgApi
 from .schedules import ScheduleApi
 from .telemetry import current_trace_context
@@ -177,7 +175,7 @@ class Api:
         if query.unmatched:
             jobs = [job for job in jobs if not self._jobs.has_worker_for(job)]
         messages = [codec.job_to_proto(job) for job in jobs]
-        page = validation_workflows.fitting(messages, self.answer_bytes)
+        page = pages.fitting(messages, self.answer_bytes)
         if len(page) < len(messages):  # large jobs: the next page goes on after the last kept
             token = validation.next_page_token(query, jobs[: len(page)], cut=True)
         return pb.ListResponse(jobs=page, next_page_token=token)
@@ -264,15 +262,18 @@ class Api:
         if request.org_id:
             request_org(caller, request.org_id, self._config.default_org)  # may it look?
             validation.valid_org(request.org_id, "org_id")
-        size = validation.page_size(request.page_size, self._config.limits)
-        after = _worker_page_after(request.page_token)
-        sessions = [s for s in self._jobs.workers(caller, request.org_id) if s.worker_id > after]
-        page = sessions[:size]
-        more = len(sessions) > size
-        return pb.ListWorkersResponse(
-            workers=[codec.worker_to_proto(session) for session in page],
-            next_page_token=_worker_page_token(page[-1].worker_id) if more else "",
+        wanted = pages.requested(
+            request.page_size,
+            request.page_token,
+            self._config.limits,
+            is_key=lambda key: bool(validation.WORKER_ID_PATTERN.match(key)),
         )
+        connected = self._jobs.workers(caller, request.org_id)  # by worker id
+        found = [w for w in connected if w.worker_id > wanted.after][: wanted.read_limit]
+        workers, token = wanted.answer(
+            found, codec.worker_to_proto, lambda w: w.worker_id, self.answer_bytes
+        )
+        return pb.ListWorkersResponse(workers=workers, next_page_token=token)
 
     # -- workers on the unary API -------------------------------------------------------
 
@@ -294,7 +295,7 @@ class Api:
         leases = await self._jobs.acquire(worker_id, org_ids, max_jobs, wait_s)
         response = pb.AcquireLeaseResponse()
         messages = [codec.lease_to_proto(lease) for lease in leases]
-        response.leases.extend(validation_workflows.fitting(messages, self.answer_bytes))
+        response.leases.extend(pages.fitting(messages, self.answer_bytes))
         if len(response.leases) < len(leases):
             # Past what one answer may carry (large inputs, or parents'
             # outputs): the rest go back to the queue, not to waste.
@@ -367,26 +368,3 @@ class Api:
     ) -> tpb.RevokeTokenResponse:
         token = await self._store.revoke_token(validation.token_id(request.token_id), now_us())
         return tpb.RevokeTokenResponse(token=codec.token_to_proto(token))
-
-
-def _worker_page_token(last_worker_id: str) -> str:
-    return base64.urlsafe_b64encode(last_worker_id.encode()).decode().rstrip("=")
-
-
-def _worker_page_after(token: str) -> str:
-    """The worker id a ListWorkers page token continues after ("" for none)."""
-    if not token:
-        return ""
-    try:
-        after = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (ValueError, binascii.Error) as exc:
-        raise InvalidArgumentError(
-            "invalid page token",
-            violations=[FieldViolation("page_token", "is not a token returned by ListWorkers")],
-        ) from exc
-    if not validation.WORKER_ID_PATTERN.match(after):
-        raise InvalidArgumentError(
-            "invalid page token",
-            violations=[FieldViolation("page_token", "is not a token returned by ListWorkers")],
-        )
-    return after

@@ -15,7 +15,7 @@ from ..core.model import NewJob, now_us
 from ..core.schedules import Schedule, TimingError
 from ..dispatch.scheduler import Scheduler
 from ..store import JobStore
-from . import codec, validation, validation_workflows
+from . import codec, pages, validation, validation_workflows
 
 if TYPE_CHECKING:
     from .api import Api
@@ -73,18 +73,12 @@ class ScheduleApi:
         self, caller: Caller, request: pb.ListSchedulesRequest
     ) -> pb.ListSchedulesResponse:
         org_id = self._org(caller, request.org_id)
-        size = validation.page_size(request.page_size, self._api.config.limits)
-        after = validation_workflows.page_token(request.page_token)
-        found = await self._store.schedules.list(org_id, after, size + 1)
-        page = validation_workflows.fitting(
-            [codec.schedule_to_proto(s) for s in found[:size]], self._api.answer_bytes
+        wanted = pages.requested(request.page_size, request.page_token, self._api.config.limits)
+        found = await self._store.schedules.list(org_id, wanted.after, wanted.read_limit)
+        page, token = wanted.answer(
+            found, codec.schedule_to_proto, lambda s: s.id, self._api.answer_bytes
         )
-        return pb.ListSchedulesResponse(
-            schedules=page,
-            next_page_token=validation_workflows.next_page_token(
-                page[-1].id if page else "", len(found) > len(page)
-            ),
-        )
+        return pb.ListSchedulesResponse(schedules=page, next_page_token=token)
 
     async def update_schedule(
         self, caller: Caller, request: pb.UpdateScheduleRequest

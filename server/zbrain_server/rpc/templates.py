@@ -13,7 +13,7 @@ from ..core.access import Caller, request_org
 from ..core.model import NewJob, now_us
 from ..core.templates import Template
 from ..store import JobStore
-from . import codec, validation, validation_workflows
+from . import codec, pages, validation, validation_workflows
 from .telemetry import current_trace_context
 
 if TYPE_CHECKING:
@@ -50,18 +50,12 @@ class TemplateApi:
         self, caller: Caller, request: pb.ListTemplatesRequest
     ) -> pb.ListTemplatesResponse:
         org_id = self._org(caller, request.org_id)
-        size = validation.page_size(request.page_size, self._api.config.limits)
-        after = validation_workflows.page_token(request.page_token)
-        found = await self._store.templates.list(org_id, after, size + 1)
-        page = validation_workflows.fitting(
-            [codec.template_to_proto(t) for t in found[:size]], self._api.answer_bytes
+        wanted = pages.requested(request.page_size, request.page_token, self._api.config.limits)
+        found = await self._store.templates.list(org_id, wanted.after, wanted.read_limit)
+        page, token = wanted.answer(
+            found, codec.template_to_proto, lambda t: t.name, self._api.answer_bytes
         )
-        return pb.ListTemplatesResponse(
-            templates=page,
-            next_page_token=validation_workflows.next_page_token(
-                page[-1].name if page else "", len(found) > len(page)
-            ),
-        )
+        return pb.ListTemplatesResponse(templates=page, next_page_token=token)
 
     async def delete_template(
         self, caller: Caller, request: pb.DeleteTemplateRequest

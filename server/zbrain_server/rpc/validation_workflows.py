@@ -4,12 +4,7 @@ INVALID_ARGUMENT names every problem with its field."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from collections.abc import Mapping, Sequence
-from typing import TypeVar
-
-from google.protobuf.message import Message
+from collections.abc import Mapping
 
 from zbrain.errors import FieldViolation, InvalidArgumentError
 from zbrain.models import CatchUpPolicy, OverlapPolicy, ParameterType
@@ -197,39 +192,3 @@ def new_schedule(
     if not schedule.paused:
         schedule.next_fire_time_us = schedules.next_tick(schedule, now_us)
     return schedule
-
-
-def page_token(token: str, field: str = "page_token") -> str:
-    """The name or id a page token continues after ("" for the first page)."""
-    if not token:
-        return ""
-    try:
-        return base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (ValueError, binascii.Error):
-        raise InvalidArgumentError(
-            "invalid page token",
-            violations=[FieldViolation(field, "is not a token a previous page returned")],
-        ) from None
-
-
-M = TypeVar("M", bound=Message)
-
-
-def fitting(messages: Sequence[M], max_bytes: int) -> list[M]:
-    """The first messages of an answer whose sizes fit in `max_bytes` (at
-    least one): a page of large templates or schedules, or leases of large
-    jobs, is cut short rather than failing as an answer past the message
-    limit (a page's token then continues after the last one given)."""
-    kept: list[M] = []
-    left = max_bytes
-    for message in messages:
-        left -= message.ByteSize() + 8  # the field's tag and length
-        if left < 0 and kept:
-            break
-        kept.append(message)
-    return kept
-
-
-def next_page_token(last: str, more: bool) -> str:
-    """The token of the page after one ending at `last`; "" on the last page."""
-    return base64.urlsafe_b64encode(last.encode()).decode().rstrip("=") if more else ""

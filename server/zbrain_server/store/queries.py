@@ -9,6 +9,11 @@ name (as procrastinate does):
 
 and its schema in `migrations/NNNN_what.sql`, applied in order. Parameters
 are written `:name` in both dialects; the PostgreSQL driver numbers them.
+
+SQL that several queries share is written once, as a fragment, and used by
+name in braces: a `-- fragment: runnable_for_worker` block is pasted where
+another block says `{runnable_for_worker}`, so that (say) every query that
+picks jobs for a worker filters them alike.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.M)
+# A block's header: a query's name, or a fragment's.
+_HEADER = re.compile(r"^--\s*(name|fragment):\s*([a-z_][a-z0-9_]*)\s*$", re.M)
+# Where a block uses a fragment (never inside a literal: none is braced words).
+_FRAGMENT_USE = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 # A parameter `:name`, skipping string literals, comments and `::type` casts.
 _PARAM = re.compile(r"'(?:[^']|'')*'|--[^\n]*|(?<!:):([A-Za-z_][A-Za-z0-9_]*)")
 # A list parameter as SQLite reads one: JSON text given to json_each.
@@ -68,20 +76,41 @@ class Query:
 
 
 def load_queries(package: str, *, numbered: bool) -> dict[str, Query]:
-    """The named queries of `package`'s queries.sql, without comments, their
-    parameters placed as the driver binds them (see `Query`)."""
+    """The named queries of `package`'s queries.sql, without comments, with
+    their fragments pasted in, their parameters placed as the driver binds
+    them (see `Query`)."""
     text = (resources.files(package) / "queries.sql").read_text()
-    names = list(_NAME.finditer(text))
-    queries: dict[str, Query] = {}
-    for found, following in zip(names, [*names[1:], None], strict=True):
+    headers = list(_HEADER.finditer(text))
+    blocks: dict[str, dict[str, str]] = {"name": {}, "fragment": {}}
+    for found, following in zip(headers, [*headers[1:], None], strict=True):
         body = text[found.end() : following.start() if following else len(text)]
         sql = "\n".join(
             line
             for line in body.splitlines()
             if line.strip() and not line.lstrip().startswith("--")
         ).strip()
-        queries[found.group(1)] = Query(sql.rstrip(";"), numbered=numbered)
-    return queries
+        blocks[found.group(1)][found.group(2)] = sql.rstrip(";")
+    fragments = blocks["fragment"]
+    return {
+        name: Query(_pasted(sql, fragments, package), numbered=numbered)
+        for name, sql in blocks["name"].items()
+    }
+
+
+def _pasted(
+    sql: str, fragments: Mapping[str, str], package: str, within: tuple[str, ...] = ()
+) -> str:
+    """`sql` with each fragment it uses (and those they use) pasted in."""
+
+    def paste(found: re.Match[str]) -> str:
+        name = found.group(1)
+        if name not in fragments:
+            raise RuntimeError(f"{package}: a query uses {{{name}}}, which is no fragment")
+        if name in within:
+            raise RuntimeError(f"{package}: fragment {name} uses itself")
+        return _pasted(fragments[name], fragments, package, (*within, name))
+
+    return _FRAGMENT_USE.sub(paste, sql)
 
 
 def load_migrations(package: str) -> list[str]:

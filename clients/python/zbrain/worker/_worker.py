@@ -270,6 +270,15 @@ class Worker:
                 self._start(lease)
         elif kind in ("cancel", "rejected"):
             body = message.cancel if kind == "cancel" else message.rejected
+            if kind == "rejected":
+                # The work done under a lost lease is discarded: say so, since
+                # nothing else on this side shows it (the attempt may be over).
+                log.warning(
+                    "the server refused lease %d of job %s: %s",
+                    body.lease.lease_epoch,
+                    body.lease.job_id,
+                    body.reason,
+                )
             attempt = self._attempts.get(body.lease.job_id)
             if attempt is not None and attempt.key[1] == body.lease.lease_epoch:
                 reason = StopReason.CANCELED if kind == "cancel" else StopReason.LEASE_LOST

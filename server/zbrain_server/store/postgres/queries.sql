@@ -73,13 +73,13 @@ FROM unnest(
 )
 WHERE jobs.id = v.id AND jobs.state = v.old_state AND jobs.lease_epoch = v.old_lease_epoch;
 
--- name: lock_runnable
--- Up to :limit jobs of one org that may run now, in leasing order: those the
--- worker's labels (a JSON object) meet, matching none of the paused label
--- selectors (a JSON array of objects), and not of a skipped concurrency key.
--- Rows another replica is leasing are skipped, not waited for.
-SELECT * FROM jobs
-WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+-- fragment: runnable_for_worker
+-- A job of :org_id that may run now (:now) on the worker: the worker's labels
+-- (:worker_labels, a JSON object) meet what it requires, and it matches none
+-- of the org's paused label selectors (:paused_selectors, a JSON array of
+-- objects). The queries that pick jobs for a worker all filter with it, so
+-- that the head of a key (key_head) is the job leasing would take.
+org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
     AND (requires = '{}' OR NOT EXISTS (
         SELECT 1 FROM jsonb_each_text(requires::jsonb) AS r
         WHERE NOT coalesce(
@@ -89,7 +89,13 @@ WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <=
     AND (:paused_selectors::jsonb = '[]'::jsonb OR NOT EXISTS (
         SELECT 1 FROM jsonb_array_elements(:paused_selectors::jsonb) AS s(selector)
         WHERE labels::jsonb @> s.selector))
-    AND NOT (concurrency_key = ANY(:skipped_keys::text[]))
+
+-- name: lock_runnable
+-- Up to :limit jobs of one org that may run now on the worker, in leasing
+-- order, and not of a skipped concurrency key. Rows another replica is
+-- leasing are skipped, not waited for.
+SELECT * FROM jobs
+WHERE {runnable_for_worker} AND NOT (concurrency_key = ANY(:skipped_keys::text[]))
 ORDER BY priority DESC, id LIMIT :limit
 FOR UPDATE SKIP LOCKED;
 
@@ -97,18 +103,7 @@ FOR UPDATE SKIP LOCKED;
 -- lock_runnable's jobs of one concurrency key only, in the key's order (for
 -- the rotation among an org's keys: jobs_runnable_by_key).
 SELECT * FROM jobs
-WHERE org_id = :org_id AND concurrency_key != '' AND state IN ('PENDING', 'RETRYING')
-    AND next_run_time <= :now
-    AND (requires = '{}' OR NOT EXISTS (
-        SELECT 1 FROM jsonb_each_text(requires::jsonb) AS r
-        WHERE NOT coalesce(
-            jsonb_exists(:worker_labels::jsonb, r.key)
-                AND (r.value = '' OR :worker_labels::jsonb ->> r.key = r.value),
-            false)))
-    AND (:paused_selectors::jsonb = '[]'::jsonb OR NOT EXISTS (
-        SELECT 1 FROM jsonb_array_elements(:paused_selectors::jsonb) AS s(selector)
-        WHERE labels::jsonb @> s.selector))
-    AND concurrency_key = :concurrency_key
+WHERE {runnable_for_worker} AND concurrency_key != '' AND concurrency_key = :concurrency_key
 ORDER BY priority DESC, id LIMIT :limit
 FOR UPDATE SKIP LOCKED;
 
@@ -163,20 +158,10 @@ SELECT count(*) AS running FROM jobs WHERE org_id = :org_id AND state = 'RUNNING
 
 -- name: key_head
 -- The first job of a concurrency key that the worker could lease now, in
--- leasing order (filters as lock_runnable's), locked by another replica or
--- not: a replica that read past it (SKIP LOCKED) must not lease the next one.
+-- leasing order, locked by another replica or not: a replica that read past
+-- it (SKIP LOCKED) must not lease the next one.
 SELECT id FROM jobs
-WHERE org_id = :org_id AND concurrency_key = :concurrency_key
-    AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
-    AND (requires = '{}' OR NOT EXISTS (
-        SELECT 1 FROM jsonb_each_text(requires::jsonb) AS r
-        WHERE NOT coalesce(
-            jsonb_exists(:worker_labels::jsonb, r.key)
-                AND (r.value = '' OR :worker_labels::jsonb ->> r.key = r.value),
-            false)))
-    AND (:paused_selectors::jsonb = '[]'::jsonb OR NOT EXISTS (
-        SELECT 1 FROM jsonb_array_elements(:paused_selectors::jsonb) AS s(selector)
-        WHERE labels::jsonb @> s.selector))
+WHERE {runnable_for_worker} AND concurrency_key = :concurrency_key
 ORDER BY priority DESC, id LIMIT 1;
 
 -- name: count_running_key
@@ -354,12 +339,14 @@ WITH waiting AS (
 SELECT (SELECT value FROM counter) AS last_sequence,
     (SELECT pg_notify(:channel, value::text) FROM counter) AS notified;
 
--- name: read_events
--- A page of a replay: at most :limit events and :max_bytes bytes (but at
--- least one event), sizes counted as core.model.event_size counts them, so a
--- reader that stops reading holds about one streamed message. The sizes are
--- summed before any payload is read (octet_length of a stored value reads
--- its header only).
+-- fragment: page_of_events
+-- A page of a replay of the events the query's `visible` (the events table,
+-- or some of its rows) holds: those after :after under the topic :prefix, at
+-- most :limit events and :max_bytes bytes (but at least one event), sizes
+-- counted as core.model.event_size counts them, so a reader that stops
+-- reading holds about one streamed message. The sizes are summed before any
+-- payload is read (octet_length of a stored value reads its header only;
+-- `visible` is not materialized, so this reads the table itself).
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
 WHERE sequence IN (
     SELECT sequence FROM (
@@ -367,29 +354,22 @@ WHERE sequence IN (
             row_number() OVER (ORDER BY sequence) AS position
         FROM (
             SELECT sequence, octet_length(payload) + octet_length(topic) + :overhead AS size
-            FROM events WHERE sequence > :after AND starts_with(topic, :prefix)
+            FROM visible WHERE sequence > :after AND starts_with(topic, :prefix)
             ORDER BY sequence LIMIT :limit
         ) AS candidates
     ) AS sized WHERE through_bytes <= :max_bytes OR position = 1
 )
-ORDER BY sequence;
+ORDER BY sequence
+
+-- name: read_events
+-- A page of every org's events.
+WITH visible AS NOT MATERIALIZED (SELECT * FROM events)
+{page_of_events};
 
 -- name: read_org_events
--- As read_events, for one org.
-SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE sequence IN (
-    SELECT sequence FROM (
-        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
-            row_number() OVER (ORDER BY sequence) AS position
-        FROM (
-            SELECT sequence, octet_length(payload) + octet_length(topic) + :overhead AS size
-            FROM events
-            WHERE org_id = :org_id AND sequence > :after AND starts_with(topic, :prefix)
-            ORDER BY sequence LIMIT :limit
-        ) AS candidates
-    ) AS sized WHERE through_bytes <= :max_bytes OR position = 1
-)
-ORDER BY sequence;
+-- A page of one org's events.
+WITH visible AS NOT MATERIALIZED (SELECT * FROM events WHERE org_id = :org_id)
+{page_of_events};
 
 -- name: undelivered_events
 -- What the delivery task hands the replica's listener: every event after the

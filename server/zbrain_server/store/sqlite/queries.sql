@@ -52,12 +52,13 @@ UPDATE jobs SET
     reason = :reason, transition_time = :transition_time, attempts = :attempts
 WHERE id = :id AND state = :old_state AND lease_epoch = :old_lease_epoch;
 
--- name: lock_runnable
--- Up to :limit jobs of one org that may run now, in leasing order: those the
--- worker's labels (a JSON object) meet, matching none of the paused label
--- selectors (a JSON array of objects), and not of a skipped concurrency key.
-SELECT * FROM jobs
-WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
+-- fragment: runnable_for_worker
+-- A job of :org_id that may run now (:now) on the worker: the worker's labels
+-- (:worker_labels, a JSON object) meet what it requires, and it matches none
+-- of the org's paused label selectors (:paused_selectors, a JSON array of
+-- objects). The queries that pick jobs for a worker all filter with it, so
+-- that the head of a key (key_head) is the job leasing would take.
+org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
     AND (requires = '{}' OR NOT EXISTS (
         SELECT 1 FROM json_each(jobs.requires) AS r
         WHERE NOT EXISTS (
@@ -69,6 +70,12 @@ WHERE org_id = :org_id AND state IN ('PENDING', 'RETRYING') AND next_run_time <=
             SELECT 1 FROM json_each(s.value) AS p
             WHERE (SELECT l.value FROM json_each(jobs.labels) AS l WHERE l.key = p.key)
                 IS NOT p.value)))
+
+-- name: lock_runnable
+-- Up to :limit jobs of one org that may run now on the worker, in leasing
+-- order, and not of a skipped concurrency key.
+SELECT * FROM jobs
+WHERE {runnable_for_worker}
     AND concurrency_key NOT IN (SELECT value FROM json_each(:skipped_keys))
 ORDER BY priority DESC, id LIMIT :limit;
 
@@ -76,20 +83,7 @@ ORDER BY priority DESC, id LIMIT :limit;
 -- lock_runnable's jobs of one concurrency key only, in the key's order (for
 -- the rotation among an org's keys: jobs_runnable_by_key).
 SELECT * FROM jobs
-WHERE org_id = :org_id AND concurrency_key != '' AND state IN ('PENDING', 'RETRYING')
-    AND next_run_time <= :now
-    AND (requires = '{}' OR NOT EXISTS (
-        SELECT 1 FROM json_each(jobs.requires) AS r
-        WHERE NOT EXISTS (
-            SELECT 1 FROM json_each(json(:worker_labels)) AS w
-            WHERE w.key = r.key AND (r.value = '' OR w.value = r.value))))
-    AND (:paused_selectors = '[]' OR NOT EXISTS (
-        SELECT 1 FROM json_each(json(:paused_selectors)) AS s
-        WHERE NOT EXISTS (
-            SELECT 1 FROM json_each(s.value) AS p
-            WHERE (SELECT l.value FROM json_each(jobs.labels) AS l WHERE l.key = p.key)
-                IS NOT p.value)))
-    AND concurrency_key = :concurrency_key
+WHERE {runnable_for_worker} AND concurrency_key != '' AND concurrency_key = :concurrency_key
 ORDER BY priority DESC, id LIMIT :limit;
 
 -- name: runnable_keys
@@ -137,21 +131,9 @@ SELECT count(*) AS running FROM jobs WHERE org_id = :org_id AND state = 'RUNNING
 
 -- name: key_head
 -- The first job of a concurrency key that the worker could lease now, in
--- leasing order (filters as lock_runnable's).
+-- leasing order.
 SELECT id FROM jobs
-WHERE org_id = :org_id AND concurrency_key = :concurrency_key
-    AND state IN ('PENDING', 'RETRYING') AND next_run_time <= :now
-    AND (requires = '{}' OR NOT EXISTS (
-        SELECT 1 FROM json_each(jobs.requires) AS r
-        WHERE NOT EXISTS (
-            SELECT 1 FROM json_each(json(:worker_labels)) AS w
-            WHERE w.key = r.key AND (r.value = '' OR w.value = r.value))))
-    AND (:paused_selectors = '[]' OR NOT EXISTS (
-        SELECT 1 FROM json_each(json(:paused_selectors)) AS s
-        WHERE NOT EXISTS (
-            SELECT 1 FROM json_each(s.value) AS p
-            WHERE (SELECT l.value FROM json_each(jobs.labels) AS l WHERE l.key = p.key)
-                IS NOT p.value)))
+WHERE {runnable_for_worker} AND concurrency_key = :concurrency_key
 ORDER BY priority DESC, id LIMIT 1;
 
 -- name: count_running_key
@@ -269,41 +251,37 @@ GROUP BY org_id, state;
 INSERT INTO events (sequence, topic, org_id, job_id, time, payload)
 VALUES (:sequence, :topic, :org_id, :job_id, :time, :payload);
 
--- name: read_events
--- A page of a replay: at most :limit events and :max_bytes bytes (but at
--- least one event), sizes counted as core.model.event_size counts them, so a
--- reader that stops reading holds about one streamed message. The sizes are
--- summed before any payload is read (length() of a BLOB reads no content).
+-- fragment: page_of_events
+-- A page of a replay of the events the query's `visible` (the events table,
+-- or some of its rows) holds: those after :after under the topic :prefix, at
+-- most :limit events and :max_bytes bytes (but at least one event), sizes
+-- counted as core.model.event_size counts them, so a reader that stops
+-- reading holds about one streamed message. The sizes are summed before any
+-- payload is read (length() of a BLOB reads no content; `visible` is not
+-- materialized, so this reads the table itself).
 SELECT sequence, topic, org_id, job_id, time, payload FROM events
 WHERE sequence IN (
     SELECT sequence FROM (
         SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
             row_number() OVER (ORDER BY sequence) AS position
         FROM (
-            SELECT sequence, length(payload) + length(topic) + :overhead AS size FROM events
+            SELECT sequence, length(payload) + length(topic) + :overhead AS size FROM visible
             WHERE sequence > :after AND substr(topic, 1, length(:prefix)) = :prefix
             ORDER BY sequence LIMIT :limit
         )
     ) WHERE through_bytes <= :max_bytes OR position = 1
 )
-ORDER BY sequence;
+ORDER BY sequence
+
+-- name: read_events
+-- A page of every org's events.
+WITH visible AS NOT MATERIALIZED (SELECT * FROM events)
+{page_of_events};
 
 -- name: read_org_events
--- As read_events, for one org.
-SELECT sequence, topic, org_id, job_id, time, payload FROM events
-WHERE sequence IN (
-    SELECT sequence FROM (
-        SELECT sequence, sum(size) OVER (ORDER BY sequence) AS through_bytes,
-            row_number() OVER (ORDER BY sequence) AS position
-        FROM (
-            SELECT sequence, length(payload) + length(topic) + :overhead AS size FROM events
-            WHERE org_id = :org_id AND sequence > :after
-                AND substr(topic, 1, length(:prefix)) = :prefix
-            ORDER BY sequence LIMIT :limit
-        )
-    ) WHERE through_bytes <= :max_bytes OR position = 1
-)
-ORDER BY sequence;
+-- A page of one org's events.
+WITH visible AS NOT MATERIALIZED (SELECT * FROM events WHERE org_id = :org_id)
+{page_of_events};
 
 -- name: last_sequence
 SELECT max(sequence) AS sequence FROM events;
