@@ -228,18 +228,22 @@ ORDER BY sequence;
 INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name, :sha256, :size_bytes)
 ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = excluded.size_bytes;
 
--- name: purgeable
--- Of every org but those with retention days of their own (:own_orgs).
--- SKIP LOCKED: replicas purging at once split the work instead of waiting.
--- A finished parent stays while a child of it has not finished: every lease
--- of the child (a retry's too) carries the parent's result.
-SELECT id FROM jobs AS finished
-WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
-  AND NOT (org_id = ANY(:own_orgs::text[]))
-  AND NOT (has_children = 1 AND EXISTS (
+-- fragment: without_unfinished_children
+-- Of the finished jobs (`finished`) those no unfinished child depends on: a
+-- finished parent stays while a child of it has not finished, since every
+-- lease of the child (a retry's too) carries the parent's result.
+NOT (has_children = 1 AND EXISTS (
     SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
     WHERE job_edges.parent_id = finished.id
       AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
+
+-- name: purgeable
+-- Of every org but those with retention days of their own (:own_orgs).
+-- SKIP LOCKED: replicas purging at once split the work instead of waiting.
+SELECT id FROM jobs AS finished
+WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+  AND NOT (org_id = ANY(:own_orgs::text[]))
+  AND {without_unfinished_children}
 LIMIT :limit
 FOR UPDATE OF finished SKIP LOCKED;
 
@@ -248,10 +252,7 @@ FOR UPDATE OF finished SKIP LOCKED;
 SELECT id FROM jobs AS finished
 WHERE org_id = :org_id AND finish_time < :before
   AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
-  AND NOT (has_children = 1 AND EXISTS (
-    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
-    WHERE job_edges.parent_id = finished.id
-      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
+  AND {without_unfinished_children}
 LIMIT :limit
 FOR UPDATE OF finished SKIP LOCKED;
 

@@ -192,17 +192,21 @@ ORDER BY sequence;
 INSERT INTO artifacts (job_id, name, sha256, size_bytes) VALUES (:job_id, :name, :sha256, :size_bytes)
 ON CONFLICT (job_id, name) DO UPDATE SET sha256 = excluded.sha256, size_bytes = excluded.size_bytes;
 
--- name: purgeable
--- Of every org but those with retention days of their own (:own_orgs).
--- A finished parent stays while a child of it has not finished: every lease
--- of the child (a retry's too) carries the parent's result.
-SELECT id FROM jobs AS finished
-WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
-  AND org_id NOT IN (SELECT value FROM json_each(:own_orgs))
-  AND NOT (has_children = 1 AND EXISTS (
+-- fragment: without_unfinished_children
+-- Of the finished jobs (`finished`) those no unfinished child depends on: a
+-- finished parent stays while a child of it has not finished, since every
+-- lease of the child (a retry's too) carries the parent's result.
+NOT (has_children = 1 AND EXISTS (
     SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
     WHERE job_edges.parent_id = finished.id
       AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
+
+-- name: purgeable
+-- Of every org but those with retention days of their own (:own_orgs).
+SELECT id FROM jobs AS finished
+WHERE finish_time < :before AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
+  AND org_id NOT IN (SELECT value FROM json_each(:own_orgs))
+  AND {without_unfinished_children}
 LIMIT :limit;
 
 -- name: purgeable_of_org
@@ -210,10 +214,7 @@ LIMIT :limit;
 SELECT id FROM jobs AS finished
 WHERE org_id = :org_id AND finish_time < :before
   AND state IN ('SUCCEEDED', 'FAILED', 'CANCELED')
-  AND NOT (has_children = 1 AND EXISTS (
-    SELECT 1 FROM job_edges JOIN jobs AS child ON child.id = job_edges.child_id
-    WHERE job_edges.parent_id = finished.id
-      AND child.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')))
+  AND {without_unfinished_children}
 LIMIT :limit;
 
 -- name: all_org_settings
