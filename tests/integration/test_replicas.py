@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Processes, eventually
-from zbrain import Client, JobState
+from zbrain import Client, JobState, WaitingCause
 
 # Short leases and retries keep the tests quick; the tick is the safety net only.
 REPLICA_ENV = {
@@ -302,8 +302,6 @@ async def test_the_running_limit_of_an_org_holds_across_replicas(
 async def test_a_job_is_unmatched_only_if_no_worker_on_any_replica_matches(
     replicas: Replicas, processes: Processes
 ) -> None:
-    from zbrain_server.core.limits import NO_WORKER_MATCHES
-
     here, there = replicas.start(2)
     gpu = processes.worker(there, "--id", "gpu", "--label", "gpu=a100", "--concurrency", "1")
     client = await Client.connect(here)
@@ -314,8 +312,8 @@ async def test_a_job_is_unmatched_only_if_no_worker_on_any_replica_matches(
         nobody = await client.submit(["true"], requires={"gpu": "h100"})
 
         async def held_by_the_limit() -> bool:
-            reason = (await client.get(waiting.id)).waiting_reason
-            return reason.startswith("waiting: the organisation runs 1 jobs")
+            held = await client.get(waiting.id)
+            return held.waiting_cause is WaitingCause.MAX_RUNNING
 
         await eventually(held_by_the_limit)  # not "no connected worker matches"
         assert (await client.get(running.id)).state is JobState.RUNNING
@@ -332,7 +330,7 @@ async def test_a_job_is_unmatched_only_if_no_worker_on_any_replica_matches(
         os.killpg(gpu.pid, signal.SIGKILL)  # its replica sees it leave, then tells the other
 
         async def unmatched_now() -> bool:
-            return (await client.get(waiting.id)).waiting_reason == NO_WORKER_MATCHES
+            return (await client.get(waiting.id)).waiting_cause is WaitingCause.NO_WORKER
 
         await eventually(unmatched_now)
         assert await client.workers() == []

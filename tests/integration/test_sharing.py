@@ -12,9 +12,8 @@ import sys
 import pytest
 
 from tests.conftest import Processes, eventually
-from zbrain import Client, JobState
+from zbrain import Client, JobState, WaitingCause
 from zbrain.errors import InvalidArgumentError, PermissionDeniedError
-from zbrain_server.core.limits import NO_WORKER_MATCHES
 from zbrain_server.core.model import Role
 from zbrain_server.dispatch.tokens import create_token
 
@@ -67,7 +66,8 @@ async def test_a_job_requiring_a_label_waits_unmatched_until_such_a_worker_conne
     job = await client.submit(["true"], requires={"gpu": "a100"})
 
     waiting = await client.get(job.id)
-    assert waiting.waiting_reason == NO_WORKER_MATCHES
+    assert waiting.waiting_cause is WaitingCause.NO_WORKER
+    assert waiting.waiting_reason == "waiting: no connected worker matches"
     assert [j.id async for j in client.list(unmatched=True)] == [job.id]
 
     processes.worker(server.address, "--id", "gpu", "--label", "gpu=a100", "--label", "region=eu")
@@ -94,6 +94,7 @@ async def test_a_paused_org_starts_nothing_until_resumed(
 
     paused = await client.get(held.id)
     assert paused.state is JobState.PENDING
+    assert paused.waiting_cause is WaitingCause.PAUSED
     assert paused.waiting_reason == "waiting: the organisation is paused"
     assert (await client.orgs.get("default")).paused
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from zbrain.models import WaitingCause
 from zbrain_server.core import limits
-from zbrain_server.core.limits import Bucket, Hold, OrgSettings, WaitingFacts
+from zbrain_server.core.limits import Bucket, OrgSettings, WaitingFacts
 
 SECOND = 1_000_000
 
@@ -68,15 +69,26 @@ def facts(**overrides: object) -> WaitingFacts:
 @pytest.mark.parametrize(
     ("waiting", "hold"),
     [
-        (facts(settings=OrgSettings("acme", paused=True), worker_matches=False), Hold.PAUSED),
-        (facts(worker_matches=False), Hold.NO_WORKER),
-        (facts(settings=OrgSettings("acme", max_running_jobs=2), org_running=2), Hold.MAX_RUNNING),
-        (facts(settings=OrgSettings("acme", max_starts_per_second=1), bucket_starts=0), Hold.RATE),
-        (facts(key_running=1), Hold.CONCURRENCY_KEY),
-        (facts(), Hold.SLOTS),
+        (
+            facts(settings=OrgSettings("acme", paused=True), worker_matches=False),
+            WaitingCause.PAUSED,
+        ),
+        (facts(worker_matches=False), WaitingCause.NO_WORKER),
+        (
+            facts(settings=OrgSettings("acme", max_running_jobs=2), org_running=2),
+            WaitingCause.MAX_RUNNING,
+        ),
+        (
+            facts(settings=OrgSettings("acme", max_starts_per_second=1), bucket_starts=0),
+            WaitingCause.RATE,
+        ),
+        (facts(key_running=1), WaitingCause.CONCURRENCY_KEY),
+        (facts(), WaitingCause.SLOTS),
     ],
 )
-def test_get_names_the_first_thing_that_holds_a_job(waiting: WaitingFacts, hold: Hold) -> None:
+def test_get_names_the_first_thing_that_holds_a_job(
+    waiting: WaitingFacts, hold: WaitingCause
+) -> None:
     found, reason = limits.hold({}, {}, "customer-42", 0, waiting)
 
     assert found is hold

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         LogStream,
         Resources,
         Transition,
+        WaitingCause,
     )
     from .sync import SyncClient
 
@@ -48,6 +49,7 @@ _EXPORTS = {
     "Resources": "models",
     "SyncClient": "sync",
     "Transition": "models",
+    "WaitingCause": "models",
     "ZBrainError": "errors",
 }
 
@@ -65,6 +67,7 @@ __all__ = [
     "Resources",
     "SyncClient",
     "Transition",
+    "WaitingCause",
     "ZBrainError",
 ]
 

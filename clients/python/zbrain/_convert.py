@@ -39,6 +39,7 @@ from .models import (
     Template,
     TemplateParameter,
     Transition,
+    WaitingCause,
     WorkerInfo,
     rfc3339,
 )
@@ -122,6 +123,7 @@ def job(message: job_pb2.Job) -> Job:
         concurrency_limit=message.concurrency_limit,
         requires=dict(message.requires),
         waiting_reason=message.waiting_reason,
+        waiting_cause=_enum(WaitingCause, message.waiting_cause) or WaitingCause.UNSPECIFIED,
         resources=resources(message.resources) if message.HasField("resources") else NO_RESOURCES,
         network=message.network,
     )

@@ -85,6 +85,19 @@ class Cause(_NamedIntEnum):
     WORKER_RESTARTED = 80
 
 
+class WaitingCause(_NamedIntEnum):
+    """What keeps a runnable job from being leased (zbrain.v1.WaitingCause),
+    the kind of hold `Job.waiting_reason` describes in words. Branch on this."""
+
+    UNSPECIFIED = 0  # not waiting (or a server that does not say)
+    PAUSED = 1  # its org, or a label selector matching its labels, is paused
+    NO_WORKER = 2  # no connected worker serves its org with its labels
+    MAX_RUNNING = 3  # its org runs its max_running_jobs already
+    RATE = 4  # its org used its starts for this second
+    CONCURRENCY_KEY = 5  # its concurrency key runs its limit already
+    SLOTS = 6  # nothing but a free slot on a matching worker
+
+
 class DependencyCondition(_NamedIntEnum):
     """What a job needs of a job it depends on (zbrain.v1.DependencyCondition)."""
 
@@ -321,11 +334,13 @@ class Job:
     parents: tuple[ParentResult, ...] = ()
     attempts: tuple[Attempt, ...] = ()  # every attempt so far, oldest first
     # Sharing (docs/limits.md): its concurrency key and that key's limit, the
-    # worker labels it requires, and, from get, what holds it while it waits.
+    # worker labels it requires, and, from get, what holds it while it waits
+    # (in words, and as a kind to branch on).
     concurrency_key: str = ""
     concurrency_limit: int = 0
     requires: Mapping[str, str] = field(default_factory=dict)
     waiting_reason: str = ""
+    waiting_cause: WaitingCause = WaitingCause.UNSPECIFIED
     resources: Resources = NO_RESOURCES  # what one attempt may use
     network: bool = False  # asks for the network in a sandboxed worker
 
@@ -369,6 +384,7 @@ class Job:
             "concurrency_limit": self.concurrency_limit,
             "requires": dict(self.requires),
             "waiting_reason": self.waiting_reason,
+            "waiting_cause": self.waiting_cause.name,
             "resources": self.resources.to_dict(),
             "network": self.network,
         }

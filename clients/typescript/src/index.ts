@@ -66,6 +66,7 @@ export {
   JobState,
   LogStream,
   TransitionCause,
+  WaitingCause,
   isTerminal,
   type Artifact,
   type Event,

@@ -15,6 +15,7 @@ import {
   JobState,
   type LogStream,
   type TransitionCause,
+  type WaitingCause,
   type Artifact as ArtifactMessage,
   type Job as JobMessage,
   type Resources as ResourcesMessage,
@@ -22,7 +23,7 @@ import {
 } from "./gen/zbrain/v1/job_pb.js";
 
 export { AttemptOutcome, CancelOutcome } from "./gen/zbrain/v1/job_service_pb.js";
-export { DependencyCondition, JobState, LogStream, TransitionCause } from "./gen/zbrain/v1/job_pb.js";
+export { DependencyCondition, JobState, LogStream, TransitionCause, WaitingCause } from "./gen/zbrain/v1/job_pb.js";
 
 /**
  * What one attempt of a job may use; each unset or 0 is no limit of the job's
@@ -101,6 +102,8 @@ export interface Job {
   readonly requires: Readonly<Record<string, string>>;
   /** From get, for a runnable job that waits: what holds it, in words. */
   readonly waitingReason: string;
+  /** The kind of hold waitingReason describes, to branch on (UNSPECIFIED when not waiting). */
+  readonly waitingCause: WaitingCause;
   /** What one attempt may use, as submitted. */
   readonly resources: Required<Resources>;
   /** Whether it asks a sandboxed worker for the network. */
@@ -263,6 +266,7 @@ export function jobFrom(message: JobMessage): Job {
     concurrencyLimit: message.concurrencyLimit,
     requires: message.requires,
     waitingReason: message.waitingReason,
+    waitingCause: message.waitingCause,
     lastTransition:
       transition === undefined
         ? undefined

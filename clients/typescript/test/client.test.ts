@@ -14,6 +14,7 @@ import {
   JobState,
   NotFoundError,
   UnavailableError,
+  WaitingCause,
   ZBrainClient,
 } from "@zbrain/client";
 import { fileURLToPath } from "node:url";
@@ -53,6 +54,7 @@ test("a submitted job reads back with its command, input, environment and limits
   assert.equal(job.concurrencyLimit, 2);
   assert.deepEqual(job.requires, { gpu: "a100", region: "" });
   assert.equal(job.waitingReason, "waiting: no connected worker matches");
+  assert.equal(job.waitingCause, WaitingCause.NO_WORKER);
   assert.deepEqual(job.resources, {
     memoryBytes: 64 * 2 ** 20,
     cpuSeconds: 5,

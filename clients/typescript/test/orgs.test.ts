@@ -10,6 +10,7 @@ import {
   JobState,
   PermissionDeniedError,
   TransitionCause,
+  WaitingCause,
 } from "@zbrain/client";
 import { scripted } from "./fixtures/handler.js";
 import { Harness, collect, token } from "./harness.js";
@@ -54,6 +55,7 @@ test("a paused organisation's job waits saying so, and runs once it is resumed",
 
   assert.equal(paused.paused, true);
   assert.equal(waiting.waitingReason, "waiting: the organisation is paused");
+  assert.equal(waiting.waitingCause, WaitingCause.PAUSED);
   assert.equal(resumed.paused, false);
   assert.equal(done.state, JobState.SUCCEEDED);
 });

@@ -10,11 +10,11 @@ limit. The store counts and locks (store/jobs.py); the decisions are here.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from zbrain.errors import ResourceExhaustedError, ZBrainError
+from zbrain.models import WaitingCause
 
 
 @dataclass(slots=True)
@@ -59,19 +59,6 @@ def artifact_quota_exceeded(org_id: str, used: int, adding: int, quota: int) -> 
         "retention frees room as old jobs go, or an admin may raise the quota"
     )
 
-
-class Hold(enum.Enum):
-    """What keeps a runnable job waiting, as `zbrain get` reports it."""
-
-    PAUSED = enum.auto()  # its org, or a selector matching its labels, is paused
-    NO_WORKER = enum.auto()  # no connected worker serves its org with its labels
-    MAX_RUNNING = enum.auto()  # its org runs max_running_jobs already
-    RATE = enum.auto()  # its org used its starts for this second
-    CONCURRENCY_KEY = enum.auto()  # its key runs its concurrency limit already
-    SLOTS = enum.auto()  # nothing but a free slot on a matching worker
-
-
-NO_WORKER_MATCHES = "waiting: no connected worker matches"
 
 MAX_PAUSED_SELECTORS = 100
 """Label selectors an org may hold paused at once (settings stay small, and
@@ -159,34 +146,34 @@ def hold(
     concurrency_key: str,
     concurrency_limit: int,
     facts: WaitingFacts,
-) -> tuple[Hold, str]:
+) -> tuple[WaitingCause, str]:
     """What holds a runnable job, and the sentence `zbrain get` shows."""
     settings = facts.settings
     if settings.paused:
-        return Hold.PAUSED, "waiting: the organisation is paused"
+        return WaitingCause.PAUSED, "waiting: the organisation is paused"
     for selector in settings.paused_selectors:
         if selected(labels, selector):
             pairs = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-            return Hold.PAUSED, f"waiting: jobs labelled {pairs} are paused"
+            return WaitingCause.PAUSED, f"waiting: jobs labelled {pairs} are paused"
     if not facts.worker_matches:
-        return Hold.NO_WORKER, NO_WORKER_MATCHES
+        return WaitingCause.NO_WORKER, "waiting: no connected worker matches"
     limit = settings.max_running_jobs
     if limit and facts.org_running >= limit:
         return (
-            Hold.MAX_RUNNING,
+            WaitingCause.MAX_RUNNING,
             f"waiting: the organisation runs {facts.org_running} jobs, its limit "
             f"(max_running_jobs) is {limit}",
         )
     if facts.bucket_starts is not None and facts.bucket_starts < 1:
         return (
-            Hold.RATE,
+            WaitingCause.RATE,
             f"waiting: the organisation's limit of {settings.max_starts_per_second:g} "
             "starts per second is reached",
         )
     if concurrency_key and facts.key_running >= key_limit(concurrency_limit):
         return (
-            Hold.CONCURRENCY_KEY,
+            WaitingCause.CONCURRENCY_KEY,
             f"waiting: concurrency key {concurrency_key!r} runs {facts.key_running} jobs, "
             f"its limit is {key_limit(concurrency_limit)}",
         )
-    return Hold.SLOTS, "waiting: for a free slot on a matching worker"
+    return WaitingCause.SLOTS, "waiting: for a free slot on a matching worker"

@@ -18,6 +18,7 @@ from zbrain.errors import (
     OutOfRangeError,
     ResourceExhaustedError,
 )
+from zbrain.models import WaitingCause
 
 from ..config import ServerConfig
 from ..core import lifecycle
@@ -109,14 +110,14 @@ class Jobs:
         labels it requires."""
         return self._dispatcher.has_worker_for(job.org_id, job.requires)
 
-    async def waiting_reason(self, job: Job) -> str:
-        """For a runnable job (PENDING or RETRYING, due) what holds it, in
-        words (`core.limits.hold`); "" for any other job. Workers are those
-        connected to this server; the counts are read now, so a job may be
-        leased a moment after this says it waits."""
+    async def waiting_reason(self, job: Job) -> tuple[WaitingCause, str]:
+        """For a runnable job (PENDING or RETRYING, due) what holds it, as a
+        kind and in words (`core.limits.hold`); UNSPECIFIED and "" for any
+        other job. Workers are those connected to this server; the counts are
+        read now, so a job may be leased a moment after this says it waits."""
         due = job.next_run_time_us is None or job.next_run_time_us <= now_us()
         if not job.state.is_runnable or not due:
-            return ""
+            return WaitingCause.UNSPECIFIED, ""
         settings = await self._store.orgs.get(job.org_id)
         org_running, key_running = await self._store.orgs.running(job.org_id, job.concurrency_key)
         facts = WaitingFacts(
@@ -126,10 +127,7 @@ class Jobs:
             bucket_starts=await self._store.orgs.starts_left(settings, now_us()),
             worker_matches=self.has_worker_for(job),
         )
-        _, reason = hold(
-            job.requires, job.labels, job.concurrency_key, job.concurrency_limit, facts
-        )
-        return reason
+        return hold(job.requires, job.labels, job.concurrency_key, job.concurrency_limit, facts)
 
     async def links(self, job: Job) -> tuple[list[str], list[str]]:
         """The ids of the jobs that wait (or waited) for a job, and of its reruns."""

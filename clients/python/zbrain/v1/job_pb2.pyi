@@ -243,6 +243,48 @@ started, so it is ended as lost and counted (to RETRYING or FAILED).
 """
 Global___TransitionCause: _TypeAlias = TransitionCause  # noqa: Y015
 
+class _WaitingCause:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WaitingCauseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WaitingCause.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WAITING_CAUSE_UNSPECIFIED: _WaitingCause.ValueType  # 0
+    """Not waiting (or a server that does not say)."""
+    WAITING_CAUSE_PAUSED: _WaitingCause.ValueType  # 1
+    """Its org, or a label selector matching its labels, is paused."""
+    WAITING_CAUSE_NO_WORKER: _WaitingCause.ValueType  # 2
+    """No connected worker (on any replica) serves its org with its labels."""
+    WAITING_CAUSE_MAX_RUNNING: _WaitingCause.ValueType  # 3
+    """Its org runs its max_running_jobs already."""
+    WAITING_CAUSE_RATE: _WaitingCause.ValueType  # 4
+    """Its org used its starts for this second (max_starts_per_second)."""
+    WAITING_CAUSE_CONCURRENCY_KEY: _WaitingCause.ValueType  # 5
+    """Its concurrency key runs its concurrency limit already."""
+    WAITING_CAUSE_SLOTS: _WaitingCause.ValueType  # 6
+    """Nothing but a free slot on a matching worker."""
+
+class WaitingCause(_WaitingCause, metaclass=_WaitingCauseEnumTypeWrapper):
+    """WaitingCause is what keeps a runnable job (PENDING or RETRYING, due) from
+    being leased, the first that applies in this order.
+    """
+
+WAITING_CAUSE_UNSPECIFIED: WaitingCause.ValueType  # 0
+"""Not waiting (or a server that does not say)."""
+WAITING_CAUSE_PAUSED: WaitingCause.ValueType  # 1
+"""Its org, or a label selector matching its labels, is paused."""
+WAITING_CAUSE_NO_WORKER: WaitingCause.ValueType  # 2
+"""No connected worker (on any replica) serves its org with its labels."""
+WAITING_CAUSE_MAX_RUNNING: WaitingCause.ValueType  # 3
+"""Its org runs its max_running_jobs already."""
+WAITING_CAUSE_RATE: WaitingCause.ValueType  # 4
+"""Its org used its starts for this second (max_starts_per_second)."""
+WAITING_CAUSE_CONCURRENCY_KEY: WaitingCause.ValueType  # 5
+"""Its concurrency key runs its concurrency limit already."""
+WAITING_CAUSE_SLOTS: WaitingCause.ValueType  # 6
+"""Nothing but a free slot on a matching worker."""
+Global___WaitingCause: _TypeAlias = WaitingCause  # noqa: Y015
+
 class _LogStream:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -756,6 +798,7 @@ class Job(_message.Message):
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     RESOURCES_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
+    WAITING_CAUSE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned id: a UUID in the time-ordered UUIDv7 layout."""
     org_id: _builtins.str
@@ -794,9 +837,14 @@ class Job(_message.Message):
     """For a runnable job that is waiting, what holds it, for people: for
     example "waiting: no connected worker matches" or "waiting: the
     organisation's limit of 2 running jobs is reached" (filled in by Get).
+    Programs branch on waiting_cause instead.
     """
     network: _builtins.bool
     """Whether the job asked for the network in a sandboxed worker."""
+    waiting_cause: Global___WaitingCause.ValueType
+    """For a runnable job that is waiting, the kind of hold waiting_reason
+    describes (filled in by Get); UNSPECIFIED for any other job.
+    """
     @_builtins.property
     def cmd(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The command, as an argv list."""
@@ -910,10 +958,11 @@ class Job(_message.Message):
         waiting_reason: _builtins.str = ...,
         resources: Global___Resources | None = ...,
         network: _builtins.bool = ...,
+        waiting_cause: Global___WaitingCause.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "last_transition", b"last_transition", "lease_expire_time", b"lease_expire_time", "next_run_time", b"next_run_time", "resources", b"resources", "start_time", b"start_time", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "child_ids", b"child_ids", "cmd", b"cmd", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "create_time", b"create_time", "depends_on", b"depends_on", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "last_transition", b"last_transition", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "network", b"network", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "requires", b"requires", "rerun_ids", b"rerun_ids", "rerun_of", b"rerun_of", "resources", b"resources", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "attempts", b"attempts", "cancel_requested", b"cancel_requested", "child_ids", b"child_ids", "cmd", b"cmd", "concurrency_key", b"concurrency_key", "concurrency_limit", b"concurrency_limit", "create_time", b"create_time", "depends_on", b"depends_on", "env", b"env", "finish_time", b"finish_time", "id", b"id", "input_json", b"input_json", "labels", b"labels", "last_error", b"last_error", "last_transition", b"last_transition", "lease_epoch", b"lease_epoch", "lease_expire_time", b"lease_expire_time", "max_retries", b"max_retries", "network", b"network", "next_run_time", b"next_run_time", "org_id", b"org_id", "output_json", b"output_json", "priority", b"priority", "request_id", b"request_id", "requires", b"requires", "rerun_ids", b"rerun_ids", "rerun_of", b"rerun_of", "resources", b"resources", "start_time", b"start_time", "state", b"state", "timeout", b"timeout", "update_time", b"update_time", "waiting_cause", b"waiting_cause", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
