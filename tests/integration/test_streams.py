@@ -52,7 +52,7 @@ async def print_lines(
 async def test_a_replay_of_huge_output_stays_under_the_message_limit(start_server) -> None:
     # 6,000 lines of 2 KB: 12 MB of output, replayed to a server and client
     # that take messages of at most 2 MiB.
-    server = await start_server(limits=Limits(max_message_bytes=2 << 20))
+    server = await start_server(limits=Limits(max_message_bytes=2 << 20), lease_ttl_s=120.0)
     options = [("grpc.max_receive_message_length", 2 << 20)]
     async with await Client.connect(server.address, options=options) as client:
         job = await client.submit(["print"])
