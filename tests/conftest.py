@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import re
 import signal
@@ -187,15 +188,21 @@ def free_port() -> int:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.05
+    check: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0, interval: float = 0.05
 ) -> None:
-    """Wait until an async condition holds; fail with a timeout otherwise."""
+    """Wait until a condition holds (a check that returns a bool, or one to
+    await: a call to the server, say); fail with a timeout otherwise."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not await check():
+    while not await _holds(check):
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def _holds(check: Callable[[], Awaitable[bool] | bool]) -> bool:
+    answer = check()
+    return await answer if inspect.isawaitable(answer) else answer
 
 
 def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:

@@ -40,7 +40,7 @@ async def test_a_worker_is_back_within_two_seconds_of_a_restarted_server(
     await asyncio.to_thread(server.wait, 30)
     # Away long enough for the worker to have tried a few times (and for
     # gRPC's default backoff, 1 s growing 1.6 times, to have grown).
-    await eventually(lambda: _async(log.read_text().count("reconnecting in") >= 4), timeout=30)
+    await eventually(lambda: log.read_text().count("reconnecting in") >= 4, timeout=30)
     processes.server(data, "--listen", address)
     restarted = time.monotonic()
     await eventually(lambda: _is_connected(address, "steady"), timeout=30)
@@ -60,10 +60,6 @@ async def _is_connected(address: str, worker_id: str) -> bool:
                 return False
             raise
     return worker_id in [worker.id for worker in listed.workers]
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 # What a lost or canceled stream once left in the logs: nothing a person can
@@ -126,7 +122,7 @@ async def test_a_lost_stream_leaves_no_pending_task_behind_in_the_worker(
         await eventually(lambda: _is_connected(server.address, "steady"))
 
         await server.stop(grace_s=0)
-        await eventually(lambda: _async("lost the server" in caplog.text))
+        await eventually(lambda: "lost the server" in caplog.text)
         gc.collect()  # a pending task is reported as it is destroyed
         # A short window for the closing of a collected generator to run (no
         # event says when it has), in which nothing must be reported.

@@ -179,7 +179,7 @@ async def test_cancel_stops_a_running_process(
     pid_file = tmp_path / "pid"
     job = await client.submit(["sh", "-c", f"echo $$ > {pid_file}; exec sleep 60"], max_retries=3)
     await wait_state(client, job.id, JobState.RUNNING)
-    await eventually(lambda: _async(pid_file.exists() and pid_file.read_text().strip() != ""))
+    await eventually(lambda: pid_file.exists() and pid_file.read_text().strip() != "")
     pid = int(pid_file.read_text())
 
     await client.cancel(job.id)
@@ -187,7 +187,7 @@ async def test_cancel_stops_a_running_process(
 
     assert done.state is JobState.CANCELED
     assert done.attempt == 1, "a canceled job is never retried"
-    await eventually(lambda: _async(not _alive(pid)), timeout=10)
+    await eventually(lambda: not _alive(pid), timeout=10)
 
 
 async def test_killed_worker_job_is_retried_on_another_worker(
@@ -373,7 +373,7 @@ async def test_partitioned_worker_loses_its_lease_and_its_late_report_is_rejecte
     # The stalled worker wakes up still holding attempt 1 and reports on it;
     # the server refuses that lease, and the worker says so.
     refused = re.compile(rf"the server refused lease \d+ of job {job.id}: ")
-    await eventually(lambda: _async(bool(refused.search(stalled_log.read_text()))), timeout=20)
+    await eventually(lambda: bool(refused.search(stalled_log.read_text())), timeout=20)
 
     final = await client.get(job.id)
     assert final.state is JobState.SUCCEEDED
@@ -631,10 +631,6 @@ async def _workers_connected(server: ZBrainServer, count: int) -> bool:
 
 def _store_flag(store_url: str | None) -> tuple[str, ...]:
     return ("--store", store_url) if store_url else ()
-
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 def _alive(pid: int) -> bool:

@@ -110,7 +110,7 @@ class Jobs:
         labels it requires."""
         return self._dispatcher.has_worker_for(job.org_id, job.requires)
 
-    async def waiting_reason(self, job: Job) -> tuple[WaitingCause, str]:
+    async def waiting(self, job: Job) -> tuple[WaitingCause, str]:
         """For a runnable job (PENDING or RETRYING, due) what holds it, as a
         kind and in words (`core.limits.hold`); UNSPECIFIED and "" for any
         other job. Workers are those connected to this server; the counts are

@@ -157,7 +157,7 @@ class Api:
     async def get(self, caller: Caller, request: pb.GetRequest) -> pb.GetResponse:
         job = await self._jobs.get(caller, validation.check_job_id(request.job_id))
         message = codec.job_to_proto(job)
-        cause, message.waiting_reason = await self._jobs.waiting_reason(job)
+        cause, message.waiting_reason = await self._jobs.waiting(job)
         message.waiting_cause = cast(job_pb2.WaitingCause.ValueType, cause)
         children, reruns = await self._jobs.links(job)
         message.child_ids.extend(children)
