@@ -15,6 +15,7 @@ import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -41,6 +42,20 @@ def emit(**figures: Any) -> None:
 
 
 async def echo_server(port: int) -> None:
+    """The bare grpc.aio server of the ceilings: a unary echo, a server stream,
+    and a relay (`Push` answers once a 4 KiB write is on disk, as Submit
+    answers once the job is, and hands the message to every `Follow` stream,
+    as the server hands a new job's lease to an idle worker)."""
+    followers: set[asyncio.Queue[bytes]] = set()
+    path = os.path.join(tempfile.gettempdir(), f"zbrain-bench-relay-{port}")
+    disk = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.unlink(path)  # written and synced all the same; gone with the process
+    block = b"x" * 4096
+
+    def write_durably() -> None:
+        os.pwrite(disk, block, 0)
+        os.fdatasync(disk)
+
     async def unary(request: bytes, context: Any) -> bytes:
         return request
 
@@ -50,6 +65,23 @@ async def echo_server(port: int) -> None:
         for _ in range(count):
             yield message
 
+    async def push(request: bytes, context: Any) -> bytes:
+        # In a thread, as the store's writer runs its commits.
+        await asyncio.get_running_loop().run_in_executor(None, write_durably)
+        for queue in followers:
+            queue.put_nowait(request)
+        return b""
+
+    async def follow(request: bytes, context: Any) -> Any:
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        followers.add(queue)
+        try:
+            yield b"ready"
+            while True:
+                yield await queue.get()
+        finally:
+            followers.discard(queue)
+
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         [
@@ -58,6 +90,8 @@ async def echo_server(port: int) -> None:
                 {
                     "Unary": grpc.unary_unary_rpc_method_handler(unary),
                     "Stream": grpc.unary_stream_rpc_method_handler(stream),
+                    "Push": grpc.unary_unary_rpc_method_handler(push),
+                    "Follow": grpc.unary_stream_rpc_method_handler(follow),
                 },
             )
         ]
@@ -95,6 +129,43 @@ async def echo_stream(address: str, subscribers: int, count: int) -> None:
         started = time.perf_counter()
         received = sum(await asyncio.gather(*(subscriber() for _ in range(subscribers))))
         emit(rate=received / (time.perf_counter() - started))
+
+
+async def echo_relay(address: str, count: int) -> None:
+    """The floor of `submit-to-start`: from just before a bare unary call to
+    a message's arrival in another process that follows the server's stream,
+    through one fsync'd write, the calls 10 ms apart as there. Every process
+    is idle between probes, so what it measures is mostly how fast this
+    machine wakes them (three processes, and gRPC's own poller thread in
+    each), which no code of ZBrain's can avoid."""
+    follower = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.load", "echo-follower", address, stdout=asyncio.subprocess.PIPE
+    )
+    assert follower.stdout is not None
+    try:
+        assert (await follower.stdout.readline()).strip() == b"ready"
+        latencies = []
+        async with grpc.aio.insecure_channel(address) as channel:
+            push = channel.unary_unary("/bench.Echo/Push")
+            for probe in range(count):
+                begun = time.perf_counter()
+                await push(str(probe).encode())
+                number, arrived = (await asyncio.wait_for(follower.stdout.readline(), 10)).split()
+                assert int(number) == probe, number
+                latencies.append((float(arrived) - begun) * 1000)
+                await asyncio.sleep(0.01)
+    finally:
+        follower.terminate()
+        await follower.wait()
+    emit(p50_ms=statistics.median(latencies), p99_ms=percentile(latencies, 0.99))
+
+
+async def echo_follower(address: str) -> None:
+    """Prints each relayed message with when it arrived (`time.perf_counter`)."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        async for message in channel.unary_stream("/bench.Echo/Follow")(b""):
+            arrived = time.perf_counter()
+            print("ready" if message == b"ready" else f"{message.decode()} {arrived}", flush=True)
 
 
 # -- ZBrain ---------------------------------------------------------------------------
@@ -537,6 +608,8 @@ def main() -> None:
         "echo-server": lambda: echo_server(int(args[0])),
         "echo-unary": lambda: echo_unary(args[0], int(args[1]), float(args[2])),
         "echo-stream": lambda: echo_stream(args[0], int(args[1]), int(args[2])),
+        "echo-relay": lambda: echo_relay(args[0], int(args[1])),
+        "echo-follower": lambda: echo_follower(args[0]),
         "submit": lambda: submit(args[0], int(args[1]), float(args[2])),
         "client-submit": lambda: client_submit(args[0], int(args[1]), float(args[2])),
         "submit-to-start": lambda: submit_to_start(args[0], int(args[1])),

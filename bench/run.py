@@ -238,12 +238,20 @@ def suite(tiny: bool, repeat: int, sections: set[str]) -> list[Figure]:
             ),
             {"rate": ("echo server-stream x10 (ceiling)", "msgs/s")},
         )[0]
+        relay = measure(
+            repeat,
+            lambda: run_load("echo-relay", f"127.0.0.1:{echo_port}", "50" if tiny else "500"),
+            {
+                "p50_ms": ("echo relay from idle p50, one fsync (ceiling)", "ms"),
+                "p99_ms": ("echo relay from idle p99, one fsync (ceiling)", "ms"),
+            },
+        )
     finally:
         echo.terminate()
         echo.wait()
-    figures += [ceiling_unary, ceiling_stream]
+    figures += [ceiling_unary, ceiling_stream, *relay]
     if "sqlite" in sections:
-        figures += embedded(tiny, repeat, ceiling_unary, ceiling_stream)
+        figures += embedded(tiny, repeat, ceiling_unary, ceiling_stream, relay)
         figures += workflows(tiny, repeat)
         figures += http_edge(tiny, repeat, ceiling_unary)
     if "cli" in sections:
@@ -254,7 +262,7 @@ def suite(tiny: bool, repeat: int, sections: set[str]) -> list[Figure]:
 
 
 def embedded(
-    tiny: bool, repeat: int, ceiling_unary: Figure, ceiling_stream: Figure
+    tiny: bool, repeat: int, ceiling_unary: Figure, ceiling_stream: Figure, relay: list[Figure]
 ) -> list[Figure]:
     """Every figure of the performance issue, on one server with its SQLite store."""
     seconds = "1" if tiny else "4"
@@ -294,7 +302,7 @@ def embedded(
 
     probes = "50" if tiny else "500"
     with Server() as server:
-        figures += measure(
+        started = measure(
             repeat,
             lambda: run_load("submit-to-start", server.address, probes),
             {
@@ -302,6 +310,10 @@ def embedded(
                 "p99_ms": ("submit to start p99", "ms"),
             },
         )
+    # A latency's ratio to its floor: how many times the bare relay's time it takes.
+    for figure, floor in zip(started, relay, strict=True):
+        figure.ceiling = floor.median
+    figures += started
     with Server() as server:
         figures += measure(
             repeat,

@@ -480,9 +480,12 @@ def batch_refs(specs: Sequence[job_pb2.JobSpec]) -> dict[str, int]:
         else:
             refs[spec.ref] = i
     v.raise_if_any("invalid batch")
+    if not refs:  # no job names another of the batch: nothing can go round
+        return refs
     waits = {
         i: [refs[d.ref] for d in spec.depends_on if d.ref in refs and d.ref != spec.ref]
         for i, spec in enumerate(specs)
+        if spec.depends_on
     }
     try:
         graphlib.TopologicalSorter(waits).prepare()
