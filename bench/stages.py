@@ -174,6 +174,16 @@ def _report(path: Path, skip: int) -> None:
         print(f"{stage:50} {statistics.median(values):7.3f} {p90:7.3f}")
 
 
+def _started(process: subprocess.Popen[str], sign: str, log: Path) -> str:
+    """The first line of `process` matching `sign`; SystemExit with the end of
+    its log (a wrapped function gone, say) when it ends before one."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if found := re.search(sign, line):
+            return found.group(1)
+    raise SystemExit(f"{log.stem} ended before it was ready:\n{log.read_text()[-3000:]}")
+
+
 def main() -> None:
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     if mode == "serve":
@@ -183,38 +193,33 @@ def main() -> None:
         asyncio.run(_work(sys.argv[2]))
         return
     count = int(mode or 300)
-    with tempfile.TemporaryDirectory(prefix="zbrain-stages-") as folder:
-        notes = Path(folder) / "notes"
+    with tempfile.TemporaryDirectory(prefix="zbrain-stages-") as name:
+        folder = Path(name)
+        notes = folder / "notes"
         notes.touch()
         os.environ["ZBRAIN_STAGES_FILE"] = str(notes)
         here = [sys.executable, "-m", "bench.stages"]
-        server = subprocess.Popen(
-            [*here, "serve", "--listen", "127.0.0.1:0", "--data-dir", f"{folder}/data"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        worker: subprocess.Popen[str] | None = None
+        processes: list[subprocess.Popen[str]] = []
+
+        def start(*args: str) -> tuple[subprocess.Popen[str], Path]:
+            log = folder / f"{args[0]}.log"
+            with log.open("w") as errors:
+                process = subprocess.Popen(
+                    [*here, *args], stdout=subprocess.PIPE, stderr=errors, text=True
+                )
+            processes.append(process)
+            return process, log
+
         try:
-            assert server.stdout is not None
-            address = next(
-                found.group(1)
-                for line in server.stdout
-                if (found := re.search(r"listening on (\S+)", line))
-            )
-            worker = subprocess.Popen(
-                [*here, "worker", address],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+            server, log = start("serve", "--listen", "127.0.0.1:0", "--data-dir", f"{name}/data")
+            address = _started(server, r"listening on (\S+)", log)
+            worker, log = start("worker", address)
+            _started(worker, r"^(ready)$", log)
             asyncio.run(_probe(address, count))
         finally:
-            for process in (worker, server):
-                if process is not None:
-                    process.terminate()
-                    process.wait(30)
+            for process in reversed(processes):
+                process.terminate()
+                process.wait(30)
         _report(notes, skip=min(10, count // 10))
 
 
