@@ -3,11 +3,12 @@ times as shown, and how words are read before argparse sees them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import cast
 
 import pytest
 
-from zbrain.cli import _attach_dashed_values, _command_word, build_parser, main
+from zbrain.cli import _attach_dashed_values, _command_word, _output, build_parser, main
 from zbrain.cli._ids import is_suffix, normalise
 from zbrain.cli._output import Output, duration, summarise
 from zbrain.sizes import format_size
@@ -59,6 +60,23 @@ def test_times_are_relative_or_exact_in_utc() -> None:
     assert out.when(now + timedelta(hours=3)) == "in 3h"
     assert out.when(None) == "-"
     assert Output(utc=True, now=now).when(now) == "2026-12-02T06:40:12Z"
+
+
+def test_relative_times_are_read_when_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`submit --wait` prints a job that finished after the command began: its
+    times are in the past then, not "in 5s" from when the command began."""
+    began = datetime(2026, 12, 2, 14, 55, 20, tzinfo=UTC)
+    time_now = [began]
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> Clock:
+            return cast(Clock, time_now[0])
+
+    monkeypatch.setattr(_output, "datetime", Clock)
+    out = Output()  # the command begins
+    time_now[0] = began + timedelta(seconds=60)  # and prints a minute later
+    assert out.when(began + timedelta(seconds=55)) == "5s ago"
 
 
 def test_large_json_is_summarised_unless_asked_for_whole() -> None:

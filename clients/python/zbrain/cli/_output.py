@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -121,7 +121,9 @@ class Output:
     json: bool = False
     utc: bool = False
     colour: bool = False
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Relative times are read against the clock when printed, not when the
+    # command began: `submit --wait` and `logs -f` print long after. Fixed in tests.
+    now: datetime | None = None
 
     @classmethod
     def from_args(cls, args: Any) -> Output:
@@ -130,6 +132,9 @@ class Output:
             utc=bool(getattr(args, "utc", False)),
             colour=wants_colour(sys.stdout),
         )
+
+    def _now(self) -> datetime:
+        return self.now or datetime.now(UTC)
 
     def json_line(self, value: Any) -> None:
         """One JSON value on one line (every --json output is such lines)."""
@@ -141,7 +146,7 @@ class Output:
             return "-"
         if self.utc:
             return exact(value)
-        seconds = (self.now - value).total_seconds()
+        seconds = (self._now() - value).total_seconds()
         if -1 < seconds < 1:
             return "now"
         return f"{_ago(seconds)} ago" if seconds > 0 else f"in {_ago(-seconds)}"
@@ -203,7 +208,7 @@ class Output:
             ("finished", self.both(job.finish_time)),
         ]
         if job.start_time is not None:
-            end = job.finish_time or self.now
+            end = job.finish_time or self._now()
             rows.append(("ran for", duration((end - job.start_time).total_seconds())))
         if job.last_transition is not None and job.last_transition.reason:
             change = job.last_transition
@@ -251,7 +256,7 @@ class Output:
                         str(a.number),
                         a.worker_id or "-",
                         self.when(a.start_time),
-                        duration(((a.end_time or self.now) - a.start_time).total_seconds())
+                        duration(((a.end_time or self._now()) - a.start_time).total_seconds())
                         if a.start_time
                         else "-",
                         a.cause.name if a.end_time else "RUNNING",
@@ -285,4 +290,4 @@ class Output:
     def _ran(self, job: Job) -> str:
         if job.start_time is None:
             return "-"
-        return duration(((job.finish_time or self.now) - job.start_time).total_seconds())
+        return duration(((job.finish_time or self._now()) - job.start_time).total_seconds())
