@@ -9,7 +9,9 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -76,6 +78,12 @@ TOKEN_CHECK_INTERVAL_S = 1.0
 # Beyond its grace, the local worker may take this long to stop what still
 # runs (a process executor's SIGTERM, then SIGKILL after 5s) and report it.
 LOCAL_WORKER_STOP_MARGIN_S = 15.0
+# A local worker that exits on its own is started again after this long,
+# doubling up to the maximum while it keeps exiting; one that ran steadily
+# for a while before it exited is started again after the first delay.
+LOCAL_WORKER_RESTART_FIRST_S = 0.5
+LOCAL_WORKER_RESTART_MAX_S = 30.0
+LOCAL_WORKER_STEADY_S = 60.0
 
 
 def _is_loopback(listen: str) -> bool:
@@ -131,6 +139,7 @@ class ZBrainServer:
         self._health = health.aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self._local_workers: asyncio.subprocess.Process | None = None
+        self._local_keeper: asyncio.Task[None] | None = None
         self.stopped = False
         self.auth_required = False
         self._held = contextlib.ExitStack()  # the data directory, while serving
@@ -401,14 +410,28 @@ class ZBrainServer:
             await asyncio.sleep(every)
 
     async def _start_local_workers(self) -> None:
-        """Run a `zbrain worker` process beside the server (`zbrain serve --workers N`)."""
-        self._local_workers = await asyncio.create_subprocess_exec(
+        """Run a `zbrain worker` process beside the server (`zbrain serve
+        --workers N`), and start it again whenever it exits on its own."""
+        self._local_workers = await self._spawn_local_worker()
+        log.info("started a local worker process with %d slots", self.config.local_workers)
+        self._local_keeper = asyncio.create_task(
+            self._keep_local_worker(), name="zbrain-local-worker"
+        )
+
+    async def _spawn_local_worker(self) -> asyncio.subprocess.Process:
+        # One id for every process the server starts: a new process's hello
+        # then ends the leases of the one before at once (WORKER_RESTARTED),
+        # not a lease TTL later. The port keeps replicas on one host apart.
+        worker_id = f"{socket.gethostname()}-local-{self.port}"
+        return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "zbrain",
             "worker",
             "--server",
             f"127.0.0.1:{self.port}",
+            "--id",
+            worker_id,
             "--concurrency",
             str(self.config.local_workers),
             "--org",
@@ -417,7 +440,34 @@ class ZBrainServer:
             f"{self.config.worker_grace_s}s",
             env={**os.environ, "ZBRAIN_TOKEN": self._local_bearer},
         )
-        log.info("started a local worker process with %d slots", self.config.local_workers)
+
+    async def _keep_local_worker(self) -> None:
+        """Start the local worker again when it fails while the server serves
+        (a crash, the kernel's OOM killer, a kill -9): `--workers N` promises
+        N slots for as long as the server runs. What the dead process ran is
+        retried as any lost worker's jobs are. A worker that exits with status
+        0 was told to stop (a signal of its own, or Ctrl-C in the terminal,
+        which reaches it as well as the server) and stays stopped."""
+        delay = LOCAL_WORKER_RESTART_FIRST_S
+        while True:
+            process = self._local_workers
+            assert process is not None
+            started = time.monotonic()
+            status = await process.wait()
+            if status == 0:
+                log.info("the local worker process stopped")
+                return
+            if time.monotonic() - started >= LOCAL_WORKER_STEADY_S:
+                delay = LOCAL_WORKER_RESTART_FIRST_S
+            log.warning(
+                "the local worker process exited (%s); starting another in %.1fs",
+                f"killed by signal {-status}" if status < 0 else f"status {status}",
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LOCAL_WORKER_RESTART_MAX_S)
+            self._local_workers = await self._spawn_local_worker()
+            log.info("started the local worker process again")
 
     async def _stop_local_workers(self) -> None:
         """Drain the local worker while this server still serves it: running jobs
@@ -425,6 +475,10 @@ class ZBrainServer:
         group) and reports them INTERRUPTED, so nothing of theirs outlives the
         server and none waits a lease TTL to be found lost. Only a worker that
         does not exit in time for that is killed."""
+        if self._local_keeper is not None:  # a worker stopped now stays stopped
+            self._local_keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._local_keeper
         process = self._local_workers
         if process is None or process.returncode is not None:
             return
