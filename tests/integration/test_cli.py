@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -116,6 +118,60 @@ def test_failed_job_fails_wait(address: str) -> None:
     )
     assert out.returncode == 1
     assert "exited with status 4: broken" in out.stdout
+
+
+def test_ctrl_c_while_submit_waits_names_the_job_that_goes_on(address: str) -> None:
+    """The job was submitted but its id not printed yet: Ctrl-C must not lose it."""
+    # stderr a terminal, as a person's: the spinner then shows when the wait began.
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    waiting = subprocess.Popen(
+        # Python keeps SIGINT ignored if it starts so (as a shell's background
+        # job does); a person's terminal delivers it as KeyboardInterrupt.
+        [sys.executable, "-c", CTRL_C_ABLE, "submit", "--wait", "--org", ORG, "--", "true"],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+        env={**env, "ZBRAIN_SERVER": address, "TERM": "xterm"},
+    )
+    os.close(terminal)
+    try:
+        shown = _read_until(controller, "waiting for job")
+        waiting.send_signal(signal.SIGINT)
+        assert waiting.wait(30) == 130
+        shown += _read_until(controller, "full id is ")
+        shown += _read_until(controller, "\n")
+    finally:
+        os.close(controller)
+        waiting.kill()
+    said = re.search(r"stopped waiting; job (\w{8}) goes on: .* its full id is (\S+)", shown)
+    assert said is not None, shown
+    short, full = said.groups()
+    assert full.endswith(short)
+    job = json.loads(zbrain(address, "get", "--json", "--org", ORG, full).stdout)
+    assert job["state"] == "PENDING"  # only the waiting stopped
+
+
+ORG = "nobody-serves-this"  # its jobs wait: nothing runs, nothing is left behind
+CTRL_C_ABLE = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv = ['zbrain', *sys.argv[1:]]; runpy.run_module('zbrain', run_name='__main__')"
+)
+
+
+def _read_until(fd: int, text: str, timeout: float = 30.0) -> str:
+    """What a terminal shows until `text` appears (AssertionError after `timeout`)."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while text not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{text!r} not shown within {timeout}s: {seen!r}"
+        if select.select([fd], [], [], left)[0]:
+            try:
+                seen += os.read(fd, 4096).decode(errors="replace")
+            except OSError:  # the other side closed: nothing more will come
+                break
+    return seen
 
 
 @pytest.mark.parametrize(

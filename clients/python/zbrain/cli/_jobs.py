@@ -4,6 +4,7 @@ rerun, logs, events, watch, artifacts and download."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import math
 import sys
@@ -47,8 +48,18 @@ def _exit_status(jobs: Iterable[Job]) -> int:
 
 
 async def _wait(client: Client, job: Job) -> Job:
-    async with spinner(f"waiting for job {job.short_id}"):
-        return await client.wait(job.id)
+    """The job once finished. Stopped by Ctrl-C, say that the job goes on and
+    how to reach it: it was submitted, and its id not printed yet."""
+    try:
+        async with spinner(f"waiting for job {job.short_id}"):
+            return await client.wait(job.id)
+    except asyncio.CancelledError:  # how asyncio.run delivers Ctrl-C to this task
+        print(
+            f"stopped waiting; job {job.short_id} goes on: zbrain get {job.short_id} "
+            f"(or zbrain cancel {job.short_id}); its full id is {job.id}",
+            file=sys.stderr,
+        )
+        raise
 
 
 async def _dependencies(client: Client, args: argparse.Namespace) -> list[Dependency]:
