@@ -377,6 +377,19 @@ async def test_a_plaintext_connection_that_timed_out_is_not_blamed_on_tls(
     assert "cannot reach" in raised.value.message
 
 
+async def test_a_server_lost_during_a_call_is_not_blamed_on_tls(
+    client: Client, channel: FakeChannel
+) -> None:
+    # What grpc.aio reports when the server is killed while a stream is open.
+    channel.answer("Get", rpc_error(grpc.StatusCode.UNAVAILABLE, "Stream removed (Socket closed)"))
+
+    with pytest.raises(UnavailableError) as raised:
+        await client.get("j1")
+
+    assert "TLS" not in raised.value.message
+    assert f"lost the ZBrain server at {TARGET} during the call" in raised.value.message
+
+
 async def test_a_stream_that_fails_midway_raises_after_the_lines_it_delivered(
     client: Client, channel: FakeChannel
 ) -> None:

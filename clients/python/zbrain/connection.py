@@ -188,6 +188,13 @@ class Connection:
                 "(the CA that signed the server's certificate) and, for mutual TLS, "
                 "--tls-cert/--tls-key"
             )
+        # A call under way when the server went (it stopped or restarted, the
+        # network broke): the connection worked, so no TLS advice fits.
+        if "stream removed" in lowered:
+            return UnavailableError(
+                f"lost the ZBrain server at {target} during the call ({details}); it "
+                "stopped or the connection broke: run the command again once it is back"
+            )
         if "socket closed" in lowered:
             return UnavailableError(
                 f"the ZBrain server at {target} closed the connection ({details}); if it "
