@@ -242,8 +242,8 @@ def suite(tiny: bool, repeat: int, sections: set[str]) -> list[Figure]:
             repeat,
             lambda: run_load("echo-relay", f"127.0.0.1:{echo_port}", "50" if tiny else "500"),
             {
-                "p50_ms": ("echo relay from idle p50, one fsync (ceiling)", "ms"),
-                "p99_ms": ("echo relay from idle p99, one fsync (ceiling)", "ms"),
+                "p50_ms": ("echo relay from idle p50, one fsync (floor)", "ms"),
+                "p99_ms": ("echo relay from idle p99, one fsync (floor)", "ms"),
             },
         )
     finally:
@@ -661,7 +661,7 @@ def main() -> int:
     started = time.time()
     sections = {args.only} if args.only else {"sqlite", "postgresql", "cli"}
     figures = suite(args.tiny, 1 if args.tiny else args.repeat, sections)
-    headers = ["figure", "median", "unit", "spread (min..max)", "ratio to ceiling"]
+    headers = ["figure", "median", "unit", "spread (min..max)", "ratio to ceiling/floor"]
     rows = [f.row() for f in figures]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     for row in (headers, *rows):

@@ -6,10 +6,11 @@ A developer's tool, not a figure of `make bench`: it starts `zbrain serve`
 and an SDK worker (default settings, an org of their own) with a few of
 their functions wrapped to note `time.perf_counter()` as a probe passes (one
 clock for every process of a machine), sends PROBES submits through
-`zbrain.Client` 10 ms apart, as `bench.load submit-to-start` does, and
-prints each stage's median time from just before `Client.submit`. The
-wrapped functions are private ones: when they move, this tool fails at
-start, naming the one it cannot find, rather than printing wrong stages.
+`zbrain.Client` one at a time, each 10 ms after the last one started, as
+`bench.load submit-to-start` does, and prints each stage's median time from
+just before `Client.submit`. The wrapped functions are private ones: when
+they move, this tool fails at start, naming the one it cannot find, rather
+than printing wrong stages.
 The notes cost a few microseconds each, so the total reads a little above
 the bench's figure.
 """
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +119,14 @@ async def _work(address: str) -> None:
     from zbrain import Client, Job
     from zbrain.worker import FunctionExecutor, Worker, _worker
 
-    _before(_worker.Worker, "_handle", "worker: lease read")
+    inner_handle = _worker.Worker._handle
+
+    def handle(self: Any, message: Any) -> None:
+        if message.WhichOneof("message") in ("lease", "leases"):
+            note("worker: lease read")
+        inner_handle(self, message)
+
+    _worker.Worker._handle = handle  # type: ignore[method-assign]
     inner_start = _worker.Worker._start
 
     def start(self: Any, lease: Any) -> None:
@@ -128,6 +137,7 @@ async def _work(address: str) -> None:
 
     async def function(job: Job) -> None:
         note("worker: the function's first statement")
+        print(job.input, flush=True)  # the probe may go on
 
     async with (
         await Client.connect(address) as client,
@@ -138,7 +148,8 @@ async def _work(address: str) -> None:
         await asyncio.Event().wait()
 
 
-async def _probe(address: str, count: int) -> None:
+async def _probe(address: str, count: int, started: Callable[[], str]) -> None:
+    """One probe at a time: the next only once the worker said the last started."""
     from zbrain import Client, _coalesce
 
     _around(_coalesce.SubmitCoalescer, "_alone", "client: Submit call made", None)
@@ -147,7 +158,9 @@ async def _probe(address: str, count: int) -> None:
             note("client: before Client.submit")
             await client.submit(["true"], input=probe, org="stage-probe")
             note("client: Client.submit returned")
-            await asyncio.sleep(0.01)
+            line = await asyncio.wait_for(asyncio.to_thread(started), 10)
+            assert int(line) == probe, line
+            await asyncio.sleep(0.01)  # the worker has reported and is idle again
 
 
 def _report(path: Path, skip: int) -> None:
@@ -215,7 +228,8 @@ def main() -> None:
             address = _started(server, r"listening on (\S+)", log)
             worker, log = start("worker", address)
             _started(worker, r"^(ready)$", log)
-            asyncio.run(_probe(address, count))
+            assert worker.stdout is not None
+            asyncio.run(_probe(address, count, worker.stdout.readline))
         finally:
             for process in reversed(processes):
                 process.terminate()

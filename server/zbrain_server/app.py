@@ -8,6 +8,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -140,6 +141,10 @@ class ZBrainServer:
         self._tasks: list[asyncio.Task[None]] = []
         self._local_workers: asyncio.subprocess.Process | None = None
         self._local_keeper: asyncio.Task[None] | None = None
+        # One id for every local worker process of this server run (see
+        # _spawn_local_worker); another run's, orphaned by a kill -9 of its
+        # server and still dialling this port, must not share it.
+        self._local_worker_id = f"{socket.gethostname()}-local-{secrets.token_hex(3)}"
         self.stopped = False
         self.auth_required = False
         self._held = contextlib.ExitStack()  # the data directory, while serving
@@ -419,10 +424,9 @@ class ZBrainServer:
         )
 
     async def _spawn_local_worker(self) -> asyncio.subprocess.Process:
-        # One id for every process the server starts: a new process's hello
-        # then ends the leases of the one before at once (WORKER_RESTARTED),
-        # not a lease TTL later. The port keeps replicas on one host apart.
-        worker_id = f"{socket.gethostname()}-local-{self.port}"
+        # One id for every process this server run starts: a new process's
+        # hello then ends the leases of the one before at once
+        # (WORKER_RESTARTED), not a lease TTL later.
         return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -431,7 +435,7 @@ class ZBrainServer:
             "--server",
             f"127.0.0.1:{self.port}",
             "--id",
-            worker_id,
+            self._local_worker_id,
             "--concurrency",
             str(self.config.local_workers),
             "--org",
@@ -447,7 +451,9 @@ class ZBrainServer:
         N slots for as long as the server runs. What the dead process ran is
         retried as any lost worker's jobs are. A worker that exits with status
         0 was told to stop (a signal of its own, or Ctrl-C in the terminal,
-        which reaches it as well as the server) and stays stopped."""
+        which reaches it as well as the server) and stays stopped; one that
+        cannot start is tried again, less and less often, for as long as the
+        server runs (each failure is in the log)."""
         delay = LOCAL_WORKER_RESTART_FIRST_S
         while True:
             process = self._local_workers
@@ -464,9 +470,20 @@ class ZBrainServer:
                 f"killed by signal {-status}" if status < 0 else f"status {status}",
                 delay,
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, LOCAL_WORKER_RESTART_MAX_S)
-            self._local_workers = await self._spawn_local_worker()
+            while True:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, LOCAL_WORKER_RESTART_MAX_S)
+                if self.stopped:
+                    return
+                try:
+                    self._local_workers = await self._spawn_local_worker()
+                    break
+                except OSError as error:  # no memory or processes left, say
+                    log.error(
+                        "cannot start the local worker process (%s); trying in %.1fs",
+                        error,
+                        delay,
+                    )
             log.info("started the local worker process again")
 
     async def _stop_local_workers(self) -> None:
@@ -475,10 +492,15 @@ class ZBrainServer:
         group) and reports them INTERRUPTED, so nothing of theirs outlives the
         server and none waits a lease TTL to be found lost. Only a worker that
         does not exit in time for that is killed."""
-        if self._local_keeper is not None:  # a worker stopped now stays stopped
-            self._local_keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._local_keeper
+        keeper = self._local_keeper
+        if keeper is not None:  # a worker stopped now stays stopped
+            keeper.cancel()
+            try:
+                await keeper
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # it must not keep the server from stopping
+                log.exception("keeping the local worker running failed")
         process = self._local_workers
         if process is None or process.returncode is not None:
             return

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 from tests.conftest import Processes
@@ -17,14 +18,37 @@ from zbrain import Cause, JobState, SyncClient
 JOB = ["sh", "-c", 'echo "$$" >> "$PIDS"; exec sleep 600']
 
 
-def local_worker(server: subprocess.Popen[str]) -> int:
-    """The pid of the server's local `zbrain worker` process."""
+def local_workers(server: subprocess.Popen[str]) -> list[int]:
+    """The pids of the server's local `zbrain worker` processes."""
     children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    found = []
     for pid in children:
         with contextlib.suppress(FileNotFoundError):
             if b"worker" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
-                return int(pid)
-    raise AssertionError(f"no local worker among the server's children {children}")
+                found.append(int(pid))
+    return found
+
+
+def local_worker(server: subprocess.Popen[str]) -> int:
+    """The pid of the server's one local `zbrain worker` process."""
+    [pid] = local_workers(server)
+    return pid
+
+
+def logged(server: subprocess.Popen[str], text: str, timeout: float = 30.0) -> bool:
+    """Whether the server logs a line with `text` within `timeout` (read on a
+    thread: its output is a pipe the test would otherwise block on)."""
+    seen = threading.Event()
+
+    def read() -> None:
+        assert server.stdout is not None
+        for line in server.stdout:
+            if text in line:
+                seen.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    return seen.wait(timeout)
 
 
 def test_a_killed_local_worker_is_started_again_and_its_job_retried_at_once(
@@ -54,6 +78,18 @@ def test_a_killed_local_worker_is_started_again_and_its_job_retried_at_once(
             done = client.wait(client.submit(["echo", "ok"]).id, timeout=25)
             assert done.state is JobState.SUCCEEDED
     finally:
-        for pid in started or [int(pid) for pid in pids.read_text().split()]:
+        for pid in started or ([int(p) for p in pids.read_text().split()] if pids.exists() else []):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_local_worker_that_stops_cleanly_stays_stopped(
+    processes: Processes, tmp_path: Path
+) -> None:
+    server, _ = processes.server(tmp_path / "data", "--workers", "1")
+    assert logged(server, "connected (orgs")  # its signal handlers are in place by then
+    os.kill(local_worker(server), signal.SIGTERM)  # it drains (nothing runs) and exits 0
+    # Logged once the server has reaped it and decided: nothing starts after.
+    assert logged(server, "the local worker process stopped")
+    assert local_workers(server) == []
+    assert server.poll() is None  # the server serves on
