@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import ipaddress
 import logging
 import os
@@ -95,6 +96,44 @@ def _is_loopback(listen: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# What a failed bind means, in words that say what to do.
+_BIND_FAILURES = {
+    errno.EADDRINUSE: "the address is in use (another zbrain serve? --listen picks another)",
+    errno.EADDRNOTAVAIL: "no network interface of this machine has that address",
+    errno.EACCES: "a port under 1024 needs root (or CAP_NET_BIND_SERVICE)",
+}
+
+
+def _why_unbindable(listen: str) -> str | None:
+    """Why no address `listen` names can be bound (the first failure's words),
+    or None when one can, or when it is not a plain HOST:PORT to try.
+
+    Asked before gRPC binds: gRPC would only say "Failed to bind", after a
+    line of its own C++ log on stderr. Like gRPC, one bindable address of
+    several (localhost's two, say) is enough.
+    """
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        return None
+    try:
+        addresses = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        return f"cannot resolve {host!r} ({exc.strerror})"
+    failures = []
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: a port held only by closing connections is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+                return None
+            except OSError as exc:
+                failures.append(_BIND_FAILURES.get(exc.errno or 0, str(exc.strerror)))
+    return failures[0] if failures else None
 
 
 def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
@@ -246,6 +285,9 @@ class ZBrainServer:
             ),
             server,
         )
+        unbindable = _why_unbindable(config.listen)
+        if unbindable is not None:
+            raise ZBrainError(f"cannot listen on {config.listen}: {unbindable}")
         try:
             self.port = (
                 server.add_secure_port(config.listen, _server_credentials(config))

@@ -247,8 +247,9 @@ def test_serve_refuses_a_port_already_in_use(processes: Processes, tmp_path: Pat
         timeout=30,
     )
     assert out.returncode == 1
-    assert f"cannot listen on {address}" in out.stderr
+    assert f"cannot listen on {address}: the address is in use" in out.stderr
     assert "Traceback" not in out.stderr
+    assert "add_port" not in out.stderr  # no line of gRPC's own C++ log before it
 
 
 def test_serve_reports_an_unusable_data_dir(tmp_path: Path) -> None:
