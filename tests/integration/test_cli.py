@@ -7,6 +7,7 @@ where the process itself matters: its exit, its output streams, its start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -22,6 +23,7 @@ import pytest
 
 from tests.conftest import Processes
 from tests.integration.conftest import Cli
+from zbrain import SyncClient
 
 
 def zbrain(address: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -150,6 +152,38 @@ def test_ctrl_c_while_submit_waits_names_the_job_that_goes_on(address: str) -> N
     assert full.endswith(short)
     job = json.loads(zbrain(address, "get", "--json", "--org", ORG, full).stdout)
     assert job["state"] == "PENDING"  # only the waiting stopped
+
+
+def test_a_follow_cut_short_by_a_lost_server_says_how_to_go_on(
+    processes: Processes, tmp_path: Path
+) -> None:
+    pids = tmp_path / "pids"
+    server, address = processes.server(tmp_path / "data", "--workers", "1")
+    printing = ["sh", "-c", 'echo one; echo two; echo "$$" >> "$PIDS"; exec sleep 60']
+    try:
+        job_id = zbrain(address, "submit", "--env", f"PIDS={pids}", "--", *printing).stdout.strip()
+        following = subprocess.Popen(
+            [sys.executable, "-m", "zbrain", "logs", "-f", job_id],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "ZBRAIN_SERVER": address},
+        )
+        assert following.stdout is not None and following.stderr is not None
+        while following.stdout.readline() not in ("two\n", ""):
+            pass
+        with SyncClient.connect(address) as client:
+            last = [line.sequence for line in client.logs(job_id)][-1]
+        os.killpg(server.pid, signal.SIGKILL)  # the server and its worker, at once
+        assert following.wait(30) == 1
+        said = following.stderr.read()
+    finally:
+        for pid in pids.read_text().split() if pids.exists() else []:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+    assert "lost the ZBrain server" in said
+    assert f"to go on from there: zbrain logs -f {job_id} --from {last}" in said
+    assert "Traceback" not in said
 
 
 ORG = "nobody-serves-this"  # its jobs wait: nothing runs, nothing is left behind

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import UnavailableError
 from ..models import (
     Dependency,
     DependencyCondition,
@@ -289,9 +290,25 @@ async def cmd_logs(args: argparse.Namespace) -> int:
             after = tail[-1].sequence if tail else after
             if not args.follow:
                 return 0
-        async for line in _matching(client.logs(ident, follow=args.follow, after=after), args):
-            printer.line(line)
+        try:
+            async for line in _matching(client.logs(ident, follow=args.follow, after=after), args):
+                printer.line(line)
+                after = line.sequence
+        except UnavailableError as lost:
+            if not args.follow:
+                raise
+            shown = [
+                *(["--attempt", str(args.attempt)] if args.attempt is not None else []),
+                *(["--timestamps"] if args.timestamps else []),
+            ]
+            raise _go_on(lost, ["logs", "-f", ident, *shown, "--from", str(after)]) from None
     return 0
+
+
+def _go_on(lost: UnavailableError, command: list[str]) -> UnavailableError:
+    """A follow cut short by a lost server, saying how to go on from the last
+    thing shown once it is back (nothing shown is shown twice)."""
+    return UnavailableError(f"{lost.message}; to go on from there: zbrain {' '.join(command)}")
 
 
 async def _matching(
@@ -369,23 +386,34 @@ async def cmd_events(args: argparse.Namespace) -> int:
     if args.follow:
         print(f"zbrain: following events after {start}; Ctrl-C stops", file=sys.stderr)
     printed = 0
+    last = args.after  # the sequence of the last event shown, once known
     async with await connect(args) as client:
-        async for event in client.events(
-            org=args.org,
-            topic_prefix=args.topic or "",
-            after=args.after or 0,
-            follow=args.follow,
-            from_end=args.after is None,
-        ):
-            printed += 1
-            if out.json:
-                out.json_line(event.to_dict())
-            else:
-                print(
-                    f"{event.sequence:>8}  {out.when(event.time):>8}  {event.topic}  "
-                    f"{describe(event)}",
-                    flush=True,
-                )
+        try:
+            async for event in client.events(
+                org=args.org,
+                topic_prefix=args.topic or "",
+                after=args.after or 0,
+                follow=args.follow,
+                from_end=args.after is None,
+            ):
+                printed += 1
+                last = event.sequence
+                if out.json:
+                    out.json_line(event.to_dict())
+                else:
+                    print(
+                        f"{event.sequence:>8}  {out.when(event.time):>8}  {event.topic}  "
+                        f"{describe(event)}",
+                        flush=True,
+                    )
+        except UnavailableError as lost:
+            if not args.follow or last is None:
+                raise
+            scope = [
+                *(["--org", args.org] if args.org else []),
+                *(["--topic", args.topic] if args.topic else []),
+            ]
+            raise _go_on(lost, ["events", "-f", *scope, "--from", str(last)]) from None
     if not printed and not args.follow:
         print(f"zbrain: no events after {start}", file=sys.stderr)
     return 0
