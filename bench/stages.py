@@ -31,13 +31,16 @@ from pathlib import Path
 from typing import Any
 
 _notes: int | None = None  # the notes file, shared by the three processes
+PROBE_ORG = "start-probe"  # the org bench.load's start-worker serves
 
 
-def note(stage: str) -> None:
+def note(stage: str, at: float | None = None) -> None:
+    """That a probe passed `stage` now (or `at`, a `time.perf_counter()` read elsewhere)."""
     global _notes
     if _notes is None:
         _notes = os.open(os.environ["ZBRAIN_STAGES_FILE"], os.O_WRONLY | os.O_APPEND)
-    os.write(_notes, f"{stage} {time.perf_counter():.7f}\n".encode())
+    when = time.perf_counter() if at is None else at
+    os.write(_notes, f"{stage} {when:.7f}\n".encode())
 
 
 def _around(owner: Any, name: str, before: str | None, after: str | None) -> None:
@@ -116,8 +119,9 @@ def _serve(args: list[str]) -> None:
 
 
 async def _work(address: str) -> None:
-    from zbrain import Client, Job
-    from zbrain.worker import FunctionExecutor, Worker, _worker
+    """`bench.load`'s worker for submit to start, with its lease's way noted."""
+    from bench.load import start_worker
+    from zbrain.worker import _worker
 
     inner_handle = _worker.Worker._handle
 
@@ -134,18 +138,7 @@ async def _work(address: str) -> None:
         note("worker: attempt's task made")
 
     _worker.Worker._start = start  # type: ignore[method-assign]
-
-    async def function(job: Job) -> None:
-        note("worker: the function's first statement")
-        print(job.input, flush=True)  # the probe may go on
-
-    async with (
-        await Client.connect(address) as client,
-        Worker(client, FunctionExecutor(function), orgs=["stage-probe"]),
-    ):
-        await asyncio.sleep(0.5)  # connected and waiting for work
-        print("ready", flush=True)
-        await asyncio.Event().wait()
+    await start_worker(address)
 
 
 async def _probe(address: str, count: int, started: Callable[[], str]) -> None:
@@ -156,10 +149,12 @@ async def _probe(address: str, count: int, started: Callable[[], str]) -> None:
     async with await Client.connect(address) as client:
         for probe in range(count):
             note("client: before Client.submit")
-            await client.submit(["true"], input=probe, org="stage-probe")
+            await client.submit(["true"], input=probe, org=PROBE_ORG)
             note("client: Client.submit returned")
-            line = await asyncio.wait_for(asyncio.to_thread(started), 10)
-            assert int(line) == probe, line
+            # The worker prints the probe's number and when its function began.
+            number, began = (await asyncio.wait_for(asyncio.to_thread(started), 10)).split()
+            assert int(number) == probe, number
+            note("worker: the function's first statement", float(began))
             await asyncio.sleep(0.01)  # the worker has reported and is idle again
 
 

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -203,6 +204,23 @@ async def eventually(
 async def _holds(check: Callable[[], Awaitable[bool] | bool]) -> bool:
     answer = check()
     return await answer if inspect.isawaitable(answer) else answer
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """`eventually` for a test that is not async: poll a condition until it holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not met within {timeout}s"
+        time.sleep(0.05)
+
+
+def read_until(child: subprocess.Popen[str], text: str) -> None:
+    """Read a child's output until a line containing text (its end fails)."""
+    assert child.stdout is not None
+    for line in child.stdout:
+        if text in line:
+            return
+    raise AssertionError(f"the process ended without printing {text!r}")
 
 
 def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:

@@ -88,8 +88,14 @@ LOCAL_WORKER_RESTART_MAX_S = 30.0
 LOCAL_WORKER_STEADY_S = 60.0
 
 
+def _host_and_port(listen: str) -> tuple[str, str]:
+    """A listen address's host as written (`[::1]` keeps its brackets) and port."""
+    host, _, port = listen.rpartition(":")
+    return host, port
+
+
 def _is_loopback(listen: str) -> bool:
-    host = listen.rpartition(":")[0].strip("[]")
+    host = _host_and_port(listen)[0].strip("[]")
     if host == "localhost":
         return True
     try:
@@ -114,7 +120,7 @@ def _why_unbindable(listen: str) -> str | None:
     line of its own C++ log on stderr. Like gRPC, one bindable address of
     several (localhost's two, say) is enough.
     """
-    host, _, port = listen.rpartition(":")
+    host, port = _host_and_port(listen)
     if not port.isdigit() or int(port) == 0:
         return None
     try:
@@ -203,8 +209,7 @@ class ZBrainServer:
 
     @property
     def address(self) -> str:
-        host = self.config.listen.rpartition(":")[0]
-        return f"{host}:{self.port}"
+        return f"{_host_and_port(self.config.listen)[0]}:{self.port}"
 
     async def start(self) -> None:
         """Open the store and start serving; on any failure, release what was started."""

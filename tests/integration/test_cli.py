@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Processes
+from tests.conftest import Processes, read_until
 from tests.integration.conftest import Cli
 from zbrain import SyncClient
 
@@ -169,9 +169,8 @@ def test_a_follow_cut_short_by_a_lost_server_says_how_to_go_on(
             text=True,
             env={**os.environ, "ZBRAIN_SERVER": address},
         )
-        assert following.stdout is not None and following.stderr is not None
-        while following.stdout.readline() not in ("two\n", ""):
-            pass
+        assert following.stderr is not None
+        read_until(following, "two")
         with SyncClient.connect(address) as client:
             last = [line.sequence for line in client.logs(job_id)][-1]
         os.killpg(server.pid, signal.SIGKILL)  # the server and its worker, at once

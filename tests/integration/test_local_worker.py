@@ -7,11 +7,9 @@ import contextlib
 import os
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
-from tests.conftest import Processes
-from tests.integration.test_shutdown import wait_for
+from tests.conftest import Processes, read_until, wait_for
 from zbrain import Cause, JobState, SyncClient
 
 # Each attempt notes its pid (the sleep's own, through exec), then waits.
@@ -33,22 +31,6 @@ def local_worker(server: subprocess.Popen[str]) -> int:
     """The pid of the server's one local `zbrain worker` process."""
     [pid] = local_workers(server)
     return pid
-
-
-def logged(server: subprocess.Popen[str], text: str, timeout: float = 30.0) -> bool:
-    """Whether the server logs a line with `text` within `timeout` (read on a
-    thread: its output is a pipe the test would otherwise block on)."""
-    seen = threading.Event()
-
-    def read() -> None:
-        assert server.stdout is not None
-        for line in server.stdout:
-            if text in line:
-                seen.set()
-                return
-
-    threading.Thread(target=read, daemon=True).start()
-    return seen.wait(timeout)
 
 
 def test_a_killed_local_worker_is_started_again_and_its_job_retried_at_once(
@@ -87,9 +69,9 @@ def test_a_local_worker_that_stops_cleanly_stays_stopped(
     processes: Processes, tmp_path: Path
 ) -> None:
     server, _ = processes.server(tmp_path / "data", "--workers", "1")
-    assert logged(server, "connected (orgs")  # its signal handlers are in place by then
+    read_until(server, "connected (orgs")  # its signal handlers are in place by then
     os.kill(local_worker(server), signal.SIGTERM)  # it drains (nothing runs) and exits 0
     # Logged once the server has reaped it and decided: nothing starts after.
-    assert logged(server, "the local worker process stopped")
+    read_until(server, "the local worker process stopped")
     assert local_workers(server) == []
     assert server.poll() is None  # the server serves on

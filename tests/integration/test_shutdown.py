@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
-from tests.conftest import Processes
+from tests.conftest import Processes, wait_for
 from zbrain import Cause, JobState, SyncClient
 
 # A job that starts a child of its own, writes both pids, then waits forever.
@@ -23,13 +22,6 @@ def alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def wait_for(condition: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_ctrl_c_stops_every_job_process_and_records_them_interrupted(

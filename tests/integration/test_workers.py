@@ -8,7 +8,6 @@ import hashlib
 import os
 import re
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,14 @@ import grpc
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
-from tests.conftest import ON_EVERY_STORE, Processes, eventually, field_violations, free_port
+from tests.conftest import (
+    ON_EVERY_STORE,
+    Processes,
+    eventually,
+    field_violations,
+    free_port,
+    read_until,
+)
 from zbrain import Client, JobState
 from zbrain.v1 import (
     job_pb2,
@@ -574,15 +580,6 @@ async def test_two_hundred_jobs_across_four_workers_run_exactly_once(
     ran = ledger.read_text().split()
     assert sorted(ran) == sorted(job.id for job in jobs)
     assert len({job.worker_id for job in finished}) > 1
-
-
-def read_until(child: subprocess.Popen[str], text: str) -> None:
-    """Read a child's output until a line containing text (its end fails)."""
-    assert child.stdout is not None
-    for line in child.stdout:
-        if text in line:
-            return
-    raise AssertionError(f"the process ended without printing {text!r}")
 
 
 async def test_worker_drains_on_sigterm(server, client, processes: Processes) -> None:
