@@ -457,8 +457,10 @@ class Dispatcher:
         fills if it does end them. The free slots stay reserved (no pass
         leases them too) until `_leased_in_commit` hands out what the commit
         leased; so are the slots of the ending leases, which may be released
-        (their results answered, or their events observed) meanwhile. A worker serving an org
-        with settings gets its freed slots from the pass, as before."""
+        (their results answered, or their events observed) meanwhile. A pass
+        that finds them reserved skips them, so a commit that leaves them free
+        kicks another pass if one did. A worker serving an org with settings
+        gets its freed slots from the pass, as before."""
         ending_of: dict[str, set[tuple[str, int]]] = {}
         for job_id, lease_epoch in ending:
             holder = self._holders.get(job_id)
@@ -506,10 +508,17 @@ class Dispatcher:
             return None
 
         def done(leased: list[LeaseClaim] | None) -> None:
+            passed_over = [session for session in sessions if session.passed_over]
             for session, claim in zip(sessions, claims, strict=True):
                 session.reserved -= claim.max_jobs + len(claim.ending)
+                session.passed_over = False
             if leased is not None:
                 self._leased_in_commit(sessions, leased)
+            # A pass that ran meanwhile (kicked by a job another replica
+            # submitted, say) skipped these slots as reserved; any left free
+            # need a pass of their own, or that job waits for the next tick.
+            if any(session.free_slots > 0 for session in passed_over):
+                self.kick()
 
         return CommitLeasing(
             claims,
@@ -571,6 +580,8 @@ class Dispatcher:
                     consumer.check_heard(now_us(), self._lease_ttl_us)
                 orgs = [org for org in consumer.orgs_in_turn() if org not in exhausted]
                 wanted = consumer.free_slots
+                if wanted <= 0 and consumer.reserved > 0:
+                    consumer.passed_over = True  # the commit reserving them kicks again
                 if wanted <= 0 or not orgs:
                     continue
                 if isinstance(consumer, LeaseWaiter):

@@ -22,6 +22,10 @@ class Consumer:
     # Slots a dispatch pass or a group commit (see `Dispatcher._lease_in_commit`)
     # is leasing right now: not free, not yet active.
     reserved: int = 0
+    # A dispatch pass found no free slot while some were reserved by a group
+    # commit: if that commit frees them unused, it must ask for another pass
+    # (the pass will not come back by itself; see `Dispatcher._lease_in_commit`).
+    passed_over: bool = False
     # The worker process (WorkerHello.incarnation_id), stored with each lease
     # it takes: "" for AcquireLease callers and workers that send none.
     incarnation: str = ""
