@@ -10,13 +10,13 @@ import logging
 import asyncpg
 import pytest
 
-from tests.postgres import postgres_url
-from tests.store.support import T0, Databases, Listener, new_job
+from tests.postgres import drop_schema, new_schema_url, postgres_url
+from tests.store.support import LEASE_TTL, T0, Databases, Listener, new_job
 from zbrain.errors import StoreError
 from zbrain_server.core.model import JobState
 from zbrain_server.rpc.codec import EVENT_CODEC
-from zbrain_server.store import JobStore
-from zbrain_server.store.postgres.driver import PostgresDriver
+from zbrain_server.store import JobStore, postgres_store
+from zbrain_server.store.postgres.driver import QUERIES, PostgresDriver
 
 # Whether any session waits for a lock the session of backend pid $1 holds.
 BLOCKED_BY = "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))"
@@ -116,3 +116,37 @@ async def test_a_write_failed_to_break_a_deadlock_runs_again(
         (second.id, JobState.CANCELED),
     ]
     assert "deadlock detected" in caplog.text, "the second cancel did meet the deadlock"
+
+
+@pytest.mark.parametrize("databases", ["postgresql"], indirect=True)
+async def test_installations_sharing_a_database_never_hold_back_each_others_orgs(
+    store: JobStore,
+) -> None:
+    assert isinstance(store.driver, PostgresDriver)
+    await store.orgs.update("acme", T0, {"max_running_jobs": 2})
+    [(job, _)] = await store.create_jobs([new_job()], T0)
+    base_url = await postgres_url()
+    other_url, other_schema = new_schema_url(base_url)
+    other = postgres_store(other_url, EVENT_CODEC)  # another installation, its own org "acme"
+    await other.open()
+    session = await asyncpg.connect(base_url)
+    lock = QUERIES["try_lock_limit"]
+
+    async def lease_while_held_in(schema: str) -> list[str]:
+        """Lease while a session of `schema` holds org acme's leasing lock, as
+        a replica of that installation does in the middle of leasing."""
+        await session.execute(f'SET search_path TO "{schema}"')
+        async with session.transaction():
+            assert await session.fetchval(lock.sql, *lock.args({"name": "org:acme"}))
+            leases = await store.lease_jobs("w", ["acme"], 2, T0, LEASE_TTL)
+        return [lease.job.id for lease in leases]
+
+    try:
+        # Held by a replica of its own installation, the org waits its turn...
+        assert await lease_while_held_in(store.driver.schema) == []
+        # ...but not for another installation's org of the same name.
+        assert await lease_while_held_in(other_schema) == [job.id]
+    finally:
+        await session.close()
+        await other.close()
+        await drop_schema(base_url, other_schema)

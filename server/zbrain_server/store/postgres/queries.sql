@@ -151,7 +151,11 @@ SELECT * FROM org_settings WHERE org_id = :org_id FOR UPDATE;
 -- same jobs before this one commits. It never waits: a replica finding it
 -- held skips that org or key for this pass and tries again soon (waiting
 -- could deadlock with a submitting group holding the org's waiting row).
-SELECT pg_try_advisory_xact_lock(hashtextextended(:name, 0)) AS locked;
+-- Advisory locks are the database's, not the schema's: the name is
+-- qualified with this installation's schema (the search_path, which exists
+-- once the store is open), so that installations sharing a database never
+-- hold back each other's orgs of the same name.
+SELECT pg_try_advisory_xact_lock(hashtextextended(current_schema() || ':' || :name, 0)) AS locked;
 
 -- name: count_running
 SELECT count(*) AS running FROM jobs WHERE org_id = :org_id AND state = 'RUNNING';
