@@ -1,8 +1,6 @@
-"""The dispatcher over a real SQLite store, driven into the moment where a
-dispatch pass and a group commit's leasing (`JobStore.lease_in_commit`)
-race for one worker's slots: the order of events a busy PostgreSQL replica
-showed, where a job submitted through another replica sat unleased until
-the next tick."""
+"""The dispatcher over a real SQLite store, driven into the orders of events
+where a dispatch pass could leave a runnable job to the next tick (a minute
+apart here, so a job left over shows as a timeout)."""
 
 from __future__ import annotations
 
@@ -26,6 +24,9 @@ from zbrain_server.store.jobs import CommitLeasing
 async def test_a_pass_that_found_the_slots_reserved_runs_again_when_the_commit_leaves_them_free(
     tmp_path: Path,
 ) -> None:
+    # The order of events a busy PostgreSQL replica showed: a dispatch pass
+    # and a group commit's leasing (`JobStore.lease_in_commit`) raced for one
+    # worker's slots, and a job submitted through another replica sat unleased.
     store = sqlite_store(tmp_path / "zbrain.db", EVENT_CODEC)
     await store.open()
     plans: list[Callable[..., CommitLeasing | None]] = []
@@ -36,7 +37,6 @@ async def test_a_pass_that_found_the_slots_reserved_runs_again_when_the_commit_l
         register(plan)
 
     store.lease_in_commit = capture  # type: ignore[method-assign]
-    # A tick a minute apart: only a kick can bring the job to the worker in time.
     dispatcher = Dispatcher(store, ServerConfig(poll_interval_s=60), JobSignals(), Telemetry())
     store.set_event_listener(dispatcher.observe)
     session = WorkerSession("w", ("acme",), capacity=1)
@@ -56,6 +56,33 @@ async def test_a_pass_that_found_the_slots_reserved_runs_again_when_the_commit_l
 
         lease = await asyncio.wait_for(session.outbox.get(), timeout=15)
         assert isinstance(lease, Lease) and lease.job.id == job.id
+    finally:
+        await dispatcher.stop()
+        await store.close()
+
+
+async def test_a_worker_without_a_jobs_labels_does_not_hide_it_from_one_with_them(
+    tmp_path: Path,
+) -> None:
+    store = sqlite_store(tmp_path / "zbrain.db", EVENT_CODEC)
+    await store.open()
+    # Runnable before any dispatcher is there to lease it in its commit, as a
+    # job another replica submitted, a retry or a delayed job falling due is.
+    [(job, _)] = await store.create_jobs([new_job(requires={"gpu": "1"})], now_us())
+    dispatcher = Dispatcher(store, ServerConfig(poll_interval_s=60), JobSignals(), Telemetry())
+    store.set_event_listener(dispatcher.observe)
+    with_gpu = WorkerSession("gpu", ("acme",), capacity=1, labels={"gpu": "1"})
+    plain = WorkerSession("plain", ("acme",), capacity=1)
+    try:
+        # The pass rotates its consumers by one before it starts: the plain
+        # worker is asked first, and finds nothing it can run.
+        await dispatcher.connect(with_gpu)
+        await dispatcher.connect(plain)
+        await dispatcher.start()
+
+        lease = await asyncio.wait_for(with_gpu.outbox.get(), timeout=15)
+        assert isinstance(lease, Lease) and lease.job.id == job.id
+        assert plain.outbox.empty()
     finally:
         await dispatcher.stop()
         await store.close()

@@ -566,7 +566,10 @@ class Dispatcher:
                 self.kick()
 
     async def _pump(self) -> None:
-        exhausted: set[str] = set()  # orgs found with nothing runnable in this pass
+        # (org, labels offered) found with nothing runnable in this pass: a
+        # worker without the labels a job requires finds nothing, and must not
+        # hide the job from one that offers them.
+        exhausted: set[tuple[str, frozenset[tuple[str, str]]]] = set()
         progress = True
         while progress:
             progress = False
@@ -578,7 +581,9 @@ class Dispatcher:
                     continue  # it left while this pass awaited the store
                 if isinstance(consumer, WorkerSession):
                     consumer.check_heard(now_us(), self._lease_ttl_us)
-                orgs = [org for org in consumer.orgs_in_turn() if org not in exhausted]
+                labels = consumer.labels if isinstance(consumer, WorkerSession) else {}
+                offered = frozenset(labels.items())
+                orgs = [org for org in consumer.orgs_in_turn() if (org, offered) not in exhausted]
                 wanted = consumer.free_slots
                 if wanted <= 0 and consumer.reserved > 0:
                     consumer.passed_over = True  # the commit reserving them kicks again
@@ -590,7 +595,6 @@ class Dispatcher:
                 # a group leasing in its commit does not claim the same slots.
                 consumer.reserved += wanted
                 try:
-                    labels = consumer.labels if isinstance(consumer, WorkerSession) else None
                     leases = await self._lease(
                         consumer.worker_id, orgs, wanted, labels, consumer.incarnation
                     )
@@ -600,7 +604,7 @@ class Dispatcher:
                         consumer.leasing = False
                 self._telemetry.leased(leases)
                 if len(leases) < wanted:
-                    exhausted.update(orgs)
+                    exhausted.update((org, offered) for org in orgs)
                 if not leases:
                     if isinstance(consumer, LeaseWaiter) and consumer.gave_up:
                         consumer.deliver([])
