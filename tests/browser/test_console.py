@@ -79,7 +79,8 @@ def test_a_job_submitted_elsewhere_appears_in_the_list_without_reloading(
     wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, counts)) == 8)
     by_state = [text.strip() for text in texts_of(browser, counts)]
     assert by_state[5:7] == ["1", "1"]  # succeeded, failed
-    assert browser.find_elements(By.CSS_SELECTOR, "#hour-chart rect")
+    # The chart comes after the counts, from reads of its own.
+    wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#hour-chart rect"))
     screenshot(browser, "overview")
 
     browser.get(console.url + "#/workers")
