@@ -158,14 +158,15 @@ def postgres_problem() -> str | None:
 
 
 @contextlib.contextmanager
-def replicas(count: int) -> Iterator[str]:
-    """`count` servers over one fresh PostgreSQL schema; yields their addresses,
-    comma-joined; the schema is dropped afterwards."""
+def replicas(count: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`count` servers over one fresh PostgreSQL schema (with `env` added to
+    their environment); yields their addresses, comma-joined; the schema is
+    dropped afterwards."""
     schema = f"zbrain_bench_{uuid.uuid4().hex[:12]}"
     try:
         with contextlib.ExitStack() as servers:
             started = [
-                servers.enter_context(Server("--store", f"{POSTGRES}?schema={schema}"))
+                servers.enter_context(Server("--store", f"{POSTGRES}?schema={schema}", env=env))
                 for _ in range(count)
             ]
             yield ",".join(server.address for server in started)
