@@ -17,9 +17,10 @@ worker without labels, an echo worker with gpu=1 and a process worker with
 kind=proc. Then JOBS jobs (default 2,000), one at a time (or N: a job
 alone is woken by nothing but the kick it needs, and waits the whole tick
 without it; jobs in flight together kick each other), each one of: a
-plain job, one requiring gpu=1, one delayed by 50-500 ms, and a command on
+plain job, one requiring gpu=1, one delayed by 50-500 ms, a command on
 the process worker that fails its first attempt (retried after the
-backoff). It prints every job that took longer than its allowance, and
+backoff), one depending on a job requiring gpu=1, and one of a concurrency
+key of limit 1. It prints every job that took longer than its allowance, and
 exits 1 if any did. Races show under load: run it beside `make test`, as
 docs/reliability.md (item 7) did.
 """
@@ -84,7 +85,7 @@ def workers(address: str, folder: Path) -> Iterator[None]:
 
 async def one(client: Client, number: int, marks: Path) -> str | None:
     """Run one job of a random kind; what went wrong, or None."""
-    kind = random.choice(["plain", "gpu", "delayed", "retried"])
+    kind = random.choice(["plain", "gpu", "delayed", "retried", "child", "keyed"])
     options: dict[str, Any] = {}
     command = ["echo"]
     allowance = ALLOWANCE_S
@@ -92,6 +93,11 @@ async def one(client: Client, number: int, marks: Path) -> str | None:
         options["requires"] = {"gpu": "1"}
     elif kind == "delayed":
         options["delay"] = random.uniform(0.05, 0.5)
+    elif kind == "child":  # released by its parent's result, on another worker
+        parent = await client.submit(["echo"], requires={"gpu": "1"})
+        options["depends_on"] = [parent.id]
+    elif kind == "keyed":  # one at a time with the other keyed jobs
+        options["concurrency_key"] = "k"
     elif kind == "retried":
         mark = marks / str(number)
         command = ["sh", "-c", f"test -e {mark} || {{ touch {mark}; exit 1; }}"]

@@ -1,4 +1,4 @@
-"""The dispatcher over a real SQLite store, driven into the orders of events
+"""The dispatcher over a real store, driven into the orders of events
 where a dispatch pass could leave a runnable job to the next tick (a minute
 apart here, so a job left over shows as a timeout)."""
 
@@ -8,16 +8,19 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
+
 from tests.conftest import eventually
+from tests.postgres import drop_schema, new_schema_url, postgres_url
 from tests.store.support import new_job
 from zbrain_server.config import ServerConfig
-from zbrain_server.core.model import Lease, now_us
+from zbrain_server.core.model import Edge, JobState, Lease, now_us
 from zbrain_server.dispatch.dispatcher import Dispatcher
 from zbrain_server.dispatch.metrics import Telemetry
 from zbrain_server.dispatch.sessions import WorkerSession
 from zbrain_server.dispatch.signals import JobSignals
 from zbrain_server.rpc.codec import EVENT_CODEC
-from zbrain_server.store import sqlite_store
+from zbrain_server.store import postgres_store, sqlite_store
 from zbrain_server.store.jobs import CommitLeasing
 
 
@@ -86,3 +89,47 @@ async def test_a_worker_without_a_jobs_labels_does_not_hide_it_from_one_with_the
     finally:
         await dispatcher.stop()
         await store.close()
+
+
+async def test_parents_a_replica_skipped_while_a_child_was_stored_are_leased_once_it_is(
+    tmp_path: Path,
+) -> None:
+    base_url = await postgres_url()
+    url, schema = new_schema_url(base_url)
+    store, other = postgres_store(url, EVENT_CODEC), postgres_store(url, EVENT_CODEC)
+    await store.open()
+    await other.open()
+    [(parent, _)] = await store.create_jobs([new_job()], now_us())
+    dispatcher = Dispatcher(store, ServerConfig(poll_interval_s=60), JobSignals(), Telemetry())
+    store.set_event_listener(dispatcher.observe)
+    passes: list[list[Lease]] = []
+    lease_jobs = store.lease_jobs
+
+    async def noted(*args: object, **kwargs: object) -> list[Lease]:
+        leases = await lease_jobs(*args, **kwargs)  # type: ignore[arg-type]
+        passes.append(leases)
+        return leases
+
+    store.lease_jobs = noted  # type: ignore[method-assign]
+    session = WorkerSession("w", ("acme",), capacity=1)
+    # Another replica storing a child of the parent holds the parent's row
+    # (the row lock `create_jobs` takes on parents) while this one's pass runs.
+    storing = await asyncpg.connect(base_url)
+    try:
+        await storing.execute(f'SET search_path TO "{schema}"')
+        async with storing.transaction():
+            await storing.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", parent.id)
+            await dispatcher.connect(session)
+            await dispatcher.start()
+            await eventually(lambda: passes == [[]])  # it skipped the locked parent
+        [(child, _)] = await other.create_jobs([new_job(depends_on=(Edge(parent.id),))], now_us())
+        assert child.state is JobState.BLOCKED
+
+        lease = await asyncio.wait_for(session.outbox.get(), timeout=15)
+        assert isinstance(lease, Lease) and lease.job.id == parent.id
+    finally:
+        await storing.close()
+        await dispatcher.stop()
+        await store.close()
+        await other.close()
+        await drop_schema(base_url, schema)

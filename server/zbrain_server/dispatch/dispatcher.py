@@ -168,7 +168,8 @@ class Dispatcher:
 
         Followers of a job are woken; a submitted, retried or returned job
         kicks a dispatch pass, so a job submitted through one replica reaches
-        an idle worker connected to another at once; a cancel request reaches
+        an idle worker connected to another at once (and so do its parents,
+        which its submission held locked); a cancel request reaches
         the worker holding the job here, whichever replica it was asked of.
         """
         runnable = False
@@ -180,7 +181,10 @@ class Dispatcher:
                 continue
             body = record.body
             if isinstance(body, events.JobSubmitted):
-                runnable = runnable or body.state.is_runnable
+                # Runnable, or not (waiting on parents): storing it locked its
+                # parents, so a pass of another replica that ran meanwhile
+                # skipped them (SKIP LOCKED) and must look again now.
+                runnable = True
             elif isinstance(body, events.JobStateChanged):
                 # A job of an org with limits leaving RUNNING, on any replica,
                 # may free room under them. (A key's room freed by another
