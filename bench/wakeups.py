@@ -1,6 +1,6 @@
 """Lost wake-ups: jobs that wait for the safety-net tick instead of a kick.
 
-    python -m bench.wakeups [JOBS] [--replicas] [--in-flight N]
+    python -m bench.wakeups [JOBS] [--replicas] [--in-flight N] [--seed S]
 
 A developer's tool, not a figure of `make bench`. The dispatcher hands a job
 to a worker when something kicks it (a submit, a freed slot, a retry or a
@@ -19,10 +19,11 @@ alone is woken by nothing but the kick it needs, and waits the whole tick
 without it; jobs in flight together kick each other), each one of: a
 plain job, one requiring gpu=1, one delayed by 50-500 ms, a command on
 the process worker that fails its first attempt (retried after the
-backoff), one depending on a job requiring gpu=1, and one of a concurrency
-key of limit 1. It prints every job that took longer than its allowance, and
-exits 1 if any did. Races show under load: run it beside `make test`, as
-docs/reliability.md (item 7) did.
+backoff), one depending on a job requiring gpu=1 (submitted just before
+it), and one of a concurrency key of limit 1. It prints every job that
+took longer than its allowance, and exits 1 if any did, with the seed that
+replays the kinds it chose. Races show under load: run it beside `make
+test`, as docs/reliability.md ("Lost wake-ups") did.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ async def one(client: Client, number: int, marks: Path) -> str | None:
     return None
 
 
-async def hunt(address: str, count: int, in_flight: int, marks: Path) -> list[str]:
+async def hunt(address: str, work_at: str, count: int, in_flight: int, marks: Path) -> list[str]:
     room = asyncio.Semaphore(in_flight)
 
     async def limited(number: int) -> str | None:
@@ -124,6 +125,10 @@ async def hunt(address: str, count: int, in_flight: int, marks: Path) -> list[st
             print(problem, flush=True)
         return problem
 
+    # Every worker connected first, or the first jobs wait for them.
+    async with await Client.connect(work_at) as watcher:
+        while len(await watcher.workers()) < len(WORKERS):  # noqa: ASYNC110 - asked of the server
+            await asyncio.sleep(0.1)
     async with await Client.connect(address) as client:
         found = await asyncio.gather(*(limited(number) for number in range(count)))
     return [problem for problem in found if problem]
@@ -134,12 +139,18 @@ def main() -> int:
     parser.add_argument("jobs", nargs="?", type=int, default=2000)
     parser.add_argument("--replicas", action="store_true", help="two servers on PostgreSQL")
     parser.add_argument("--in-flight", type=int, default=1, metavar="N", help="jobs at once")
+    parser.add_argument("--seed", type=int, help="replay the kinds of an earlier run")
     args = parser.parse_args()
+    seed = random.randrange(2**32) if args.seed is None else args.seed
+    random.seed(seed)
+    print(f"seed {seed}", flush=True)
     with tempfile.TemporaryDirectory(prefix="zbrain-wakeups-") as scratch:
         folder = Path(scratch)
         (folder / "marks").mkdir()
         with servers(args.replicas) as (submit_to, work_at), workers(work_at, folder):
-            problems = asyncio.run(hunt(submit_to, args.jobs, args.in_flight, folder / "marks"))
+            problems = asyncio.run(
+                hunt(submit_to, work_at, args.jobs, args.in_flight, folder / "marks")
+            )
     print(f"{args.jobs} jobs, {len(problems)} late or failed")
     return 1 if problems else 0
 

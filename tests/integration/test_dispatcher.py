@@ -5,8 +5,10 @@ apart here, so a job left over shows as a timeout)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -20,7 +22,7 @@ from zbrain_server.dispatch.metrics import Telemetry
 from zbrain_server.dispatch.sessions import WorkerSession
 from zbrain_server.dispatch.signals import JobSignals
 from zbrain_server.rpc.codec import EVENT_CODEC
-from zbrain_server.store import postgres_store, sqlite_store
+from zbrain_server.store import JobStore, postgres_store, sqlite_store
 from zbrain_server.store.jobs import CommitLeasing
 
 
@@ -76,6 +78,7 @@ async def test_a_worker_without_a_jobs_labels_does_not_hide_it_from_one_with_the
     store.set_event_listener(dispatcher.observe)
     with_gpu = WorkerSession("gpu", ("acme",), capacity=1, labels={"gpu": "1"})
     plain = WorkerSession("plain", ("acme",), capacity=1)
+    asked = noting_leases(store)
     try:
         # The pass rotates its consumers by one before it starts: the plain
         # worker is asked first, and finds nothing it can run.
@@ -86,6 +89,7 @@ async def test_a_worker_without_a_jobs_labels_does_not_hide_it_from_one_with_the
         lease = await asyncio.wait_for(with_gpu.outbox.get(), timeout=15)
         assert isinstance(lease, Lease) and lease.job.id == job.id
         assert plain.outbox.empty()
+        assert asked[:2] == [("plain", []), ("gpu", [lease])], "the plain worker was asked first"
     finally:
         await dispatcher.stop()
         await store.close()
@@ -97,39 +101,44 @@ async def test_parents_a_replica_skipped_while_a_child_was_stored_are_leased_onc
     base_url = await postgres_url()
     url, schema = new_schema_url(base_url)
     store, other = postgres_store(url, EVENT_CODEC), postgres_store(url, EVENT_CODEC)
-    await store.open()
-    await other.open()
-    [(parent, _)] = await store.create_jobs([new_job()], now_us())
-    dispatcher = Dispatcher(store, ServerConfig(poll_interval_s=60), JobSignals(), Telemetry())
-    store.set_event_listener(dispatcher.observe)
-    passes: list[list[Lease]] = []
-    lease_jobs = store.lease_jobs
-
-    async def noted(*args: object, **kwargs: object) -> list[Lease]:
-        leases = await lease_jobs(*args, **kwargs)  # type: ignore[arg-type]
-        passes.append(leases)
-        return leases
-
-    store.lease_jobs = noted  # type: ignore[method-assign]
-    session = WorkerSession("w", ("acme",), capacity=1)
-    # Another replica storing a child of the parent holds the parent's row
-    # (the row lock `create_jobs` takes on parents) while this one's pass runs.
-    storing = await asyncpg.connect(base_url)
-    try:
+    async with contextlib.AsyncExitStack() as cleanup:
+        cleanup.push_async_callback(drop_schema, base_url, schema)
+        await store.open()
+        cleanup.push_async_callback(store.close)
+        await other.open()
+        cleanup.push_async_callback(other.close)
+        [(parent, _)] = await store.create_jobs([new_job()], now_us())
+        dispatcher = Dispatcher(store, ServerConfig(poll_interval_s=60), JobSignals(), Telemetry())
+        cleanup.push_async_callback(dispatcher.stop)
+        store.set_event_listener(dispatcher.observe)
+        asked = noting_leases(store)
+        session = WorkerSession("w", ("acme",), capacity=1)
+        # Another replica storing a child of the parent holds the parent's row
+        # (the row lock `create_jobs` takes on parents) while this one's pass runs.
+        storing = await asyncpg.connect(base_url)
+        cleanup.push_async_callback(storing.close)
         await storing.execute(f'SET search_path TO "{schema}"')
         async with storing.transaction():
             await storing.execute("SELECT 1 FROM jobs WHERE id = $1 FOR UPDATE", parent.id)
             await dispatcher.connect(session)
             await dispatcher.start()
-            await eventually(lambda: passes == [[]])  # it skipped the locked parent
+            await eventually(lambda: asked[:1] == [("w", [])])  # it skipped the locked parent
         [(child, _)] = await other.create_jobs([new_job(depends_on=(Edge(parent.id),))], now_us())
         assert child.state is JobState.BLOCKED
 
         lease = await asyncio.wait_for(session.outbox.get(), timeout=15)
         assert isinstance(lease, Lease) and lease.job.id == parent.id
-    finally:
-        await storing.close()
-        await dispatcher.stop()
-        await store.close()
-        await other.close()
-        await drop_schema(base_url, schema)
+
+
+def noting_leases(store: JobStore) -> list[tuple[str, list[Lease]]]:
+    """Note each lease the dispatcher asks of `store`: the worker's id and what it got."""
+    asked: list[tuple[str, list[Lease]]] = []
+    lease_jobs = store.lease_jobs
+
+    async def noted(worker_id: str, *args: Any, **kwargs: Any) -> list[Lease]:
+        leases = await lease_jobs(worker_id, *args, **kwargs)
+        asked.append((worker_id, leases))
+        return leases
+
+    store.lease_jobs = noted  # type: ignore[method-assign]
+    return asked

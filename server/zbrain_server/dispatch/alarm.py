@@ -57,6 +57,10 @@ class Alarm:
 
     async def _run(self) -> None:
         while True:
+            # While the step runs, any nudge counts: what the step reads may
+            # predate the commit that nudged, and the due time kept from the
+            # last step says nothing about it.
+            self._next_us = None
             try:
                 self._next_us = await self._step()
             except ZBrainError as error:  # the store is down, say: health reports it

@@ -172,7 +172,7 @@ class Dispatcher:
         which its submission held locked); a cancel request reaches
         the worker holding the job here, whichever replica it was asked of.
         """
-        runnable = False
+        wake = False
         for record in records:
             if not record.job_id:
                 continue
@@ -184,7 +184,7 @@ class Dispatcher:
                 # Runnable, or not (waiting on parents): storing it locked its
                 # parents, so a pass of another replica that ran meanwhile
                 # skipped them (SKIP LOCKED) and must look again now.
-                runnable = True
+                wake = True
             elif isinstance(body, events.JobStateChanged):
                 # A job of an org with limits leaving RUNNING, on any replica,
                 # may free room under them. (A key's room freed by another
@@ -192,12 +192,12 @@ class Dispatcher:
                 # replica's next tick.)
                 freed = body.from_state is JobState.RUNNING is not body.to_state
                 limited = freed and self._store.orgs.has_settings(record.org_id)
-                runnable = runnable or body.to_state.is_runnable or limited
+                wake = wake or body.to_state.is_runnable or limited
                 if body.cause is Cause.CANCEL_REQUESTED:
                     self._tell_holder(record.job_id, body.lease_epoch, CANCELED_BY_USER)
                 elif body.to_state is not JobState.RUNNING:
                     self._lease_ended(record.job_id, body.lease_epoch, body.cause)
-        if runnable:
+        if wake:
             self.kick()
 
     # -- worker operations -----------------------------------------------------
@@ -512,6 +512,8 @@ class Dispatcher:
             return None
 
         def done(leased: list[LeaseClaim] | None) -> None:
+            # The store commits one group at a time, so no other claim holds
+            # these slots now: whatever pass skipped them skipped this one's.
             passed_over = [session for session in sessions if session.passed_over]
             for session, claim in zip(sessions, claims, strict=True):
                 session.reserved -= claim.max_jobs + len(claim.ending)
@@ -589,7 +591,7 @@ class Dispatcher:
                 offered = frozenset(labels.items())
                 orgs = [org for org in consumer.orgs_in_turn() if (org, offered) not in exhausted]
                 wanted = consumer.free_slots
-                if wanted <= 0 and consumer.reserved > 0:
+                if wanted <= 0 < consumer.reserved and orgs:
                     consumer.passed_over = True  # the commit reserving them kicks again
                 if wanted <= 0 or not orgs:
                     continue
