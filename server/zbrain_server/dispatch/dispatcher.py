@@ -168,11 +168,10 @@ class Dispatcher:
 
         Followers of a job are woken; a submitted, retried or returned job
         kicks a dispatch pass, so a job submitted through one replica reaches
-        an idle worker connected to another at once (and so do its parents,
-        which its submission held locked); a cancel request reaches
+        an idle worker connected to another at once; a cancel request reaches
         the worker holding the job here, whichever replica it was asked of.
         """
-        wake = False
+        runnable = False
         for record in records:
             if not record.job_id:
                 continue
@@ -181,10 +180,7 @@ class Dispatcher:
                 continue
             body = record.body
             if isinstance(body, events.JobSubmitted):
-                # Runnable, or not (waiting on parents): storing it locked its
-                # parents, so a pass of another replica that ran meanwhile
-                # skipped them (SKIP LOCKED) and must look again now.
-                wake = True
+                runnable = runnable or body.state.is_runnable
             elif isinstance(body, events.JobStateChanged):
                 # A job of an org with limits leaving RUNNING, on any replica,
                 # may free room under them. (A key's room freed by another
@@ -192,12 +188,12 @@ class Dispatcher:
                 # replica's next tick.)
                 freed = body.from_state is JobState.RUNNING is not body.to_state
                 limited = freed and self._store.orgs.has_settings(record.org_id)
-                wake = wake or body.to_state.is_runnable or limited
+                runnable = runnable or body.to_state.is_runnable or limited
                 if body.cause is Cause.CANCEL_REQUESTED:
                     self._tell_holder(record.job_id, body.lease_epoch, CANCELED_BY_USER)
                 elif body.to_state is not JobState.RUNNING:
                     self._lease_ended(record.job_id, body.lease_epoch, body.cause)
-        if wake:
+        if runnable:
             self.kick()
 
     # -- worker operations -----------------------------------------------------
@@ -666,8 +662,12 @@ class Dispatcher:
         idle_orgs = sorted({org for c in self._consumers if c.free_slots > 0 for org in c.org_ids})
         if not idle_orgs:
             return
-        now = now_us()
         due_us = await self._store.next_run_time(idle_orgs)
+        now = now_us()
+        if limit_us is not None:
+            # Asked for in the lease (20 ms after it began, say) and already
+            # past on a busy machine: the look again is due at once.
+            limit_us = max(limit_us, now + 1)
         # A due time passed means runnable now but not leased (raced a submit,
         # or held by a limit): the next kick, or the limit's wake-up, takes it.
         wakeups = [when for when in (due_us, limit_us) if when is not None and when > now]

@@ -37,6 +37,11 @@ class Driver(abc.ABC):
     close_timeout_s: float | None = None
     """How long closing waits for queued writes (None: as long as they take)."""
 
+    skips_locked_rows: bool = False
+    """Whether leasing skips rows another transaction holds (FOR UPDATE SKIP
+    LOCKED): a lease that got fewer jobs than it asked for then counts what
+    it could see, to try again soon if some were only held (`runnable_of_org`)."""
+
     @property
     @abc.abstractmethod
     def location(self) -> str:

@@ -428,7 +428,12 @@ class JobStore:
             turns = []
             for org_id in org_ids:
                 turn = yield from runnable_of_org(
-                    settings[org_id], labels, max_jobs, now_us, self.orgs.key_turns
+                    settings[org_id],
+                    labels,
+                    max_jobs,
+                    now_us,
+                    self.orgs.key_turns,
+                    skips_locked_rows=self._driver.skips_locked_rows,
                 )
                 self._wake_at(turn.retry_at_us)
                 turns.append(turn)

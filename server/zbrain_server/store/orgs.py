@@ -103,12 +103,17 @@ def runnable_of_org(
     wanted: int,
     now_us: int,
     rotation: dict[str, int] | None = None,
+    *,
+    skips_locked_rows: bool = False,
 ) -> Program[OrgTurn]:
     """Lock and return up to `wanted` jobs of one org that a worker with these
     labels may lease now, within the org's limits and its keys' limits; when
     they include jobs of a concurrency key and other keys have jobs waiting,
     the slots rotate among the keys (`_rotate_keys`; `rotation`, org -> the
-    next key's turn, is kept by the caller across leases)."""
+    next key's turn, is kept by the caller across leases). With
+    `skips_locked_rows` (the driver's), a turn that found fewer than it may
+    take asks to be tried again soon when rows it skipped as held are
+    runnable all the same (`count_runnable`)."""
     turn = OrgTurn(settings)
     if settings.paused:
         return turn
@@ -170,6 +175,16 @@ def runnable_of_org(
             chosen[job.id] = job
         if len(chosen) >= room or not skipped or len(rows) < limit:
             break
+    # Only when the last read came back short: rows it never reached (keys
+    # past KEY_PASSES) are not hidden, they wait for the keys' room.
+    short = len(rows) < limit
+    if skips_locked_rows and short and len(chosen) < room and turn.retry_at_us is None:
+        row = yield FetchOne(
+            "count_runnable", {**params, "limit": room, "skipped_keys": list(skipped_keys)}
+        )
+        seen = sum(job.concurrency_key not in skipped_keys for job in chosen.values())
+        if row["runnable"] > seen:
+            turn.retry_at_us = now_us + CONTENDED_RETRY_US
     turn.jobs = list(chosen.values())
     if rotation is not None and any(job.concurrency_key for job in turn.jobs):
         turn.jobs = yield from _rotate_keys(turn, room, params, key_cap, rotation, now_us)

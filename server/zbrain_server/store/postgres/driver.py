@@ -128,6 +128,7 @@ class PostgresDriver(Driver):
     # one commit a small share of its time.
     max_group = 64
     close_timeout_s = CLOSE_TIMEOUT_S
+    skips_locked_rows = True
 
     def __init__(self, url: str) -> None:
         self._dsn, self.schema, self._where = parse_url(url)

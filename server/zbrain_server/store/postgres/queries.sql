@@ -99,6 +99,18 @@ WHERE {runnable_for_worker} AND NOT (concurrency_key = ANY(:skipped_keys::text[]
 ORDER BY priority DESC, id LIMIT :limit
 FOR UPDATE SKIP LOCKED;
 
+-- name: count_runnable
+-- How many jobs lock_runnable would take if no other transaction held any
+-- (a plain read waits for no row lock). More than it took: it skipped rows
+-- held by a transaction that may change nothing of them (one storing a
+-- child of a job, another replica's lease that locked more than it chose)
+-- and emits no event to wake anyone, so leasing looks again soon.
+SELECT count(*) AS runnable FROM (
+    SELECT 1 FROM jobs
+    WHERE {runnable_for_worker} AND NOT (concurrency_key = ANY(:skipped_keys::text[]))
+    LIMIT :limit
+) AS visible;
+
 -- name: lock_runnable_of_key
 -- lock_runnable's jobs of one concurrency key only, in the key's order (for
 -- the rotation among an org's keys: jobs_runnable_by_key).
