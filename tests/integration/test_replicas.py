@@ -131,6 +131,39 @@ async def test_a_job_submitted_through_one_replica_reaches_an_idle_worker_on_ano
     assert statistics.median(delays) < 0.15, delays
 
 
+async def test_a_keys_room_freed_on_one_replica_reaches_an_idle_worker_on_another_at_once(
+    replicas: Replicas, processes: Processes, tmp_path: Path
+) -> None:
+    # The key's first job runs on a worker of the first replica, which cannot
+    # run the second (it lacks the label); the second waits for the key with
+    # an idle worker of the other replica. Only the ending job's event can
+    # bring it there in time: the tick is a minute apart, the org has no settings.
+    first, second = replicas.start(2, ZBRAIN_POLL_INTERVAL="60s")
+    processes.worker(first, "--id", "plain", "--label", "kind=plain")
+    processes.worker(second, "--id", "gpu", "--label", "gpu=1", "--mode", "echo")
+    release = tmp_path / "release"
+    async with await Client.connect(first) as client:
+        held = await client.submit(
+            ["sh", "-c", f"until [ -e {release} ]; do sleep 0.02; done"],
+            requires={"kind": "plain"},
+            concurrency_key="k",
+        )
+
+        async def running() -> bool:
+            return (await client.get(held.id)).state is JobState.RUNNING
+
+        await eventually(running)
+        waiting = await client.submit(["echo"], requires={"gpu": "1"}, concurrency_key="k")
+
+        async def held_by_the_key() -> bool:
+            return (await client.get(waiting.id)).waiting_cause is WaitingCause.CONCURRENCY_KEY
+
+        await eventually(held_by_the_key)
+        release.touch()
+        done = await client.wait(waiting.id, timeout=20)
+    assert (done.state, done.worker_id) == (JobState.SUCCEEDED, "gpu")
+
+
 async def test_killing_a_replica_mid_load_loses_no_job_and_its_workers_carry_on(
     replicas: Replicas, processes: Processes, tmp_path: Path
 ) -> None:

@@ -181,6 +181,8 @@ export interface StateChange {
   readonly outputSummary: string;
   readonly artifacts: readonly Artifact[];
   readonly leaseEpoch: number;
+  /** The job's concurrency key, if it has one. */
+  readonly concurrencyKey: string;
 }
 
 /**
@@ -356,6 +358,7 @@ function payloadFrom(payload: event_pb.Event["payload"]): EventPayload {
           outputSummary: change.outputSummary,
           artifacts: change.artifacts.map(artifact),
           leaseEpoch: Number(change.leaseEpoch),
+          concurrencyKey: change.concurrencyKey,
         },
       };
     }

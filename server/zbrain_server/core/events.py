@@ -52,6 +52,7 @@ class JobStateChanged:
     next_run_time_us: int | None = None  # when a retry was scheduled
     output_summary: str = ""  # the start of the output, when it succeeded
     artifacts: tuple[Artifact, ...] = ()  # when it finished
+    concurrency_key: str = ""  # the job's, so that any replica sees its room freed
 
 
 @dataclass(slots=True)
@@ -132,6 +133,7 @@ def state_changed(change: Change) -> EventRecord:
         attempt=after.attempt,
         worker_id=after.worker_id,
         lease_epoch=after.lease_epoch,
+        concurrency_key=after.concurrency_key,
     )
     if after.state in (JobState.RETRYING, JobState.FAILED):
         body.error = after.last_error

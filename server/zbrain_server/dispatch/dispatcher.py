@@ -182,12 +182,13 @@ class Dispatcher:
             if isinstance(body, events.JobSubmitted):
                 runnable = runnable or body.state.is_runnable
             elif isinstance(body, events.JobStateChanged):
-                # A job of an org with limits leaving RUNNING, on any replica,
-                # may free room under them. (A key's room freed by another
-                # replica's worker is taken by that replica's pass, or by any
-                # replica's next tick.)
+                # A job of a concurrency key or of an org with limits leaving
+                # RUNNING, on any replica, may free room under them for a
+                # worker connected here.
                 freed = body.from_state is JobState.RUNNING is not body.to_state
-                limited = freed and self._store.orgs.has_settings(record.org_id)
+                limited = freed and (
+                    bool(body.concurrency_key) or self._store.orgs.has_settings(record.org_id)
+                )
                 runnable = runnable or body.to_state.is_runnable or limited
                 if body.cause is Cause.CANCEL_REQUESTED:
                     self._tell_holder(record.job_id, body.lease_epoch, CANCELED_BY_USER)

@@ -216,6 +216,7 @@ class EventProtobufCodec:
                 artifacts=tuple(
                     Artifact(a.name, a.sha256, a.size_bytes) for a in changed.artifacts
                 ),
+                concurrency_key=changed.concurrency_key,
             )
         if kind == "job_logged":
             return events.JobLogged(
@@ -271,6 +272,7 @@ def _event_body(body: events.Body) -> event_pb2.Event:
             error=body.error,
             output_summary=body.output_summary,
             artifacts=[artifact_to_proto(a) for a in body.artifacts],
+            concurrency_key=body.concurrency_key,
         )
         if body.next_run_time_us is not None:
             changed.next_run_time.FromMicroseconds(body.next_run_time_us)

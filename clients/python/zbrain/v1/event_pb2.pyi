@@ -160,6 +160,7 @@ class JobStateChanged(_message.Message):
     ARTIFACTS_FIELD_NUMBER: _builtins.int
     LEASE_EPOCH_FIELD_NUMBER: _builtins.int
     CAUSE_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_KEY_FIELD_NUMBER: _builtins.int
     from_state: _job_pb2.JobState.ValueType
     """The state before."""
     to_state: _job_pb2.JobState.ValueType
@@ -178,6 +179,10 @@ class JobStateChanged(_message.Message):
     """The lease epoch of the attempt (0 before the first lease)."""
     cause: _job_pb2.TransitionCause.ValueType
     """Why the job changed state; `reason` says the same in words."""
+    concurrency_key: _builtins.str
+    """The job's concurrency key, if it has one (a job leaving RUNNING frees
+    room under its key for the next job of that key).
+    """
     @_builtins.property
     def next_run_time(self) -> _timestamp_pb2.Timestamp:
         """When the next attempt may run, when a retry was scheduled."""
@@ -200,10 +205,11 @@ class JobStateChanged(_message.Message):
         artifacts: _abc.Iterable[_job_pb2.Artifact] | None = ...,
         lease_epoch: _builtins.int = ...,
         cause: _job_pb2.TransitionCause.ValueType = ...,
+        concurrency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["next_run_time", b"next_run_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "cause", b"cause", "error", b"error", "from_state", b"from_state", "lease_epoch", b"lease_epoch", "next_run_time", b"next_run_time", "output_summary", b"output_summary", "reason", b"reason", "to_state", b"to_state", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifacts", b"artifacts", "attempt", b"attempt", "cause", b"cause", "concurrency_key", b"concurrency_key", "error", b"error", "from_state", b"from_state", "lease_epoch", b"lease_epoch", "next_run_time", b"next_run_time", "output_summary", b"output_summary", "reason", b"reason", "to_state", b"to_state", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
