@@ -1,0 +1,164 @@
+"""Where a load's CPU goes: each process and thread, per job (or call).
+
+    python -m bench.cpu submit [IN_FLIGHT]    # Submit from bench.load, 6 s
+    python -m bench.cpu echo [IN_FLIGHT]      # the bare grpc.aio echo, 6 s
+    python -m bench.cpu e2e [WORKERS]         # 20,000 no-op jobs, SDK workers
+    python -m bench.cpu process [SLOTS]       # 2,000 `true` jobs, `serve --workers`
+
+A developer's tool, not a figure of `make bench`: it starts a fresh server
+(or the echo server), runs one load generator of `bench.load` against it,
+and prints the user and system CPU time each thread of the server and of
+its local workers (or each SDK worker process) spent per job, read from
+/proc before and after. The event loop is the process's main thread; the
+others are named by the order they started in (in `zbrain serve`: the
+SQLite writer, the reader, gRPC's poller, then gRPC's own). A machine's
+load moves these figures: compare builds in interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.run import ROOT, Server, free_port, run_load
+
+TICKS = os.sysconf("SC_CLK_TCK")
+Times = dict[str, tuple[float, float]]  # "pid/thread" -> (user, system) seconds
+
+
+def threads(pid: int, label: str) -> Times:
+    """The CPU time of each thread of a process, the main thread first."""
+    found: Times = {}
+    tids = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task"))
+    for number, tid in enumerate(tids):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        name = "event loop" if tid == pid else f"thread {number}"
+        found[f"{label} {name}"] = (int(fields[11]) / TICKS, int(fields[12]) / TICKS)
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def report(before: Times, after: Times, jobs: float) -> None:
+    print(f"{'thread':32} {'user':>8} {'system':>8}  ms per job")
+    for key, (user, system) in after.items():
+        user0, system0 = before.get(key, (0.0, 0.0))
+        per_job = ((user - user0) / jobs * 1e3, (system - system0) / jobs * 1e3)
+        if sum(per_job) >= 0.005:
+            print(f"{key:32} {per_job[0]:8.3f} {per_job[1]:8.3f}")
+
+
+@contextmanager
+def target(mode: str) -> Iterator[tuple[str, int]]:
+    """A fresh `zbrain serve`, or the bare echo server: its address and pid."""
+    if mode == "submit":
+        with Server() as server:
+            assert server.process is not None
+            yield server.address, server.process.pid
+        return
+    port = free_port()
+    echo = subprocess.Popen(
+        [sys.executable, "-m", "bench.load", "echo-server", str(port)], cwd=ROOT
+    )
+    try:
+        while True:  # until it listens
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}", echo.pid
+    finally:
+        echo.terminate()
+        echo.wait()
+
+
+def measure_calls(mode: str, in_flight: int) -> None:
+    """Submit or echo calls, `in_flight` at a time, for 6 s."""
+    seconds = 6.0
+    with target(mode) as (address, pid):
+        before = threads(pid, "server")
+        load = "submit" if mode == "submit" else "echo-unary"
+        result = run_load(load, address, str(in_flight), str(seconds))
+        after = threads(pid, "server")
+    print(json.dumps(result))
+    report(before, after, result["rate"] * seconds)
+
+
+def measure_jobs(mode: str, count: int) -> None:
+    """`count` SDK workers through 20,000 no-op jobs, or a local process
+    worker of `count` slots through 2,000 `true` jobs."""
+    jobs = 20_000 if mode == "e2e" else 2_000
+    args = ("--workers", str(count)) if mode == "process" else ()
+    with Server(*args) as server:
+        assert server.process is not None
+        pid = server.process.pid
+        if mode == "process":
+            time.sleep(1.5)  # the local worker connects
+        local = children(pid)
+        load = subprocess.Popen(
+            [sys.executable, "-m", "bench.load", *_load(mode, server.address, count, jobs)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        before = threads(pid, "server")
+        for number, child in enumerate(local):
+            before |= threads(child, f"worker {number}")
+        sdk: dict[int, Times] = {}  # each SDK worker's last reading: they end with the load
+        while load.poll() is None:
+            for number, child in enumerate(children(load.pid)):
+                sdk[number] = threads(child, f"worker {number}")
+            time.sleep(0.2)
+        after = threads(pid, "server")
+        for number, child in enumerate(local):
+            after |= threads(child, f"worker {number}")
+    for reading in sdk.values():
+        after |= reading
+    assert load.stdout is not None
+    print(load.stdout.read().strip())
+    report(before, after, jobs)
+
+
+def _load(mode: str, address: str, count: int, jobs: int) -> list[str]:
+    if mode == "e2e":
+        return ["e2e", address, str(count), str(jobs)]
+    return ["e2e-process", address, str(jobs)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.cpu", description=__doc__)
+    parser.add_argument("load", choices=["submit", "echo", "e2e", "process"])
+    parser.add_argument("count", nargs="?", type=int, help="in flight, SDK workers or slots")
+    args = parser.parse_args()
+    if args.load in ("submit", "echo"):
+        measure_calls(args.load, args.count or 1)
+    else:
+        measure_jobs(args.load, args.count or (8 if args.load == "e2e" else 2))
+
+
+if __name__ == "__main__":
+    main()
