@@ -8,11 +8,14 @@
 A developer's tool, not a figure of `make bench`: it starts a fresh server
 (or the echo server), runs one load generator of `bench.load` against it,
 and prints the user and system CPU time each thread of the server and of
-its local workers (or each SDK worker process) spent per job, read from
-/proc before and after. The event loop is the process's main thread; the
-others are named by the order they started in (in `zbrain serve`: the
-SQLite writer, the reader, gRPC's poller, then gRPC's own). A machine's
-load moves these figures: compare builds in interleaved rounds.
+its local workers (or of each SDK worker process) spent per job, read from
+/proc before and after. A thread is named by its process, then "event
+loop" for the main thread or the name the kernel knows it by (gRPC names
+its own; Python's are all "python": in `zbrain serve` the one of the
+lowest id after the loop is the SQLite writer), then its id. SDK workers
+end with the load, so their last reading, taken every 0.2 s, misses their
+last moments. A machine's load moves these figures: compare builds in
+interleaved rounds.
 """
 
 from __future__ import annotations
@@ -31,26 +34,32 @@ from pathlib import Path
 from bench.run import ROOT, Server, free_port, run_load
 
 TICKS = os.sysconf("SC_CLK_TCK")
-Times = dict[str, tuple[float, float]]  # "pid/thread" -> (user, system) seconds
+# (pid, thread id) -> (the thread's name, user seconds, system seconds)
+Times = dict[tuple[int, int], tuple[str, float, float]]
 
 
 def threads(pid: int, label: str) -> Times:
-    """The CPU time of each thread of a process, the main thread first."""
+    """The CPU time of each thread of a process; nothing if it has ended."""
     found: Times = {}
-    tids = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task"))
-    for number, tid in enumerate(tids):
+    try:
+        tids = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return found
+    for tid in tids:
         try:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
         except OSError:  # ended meanwhile
             continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat.rsplit(")", 1)[1].split()
-        name = "event loop" if tid == pid else f"thread {number}"
-        found[f"{label} {name}"] = (int(fields[11]) / TICKS, int(fields[12]) / TICKS)
+        name = f"{label} {'event loop' if tid == pid else comm} {tid}"
+        found[pid, tid] = (name, int(fields[11]) / TICKS, int(fields[12]) / TICKS)
     return found
 
 
 def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`."""
+    """The processes whose parent is `pid`: the workers a server or a load
+    generator started, which no option names."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -64,12 +73,12 @@ def children(pid: int) -> list[int]:
 
 
 def report(before: Times, after: Times, jobs: float) -> None:
-    print(f"{'thread':32} {'user':>8} {'system':>8}  ms per job")
-    for key, (user, system) in after.items():
-        user0, system0 = before.get(key, (0.0, 0.0))
+    print(f"{'thread':40} {'user':>8} {'system':>8}  ms per job")
+    for key, (name, user, system) in after.items():
+        _, user0, system0 = before.get(key, (name, 0.0, 0.0))
         per_job = ((user - user0) / jobs * 1e3, (system - system0) / jobs * 1e3)
         if sum(per_job) >= 0.005:
-            print(f"{key:32} {per_job[0]:8.3f} {per_job[1]:8.3f}")
+            print(f"{name:40} {per_job[0]:8.3f} {per_job[1]:8.3f}")
 
 
 @contextmanager
@@ -89,6 +98,8 @@ def target(mode: str) -> Iterator[tuple[str, int]]:
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", port)) == 0:
                     break
+            if echo.poll() is not None:
+                raise RuntimeError(f"the echo server exited with status {echo.returncode}")
             time.sleep(0.05)
         yield f"127.0.0.1:{port}", echo.pid
     finally:
@@ -128,22 +139,24 @@ def measure_jobs(mode: str, count: int) -> None:
         before = threads(pid, "server")
         for number, child in enumerate(local):
             before |= threads(child, f"worker {number}")
-        sdk: dict[int, Times] = {}  # each SDK worker's last reading: they end with the load
+        sdk: Times = {}  # each SDK worker thread's last reading: they end with the load
+        numbers: dict[int, int] = {}  # an SDK worker's pid -> its number, in order seen
         while load.poll() is None:
-            for number, child in enumerate(children(load.pid)):
-                sdk[number] = threads(child, f"worker {number}")
+            for child in children(load.pid):
+                number = numbers.setdefault(child, len(numbers))
+                sdk |= threads(child, f"worker {number}")
             time.sleep(0.2)
         after = threads(pid, "server")
         for number, child in enumerate(local):
             after |= threads(child, f"worker {number}")
-    for reading in sdk.values():
-        after |= reading
+    after |= sdk
     assert load.stdout is not None
     print(load.stdout.read().strip())
     report(before, after, jobs)
 
 
 def _load(mode: str, address: str, count: int, jobs: int) -> list[str]:
+    """The arguments of `bench.load` for the mode (its own names differ)."""
     if mode == "e2e":
         return ["e2e", address, str(count), str(jobs)]
     return ["e2e-process", address, str(jobs)]

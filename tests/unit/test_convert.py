@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -30,6 +30,8 @@ def local_zone(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     """The process's local time zone set to one with an odd offset."""
     monkeypatch.setenv("TZ", request.param)
     time.tzset()
+    # Without the zone's data the C library falls back to UTC, silently.
+    assert request.param == "UTC" or time.localtime().tm_gmtoff != 0
     yield request.param
     monkeypatch.undo()
     time.tzset()
@@ -51,12 +53,26 @@ def test_a_time_is_the_instant_protobuf_gives_in_the_local_zone_now(
 
 
 @pytest.mark.parametrize(
-    ("seconds", "nanos"), [(0, 0), (3600, 0), (1, 999_999), (-1, -999), (-5, -500_000_001 + 1)]
+    ("seconds", "nanos"), [(0, 0), (3600, 0), (1, 999_999), (-1, -999), (-5, -500_000_001)]
 )
 def test_a_duration_is_the_timedelta_protobuf_gives(seconds: int, nanos: int) -> None:
     value = duration_pb2.Duration(seconds=seconds, nanos=nanos)
 
     assert _duration(value) == value.ToTimedelta()
+
+
+def test_the_epoch_follows_a_change_of_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As summer time begins or ends in a running process: another offset
+    # and name from time.localtime(), another cached epoch.
+    for zone, offset in [("UTC", 0), ("Asia/Kolkata", 19_800), ("UTC", 0)]:
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        epoch = _local_epoch()
+        assert epoch.utcoffset() == timedelta(seconds=offset)
+        assert epoch.tzname() == time.localtime().tm_zone
+        assert epoch.timestamp() == 0
+    monkeypatch.undo()
+    time.tzset()
 
 
 def test_a_wire_number_this_client_does_not_know_is_none() -> None:
