@@ -74,3 +74,22 @@ async def test_concurrent_submissions_each_count_the_ones_before_them_against_th
     assert isinstance(outcomes[4], list), "another org's quota is its own"
     with pytest.raises(ResourceExhaustedError, match="has 4 jobs waiting"):
         await store.create_jobs([new_job()], T0, pending_limit=4)
+
+
+async def test_a_submitter_that_hangs_up_leaves_its_write_and_the_groups_answers_alone(
+    store: JobStore,
+) -> None:
+    listener = Listener()
+    store.set_event_listener(listener)
+    gone = asyncio.ensure_future(store.create_jobs([new_job()], T0))
+    staying = asyncio.ensure_future(store.create_jobs([new_job()], T0))
+    await asyncio.sleep(0)  # both queued for the same group
+    gone.cancel()
+
+    [(kept, _)] = await staying
+
+    # The hung-up caller's job is stored all the same: it was in the group.
+    await listener.wait_through(2)
+    recorded = await store.read_events(None, "", 0, 100)
+    assert len({r.job_id for r in recorded}) == 2 and kept.id in {r.job_id for r in recorded}
+    assert gone.cancelled()

@@ -266,9 +266,9 @@ class WriteEngine:
         self._ready.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop(), name="zbrain-store-writer")
-        # A caller that hangs up cancels only its wait; its write still runs
-        # with the group, which skips answering a future already done.
-        result: T = await asyncio.shield(future)
+        # A caller that hangs up cancels the future, not its write: the write
+        # still runs with its group, which skips answering a future already done.
+        result: T = await future
         return result
 
     async def close(self, timeout_s: float | None = None) -> None:
@@ -345,10 +345,6 @@ class WriteEngine:
                     follow_up.then(followed)
                 except Exception:  # its failure must not stop the writer
                     log.exception("handling a group's follow-up failed")
-        try:
-            self._driver.committed(group)
-        except Exception:  # a listener's failure must not stop the writer
-            log.exception("handling the events of a commit failed")
         again: list[_Write] = []
         for write, result, failure in outcomes:
             if write.future.done():
@@ -362,6 +358,13 @@ class WriteEngine:
             else:
                 write.future.set_exception(failure)
         self._queue.extendleft(reversed(again))
+        # After the answers: the callers resume before what the events wake
+        # (a dispatch pass, followers), all of it on the next turn of the loop
+        # and so after this, as before.
+        try:
+            self._driver.committed(group)
+        except Exception:  # a listener's failure must not stop the writer
+            log.exception("handling the events of a commit failed")
 
     @staticmethod
     def _fail(writes: Sequence[_Write], error: Exception) -> None:

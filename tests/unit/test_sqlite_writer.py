@@ -1,0 +1,47 @@
+"""The SQLite store's writer thread against a canceled caller."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.store.support import new_job
+from zbrain_server.core.model import now_us
+from zbrain_server.rpc.codec import EVENT_CODEC
+from zbrain_server.store import sqlite_store
+from zbrain_server.store.ops import Program
+
+
+async def test_a_canceled_group_ends_only_once_the_thread_has_committed_it(
+    tmp_path: Path,
+) -> None:
+    # The engine's writer task is canceled when the store closes with a group
+    # in the thread: it must not go on while the thread still writes.
+    store = sqlite_store(tmp_path / "zbrain.db", EVENT_CODEC)
+    await store.open()
+    driver = store._driver
+    started, release = threading.Event(), threading.Event()
+
+    def program() -> Program[str]:
+        started.set()
+        release.wait(30)
+        return "committed"
+        yield  # a generator, as every program is
+
+    writing: asyncio.Future[str] = asyncio.ensure_future(driver.run_group(program()))
+    assert await asyncio.to_thread(started.wait, 30)
+    writing.cancel()
+    for _ in range(20):  # turns of the loop in which a careless wait would end
+        await asyncio.sleep(0)
+    assert not writing.done(), "the caller went on while the thread held the group"
+
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    # The writer is free again, its transaction over.
+    [(job, _)] = await store.create_jobs([new_job()], now_us())
+    assert await store.get_job(job.id) == job
+    await store.close()
