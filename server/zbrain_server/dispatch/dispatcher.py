@@ -137,8 +137,11 @@ class Dispatcher:
         await self.directory.stop()
 
     def kick(self) -> None:
-        """Something may have become runnable: run a dispatch pass soon."""
-        self._kick.set()
+        """Something may have become runnable: run a dispatch pass soon. With
+        no worker (or waiting AcquireLease) here, a pass has nothing to do, and
+        every consumer's arrival kicks one."""
+        if self._consumers:
+            self._kick.set()
 
     # -- client operations -----------------------------------------------------
 
