@@ -86,7 +86,8 @@ async def test_a_submitter_that_hangs_up_leaves_its_write_and_the_groups_answers
     await asyncio.sleep(0)  # both queued for the same group
     gone.cancel()
 
-    [(kept, _)] = await staying
+    async with asyncio.timeout(30):  # a group that never answered would hang here
+        [(kept, _)] = await staying
 
     # The hung-up caller's job is stored all the same: it was in the group.
     await listener.wait_through(2)

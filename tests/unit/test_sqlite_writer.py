@@ -1,4 +1,4 @@
-"""The SQLite store's writer thread against a canceled caller."""
+"""The store's writes (over SQLite) against callers that hang up."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import eventually
 from tests.store.support import new_job
+from zbrain.errors import StoreConflictError
 from zbrain_server.core.model import now_us
 from zbrain_server.rpc.codec import EVENT_CODEC
 from zbrain_server.store import sqlite_store
+from zbrain_server.store.engine import Tx
 from zbrain_server.store.ops import Program
 
 
@@ -32,16 +35,51 @@ async def test_a_canceled_group_ends_only_once_the_thread_has_committed_it(
         yield  # a generator, as every program is
 
     writing: asyncio.Future[str] = asyncio.ensure_future(driver.run_group(program()))
-    assert await asyncio.to_thread(started.wait, 30)
-    writing.cancel()
-    for _ in range(20):  # turns of the loop in which a careless wait would end
-        await asyncio.sleep(0)
-    assert not writing.done(), "the caller went on while the thread held the group"
-
-    release.set()
+    try:
+        assert await asyncio.to_thread(started.wait, 30)
+        writing.cancel()
+        for _ in range(20):  # turns of the loop in which a careless wait would end
+            await asyncio.sleep(0)
+        assert not writing.done(), "the caller went on while the thread held the group"
+    finally:
+        release.set()
     with pytest.raises(asyncio.CancelledError):
         await writing
-    # The writer is free again, its transaction over.
-    [(job, _)] = await store.create_jobs([new_job()], now_us())
-    assert await store.get_job(job.id) == job
-    await store.close()
+    try:
+        # The writer is free again, its transaction over.
+        [(job, _)] = await store.create_jobs([new_job()], now_us())
+        assert await store.get_job(job.id) == job
+    finally:
+        await store.close()
+
+
+async def test_a_write_whose_caller_hung_up_still_runs_again_after_a_conflict(
+    tmp_path: Path,
+) -> None:
+    # Two writes share a group; the first meets a conflict (a deadlock on
+    # PostgreSQL, say) after its caller hung up: it is run again all the same.
+    store = sqlite_store(tmp_path / "zbrain.db", EVENT_CODEC)
+    await store.open()
+    engine = store._engine
+    runs: list[int] = []
+
+    def conflicting(tx: Tx) -> Program[str]:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            raise StoreConflictError("deadlock detected")
+        return "done"
+        yield
+
+    def plain(tx: Tx) -> Program[str]:
+        return "plain"
+        yield
+
+    try:
+        gone = asyncio.ensure_future(engine.write(conflicting))
+        staying = asyncio.ensure_future(engine.write(plain))
+        await asyncio.sleep(0)  # both queued for the same group
+        gone.cancel()
+        assert await staying == "plain"
+        await eventually(lambda: len(runs) == 2)
+    finally:
+        await store.close()

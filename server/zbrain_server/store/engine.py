@@ -346,25 +346,29 @@ class WriteEngine:
                 except Exception:  # its failure must not stop the writer
                     log.exception("handling a group's follow-up failed")
         again: list[_Write] = []
-        for write, result, failure in outcomes:
-            if write.future.done():
-                continue
-            if failure is None:
-                write.future.set_result(result)
-            elif isinstance(failure, StoreConflictError) and write.tries < WRITE_TRIES:
-                log.info("running a write again: %s", failure)
-                write.tries += 1
-                again.append(write)
-            else:
-                write.future.set_exception(failure)
-        self._queue.extendleft(reversed(again))
-        # After the answers: the callers resume before what the events wake
-        # (a dispatch pass, followers), all of it on the next turn of the loop
-        # and so after this, as before.
         try:
-            self._driver.committed(group)
-        except Exception:  # a listener's failure must not stop the writer
-            log.exception("handling the events of a commit failed")
+            for write, result, failure in outcomes:
+                if isinstance(failure, StoreConflictError) and write.tries < WRITE_TRIES:
+                    # Even for a caller that hung up: its write still runs.
+                    log.info("running a write again: %s", failure)
+                    write.tries += 1
+                    again.append(write)
+                elif write.future.done():
+                    continue  # its caller hung up
+                elif failure is None:
+                    write.future.set_result(result)
+                else:
+                    write.future.set_exception(failure)
+            self._queue.extendleft(reversed(again))
+        finally:
+            # After the answers: the callers resume before what the events
+            # wake (a dispatch pass, followers), all of it on the next turn of
+            # the loop and so after this, as before. Whatever happened to the
+            # answers, the commit is done: the driver learns of it.
+            try:
+                self._driver.committed(group)
+            except Exception:  # a listener's failure must not stop the writer
+                log.exception("handling the events of a commit failed")
 
     @staticmethod
     def _fail(writes: Sequence[_Write], error: Exception) -> None:

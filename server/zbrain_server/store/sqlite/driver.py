@@ -233,8 +233,11 @@ class SqliteDriver(Driver):
 
 
 def _arrive(loop: asyncio.AbstractEventLoop, arrived: asyncio.Future[None], _: Future[Any]) -> None:
-    """In the writer thread (or at once, if the group is done): wake the loop's waiter."""
-    loop.call_soon_threadsafe(_settle, arrived)
+    """In the writer thread (or at once, if the group is done): wake the loop's
+    waiter, if the loop is still there (a store closed by a loop that ended
+    leaves nobody to wake)."""
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        loop.call_soon_threadsafe(_settle, arrived)
 
 
 def _settle(arrived: asyncio.Future[None]) -> None:
