@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,18 +14,27 @@ from tests.store.support import new_job
 from zbrain.errors import StoreConflictError
 from zbrain_server.core.model import now_us
 from zbrain_server.rpc.codec import EVENT_CODEC
-from zbrain_server.store import sqlite_store
+from zbrain_server.store import JobStore, sqlite_store
 from zbrain_server.store.engine import Tx
 from zbrain_server.store.ops import Program
 
 
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[JobStore]:
+    """An opened SQLite store, closed after the test."""
+    opened = sqlite_store(tmp_path / "zbrain.db", EVENT_CODEC)
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
 async def test_a_canceled_group_ends_only_once_the_thread_has_committed_it(
-    tmp_path: Path,
+    store: JobStore,
 ) -> None:
     # The engine's writer task is canceled when the store closes with a group
     # in the thread: it must not go on while the thread still writes.
-    store = sqlite_store(tmp_path / "zbrain.db", EVENT_CODEC)
-    await store.open()
     driver = store._driver
     started, release = threading.Event(), threading.Event()
 
@@ -45,21 +55,16 @@ async def test_a_canceled_group_ends_only_once_the_thread_has_committed_it(
         release.set()
     with pytest.raises(asyncio.CancelledError):
         await writing
-    try:
-        # The writer is free again, its transaction over.
-        [(job, _)] = await store.create_jobs([new_job()], now_us())
-        assert await store.get_job(job.id) == job
-    finally:
-        await store.close()
+    # The writer is free again, its transaction over.
+    [(job, _)] = await store.create_jobs([new_job()], now_us())
+    assert await store.get_job(job.id) == job
 
 
 async def test_a_write_whose_caller_hung_up_still_runs_again_after_a_conflict(
-    tmp_path: Path,
+    store: JobStore,
 ) -> None:
     # Two writes share a group; the first meets a conflict (a deadlock on
     # PostgreSQL, say) after its caller hung up: it is run again all the same.
-    store = sqlite_store(tmp_path / "zbrain.db", EVENT_CODEC)
-    await store.open()
     engine = store._engine
     runs: list[int] = []
 
@@ -74,12 +79,9 @@ async def test_a_write_whose_caller_hung_up_still_runs_again_after_a_conflict(
         return "plain"
         yield
 
-    try:
-        gone = asyncio.ensure_future(engine.write(conflicting))
-        staying = asyncio.ensure_future(engine.write(plain))
-        await asyncio.sleep(0)  # both queued for the same group
-        gone.cancel()
-        assert await staying == "plain"
-        await eventually(lambda: len(runs) == 2)
-    finally:
-        await store.close()
+    gone = asyncio.ensure_future(engine.write(conflicting))
+    staying = asyncio.ensure_future(engine.write(plain))
+    await asyncio.sleep(0)  # both queued for the same group
+    gone.cancel()
+    assert await staying == "plain"
+    await eventually(lambda: len(runs) == 2)
