@@ -31,9 +31,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.run import ROOT, Server, free_port, run_load
+from bench.run import ROOT, Server, cpu_times, free_port, run_load
 
-TICKS = os.sysconf("SC_CLK_TCK")
 # (pid, thread id) -> (the thread's name, user seconds, system seconds)
 Times = dict[tuple[int, int], tuple[str, float, float]]
 
@@ -51,9 +50,8 @@ def threads(pid: int, label: str) -> Times:
         except OSError:  # ended meanwhile
             continue
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
         name = f"{label} {'event loop' if tid == pid else comm} {tid}"
-        found[pid, tid] = (name, int(fields[11]) / TICKS, int(fields[12]) / TICKS)
+        found[pid, tid] = (name, *cpu_times(stat))
     return found
 
 
@@ -127,9 +125,13 @@ def measure_jobs(mode: str, count: int) -> None:
     with Server(*args) as server:
         assert server.process is not None
         pid = server.process.pid
-        if mode == "process":
-            time.sleep(1.5)  # the local worker connects
         local = children(pid)
+        deadline = time.monotonic() + 30
+        while mode == "process" and not local:  # until the server has started it
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server started no local worker within 30 s")
+            time.sleep(0.05)
+            local = children(pid)
         load = subprocess.Popen(
             [sys.executable, "-m", "bench.load", *_load(mode, server.address, count, jobs)],
             cwd=ROOT,
@@ -162,10 +164,17 @@ def _load(mode: str, address: str, count: int, jobs: int) -> list[str]:
     return ["e2e-process", address, str(jobs)]
 
 
+def _positive(text: str) -> int:
+    number = int(text) if text.isdigit() else 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number above 0, not {text!r}")
+    return number
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.cpu", description=__doc__)
     parser.add_argument("load", choices=["submit", "echo", "e2e", "process"])
-    parser.add_argument("count", nargs="?", type=int, help="in flight, SDK workers or slots")
+    parser.add_argument("count", nargs="?", type=_positive, help="in flight, SDK workers or slots")
     args = parser.parse_args()
     if args.load in ("submit", "echo"):
         measure_calls(args.load, args.count or 1)

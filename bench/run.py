@@ -79,6 +79,14 @@ def run_load(*args: str, module: str = "bench.load") -> dict[str, Any]:
     return result
 
 
+def cpu_times(stat: str) -> tuple[float, float]:
+    """User and system seconds from the text of a /proc/…/stat file (of a
+    process or of one of its threads)."""
+    fields = stat.rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
 class Server:
     """A `zbrain serve` process on a fresh data directory (SQLite, default durability)."""
 
@@ -124,8 +132,7 @@ class Server:
     def cpu_s(self) -> float:
         """CPU time the server process has used so far (user + system)."""
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(cpu_times(Path(f"/proc/{self.process.pid}/stat").read_text()))
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:

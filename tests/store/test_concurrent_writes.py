@@ -83,7 +83,10 @@ async def test_a_submitter_that_hangs_up_leaves_its_write_and_the_groups_answers
     store.set_event_listener(listener)
     gone = asyncio.ensure_future(store.create_jobs([new_job()], T0))
     staying = asyncio.ensure_future(store.create_jobs([new_job()], T0))
-    await asyncio.sleep(0)  # both queued for the same group
+    # One turn of the loop runs both tasks up to their writes, which they
+    # queue before their first await: both are in the same group (a turn,
+    # not a time, so a busy machine changes nothing).
+    await asyncio.sleep(0)
     gone.cancel()
 
     async with asyncio.timeout(30):  # a group that never answered would hang here

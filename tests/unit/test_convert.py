@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from zbrain import JobState
-from zbrain._convert import _at, _duration, _enum, _local_epoch, job
+from zbrain._convert import _at, _duration, _enum, _local_epoch, job, utc_time
 from zbrain.v1 import job_pb2
 
 # Before 1970, around it, a time with nanoseconds, and late dates.
@@ -48,6 +48,8 @@ def test_a_time_is_the_instant_protobuf_gives_in_the_local_zone_now(
 
     now = datetime.now().astimezone()
     assert converted == value.ToDatetime(tzinfo=now.tzinfo)
+    assert utc_time(value) == value.ToDatetime(tzinfo=UTC)
+    assert utc_time(value).utcoffset() == timedelta(0)
     assert converted.utcoffset() == now.utcoffset()
     assert converted.tzname() == now.tzname()
 

@@ -81,7 +81,7 @@ async def test_a_write_whose_caller_hung_up_still_runs_again_after_a_conflict(
 
     gone = asyncio.ensure_future(engine.write(conflicting))
     staying = asyncio.ensure_future(engine.write(plain))
-    await asyncio.sleep(0)  # both queued for the same group
+    await asyncio.sleep(0)  # one turn: both queued (before any await) for the same group
     gone.cancel()
     assert await staying == "plain"
     await eventually(lambda: len(runs) == 2)

@@ -62,6 +62,12 @@ def _at(value: timestamp_pb2.Timestamp, epoch: datetime) -> datetime:
     return epoch + timedelta(0, value.seconds, value.nanos // 1000)
 
 
+def utc_time(value: timestamp_pb2.Timestamp) -> datetime:
+    """The time of a Timestamp in UTC (for output that is always UTC)."""
+    return _at(value, _UTC_EPOCH)
+
+
+_UTC_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCHS: dict[tuple[int, str], datetime] = {}  # by (UTC offset, zone name)
 
 
@@ -74,7 +80,7 @@ def _local_epoch() -> datetime:
     epoch = _EPOCHS.get(key)
     if epoch is None:  # a new zone: once per process, and at each change of summer time
         zone = timezone(timedelta(seconds=now.tm_gmtoff), now.tm_zone)
-        epoch = _EPOCHS[key] = datetime(1970, 1, 1, tzinfo=UTC).astimezone(zone)
+        epoch = _EPOCHS[key] = _UTC_EPOCH.astimezone(zone)
     return epoch
 
 
@@ -361,9 +367,7 @@ def _plain_value(field: descriptor.FieldDescriptor, item: Any) -> Any:
         return item
     full_name = field.message_type.full_name
     if full_name == "google.protobuf.Timestamp":
-        return rfc3339(
-            datetime.fromtimestamp(item.seconds, UTC).replace(microsecond=item.nanos // 1000)
-        )
+        return rfc3339(utc_time(item))
     if full_name == "google.protobuf.Duration":
         return item.seconds + item.nanos / 1e9
     return plain(item)

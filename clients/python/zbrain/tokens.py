@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 
 from google.protobuf import timestamp_pb2
 
+from ._convert import utc_time
 from .connection import Connection, TlsFiles
 from .errors import ZBrainError
 from .models import Role, rfc3339
@@ -77,9 +78,7 @@ def print_created(token: pb.TokenInfo, secret: str) -> None:
 
 
 def _time(ts: timestamp_pb2.Timestamp) -> datetime | None:
-    if not ts.seconds and not ts.nanos:
-        return None
-    return datetime.fromtimestamp(ts.seconds, UTC).replace(microsecond=ts.nanos // 1000)
+    return utc_time(ts) if ts.seconds or ts.nanos else None
 
 
 def print_tokens(tokens: list[pb.TokenInfo], args: argparse.Namespace) -> None:
