@@ -152,13 +152,13 @@ async def test_a_keys_room_freed_on_one_replica_reaches_an_idle_worker_on_anothe
         async def running() -> bool:
             return (await client.get(held.id)).state is JobState.RUNNING
 
-        await eventually(running)
+        await eventually(running, timeout=60)  # the workers start on a busy machine too
         waiting = await client.submit(["echo"], requires={"gpu": "1"}, concurrency_key="k")
 
         async def held_by_the_key() -> bool:
             return (await client.get(waiting.id)).waiting_cause is WaitingCause.CONCURRENCY_KEY
 
-        await eventually(held_by_the_key)
+        await eventually(held_by_the_key, timeout=60)  # the gpu worker is connected by then
         release.touch()
         done = await client.wait(waiting.id, timeout=20)
     assert (done.state, done.worker_id) == (JobState.SUCCEEDED, "gpu")
