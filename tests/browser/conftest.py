@@ -123,6 +123,19 @@ def wait_for(driver: Any, condition: Callable[[Any], Any], timeout: float = WAIT
     ).until(condition)
 
 
+def click(driver: Any, selector: str) -> None:
+    """Click the element `selector` (CSS) names on a page that redraws itself
+    as events arrive (a job's page): a click on an element replaced between
+    finding and clicking it is retried on the new one."""
+    from selenium.webdriver.common.by import By
+
+    def clicked(d: Any) -> bool:
+        d.find_element(By.CSS_SELECTOR, selector).click()
+        return True
+
+    wait_for(driver, clicked)
+
+
 def screenshot(driver: Any, name: str) -> None:
     """Save the page as ZBRAIN_SCREENSHOTS/<name>.png when that variable names
     a folder (how docs/img is made); otherwise do nothing."""

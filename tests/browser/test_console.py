@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 from selenium.webdriver.common.by import By
 
-from tests.browser.conftest import Consoles, page_errors, screenshot, text_of, texts_of, wait_for
+from tests.browser.conftest import (
+    Consoles,
+    click,
+    page_errors,
+    screenshot,
+    text_of,
+    texts_of,
+    wait_for,
+)
 from zbrain import JobState
 
 PY = sys.executable
@@ -192,14 +199,9 @@ def test_a_job_submitted_with_the_form_streams_its_log_while_it_runs(
     assert texts_of(browser, "#log-lines .line.stderr") == ["a warning"]
     assert text_of(browser, ".attempt-sep").upper() == "ATTEMPT 1"
     # The page redraws the job as its events arrive, replacing these elements:
-    # each look is retried on a fresh one (wait_for), the reveal kept across redraws.
+    # each look and click is retried on a fresh one, the reveal kept across redraws.
     wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#env .secret").text == "••••••")
-
-    def reveal(driver: Any) -> bool:
-        driver.find_element(By.CSS_SELECTOR, "#env .reveal").click()
-        return True
-
-    wait_for(browser, reveal)
+    click(browser, "#env .reveal")
     wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#env .secret").text == "hello")
 
     gate.touch()
@@ -221,13 +223,13 @@ def test_canceling_a_running_job_changes_its_state_and_offers_a_rerun(
     wait_for(browser, lambda d: "working" in log_texts(d))
     wait_for(browser, lambda d: state_shown(d) == "running")
 
-    browser.find_element(By.ID, "cancel").click()
+    click(browser, "#cancel")
     wait_for(browser, lambda d: state_shown(d) == "canceled")
     with console.client() as client:
         assert client.get(job.id).state is JobState.CANCELED
 
     # A finished job offers a rerun instead: a new job, linked to this one.
-    browser.find_element(By.ID, "rerun").click()
+    click(browser, "#rerun")
     wait_for(browser, lambda d: job.id not in d.current_url)
     wait_for(browser, lambda d: text_of(d, "#dependencies a"))
     assert text_of(browser, "#dependencies a") == job.id
@@ -319,7 +321,7 @@ def test_a_flood_of_log_lines_keeps_the_dom_capped(
     shown = log_texts(browser)
     assert len(shown) == 2000
     assert shown[0] == "line 3000"
-    browser.find_element(By.ID, "log-earlier").click()
+    click(browser, "#log-earlier")
     assert log_texts(browser)[0] == "line 2000"
     assert page_errors(browser) == []
 
