@@ -44,6 +44,13 @@ from ._limits import (
 # of the worker's environment (tokens, credentials) stays out of the job.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
 STDERR_TAIL_BYTES = 2048
+# What the worker puts in each job folder.
+INPUT_FILE, OUTPUT_FILE, PARENTS_FILE, ARTIFACTS_FOLDER = (
+    "input.json",
+    "output.json",
+    "parents.json",
+    "artifacts",
+)
 
 
 @dataclass(frozen=True)
@@ -105,19 +112,18 @@ class ProcessExecutor(Executor):
         finally:
             # Off the event loop and after the result: removing a folder costs
             # a millisecond of the filesystem's time the next job need not wait for.
-            self._remover.submit(shutil.rmtree, workdir, ignore_errors=True)
+            self._remover.submit(_remove_folder, workdir)
 
     async def _run(
         self, job: Job, workdir: Path, events: AttemptEvents, cancel: Cancellation
     ) -> Outcome:
-        input_text = json.dumps(job.input)
         input_path, output_path, artifacts_dir = (
-            workdir / "input.json",
-            workdir / "output.json",
-            workdir / "artifacts",
+            workdir / INPUT_FILE,
+            workdir / OUTPUT_FILE,
+            workdir / ARTIFACTS_FOLDER,
         )
-        input_path.write_text(input_text)
-        artifacts_dir.mkdir()
+        _write_new(input_path, json.dumps(job.input).encode())
+        os.mkdir(artifacts_dir)
         env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
         env.update(job.env)
         env.update(
@@ -129,8 +135,8 @@ class ProcessExecutor(Executor):
             ZBRAIN_ARTIFACTS_DIR=str(artifacts_dir),
         )
         if job.parents:  # how the jobs it depended on ended, with their outputs
-            parents_path = workdir / "parents.json"
-            parents_path.write_text(json.dumps([parent.to_dict() for parent in job.parents]))
+            parents_path = workdir / PARENTS_FILE
+            _write_new(parents_path, json.dumps([p.to_dict() for p in job.parents]).encode())
             env["ZBRAIN_PARENTS"] = str(parents_path)
         limits = effective(job.resources, self.maxima)
         argv = self._command(job, workdir, limits)
@@ -138,24 +144,26 @@ class ProcessExecutor(Executor):
             missing = _missing_program(job.cmd[0], env.get("PATH", os.defpath), workdir)
             if missing is not None:
                 return missing
+        # The input file itself is the process's stdin: no pipe to feed.
+        stdin = os.open(input_path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            # The input file itself is the process's stdin: no pipe to feed.
-            with input_path.open("rb") as stdin:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=stdin,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    cwd=workdir,
-                    env=env,
-                    start_new_session=True,  # its own process group: a stop reaches its children
-                )
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=stdin,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=workdir,
+                env=env,
+                start_new_session=True,  # its own process group: a stop reaches its children
+            )
         except FileNotFoundError:
             return Outcome.failed(f"program not found: {job.cmd[0]}", exit_code=127)
         except PermissionError:
             return Outcome.failed(f"program not executable: {job.cmd[0]}", exit_code=126)
         except OSError as exc:
             return Outcome.failed(f"cannot start {job.cmd[0]}: {exc.strerror}")
+        finally:
+            os.close(stdin)
 
         budget = _LogBudget(self.limits.max_log_bytes, events)
         stderr_tail: deque[str] = deque(maxlen=64)
@@ -333,6 +341,33 @@ def _missing_program(program: str, search_path: str, workdir: Path) -> Outcome |
     if shutil.which(program, path=search_path) is None:
         return Outcome.failed(f"program not found: {program}", exit_code=127)
     return None
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a file of the job folder, which must not exist yet: plain system
+    calls, as a short command pays for every layer around them."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _remove_folder(folder: Path) -> None:
+    """Remove a finished job's folder. Most hold only what the worker made,
+    removed by name; a folder holding anything else (the job's own files, a
+    name made a folder or a link) is walked (`shutil.rmtree`, which never
+    follows a link out of it)."""
+    try:
+        for name in (INPUT_FILE, OUTPUT_FILE, PARENTS_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / name)
+        os.rmdir(folder / ARTIFACTS_FOLDER)
+        os.rmdir(folder)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _decode(data: bytes) -> str:
