@@ -377,8 +377,9 @@ def embedded(
         {"rate": ("spawn /bin/true from one Python process (ceiling)", "spawns/s")},
     )
     figures += spawn_ceiling
-    # Two slots: one per CPU here, `zbrain worker`'s default. Sixteen: the
-    # setting docs/workers.md gives for short commands.
+    # Two slots: `zbrain worker`'s default (one per CPU) on the 2-core machine
+    # of docs/performance.md; its figure keeps the name earlier runs gave it.
+    # Sixteen: the setting docs/workers.md gives for short commands.
     for slots, label in (("2", ""), ("16", ", 16 slots")):
         process_rate = measure(
             repeat,

@@ -1238,19 +1238,19 @@ HOURS = st.integers(1, 48).map(lambda hours: duration_pb2.Duration(seconds=3600 
 NEXT_YEAR_CRON = "0 0 1 1 *"
 
 
-ScheduleRequest = (
+ScheduleRequestClass = (
     type[schedule_pb2.CreateScheduleRequest] | type[schedule_pb2.UpdateScheduleRequest]
 )
 
 
 def schedule_request(
-    kind: ScheduleRequest, *, job: Any = None, template: Any = None, **fields: Any
+    kind: ScheduleRequestClass, *, job: Any = None, template: Any = None, **fields: Any
 ) -> Message:
     message = schedule_pb2.Schedule(job=job, template=template, **fields)
     return kind(schedule=message)
 
 
-def schedule_fields(kind: ScheduleRequest, *, cron: bool, on_template: bool) -> Fields:
+def schedule_fields(kind: ScheduleRequestClass, *, cron: bool, on_template: bool) -> Fields:
     """The fields of a Create- or UpdateScheduleRequest: on a cron expression
     or an interval, submitting a job or the known template."""
     timing: Pairs = (

@@ -1,67 +1,71 @@
-"""Removing a finished job's folder: by name when it holds only what the
-worker made, by a walk when the job left more, never through a link."""
+"""The process executor's job folder: the input written as `open` would
+write it, read on stdin, and no descriptor left open whatever the attempt's
+end (a program missing, not executable, a folder)."""
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from zbrain.worker._process import _remove_folder, _write_new
+from zbrain import _convert
+from zbrain.models import Job
+from zbrain.v1 import job_service_pb2
+from zbrain.worker import AttemptOutcome, Cancellation, ProcessExecutor
+from zbrain.worker._executor import AttemptEvents
+from zbrain.worker._process import _write_new
+
+from .fakes import job_message
 
 
-def job_folder(root: Path) -> Path:
-    """A folder as the worker leaves it for a job: input, artifacts folder."""
-    folder = root / "zbrain-job-1-x"
-    folder.mkdir()
-    _write_new(folder / "input.json", b'{"n": 1}')
-    (folder / "artifacts").mkdir()
-    return folder
+class Lines:
+    """A reporter keeping the attempt's log lines."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def log(self, line: Any) -> None:
+        self.texts.append(line.text)
+
+    async def upload(self, name: str, path: Path) -> Any:
+        raise AssertionError("no artifact expected")
 
 
-def test_a_folder_holding_only_the_workers_files_is_removed(tmp_path: Path) -> None:
-    folder = job_folder(tmp_path)
-    (folder / "output.json").write_text("{}")
-    (folder / "parents.json").write_text("[]")
-
-    _remove_folder(folder)
-
-    assert not folder.exists()
+def command_job(*cmd: str, input_json: str = "") -> Job:
+    message = job_message("job-1")
+    del message.cmd[:]
+    message.cmd.extend(cmd)
+    message.input_json = input_json
+    return _convert.leased_job(job_service_pb2.Lease(job=message, lease_epoch=1))
 
 
-@pytest.mark.parametrize(
-    "leave",
-    [
-        lambda folder: (folder / "a" / "b").mkdir(parents=True),
-        lambda folder: (folder / "artifacts" / "report.txt").write_text("x"),
-        lambda folder: (folder / "output.json").mkdir(),
-    ],
-    ids=["a folder of its own", "an artifact", "output.json a folder"],
-)
-def test_a_folder_the_job_added_to_is_removed_whole(tmp_path: Path, leave) -> None:
-    folder = job_folder(tmp_path)
-    leave(folder)
-
-    _remove_folder(folder)
-
-    assert not folder.exists()
+async def run(executor: ProcessExecutor, job: Job) -> tuple[Any, list[str]]:
+    """The attempt's outcome and lines, once its folder is gone: the executor
+    removes it in a thread of its own, whose descriptors count until then."""
+    lines = Lines()
+    outcome = await executor.execute(job, AttemptEvents(job, lines), Cancellation())
+    executor._remover.submit(lambda: None).result(timeout=30)  # runs after the removal
+    return outcome, lines.texts
 
 
-def test_a_link_the_job_left_is_removed_and_what_it_points_to_is_not(tmp_path: Path) -> None:
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "keep.txt").write_text("kept")
-    folder = job_folder(tmp_path)
-    os.rmdir(folder / "artifacts")
-    (folder / "artifacts").symlink_to(outside)
-    (folder / "input.json").unlink()
-    (folder / "input.json").symlink_to(outside / "keep.txt")
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
-    _remove_folder(folder)
 
-    assert not folder.exists()
-    assert (outside / "keep.txt").read_text() == "kept"
+async def test_the_input_is_a_file_with_opens_mode_and_the_commands_stdin(tmp_path: Path) -> None:
+    executor = ProcessExecutor(tmp_path)
+    script = 'stat -c %a "$ZBRAIN_INPUT"; cat "$ZBRAIN_INPUT"; echo; cat'
+    job = command_job("sh", "-c", script, input_json='{"n": 1}')
+    umask = os.umask(0)
+    os.umask(umask)
+
+    outcome, lines = await run(executor, job)
+
+    assert outcome.kind is AttemptOutcome.SUCCEEDED, outcome.error
+    assert lines == [f"{0o666 & ~umask:o}", '{"n": 1}', '{"n": 1}']
 
 
 def test_writing_a_job_file_refuses_one_already_there(tmp_path: Path) -> None:
@@ -71,3 +75,37 @@ def test_writing_a_job_file_refuses_one_already_there(tmp_path: Path) -> None:
         _write_new(tmp_path / "input.json", b"{}")
 
     assert (tmp_path / "input.json").read_text() == "planted"
+    assert stat.S_ISREG((tmp_path / "input.json").stat().st_mode)
+
+
+@pytest.mark.parametrize(
+    ("program", "error"),
+    [
+        ("no-such-program-here", "program not found"),
+        ("{not_executable}", "program not executable"),
+        ("{folder}", "program not executable"),
+        ("true", None),
+    ],
+    ids=["missing", "not executable", "a folder", "runs"],
+)
+async def test_no_descriptor_outlives_an_attempt_however_it_ends(
+    tmp_path: Path, program: str, error: str | None
+) -> None:
+    not_executable = tmp_path / "data.txt"
+    not_executable.write_text("x")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    jobs = tmp_path / "jobs"
+    executor = ProcessExecutor(jobs)
+    job = command_job(program.format(not_executable=not_executable, folder=folder))
+    before = open_descriptors()
+
+    outcome, _ = await run(executor, job)
+
+    if error is None:
+        assert outcome.kind is AttemptOutcome.SUCCEEDED, outcome.error
+    else:
+        assert outcome.kind is AttemptOutcome.FAILED
+        assert outcome.error.startswith(error), outcome.error
+    assert open_descriptors() == before
+    assert not any(jobs.iterdir())

@@ -44,13 +44,6 @@ from ._limits import (
 # of the worker's environment (tokens, credentials) stays out of the job.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
 STDERR_TAIL_BYTES = 2048
-# What the worker puts in each job folder.
-INPUT_FILE, OUTPUT_FILE, PARENTS_FILE, ARTIFACTS_FOLDER = (
-    "input.json",
-    "output.json",
-    "parents.json",
-    "artifacts",
-)
 
 
 @dataclass(frozen=True)
@@ -112,15 +105,15 @@ class ProcessExecutor(Executor):
         finally:
             # Off the event loop and after the result: removing a folder costs
             # a millisecond of the filesystem's time the next job need not wait for.
-            self._remover.submit(_remove_folder, workdir)
+            self._remover.submit(shutil.rmtree, workdir, ignore_errors=True)
 
     async def _run(
         self, job: Job, workdir: Path, events: AttemptEvents, cancel: Cancellation
     ) -> Outcome:
         input_path, output_path, artifacts_dir = (
-            workdir / INPUT_FILE,
-            workdir / OUTPUT_FILE,
-            workdir / ARTIFACTS_FOLDER,
+            workdir / "input.json",
+            workdir / "output.json",
+            workdir / "artifacts",
         )
         _write_new(input_path, json.dumps(job.input).encode())
         os.mkdir(artifacts_dir)
@@ -135,7 +128,7 @@ class ProcessExecutor(Executor):
             ZBRAIN_ARTIFACTS_DIR=str(artifacts_dir),
         )
         if job.parents:  # how the jobs it depended on ended, with their outputs
-            parents_path = workdir / PARENTS_FILE
+            parents_path = workdir / "parents.json"
             _write_new(parents_path, json.dumps([p.to_dict() for p in job.parents]).encode())
             env["ZBRAIN_PARENTS"] = str(parents_path)
         limits = effective(job.resources, self.maxima)
@@ -144,8 +137,9 @@ class ProcessExecutor(Executor):
             missing = _missing_program(job.cmd[0], env.get("PATH", os.defpath), workdir)
             if missing is not None:
                 return missing
-        # The input file itself is the process's stdin: no pipe to feed.
-        stdin = os.open(input_path, os.O_RDONLY | os.O_CLOEXEC)
+        # The input file itself is the process's stdin: no pipe to feed. The
+        # child gets a copy as its fd 0; this one is not inherited (PEP 446).
+        stdin = os.open(input_path, os.O_RDONLY)
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -344,30 +338,16 @@ def _missing_program(program: str, search_path: str, workdir: Path) -> Outcome |
 
 
 def _write_new(path: Path, data: bytes) -> None:
-    """Write a file of the job folder, which must not exist yet: plain system
-    calls, as a short command pays for every layer around them."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    """Write a file of the job folder, which must not exist yet, with the
+    mode `open` would give it: plain system calls, as a short command pays
+    for every layer around them."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-
-
-def _remove_folder(folder: Path) -> None:
-    """Remove a finished job's folder. Most hold only what the worker made,
-    removed by name; a folder holding anything else (the job's own files, a
-    name made a folder or a link) is walked (`shutil.rmtree`, which never
-    follows a link out of it)."""
-    try:
-        for name in (INPUT_FILE, OUTPUT_FILE, PARENTS_FILE):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(folder / name)
-        os.rmdir(folder / ARTIFACTS_FOLDER)
-        os.rmdir(folder)
-    except OSError:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _decode(data: bytes) -> str:
