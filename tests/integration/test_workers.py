@@ -196,23 +196,29 @@ async def test_cancel_stops_a_running_process(
     await eventually(lambda: not _alive(pid), timeout=10)
 
 
-async def test_killed_worker_job_is_retried_on_another_worker(
-    server, client, processes: Processes
+async def test_killed_worker_job_is_retried_on_another_worker_which_clears_its_folders(
+    server, client, processes: Processes, tmp_path: Path
 ) -> None:
-    first = processes.worker(server.address, "--id", "first")
+    temp_dir = tmp_path / "jobs"
+    first = processes.worker(server.address, "--id", "first", "--temp-dir", str(temp_dir))
     job = await client.submit(
         ["sh", "-c", 'sleep 1; printf "{\\"attempt\\": $ZBRAIN_ATTEMPT}" > "$ZBRAIN_OUTPUT"'],
         max_retries=2,
     )
     running = await wait_state(client, job.id, JobState.RUNNING)
     assert running.worker_id == "first"
+    [first_folder] = temp_dir.iterdir()
+    assert any(first_folder.iterdir()), "the running job's folder is in its worker's"
 
     os.killpg(first.pid, signal.SIGKILL)
-    processes.worker(server.address, "--id", "second")
+    processes.worker(server.address, "--id", "second", "--temp-dir", str(temp_dir))
     done = await client.wait(job.id, timeout=30)
 
     assert done.state is JobState.SUCCEEDED
     assert done.output == {"attempt": 2}
+    await eventually(lambda: not first_folder.exists(), timeout=30)
+    [second_folder] = temp_dir.iterdir()  # the living worker's own, emptied
+    await eventually(lambda: not any(second_folder.iterdir()), timeout=10)
 
 
 async def test_worker_keeps_its_attempt_through_a_server_restart(

@@ -44,11 +44,16 @@ def command_job(*cmd: str, input_json: str = "") -> Job:
 
 async def run(executor: ProcessExecutor, job: Job) -> tuple[Any, list[str]]:
     """The attempt's outcome and lines, once its folder is gone: the executor
-    removes it in a thread of its own, whose descriptors count until then."""
+    removes it in a thread of its own, whose descriptors count meanwhile."""
     lines = Lines()
     outcome = await executor.execute(job, AttemptEvents(job, lines), Cancellation())
-    executor._remover.submit(lambda: None).result(timeout=30)  # runs after the removal
+    settled(executor)
     return outcome, lines.texts
+
+
+def settled(executor: ProcessExecutor) -> None:
+    """Return once the executor's folder thread has done what it was given."""
+    executor._remover.submit(lambda: None).result(timeout=30)  # runs after the rest
 
 
 def open_descriptors() -> int:
@@ -97,6 +102,8 @@ async def test_no_descriptor_outlives_an_attempt_however_it_ends(
     folder.mkdir()
     jobs = tmp_path / "jobs"
     executor = ProcessExecutor(jobs)
+    await executor.health_check()  # its own folder made, and locked through a descriptor
+    settled(executor)  # the health check's sweep of dead workers' folders
     job = command_job(program.format(not_executable=not_executable, folder=folder))
     before = open_descriptors()
 
@@ -108,4 +115,5 @@ async def test_no_descriptor_outlives_an_attempt_however_it_ends(
         assert outcome.kind is AttemptOutcome.FAILED
         assert outcome.error.startswith(error), outcome.error
     assert open_descriptors() == before
-    assert not any(jobs.iterdir())
+    [own] = jobs.iterdir()
+    assert not any(own.iterdir()), "the job's folder is removed"

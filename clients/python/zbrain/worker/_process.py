@@ -1,9 +1,10 @@
 """The local process executor: runs a job's argv as a child process.
 
 The command never passes through a shell. Each attempt gets a fresh working
-directory under the worker's temp dir, holding the input (also on stdin), the
-path where the job may write its JSON output, and a folder whose files become
-the job's artifacts. stdout and stderr are streamed line by line while the
+directory in the worker process's own folder under the temp dir (`_folders`
+says why one of its own), holding the input (also on stdin), the path where
+the job may write its JSON output, and a folder whose files become the
+job's artifacts. stdout and stderr are streamed line by line while the
 process runs. Stopping (cancel, timeout, shutdown) sends SIGTERM to the
 whole process group, then SIGKILL after a grace period.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -31,6 +33,7 @@ from typing import Any
 from ..models import NO_RESOURCES, Job, LogStream, Resources
 from ..protocol import TRUNCATION_MARK
 from ._executor import AttemptEvents, Cancellation, Executor, Outcome
+from ._folders import Home, remove_abandoned
 from ._limits import (
     MEMORY_SAMPLE_INTERVAL_S,
     MemoryWatch,
@@ -44,6 +47,8 @@ from ._limits import (
 # of the worker's environment (tokens, credentials) stays out of the job.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
 STDERR_TAIL_BYTES = 2048
+
+log = logging.getLogger("zbrain.worker")
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class ProcessExecutor(Executor):
         self.temp_dir = Path(temp_dir or tempfile.gettempdir())
         self.limits = limits or ProcessLimits()
         self.maxima = maxima
+        self._home = Home(self.temp_dir)  # this process's own folder of job folders
         # One thread removes finished job folders in order; the interpreter
         # waits for it at exit, so none is left behind.
         self._remover = ThreadPoolExecutor(1, thread_name_prefix="zbrain-folder-remover")
@@ -88,18 +94,21 @@ class ProcessExecutor(Executor):
         return returncode
 
     async def health_check(self) -> None:
-        """Fail unless job folders can be made in the temp dir."""
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.mkdtemp(dir=self.temp_dir, prefix="zbrain-health-")
+        """Fail unless job folders can be made in the temp dir; then, in the
+        background, remove those of worker processes that died (`_folders`)."""
+        try:
+            probe = tempfile.mkdtemp(dir=self._home.folder(), prefix="zbrain-health-")
+        except FileNotFoundError:  # our folder went away
+            probe = tempfile.mkdtemp(dir=self._home.reclaim(), prefix="zbrain-health-")
         os.rmdir(probe)
+        self._remover.submit(_remove_abandoned, self.temp_dir)
 
     async def execute(self, job: Job, events: AttemptEvents, cancel: Cancellation) -> Outcome:
         prefix = f"zbrain-{job.id}-{job.attempt}-"
         try:
-            workdir = Path(tempfile.mkdtemp(dir=self.temp_dir, prefix=prefix))
-        except FileNotFoundError:  # the temp dir went away (or was never made)
-            self.temp_dir.mkdir(parents=True, exist_ok=True)
-            workdir = Path(tempfile.mkdtemp(dir=self.temp_dir, prefix=prefix))
+            workdir = Path(tempfile.mkdtemp(dir=self._home.folder(), prefix=prefix))
+        except FileNotFoundError:  # our folder went away (a temp-dir cleaner, say)
+            workdir = Path(tempfile.mkdtemp(dir=self._home.reclaim(), prefix=prefix))
         try:
             return await self._run(job, workdir, events, cancel)
         finally:
@@ -335,6 +344,17 @@ def _missing_program(program: str, search_path: str, workdir: Path) -> Outcome |
     if shutil.which(program, path=search_path) is None:
         return Outcome.failed(f"program not found: {program}", exit_code=127)
     return None
+
+
+def _remove_abandoned(temp_dir: Path) -> None:
+    removed = remove_abandoned(temp_dir)
+    if removed:
+        log.info(
+            "removed the job folders of %d worker process(es) that ended without "
+            "removing them, in %s",
+            len(removed),
+            temp_dir,
+        )
 
 
 def _write_new(path: Path, data: bytes) -> None:
