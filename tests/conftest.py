@@ -129,9 +129,10 @@ class Processes:
         *args: str,
         env: dict[str, str] | None = None,
         log: Path | None = None,
+        temp_dir: Path | None = None,
     ) -> subprocess.Popen[str]:
-        """A `zbrain worker` process with its own temp dir."""
-        temp = self.tmp_path / f"worker{len(self.children)}"
+        """A `zbrain worker` process with its own temp dir (or `temp_dir`)."""
+        temp = temp_dir or self.tmp_path / f"worker{len(self.children)}"
         return self.spawn(
             "worker", "--server", address, "--temp-dir", str(temp), *args, env=env, log=log
         )

@@ -198,7 +198,9 @@ async def test_a_sandboxed_job_cannot_see_another_jobs_files(
     await eventually(keeper_folder, timeout=20)
     [folder] = await log_text(client, keeper.id)
     assert (Path(folder) / "secret.txt").read_text() == "secret\n"  # there, seen from outside
-    look = f"ls {temp_dir} | wc -l; cat {folder}/secret.txt 2>/dev/null || echo unreadable"
+    # Every job folder of the worker is in one folder of its own: the snoop's alone.
+    siblings = Path(folder).parent
+    look = f"ls -A {siblings} | wc -l; cat {folder}/secret.txt 2>/dev/null || echo unreadable"
     snoop = await client.submit(["sh", "-c", look])
     snooped = await finished(client, snoop.id)
     await client.cancel(keeper.id)

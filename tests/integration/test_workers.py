@@ -200,7 +200,7 @@ async def test_killed_worker_job_is_retried_on_another_worker_which_clears_its_f
     server, client, processes: Processes, tmp_path: Path
 ) -> None:
     temp_dir = tmp_path / "jobs"
-    first = processes.worker(server.address, "--id", "first", "--temp-dir", str(temp_dir))
+    first = processes.worker(server.address, "--id", "first", temp_dir=temp_dir)
     job = await client.submit(
         ["sh", "-c", 'sleep 1; printf "{\\"attempt\\": $ZBRAIN_ATTEMPT}" > "$ZBRAIN_OUTPUT"'],
         max_retries=2,
@@ -208,10 +208,12 @@ async def test_killed_worker_job_is_retried_on_another_worker_which_clears_its_f
     running = await wait_state(client, job.id, JobState.RUNNING)
     assert running.worker_id == "first"
     [first_folder] = temp_dir.iterdir()
-    assert any(first_folder.iterdir()), "the running job's folder is in its worker's"
+    # RUNNING once leased: the worker makes the job's folder a moment later.
+    await eventually(lambda: any(first_folder.iterdir()), timeout=10)
 
     os.killpg(first.pid, signal.SIGKILL)
-    processes.worker(server.address, "--id", "second", "--temp-dir", str(temp_dir))
+    first.wait(timeout=30)  # its lock is gone with it
+    processes.worker(server.address, "--id", "second", temp_dir=temp_dir)
     done = await client.wait(job.id, timeout=30)
 
     assert done.state is JobState.SUCCEEDED

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import shutil
 import signal
@@ -47,8 +46,6 @@ from ._limits import (
 # of the worker's environment (tokens, credentials) stays out of the job.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME", "TMPDIR")
 STDERR_TAIL_BYTES = 2048
-
-log = logging.getLogger("zbrain.worker")
 
 
 @dataclass(frozen=True)
@@ -96,19 +93,12 @@ class ProcessExecutor(Executor):
     async def health_check(self) -> None:
         """Fail unless job folders can be made in the temp dir; then, in the
         background, remove those of worker processes that died (`_folders`)."""
-        try:
-            probe = tempfile.mkdtemp(dir=self._home.folder(), prefix="zbrain-health-")
-        except FileNotFoundError:  # our folder went away
-            probe = tempfile.mkdtemp(dir=self._home.reclaim(), prefix="zbrain-health-")
-        os.rmdir(probe)
-        self._remover.submit(_remove_abandoned, self.temp_dir)
+        os.rmdir(self._home.mkdtemp("zbrain-health-"))
+        self._remover.submit(remove_abandoned, self.temp_dir)
 
     async def execute(self, job: Job, events: AttemptEvents, cancel: Cancellation) -> Outcome:
         prefix = f"zbrain-{job.id}-{job.attempt}-"
-        try:
-            workdir = Path(tempfile.mkdtemp(dir=self._home.folder(), prefix=prefix))
-        except FileNotFoundError:  # our folder went away (a temp-dir cleaner, say)
-            workdir = Path(tempfile.mkdtemp(dir=self._home.reclaim(), prefix=prefix))
+        workdir = self._home.mkdtemp(prefix)
         try:
             return await self._run(job, workdir, events, cancel)
         finally:
@@ -344,17 +334,6 @@ def _missing_program(program: str, search_path: str, workdir: Path) -> Outcome |
     if shutil.which(program, path=search_path) is None:
         return Outcome.failed(f"program not found: {program}", exit_code=127)
     return None
-
-
-def _remove_abandoned(temp_dir: Path) -> None:
-    removed = remove_abandoned(temp_dir)
-    if removed:
-        log.info(
-            "removed the job folders of %d worker process(es) that ended without "
-            "removing them, in %s",
-            len(removed),
-            temp_dir,
-        )
 
 
 def _write_new(path: Path, data: bytes) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -92,7 +91,7 @@ class SandboxExecutor(ProcessExecutor):
         """Run an empty sandbox once; SandboxUnavailableError with bwrap's own
         words when it cannot (user namespaces disabled, a seccomp policy ...),
         so a worker refuses to start rather than fail every job."""
-        folder = Path(tempfile.mkdtemp(dir=self._made_temp_dir(), prefix="zbrain-probe-"))
+        folder = self._home.mkdtemp("zbrain-probe-")
         try:
             argv = self._command(_PROBE_JOB, folder, NO_RESOURCES)
             done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
@@ -106,10 +105,6 @@ class SandboxExecutor(ProcessExecutor):
                 f"bubblewrap cannot make a sandbox here ({said}); it needs user "
                 "namespaces (sysctl kernel.unprivileged_userns_clone=1) or root"
             )
-
-    def _made_temp_dir(self) -> Path:
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
-        return self.temp_dir
 
     def _command(self, job: Job, workdir: Path, limits: Resources) -> list[str]:
         temp_dir = str(self.temp_dir.resolve())
