@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from zbrain.errors import InvalidArgumentError
+from zbrain.worker import ProcessExecutor
 from zbrain.worker._folders import OWN_PREFIX, Home, remove_abandoned
 
 # A worker process in miniature: claims its folder, makes a job folder in it,
@@ -128,12 +130,14 @@ def test_a_folder_removed_from_under_a_worker_is_claimed_again(tmp_path: Path) -
     assert remove_abandoned(tmp_path / "temp") == []  # still locked: ours
 
 
-def test_without_locks_a_worker_still_runs_and_sweeps_nothing(
+def test_without_locks_a_worker_still_runs_and_no_sweep_judges_its_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     def no_locks(fd: int, operation: int) -> None:
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
 
+    another = tmp_path / f"{OWN_PREFIX}another"  # another worker's, as named while locks worked
+    another.mkdir()
     monkeypatch.setattr(fcntl, "flock", no_locks)
     caplog.set_level(logging.WARNING, "zbrain.worker")
     home = Home(tmp_path)
@@ -142,7 +146,28 @@ def test_without_locks_a_worker_still_runs_and_sweeps_nothing(
 
     assert job.is_dir()
     assert remove_abandoned(tmp_path) == []
-    assert job.is_dir()
+    assert another.is_dir()
     said = caplog.text
     assert "cannot lock" in said and "--temp-dir" in said
-    assert "cannot check" in said
+    assert f"cannot check {another}" in said
+    # Locks back (the failure was passing): still no sweep takes the
+    # unlocked folder for a dead worker's.
+    monkeypatch.undo()
+    assert remove_abandoned(tmp_path) == [another]
+    assert job.is_dir()
+
+
+@pytest.mark.parametrize("under", [".", "sub"], ids=["a file", "under a file"])
+async def test_a_temp_dir_that_cannot_hold_job_folders_is_named_in_the_error(
+    tmp_path: Path, under: str
+) -> None:
+    (tmp_path / "file").touch()  # (root may write anywhere: a file is what stops it)
+    temp_dir = tmp_path / "file" / under  # pathlib drops "."
+    executor = ProcessExecutor(temp_dir)
+
+    with pytest.raises(InvalidArgumentError) as refused:
+        await executor.health_check()
+
+    said = str(refused.value)
+    assert said.startswith(f"cannot make job folders in {temp_dir}: ")
+    assert "--temp-dir" in said

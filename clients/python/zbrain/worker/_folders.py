@@ -16,8 +16,10 @@ of a folder whose worker lives. So a folder's name carries the boot id of
 the kernel its worker ran under, and only folders of this boot are swept.
 Folders of an earlier boot are left alone (on a shared temp dir they could
 be another machine's; a local /tmp is emptied at boot anyway), as are those
-of ZBrain versions before this one (`zbrain-JOBID-*` directly in the temp
-dir) and, by the permissions of a folder made by `mkdtemp`, other users'.
+a worker could not lock (a filesystem without locks: named so no sweep
+judges them), those of ZBrain versions before this one (`zbrain-JOBID-*`
+directly in the temp dir) and, by the permissions of a folder made by
+`mkdtemp`, other users'.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
+
+from ..errors import InvalidArgumentError
 
 log = logging.getLogger("zbrain.worker")
 
@@ -48,6 +52,8 @@ OWN_PREFIX = f"zbrain-worker-{_BOOT_ID}-"
 # A folder is made under this name, locked, then renamed to its OWN_PREFIX
 # name: a sweep never sees an unlocked folder of a worker that is starting.
 _CLAIMING_PREFIX = f".zbrain-worker-claiming-{_BOOT_ID}-"
+# A folder its worker could not lock: no sweep may judge it by its lock.
+_UNLOCKED_PREFIX = "zbrain-worker-unlocked-"
 # A process that died between making and renaming its folder leaves it
 # under the claiming name; such a folder is swept once this old.
 _CLAIMING_STALE_S = 60.0
@@ -80,13 +86,19 @@ class Home:
             return Path(tempfile.mkdtemp(dir=self.folder(), prefix=prefix))
 
     def _claim(self) -> Path:
-        self.temp_dir.mkdir(parents=True, exist_ok=True)
-        claiming = Path(tempfile.mkdtemp(dir=self.temp_dir, prefix=_CLAIMING_PREFIX))
-        path = claiming.with_name(OWN_PREFIX + claiming.name[len(_CLAIMING_PREFIX) :])
+        try:
+            self.temp_dir.mkdir(parents=True, exist_ok=True)
+            claiming = Path(tempfile.mkdtemp(dir=self.temp_dir, prefix=_CLAIMING_PREFIX))
+        except OSError as error:  # a file, not a folder; not ours to write; a full disk
+            raise InvalidArgumentError(
+                f"cannot make job folders in {self.temp_dir}: {error.strerror}; the temp dir "
+                "(--temp-dir, ZWORKER_TEMP_DIR) must be a folder this user can write"
+            ) from error
         fd = -1
         try:
             fd = os.open(claiming, os.O_RDONLY | os.O_DIRECTORY)
-            _lock_own(fd, claiming)
+            prefix = OWN_PREFIX if _lock_own(fd, claiming) else _UNLOCKED_PREFIX
+            path = claiming.with_name(prefix + claiming.name[len(_CLAIMING_PREFIX) :])
             os.rename(claiming, path)  # the lock stays with the folder
         except BaseException:
             if fd >= 0:
@@ -99,9 +111,11 @@ class Home:
         return path
 
 
-def _lock_own(fd: int, path: Path) -> None:
-    """Lock a new folder of ours. Where the filesystem has no locks, the
-    worker still runs, and says what it gives up."""
+def _lock_own(fd: int, path: Path) -> bool:
+    """Lock a new folder of ours; whether it is locked. Where the filesystem
+    has no locks (or none left), the worker still runs, says what it gives
+    up, and names its folder so that no sweep takes the missing lock for a
+    dead worker's."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -113,6 +127,8 @@ def _lock_own(fd: int, path: Path) -> None:
             path,
             error.strerror,
         )
+        return False
+    return True
 
 
 def _remove_own(path: Path, fd: int, owner_pid: int) -> None:
@@ -168,8 +184,11 @@ def _remove_if_unlocked(path: Path) -> bool:
         # Another sweep may have removed it between our open and our lock.
         if not _still_named(path, fd):
             return False
-        # Held while removing: another worker's sweep skips it meanwhile.
-        shutil.rmtree(path, ignore_errors=True)
+        # Held while removing: another worker's sweep skips it meanwhile. A
+        # second pass for what a dead worker's orphaned job (its process
+        # lives on in a session of its own) wrote during the first.
+        for _ in range(2):
+            shutil.rmtree(path, ignore_errors=True)
         if path.exists():
             log.warning("could not remove all of %s, a dead worker's job folders", path)
             return False
